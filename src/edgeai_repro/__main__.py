@@ -1,0 +1,3 @@
+from edgeai_repro.cli import main
+
+main()

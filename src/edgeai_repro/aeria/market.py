@@ -1,0 +1,220 @@
+"""Random edge-AI markets and the bid-independent partition/exit choice.
+
+A market has M providers (each selling one multi-exit DNN) with n users each, and one edge
+infrastructure provider whose capacity is split equally among the providers (our choice; a
+bid-independent split keeps the auctions truthful). Shapes are (markets, providers, users).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from edgeai_repro.aeria.config import WORKLOADS
+from edgeai_repro.aeria.workloads import profile
+
+PARTITIONS = ("auto", "edge_only", "device_only", "no_early_exit")
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Every (partition point, exit) pair of a workload, one column each, padded per provider.
+
+    Columns are ordered by exit, then by partition point from the device-heaviest down, so that
+    argmin over edge demand breaks ties toward the earlier exit and the later partition point.
+    """
+
+    dev_flops: torch.Tensor   # (M, C) FLOPs run on the device (input_scale 1)
+    tx_bits: torch.Tensor     # (M, C) bits sent uplink
+    edge_flops: torch.Tensor  # (M, C) FLOPs run at the edge
+    accuracy: torch.Tensor    # (M, C)
+    device_only: torch.Tensor  # (M, C) bool
+    final_exit: torch.Tensor  # (M, C) bool
+    edge_only: torch.Tensor   # (M, C) bool: partition point 0 (the raw input is sent)
+    present: torch.Tensor     # (M, C) bool: False for padding
+
+
+def _workload_columns(name: str, accuracy: tuple[float, ...], input_bits: int, feature_bits: int) -> list[tuple]:
+    prof = profile(name)
+    prefix = [0.0]
+    for f in prof.unit_flops:
+        prefix.append(prefix[-1] + f)
+    cols = []
+    last = len(prof.exit_unit) - 1
+    for e, (u, br) in enumerate(zip(prof.exit_unit, prof.branch_flops)):
+        upto = u + 1  # units 0..u are needed for exit e
+        for p in range(upto, -1, -1):  # p units on the device
+            dev_only = p == upto
+            tx = 0.0 if dev_only else (input_bits * prof.input_elems if p == 0 else feature_bits * prof.unit_out_elems[p - 1])
+            dev = prefix[p] + (br if dev_only else 0.0)
+            edge = 0.0 if dev_only else prefix[upto] - prefix[p] + br
+            cols.append((dev, tx, edge, accuracy[e], dev_only, e == last, p == 0))
+    return cols
+
+
+@lru_cache(maxsize=32)
+def _candidates(workloads: tuple[str, ...], accuracy: tuple[tuple[float, ...], ...], input_bits: int,
+                feature_bits: int) -> Candidates:
+    per = [_workload_columns(w, acc, input_bits, feature_bits) for w, acc in zip(workloads, accuracy)]
+    width = max(len(c) for c in per)
+    pad = (0.0, 0.0, 0.0, 0.0, False, False, False)  # padding columns are masked out by `present`
+    rows = [c + [pad] * (width - len(c)) for c in per]
+    t = lambda i, dt: torch.tensor([[col[i] for col in r] for r in rows], dtype=dt)  # noqa: E731
+    present = torch.tensor([[j < len(c) for j in range(width)] for c in per])
+    return Candidates(t(0, torch.float64), t(1, torch.float64), t(2, torch.float64), t(3, torch.float64),
+                      t(4, torch.bool), t(5, torch.bool), t(6, torch.bool), present)
+
+
+def provider_workloads(market_cfg) -> tuple[str, ...]:
+    m = market_cfg.providers
+    if market_cfg.workload == "mixed":
+        return tuple(WORKLOADS[i % len(WORKLOADS)] for i in range(m))
+    return (market_cfg.workload,) * m
+
+
+@dataclass
+class Market:
+    """One batch of random markets. Users' private values are `value`; bids equal values unless a
+    caller replaces them (the property checks do)."""
+
+    workloads: tuple[str, ...]
+    device_flops: torch.Tensor   # (B, M, n) FLOP/s
+    uplink_bps: torch.Tensor     # (B, M, n)
+    deadline_s: torch.Tensor     # (B, M, n)
+    acc_floor: torch.Tensor      # (B, M, n)
+    input_scale: torch.Tensor    # (B, M, n)
+    value: torch.Tensor          # (B, M, n)
+    capacity_flops: float        # whole edge, FLOP/s
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.value.shape)  # type: ignore[return-value]
+
+
+def _uniform(lo_hi, shape, gen, device, scale: float = 1.0) -> torch.Tensor:
+    lo, hi = float(lo_hi[0]) * scale, float(lo_hi[1]) * scale
+    return lo + (hi - lo) * torch.rand(shape, generator=gen, device=device, dtype=torch.float64)
+
+
+def reference_cost(workload: str, market_cfg) -> float:
+    """Serving cost of the full model, fully offloaded, for a median user: the unit of value."""
+    prof = profile(workload)
+    deadline = sum(market_cfg.deadline_ms) / 2 / 1000
+    uplink = sum(market_cfg.uplink_mbps) / 2 * 1e6
+    slack = max(deadline - market_cfg.input_bits * prof.input_elems / uplink, 1e-3)
+    return market_cfg.lease_price * (prof.total_flops / 1e9) / slack * market_cfg.slot_s
+
+
+def _values(vcfg, shape, gen, device) -> torch.Tensor:
+    dist = str(getattr(vcfg.dist, "value", vcfg.dist))
+    if dist == "uniform":
+        return _uniform([vcfg.low, vcfg.high], shape, gen, device)
+    z = torch.randn(shape, generator=gen, device=device, dtype=torch.float64)
+    if dist == "normal":
+        return (vcfg.mean + vcfg.std * z).clamp_min(0.0)
+    if dist == "lognormal":
+        sigma2 = torch.log(torch.tensor(1 + (vcfg.std / vcfg.mean) ** 2, dtype=torch.float64))
+        mu = torch.log(torch.tensor(vcfg.mean, dtype=torch.float64)) - sigma2 / 2
+        return torch.exp(mu + sigma2.sqrt() * z)
+    if dist == "pareto":
+        alpha = vcfg.pareto_alpha
+        xm = vcfg.mean * (alpha - 1) / alpha
+        u = torch.rand(shape, generator=gen, device=device, dtype=torch.float64)
+        return xm * (1 - u).pow(-1 / alpha)
+    raise ValueError(f"unknown valuation law {dist!r}")
+
+
+def sample_markets(cfg, batch: int, gen: torch.Generator, device: str | torch.device = "cpu") -> Market:
+    """Draw `batch` independent markets from the aeria config (cfg = the `aeria` node)."""
+    m = cfg.market
+    workloads = provider_workloads(m)
+    shape = (batch, m.providers, m.users_per_provider)
+    acc = [cfg.exit_accuracy[w] for w in workloads]
+    lo = torch.tensor([min(a) for a in acc], dtype=torch.float64, device=device).view(1, -1, 1)
+    hi = torch.tensor([max(a) for a in acc], dtype=torch.float64, device=device).view(1, -1, 1)
+    q = _uniform(m.accuracy_floor, shape, gen, device)
+    values = _values(m.valuation, shape, gen, device)
+    if m.valuation.relative_to_cost:
+        ref = torch.tensor([reference_cost(w, m) for w in workloads], dtype=torch.float64, device=device)
+        values = values * ref.view(1, -1, 1)
+    return Market(
+        workloads=workloads,
+        device_flops=_uniform(m.device_gflops, shape, gen, device, 1e9),
+        uplink_bps=_uniform(m.uplink_mbps, shape, gen, device, 1e6),
+        deadline_s=_uniform(m.deadline_ms, shape, gen, device, 1e-3),
+        acc_floor=lo + q * (hi - lo),
+        input_scale=_uniform(m.input_scale, shape, gen, device),
+        value=values,
+        capacity_flops=float(m.edge_capacity_tflops) * 1e12,
+    )
+
+
+@dataclass
+class Service:
+    """The chosen (partition, exit) per user, and what it costs. Never reads a bid."""
+
+    feasible: torch.Tensor   # (B, M, n) bool
+    edge_flops_s: torch.Tensor  # (B, M, n) minimum edge FLOP/s that meets the deadline
+    cost: torch.Tensor       # (B, M, n) lease cost of that allocation
+    accuracy: torch.Tensor   # (B, M, n) accuracy of the chosen exit
+    admitted: torch.Tensor   # (B, M, n) bool: feasible and within the provider's capacity share
+
+
+def choose_service(market: Market, cfg, partition: str = "auto") -> Service:
+    """Pick, per user, the feasible (partition, exit) pair needing the least edge capacity."""
+    m = cfg.market
+    cand = _candidates(market.workloads, tuple(tuple(cfg.exit_accuracy[w]) for w in market.workloads),
+                       int(m.input_bits), int(m.feature_bits))
+    dev = market.value.device
+    col = lambda t: t.to(dev).unsqueeze(0).unsqueeze(2)  # noqa: E731  (M, C) -> (1, M, 1, C)
+    x = lambda t: t.unsqueeze(-1)  # noqa: E731  (B, M, n) -> (B, M, n, 1)
+    scale = x(market.input_scale)
+    t_dev = scale * col(cand.dev_flops) / x(market.device_flops)
+    t_tx = scale * col(cand.tx_bits) / x(market.uplink_bps)
+    slack = x(market.deadline_s) - t_dev - t_tx
+    dev_only = col(cand.device_only)
+    allowed = col(cand.present) & (col(cand.accuracy) >= x(market.acc_floor))
+    allowed = allowed & torch.where(dev_only, slack >= 0, slack > 0)
+    if m.energy_budget_j is not None:
+        energy = m.device_power_w * t_dev + m.tx_power_w * t_tx
+        allowed = allowed & (energy <= m.energy_budget_j)
+    if partition == "edge_only":
+        allowed = allowed & col(cand.edge_only)
+    elif partition == "device_only":
+        allowed = allowed & dev_only
+    elif partition == "no_early_exit":
+        allowed = allowed & col(cand.final_exit)
+    elif partition != "auto":
+        raise ValueError(f"unknown partition mode {partition!r}; use one of {PARTITIONS}")
+    if m.device_only_users == "exclude":
+        allowed = allowed & ~dev_only
+    demand = torch.where(dev_only, torch.zeros_like(slack), scale * col(cand.edge_flops) / slack.clamp_min(1e-12))
+    demand = torch.where(allowed, demand, torch.full_like(demand, float("inf")))
+    best = demand.argmin(dim=-1, keepdim=True)
+    edge = demand.gather(-1, best).squeeze(-1)
+    feasible = torch.isfinite(edge)
+    edge = torch.where(feasible, edge, torch.zeros_like(edge))
+    accuracy = col(cand.accuracy).expand_as(demand).gather(-1, best).squeeze(-1)
+    cost = m.lease_price * edge / 1e9 * m.slot_s
+    admitted = feasible & _within_capacity(edge, feasible, market.capacity_flops / m.providers, m.capacity_rule)
+    return Service(feasible, edge, cost, accuracy, admitted)
+
+
+def _within_capacity(edge: torch.Tensor, feasible: torch.Tensor, share: float, rule: str) -> torch.Tensor:
+    """Admit users by increasing edge demand until the provider's share is full (bid-independent)."""
+    if rule == "ignore":
+        return torch.ones_like(feasible)
+    key = torch.where(feasible, edge, torch.full_like(edge, float("inf")))
+    sorted_edge, order = torch.sort(key, dim=-1, stable=True)
+    used = torch.cumsum(torch.where(torch.isfinite(sorted_edge), sorted_edge, torch.zeros_like(sorted_edge)), -1)
+    ok_sorted = used <= share
+    return torch.empty_like(ok_sorted).scatter_(-1, order, ok_sorted)
+
+
+def replicate(obj, b: int, reps: int):
+    """Market b of a batched Market/Service, repeated `reps` times along the batch axis (a view)."""
+    from dataclasses import fields, replace
+
+    tensors = {f.name: getattr(obj, f.name) for f in fields(obj) if isinstance(getattr(obj, f.name), torch.Tensor)}
+    return replace(obj, **{k: t[b:b + 1].expand(reps, *t.shape[1:]) for k, t in tensors.items()})

@@ -1,0 +1,115 @@
+"""Prior-free pricing primitives on batches of net bids, vectorised in torch.
+
+All functions take bids of shape (..., n): the last axis is one auction, leading axes are
+independent auctions (markets x providers). Invalid bidders carry a bid of 0, which never wins
+because every price below is positive or the bidder is masked out by the caller.
+
+The leave-one-out optimal revenue F(s_-i) for all i costs one sort and two scans: removing the
+bidder at sorted position r leaves k*s_(k) for k < r and k*s_(k+1) for k >= r.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def sort_desc(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.sort(s, dim=-1, descending=True, stable=True)
+
+
+def _k(n: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.arange(1, n + 1, dtype=like.dtype, device=like.device)
+
+
+def optimal_revenue(s: torch.Tensor, min_winners: int = 1) -> torch.Tensor:
+    """F(s) = max_k k*s_(k) (min_winners=1) or F2 (min_winners=2); 0 if there are too few bids."""
+    sd, _ = sort_desc(s)
+    rev = _k(s.shape[-1], s) * sd
+    if rev.shape[-1] < min_winners:
+        return torch.zeros(s.shape[:-1], dtype=s.dtype, device=s.device)
+    return rev[..., min_winners - 1:].amax(dim=-1).clamp_min(0)
+
+
+def optimal_price(s: torch.Tensor) -> torch.Tensor:
+    """The single price that earns F(s); +inf when no bid is positive."""
+    sd, _ = sort_desc(s)
+    rev = _k(s.shape[-1], s) * sd
+    best = rev.argmax(dim=-1, keepdim=True)
+    price = sd.gather(-1, best).squeeze(-1)
+    return torch.where(price > 0, price, torch.full_like(price, float("inf")))
+
+
+def _suffix_cummax(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    vals, idx = torch.cummax(x.flip(-1), dim=-1)
+    n = x.shape[-1]
+    return vals.flip(-1), (n - 1 - idx).flip(-1)
+
+
+def _leave_one_out_sorted(sd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For sorted bids, F of all bids but position r, and the price that reaches it, for each r."""
+    n = sd.shape[-1]
+    k = _k(n, sd)
+    a = k * sd                                            # k*s_(k): bidders before r stay in place
+    b = torch.zeros_like(sd)
+    b[..., :-1] = k[:-1] * sd[..., 1:]                    # k*s_(k+1): bidders after r move up
+    pa_vals, pa_idx = torch.cummax(a, dim=-1)             # inclusive prefix max; shift to exclusive
+    prefix = torch.zeros_like(sd)
+    prefix[..., 1:] = pa_vals[..., :-1]
+    prefix_price = torch.zeros_like(sd)
+    prefix_price[..., 1:] = sd.gather(-1, pa_idx[..., :-1])
+    suffix, sb_idx = _suffix_cummax(b)
+    suffix_price = torch.zeros_like(sd)
+    suffix_price[..., :-1] = sd.gather(-1, (sb_idx[..., :-1] + 1).clamp_max(n - 1))
+    use_prefix = prefix >= suffix
+    f_loo = torch.where(use_prefix, prefix, suffix)
+    price = torch.where(use_prefix, prefix_price, suffix_price)
+    return f_loo, price
+
+
+def _unsort(values_sorted: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(values_sorted)
+    return out.scatter_(-1, order, values_sorted)
+
+
+def leave_one_out_revenue(s: torch.Tensor) -> torch.Tensor:
+    """F(s_-i) for every bidder i, in the bidders' original order. O(n log n)."""
+    sd, order = sort_desc(s)
+    f_loo, _ = _leave_one_out_sorted(sd)
+    return _unsort(f_loo, order)
+
+
+def leave_one_out_price(s: torch.Tensor) -> torch.Tensor:
+    """The optimal single price of the other bidders, for every bidder (+inf when they bid 0)."""
+    sd, order = sort_desc(s)
+    _, price = _leave_one_out_sorted(sd)
+    price = _unsort(price, order)
+    return torch.where(price > 0, price, torch.full_like(price, float("inf")))
+
+
+def consensus_round(x: torch.Tensor, u: torch.Tensor, c: float) -> torch.Tensor:
+    """Round x down to the random grid {c^(j+u)}: the largest c^(j+u) <= x (0 for x <= 0).
+
+    u in [0, 1) is shared by every bidder of an auction and broadcast against x.
+    """
+    logc = torch.log(x.clamp_min(torch.finfo(x.dtype).tiny)) / torch.log(torch.tensor(c, dtype=x.dtype))
+    r = torch.pow(torch.tensor(c, dtype=x.dtype, device=x.device), torch.floor(logc - u) + u)
+    return torch.where(x > 0, r, torch.zeros_like(x))
+
+
+def cost_share_winners(s: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Equal-share profit extraction of `target` (one value per bidder, bid-independent).
+
+    Bidder i is offered the price target_i / k where k is the largest number of bidders that
+    can each pay target_i / k; with the other bidders' bids held fixed this offer does not depend
+    on s_i (see tests). Returns (wins, price) with price 0 for losers.
+    """
+    n = s.shape[-1]
+    sd, _ = sort_desc(s)
+    a = _k(n, s) * sd                                      # k*s_(k): k bidders can each pay t iff a_k >= t*k
+    suffix, _ = _suffix_cummax(a)                          # non-increasing in k
+    # K(t) = #{k : max_{k'>=k} a_k' >= t} = largest k with a_k >= t, via binary search.
+    ascending = suffix.flip(-1).contiguous()
+    k_star = n - torch.searchsorted(ascending, target.contiguous(), right=False)
+    k_star_f = k_star.to(s.dtype)
+    price = torch.where(k_star > 0, target / k_star_f.clamp_min(1), torch.full_like(target, float("inf")))
+    wins = (s >= price) & (target > 0)
+    return wins, torch.where(wins, price, torch.zeros_like(price))

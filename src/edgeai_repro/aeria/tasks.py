@@ -1,0 +1,129 @@
+"""The AERIA tasks a cell can run: revenue simulation, property checks, run time."""
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from edgeai_repro.aeria import config as aeria_config
+from edgeai_repro.aeria import reference
+from edgeai_repro.aeria.market import sample_markets
+from edgeai_repro.aeria.mechanisms import REGISTRY, Auction, draw_noise
+from edgeai_repro.aeria.properties import check_market
+from edgeai_repro.aeria.simulator import METRICS, AuctionSimulator, plain
+from edgeai_repro.core.seeding import derive_seed, generator
+from edgeai_repro.core.tasks import CellContext, Task, register
+
+
+def _trainer(ctx: CellContext) -> L.Trainer:
+    # Lightning's per-Trainer banner (accelerators, tips) would be printed once per cell.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    return L.Trainer(
+        accelerator=ctx.accelerator, devices=1, logger=ctx.loggers or False, enable_checkpointing=False,
+        enable_model_summary=False, enable_progress_bar=ctx.progress, default_root_dir=str(ctx.run_dir),
+    )
+
+
+def _mean_by_method(rows: list[dict], keys: tuple[str, ...] | list[str]) -> list[dict]:
+    out = []
+    for name in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == name]
+        rec = {"method": name, "markets": len(mine)}
+        for k in keys:
+            vals = [r[k] for r in mine if not math.isnan(r[k])]
+            rec[k] = sum(vals) / len(vals) if vals else float("nan")
+        out.append(rec)
+    return out
+
+
+def run_revenue(cfg: DictConfig, ctx: CellContext) -> dict:
+    sim = AuctionSimulator(cfg.aeria, int(cfg.seed))
+    _trainer(ctx).test(sim, dataloaders=sim.dataloader(), verbose=False)
+    return {"records": _mean_by_method(sim.rows, METRICS)}
+
+
+class PropertyChecker(L.LightningModule):
+    """Runs the truthfulness, envy and IR checks on batches of random markets."""
+
+    CHECKS = ("truthfulness_violations", "users_checked", "envy_violations", "ir_violations", "winners",
+              "consensus_rate")
+
+    def __init__(self, cfg, seed: int) -> None:
+        super().__init__()
+        self.cfg, self.seed, self.rows = plain(cfg), seed, []
+
+    def test_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+        (idx,) = batch
+        gen = generator(derive_seed("aeria-properties", self.seed, batch_idx), self.device)
+        market = sample_markets(self.cfg, len(idx), gen, self.device)
+        noise = draw_noise(market.shape, self.cfg.mechanism.consensus_scope, gen, self.device)
+        for name in self.cfg.mechanisms:
+            res = check_market(name, market, noise, self.cfg, gen)
+            self.rows.append({"method": name, **res})
+            self.log_dict({f"{name}/{k}": float(v) for k, v in res.items() if not math.isnan(v)},
+                          batch_size=len(idx), reduce_fx="sum", on_epoch=True)
+
+
+def run_properties(cfg: DictConfig, ctx: CellContext) -> dict:
+    checker = PropertyChecker(cfg.aeria, int(cfg.seed))
+    loader = AuctionSimulator(cfg.aeria, int(cfg.seed)).dataloader()
+    _trainer(ctx).test(checker, dataloaders=loader, verbose=False)
+    records = []
+    for name in dict.fromkeys(r["method"] for r in checker.rows):
+        mine = [r for r in checker.rows if r["method"] == name]
+        rec = {"method": name}
+        for k in PropertyChecker.CHECKS:
+            vals = [r[k] for r in mine if not math.isnan(r[k])]
+            rec[k] = (sum(vals) / len(vals) if k == "consensus_rate" else sum(vals)) if vals else float("nan")
+        records.append(rec)
+    return {"records": records}
+
+
+def time_auction(name: str, n: int, seed: int, repeats: int, cfg) -> float:
+    """Median seconds of one auction over n bidders (uniform net bids), mechanism `name`."""
+    gen = generator(derive_seed("aeria-runtime", seed, n))
+    s = torch.rand((1, 1, n), generator=gen, dtype=torch.float64) + 1e-9
+    noise = draw_noise((1, 1, n), "provider", gen, "cpu")
+    auction = Auction(s, torch.ones_like(s, dtype=torch.bool), torch.zeros_like(s), torch.ones_like(s, dtype=torch.bool), noise)
+    mech = REGISTRY[name]
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        mech.price(auction, cfg.mechanism)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def time_naive(n: int, seed: int, repeats: int, c: float) -> float:
+    gen = generator(derive_seed("aeria-runtime", seed, n))
+    s = (torch.rand((1, 1, n), generator=gen, dtype=torch.float64) + 1e-9).numpy().ravel()
+    u = float(torch.rand((1,), generator=gen))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        reference.aeria(s, u, c)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_runtime(cfg: DictConfig, ctx: CellContext) -> dict:
+    a = plain(cfg.aeria)
+    n, seed = int(a.runtime_users), int(cfg.seed)
+    records = [{"method": name, "runtime_s": time_auction(name, n, seed, int(a.runtime_repeats), a)}
+               for name in a.mechanisms if REGISTRY[name].partition == "auto"]
+    if n <= a.naive_max_users:
+        records.append({"method": "aeria_naive_loop", "runtime_s": time_naive(n, seed, 1, float(a.mechanism.c))})
+    for logger in ctx.loggers:
+        logger.log_metrics({f"{r['method']}/runtime_s": r["runtime_s"] for r in records})
+    return {"records": records}
+
+
+for _name, _fn in (("aeria_revenue", run_revenue), ("aeria_properties", run_properties),
+                   ("aeria_runtime", run_runtime)):
+    register(Task(name=_name, paper="aeria", section="aeria", run=_fn, validate=aeria_config.validate))
+

@@ -1,0 +1,58 @@
+"""The single launcher: `edgeai-repro experiment=<paper>/<name> [scale=...] [key=value ...]`.
+
+Every table or figure is an experiment config that turns this into a Hydra multirun; each job
+runs one cell through the runner, and the report callback gathers the cells at the end.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+# Papers register their tasks (and config schemas) on import.
+PAPER_PACKAGES = ("edgeai_repro.aeria.tasks",)
+
+
+def conf_dir() -> Path:
+    """The repo's conf/ folder (the project is installed in editable mode by scripts/setup.sh)."""
+    path = Path(os.environ.get("EDGEAI_REPRO_CONF", Path(__file__).resolve().parents[2] / "conf"))
+    if not (path / "config.yaml").exists():
+        sys.exit(f"error: no config.yaml in {path}; install the project with `pip install -e .` from the "
+                 "repo root or set EDGEAI_REPRO_CONF to its conf/ folder.")
+    return path
+
+
+def load_papers() -> None:
+    import hydra_plugins.edgeai_repro_sweeper.caching_sweeper  # noqa: F401  (hydra/sweeper=caching)
+
+    for module in PAPER_PACKAGES:
+        importlib.import_module(module)
+
+
+def _app(cfg: DictConfig) -> dict:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from edgeai_repro.core.errors import ConfigError
+    from edgeai_repro.core.runner import run_cell
+
+    try:
+        outcome = run_cell(cfg)
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if outcome["status"] == "failed" and HydraConfig.get().mode == RunMode.RUN:
+        raise SystemExit(f"error: the cell failed ({outcome['error']}); details in {outcome['run_dir']}")
+    return outcome
+
+
+def main() -> None:
+    load_papers()
+    hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_app)()
+
+
+if __name__ == "__main__":
+    main()

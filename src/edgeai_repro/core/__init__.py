@@ -1,0 +1,1 @@
+"""Paper-independent machinery: errors, seeding, the cell store, task registry, loggers, sweeper."""

@@ -1,0 +1,95 @@
+"""Runs one cell: validate, skip if cached, run the task, store the result or a failure record."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from edgeai_repro.core import tasks
+from edgeai_repro.core.errors import ConfigError
+from edgeai_repro.core.loggers import build_loggers, finish_wandb
+from edgeai_repro.core.seeding import seed_everything
+from edgeai_repro.core.store import atomic_write_json, cell_id, store_for
+
+log = logging.getLogger(__name__)
+
+
+def validate(cfg: DictConfig) -> tasks.Task:
+    """Check shared keys and the task's own settings; raise ConfigError on the first problem."""
+    task = tasks.get(OmegaConf.select(cfg, "task.name"))
+    seed = OmegaConf.select(cfg, "seed")
+    if not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed={seed!r} must be a non-negative integer; pass e.g. seed=0.")
+    if cfg.scale.name not in {"paper", "tiny", "smoke"}:
+        raise ConfigError(f"scale={cfg.scale.name!r} is unknown; use scale=paper, scale=tiny or scale=smoke.")
+    task.validate(cfg)
+    return task
+
+
+def _run_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path.cwd()
+
+
+def run_cell(cfg: DictConfig) -> dict:
+    """Run the cell described by cfg unless its result already exists. Returns its status."""
+    task = validate(cfg)
+    cid = cell_id(cfg)
+    store = store_for(cfg)
+    run_dir = _run_dir()
+    pointer = {"cell_id": cid, "task": task.name, "seed": int(cfg.seed), "store": str(store.folder(cid))}
+    if store.status(cid) == "done" and not cfg.force:
+        log.info("cell %s already done; skipping (force=true recomputes it)", cid)
+        atomic_write_json(run_dir / "cell.json", {**pointer, "status": "cached"})
+        return {**pointer, "status": "cached"}
+
+    seed_everything(int(cfg.seed))
+    method = OmegaConf.select(cfg, task.method_key) if task.method_key else None
+    job_type = str(method) if method is not None else task.name
+    ctx = tasks.CellContext(
+        run_dir=run_dir,
+        cell_id=cid,
+        loggers=build_loggers(cfg, run_dir, cid, job_type),
+        accelerator=cfg.trainer.accelerator,
+        progress=bool(cfg.progress) and sys.stderr.isatty(),
+    )
+    started = time.perf_counter()
+    try:
+        result = task.run(cfg, ctx)
+    except (ConfigError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failed cell must not stop the other cells
+        failure = {
+            **pointer,
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+            "run_dir": str(run_dir),
+        }
+        store.save_failure(cid, failure)
+        atomic_write_json(run_dir / "cell.json", failure)
+        log.error("cell %s failed: %s", cid, failure["error"])
+        return failure
+    finally:
+        finish_wandb()
+    record = {
+        **pointer,
+        "paper": task.paper,
+        "scale": cfg.scale.name,
+        "wall_s": time.perf_counter() - started,
+        "run_dir": str(run_dir),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        **result,
+    }
+    record.pop("store", None)
+    atomic_write_json(run_dir / "result.json", record)
+    store.save(cid, record)
+    atomic_write_json(run_dir / "cell.json", {**pointer, "status": "done"})
+    return {**pointer, "status": "done"}

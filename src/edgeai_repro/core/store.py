@@ -1,0 +1,100 @@
+"""The cell store: config-hash cell ids, atomic writes, failure records, corrupt-file quarantine.
+
+A cell's identity is the hash of its task, task version, seed and resolved config section, so the
+same cell shared by two experiments is computed once, and a re-run skips what is done.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from omegaconf import DictConfig, OmegaConf
+
+from edgeai_repro.core import tasks
+
+Status = Literal["done", "failed", "missing"]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def cell_key(cfg: DictConfig) -> dict:
+    task = tasks.get(OmegaConf.select(cfg, "task.name"))
+    section = OmegaConf.select(cfg, task.section)
+    return {
+        "task": task.name,
+        "version": task.version,
+        "seed": int(cfg.seed),
+        "config": OmegaConf.to_container(section, resolve=True) if section is not None else None,
+    }
+
+
+def cell_id(cfg: DictConfig) -> str:
+    blob = json.dumps(cell_key(cfg), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class CellStore:
+    """Results of finished cells under <root>/<paper>/<cell_id>/{result,failure}.json."""
+
+    def __init__(self, root: str | Path, paper: str) -> None:
+        self.root = Path(root) / paper
+
+    def folder(self, cid: str) -> Path:
+        return self.root / cid
+
+    def _read(self, path: Path) -> dict | None:
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return data
+        except (ValueError, OSError):
+            # Keep the bad bytes for inspection instead of deleting them; the cell is recomputed.
+            path.rename(path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"))
+            return None
+
+    def load(self, cid: str) -> dict | None:
+        return self._read(self.folder(cid) / "result.json")
+
+    def load_failure(self, cid: str) -> dict | None:
+        return self._read(self.folder(cid) / "failure.json")
+
+    def status(self, cid: str) -> Status:
+        if self.load(cid) is not None:
+            return "done"
+        if (self.folder(cid) / "failure.json").exists():
+            return "failed"
+        return "missing"
+
+    def save(self, cid: str, result: dict) -> None:
+        atomic_write_json(self.folder(cid) / "result.json", result)
+        (self.folder(cid) / "failure.json").unlink(missing_ok=True)
+
+    def save_failure(self, cid: str, failure: dict) -> None:
+        atomic_write_json(self.folder(cid) / "failure.json", failure)
+
+
+def store_for(cfg: DictConfig) -> CellStore:
+    return CellStore(cfg.paths.cache, tasks.get(cfg.task.name).paper)

@@ -1,0 +1,1 @@
+"""Cell results -> tables, paper comparison, claim verdicts, figures. Reads results; never trains."""

@@ -1,0 +1,64 @@
+"""Build results/<paper>/<name>/ from a sweep: table.csv, table.md, figures, claims.json."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from edgeai_repro.core.store import CellStore
+from edgeai_repro.report import claims as claim_checks
+from edgeai_repro.report.gather import Gathered, gather
+from edgeai_repro.report.paper import load_claims, load_table
+from edgeai_repro.report.plots import bar_figure, line_figure
+from edgeai_repro.report.table import aggregate, join_paper, write_markdown
+
+
+def _publish(staging: Path, final: Path) -> None:
+    """Move finished files into place one rename at a time; readers never see a half table."""
+    final.mkdir(parents=True, exist_ok=True)
+    for item in staging.iterdir():
+        os.replace(item, final / item.name)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: str) -> tuple[Path, Gathered]:
+    spec = OmegaConf.to_container(config.report, resolve=True)
+    name = config.experiment_name.split("/", 1)[-1]
+    g = gather(manifest, store)
+    metrics = list(spec["metrics"])
+    agg = aggregate(g.rows, spec.get("x"), spec.get("panel"), metrics)
+    paper_root = Path(config.paths.paper_results)
+    agg = join_paper(agg, load_table(paper_root, paper, name))
+    paper_claims = load_claims(paper_root, paper)
+    verdicts = claim_checks.evaluate(paper_claims, spec.get("claims") or {}, agg)
+    scale = ", ".join(sorted(g.scales))
+
+    final = Path(config.paths.results) / paper / name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{name}."))
+    figures = []
+    title = spec.get("title") or config.experiment_name
+    for fig in spec.get("figures") or [spec["figure"]]:
+        file = fig.get("file", f"{fig['metric'] if fig.get('kind', 'line') == 'line' else 'properties'}.png")
+        if fig.get("kind", "line") == "bar":
+            bar_figure(agg, fig["metrics"], staging / file, title, scale)
+        else:
+            line_figure(agg, fig["metric"], staging / file, spec.get("x_label") or "x", fig.get("ylabel", fig["metric"]),
+                        title, bool(fig.get("logx")), bool(fig.get("logy")), scale)
+        figures.append(file)
+    agg.to_csv(staging / "table.csv", index=False)
+    printed = "printed" in set(agg["provenance"]) or "read-off-from-chart" in set(agg["provenance"])
+    note = ("Paper values are shown in [brackets] with their provenance in table.csv." if printed else
+            f"The paper prints no numbers for this experiment: only its claims (claim-only provenance, "
+            f"paper_results/{paper}/claims.yaml) are compared, below.")
+    command = "edgeai-repro " + " ".join(manifest.get("arguments", []))
+    md = write_markdown(staging / "table.md", title, command, agg, spec, g, verdicts, figures, note)
+    (staging / "table.md").write_text(md)
+    (staging / "claims.json").write_text(json.dumps(
+        [{"claim": v["claim"], "verdict": v["verdict"], "evidence": v["evidence"]} for v in verdicts], indent=2) + "\n")
+    _publish(staging, final)
+    return final, g

@@ -1,0 +1,56 @@
+"""The Hydra callback that turns a finished sweep into its table, figure and claim verdicts."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from edgeai_repro.core import tasks
+from edgeai_repro.core.errors import ConfigError
+from edgeai_repro.core.loggers import wandb_settings
+from edgeai_repro.core.store import CellStore
+from edgeai_repro.report.build import build_report
+from edgeai_repro.report.gather import gather, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+def _log_to_wandb(config: DictConfig, folder: Path) -> None:
+    settings = wandb_settings(config)
+    if settings is None:
+        return
+    import pandas as pd
+    import wandb
+
+    run = wandb.init(job_type="report", name=f"report-{config.experiment_name.replace('/', '-')}",
+                     dir=str(Path(config.hydra.sweep.dir)), config={"experiment": config.experiment_name}, **settings)
+    run.log({"table": wandb.Table(dataframe=pd.read_csv(folder / "table.csv")),
+             **{f"figure/{p.stem}": wandb.Image(str(p)) for p in folder.glob("*.png")}})
+    run.finish()
+
+
+class ReportCallback(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            manifest = read_manifest(Path(config.hydra.sweep.dir))
+            paper = tasks.get(config.task.name).paper
+            store = CellStore(config.paths.cache, paper)
+            if config.report is None:
+                g = gather(manifest, store)
+                folder = None
+            else:
+                folder, g = build_report(config, manifest, store, paper)
+                _log_to_wandb(config, folder)
+        except ConfigError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        done = g.total - len(g.failed) - len(g.missing)
+        print(f"{config.experiment_name}: {done}/{g.total} cells done"
+              + (f"; table in {folder}/table.md" if folder else ""), flush=True)
+        if g.failed or g.missing:
+            first = (g.failed or g.missing)[0]
+            raise SystemExit(
+                f"error: {len(g.failed)} cells failed and {len(g.missing)} are missing (first: {first['cell_id']}: "
+                f"{first.get('error') or 'no result'}); re-run the same command to retry only those.")

@@ -1,0 +1,80 @@
+"""Figures regenerated from the aggregated table (never from a run's memory)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from edgeai_repro.report.table import SERIES  # noqa: E402
+
+
+def _numeric(values: pd.Series) -> bool:
+    return bool(pd.to_numeric(values, errors="coerce").notna().all())
+
+
+def line_figure(agg: pd.DataFrame, metric: str, path: Path, x_label: str, ylabel: str, title: str,
+                logx: bool = False, logy: bool = False, scale_label: str = "") -> Path:
+    """One panel per `panel` value; one line per method with a ±1 std band over seeds."""
+    sel = agg[agg["metric"] == metric]
+    panels = list(dict.fromkeys(sel["panel"])) or [""]
+    cols = min(len(panels), 4)
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        part = sel[sel["panel"] == panel]
+        numeric = _numeric(part["x"])
+        ticks = list(dict.fromkeys(part["x"].astype(str)))
+        for method, grp in part.groupby(SERIES, sort=False):
+            xs = pd.to_numeric(grp["x"]) if numeric else grp["x"].astype(str).map(ticks.index)
+            mean, std = grp["mean"].to_numpy(float), grp["std"].fillna(0).to_numpy(float)
+            if len(grp) == 1 and not numeric:
+                ax.bar([f"{method}"], mean, yerr=std, capsize=3)
+                continue
+            ax.plot(xs, mean, marker="o", ms=3, label=str(method))
+            ax.fill_between(xs, mean - std, mean + std, alpha=0.15)
+        if not numeric and len(ticks) > 1:
+            ax.set_xticks(range(len(ticks)), ticks, rotation=20, fontsize=8)
+        if logx and numeric:
+            ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("log")
+        ax.set_title(str(panel) if panel else title, fontsize=10)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
+    fig.suptitle(f"{title}{f' ({scale_label} scale)' if scale_label else ''}", fontsize=11)
+    fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 0.95))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def bar_figure(agg: pd.DataFrame, metrics: list[str], path: Path, title: str, scale_label: str = "") -> Path:
+    """Totals over seeds of each metric, one group of bars per method (for counts)."""
+    sel = agg[agg["metric"].isin(metrics)]
+    methods = list(dict.fromkeys(sel[SERIES]))
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(methods) * len(metrics) / 2), 3.6))
+    width = 0.8 / max(len(metrics), 1)
+    for j, metric in enumerate(metrics):
+        part = sel[sel["metric"] == metric].groupby(SERIES, sort=False)["total"].sum()
+        ax.bar([i + j * width for i in range(len(methods))], [part.get(m, 0) for m in methods], width, label=metric)
+    ax.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(methods))], methods, rotation=25, fontsize=8)
+    ax.set_ylabel("count (total over seeds)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_title(f"{title}{f' ({scale_label} scale)' if scale_label else ''}", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

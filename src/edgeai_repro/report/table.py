@@ -1,0 +1,119 @@
+"""Aggregate cell rows over seeds, join the paper's printed values, write CSV and Markdown."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from edgeai_repro.report.gather import Gathered
+
+SERIES = "method"
+
+
+def aggregate(rows: pd.DataFrame, x: str | None, panel: str | None, metrics: list[str]) -> pd.DataFrame:
+    """Long table: panel, x, method, metric, mean, std, n_seeds, total."""
+    if rows.empty:
+        return pd.DataFrame(columns=["panel", "x", SERIES, "metric", "mean", "std", "n_seeds", "total"])
+    frame = rows.copy()
+    frame["panel"] = frame[panel].astype(str) if panel else ""
+    frame["x"] = frame[x] if x else ""
+    out = []
+    for (p, xv, method), grp in frame.groupby(["panel", "x", SERIES], sort=False, dropna=False):
+        for metric in metrics:
+            if metric not in grp:
+                continue
+            vals = pd.to_numeric(grp[metric], errors="coerce").dropna()
+            out.append({"panel": p, "x": xv, SERIES: method, "metric": metric,
+                        "mean": vals.mean() if len(vals) else math.nan,
+                        "std": vals.std(ddof=1) if len(vals) > 1 else math.nan,
+                        "n_seeds": int(grp["seed"].nunique()), "total": vals.sum()})
+    agg = pd.DataFrame(out)
+    try:
+        agg = agg.sort_values(["panel", "x"], kind="stable")
+    except TypeError:  # mixed-type x (e.g. lists rendered as text): keep sweep order
+        pass
+    return agg.reset_index(drop=True)
+
+
+def join_paper(agg: pd.DataFrame, paper_table: pd.DataFrame | None) -> pd.DataFrame:
+    """Add paper_value and provenance columns where the paper prints a number for the cell."""
+    agg = agg.copy()
+    agg["paper_value"] = math.nan
+    agg["provenance"] = "claim-only"
+    if paper_table is None or paper_table.empty or agg.empty:
+        return agg
+    keys = [k for k in ("panel", "x", SERIES, "metric") if k in paper_table.columns]
+    # Keys are compared as text so that 16 and "16" match.
+    left = agg.drop(columns=["paper_value", "provenance"])
+    right = paper_table[keys + ["value", "provenance"]].rename(columns={"value": "paper_value"})
+    left_k = left.assign(**{f"_{k}": left[k].astype(str) for k in keys})
+    right_k = right.assign(**{f"_{k}": right[k].astype(str) for k in keys}).drop(columns=keys)
+    merged = left_k.merge(right_k, how="left", on=[f"_{k}" for k in keys]).drop(columns=[f"_{k}" for k in keys])
+    merged["provenance"] = merged["provenance"].fillna("not printed")
+    return merged
+
+
+def _fmt(mean: float, std: float) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    mag = abs(mean)
+    digits = 3 if mag < 10 else 1 if mag < 1000 else 0
+    text = f"{mean:.{digits}f}" if mag >= 1e-3 or mag == 0 else f"{mean:.2e}"
+    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+        text += f" ± {std:.{digits}f}" if mag >= 1e-3 or mag == 0 else f" ± {std:.1e}"
+    return text
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def metric_table(agg: pd.DataFrame, metric: str, x_label: str, show_total: bool) -> str:
+    sel = agg[agg["metric"] == metric]
+    methods = list(dict.fromkeys(sel[SERIES]))
+    has_panel = (sel["panel"] != "").any()
+    header = (["panel"] if has_panel else []) + [x_label] + methods
+    rows = []
+    for (p, xv), grp in sel.groupby(["panel", "x"], sort=False):
+        by = {r[SERIES]: r for _, r in grp.iterrows()}
+        cells = []
+        for m in methods:
+            if m not in by:
+                cells.append("missing")  # its cells failed or were not run: listed below the tables
+                continue
+            r = by[m]
+            text = _fmt(r["mean"], r["std"])
+            if show_total:
+                text += f" (total {r['total']:g})"
+            if not math.isnan(r.get("paper_value", math.nan)):
+                text += f" [paper {r['paper_value']:g}]"
+            cells.append(text)
+        rows.append(([str(p)] if has_panel else []) + [str(xv)] + cells)
+    return markdown_table(header, rows)
+
+
+def write_markdown(path: Path, title: str, command: str, agg: pd.DataFrame, spec, gathered: Gathered,
+                   claims: list[dict], figures: list[str], paper_note: str) -> str:
+    seeds = int(agg["n_seeds"].max()) if not agg.empty else 0
+    scale = ", ".join(sorted(gathered.scales)) or "n/a"
+    parts = [f"# {title}", "", f"Command: `{command}`", "",
+             f"Scale: **{scale}**. Cells: {gathered.total} ({len(gathered.failed)} failed, "
+             f"{len(gathered.missing)} missing). Each entry is mean ± std over {seeds} seeds.", "",
+             paper_note, ""]
+    for metric in spec["metrics"]:
+        if (agg["metric"] == metric).any():
+            parts += [f"## {metric}", "", metric_table(agg, metric, spec.get("x_label") or "x",
+                                                        bool(spec.get("show_total"))), ""]
+    if gathered.failed or gathered.missing:
+        parts += ["## Failed or missing cells", ""]
+        parts += [f"- `{c['cell_id']}` {' '.join(c['overrides'])}: {c.get('error') or 'missing'}"
+                  for c in gathered.failed + gathered.missing]
+        parts.append("")
+    parts += ["## Claims", "", markdown_table(["claim", "verdict", "evidence"],
+                                              [[c["claim"], f"**{c['verdict']}**", c["evidence"]] for c in claims]), ""]
+    for fig in figures:
+        parts += [f"![{fig}]({fig})", ""]
+    return "\n".join(parts)

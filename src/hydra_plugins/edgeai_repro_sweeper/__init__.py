@@ -1,0 +1,1 @@
+"""Hydra plugin package (Hydra only instantiates sweepers that live under hydra_plugins)."""
