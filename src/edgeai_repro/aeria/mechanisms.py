@@ -142,6 +142,8 @@ def cost_plus(a: Auction, p) -> tuple[torch.Tensor, torch.Tensor]:
     return _finish(a, a.s >= premium, premium)
 
 
+CONSENSUS_PRICING = (aeria, aeria_global)  # mechanisms whose prices come from a consensus estimate
+
 REGISTRY: dict[str, Mechanism] = {
     m.name: m
     for m in [

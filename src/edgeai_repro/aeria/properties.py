@@ -12,7 +12,7 @@ import torch
 
 from edgeai_repro.aeria import pricing
 from edgeai_repro.aeria.market import Market, choose_service, replicate
-from edgeai_repro.aeria.mechanisms import REGISTRY, Noise
+from edgeai_repro.aeria.mechanisms import CONSENSUS_PRICING, REGISTRY, Noise
 from edgeai_repro.aeria.simulator import Outcome, run_mechanism
 
 
@@ -75,5 +75,6 @@ def check_market(name: str, market: Market, noise: Noise, cfg, gen: torch.Genera
         "envy_violations": float(envy_violations(truthful)),
         "ir_violations": float(ir_violations(truthful)),
         "winners": float(truthful.wins.sum()),
-        "consensus_rate": consensus_rate(truthful, noise, cfg.mechanism.c),
+        "consensus_rate": (consensus_rate(truthful, noise, cfg.mechanism.c)
+                           if REGISTRY[name].price in CONSENSUS_PRICING else float("nan")),
     }

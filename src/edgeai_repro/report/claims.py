@@ -63,7 +63,11 @@ def zero_violations(agg: pd.DataFrame, ours: str, metrics: list[str], **_: Any) 
         bad |= total > 0
         parts.append(f"{metric}={total:g}")
     checked = agg[(agg["metric"] == "users_checked") & (agg["method"] == ours)]["total"].sum()
-    return ("not_held" if bad else "held"), f"{ours}: " + ", ".join(parts) + f" over {checked:g} checked users"
+    text = f"{ours}: " + ", ".join(parts) + f" ({checked:g} users checked for misreports)"
+    consensus = agg[(agg["metric"] == "consensus_rate") & (agg["method"] == ours)]["mean"]
+    if len(consensus):
+        text += f"; consensus reached in {100 * float(consensus.mean()):.1f}% of auctions"
+    return ("not_held" if bad else "held"), text
 
 
 @check

@@ -55,13 +55,11 @@ def join_paper(agg: pd.DataFrame, paper_table: pd.DataFrame | None) -> pd.DataFr
 
 
 def _fmt(mean: float, std: float) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+    if mean is None or math.isnan(mean):
         return "n/a"
-    mag = abs(mean)
-    digits = 3 if mag < 10 else 1 if mag < 1000 else 0
-    text = f"{mean:.{digits}f}" if mag >= 1e-3 or mag == 0 else f"{mean:.2e}"
-    if std is not None and not (isinstance(std, float) and math.isnan(std)):
-        text += f" ± {std:.{digits}f}" if mag >= 1e-3 or mag == 0 else f" ± {std:.1e}"
+    text = f"{mean:.4g}"
+    if std is not None and not math.isnan(std):
+        text += f" ± {std:.2g}"
     return text
 
 
@@ -75,14 +73,15 @@ def metric_table(agg: pd.DataFrame, metric: str, x_label: str, show_total: bool)
     sel = agg[agg["metric"] == metric]
     methods = list(dict.fromkeys(sel[SERIES]))
     has_panel = (sel["panel"] != "").any()
-    header = (["panel"] if has_panel else []) + [x_label] + methods
+    has_x = (sel["x"].astype(str) != "").any()
+    header = (["panel"] if has_panel else []) + ([x_label] if has_x else []) + methods
     rows = []
     for (p, xv), grp in sel.groupby(["panel", "x"], sort=False):
         by = {r[SERIES]: r for _, r in grp.iterrows()}
         cells = []
         for m in methods:
             if m not in by:
-                cells.append("missing")  # its cells failed or were not run: listed below the tables
+                cells.append("—")
                 continue
             r = by[m]
             text = _fmt(r["mean"], r["std"])
@@ -91,7 +90,7 @@ def metric_table(agg: pd.DataFrame, metric: str, x_label: str, show_total: bool)
             if not math.isnan(r.get("paper_value", math.nan)):
                 text += f" [paper {r['paper_value']:g}]"
             cells.append(text)
-        rows.append(([str(p)] if has_panel else []) + [str(xv)] + cells)
+        rows.append(([str(p)] if has_panel else []) + ([str(xv)] if has_x else []) + cells)
     return markdown_table(header, rows)
 
 
@@ -101,7 +100,8 @@ def write_markdown(path: Path, title: str, command: str, agg: pd.DataFrame, spec
     scale = ", ".join(sorted(gathered.scales)) or "n/a"
     parts = [f"# {title}", "", f"Command: `{command}`", "",
              f"Scale: **{scale}**. Cells: {gathered.total} ({len(gathered.failed)} failed, "
-             f"{len(gathered.missing)} missing). Each entry is mean ± std over {seeds} seeds.", "",
+             f"{len(gathered.missing)} missing). Each entry is mean ± std over {seeds} seeds; "
+             "— marks a method not run at that point (failed cells are listed below).", "",
              paper_note, ""]
     for metric in spec["metrics"]:
         if (agg["metric"] == metric).any():
