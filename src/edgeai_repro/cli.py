@@ -28,6 +28,10 @@ def conf_dir() -> Path:
 
 def load_papers() -> None:
     import hydra_plugins.edgeai_repro_sweeper.caching_sweeper  # noqa: F401  (hydra/sweeper=caching)
+    from omegaconf import OmegaConf
+
+    # ${repo:paper_results} points into the checkout whatever the working directory is.
+    OmegaConf.register_new_resolver("repo", lambda rel: str(conf_dir().parent / rel), replace=True)
 
     for module in PAPER_PACKAGES:
         importlib.import_module(module)

@@ -211,7 +211,7 @@ def _leaf_flops(module: nn.Module, inputs: tuple, output: torch.Tensor) -> float
 
 
 def measure(net: MultiExitNet, image: tuple[int, int, int] = (3, 224, 224)) -> Profile:
-    """Run one meta-device forward pass with hooks and return per-unit FLOPs and output sizes."""
+    """Run one forward pass with hooks and return per-unit FLOPs and output sizes (builds the exits)."""
     counter = {"flops": 0.0}
 
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
@@ -226,7 +226,8 @@ def measure(net: MultiExitNet, image: tuple[int, int, int] = (3, 224, 224)) -> P
             for h in handles:
                 h.remove()
 
-    x = torch.empty(1, *image, device="meta")
+    device = next(net.parameters()).device  # meta for profiling; a real device in tests
+    x = torch.zeros(1, *image, device=device)
     unit_flops, unit_out, at_exit = [], [], {}
     for i, unit in enumerate(net.units):
         x, flops = counted(unit, x)
@@ -234,7 +235,7 @@ def measure(net: MultiExitNet, image: tuple[int, int, int] = (3, 224, 224)) -> P
         unit_out.append(x.numel())
         if i in net.exit_after:
             at_exit[i] = x
-    with torch.device("meta"):
+    with torch.device(device):
         net.build_branches({u: t.shape[1] for u, t in at_exit.items()})
     branch_flops = [counted(net.branches[str(u)], at_exit[u])[1] for u in net.exit_after]
     return Profile(

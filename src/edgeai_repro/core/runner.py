@@ -23,7 +23,7 @@ def validate(cfg: DictConfig) -> tasks.Task:
     task = tasks.get(OmegaConf.select(cfg, "task.name"))
     seed = OmegaConf.select(cfg, "seed")
     if not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed={seed!r} must be a non-negative integer; pass e.g. seed=0.")
+        raise ConfigError(f"seed={seed!r} must be a non-negative integer, for example seed=0.")
     if cfg.scale.name not in {"paper", "tiny", "smoke"}:
         raise ConfigError(f"scale={cfg.scale.name!r} is unknown; use scale=paper, scale=tiny or scale=smoke.")
     task.validate(cfg)

@@ -1,0 +1,44 @@
+"""Shared fixtures. Tests never touch the network: hub and W&B are forced offline."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["WANDB_MODE"] = "offline"
+os.environ.setdefault("WANDB_SILENT", "true")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def launch(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the launcher as a user would, in `cwd` (outputs/ and results/ land there)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "edgeai_repro", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def compose():
+    """Compose a config exactly as the launcher does, in-process."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from edgeai_repro.cli import conf_dir, load_papers
+
+    load_papers()
+
+    def _compose(overrides: list[str], return_hydra_config: bool = False):
+        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+            return hydra_compose("config", overrides=overrides, return_hydra_config=return_hydra_config)
+
+    return _compose

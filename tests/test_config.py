@@ -1,0 +1,67 @@
+"""Every YAML composes and validates; bad settings stop with one sentence naming the key."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from edgeai_repro.core.errors import ConfigError
+from edgeai_repro.core.runner import validate
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+EXPERIMENTS = sorted(f"{p.parent.name}/{p.stem}" for p in (CONF / "experiment").glob("*/*.yaml"))
+SCALES = sorted(p.stem for p in (CONF / "scale").glob("*.yaml"))
+GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("logger", "trainer", "task")}
+
+
+def test_every_experiment_composes_and_validates_at_every_scale(compose) -> None:
+    assert EXPERIMENTS, "no experiment configs found"
+    for name in EXPERIMENTS:
+        for scale in SCALES:
+            cfg = compose([f"experiment={name}", f"scale={scale}"], return_hydra_config=True)
+            assert cfg.hydra.mode.name == "MULTIRUN", name
+            assert "seed" in cfg.hydra.sweeper.params, f"{name} must sweep seeds"
+            assert cfg.experiment_name == name
+            assert cfg.report is not None
+            validate(cfg)
+
+
+@pytest.mark.parametrize("group", list(GROUPS))
+def test_every_group_option_composes(compose, group: str) -> None:
+    for option in GROUPS[group]:
+        base = [] if group == "task" else ["task=aeria_revenue"]
+        cfg = compose([*base, f"{group}={option}"])
+        OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_files_start_with_their_command(name: str) -> None:
+    lines = (CONF / "experiment" / f"{name}.yaml").read_text().splitlines()
+    # Hydra reads the package header only from the first lines, so it comes first.
+    assert lines[0] == "# @package _global_"
+    assert lines[1] == f"# edgeai-repro experiment={name}"
+
+
+@pytest.mark.parametrize("override,key", [
+    ("aeria.mechanisms=[aeria,vickrey]", "aeria.mechanisms"),
+    ("aeria.market.users_per_provider=-5", "aeria.market.users_per_provider"),
+    ("aeria.mechanism.c=1.0", "aeria.mechanism.c"),
+    ("aeria.mechanism.c=0.5", "aeria.mechanism.c"),
+    ("aeria.market.workload=lenet", "aeria.market.workload"),
+    ("aeria.market.deadline_ms=[500,50]", "aeria.market.deadline_ms"),
+    ("aeria.market.capacity_rule=auction", "aeria.market.capacity_rule"),
+    ("aeria.exit_accuracy.vgg16=[0.5,0.6]", "aeria.exit_accuracy.vgg16"),
+    ("seed=-1", "seed"),
+])
+def test_bad_values_name_the_key(compose, override: str, key: str) -> None:
+    cfg = compose(["task=aeria_revenue", override])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    message = str(err.value)
+    assert key in message and message.count(". ") == 0 and message.endswith(".")
+
+
+def test_no_task_is_a_clear_error(compose) -> None:
+    with pytest.raises(ConfigError, match="task.name=None is not a known task"):
+        validate(compose([]))

@@ -1,0 +1,88 @@
+"""Market sampling and the bid-independent partition/exit choice."""
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from edgeai_repro.aeria.config import AeriaConf
+from edgeai_repro.aeria.market import choose_service, sample_markets
+from edgeai_repro.aeria.simulator import plain
+from edgeai_repro.aeria.workloads import profile
+from edgeai_repro.core.seeding import generator
+
+
+@pytest.fixture
+def cfg(compose):
+    return plain(compose(["task=aeria_revenue", "scale=smoke"]).aeria)
+
+
+def test_markets_are_seeded_and_vectorised(cfg) -> None:
+    a = sample_markets(cfg, 3, generator(7))
+    b = sample_markets(cfg, 3, generator(7))
+    c = sample_markets(cfg, 3, generator(8))
+    assert a.value.shape == (3, cfg.market.providers, cfg.market.users_per_provider)
+    assert torch.equal(a.value, b.value) and not torch.equal(a.value, c.value)
+
+
+def test_the_chosen_service_meets_deadline_and_accuracy(cfg) -> None:
+    cfg.market.workload = "resnet50"
+    m = sample_markets(cfg, 4, generator(1))
+    s = choose_service(m, cfg)
+    assert s.feasible.any() and (~s.feasible).any()
+    assert torch.all(s.accuracy[s.feasible] >= m.acc_floor[s.feasible])
+    assert torch.all(s.edge_flops_s >= 0) and torch.all(s.cost[~s.feasible] == 0)
+    # the cheapest feasible pair never needs more edge capacity than full offload at the final exit
+    p = profile("resnet50")
+    full = m.input_scale * p.total_flops / (m.deadline_s - m.input_scale * 8 * p.input_elems / m.uplink_bps)
+    ok = s.feasible & (full > 0)
+    assert torch.all(s.edge_flops_s[ok] <= full[ok] * (1 + 1e-9))
+
+
+def test_the_service_choice_never_reads_values(cfg) -> None:
+    m = sample_markets(cfg, 2, generator(3))
+    before = choose_service(m, cfg)
+    m.value = m.value * 100 + 1
+    after = choose_service(m, cfg)
+    assert torch.equal(before.edge_flops_s, after.edge_flops_s) and torch.equal(before.admitted, after.admitted)
+
+
+@pytest.mark.parametrize("mode", ["edge_only", "device_only", "no_early_exit"])
+def test_partition_ablations_restrict_the_choice(cfg, mode: str) -> None:
+    cfg.market.workload = "vgg16"
+    m = sample_markets(cfg, 2, generator(4))
+    auto, ablated = choose_service(m, cfg), choose_service(m, cfg, mode)
+    assert ablated.feasible.sum() <= auto.feasible.sum()
+    assert torch.all(ablated.edge_flops_s[ablated.feasible] >= auto.edge_flops_s[ablated.feasible] - 1e-6)
+    if mode == "device_only":
+        assert torch.all(ablated.edge_flops_s == 0)
+    if mode == "no_early_exit":
+        assert torch.all(ablated.accuracy[ablated.feasible] == max(cfg.exit_accuracy["vgg16"]))
+
+
+def test_capacity_prefilter_keeps_each_provider_within_its_share(cfg) -> None:
+    cfg.market.edge_capacity_tflops = 0.2
+    cfg.market.users_per_provider = 100
+    m = sample_markets(cfg, 3, generator(5))
+    s = choose_service(m, cfg)
+    used = torch.where(s.admitted, s.edge_flops_s, torch.zeros_like(s.edge_flops_s)).sum(-1)
+    assert torch.all(used <= 0.2e12 / cfg.market.providers * (1 + 1e-9))
+    assert (s.feasible & ~s.admitted).any()  # the cap binds at this capacity
+
+
+def test_energy_budget_only_removes_options(cfg) -> None:
+    m = sample_markets(cfg, 2, generator(6))
+    free = choose_service(m, cfg)
+    cfg.market.energy_budget_j = 0.05
+    tight = choose_service(m, cfg)
+    assert tight.feasible.sum() < free.feasible.sum()
+
+
+def test_schema_defaults_match_the_yaml_defaults(compose) -> None:
+    # The dataclass is the type; conf/aeria/default.yaml is where values are set. They must agree
+    # so that a user reading either sees the truth.
+    yaml_cfg = OmegaConf.to_container(compose(["task=aeria_revenue", "scale=paper"]).aeria.market, resolve=True)
+    schema = OmegaConf.to_container(OmegaConf.structured(AeriaConf).market)
+    schema["valuation"]["dist"] = str(schema["valuation"]["dist"].value)
+    yaml_cfg["valuation"]["dist"] = str(yaml_cfg["valuation"]["dist"].value) if hasattr(yaml_cfg["valuation"]["dist"], "value") else yaml_cfg["valuation"]["dist"]
+    assert yaml_cfg == schema

@@ -1,0 +1,86 @@
+"""The vectorised pricing primitives against straightforward per-bidder definitions."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from edgeai_repro.aeria import pricing, reference
+
+
+def _bids(rng: np.random.Generator, n: int, ties: bool) -> np.ndarray:
+    if ties:
+        return rng.integers(0, 6, size=n).astype(float)  # many equal bids and zeros
+    return rng.uniform(0, 10, size=n) * (rng.uniform(size=n) > 0.2)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_leave_one_out_revenue_matches_definition(ties: bool) -> None:
+    rng = np.random.default_rng(0)
+    for n in [1, 2, 3, 7, 40]:
+        s = _bids(rng, n, ties)
+        got = pricing.leave_one_out_revenue(torch.tensor(s)[None]).numpy()[0]
+        want = [reference.optimal_revenue(np.delete(s, i)) for i in range(n)]
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_optimal_revenue_f_and_f2() -> None:
+    s = torch.tensor([[10.0, 1.0, 1.0, 1.0]])
+    assert float(pricing.optimal_revenue(s)) == 10.0          # sell to the top bidder alone
+    assert float(pricing.optimal_revenue(s, min_winners=2)) == 4.0  # F2: at least two winners
+    assert float(pricing.optimal_price(s)) == 10.0
+
+
+def test_consensus_round_lies_on_the_grid_below_x() -> None:
+    x = torch.tensor([0.3, 1.0, 7.5, 1e6], dtype=torch.float64)
+    for c in [1.5, 2.0, math.e, 8.0]:
+        for u in [0.0, 0.3, 0.99]:
+            r = pricing.consensus_round(x, torch.tensor(u, dtype=torch.float64), c)
+            assert torch.all(r <= x * (1 + 1e-12)) and torch.all(r > x / c)
+            j = torch.log(r) / math.log(c) - u
+            assert torch.allclose(j, torch.round(j), atol=1e-9)
+    assert float(pricing.consensus_round(torch.tensor([0.0]), torch.tensor(0.5), 2.0)) == 0.0
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_aeria_matches_per_bidder_reference(ties: bool) -> None:
+    from edgeai_repro.aeria.config import MechanismConf
+    from edgeai_repro.aeria.mechanisms import Auction, Noise, aeria
+
+    rng = np.random.default_rng(1)
+    for trial in range(200):
+        n = int(rng.integers(1, 30))
+        s = _bids(rng, n, ties)
+        u, c = float(rng.uniform()), float(rng.choice([1.5, 2.0, math.e, 4.0]))
+        st = torch.tensor(s)[None]
+        noise = Noise(u=torch.tensor([[u]], dtype=torch.float64), coin=torch.zeros_like(st, dtype=torch.bool))
+        wins, premium = aeria(Auction(st, st > 0, torch.zeros_like(st), st > 0, noise), MechanismConf(c=c))
+        want_wins, want_price = reference.aeria(s, u, c)
+        assert wins.numpy()[0].tolist() == want_wins.tolist(), (trial, s, u, c)
+        np.testing.assert_allclose(premium.numpy()[0], want_price, rtol=1e-12)
+
+
+def test_cost_share_extracts_the_target_exactly() -> None:
+    s = torch.tensor([[9.0, 7.0, 5.0, 3.0, 1.0]])
+    f = float(pricing.optimal_revenue(s))  # 15 = 3 x 5
+    for target in [1.0, 6.0, 12.0, f]:
+        wins, price = pricing.cost_share_winners(s, torch.full_like(s, target))
+        assert float(price.sum()) == pytest.approx(target)
+        assert len(set(price[wins].tolist())) == 1  # every winner pays the same share
+    wins, _ = pricing.cost_share_winners(s, torch.full_like(s, f + 1))
+    assert not wins.any()  # a target above F raises nothing
+
+
+def test_leave_one_out_price_is_the_others_optimal_price() -> None:
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        s = rng.uniform(0, 5, size=int(rng.integers(2, 15)))
+        got = pricing.leave_one_out_price(torch.tensor(s)[None]).numpy()[0]
+        for i in range(len(s)):
+            o = np.sort(np.delete(s, i))[::-1]
+            rev = np.arange(1, len(o) + 1) * o
+            assert rev[np.argmax(rev)] == pytest.approx(float(np.max(rev)))
+            # the offered price must earn the others' optimal revenue
+            assert (o >= got[i]).sum() * got[i] == pytest.approx(rev.max())
