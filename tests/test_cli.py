@@ -1,0 +1,128 @@
+"""The launcher end to end, as a user runs it: every experiment at smoke scale, resume, errors."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import launch
+
+EXPERIMENTS = sorted(f"{p.parent.name}/{p.stem}"
+                     for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*/*.yaml"))
+VERDICTS = {"held", "not_held", "not_testable"}
+
+
+def _cells(workdir: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in (workdir / "outputs" / "cells").glob("*/*/result.json")}
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _to_run(stderr_and_out: str) -> int:
+    return int(re.search(r"(\d+) cells: (\d+) to run", stderr_and_out).group(2))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_runs_at_smoke_scale(workdir: Path, name: str) -> None:
+    run = launch([f"experiment={name}", "scale=smoke"], workdir)
+    assert run.returncode == 0, run.stderr[-3000:]
+    paper, short = name.split("/")
+    out = workdir / "results" / paper / short
+    assert {"table.csv", "table.md", "claims.json"} <= {p.name for p in out.iterdir()}
+    assert list(out.glob("*.png")), "every experiment draws its figure"
+    claims = json.loads((out / "claims.json").read_text())
+    assert claims and all(set(c) == {"claim", "verdict", "evidence"} and c["verdict"] in VERDICTS for c in claims)
+    assert "Scale: **smoke**" in (out / "table.md").read_text()
+    if short == "properties":
+        import pandas as pd
+
+        t = pd.read_csv(out / "table.csv")
+        aeria = t[t["method"] == "aeria"].set_index("metric")["total"]
+        assert aeria["truthfulness_violations"] == 0 and aeria["ir_violations"] == 0
+        assert aeria["users_checked"] > 0
+
+
+def test_rerun_does_no_new_work(workdir: Path) -> None:
+    first = launch(["experiment=aeria/consensus_base", "scale=smoke"], workdir)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = _cells(workdir)
+    again = launch(["experiment=aeria/consensus_base", "scale=smoke"], workdir)
+    assert again.returncode == 0
+    assert _to_run(again.stderr + again.stdout) == 0
+    assert _cells(workdir) == before  # nothing recomputed or rewritten
+
+
+def test_killed_sweep_resumes_without_losing_or_repeating_cells(workdir: Path) -> None:
+    cmd = [sys.executable, "-m", "edgeai_repro", "experiment=aeria/competitive_ratio", "scale=smoke"]
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while len(_cells(workdir)) < 4 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = _cells(workdir)
+    assert 0 < len(done) < 20, "the sweep must be killed halfway for this test to mean anything"
+    resumed = launch(["experiment=aeria/competitive_ratio", "scale=smoke"], workdir)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _to_run(resumed.stderr + resumed.stdout) == 20 - len(done)
+    after = _cells(workdir)
+    assert len(after) == 20
+    assert all(after[p] == t for p, t in done.items())  # finished cells were not computed twice
+
+
+@pytest.mark.parametrize("override,key", [
+    ("aeria.mechanisms=[aeria,vickrey]", "aeria.mechanisms"),
+    ("aeria.market.users_per_provider=-5", "aeria.market.users_per_provider"),
+    ("aeria.mechanism.c=1", "aeria.mechanism.c"),
+])
+def test_bad_override_stops_with_one_sentence_and_keeps_results(workdir: Path, override: str, key: str) -> None:
+    ok = launch(["experiment=aeria/properties", "scale=smoke"], workdir)
+    assert ok.returncode == 0
+    results = workdir / "results" / "aeria" / "properties"
+    before, cells = _digest(results), _cells(workdir)
+    bad = launch(["experiment=aeria/properties", "scale=smoke", override], workdir)
+    assert bad.returncode != 0
+    last = bad.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and key in last and "Traceback" not in bad.stderr
+    assert _digest(results) == before and _cells(workdir) == cells
+
+
+def test_corrupt_cell_file_is_set_aside_and_recomputed(workdir: Path) -> None:
+    assert launch(["experiment=aeria/properties", "scale=smoke"], workdir).returncode == 0
+    victim = Path(sorted(_cells(workdir))[0])
+    victim.write_text("{ not json")
+    again = launch(["experiment=aeria/properties", "scale=smoke"], workdir)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _to_run(again.stderr + again.stdout) == 1
+    assert json.loads(victim.read_text())["records"]
+    assert list(victim.parent.glob("result.json.corrupt-*")), "the bad bytes are kept for inspection"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_failed_cells_leave_records_and_a_nonzero_exit(workdir: Path) -> None:
+    run = launch(["experiment=aeria/properties", "scale=smoke", "trainer=gpu"], workdir)
+    assert run.returncode != 0
+    assert "cells failed" in run.stderr.strip().splitlines()[-1]
+    failures = list((workdir / "outputs" / "cells").glob("*/*/failure.json"))
+    assert len(failures) == 2 and "Traceback" in json.loads(failures[0].read_text())["traceback"]
+    table = (workdir / "results" / "aeria" / "properties" / "table.md").read_text()
+    assert "## Failed or missing cells" in table
+
+
+def test_wandb_offline_logs_each_cell_and_the_table(workdir: Path) -> None:
+    run = launch(["experiment=aeria/properties", "scale=smoke", "logger=many"], workdir)
+    assert run.returncode == 0, run.stderr[-2000:]
+    runs = list((workdir / "outputs" / "multirun").rglob("offline-run-*"))
+    assert len(runs) == 3  # two cells and the report
+    assert (workdir / "outputs" / "multirun").rglob("metrics.csv")
