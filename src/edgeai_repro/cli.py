@@ -44,6 +44,7 @@ def _app(cfg: DictConfig) -> dict:
     from edgeai_repro.core.errors import ConfigError
     from edgeai_repro.core.runner import run_cell
 
+    load_papers()  # again: launchers may run this job in a fresh worker process
     try:
         outcome = run_cell(cfg)
     except ConfigError as exc:

@@ -161,8 +161,17 @@ class Service:
     admitted: torch.Tensor   # (B, M, n) bool: feasible and within the provider's capacity share
 
 
-def choose_service(market: Market, cfg, partition: str = "auto") -> Service:
-    """Pick, per user, the feasible (partition, exit) pair needing the least edge capacity."""
+@dataclass
+class Options:
+    """Every (partition, exit) pair of every user: its edge demand and whether it is allowed."""
+
+    demand: torch.Tensor     # (B, M, n, C) edge FLOP/s needed to meet the deadline
+    allowed: torch.Tensor    # (B, M, n, C) feasible for accuracy, deadline (and energy)
+    cand: Candidates
+
+
+def service_options(market: Market, cfg) -> Options:
+    """Latency model of every candidate for every user (shared by all partition modes)."""
     m = cfg.market
     cand = _candidates(market.workloads, tuple(tuple(cfg.exit_accuracy[w]) for w in market.workloads),
                        int(m.input_bits), int(m.feature_bits))
@@ -175,27 +184,34 @@ def choose_service(market: Market, cfg, partition: str = "auto") -> Service:
     slack = x(market.deadline_s) - t_dev - t_tx
     dev_only = col(cand.device_only)
     allowed = col(cand.present) & (col(cand.accuracy) >= x(market.acc_floor))
-    allowed = allowed & torch.where(dev_only, slack >= 0, slack > 0)
+    allowed &= torch.where(dev_only, slack >= 0, slack > 0)
     if m.energy_budget_j is not None:
-        energy = m.device_power_w * t_dev + m.tx_power_w * t_tx
-        allowed = allowed & (energy <= m.energy_budget_j)
-    if partition == "edge_only":
-        allowed = allowed & col(cand.edge_only)
-    elif partition == "device_only":
-        allowed = allowed & dev_only
-    elif partition == "no_early_exit":
-        allowed = allowed & col(cand.final_exit)
-    elif partition != "auto":
-        raise ValueError(f"unknown partition mode {partition!r}; use one of {PARTITIONS}")
+        allowed &= m.device_power_w * t_dev + m.tx_power_w * t_tx <= m.energy_budget_j
     if m.device_only_users == "exclude":
-        allowed = allowed & ~dev_only
+        allowed &= ~dev_only
     demand = torch.where(dev_only, torch.zeros_like(slack), scale * col(cand.edge_flops) / slack.clamp_min(1e-12))
-    demand = torch.where(allowed, demand, torch.full_like(demand, float("inf")))
+    return Options(demand, allowed, cand)
+
+
+def choose_service(market: Market, cfg, partition: str = "auto", options: Options | None = None) -> Service:
+    """Pick, per user, the feasible (partition, exit) pair needing the least edge capacity."""
+    m = cfg.market
+    opt = options if options is not None else service_options(market, cfg)
+    dev = market.value.device
+    masks = {"auto": None, "edge_only": opt.cand.edge_only, "device_only": opt.cand.device_only,
+             "no_early_exit": opt.cand.final_exit}
+    if partition not in masks:
+        raise ValueError(f"unknown partition mode {partition!r}; use one of {PARTITIONS}")
+    allowed = opt.allowed
+    if masks[partition] is not None:
+        allowed = allowed & masks[partition].to(dev).unsqueeze(0).unsqueeze(2)
+    demand = torch.where(allowed, opt.demand, torch.full_like(opt.demand, float("inf")))
     best = demand.argmin(dim=-1, keepdim=True)
     edge = demand.gather(-1, best).squeeze(-1)
     feasible = torch.isfinite(edge)
     edge = torch.where(feasible, edge, torch.zeros_like(edge))
-    accuracy = col(cand.accuracy).expand_as(demand).gather(-1, best).squeeze(-1)
+    accuracy = opt.cand.accuracy.to(dev)[torch.arange(len(market.workloads), device=dev).view(1, -1, 1),
+                                         best.squeeze(-1)]
     cost = m.lease_price * edge / 1e9 * m.slot_s
     admitted = feasible & _within_capacity(edge, feasible, market.capacity_flops / m.providers, m.capacity_rule)
     return Service(feasible, edge, cost, accuracy, admitted)

@@ -20,13 +20,13 @@ def _tol(x: torch.Tensor) -> float:
     return 1e-9 * max(float(x.abs().max()), 1.0)
 
 
-def envy_violations(out: Outcome) -> int:
-    """Users (admitted ones) who would be strictly better off with some winner's premium."""
+def envious(out: Outcome) -> torch.Tensor:
+    """Per auction (markets x providers): admitted users strictly better off with some winner's premium."""
     inf = torch.full_like(out.premium, float("inf"))
     min_premium = torch.where(out.wins, out.premium, inf).amin(dim=-1, keepdim=True)
     own_net = out.value - out.service.cost
     envy = out.service.admitted & torch.isfinite(min_premium) & (own_net - min_premium > out.utility() + _tol(out.value))
-    return int(envy.sum())
+    return envy.sum(-1)
 
 
 def ir_violations(out: Outcome) -> int:
@@ -47,17 +47,12 @@ def truthfulness_violations(name: str, market: Market, noise: Noise, cfg, truthf
     return count
 
 
-def consensus_rate(out: Outcome, noise: Noise, c: float) -> float:
-    """Share of auctions (with >= 2 bidders) where every bidder's rounded estimate agrees."""
+def consensus(out: Outcome, noise: Noise, c: float) -> torch.Tensor:
+    """Per auction: True when every bidder's rounded revenue estimate is the same value."""
     targets = pricing.consensus_round(pricing.leave_one_out_revenue(out.s), noise.u, c)
     valid = out.s > 0
     big = torch.full_like(targets, float("inf"))
-    hi = torch.where(valid, targets, -big).amax(-1)
-    lo = torch.where(valid, targets, big).amin(-1)
-    counted = valid.sum(-1) >= 2
-    if int(counted.sum()) == 0:
-        return float("nan")
-    return float(((hi == lo) & counted).sum() / counted.sum())
+    return torch.where(valid, targets, -big).amax(-1) <= torch.where(valid, targets, big).amin(-1)
 
 
 def check_market(name: str, market: Market, noise: Noise, cfg, gen: torch.Generator) -> dict[str, float]:
@@ -69,12 +64,18 @@ def check_market(name: str, market: Market, noise: Noise, cfg, gen: torch.Genera
     k = min(int(cfg.users_checked) * b, len(candidates))
     pick = candidates[torch.randperm(len(candidates), generator=gen, device=candidates.device)[:k]]
     grid = torch.tensor(list(cfg.misreport_grid), dtype=market.value.dtype, device=market.value.device)
-    return {
+    envy = envious(truthful)
+    result = {
         "truthfulness_violations": float(truthfulness_violations(name, market, noise, cfg, truthful, pick, grid)),
         "users_checked": float(k),
-        "envy_violations": float(envy_violations(truthful)),
+        "envy_violations": float(envy.sum()),
         "ir_violations": float(ir_violations(truthful)),
         "winners": float(truthful.wins.sum()),
-        "consensus_rate": (consensus_rate(truthful, noise, cfg.mechanism.c)
-                           if REGISTRY[name].price in CONSENSUS_PRICING else float("nan")),
+        "consensus_rate": float("nan"),
+        "envy_in_consensus_auctions": float("nan"),
     }
+    if REGISTRY[name].price in CONSENSUS_PRICING:
+        agreed = consensus(truthful, noise, cfg.mechanism.c)
+        result["consensus_rate"] = float(agreed.double().mean())
+        result["envy_in_consensus_auctions"] = float(envy[agreed].sum())
+    return result

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from edgeai_repro.aeria import pricing
-from edgeai_repro.aeria.market import Market, Service, choose_service, sample_markets
+from edgeai_repro.aeria.market import Market, Service, choose_service, sample_markets, service_options
 from edgeai_repro.aeria.mechanisms import REGISTRY, Auction, Noise, draw_noise
 from edgeai_repro.core.seeding import derive_seed, generator
 
@@ -105,12 +105,13 @@ class AuctionSimulator(L.LightningModule):
         gen = generator(derive_seed("aeria-market", self.seed, batch_idx), self.device)
         market = sample_markets(self.cfg, len(idx), gen, self.device)
         noise = draw_noise(market.shape, self.cfg.mechanism.consensus_scope, gen, self.device)
-        services: dict[str, Service] = {}  # the ablations share the partition choice of their mode
+        options = service_options(market, self.cfg)  # computed once, masked per partition mode
+        services: dict[str, Service] = {}
         for name in self.cfg.mechanisms:
             start = time.perf_counter()
             partition = REGISTRY[name].partition
             if partition not in services:
-                services[partition] = choose_service(market, self.cfg, partition)
+                services[partition] = choose_service(market, self.cfg, partition, options)
             out = run_mechanism(name, market, noise, self.cfg, service=services[partition])
             if self.device.type == "cuda":
                 torch.cuda.synchronize()

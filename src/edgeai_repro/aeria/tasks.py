@@ -51,7 +51,7 @@ class PropertyChecker(L.LightningModule):
     """Runs the truthfulness, envy and IR checks on batches of random markets."""
 
     CHECKS = ("truthfulness_violations", "users_checked", "envy_violations", "ir_violations", "winners",
-              "consensus_rate")
+              "consensus_rate", "envy_in_consensus_auctions")
 
     def __init__(self, cfg, seed: int) -> None:
         super().__init__()

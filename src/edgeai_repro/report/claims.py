@@ -20,35 +20,50 @@ def check(fn: Callable[..., Verdict]) -> Callable[..., Verdict]:
 
 
 def _points(agg: pd.DataFrame, metric: str, method: str) -> pd.Series:
+    """Mean of `metric` for `method`, indexed by a readable point label ("vgg16, 10")."""
     sel = agg[(agg["metric"] == metric) & (agg["method"] == method)]
-    keys = [c for c in ("panel", "x") if c in sel.columns]
-    return sel.set_index(keys)["mean"] if keys else sel["mean"].reset_index(drop=True)
+    labels = [", ".join(str(v) for v in (p, x) if str(v) != "") or "all" for p, x in zip(sel["panel"], sel["x"])]
+    return pd.Series(sel["mean"].to_numpy(), index=labels)
 
 
 @check
-def beats_baselines(agg: pd.DataFrame, metric: str, ours: str, baselines: list[str], **_: Any) -> Verdict:
-    """Held when `ours` has the higher mean at every point against every baseline."""
+def beats_baselines(agg: pd.DataFrame, metric: str, ours: str, baselines: list[str], ties_allowed: bool = False,
+                    **_: Any) -> Verdict:
+    """Held when `ours` has the higher mean at every point against every baseline.
+
+    With ties_allowed (for ablations that `ours` generalises, which can only tie or lose), held
+    when `ours` is never lower and is higher at some point against each baseline.
+    """
     mine = _points(agg, metric, ours)
     if mine.empty:
         return "not_testable", f"no {metric} results for {ours}"
-    lost, compared, margins = [], 0, []
+    lost, compared, margins, never_ahead = [], 0, [], []
     for base in baselines:
         theirs = _points(agg, metric, base)
+        ahead, seen = False, 0
         for key, value in mine.items():
             if key not in theirs.index:
                 continue
-            compared += 1
+            compared, seen = compared + 1, seen + 1
             margins.append((value - theirs[key]) / abs(theirs[key]) if theirs[key] else float("inf"))
-            if not value > theirs[key]:
+            tie = abs(value - theirs[key]) <= 1e-9 * max(abs(value), abs(theirs[key]), 1e-300)
+            ahead |= value > theirs[key] and not tie
+            if not (value > theirs[key] or (ties_allowed and tie)):
                 lost.append(f"{base} at {key}: {theirs[key]:.4g} >= {value:.4g}")
+        if ties_allowed and seen and not ahead:
+            never_ahead.append(base)
     if compared == 0:
         return "not_testable", f"none of {baselines} ran in this experiment"
     finite = [m for m in margins if m != float("inf")]
     gain = f"; median margin {100 * pd.Series(finite).median():+.1f}%" if finite else ""
     if lost:
+        word = "lower" if ties_allowed else "lower or equal"
         return "not_held", (f"{ours} {metric} is higher in {compared - len(lost)}/{compared} comparisons{gain}; "
-                            f"lower or equal: " + "; ".join(lost[:5]) + (" ..." if len(lost) > 5 else ""))
-    return "held", f"{ours} {metric} is higher than {', '.join(baselines)} at all {compared} comparisons{gain}"
+                            f"{word}: " + "; ".join(lost[:5]) + (" ..." if len(lost) > 5 else ""))
+    if never_ahead:
+        return "not_held", f"{ours} {metric} only ties {', '.join(never_ahead)} at every point{gain}"
+    how = "never lower than, and somewhere above," if ties_allowed else "higher than"
+    return "held", f"{ours} {metric} is {how} {', '.join(baselines)} at all {compared} comparisons{gain}"
 
 
 @check
