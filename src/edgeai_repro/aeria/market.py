@@ -98,12 +98,12 @@ def _uniform(lo_hi, shape, gen, device, scale: float = 1.0) -> torch.Tensor:
 
 
 def reference_cost(workload: str, market_cfg) -> float:
-    """Serving cost of the full model, fully offloaded, for a median user: the unit of value."""
+    """The unit of value: leasing enough edge FLOP/s to run the whole model in half the median
+    deadline. It depends on the workload only, not on the swept link or capacity, so sweeping
+    those changes costs and feasibility but never the users' values."""
     prof = profile(workload)
-    deadline = sum(market_cfg.deadline_ms) / 2 / 1000
-    uplink = sum(market_cfg.uplink_mbps) / 2 * 1e6
-    slack = max(deadline - market_cfg.input_bits * prof.input_elems / uplink, 1e-3)
-    return market_cfg.lease_price * (prof.total_flops / 1e9) / slack * market_cfg.slot_s
+    half_deadline = sum(market_cfg.deadline_ms) / 2 / 1000 / 2
+    return market_cfg.lease_price * (prof.total_flops / 1e9) / half_deadline * market_cfg.slot_s
 
 
 def _values(vcfg, shape, gen, device) -> torch.Tensor:

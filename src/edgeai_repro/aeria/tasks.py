@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 import statistics
 import time
 
@@ -23,6 +24,7 @@ from edgeai_repro.core.tasks import CellContext, Task, register
 def _trainer(ctx: CellContext) -> L.Trainer:
     # Lightning's per-Trainer banner (accelerators, tips) would be printed once per cell.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # inside Lightning; not ours to fix
     return L.Trainer(
         accelerator=ctx.accelerator, devices=1, logger=ctx.loggers or False, enable_checkpointing=False,
         enable_model_summary=False, enable_progress_bar=ctx.progress, default_root_dir=str(ctx.run_dir),
@@ -125,5 +127,6 @@ def run_runtime(cfg: DictConfig, ctx: CellContext) -> dict:
 
 for _name, _fn in (("aeria_revenue", run_revenue), ("aeria_properties", run_properties),
                    ("aeria_runtime", run_runtime)):
-    register(Task(name=_name, paper="aeria", section="aeria", run=_fn, validate=aeria_config.validate))
+    # version 2: values in units of a link-independent reference cost
+    register(Task(name=_name, paper="aeria", section="aeria", run=_fn, validate=aeria_config.validate, version=2))
 

@@ -6,6 +6,7 @@ table: those the experiment does not test are `not_testable` here, with a pointe
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import pandas as pd
@@ -19,56 +20,72 @@ def check(fn: Callable[..., Verdict]) -> Callable[..., Verdict]:
     return fn
 
 
-def _points(agg: pd.DataFrame, metric: str, method: str) -> pd.Series:
-    """Mean of `metric` for `method`, indexed by a readable point label ("vgg16, 10")."""
+def _points(agg: pd.DataFrame, metric: str, method: str) -> pd.DataFrame:
+    """mean, std, n_seeds of `metric` for `method`, indexed by a readable point label ("vgg16, 10")."""
     sel = agg[(agg["metric"] == metric) & (agg["method"] == method)]
     labels = [", ".join(str(v) for v in (p, x) if str(v) != "") or "all" for p, x in zip(sel["panel"], sel["x"])]
-    return pd.Series(sel["mean"].to_numpy(), index=labels)
+    return pd.DataFrame({"mean": sel["mean"].to_numpy(), "std": sel["std"].fillna(0).to_numpy(),
+                         "n": sel["n_seeds"].to_numpy()}, index=labels)
+
+
+def _compare(a: pd.Series, b: pd.Series, z: float) -> int:
+    """+1 if a's mean is significantly above b's (difference beyond z standard errors), -1 below, 0 neither."""
+    se = math.sqrt(a["std"] ** 2 / max(a["n"], 1) + b["std"] ** 2 / max(b["n"], 1))
+    diff = a["mean"] - b["mean"]
+    if se == 0:
+        return (diff > 0) - (diff < 0) if abs(diff) > 1e-12 * max(abs(a["mean"]), abs(b["mean"]), 1.0) else 0
+    return 1 if diff > z * se else -1 if diff < -z * se else 0
 
 
 @check
 def beats_baselines(agg: pd.DataFrame, metric: str, ours: str, baselines: list[str], ties_allowed: bool = False,
-                    **_: Any) -> Verdict:
-    """Held when `ours` has the higher mean at every point against every baseline.
+                    z: float = 2.0, **_: Any) -> Verdict:
+    """Held when `ours` is significantly higher (by z standard errors over seeds) than every
+    baseline at every point.
 
-    With ties_allowed (for ablations that `ours` generalises, which can only tie or lose), held
-    when `ours` is never lower and is higher at some point against each baseline.
+    With ties_allowed (for ablations that `ours` generalises, which can tie), held when `ours` is
+    never significantly lower and is significantly higher somewhere against each baseline.
     """
     mine = _points(agg, metric, ours)
     if mine.empty:
         return "not_testable", f"no {metric} results for {ours}"
-    lost, compared, margins, never_ahead = [], 0, [], []
+    better = worse = compared = 0
+    lost, never_ahead, margins = [], [], []
     for base in baselines:
         theirs = _points(agg, metric, base)
-        ahead, seen = False, 0
-        for key, value in mine.items():
+        ahead = seen = 0
+        for key in mine.index:
             if key not in theirs.index:
                 continue
+            a, b = mine.loc[key], theirs.loc[key]
+            verdict = _compare(a, b, z)
             compared, seen = compared + 1, seen + 1
-            margins.append((value - theirs[key]) / abs(theirs[key]) if theirs[key] else float("inf"))
-            tie = abs(value - theirs[key]) <= 1e-9 * max(abs(value), abs(theirs[key]), 1e-300)
-            ahead |= value > theirs[key] and not tie
-            if not (value > theirs[key] or (ties_allowed and tie)):
-                lost.append(f"{base} at {key}: {theirs[key]:.4g} >= {value:.4g}")
-        if ties_allowed and seen and not ahead:
+            better, worse, ahead = better + (verdict > 0), worse + (verdict < 0), ahead + (verdict > 0)
+            if b["mean"]:
+                margins.append((a["mean"] - b["mean"]) / abs(b["mean"]))
+            if verdict < 0 or (verdict == 0 and not ties_allowed):
+                lost.append(f"{base} at {key}: {b['mean']:.4g} vs {a['mean']:.4g}")
+        if seen and ties_allowed and not ahead:
             never_ahead.append(base)
     if compared == 0:
         return "not_testable", f"none of {baselines} ran in this experiment"
-    finite = [m for m in margins if m != float("inf")]
-    gain = f"; median margin {100 * pd.Series(finite).median():+.1f}%" if finite else ""
+    summary = (f"{ours} {metric} vs {', '.join(baselines)}: significantly higher in {better}, lower in {worse}, "
+               f"indistinguishable in {compared - better - worse} of {compared} comparisons (z = {z:g} over seeds)")
+    if margins:
+        summary += f"; median margin {100 * pd.Series(margins).median():+.1f}%"
     if lost:
-        word = "lower" if ties_allowed else "lower or equal"
-        return "not_held", (f"{ours} {metric} is higher in {compared - len(lost)}/{compared} comparisons{gain}; "
-                            f"{word}: " + "; ".join(lost[:5]) + (" ..." if len(lost) > 5 else ""))
+        return "not_held", summary + "; not ahead: " + "; ".join(lost[:4]) + (" ..." if len(lost) > 4 else "")
     if never_ahead:
-        return "not_held", f"{ours} {metric} only ties {', '.join(never_ahead)} at every point{gain}"
-    how = "never lower than, and somewhere above," if ties_allowed else "higher than"
-    return "held", f"{ours} {metric} is {how} {', '.join(baselines)} at all {compared} comparisons{gain}"
+        return "not_held", summary + f"; never ahead of {', '.join(never_ahead)}"
+    return "held", summary
 
 
 @check
-def zero_violations(agg: pd.DataFrame, ours: str, metrics: list[str], **_: Any) -> Verdict:
-    """Held when the total of each violation count over all seeds is zero for `ours`."""
+def zero_violations(agg: pd.DataFrame, ours: str, metrics: list[str], context: list[str] = (), **_: Any) -> Verdict:
+    """Held when the total of each violation count over all seeds is zero for `ours`.
+
+    `context` metrics are reported in the evidence without deciding the verdict.
+    """
     parts, bad = [], False
     for metric in metrics:
         sel = agg[(agg["metric"] == metric) & (agg["method"] == ours)]
@@ -77,6 +94,10 @@ def zero_violations(agg: pd.DataFrame, ours: str, metrics: list[str], **_: Any) 
         total = float(sel["total"].sum())
         bad |= total > 0
         parts.append(f"{metric}={total:g}")
+    for metric in context:
+        sel = agg[(agg["metric"] == metric) & (agg["method"] == ours)]
+        if not sel.empty:
+            parts.append(f"{metric}={float(sel['total'].sum()):g}")
     checked = agg[(agg["metric"] == "users_checked") & (agg["method"] == ours)]["total"].sum()
     text = f"{ours}: " + ", ".join(parts) + f" ({checked:g} users checked for misreports)"
     consensus = agg[(agg["metric"] == "consensus_rate") & (agg["method"] == ours)]["mean"]
@@ -88,7 +109,7 @@ def zero_violations(agg: pd.DataFrame, ours: str, metrics: list[str], **_: Any) 
 @check
 def competitive_ratio(agg: pd.DataFrame, ours: str, bound: float, metric: str = "revenue_over_f2", **_: Any) -> Verdict:
     """Held when mean revenue / F2 of `ours` is at least 1/bound at every point."""
-    ratio = _points(agg, metric, ours)
+    ratio = _points(agg, metric, ours)["mean"]
     if ratio.empty:
         return "not_testable", f"no {metric} results for {ours}"
     worst_key = ratio.idxmin()
