@@ -13,7 +13,7 @@ from edgeai_repro.core.store import CellStore
 from edgeai_repro.report import claims as claim_checks
 from edgeai_repro.report.gather import Gathered, gather
 from edgeai_repro.report.paper import load_claims, load_table
-from edgeai_repro.report.plots import bar_figure, line_figure
+from edgeai_repro.report.plots import bar_figure, curve_figure, line_figure
 from edgeai_repro.report.table import aggregate, join_paper, write_markdown
 
 
@@ -42,14 +42,20 @@ def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: st
     staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{name}."))
     figures = []
     title = spec.get("title") or config.experiment_name
-    for fig in spec.get("figures") or [spec["figure"]]:
+    for fig in spec.get("figures") or ([spec["figure"]] if spec.get("figure") else []):
         file = fig.get("file", f"{fig['metric'] if fig.get('kind', 'line') == 'line' else 'properties'}.png")
-        if fig.get("kind", "line") == "bar":
-            bar_figure(agg, fig["metrics"], staging / file, title, scale)
+        if fig.get("kind", "line") in {"bar", "bar_mean"}:
+            bar_figure(agg, fig["metrics"], staging / file, title, scale, stat="mean" if fig["kind"] == "bar_mean" else "total")
         else:
             line_figure(agg, fig["metric"], staging / file, spec.get("x_label") or "x", fig.get("ylabel", fig["metric"]),
                         title, bool(fig.get("logx")), bool(fig.get("logy")), scale)
         figures.append(file)
+    for fig in spec.get("curve_figures") or []:
+        curve_figure(g.curves, fig["curves"], staging / fig["file"], fig.get("xlabel", "step"),
+                     fig.get("ylabel", "value"), title, scale)
+        figures.append(fig["file"])
+    if not g.curves.empty:
+        g.curves.to_csv(staging / "curves.csv", index=False)
     agg.to_csv(staging / "table.csv", index=False)
     printed = "printed" in set(agg["provenance"]) or "read-off-from-chart" in set(agg["provenance"])
     note = ("Paper values are shown in [brackets] with their provenance in table.csv." if printed else

@@ -119,6 +119,26 @@ def competitive_ratio(agg: pd.DataFrame, ours: str, bound: float, metric: str = 
     return ("held" if worst >= 1 / bound else "not_held"), text
 
 
+@check
+def all_at_least(agg: pd.DataFrame, metric: str, ours: str, threshold: float, **_: Any) -> Verdict:
+    """Held when the mean of `metric` for `ours` is at least `threshold` at every point."""
+    points = _points(agg, metric, ours)
+    if points.empty:
+        return "not_testable", f"no {metric} results for {ours}"
+    low = points[points["mean"] < threshold]
+    text = (f"{ours} {metric}: mean {points['mean'].min():.4g} (worst point) to {points['mean'].max():.4g} over "
+            f"{len(points)} points and {int(points['n'].max())} seeds; needed >= {threshold:g}")
+    if len(low):
+        return "not_held", text + "; below at " + ", ".join(low.index[:5])
+    return "held", text
+
+
+@check
+def vague(agg: pd.DataFrame, reason: str, **_: Any) -> Verdict:
+    """For claims too vague to test: says why."""
+    return "not_testable", reason
+
+
 def evaluate(claims: list[dict], tested: dict[str, dict], agg: pd.DataFrame) -> list[dict]:
     """One {claim, verdict, evidence} per paper claim."""
     out = []

@@ -14,6 +14,7 @@ from edgeai_repro.core.store import CellStore
 @dataclass
 class Gathered:
     rows: pd.DataFrame                     # one row per (cell, record)
+    curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per (cell, curve, step)
     failed: list[dict] = field(default_factory=list)   # cells with a failure record
     missing: list[dict] = field(default_factory=list)  # cells with neither result nor failure
     total: int = 0
@@ -32,7 +33,7 @@ def read_manifest(sweep_dir: Path) -> dict:
 
 
 def gather(manifest: dict, store: CellStore) -> Gathered:
-    rows, failed, missing, scales = [], [], [], set()
+    rows, curves, failed, missing, scales = [], [], [], [], set()
     for cell in manifest["cells"]:
         cid = cell["cell_id"]
         result = store.load(cid)
@@ -45,4 +46,6 @@ def gather(manifest: dict, store: CellStore) -> Gathered:
         coords["seed"] = result["seed"]
         for record in result["records"]:
             rows.append({**coords, **record, "cell_id": cid})
-    return Gathered(pd.DataFrame(rows), failed, missing, len(manifest["cells"]), scales)
+        for point in result.get("curves", []):
+            curves.append({**coords, **point})
+    return Gathered(pd.DataFrame(rows), pd.DataFrame(curves), failed, missing, len(manifest["cells"]), scales)

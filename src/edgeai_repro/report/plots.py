@@ -59,19 +59,47 @@ def line_figure(agg: pd.DataFrame, metric: str, path: Path, x_label: str, ylabel
     return path
 
 
-def bar_figure(agg: pd.DataFrame, metrics: list[str], path: Path, title: str, scale_label: str = "") -> Path:
-    """Totals over seeds of each metric, one group of bars per method (for counts)."""
+def bar_figure(agg: pd.DataFrame, metrics: list[str], path: Path, title: str, scale_label: str = "",
+               stat: str = "total") -> Path:
+    """One group of bars per method: totals over seeds (counts) or means with ±1 std (stat="mean")."""
     sel = agg[agg["metric"].isin(metrics)]
     methods = list(dict.fromkeys(sel[SERIES]))
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(methods) * len(metrics) / 2), 3.6))
     width = 0.8 / max(len(metrics), 1)
     for j, metric in enumerate(metrics):
-        part = sel[sel["metric"] == metric].groupby(SERIES, sort=False)["total"].sum()
-        ax.bar([i + j * width for i in range(len(methods))], [part.get(m, 0) for m in methods], width, label=metric)
+        part = sel[sel["metric"] == metric].groupby(SERIES, sort=False)
+        heights = part[stat].sum() if stat == "total" else part["mean"].first()
+        errors = None if stat == "total" else part["std"].first().fillna(0)
+        ax.bar([i + j * width for i in range(len(methods))], [heights.get(m, 0) for m in methods], width, label=metric,
+               yerr=None if errors is None else [errors.get(m, 0) for m in methods], capsize=2)
     ax.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(methods))], methods, rotation=25, fontsize=8)
-    ax.set_ylabel("count (total over seeds)")
+    ax.set_ylabel("count (total over seeds)" if stat == "total" else "mean over seeds")
+    ax.axhline(0, color="black", lw=0.6)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
+    ax.set_title(f"{title}{f' ({scale_label} scale)' if scale_label else ''}", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def curve_figure(curves: pd.DataFrame, names: list[str], path: Path, xlabel: str, ylabel: str, title: str,
+                 scale_label: str = "") -> Path:
+    """Learning or convergence curves: mean ± std over seeds at each step, one line per curve and method."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    sel = curves[curves["curve"].isin(names)] if not curves.empty else curves
+    for (method, name), grp in (sel.groupby(["method", "curve"], sort=False) if not sel.empty else []):
+        stats = grp.groupby("step")["value"].agg(["mean", "std"]).fillna(0)
+        label = name if sel["method"].nunique() == 1 else f"{method}: {name}"
+        ax.plot(stats.index, stats["mean"], label=label, lw=1.2)
+        ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.15)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     ax.set_title(f"{title}{f' ({scale_label} scale)' if scale_label else ''}", fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,91 @@
+"""Typed config of the incentive tasks and its validation. Every value is our choice (README)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+
+from edgeai_repro.core.errors import require
+from edgeai_repro.incentive.env import EnvConf
+from edgeai_repro.incentive.maddpg import PolicyConf
+
+METHODS = ("asosa", "independent", "td3", "one_shot", "random", "fixed_share", "myopic", "stackelberg_only")
+LEARNED = {"asosa": ("maddpg", "centralized"), "one_shot": ("maddpg", "centralized"),
+           "independent": ("maddpg", "independent"), "td3": ("td3", "independent")}
+
+
+@dataclass
+class CostConf:
+    unit: list[float] = field(default_factory=lambda: [0.5, 1.5])   # initial unit data cost P_m ~ U
+    fixed: list[float] = field(default_factory=lambda: [0.0, 0.1])  # fixed cost E_m ~ U
+
+
+@dataclass
+class AsosaConf:
+    max_iters: int = 20
+    damping: float = 0.5           # eta_k = damping / (1 + decay k)
+    decay: float = 0.5
+    tol: float = 0.01              # relative change of P and of the TP's utility
+    updates_first: int = 1000      # policy updates in the first outer iteration
+    updates_warm: int = 100        # ... and in each later one (warm start)
+    eval_episodes: int = 16
+
+
+@dataclass
+class IncentiveConf:
+    method: str = "asosa"
+    lmos: int = 5
+    lam: float = 10.0
+    alpha: float = 2.0
+    beta: float = 1.0
+    allow_dropout: bool = True
+    fixed_share: float = 0.5
+    fixed_price: float = 0.5
+    cost: CostConf = field(default_factory=CostConf)
+    env: EnvConf = field(default_factory=EnvConf)
+    policy: PolicyConf = field(default_factory=PolicyConf)
+    asosa: AsosaConf = field(default_factory=AsosaConf)
+    updates_bench: int = 200
+
+
+ConfigStore.instance().store(group="incentive", name="schema", node=IncentiveConf)
+
+
+def _range(key: str, value, low: float = 0.0, strict: bool = False) -> None:
+    ok = len(value) == 2 and value[0] <= value[1] and (value[0] > low if strict else value[0] >= low)
+    require(ok, f"incentive.{key}={list(value)} must be [low, high] with {'0 < ' if strict else '0 <= '}low <= high.")
+
+
+def validate(cfg: DictConfig) -> None:
+    c = cfg.incentive
+    require(c.method in METHODS, f"incentive.method={c.method!r} is unknown; use one of {', '.join(METHODS)}.")
+    require(c.lmos >= 2, f"incentive.lmos={c.lmos} must be at least 2 (zero or one LMO has no Stackelberg game).")
+    _range("cost.unit", c.cost.unit, strict=True)
+    _range("cost.fixed", c.cost.fixed)
+    require(min(c.lam, c.alpha, c.beta) > 0, "incentive.lam, incentive.alpha and incentive.beta must be positive.")
+    require(c.lam * c.alpha * c.beta * (c.lmos - 1) > c.lmos * c.cost.unit[1] or c.allow_dropout,
+            f"incentive.lam*alpha*beta*(lmos-1) = {c.lam * c.alpha * c.beta * (c.lmos - 1):g} does not exceed the largest "
+            f"possible sum of unit costs ({c.lmos * c.cost.unit[1]:g}); raise incentive.lam or set incentive.allow_dropout=true.")
+    require(c.lam * c.alpha * c.beta > 2 * c.cost.unit[0],
+            f"incentive.lam*alpha*beta = {c.lam * c.alpha * c.beta:g} is too small for even two of the cheapest LMOs to "
+            "be paid; raise incentive.lam.")
+    e = c.env
+    require(e.workers >= 1 and e.horizon >= 1, "incentive.env.workers and incentive.env.horizon must be positive.")
+    require(e.theta >= 0, f"incentive.env.theta={e.theta} must not be negative.")
+    _range("env.worker_cost", e.worker_cost, strict=True)
+    _range("env.participation_cost", e.participation_cost)
+    require(e.worker_model in {"best_response", "adaptive"},
+            f"incentive.env.worker_model={e.worker_model!r} is unknown; use best_response or adaptive.")
+    require(e.cost_drift >= 0 and e.max_price > 0, "incentive.env.cost_drift must be >= 0 and max_price > 0.")
+    p = c.policy
+    require(p.algorithm in {"maddpg", "td3"}, f"incentive.policy.algorithm={p.algorithm!r} is unknown; use maddpg or td3.")
+    require(p.critic in {"centralized", "independent"},
+            f"incentive.policy.critic={p.critic!r} is unknown; use centralized or independent.")
+    require(p.batch_size >= 1 and p.buffer_size >= p.batch_size, "incentive.policy.buffer_size must be >= batch_size >= 1.")
+    a = c.asosa
+    require(a.max_iters >= 1 and a.tol > 0 and 0 < a.damping <= 1,
+            "incentive.asosa needs max_iters >= 1, tol > 0 and damping in (0, 1].")
+    require(0 <= c.fixed_share <= 1 and 0 <= c.fixed_price <= 1, "incentive.fixed_share and fixed_price must lie in [0, 1].")
+
+

@@ -1,0 +1,32 @@
+"""The incentive task a cell runs: one ASOSA run (or a baseline) for one seed."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from omegaconf import DictConfig, OmegaConf
+
+from edgeai_repro.core.errors import ConfigError
+from edgeai_repro.core.tasks import CellContext, Task, register
+from edgeai_repro.incentive import asosa
+from edgeai_repro.incentive import config as incentive_config
+
+log = logging.getLogger(__name__)
+
+
+def run_incentive(cfg: DictConfig, ctx: CellContext) -> dict:
+    conf = OmegaConf.to_object(cfg.incentive)
+    # The networks are small: one thread per cell, and cells in parallel (joblib launcher), is faster.
+    torch.set_num_threads(1)
+    try:
+        return asosa.run(conf, int(cfg.seed), ctx.loggers, checkpoint_dir=ctx.run_dir / "checkpoints",
+                         progress=log.info)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # an impossible random instance is a clear error, not a crash
+        raise ConfigError(f"incentive: {exc}") from None
+
+
+register(Task(name="incentive_asosa", paper="incentive", section="incentive", run=run_incentive,
+              validate=incentive_config.validate, method_key="incentive.method"))
