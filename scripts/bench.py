@@ -65,7 +65,46 @@ def _market_throughput() -> Iterator[Line]:
     yield "aeria_markets_per_s", cfg.markets / elapsed, "1/s (4 providers x 50 users, 7 mechanisms)"
 
 
-BENCHES: dict[str, Callable[[], Iterator[Line]]] = {"aeria": aeria_benchmarks}
+def incentive_benchmarks() -> Iterator[Line]:
+    import numpy as np
+
+    from edgeai_repro.incentive.config import IncentiveConf
+    from edgeai_repro.incentive.env import IncentiveEnv, World
+    from edgeai_repro.incentive.maddpg import MADDPG, PolicyConf, ReplayBuffer
+    from edgeai_repro.incentive.stackelberg import solve
+
+    c = IncentiveConf()
+    eq = solve(np.linspace(0.8, 1.2, 5), np.zeros(5), c.lam, c.alpha, c.beta)
+    world = World.from_equilibrium(c.env, eq.zeta, eq.rewards)
+    env = IncentiveEnv(c.env, eq.zeta, eq.rewards, world, batch=16, seed=0)
+    env.reset_batch()
+    act = torch.rand(16, 5, 2)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 1.0:
+        _, _, done, _ = env.step_batch(act)
+        steps += 16
+        if done:
+            env.reset_batch()
+    yield "incentive_env_steps_per_s", steps / (time.perf_counter() - start), "1/s (joint steps of 5 LMOs x 10 workers)"
+
+    torch.manual_seed(0)
+    module = MADDPG(5, PolicyConf(batch_size=256))
+    module.manual_backward = lambda loss: loss.backward()  # the update itself, outside a Trainer
+    gen = torch.Generator().manual_seed(0)
+    module.attach(env, ReplayBuffer(20000, 5, 256, gen), gen)
+    module.collect(200, noise=None)
+    opts = (torch.optim.Adam(module.actor.parameters(), 1e-3), torch.optim.Adam(module.critics.parameters(), 3e-3))
+    batches = [module.buffer.sample() for _ in range(20)]
+    for b in batches[:5]:
+        module.update(b, *opts)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 2.0:
+        module.update(batches[n % len(batches)], *opts)
+        n += 1
+    yield "maddpg_agent_updates_per_s", 5 * n / (time.perf_counter() - start), "1/s (5 agents, batch 256, critic + actor)"
+
+
+BENCHES: dict[str, Callable[[], Iterator[Line]]] = {"aeria": aeria_benchmarks, "incentive": incentive_benchmarks}
 
 
 def main(argv: list[str]) -> int:

@@ -43,25 +43,37 @@ def test_experiment_files_start_with_their_command(name: str) -> None:
     assert lines[1] == f"# edgeai-repro experiment={name}"
 
 
-@pytest.mark.parametrize("override,key", [
-    ("aeria.mechanisms=[aeria,vickrey]", "aeria.mechanisms"),
-    ("aeria.market.users_per_provider=-5", "aeria.market.users_per_provider"),
-    ("aeria.mechanism.c=1.0", "aeria.mechanism.c"),
-    ("aeria.mechanism.c=0.5", "aeria.mechanism.c"),
-    ("aeria.market.workload=lenet", "aeria.market.workload"),
-    ("aeria.market.deadline_ms=[500,50]", "aeria.market.deadline_ms"),
-    ("aeria.market.capacity_rule=auction", "aeria.market.capacity_rule"),
-    ("aeria.exit_accuracy.vgg16=[0.5,0.6]", "aeria.exit_accuracy.vgg16"),
-    ("seed=-1", "seed"),
+@pytest.mark.parametrize("task,override,key", [
+    ("aeria_revenue", "aeria.mechanisms=[aeria,vickrey]", "aeria.mechanisms"),
+    ("aeria_revenue", "aeria.market.users_per_provider=-5", "aeria.market.users_per_provider"),
+    ("aeria_revenue", "aeria.mechanism.c=1.0", "aeria.mechanism.c"),
+    ("aeria_revenue", "aeria.mechanism.c=0.5", "aeria.mechanism.c"),
+    ("aeria_revenue", "aeria.market.workload=lenet", "aeria.market.workload"),
+    ("aeria_revenue", "aeria.market.deadline_ms=[500,50]", "aeria.market.deadline_ms"),
+    ("aeria_revenue", "aeria.market.capacity_rule=auction", "aeria.market.capacity_rule"),
+    ("aeria_revenue", "aeria.exit_accuracy.vgg16=[0.5,0.6]", "aeria.exit_accuracy.vgg16"),
+    ("aeria_revenue", "seed=-1", "seed"),
+    ("incentive_asosa", "incentive.lmos=0", "incentive.lmos"),
+    ("incentive_asosa", "incentive.lmos=1", "incentive.lmos"),
+    ("incentive_asosa", "incentive.cost.unit=[-1.0,1.0]", "incentive.cost.unit"),
+    ("incentive_asosa", "incentive.method=ppo", "incentive.method"),
+    ("incentive_asosa", "incentive.lam=0.01", "incentive.lam"),
+    ("incentive_asosa", "incentive.env.worker_model=greedy", "incentive.env.worker_model"),
 ])
-def test_bad_values_name_the_key(compose, override: str, key: str) -> None:
-    cfg = compose(["task=aeria_revenue", override])
+def test_bad_values_name_the_key(compose, task: str, override: str, key: str) -> None:
+    cfg = compose([f"task={task}", override])
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     message = str(err.value)
-    assert key in message and message.count(". ") == 0 and message.endswith(".")
+    assert key in message and message.count(". ") == 0 and message.endswith(".")  # one sentence
 
 
 def test_no_task_is_a_clear_error(compose) -> None:
     with pytest.raises(ConfigError, match="task.name=None is not a known task"):
         validate(compose([]))
+
+
+def test_lambda_too_small_without_dropout_is_refused(compose) -> None:
+    cfg = compose(["task=incentive_asosa", "incentive.allow_dropout=false", "incentive.lam=0.5"])
+    with pytest.raises(ConfigError, match="allow_dropout"):
+        validate(cfg)

@@ -92,3 +92,15 @@ def test_figures_are_drawn_from_the_table(tmp_path: Path) -> None:
     agg = aggregate(_rows(), "n", None, ["revenue"])
     assert line_figure(agg, "revenue", tmp_path / "r.png", "n", "revenue", "t").stat().st_size > 1000
     assert bar_figure(agg, ["revenue"], tmp_path / "b.png", "t").stat().st_size > 1000
+
+
+def test_paired_seeds_detect_a_consistent_small_gain() -> None:
+    # Seeds differ a lot, but ours beats base by 0.1 on every seed (same instances: common random numbers).
+    rows = pd.DataFrame([{"n": 1, "seed": s, "method": m, "revenue": 10.0 * s + (0.1 if m == "ours" else 0.0)}
+                         for s in range(5) for m in ("ours", "base")])
+    agg = aggregate(rows, "n", None, ["revenue"])
+    assert claims.beats_baselines(agg, "revenue", "ours", ["base"])[0] == "not_held"  # unpaired: lost in the noise
+    from edgeai_repro.report.table import with_points
+
+    paired = with_points(rows, "n", None).assign(_point=lambda f: claims.point_labels(f))
+    assert claims.beats_baselines(agg, "revenue", "ours", ["base"], rows=paired)[0] == "held"

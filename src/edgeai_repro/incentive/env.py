@@ -161,10 +161,11 @@ class IncentiveEnv:
         info = {"data": data, "paid": pay, "welfare": welfare, "participation": rate}
         return self._obs(), reward.float(), done, info
 
-    # -- PettingZoo ParallelEnv interface (batch of one, numpy in and out) --
+    # -- PettingZoo ParallelEnv interface: one copy, numpy in and out --
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         if seed is not None:
             self.gen.manual_seed(seed)
+        self.batch = 1
         self.agents = list(self.possible_agents)
         obs = self.reset_batch()[0].numpy()
         return {a: obs[i] for i, a in enumerate(self.agents)}, {a: {} for a in self.agents}

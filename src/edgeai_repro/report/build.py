@@ -14,7 +14,7 @@ from edgeai_repro.report import claims as claim_checks
 from edgeai_repro.report.gather import Gathered, gather
 from edgeai_repro.report.paper import load_claims, load_table
 from edgeai_repro.report.plots import bar_figure, curve_figure, line_figure
-from edgeai_repro.report.table import aggregate, join_paper, write_markdown
+from edgeai_repro.report.table import aggregate, join_paper, with_points, write_markdown
 
 
 def _publish(staging: Path, final: Path) -> None:
@@ -34,7 +34,8 @@ def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: st
     paper_root = Path(config.paths.paper_results)
     agg = join_paper(agg, load_table(paper_root, paper, name))
     paper_claims = load_claims(paper_root, paper)
-    verdicts = claim_checks.evaluate(paper_claims, spec.get("claims") or {}, agg)
+    per_seed = with_points(g.rows, spec.get("x"), spec.get("panel")) if not g.rows.empty else None
+    verdicts = claim_checks.evaluate(paper_claims, spec.get("claims") or {}, agg, per_seed)
     scale = ", ".join(sorted(g.scales))
 
     final = Path(config.paths.results) / paper / name

@@ -23,15 +23,33 @@ def check(fn: Callable[..., Verdict]) -> Callable[..., Verdict]:
 def _points(agg: pd.DataFrame, metric: str, method: str) -> pd.DataFrame:
     """mean, std, n_seeds of `metric` for `method`, indexed by a readable point label ("vgg16, 10")."""
     sel = agg[(agg["metric"] == metric) & (agg["method"] == method)]
-    labels = [", ".join(str(v) for v in (p, x) if str(v) != "") or "all" for p, x in zip(sel["panel"], sel["x"])]
+    labels = point_labels(sel)
     return pd.DataFrame({"mean": sel["mean"].to_numpy(), "std": sel["std"].fillna(0).to_numpy(),
                          "n": sel["n_seeds"].to_numpy()}, index=labels)
 
 
-def _compare(a: pd.Series, b: pd.Series, z: float) -> int:
-    """+1 if a's mean is significantly above b's (difference beyond z standard errors), -1 below, 0 neither."""
-    se = math.sqrt(a["std"] ** 2 / max(a["n"], 1) + b["std"] ** 2 / max(b["n"], 1))
-    diff = a["mean"] - b["mean"]
+def _paired(rows: pd.DataFrame | None, metric: str, ours: str, base: str, key: str) -> pd.Series | None:
+    """Per-seed differences ours - base at one point, when both ran on the same seeds."""
+    if rows is None or rows.empty or metric not in rows:
+        return None
+    at = rows[rows["_point"] == key]
+    a = at[at["method"] == ours].set_index("seed")[metric]
+    b = at[at["method"] == base].set_index("seed")[metric]
+    common = a.index.intersection(b.index)
+    return (a[common] - b[common]).astype(float) if len(common) >= 2 else None
+
+
+def _compare(a: pd.Series, b: pd.Series, z: float, diffs: pd.Series | None = None) -> int:
+    """+1 if a's mean is significantly above b's (difference beyond z standard errors), -1 below, 0 neither.
+
+    With per-seed paired differences (both methods saw the same random instances: common random
+    numbers), the standard error is that of the differences, which is what the design allows.
+    """
+    if diffs is not None:
+        se, diff = float(diffs.std(ddof=1)) / math.sqrt(len(diffs)), float(diffs.mean())
+    else:
+        se = math.sqrt(a["std"] ** 2 / max(a["n"], 1) + b["std"] ** 2 / max(b["n"], 1))
+        diff = a["mean"] - b["mean"]
     if se == 0:
         return (diff > 0) - (diff < 0) if abs(diff) > 1e-12 * max(abs(a["mean"]), abs(b["mean"]), 1.0) else 0
     return 1 if diff > z * se else -1 if diff < -z * se else 0
@@ -39,7 +57,7 @@ def _compare(a: pd.Series, b: pd.Series, z: float) -> int:
 
 @check
 def beats_baselines(agg: pd.DataFrame, metric: str, ours: str, baselines: list[str], ties_allowed: bool = False,
-                    z: float = 2.0, **_: Any) -> Verdict:
+                    z: float = 2.0, rows: pd.DataFrame | None = None, **_: Any) -> Verdict:
     """Held when `ours` is significantly higher (by z standard errors over seeds) than every
     baseline at every point.
 
@@ -58,7 +76,7 @@ def beats_baselines(agg: pd.DataFrame, metric: str, ours: str, baselines: list[s
             if key not in theirs.index:
                 continue
             a, b = mine.loc[key], theirs.loc[key]
-            verdict = _compare(a, b, z)
+            verdict = _compare(a, b, z, _paired(rows, metric, ours, base, key))
             compared, seen = compared + 1, seen + 1
             better, worse, ahead = better + (verdict > 0), worse + (verdict < 0), ahead + (verdict > 0)
             if b["mean"]:
@@ -70,7 +88,7 @@ def beats_baselines(agg: pd.DataFrame, metric: str, ours: str, baselines: list[s
     if compared == 0:
         return "not_testable", f"none of {baselines} ran in this experiment"
     summary = (f"{ours} {metric} vs {', '.join(baselines)}: significantly higher in {better}, lower in {worse}, "
-               f"indistinguishable in {compared - better - worse} of {compared} comparisons (z = {z:g} over seeds)")
+               f"indistinguishable in {compared - better - worse} of {compared} comparisons (paired over seeds, z = {z:g})")
     if margins:
         summary += f"; median margin {100 * pd.Series(margins).median():+.1f}%"
     if lost:
@@ -139,8 +157,15 @@ def vague(agg: pd.DataFrame, reason: str, **_: Any) -> Verdict:
     return "not_testable", reason
 
 
-def evaluate(claims: list[dict], tested: dict[str, dict], agg: pd.DataFrame) -> list[dict]:
-    """One {claim, verdict, evidence} per paper claim."""
+def point_labels(frame: pd.DataFrame) -> list[str]:
+    return [", ".join(str(v) for v in (p, x) if str(v) != "") or "all" for p, x in zip(frame["panel"], frame["x"])]
+
+
+def evaluate(claims: list[dict], tested: dict[str, dict], agg: pd.DataFrame,
+             rows: pd.DataFrame | None = None) -> list[dict]:
+    """One {claim, verdict, evidence} per paper claim. `rows`: per-seed values with panel and x."""
+    if rows is not None and not rows.empty:
+        rows = rows.assign(_point=point_labels(rows))
     out = []
     for claim in claims:
         spec = dict(tested.get(claim["id"]) or {})
@@ -149,6 +174,6 @@ def evaluate(claims: list[dict], tested: dict[str, dict], agg: pd.DataFrame) -> 
                         "evidence": f"not tested by this experiment; see {claim.get('tested_by', 'the README')}"})
             continue
         fn = CHECKS[spec.pop("check")]
-        verdict, evidence = fn(agg, **spec)
+        verdict, evidence = fn(agg, rows=rows, **spec)
         out.append({"claim": claim["text"], "id": claim["id"], "verdict": verdict, "evidence": evidence})
     return out

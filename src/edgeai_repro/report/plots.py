@@ -12,6 +12,13 @@ import pandas as pd  # noqa: E402
 from edgeai_repro.report.table import SERIES  # noqa: E402
 
 
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _numeric(values: pd.Series) -> bool:
     return bool(pd.to_numeric(values, errors="coerce").notna().all())
 
@@ -53,10 +60,7 @@ def line_figure(agg: pd.DataFrame, metric: str, path: Path, x_label: str, ylabel
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
     fig.suptitle(f"{title}{f' ({scale_label} scale)' if scale_label else ''}", fontsize=11)
     fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 0.95))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def bar_figure(agg: pd.DataFrame, metrics: list[str], path: Path, title: str, scale_label: str = "",
@@ -79,10 +83,7 @@ def bar_figure(agg: pd.DataFrame, metrics: list[str], path: Path, title: str, sc
     ax.grid(alpha=0.3, axis="y")
     ax.set_title(f"{title}{f' ({scale_label} scale)' if scale_label else ''}", fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def curve_figure(curves: pd.DataFrame, names: list[str], path: Path, xlabel: str, ylabel: str, title: str,
@@ -102,7 +103,4 @@ def curve_figure(curves: pd.DataFrame, names: list[str], path: Path, xlabel: str
         ax.legend(fontsize=8)
     ax.set_title(f"{title}{f' ({scale_label} scale)' if scale_label else ''}", fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

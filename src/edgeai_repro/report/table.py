@@ -11,13 +11,19 @@ from edgeai_repro.report.gather import Gathered
 SERIES = "method"
 
 
+def with_points(rows: pd.DataFrame, x: str | None, panel: str | None) -> pd.DataFrame:
+    """The per-seed rows with the table's `panel` and `x` columns added."""
+    frame = rows.copy()
+    frame["panel"] = frame[panel].astype(str) if panel else ""
+    frame["x"] = frame[x] if x else ""
+    return frame
+
+
 def aggregate(rows: pd.DataFrame, x: str | None, panel: str | None, metrics: list[str]) -> pd.DataFrame:
     """Long table: panel, x, method, metric, mean, std, n_seeds, total."""
     if rows.empty:
         return pd.DataFrame(columns=["panel", "x", SERIES, "metric", "mean", "std", "n_seeds", "total"])
-    frame = rows.copy()
-    frame["panel"] = frame[panel].astype(str) if panel else ""
-    frame["x"] = frame[x] if x else ""
+    frame = with_points(rows, x, panel)
     out = []
     for (p, xv, method), grp in frame.groupby(["panel", "x", SERIES], sort=False, dropna=False):
         for metric in metrics:

@@ -1,0 +1,94 @@
+"""The LMO-worker environment and the MADDPG module."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgeai_repro.incentive.env import ACT_DIM, OBS_DIM, EnvConf, IncentiveEnv, World
+from edgeai_repro.incentive.maddpg import MADDPG, PolicyConf, ReplayBuffer
+from edgeai_repro.incentive.stackelberg import solve
+
+
+@pytest.fixture
+def env() -> IncentiveEnv:
+    eq = solve(np.array([0.8, 1.0, 1.2, 6.0]), np.zeros(4), 10, 2, 1)  # the last LMO drops out
+    conf = EnvConf()
+    return IncentiveEnv(conf, eq.zeta, eq.rewards, World.from_equilibrium(conf, eq.zeta, eq.rewards), batch=3, seed=0)
+
+
+def test_parallel_api(env: IncentiveEnv) -> None:
+    obs, infos = env.reset(seed=1)
+    assert set(obs) == set(env.possible_agents) and all(o.shape == (OBS_DIM,) for o in obs.values())
+    assert env.action_space("lmo_0").shape == (ACT_DIM,)
+    for t in range(env.conf.horizon):
+        obs, rew, term, trunc, info = env.step({a: env.action_space(a).sample() for a in env.agents})
+        assert set(rew) == set(term) == set(trunc) == set(info)
+    assert all(term.values()) and env.agents == []
+
+
+def test_workers_best_respond_and_dropouts_buy_nothing(env: IncentiveEnv) -> None:
+    env.reset_batch()
+    act = torch.full((3, 4, 2), 0.5)
+    _, reward, _, info = env.step_batch(act)
+    _, price = env.prices(act)
+    assert torch.allclose(env.supply, price.unsqueeze(-1) / env.cost)  # d = p / c
+    assert torch.all(info["data"][:, 3] == 0) and torch.all(reward[:, 3] == 0)
+
+
+def test_preview_does_not_change_the_state(env: IncentiveEnv) -> None:
+    env.reset_batch()
+    before = env.collected.clone()
+    env.preview(torch.rand(3, 4, 2))
+    assert torch.equal(before, env.collected) and env.t == 0
+
+
+def test_paying_more_buys_more_data(env: IncentiveEnv) -> None:
+    env.reset_batch()
+    low = env._round(torch.full((3, 4, 2), 0.2))["data"]
+    high = env._round(torch.full((3, 4, 2), 0.6))["data"]
+    assert torch.all(high[:, :3] >= low[:, :3]) and torch.any(high > low)
+
+
+def _batch(n: int, agents: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {"obs": torch.randn(n, agents, OBS_DIM, generator=g), "act": torch.rand(n, agents, ACT_DIM, generator=g),
+            "rew": torch.randn(n, agents, generator=g), "next_obs": torch.randn(n, agents, OBS_DIM, generator=g),
+            "done": torch.zeros(n)}
+
+
+@pytest.mark.parametrize("critic", ["centralized", "independent"])
+def test_each_actor_learns_only_from_its_own_critic(critic: str) -> None:
+    torch.manual_seed(0)
+    m = MADDPG(3, PolicyConf(critic=critic))
+    batch = _batch(32, 3)
+    new = m.policy(batch["obs"])
+    own = torch.eye(3, dtype=torch.bool).view(3, 1, 3, 1)
+    joint = torch.where(own, new.unsqueeze(0), batch["act"].unsqueeze(0))
+    q_in = (torch.cat([batch["obs"].flatten(-2).unsqueeze(0).expand(3, -1, -1), joint.flatten(-2)], -1)
+            if critic == "centralized" else m._critic_in(batch["obs"], new))
+    q = m.critics[0](q_in)  # (A, B, 1)
+    q[0].sum().backward()   # agent 0's objective
+    grad = m.actor[0].weight.grad
+    assert grad[0].abs().sum() > 0 and grad[1:].abs().sum() == 0
+
+
+def test_critic_fits_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    m = MADDPG(2, PolicyConf())
+    m._trainer = None
+    actor_opt, critic_opt = (torch.optim.Adam(m.actor.parameters(), 1e-3), torch.optim.Adam(m.critics.parameters(), 3e-3))
+    m.manual_backward = lambda loss: loss.backward()
+    batch = _batch(128, 2)
+    first = m.update(batch, actor_opt, critic_opt)["critic_loss"]
+    for _ in range(150):
+        last = m.update(batch, actor_opt, critic_opt)["critic_loss"]
+    assert last < 0.5 * first
+
+
+def test_replay_buffer_wraps_around() -> None:
+    buf = ReplayBuffer(10, 2, 4, torch.Generator().manual_seed(0))
+    for _ in range(4):
+        buf.push(torch.zeros(3, 2, OBS_DIM), torch.zeros(3, 2, ACT_DIM), torch.ones(3, 2), torch.zeros(3, 2, OBS_DIM), False)
+    assert buf.size == 10 and buf.pos == 2
+    assert next(iter(buf))["rew"].shape == (4, 2)
