@@ -22,10 +22,10 @@ def run_incentive(cfg: DictConfig, ctx: CellContext) -> dict:
     try:
         return asosa.run(conf, int(cfg.seed), ctx.loggers, checkpoint_dir=ctx.run_dir / "checkpoints",
                          progress=log.info)
-    except ConfigError:
-        raise
-    except ValueError as exc:  # an impossible random instance is a clear error, not a crash
-        raise ConfigError(f"incentive: {exc}") from None
+    except ConfigError as exc:
+        # The settings passed validation, so this is one seed's random instance: a failed cell with
+        # a clear record, while the other seeds still run.
+        raise RuntimeError(f"seed {cfg.seed} drew an instance without an equilibrium: {exc}") from None
 
 
 register(Task(name="incentive_asosa", paper="incentive", section="incentive", run=run_incentive,
