@@ -6,7 +6,7 @@ bid-independent split keeps the auctions truthful). Shapes are (markets, provide
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 
 import torch
@@ -230,7 +230,5 @@ def _within_capacity(edge: torch.Tensor, feasible: torch.Tensor, share: float, r
 
 def replicate(obj, b: int, reps: int):
     """Market b of a batched Market/Service, repeated `reps` times along the batch axis (a view)."""
-    from dataclasses import fields, replace
-
     tensors = {f.name: getattr(obj, f.name) for f in fields(obj) if isinstance(getattr(obj, f.name), torch.Tensor)}
     return replace(obj, **{k: t[b:b + 1].expand(reps, *t.shape[1:]) for k, t in tensors.items()})

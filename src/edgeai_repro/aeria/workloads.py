@@ -87,7 +87,6 @@ class MultiExitNet(nn.Module):
         self.exit_after = sorted(exit_after)
         self.branches = nn.ModuleDict()
         self.classes = classes
-        self._branch_channels: dict[int, int] = {}
 
     def build_branches(self, channels_after: dict[int, int]) -> None:
         for u in self.exit_after:

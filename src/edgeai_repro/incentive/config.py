@@ -46,7 +46,6 @@ class IncentiveConf:
     env: EnvConf = field(default_factory=EnvConf)
     policy: PolicyConf = field(default_factory=PolicyConf)
     asosa: AsosaConf = field(default_factory=AsosaConf)
-    updates_bench: int = 200
 
 
 ConfigStore.instance().store(group="incentive", name="schema", node=IncentiveConf)
