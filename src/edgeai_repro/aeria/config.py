@@ -102,6 +102,10 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the key and the fix for any impossible AERIA setting."""
     from edgeai_repro.aeria.mechanisms import REGISTRY
 
+    t = cfg.trainer
+    require(t.devices in (1, "1") and t.strategy == "auto",
+            f"trainer devices={t.devices}, strategy={t.strategy} does not apply to AERIA: a simulation cell runs on one "
+            "device; use trainer=cpu or trainer=gpu.")
     a = cfg.aeria
     m = a.market
     require(m.workload == "mixed" or m.workload in WORKLOADS,
