@@ -127,3 +127,13 @@ def test_wandb_offline_logs_each_cell_and_the_table(workdir: Path) -> None:
     runs = list((workdir / "outputs" / "multirun").rglob("offline-run-*"))
     assert len(runs) == 3  # two cells and the report
     assert (workdir / "outputs" / "multirun").rglob("metrics.csv")
+
+
+def test_a_swept_config_group_is_composed_by_hydra(workdir: Path) -> None:
+    # The first cell keeps the base scale (a value-only fast path would apply); the second changes
+    # the group, which only Hydra can compose.
+    run = launch(["experiment=aeria/properties", "scale=smoke", "scale=smoke,tiny", "seed=0"], workdir)
+    assert run.returncode == 0, run.stderr[-2000:]
+    manifest = json.loads(next((workdir / "outputs" / "multirun").rglob("manifest.json")).read_text())
+    scales = {json.loads(p.read_text())["scale"] for p in (workdir / "outputs" / "cells").glob("*/*/result.json")}
+    assert len(manifest["cells"]) == 2 and scales == {"smoke", "tiny"}

@@ -38,10 +38,6 @@ class CachingSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="caching", node=CachingSweeperConf)
 
 
-class _NotValueOverride(Exception):
-    pass
-
-
 def _coords(cfg: Any, keys: list[str]) -> dict[str, Any]:
     return {k: OmegaConf.select(cfg, k) for k in keys}
 
@@ -72,7 +68,7 @@ class CachingSweeper(BasicSweeper):
                     continue  # a group choice already applied to the sweep's config
                 current = OmegaConf.select(cfg, key, default=None)
                 if o.is_delete() or o.is_add() or o.is_force_add() or isinstance(current, DictConfig) or o.package:
-                    raise _NotValueOverride(key)
+                    return self._full(job)  # a group choice or structural change: only Hydra can compose it
                 OmegaConf.update(cfg, key, o.value(), merge=False)
             return cfg
 
@@ -81,12 +77,11 @@ class CachingSweeper(BasicSweeper):
             reference = self._full(jobs[0])
             same = OmegaConf.to_container(probe, resolve=True) == OmegaConf.to_container(
                 OmegaConf.masked_copy(reference, [k for k in reference.keys() if k != "hydra"]), resolve=True)
-        except _NotValueOverride:
-            same = False
         except Exception:  # noqa: BLE001 - any doubt: compose every cell the slow, exact way
             same = False
         log.info("composing cells %s", "by setting swept values (checked on the first cell)" if same else "with Hydra")
         return fast if same else self._full
+
     def sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         params = self._parse_config() + list(arguments)
