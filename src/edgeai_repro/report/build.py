@@ -14,7 +14,7 @@ from edgeai_repro.report import claims as claim_checks
 from edgeai_repro.report.gather import Gathered, gather
 from edgeai_repro.report.paper import load_claims, load_table
 from edgeai_repro.report.plots import bar_figure, curve_figure, line_figure
-from edgeai_repro.report.table import aggregate, join_paper, with_points, write_markdown
+from edgeai_repro.report.table import aggregate, join_paper, with_points, render_markdown
 
 
 def _publish(staging: Path, final: Path) -> None:
@@ -63,8 +63,7 @@ def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: st
             f"The paper prints no numbers for this experiment: only its claims (claim-only provenance, "
             f"paper_results/{paper}/claims.yaml) are compared, below.")
     command = "edgeai-repro " + " ".join(manifest.get("arguments", []))
-    md = write_markdown(staging / "table.md", title, command, agg, spec, g, verdicts, figures, note)
-    (staging / "table.md").write_text(md)
+    (staging / "table.md").write_text(render_markdown(title, command, agg, spec, g, verdicts, figures, note))
     (staging / "claims.json").write_text(json.dumps(
         [{"claim": v["claim"], "verdict": v["verdict"], "evidence": v["evidence"]} for v in verdicts], indent=2) + "\n")
     _publish(staging, final)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
 
@@ -100,8 +99,9 @@ def metric_table(agg: pd.DataFrame, metric: str, x_label: str, show_total: bool)
     return markdown_table(header, rows)
 
 
-def write_markdown(path: Path, title: str, command: str, agg: pd.DataFrame, spec, gathered: Gathered,
-                   claims: list[dict], figures: list[str], paper_note: str) -> str:
+def render_markdown(title: str, command: str, agg: pd.DataFrame, spec, gathered: Gathered,
+                    claims: list[dict], figures: list[str], paper_note: str) -> str:
+    """table.md: command, scale, one table per metric, failed cells, claim verdicts, figures."""
     seeds = int(agg["n_seeds"].max()) if not agg.empty else 0
     scale = ", ".join(sorted(gathered.scales)) or "n/a"
     parts = [f"# {title}", "", f"Command: `{command}`", "",
