@@ -31,14 +31,17 @@ def _trainer(ctx: CellContext) -> L.Trainer:
     )
 
 
-def _mean_by_method(rows: list[dict], keys: tuple[str, ...] | list[str]) -> list[dict]:
+def _by_method(rows: list[dict], keys: tuple[str, ...] | list[str], summed: tuple[str, ...] = (),
+               count: str | None = None) -> list[dict]:
+    """One record per method: the mean of each key over the cell's rows (NaNs skipped), or the sum
+    for the `summed` keys (violation counts); `count` names a field holding the number of rows."""
     out = []
     for name in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == name]
-        rec = {"method": name, "markets": len(mine)}
+        rec = {"method": name, **({count: len(mine)} if count else {})}
         for k in keys:
             vals = [r[k] for r in mine if not math.isnan(r[k])]
-            rec[k] = sum(vals) / len(vals) if vals else float("nan")
+            rec[k] = (sum(vals) if k in summed else sum(vals) / len(vals)) if vals else float("nan")
         out.append(rec)
     return out
 
@@ -46,7 +49,7 @@ def _mean_by_method(rows: list[dict], keys: tuple[str, ...] | list[str]) -> list
 def run_revenue(cfg: DictConfig, ctx: CellContext) -> dict:
     sim = AuctionSimulator(cfg.aeria, int(cfg.seed))
     _trainer(ctx).test(sim, dataloaders=sim.dataloader(), verbose=False)
-    return {"records": _mean_by_method(sim.rows, METRICS)}
+    return {"records": _by_method(sim.rows, METRICS, count="markets")}
 
 
 class PropertyChecker(L.LightningModule):
@@ -75,14 +78,8 @@ def run_properties(cfg: DictConfig, ctx: CellContext) -> dict:
     checker = PropertyChecker(cfg.aeria, int(cfg.seed))
     loader = AuctionSimulator(cfg.aeria, int(cfg.seed)).dataloader()
     _trainer(ctx).test(checker, dataloaders=loader, verbose=False)
-    records = []
-    for name in dict.fromkeys(r["method"] for r in checker.rows):
-        mine = [r for r in checker.rows if r["method"] == name]
-        rec = {"method": name}
-        for k in PropertyChecker.CHECKS:
-            vals = [r[k] for r in mine if not math.isnan(r[k])]
-            rec[k] = (sum(vals) / len(vals) if k == "consensus_rate" else sum(vals)) if vals else float("nan")
-        records.append(rec)
+    summed = tuple(k for k in PropertyChecker.CHECKS if k != "consensus_rate")
+    records = _by_method(checker.rows, PropertyChecker.CHECKS, summed=summed)
     return {"records": records}
 
 
