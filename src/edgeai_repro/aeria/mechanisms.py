@@ -60,10 +60,14 @@ def _finish(a: Auction, wins: torch.Tensor, premium: torch.Tensor) -> tuple[torc
     return wins, torch.where(wins, premium, torch.zeros_like(premium))
 
 
+def consensus_targets(s: torch.Tensor, u: torch.Tensor, c: float) -> torch.Tensor:
+    """Each bidder's revenue target: F of the others' bids, rounded down to the random grid."""
+    return pricing.consensus_round(pricing.leave_one_out_revenue(s), u, c)
+
+
 def aeria(a: Auction, p) -> tuple[torch.Tensor, torch.Tensor]:
     """Consensus revenue estimate + equal cost sharing; each offer ignores the bidder's own bid."""
-    target = pricing.consensus_round(pricing.leave_one_out_revenue(a.s), a.noise.u, p.c)
-    return _finish(a, *pricing.cost_share_winners(a.s, target))
+    return _finish(a, *pricing.cost_share_winners(a.s, consensus_targets(a.s, a.noise.u, p.c)))
 
 
 def aeria_global(a: Auction, p) -> tuple[torch.Tensor, torch.Tensor]:

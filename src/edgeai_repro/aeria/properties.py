@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from edgeai_repro.aeria import pricing
 from edgeai_repro.aeria.market import Market, choose_service, replicate
-from edgeai_repro.aeria.mechanisms import CONSENSUS_PRICING, REGISTRY, Noise
+from edgeai_repro.aeria.mechanisms import CONSENSUS_PRICING, REGISTRY, Noise, consensus_targets
 from edgeai_repro.aeria.simulator import Outcome, run_mechanism
 
 
@@ -49,7 +48,7 @@ def truthfulness_violations(name: str, market: Market, noise: Noise, cfg, truthf
 
 def consensus(out: Outcome, noise: Noise, c: float) -> torch.Tensor:
     """Per auction: True when every bidder's rounded revenue estimate is the same value."""
-    targets = pricing.consensus_round(pricing.leave_one_out_revenue(out.s), noise.u, c)
+    targets = consensus_targets(out.s, noise.u, c)
     valid = out.s > 0
     big = torch.full_like(targets, float("inf"))
     return torch.where(valid, targets, -big).amax(-1) <= torch.where(valid, targets, big).amin(-1)

@@ -23,7 +23,7 @@ from edgeai_repro.incentive import policies
 from edgeai_repro.incentive.config import LEARNED, IncentiveConf
 from edgeai_repro.incentive.env import IncentiveEnv, World
 from edgeai_repro.incentive.maddpg import MADDPG, ReplayBuffer
-from edgeai_repro.incentive.stackelberg import Equilibrium, solve
+from edgeai_repro.incentive.stackelberg import Equilibrium, solve, tp_utility
 
 Behaviour = Callable[[IncentiveEnv, torch.Tensor], torch.Tensor]
 
@@ -49,7 +49,7 @@ def evaluate(env: IncentiveEnv, behaviour: Behaviour, eq: Equilibrium, E: np.nda
         obs, _, done, _ = env.step_batch(behaviour(env, obs))
     tot = {k: v.numpy() for k, v in env.episode_totals().items()}
     credited = tot["credited"].sum(-1)                        # per episode
-    tp = np.mean(c.lam * c.alpha * np.log1p(c.beta * credited) - tot["income"].sum(-1))
+    tp = np.mean([tp_utility(paid, z, c.lam, c.alpha, c.beta) for paid, z in zip(tot["income"].sum(-1), credited)])
     lmo = float((tot["lmo_utility"] - np.where(eq.active, E, 0.0)).sum(-1).mean())
     collected = tot["collected"].sum(0)
     unit = np.where(collected > 0, tot["paid"].sum(0) / np.maximum(collected, 1e-300), np.nan)
@@ -110,8 +110,9 @@ def posted_cost(P: np.ndarray, c: IncentiveConf) -> Behaviour:
 
     def act(env: IncentiveEnv, obs: torch.Tensor) -> torch.Tensor:
         price = torch.as_tensor(P) / (env.conf.max_price * env.price_unit.clamp_min(1e-12))
-        return policies.fixed_share(env, obs, 0.0, 0.0).index_copy_(
-            -1, torch.tensor([1]), price.clamp(0, 1).float().view(1, -1, 1).expand(obs.shape[0], -1, 1).contiguous())
+        action = policies.fixed_share(env, obs, 0.0, 0.0)
+        action[..., 1] = price.clamp(0, 1).float()
+        return action
 
     return act
 
