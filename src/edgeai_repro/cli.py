@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 # Papers register their tasks (and config schemas) on import.
-PAPER_PACKAGES = ("edgeai_repro.aeria.tasks", "edgeai_repro.incentive.tasks")
+PAPER_PACKAGES = ("edgeai_repro.aeria.tasks", "edgeai_repro.incentive.tasks", "edgeai_repro.deepfusion.tasks")
 
 
 def conf_dir() -> Path:

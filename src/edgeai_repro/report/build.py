@@ -13,7 +13,7 @@ from edgeai_repro.core.store import CellStore
 from edgeai_repro.report import claims as claim_checks
 from edgeai_repro.report.gather import Gathered, gather
 from edgeai_repro.report.paper import load_claims, load_table
-from edgeai_repro.report.plots import bar_figure, curve_figure, line_figure
+from edgeai_repro.report.plots import bar_figure, curve_figure, line_figure, paper_bar_figure
 from edgeai_repro.report.table import aggregate, join_paper, with_points, render_markdown
 
 
@@ -45,7 +45,10 @@ def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: st
     title = spec.get("title") or config.experiment_name
     for fig in spec.get("figures") or ([spec["figure"]] if spec.get("figure") else []):
         file = fig.get("file", f"{fig['metric'] if fig.get('kind', 'line') == 'line' else 'properties'}.png")
-        if fig.get("kind", "line") in {"bar", "bar_mean"}:
+        if fig.get("kind") == "bar_x":
+            paper_bar_figure(agg, fig["metric"], staging / file, spec.get("x_label") or "x",
+                             fig.get("ylabel", fig["metric"]), title, scale)
+        elif fig.get("kind", "line") in {"bar", "bar_mean"}:
             bar_figure(agg, fig["metrics"], staging / file, title, scale, stat="mean" if fig["kind"] == "bar_mean" else "total")
         else:
             line_figure(agg, fig["metric"], staging / file, spec.get("x_label") or "x", fig.get("ylabel", fig["metric"]),

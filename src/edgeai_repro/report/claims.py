@@ -152,6 +152,41 @@ def all_at_least(agg: pd.DataFrame, metric: str, ours: str, threshold: float, **
 
 
 @check
+def near(agg: pd.DataFrame, metric: str, method: str, target: float, tol: float, reduce: str = "max",
+         unit: str = "", **_: Any) -> Verdict:
+    """Held when the max (or min, or mean) over points of `method`'s mean `metric` lies within an
+    absolute `tol` of the paper's number (for claims such as "up to 71%")."""
+    points = _points(agg, metric, method)["mean"].dropna()
+    if points.empty:
+        return "not_testable", f"no {metric} results for {method}"
+    value = float(getattr(points, reduce)())
+    where = f" (at {points.idxmax() if reduce == 'max' else points.idxmin()})" if reduce in {"max", "min"} else ""
+    text = (f"{method} {metric}: {reduce} over {len(points)} points {value:.4g}{unit}{where}, range "
+            f"{points.min():.4g}{unit} to {points.max():.4g}{unit}; the paper's {target:g}{unit} ± {tol:g} needed")
+    return ("held" if abs(value - target) <= tol else "not_held"), text
+
+
+@check
+def ratio_range(agg: pd.DataFrame, metric: str, numerator: str, low: float, high: float, tol: float,
+                **_: Any) -> Verdict:
+    """Held when `numerator`'s value over each other point's spans the paper's [low, high] range,
+    each end within a relative `tol` (for claims such as "3.3x to 9.3x more memory")."""
+    sel = agg[agg["metric"] == metric]
+    by_x = sel.groupby(sel["x"].astype(str))["mean"].mean()
+    if numerator not in by_x.index or len(by_x) < 2:
+        return "not_testable", f"no {metric} for {numerator} and at least one other point"
+    others = by_x.drop(index=[x for x in by_x.index if x.split("_")[0] == numerator.split("_")[0]])
+    if others.empty:
+        return "not_testable", f"no point to compare {numerator} with"
+    ratios = by_x[numerator] / others
+    lo, hi = float(ratios.min()), float(ratios.max())
+    text = (f"{numerator} {metric} over the others: {lo:.2f}x ({ratios.idxmin()}) to {hi:.2f}x ({ratios.idxmax()}); "
+            f"the paper: {low:g}x to {high:g}x, each end within {100 * tol:.0f}% needed")
+    ok = abs(lo - low) <= tol * low and abs(hi - high) <= tol * high
+    return ("held" if ok else "not_held"), text
+
+
+@check
 def vague(agg: pd.DataFrame, reason: str, **_: Any) -> Verdict:
     """For claims too vague to test: says why."""
     return "not_testable", reason

@@ -104,3 +104,38 @@ def curve_figure(curves: pd.DataFrame, names: list[str], path: Path, xlabel: str
     ax.set_title(f"{title}{f' ({scale_label} scale)' if scale_label else ''}", fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def paper_bar_figure(agg: pd.DataFrame, metric: str, path: Path, x_label: str, ylabel: str, title: str,
+                     scale_label: str = "") -> Path:
+    """Grouped bars per x: each method's mean ± std, and beside it the paper's value where the paper
+    has one (hatched, labelled with its provenance), one panel per `panel` value."""
+    sel = agg[agg["metric"] == metric]
+    panels = list(dict.fromkeys(sel["panel"])) or [""]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 3.8), squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        part = sel[sel["panel"] == panel]
+        ticks = list(dict.fromkeys(part["x"].astype(str)))
+        methods = list(dict.fromkeys(part[SERIES]))
+        has_paper = "paper_value" in part and part["paper_value"].notna().any()
+        series = [(m, False) for m in methods] + ([(m, True) for m in methods] if has_paper else [])
+        width = 0.8 / len(series)
+        for j, (method, paper) in enumerate(series):
+            grp = part[part[SERIES] == method].set_index(part[part[SERIES] == method]["x"].astype(str))
+            col = "paper_value" if paper else "mean"
+            heights = [float(grp[col].get(t, float("nan"))) for t in ticks]
+            errors = None if paper else [float(grp["std"].fillna(0).get(t, 0)) for t in ticks]
+            ax.bar([i + j * width for i in range(len(ticks))], heights, width, yerr=errors, capsize=2,
+                   label=f"{method} (paper, read-off)" if paper else f"{method} (ours)",
+                   hatch="//" if paper else None, alpha=0.55 if paper else 0.9,
+                   color=f"C{methods.index(method)}")
+        ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(ticks))], ticks,
+                      rotation=20 if max(map(len, ticks)) > 6 else 0, fontsize=8)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, axis="y")
+        ax.set_title(str(panel) if panel else title, fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title}{f' ({scale_label} scale)' if scale_label else ''}", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)

