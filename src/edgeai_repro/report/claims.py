@@ -138,9 +138,13 @@ def competitive_ratio(agg: pd.DataFrame, ours: str, bound: float, metric: str = 
 
 
 @check
-def all_at_least(agg: pd.DataFrame, metric: str, ours: str, threshold: float, **_: Any) -> Verdict:
-    """Held when the mean of `metric` for `ours` is at least `threshold` at every point."""
+def all_at_least(agg: pd.DataFrame, metric: str, ours: str, threshold: float, only: str | None = None,
+                 **_: Any) -> Verdict:
+    """Held when the mean of `metric` for `ours` is at least `threshold` at every point (or at every
+    point whose label contains `only`, for claims about one setting)."""
     points = _points(agg, metric, ours)
+    if only is not None:
+        points = points[[only in str(k) for k in points.index]]
     if points.empty:
         return "not_testable", f"no {metric} results for {ours}"
     low = points[points["mean"] < threshold]

@@ -1,0 +1,270 @@
+"""DeepFusion's data: record schemas, loaders, a synthetic generator, prompts and device partitions.
+
+Schemas follow the real datasets: MMedBench (question, options A-E, answer_idx, rationale) and
+FinGPT fiqa_qa (instruction, input, output). `subdomain` is the hidden topic of a synthetic record
+(the real datasets have none; MMedBench's language can play its part).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeai_repro.core.errors import ConfigError
+from edgeai_repro.core.seeding import derive_seed
+
+LETTERS = "ABCDE"
+
+
+@dataclass(frozen=True)
+class MedicalQA:
+    question: str
+    options: dict[str, str]
+    answer_idx: str
+    rationale: str = ""
+    subdomain: str = ""
+
+
+@dataclass(frozen=True)
+class FinanceQA:
+    instruction: str
+    input: str
+    output: str
+    subdomain: str = ""
+
+
+Record = MedicalQA | FinanceQA
+SCHEMAS: dict[str, type] = {"medical": MedicalQA, "finance": FinanceQA}
+
+
+# ---------------------------------------------------------------- prompts: what is scored is the answer
+
+def prompt_and_answer(record: Record) -> tuple[str, str]:
+    """The prompt the model reads and the answer it must produce (loss and metrics cover only the answer)."""
+    if isinstance(record, MedicalQA):
+        options = "\n".join(f"{k}. {v}" for k, v in sorted(record.options.items()))
+        return f"Question: {record.question}\nOptions:\n{options}\nAnswer:", f" {record.answer_idx}"
+    context = f"\nContext: {record.input}" if record.input else ""
+    return f"Instruction: {record.instruction}{context}\nAnswer:", f" {record.output}"
+
+
+def text_of(record: Record) -> str:
+    """The text a device embeds to describe its data."""
+    prompt, answer = prompt_and_answer(record)
+    return prompt + answer
+
+
+# ---------------------------------------------------------------- loaders
+
+def _record(domain: str, raw: dict, where: str) -> Record:
+    cls = SCHEMAS[domain]
+    try:
+        if domain == "medical":
+            options = raw["options"]
+            if not isinstance(options, dict) or raw["answer_idx"] not in options:
+                raise ValueError("options must map letters to text and contain answer_idx")
+            return MedicalQA(str(raw["question"]), {str(k): str(v) for k, v in options.items()}, str(raw["answer_idx"]),
+                             str(raw.get("rationale") or ""), str(raw.get("subdomain") or raw.get("language") or ""))
+        return FinanceQA(str(raw["instruction"]), str(raw.get("input") or ""), str(raw["output"]),
+                         str(raw.get("subdomain") or ""))
+    except (KeyError, TypeError, ValueError) as exc:
+        fields = ", ".join(f.name for f in cls.__dataclass_fields__.values())
+        raise ConfigError(f"{where} is not a {domain} record ({exc}); each record needs the fields {fields}.") from None
+
+
+def load_local(path: str | Path, domain: str) -> list[Record]:
+    """Records from a JSON list or a JSONL file in the case's schema."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"deepfusion.data.path={str(path)!r} does not exist; point it at a .json or .jsonl file.")
+    text = path.read_text(errors="strict") if path.stat().st_size else ""
+    try:
+        if path.suffix == ".jsonl":
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            rows = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid JSON{'L' if path.suffix == '.jsonl' else ''} ({exc}); "
+                          "fix the file or regenerate it.") from None
+    if not isinstance(rows, list) or not rows:
+        raise ConfigError(f"{path} holds no records; it needs a non-empty JSON list or one JSON object per line.")
+    return [_record(domain, r, f"{path} record {i}") for i, r in enumerate(rows)]
+
+
+def load_hub(repo: str, domain: str, split: str = "train") -> list[Record]:  # pragma: no cover - needs network
+    """Records from the Hugging Face hub (paper scale). MMedBench's English split and FinGPT's
+    fiqa_qa both map onto the schemas field by field."""
+    try:
+        import datasets
+    except ImportError:
+        raise ConfigError("deepfusion.data.source=hub needs the `datasets` package; pip install datasets.") from None
+    try:
+        rows = datasets.load_dataset(repo, split=split)
+    except Exception as exc:  # noqa: BLE001 - offline, gated or renamed: one sentence either way
+        raise ConfigError(f"could not load {repo!r} from the hub ({type(exc).__name__}); with no network use "
+                          "deepfusion.data.source=synthetic or a local file (source=local).") from None
+    return [_record(domain, dict(r), f"{repo} row {i}") for i, r in enumerate(rows)]
+
+
+def save_jsonl(records: list[Record], path: str | Path) -> None:
+    Path(path).write_text("".join(json.dumps(asdict(r)) + "\n" for r in records))
+
+
+# ---------------------------------------------------------------- synthetic data (our own)
+# Each sub-domain has its own vocabulary and a fixed table of facts (condition -> treatment,
+# instrument -> property). Facts are fixed by `kb_seed`, shared by every device and the test set,
+# so a model can learn them and devices holding one sub-domain know something the others do not.
+
+MEDICAL_TOPICS = {
+    "cardiology": (["atrial flutter", "stable angina", "mitral regurgitation", "pericarditis", "aortic stenosis",
+                    "ventricular tachycardia"],
+                   ["beta blocker", "nitrate patch", "valve repair", "colchicine", "statin", "cardioversion"],
+                   ["chest tightness", "palpitations", "an irregular pulse", "exertional dyspnea", "a heart murmur"]),
+    "oncology": (["lymphoma", "melanoma", "glioblastoma", "sarcoma", "myeloma", "neuroblastoma"],
+                 ["chemotherapy", "radiotherapy", "immunotherapy", "surgical resection", "stem cell transplant",
+                  "targeted kinase inhibitor"],
+                 ["night sweats", "a painless lump", "unexplained weight loss", "a changing mole", "bone pain"]),
+    "infectious": (["malaria", "tuberculosis", "cellulitis", "shingles", "giardiasis", "lyme disease"],
+                   ["artemisinin", "isoniazid course", "cephalexin", "acyclovir", "metronidazole", "doxycycline"],
+                   ["fever with chills", "a productive cough", "a spreading rash", "watery diarrhea", "joint aches"]),
+    "endocrine": (["hypothyroidism", "cushing syndrome", "addison disease", "type one diabetes", "acromegaly",
+                   "hyperparathyroidism"],
+                  ["levothyroxine", "adrenal surgery", "hydrocortisone", "insulin pump", "octreotide",
+                   "parathyroidectomy"],
+                  ["fatigue and cold intolerance", "a rounded face", "salt craving", "polyuria", "enlarged hands"]),
+    "neurology": (["migraine", "epilepsy", "parkinson disease", "multiple sclerosis", "myasthenia gravis",
+                   "trigeminal neuralgia"],
+                  ["triptan", "levetiracetam", "levodopa", "interferon beta", "pyridostigmine", "carbamazepine"],
+                  ["a throbbing headache", "brief seizures", "a resting tremor", "blurred vision", "drooping eyelids"]),
+    "respiratory": (["asthma", "emphysema", "sarcoidosis", "pneumothorax", "bronchiectasis", "pulmonary fibrosis"],
+                    ["inhaled steroid", "bronchodilator", "prednisone taper", "chest tube", "airway clearance",
+                     "antifibrotic agent"],
+                    ["wheezing", "a barrel chest", "dry cough", "sudden pleuritic pain", "clubbed fingers"]),
+}
+
+FINANCE_TOPICS = {
+    "equities": (["growth stock", "dividend stock", "index fund", "small cap fund", "blue chip share", "ipo share"],
+                 ["higher volatility", "steady payouts", "broad diversification", "liquidity risk",
+                  "lower risk", "lockup periods"],
+                 ["portfolio", "shareholder", "market open", "earnings call", "stock exchange"]),
+    "fixed_income": (["treasury bond", "municipal bond", "corporate bond", "zero coupon bond", "floating rate note",
+                      "inflation linked bond"],
+                     ["sovereign backing", "tax exempt interest", "credit spread", "deep discount",
+                      "rate resets", "inflation protection"],
+                     ["coupon", "yield curve", "maturity date", "bond ladder", "duration"]),
+    "tax": (["roth account", "capital gain", "tax deduction", "estimated payment", "tax credit", "wash sale"],
+            ["tax free withdrawals", "holding period rules", "lower taxable income", "quarterly deadlines",
+             "dollar for dollar savings", "disallowed losses"],
+            ["filing season", "tax return", "the revenue service", "withholding", "an audit"]),
+    "insurance": (["term life policy", "whole life policy", "deductible", "umbrella policy", "annuity", "premium"],
+                  ["fixed term coverage", "cash value", "out of pocket share", "extra liability cover",
+                   "guaranteed income", "periodic cost"],
+                  ["policyholder", "an insurer", "a claim", "the underwriter", "a beneficiary"]),
+    "real_estate": (["mortgage", "home equity loan", "reit", "escrow account", "closing cost", "rental property"],
+                    ["monthly amortisation", "secured borrowing", "property dividends", "held funds",
+                     "upfront fees", "rental income"],
+                    ["a homeowner", "the lender", "a landlord", "the appraisal", "a down payment"]),
+    "crypto": (["bitcoin", "stablecoin", "staking", "cold wallet", "token swap", "smart contract"],
+               ["fixed supply", "pegged value", "validator rewards", "offline keys", "exchange fees",
+                "automated execution"],
+               ["a blockchain", "the ledger", "a crypto exchange", "gas fees", "a private key"]),
+}
+
+
+def _facts(topics: dict, subdomains: list[str], kb_seed: int) -> dict[str, dict[str, str]]:
+    """A fixed, seeded pairing of each sub-domain's entities with its attributes."""
+    out = {}
+    for s in subdomains:
+        entities, attributes, _ = topics[s]
+        perm = np.random.default_rng(derive_seed("facts", s, kb_seed)).permutation(len(attributes))
+        out[s] = {e: attributes[perm[i]] for i, e in enumerate(entities)}
+    return out
+
+
+def synthetic(domain: str, n: int, subdomains: int, seed: int, kb_seed: int = 0,
+              weights: list[float] | None = None) -> list[Record]:
+    """n seeded records, sub-domains drawn with `weights` (uniform by default)."""
+    topics = MEDICAL_TOPICS if domain == "medical" else FINANCE_TOPICS
+    if not 1 <= subdomains <= len(topics):
+        raise ConfigError(f"deepfusion.data.subdomains={subdomains} must be between 1 and {len(topics)} for {domain}.")
+    names = list(topics)[:subdomains]
+    facts = _facts(topics, names, kb_seed)
+    rng = np.random.default_rng(derive_seed("synthetic", domain, seed))
+    picks = rng.choice(len(names), size=n, p=weights)
+    out: list[Record] = []
+    for s_idx in picks:
+        s = names[s_idx]
+        entities, attributes, context = topics[s]
+        entity = entities[rng.integers(len(entities))]
+        answer = facts[s][entity]
+        cue = context[rng.integers(len(context))]
+        if domain == "medical":
+            distractors = [a for a in attributes if a != answer]
+            chosen = [answer] + list(rng.choice(distractors, size=4, replace=False))
+            order = rng.permutation(5)
+            options = {LETTERS[j]: chosen[k] for j, k in enumerate(order)}
+            letter = LETTERS[int(np.where(order == 0)[0][0])]
+            age = int(rng.integers(18, 90))
+            question = (f"A {age} year old patient presents with {cue} and is diagnosed with {entity}. "
+                        f"Which management is most appropriate?")
+            out.append(MedicalQA(question, options, letter, f"{answer} is the standard choice for {entity}.", s))
+        else:
+            question = f"What should {cue} know about a {entity}?"
+            output = f"A {entity} is known for {answer}, which matters most when comparing it with other options."
+            out.append(FinanceQA("Answer the finance question in one sentence.", question, output, s))
+    return out
+
+
+# ---------------------------------------------------------------- device partitions
+
+def partition(records: list[Record], n_devices: int, scheme: str, seed: int, size_sigma: float = 1.0,
+              alpha: float = 0.1, min_size: int = 8) -> list[list[int]]:
+    """Indices of each device's records. random_uneven: shuffled records cut into log-normal
+    sizes (the paper's "randomly and unevenly"). dirichlet: each device draws sub-domain
+    proportions from Dirichlet(alpha) and its records follow them (topic skew)."""
+    rng = np.random.default_rng(derive_seed("partition", scheme, n_devices, seed))
+    n = len(records)
+    if n < n_devices * min_size:
+        raise ConfigError(f"{n} records cannot give {n_devices} devices {min_size} each; raise "
+                          "deepfusion.data.train_samples or lower deepfusion.data.min_device_samples.")
+    raw = rng.lognormal(0.0, size_sigma, n_devices)
+    spare = n - n_devices * min_size
+    sizes = min_size + np.floor(raw / raw.sum() * spare).astype(int)
+    sizes[: n - sizes.sum()] += 1  # hand out the rounding remainder
+    if scheme == "random_uneven":
+        order = rng.permutation(n)
+        cuts = np.cumsum(sizes)[:-1]
+        return [list(map(int, part)) for part in np.split(order, cuts)]
+    if scheme != "dirichlet":
+        raise ConfigError(f"deepfusion.data.partition={scheme!r} is unknown; use random_uneven or dirichlet.")
+    labels = [r.subdomain for r in records]
+    names = sorted(set(labels))
+    pools = {s: list(rng.permutation([i for i, lab in enumerate(labels) if lab == s])) for s in names}
+    # Each device's wished-for mix is Dirichlet(alpha); Sinkhorn scaling then makes the wishes
+    # fit both the device sizes (rows) and the records each sub-domain has (columns), so the
+    # pools do not run dry for the last devices while the mixes keep their skew.
+    demand = sizes[:, None] * (rng.dirichlet([alpha] * len(names), size=n_devices) + 1e-9)
+    supply = np.array([len(pools[s]) for s in names], dtype=float)
+    for _ in range(500):
+        demand *= (supply / demand.sum(0))[None, :]
+        demand *= (sizes / demand.sum(1))[:, None]
+    out = []
+    for size, wish in zip(sizes, demand):
+        want = np.floor(wish).astype(int)
+        want[np.argsort(wish - want)[::-1][: size - want.sum()]] += 1
+        mine: list[int] = []
+        for s, k in zip(names, want):
+            take, pools[s] = pools[s][:k], pools[s][k:]
+            mine += take
+        while len(mine) < size:  # rounding left a pool short: top up from the fullest pool
+            s = max(pools, key=lambda key: len(pools[key]))
+            mine.append(pools[s].pop())
+        out.append([int(i) for i in mine])
+    return out
+
+
+def dominant_subdomain(records: list[Record], idx: list[int]) -> str:
+    labels = [records[i].subdomain for i in idx]
+    return max(sorted(set(labels)), key=labels.count)

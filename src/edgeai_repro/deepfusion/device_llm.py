@@ -1,0 +1,138 @@
+"""On-device LLM training: one LightningModule for any transformers causal LM.
+
+Full fine-tuning, LoRA or QLoRA (peft; QLoRA needs bitsandbytes on a GPU) is chosen per model type.
+Loss and metrics cover the answer tokens only: prompt positions carry the label -100.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from edgeai_repro.core.errors import ConfigError
+from edgeai_repro.deepfusion.data import Record, prompt_and_answer
+
+IGNORE = -100
+
+
+class QADataset(Dataset):
+    """Tokenised (prompt, answer) pairs; prompts are cut from the left so the answer always fits."""
+
+    def __init__(self, records: list[Record], tokenizer, max_len: int) -> None:
+        self.items = []
+        for r in records:
+            prompt, answer = prompt_and_answer(r)
+            p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            a = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            a = a[: max_len - 1]
+            p = p[-(max_len - len(a)):]
+            self.items.append((p + a, [IGNORE] * len(p) + a))
+        self.pad_id = tokenizer.pad_token_id
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
+        return self.items[i]
+
+    def collate(self, batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (x, y) in enumerate(batch):
+            ids[row, : len(x)] = torch.tensor(x)
+            labels[row, : len(y)] = torch.tensor(y)
+            mask[row, : len(x)] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def loader(ds: QADataset, batch_size: int, seed: int, shuffle: bool) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g if shuffle else None,
+                      collate_fn=ds.collate)
+
+
+def token_stats(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(sum of NLL, number of correct argmax tokens, number of scored tokens) over answer positions."""
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    mask = labels != IGNORE
+    nll = nn.functional.cross_entropy(logits.transpose(1, 2), labels.clamp_min(0), reduction="none")
+    correct = (logits.argmax(-1) == labels) & mask
+    return (nll * mask).sum(), correct.sum(), mask.sum()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: DataLoader) -> dict[str, float]:
+    """Answer-token log-perplexity (mean NLL over all answer tokens, natural log) and token accuracy (%)."""
+    was_training = model.training
+    model.eval()
+    nll = correct = count = 0.0
+    device = next(model.parameters()).device
+    for batch in data:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        a, b, c = token_stats(logits, batch["labels"])
+        nll, correct, count = nll + float(a), correct + float(b), count + float(c)
+    model.train(was_training)
+    return {"log_ppl": nll / max(count, 1), "token_acc": 100 * correct / max(count, 1)}
+
+
+@dataclass(frozen=True)
+class FinetuneConf:
+    mode: str = "full"      # full | lora | qlora
+    lr: float = 3e-3
+    steps: int = 60
+    lora_r: int = 8
+    lora_alpha: int = 16
+
+
+def with_adapters(model: nn.Module, conf: FinetuneConf) -> nn.Module:
+    """Wrap for LoRA/QLoRA (peft, all linear layers of the blocks); full fine-tuning leaves it as is."""
+    if conf.mode == "full":
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if conf.mode == "qlora":
+        model = prepare_model_for_kbit_training(model)
+    elif conf.mode != "lora":
+        raise ConfigError(f"device training mode {conf.mode!r} is unknown; use full, lora or qlora.")
+    return get_peft_model(model, LoraConfig(r=conf.lora_r, lora_alpha=conf.lora_alpha, lora_dropout=0.0,
+                                            target_modules="all-linear", task_type="CAUSAL_LM"))
+
+
+def merged(model: nn.Module) -> nn.Module:
+    """The plain transformers model a device uploads: adapters merged into the weights."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+class DeviceLLM(L.LightningModule):
+    """Fine-tunes one on-device LLM on its private data; logs the answer-token loss per step."""
+
+    def __init__(self, model: nn.Module, conf: FinetuneConf) -> None:
+        super().__init__()
+        self.model = with_adapters(model, conf)
+        self.conf = conf
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.model(**batch).loss
+        self.log("device/train_loss", loss, prog_bar=False, on_step=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.conf.lr, weight_decay=0.0)
+        warmup = max(1, self.conf.steps // 10)
+
+        def schedule(step: int) -> float:  # linear warm-up, then cosine to 10%
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, self.conf.steps - warmup)
+            return 0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
+                                                   "interval": "step"}}

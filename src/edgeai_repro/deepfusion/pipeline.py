@@ -1,0 +1,179 @@
+"""The device side and Phase I, end to end: data, tokenizers, on-device training (each trained
+device is a cached artifact, shared by every cell and method that needs it), uploads with
+measured bytes, embeddings, clustering and proxy models."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
+
+from edgeai_repro.core.errors import ConfigError
+from edgeai_repro.core.seeding import derive_seed
+from edgeai_repro.core.store import atomic_write_json
+from edgeai_repro.deepfusion import catalog, comm, data, tokenization
+from edgeai_repro.deepfusion import config as dfc
+from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, evaluate, loader, merged
+from edgeai_repro.deepfusion.federation import assign_models
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Corpus:
+    train: list[data.Record]
+    test: list[data.Record]
+    public: list[data.Record]
+
+
+def load_corpus(c: DictConfig, seed: int) -> Corpus:
+    """Device pool, test set and the server's public data: disjoint, fixed by the data seed."""
+    d, domain = c.data, dfc.case(c).domain
+    sizes = (d.train_samples, d.test_samples, d.public_samples)
+    if d.source == "synthetic":
+        pool = data.synthetic(domain, sum(sizes), d.subdomains, seed=seed)
+    elif d.source == "local":
+        pool = data.load_local(d.path, domain)
+    else:
+        pool = data.load_hub(dfc.case(c).hub_dataset, domain)
+    if len(pool) < sum(sizes):
+        raise ConfigError(f"the {d.source} data holds {len(pool)} records but train, test and public samples need "
+                          f"{sum(sizes)}; lower deepfusion.data.train_samples/test_samples/public_samples.")
+    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(derive_seed("split", seed) % 2**62))
+    pool = [pool[i] for i in order.tolist()]
+    a, b = sizes[0], sizes[0] + sizes[1]
+    return Corpus(pool[:a], pool[a:b], pool[b:b + sizes[2]])
+
+
+def tokenizer_for(c: DictConfig, model_type: str, corpus: Corpus, cache: Path):
+    arch = catalog.get(model_type)
+    if c.models == "paper":
+        return tokenization.hub_tokenizer(arch.hub_id)
+    texts = [data.text_of(r) for r in corpus.train + corpus.public]
+    return tokenization.tiny_tokenizer(arch.tokenizer_family, texts, int(c.tiny_models[model_type]["vocab_size"]),
+                                       cache / "tokenizers")
+
+
+def base_model(c: DictConfig, model_type: str, accelerator: str) -> torch.nn.Module:
+    """The checkpoint every device of a type starts from: the hub weights at paper scale, a seeded
+    random init of the shrunken config at tiny scale (one per type, so proxies can average)."""
+    if c.models == "paper":  # pragma: no cover - needs network
+        import transformers
+
+        mode = dfc.device_mode(c, model_type)
+        kwargs = {}
+        if mode == "qlora":
+            kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16)
+        return transformers.AutoModelForCausalLM.from_pretrained(catalog.get(model_type).hub_id, dtype=torch.bfloat16,
+                                                                 **kwargs)
+    torch.manual_seed(derive_seed("init", model_type, c.device.init_seed) % 2**62)
+    return catalog.real_model(dfc.model_config(c, model_type))
+
+
+@dataclass
+class Device:
+    index: int
+    model_type: str
+    indices: list[int]
+    dominant: str
+    folder: Path
+    meta: dict = field(default_factory=dict)
+
+    def upload(self) -> dict[str, torch.Tensor]:
+        return load_file(str(self.folder / "upload.safetensors"))
+
+
+def device_key(c: DictConfig, seed: int, index: int, model_type: str, indices: list[int]) -> str:
+    """Everything a trained device depends on: its model, data, training settings and seed."""
+    blob = {"type": model_type, "models": c.models, "arch": OmegaConf.to_container(c.tiny_models[model_type])
+            if c.models == "tiny" else catalog.get(model_type).hub_id,
+            "data": OmegaConf.to_container(c.data, resolve=True), "case": dfc.case(c).domain,
+            "indices": hashlib.sha256(json.dumps(indices).encode()).hexdigest(), "index": index,
+            "device": OmegaConf.to_container(c.device, resolve=True), "mode": dfc.device_mode(c, model_type),
+            "upload": c.comm.upload_format, "seed": seed, "version": 2}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _trainer(accelerator: str, steps: int, run_dir: Path) -> L.Trainer:
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*(LeafSpec|does not have many workers|num_workers).*")
+    return L.Trainer(accelerator=accelerator, devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
+                     enable_model_summary=False, enable_progress_bar=False, default_root_dir=str(run_dir),
+                     num_sanity_val_steps=0)
+
+
+def train_device(c: DictConfig, seed: int, dev: Device, corpus: Corpus, tokenizer, accelerator: str) -> None:
+    """Train one device and store its upload atomically (folder renamed into place when complete)."""
+    conf = FinetuneConf(mode=dfc.device_mode(c, dev.model_type), lr=c.device.lr, steps=c.device.steps,
+                        lora_r=c.device.lora_r, lora_alpha=c.device.lora_alpha)
+    local = [corpus.train[i] for i in dev.indices]
+    ds = QADataset(local, tokenizer, c.data.max_len)
+    torch.manual_seed(derive_seed("device", dev.index, seed) % 2**62)
+    module = DeviceLLM(base_model(c, dev.model_type, accelerator), conf)
+    losses: list[float] = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+
+    started = time.perf_counter()
+    trainer = _trainer(accelerator, conf.steps, dev.folder.parent)
+    trainer.callbacks.append(Record())
+    trainer.fit(module, loader(ds, c.device.batch_size, derive_seed("batches", dev.index, seed) % 2**62, True))
+    model = merged(module.model).cpu()
+    test = loader(QADataset(corpus.test, tokenizer, c.data.max_len), 32, 0, False)
+    metrics = evaluate(model, test)
+    tensors = comm.upload_tensors(model, c.comm.upload_format)
+    meta = {"index": dev.index, "model_type": dev.model_type, "samples": len(dev.indices), "dominant": dev.dominant,
+            "mode": conf.mode, "train_s": time.perf_counter() - started, "losses": losses,
+            "payload_bytes": comm.payload_bytes(tensors), "test": metrics}
+    staging = Path(tempfile.mkdtemp(dir=dev.folder.parent, prefix=f".{dev.folder.name}."))
+    save_file(tensors, str(staging / "upload.safetensors"))
+    atomic_write_json(staging / "meta.json", meta)
+    if dev.folder.exists():  # a concurrent cell finished the same device first: keep theirs
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        os.replace(staging, dev.folder)
+    dev.meta = json.loads((dev.folder / "meta.json").read_text())
+
+
+def federation(c: DictConfig, seed: int, corpus: Corpus, cache: Path, accelerator: str) -> list[Device]:
+    """The N devices with trained uploads: loaded from the device store, or trained one after
+    another (one model in memory at a time)."""
+    cs = dfc.case(c)
+    types = assign_models(c.devices, list(cs.device_models), seed, c.assignment)
+    parts = data.partition(corpus.train, c.devices, c.data.partition, seed, c.data.size_sigma,
+                           c.data.dirichlet_alpha, c.data.min_device_samples)
+    root = cache / "devices"
+    root.mkdir(parents=True, exist_ok=True)
+    tokenizers: dict[str, object] = {}
+    devices = []
+    for i, (t, idx) in enumerate(zip(types, parts)):
+        dev = Device(i, t, idx, data.dominant_subdomain(corpus.train, idx), root / device_key(c, seed, i, t, idx))
+        meta_path = dev.folder / "meta.json"
+        try:
+            dev.meta = json.loads(meta_path.read_text())
+            if not (dev.folder / "upload.safetensors").is_file():
+                raise OSError("upload missing")
+        except (OSError, ValueError):
+            if dev.folder.exists():  # damaged or half-written: set aside and retrain
+                dev.folder.rename(dev.folder.with_name(f"{dev.folder.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"))
+            if t not in tokenizers:
+                tokenizers[t] = tokenizer_for(c, t, corpus, cache)
+            log.info("training device %d/%d (%s, %d samples)", i + 1, c.devices, t, len(idx))
+            train_device(c, seed, dev, corpus, tokenizers[t], accelerator)
+        devices.append(dev)
+    return devices

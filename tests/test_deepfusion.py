@@ -1,0 +1,254 @@
+"""DeepFusion part 1: model catalog, accounting, memory model, data, tokenizers, devices, clustering."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgeai_repro.core.errors import ConfigError
+from edgeai_repro.deepfusion import catalog, clustering, comm, data, memory, tokenization
+from edgeai_repro.deepfusion.device_llm import IGNORE, DeviceLLM, FinetuneConf, QADataset, evaluate, loader, merged
+
+TINY = {
+    "gpt2": dict(n_embd=32, n_layer=2, n_head=2, n_positions=128),
+    "tinyllama": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2),
+    "olmo": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
+    "bloom": dict(hidden_size=32, n_layer=2, n_head=4),
+    "qwen_moe": dict(hidden_size=32, intermediate_size=64, moe_intermediate_size=16, shared_expert_intermediate_size=32,
+                     num_experts=4, num_experts_per_tok=2, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=4),
+}
+
+
+def tiny_config(name: str, vocab: int = 300):
+    return catalog.build_config(catalog.get(name), TINY[name], vocab_size=vocab)
+
+
+# ------------------------------------------------------------------ catalog and accounting
+
+@pytest.mark.parametrize("name,published", [
+    ("gpt2", 124_439_808), ("gpt2_medium", 354_823_168), ("tinyllama", 1_100_048_384),
+    ("bloom", 1_065_314_304), ("olmo", 1_176_764_416)])
+def test_meta_parameter_counts_match_the_published_models(name: str, published: int) -> None:
+    assert catalog.parameter_count(catalog.meta_model(catalog.get(name).config())) == published
+
+
+def test_moe_sizes_match_the_paper_and_split_into_experts() -> None:
+    qwen = catalog.meta_model(catalog.get("qwen_moe").config())
+    per_expert, n, rest = catalog.expert_parameter_count(qwen)
+    assert n == 60 and per_expert * n + rest == catalog.parameter_count(qwen)
+    assert abs(catalog.parameter_count(qwen) / 1e9 - 14.3) < 0.05          # "Qwen1.5-MoE (14.3B Param.)"
+    deepseek = catalog.meta_model(catalog.get("deepseek_moe").config())
+    assert abs(catalog.parameter_count(deepseek) / 1e9 - 16.4) < 0.05      # deepseek-moe-16b
+
+
+def test_unknown_model_type_is_one_sentence() -> None:
+    with pytest.raises(ConfigError, match="is not a known model type"):
+        catalog.get("gpt5")
+
+
+@pytest.mark.parametrize("name", list(TINY))
+@pytest.mark.parametrize("fmt", ["bf16", "fp32"])
+def test_measured_upload_bytes_equal_the_accounting(name: str, fmt: str) -> None:
+    cfg = tiny_config(name)
+    model = catalog.real_model(cfg)
+    measured = comm.payload_bytes(comm.upload_tensors(model, fmt))
+    assert measured == comm.model_bytes(catalog.meta_model(cfg), fmt)
+    if name == "gpt2":  # tied embedding and head are sent once
+        assert measured == sum(p.numel() for p in model.parameters()) * comm.bytes_per_element(fmt)
+
+
+def test_fedjets_traffic_follows_its_protocol() -> None:
+    full = tiny_config("qwen_moe")
+    per_expert, _, rest = catalog.expert_parameter_count(catalog.meta_model(full))
+    one = comm.fedjets_bytes(10, full, comm.FedJetsProtocol(rounds=1, local_experts=3), "bf16")
+    gate_rows = 3 * full.hidden_size * full.num_hidden_layers  # the router keeps one row per kept expert
+    pruned = rest - full.num_experts * full.hidden_size * full.num_hidden_layers + gate_rows + 3 * per_expert
+    assert one["local_moe_params"] == pruned
+    assert one["total_bytes"] == 10 * 2 * pruned * 2                      # down and up, bf16
+    three = comm.fedjets_bytes(10, full, comm.FedJetsProtocol(rounds=3, participation=0.5, local_experts=3), "bf16")
+    assert three["total_bytes"] == 3 * 5 * 2 * pruned * 2
+    with pytest.raises(ConfigError, match="local_experts"):
+        comm.fedjets_bytes(10, full, comm.FedJetsProtocol(local_experts=9), "bf16")
+
+
+def test_deepfusion_traffic_is_one_upload_per_device() -> None:
+    types = ["gpt2", "gpt2", "bloom"]
+    out = comm.deepfusion_bytes(types, "bf16", 768, tiny_config)
+    sizes = {t: comm.model_bytes(catalog.meta_model(tiny_config(t)), "bf16") for t in set(types)}
+    assert out["total_bytes"] == 2 * sizes["gpt2"] + sizes["bloom"] + 3 * 768
+
+
+# ------------------------------------------------------------------ memory model
+
+@pytest.mark.parametrize("name,mode", [("gpt2", "full"), ("tinyllama", "full"), ("tinyllama", "lora"),
+                                       ("qwen_moe", "full")])
+def test_memory_model_is_within_fifteen_percent_of_the_measured_peak(name: str, mode: str) -> None:
+    cfg = tiny_config(name, vocab=256)
+    setup = memory.TrainSetup(mode=mode, batch=4, seq_len=48, dtype="fp32", lora_r=4, attention="eager")
+    predicted = memory.estimate(cfg, setup)["total"]
+    torch.manual_seed(0)
+    measured = memory.measure_peak(catalog.real_model(cfg), setup, 256)["total"]
+    assert 0.85 < predicted / measured < 1.15
+
+
+def test_memory_model_orders_the_paper_settings() -> None:
+    cfg = catalog.build_config(catalog.get("gpt2"))
+    qlora = memory.estimate(cfg, memory.TrainSetup(mode="qlora"))
+    full = memory.estimate(cfg, memory.TrainSetup(mode="full"))
+    assert qlora["weights"] < full["weights"] and qlora["optimizer"] < full["optimizer"] / 50
+    eager = memory.estimate(cfg, memory.TrainSetup(mode="qlora", attention="eager"))
+    assert eager["activations"] > qlora["activations"]  # the seq x seq matrices are kept
+    longer = memory.estimate(cfg, memory.TrainSetup(mode="qlora", seq_len=1024))
+    assert longer["activations"] > 1.9 * qlora["activations"]  # linear in length without seq x seq terms
+
+
+# ------------------------------------------------------------------ data
+
+def test_synthetic_data_is_seeded_schema_true_and_topical() -> None:
+    a = data.synthetic("medical", 50, 4, seed=1)
+    assert a == data.synthetic("medical", 50, 4, seed=1) and a != data.synthetic("medical", 50, 4, seed=2)
+    assert all(r.answer_idx in r.options and len(r.options) == 5 for r in a)
+    assert {r.subdomain for r in a} <= set(list(data.MEDICAL_TOPICS)[:4])
+    f = data.synthetic("finance", 20, 3, seed=1)
+    assert all(isinstance(r, data.FinanceQA) and r.output for r in f)
+    # The same entity always has the same answer: the facts are learnable.
+    facts = {}
+    for r in data.synthetic("finance", 300, 6, seed=3):
+        entity = r.input.split("about a ")[1].rstrip("?")
+        facts.setdefault(entity, set()).add(r.output)
+    assert all(len(v) == 1 for v in facts.values())
+
+
+def test_prompt_and_answer_split() -> None:
+    r = data.synthetic("medical", 1, 2, seed=0)[0]
+    prompt, answer = data.prompt_and_answer(r)
+    assert prompt.endswith("Answer:") and answer == f" {r.answer_idx}"
+
+
+def test_local_files_round_trip_and_bad_files_stop_clearly(tmp_path: Path) -> None:
+    records = data.synthetic("finance", 5, 2, seed=0)
+    data.save_jsonl(records, tmp_path / "f.jsonl")
+    assert data.load_local(tmp_path / "f.jsonl", "finance") == records
+    (tmp_path / "list.json").write_text(json.dumps([{"question": "q", "options": {"A": "x", "B": "y"},
+                                                     "answer_idx": "B"}]))
+    assert data.load_local(tmp_path / "list.json", "medical")[0].answer_idx == "B"
+    with pytest.raises(ConfigError, match="does not exist"):
+        data.load_local(tmp_path / "missing.jsonl", "finance")
+    (tmp_path / "bad.jsonl").write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n')
+    with pytest.raises(ConfigError, match="not valid JSONL"):
+        data.load_local(tmp_path / "bad.jsonl", "finance")
+    (tmp_path / "wrong.jsonl").write_text('{"question": "q"}\n')
+    with pytest.raises(ConfigError, match="needs the fields"):
+        data.load_local(tmp_path / "wrong.jsonl", "medical")
+    (tmp_path / "empty.json").write_text("")
+    with pytest.raises(ConfigError):
+        data.load_local(tmp_path / "empty.json", "medical")
+
+
+@pytest.mark.parametrize("scheme", ["random_uneven", "dirichlet"])
+def test_partitions_cover_the_pool_once_with_uneven_sizes(scheme: str) -> None:
+    records = data.synthetic("medical", 400, 4, seed=0)
+    parts = data.partition(records, 10, scheme, seed=0, min_size=8)
+    flat = [i for p in parts for i in p]
+    assert sorted(flat) == list(range(400)) and min(map(len, parts)) >= 8
+    assert max(map(len, parts)) > 2 * min(map(len, parts))
+    share = [sum(records[i].subdomain == data.dominant_subdomain(records, p) for i in p) / len(p) for p in parts]
+    assert (sum(share) / len(share) > 0.8) == (scheme == "dirichlet")
+    with pytest.raises(ConfigError, match="cannot give"):
+        data.partition(records, 100, scheme, seed=0, min_size=8)
+
+
+# ------------------------------------------------------------------ tokenizers and device training
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    return [data.text_of(r) for r in data.synthetic("medical", 200, 3, seed=0)]
+
+
+def test_each_family_trains_its_own_vocabulary(texts: list[str], tmp_path: Path) -> None:
+    toks = {f: tokenization.tiny_tokenizer(f, texts, v, tmp_path) for f, v in [("gpt2", 300), ("llama", 280),
+                                                                               ("bloom", 320)]}
+    vocab = {f: set(t.get_vocab()) for f, t in toks.items()}
+    assert vocab["gpt2"] != vocab["llama"] and vocab["gpt2"] != vocab["bloom"]
+    sentence = "A 40 year old patient presents with malaria."
+    for t in toks.values():
+        assert t.decode(t(sentence)["input_ids"]).strip() == sentence
+        assert t.eos_token_id is not None and t.pad_token_id is not None
+    assert len(list(tmp_path.glob("*.json"))) == 3
+    again = tokenization.tiny_tokenizer("gpt2", texts, 300, tmp_path)  # from the cache
+    assert again.get_vocab() == toks["gpt2"].get_vocab()
+
+
+def test_only_answer_tokens_are_scored(texts: list[str], tmp_path: Path) -> None:
+    tok = tokenization.tiny_tokenizer("gpt2", texts, 300, tmp_path)
+    records = data.synthetic("medical", 4, 3, seed=0)
+    ds = QADataset(records, tok, max_len=64)
+    ids, labels = ds[0]
+    answer = tok(data.prompt_and_answer(records[0])[1], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert [x for x in labels if x != IGNORE] == answer and len(ids) <= 64
+    batch = ds.collate([ds[0], ds[1]])
+    assert batch["input_ids"].shape == batch["labels"].shape
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_device_training_lowers_the_answer_loss_and_uploads_a_plain_model(mode: str, texts: list[str],
+                                                                           tmp_path: Path) -> None:
+    import lightning as L
+
+    tok = tokenization.tiny_tokenizer("llama", texts, 280, tmp_path)
+    records = data.synthetic("medical", 64, 3, seed=0)
+    ds = QADataset(records, tok, max_len=96)
+    torch.manual_seed(0)
+    base = catalog.real_model(tiny_config("tinyllama", vocab=280))
+    before = evaluate(base, loader(ds, 16, 0, False))["log_ppl"]
+    conf = FinetuneConf(mode=mode, lr=1e-2 if mode == "full" else 3e-2, steps=30)
+    module = DeviceLLM(base, conf)
+    L.Trainer(max_steps=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(module, loader(ds, 16, 0, True))
+    model = merged(module.model)
+    assert evaluate(model, loader(ds, 16, 0, False))["log_ppl"] < before - 0.5
+    assert {n for n, _ in model.named_parameters()} == {n for n, _ in tiny_model_names("tinyllama")}
+
+
+def tiny_model_names(name: str):
+    return catalog.real_model(tiny_config(name, vocab=280)).named_parameters()
+
+
+def test_qlora_refuses_a_cpu_run(compose) -> None:
+    cfg = compose(["experiment=deepfusion/phase1", "scale=smoke", "deepfusion.device.mode=qlora"])
+    from edgeai_repro.core.runner import validate
+
+    with pytest.raises(ConfigError, match="qlora"):
+        validate(cfg)
+
+
+# ------------------------------------------------------------------ clustering and proxies
+
+def test_clustering_within_types_and_k_too_large() -> None:
+    emb = torch.tensor([[1.0, 0, 0], [0.9, 0.1, 0], [0, 1.0, 0], [0, 0.9, 0.1], [0, 0, 1.0], [0.1, 0, 0.9]])
+    sim = clustering.similarity(emb)
+    types = ["a", "a", "a", "a", "b", "b"]
+    labels = clustering.domains_per_type(sim, types, {"a": 2, "b": 1}, seed=0)
+    assert labels[0] == labels[1] != labels[2] == labels[3] and labels[4] == labels[5] not in labels[:4]
+    assert clustering.purity(labels, ["x", "x", "y", "y", "z", "z"]) == 1.0
+    with pytest.raises(ConfigError, match="only 2 devices run b"):
+        clustering.domains_per_type(sim, types, {"a": 2, "b": 3}, seed=0)
+
+
+def test_proxy_is_the_elementwise_mean() -> None:
+    states = [{"w": torch.full((2,), float(i), dtype=torch.bfloat16)} for i in range(3)]
+    assert torch.equal(clustering.average_state_dicts(states)["w"], torch.ones(2))
+
+
+def test_packaged_minilm_embeds_offline_and_separates_topics() -> None:
+    emb = clustering.Embedder("packaged")
+    med = [data.text_of(r) for r in data.synthetic("medical", 40, 2, seed=0)]
+    fin = [data.text_of(r) for r in data.synthetic("finance", 40, 2, seed=0)]
+    a, b = emb.device_embedding(med[:20]), emb.device_embedding(med[20:])
+    c = emb.device_embedding(fin[:20])
+    assert a.shape == (384,) and abs(float(a.norm()) - 1) < 1e-4
+    assert float(a @ b) > float(a @ c) + 0.2
