@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import launch
 
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.deepfusion import catalog, clustering, comm, data, memory, tokenization
@@ -126,7 +127,7 @@ def test_synthetic_data_is_seeded_schema_true_and_topical() -> None:
 def test_prompt_and_answer_split() -> None:
     r = data.synthetic("medical", 1, 2, seed=0)[0]
     prompt, answer = data.prompt_and_answer(r)
-    assert prompt.endswith("Answer:") and answer == f" {r.answer_idx}"
+    assert prompt.endswith("Answer:") and answer == f" {r.answer_idx}. {r.options[r.answer_idx]}"
 
 
 def test_local_files_round_trip_and_bad_files_stop_clearly(tmp_path: Path) -> None:
@@ -252,3 +253,46 @@ def test_packaged_minilm_embeds_offline_and_separates_topics() -> None:
     c = emb.device_embedding(fin[:20])
     assert a.shape == (384,) and abs(float(a.norm()) - 1) < 1e-4
     assert float(a @ b) > float(a @ c) + 0.2
+
+
+# ------------------------------------------------------------------ through the launcher
+
+@pytest.mark.parametrize("override,key", [
+    ("deepfusion.cluster.k_per_type=3", "deepfusion.cluster"),
+    ("deepfusion.cases.medical.device_models=[gpt2,gpt5]", "device_models"),
+    ("deepfusion.data.source=local", "deepfusion.data.path"),
+    ("deepfusion.data.partition=iid", "deepfusion.data.partition"),
+])
+def test_bad_phase1_settings_stop_before_any_training(workdir: Path, override: str, key: str) -> None:
+    out = launch(["experiment=deepfusion/phase1", "scale=smoke", override], workdir)
+    assert out.returncode != 0
+    message = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert message and key in message[-1]
+    assert not (workdir / "outputs" / "cells" / "deepfusion" / "devices").exists()
+
+
+def test_corrupt_local_data_file_stops_with_one_sentence(workdir: Path) -> None:
+    bad = workdir / "broken.jsonl"
+    bad.write_text('{"question": "q", "options": {"A": "x"}, "answer_idx": "A"}\n{oops\n')
+    out = launch(["experiment=deepfusion/phase1", "scale=smoke", "deepfusion.data.source=local",
+                  f"deepfusion.data.path={bad}", "deepfusion.case=medical",
+                  "deepfusion.data.partition=random_uneven"], workdir)
+    assert out.returncode != 0 and "not valid JSONL" in out.stderr
+
+
+def test_trained_devices_are_cached_and_shared(compose, tmp_path: Path) -> None:
+    """A device is trained once: a second federation over the same devices (another cell, another
+    method) loads the stored uploads; a damaged one is set aside and retrained."""
+    from edgeai_repro.deepfusion import pipeline
+
+    cfg = compose(["experiment=deepfusion/phase1", "scale=smoke", "deepfusion.case=finance"])
+    c = cfg.deepfusion
+    corpus = pipeline.load_corpus(c, 0)
+    first = pipeline.federation(c, 0, corpus, tmp_path, "cpu")
+    stamps = {d.folder: (d.folder / "upload.safetensors").stat().st_mtime_ns for d in first}
+    assert len(stamps) == c.devices and all(d.meta["payload_bytes"] > 0 for d in first)
+    again = pipeline.federation(c, 0, corpus, tmp_path, "cpu")
+    assert {d.folder: (d.folder / "upload.safetensors").stat().st_mtime_ns for d in again} == stamps
+    (first[0].folder / "meta.json").write_text("{not json")
+    pipeline.federation(c, 0, corpus, tmp_path, "cpu")
+    assert list(tmp_path.glob("devices/*.corrupt-*")) and (first[0].folder / "meta.json").exists()

@@ -76,7 +76,7 @@ class DeviceConf:
     modes: dict[str, str] = field(default_factory=dict)   # ... unless set per type here
     lora_r: int = 8
     lora_alpha: int = 16
-    steps: int = 60
+    epochs: float = 4.0          # passes over the device's own data ("until converged")
     batch_size: int = 16
     lr: float = 3e-3
     init_seed: int = 0            # every device of a type starts from the same weights
@@ -188,6 +188,16 @@ def validate_pipeline(cfg: DictConfig) -> None:
                 f"deepfusion.device mode qlora for {m} needs bitsandbytes on a GPU; use trainer=gpu or mode lora.")
     for m in c.device.modes:
         catalog.get(m, "deepfusion.device.modes")
-    require(c.device.steps >= 1 and c.device.batch_size >= 1 and c.device.lr > 0,
-            "deepfusion.device needs steps >= 1, batch_size >= 1 and lr > 0.")
+    require(c.device.epochs > 0 and c.device.batch_size >= 1 and c.device.lr > 0,
+            "deepfusion.device needs epochs > 0, batch_size >= 1 and lr > 0.")
     require(c.cluster.k_per_type >= 1, "deepfusion.cluster.k_per_type must be at least 1.")
+    types = list(case(c).device_models)
+    for t in c.cluster.k_types:
+        require(t in types, f"deepfusion.cluster.k_types.{t}: {t} is not a device model of case {c.case}.")
+    if c.assignment == "balanced":  # every type gets at least N // #types devices; random is checked at run time
+        per = c.devices // len(types)
+        for t in types:
+            k = c.cluster.k_types.get(t, c.cluster.k_per_type)
+            require(k <= per, f"deepfusion.cluster asks for {k} domains of {t} but only {per} of the "
+                              f"deepfusion.devices={c.devices} devices run {t}; lower deepfusion.cluster.k_per_type "
+                              "(or k_types) or raise deepfusion.devices.")

@@ -42,10 +42,13 @@ SCHEMAS: dict[str, type] = {"medical": MedicalQA, "finance": FinanceQA}
 # ---------------------------------------------------------------- prompts: what is scored is the answer
 
 def prompt_and_answer(record: Record) -> tuple[str, str]:
-    """The prompt the model reads and the answer it must produce (loss and metrics cover only the answer)."""
+    """The prompt the model reads and the answer it must produce (loss and metrics cover only the
+    answer). A multiple-choice answer is the letter and the option's text ("B. levodopa"): our
+    choice, as the paper does not say; the letter alone would make a one-token answer."""
     if isinstance(record, MedicalQA):
         options = "\n".join(f"{k}. {v}" for k, v in sorted(record.options.items()))
-        return f"Question: {record.question}\nOptions:\n{options}\nAnswer:", f" {record.answer_idx}"
+        answer = f" {record.answer_idx}. {record.options[record.answer_idx]}"
+        return f"Question: {record.question}\nOptions:\n{options}\nAnswer:", answer
     context = f"\nContext: {record.input}" if record.input else ""
     return f"Instruction: {record.instruction}{context}\nAnswer:", f" {record.output}"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -103,7 +104,7 @@ def device_key(c: DictConfig, seed: int, index: int, model_type: str, indices: l
             "data": OmegaConf.to_container(c.data, resolve=True), "case": dfc.case(c).domain,
             "indices": hashlib.sha256(json.dumps(indices).encode()).hexdigest(), "index": index,
             "device": OmegaConf.to_container(c.device, resolve=True), "mode": dfc.device_mode(c, model_type),
-            "upload": c.comm.upload_format, "seed": seed, "version": 2}
+            "upload": c.comm.upload_format, "seed": seed, "version": 3}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -117,7 +118,8 @@ def _trainer(accelerator: str, steps: int, run_dir: Path) -> L.Trainer:
 
 def train_device(c: DictConfig, seed: int, dev: Device, corpus: Corpus, tokenizer, accelerator: str) -> None:
     """Train one device and store its upload atomically (folder renamed into place when complete)."""
-    conf = FinetuneConf(mode=dfc.device_mode(c, dev.model_type), lr=c.device.lr, steps=c.device.steps,
+    steps = max(1, math.ceil(c.device.epochs * len(dev.indices) / c.device.batch_size))
+    conf = FinetuneConf(mode=dfc.device_mode(c, dev.model_type), lr=c.device.lr, steps=steps,
                         lora_r=c.device.lora_r, lora_alpha=c.device.lora_alpha)
     local = [corpus.train[i] for i in dev.indices]
     ds = QADataset(local, tokenizer, c.data.max_len)
