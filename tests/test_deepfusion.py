@@ -187,10 +187,14 @@ def test_each_family_trains_its_own_vocabulary(texts: list[str], tmp_path: Path)
 def test_only_answer_tokens_are_scored(texts: list[str], tmp_path: Path) -> None:
     tok = tokenization.tiny_tokenizer("gpt2", texts, 300, tmp_path)
     records = data.synthetic("medical", 4, 3, seed=0)
-    ds = QADataset(records, tok, max_len=64)
-    ids, labels = ds[0]
-    answer = tok(data.prompt_and_answer(records[0])[1], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    assert [x for x in labels if x != IGNORE] == answer and len(ids) <= 64
+    ids, labels = QADataset(records, tok, max_len=512)[0]
+    prompt, answer = data.prompt_and_answer(records[0])
+    scored = [x for x in labels if x != IGNORE]
+    assert tok.decode(scored[:-1]) == answer and scored[-1] == tok.eos_token_id
+    assert tok.decode([x for x, y in zip(ids, labels) if y == IGNORE]) == prompt
+    ds = QADataset(records, tok, max_len=32)  # long prompts lose their start, never the answer
+    short_ids, short_labels = ds[0]
+    assert len(short_ids) == 32 and [x for x in short_labels if x != IGNORE] == scored
     batch = ds.collate([ds[0], ds[1]])
     assert batch["input_ids"].shape == batch["labels"].shape
 
@@ -211,7 +215,8 @@ def test_device_training_lowers_the_answer_loss_and_uploads_a_plain_model(mode: 
     L.Trainer(max_steps=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False).fit(module, loader(ds, 16, 0, True))
     model = merged(module.model)
-    assert evaluate(model, loader(ds, 16, 0, False))["log_ppl"] < before - 0.5
+    # LoRA on a random (not pretrained) tiny model learns less than full fine-tuning, but learns.
+    assert evaluate(model, loader(ds, 16, 0, False))["log_ppl"] < before - (1.0 if mode == "full" else 0.2)
     assert {n for n, _ in model.named_parameters()} == {n for n, _ in tiny_model_names("tinyllama")}
 
 

@@ -1,6 +1,7 @@
 """Phase I on the server: device embeddings, similarity, KMeans into knowledge domains, proxy models."""
 from __future__ import annotations
 
+import functools
 from collections import Counter
 
 import numpy as np
@@ -33,6 +34,12 @@ class Embedder:
                                 show_progress_bar=False)
         mean = emb.float().mean(0)
         return mean / mean.norm().clamp_min(1e-12)
+
+
+@functools.lru_cache(maxsize=2)
+def embedder(name: str = "packaged", batch_size: int = 64) -> Embedder:
+    """One encoder per process: every device and cell of a sweep shares it."""
+    return Embedder(name, batch_size)
 
 
 def similarity(embeddings: torch.Tensor) -> np.ndarray:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from edgeai_repro.core.errors import require
 from edgeai_repro.deepfusion import catalog
 from edgeai_repro.deepfusion.comm import DTYPES
+from edgeai_repro.deepfusion.distill import KD_MODES, KDConf
 from edgeai_repro.deepfusion.federation import ASSIGNMENTS
 from edgeai_repro.deepfusion.memory import MODES
 
@@ -84,6 +85,7 @@ class DeviceConf:
 
 @dataclass
 class ClusterConf:
+    mode: str = "kmeans"          # kmeans | random (ablation: same domain sizes, members shuffled)
     k_per_type: int = 2
     k_types: dict[str, int] = field(default_factory=dict)
     n_init: int = 10
@@ -96,7 +98,22 @@ class EmbedderConf:
 
 
 @dataclass
+class TuneConf:
+    steps: int = 100              # Phase III steps (experts frozen)
+    lr: float = 3e-3
+    aux_loss: float = 0.001       # router load-balancing loss coefficient (transformers' default)
+
+
+@dataclass
+class JudgeConf:
+    name: str = "lexical"         # lexical (offline default) | gemini
+    samples: int = 0              # test answers generated and judged; 0 = no judging
+    max_new_tokens: int = 32
+
+
+@dataclass
 class DeepFusionConf:
+    method: str = "deepfusion"    # deepfusion | ofa_kd | fedmkt | fedjets | centralized
     case: str = "medical"
     devices: int = 16
     assignment: str = "balanced"
@@ -110,6 +127,9 @@ class DeepFusionConf:
     device: DeviceConf = field(default_factory=DeviceConf)
     cluster: ClusterConf = field(default_factory=ClusterConf)
     embedder: EmbedderConf = field(default_factory=EmbedderConf)
+    kd: KDConf = field(default_factory=KDConf)
+    tune: TuneConf = field(default_factory=TuneConf)
+    judge: JudgeConf = field(default_factory=JudgeConf)
 
 
 ConfigStore.instance().store(group="deepfusion", name="schema", node=DeepFusionConf)
@@ -191,6 +211,7 @@ def validate_pipeline(cfg: DictConfig) -> None:
     require(c.device.epochs > 0 and c.device.batch_size >= 1 and c.device.lr > 0,
             "deepfusion.device needs epochs > 0, batch_size >= 1 and lr > 0.")
     require(c.cluster.k_per_type >= 1, "deepfusion.cluster.k_per_type must be at least 1.")
+    require(c.cluster.mode in {"kmeans", "random"}, f"deepfusion.cluster.mode={c.cluster.mode!r}: use kmeans or random.")
     types = list(case(c).device_models)
     for t in c.cluster.k_types:
         require(t in types, f"deepfusion.cluster.k_types.{t}: {t} is not a device model of case {c.case}.")
@@ -201,3 +222,23 @@ def validate_pipeline(cfg: DictConfig) -> None:
             require(k <= per, f"deepfusion.cluster asks for {k} domains of {t} but only {per} of the "
                               f"deepfusion.devices={c.devices} devices run {t}; lower deepfusion.cluster.k_per_type "
                               "(or k_types) or raise deepfusion.devices.")
+
+
+def validate_fusion(cfg: DictConfig) -> None:
+    from edgeai_repro.deepfusion.align import MODES as ALIGN
+    from edgeai_repro.deepfusion.judge import JUDGES
+    from edgeai_repro.deepfusion.methods import METHODS
+
+    validate_pipeline(cfg)
+    c = cfg.deepfusion
+    require(c.method in METHODS, f"deepfusion.method={c.method!r} is unknown; use one of: {', '.join(METHODS)}.")
+    k = c.kd
+    require(k.kd in KD_MODES, f"deepfusion.kd.kd={k.kd!r} is unknown; use one of: {', '.join(KD_MODES)}.")
+    require(k.tok_align in ALIGN, f"deepfusion.kd.tok_align={k.tok_align!r} is unknown; use one of: {', '.join(ALIGN)}.")
+    require(k.alpha >= 0 and k.beta >= 0 and k.temperature > 0, "deepfusion.kd needs alpha, beta >= 0 and temperature > 0.")
+    require(k.stages >= 1 and k.queries >= k.stages and k.d % k.heads == 0,
+            f"deepfusion.kd needs stages >= 1, queries >= stages and d divisible by heads (got d={k.d}, heads={k.heads}).")
+    require(k.steps >= 1 and c.tune.steps >= 1 and k.topk >= 1, "deepfusion.kd.steps, tune.steps and kd.topk must be positive.")
+    require(c.judge.name in JUDGES, f"deepfusion.judge.name={c.judge.name!r} is unknown; use one of: {', '.join(JUDGES)}.")
+    if c.models == "tiny":
+        require(case(c).moe in c.tiny_models, f"deepfusion.tiny_models has no entry for {case(c).moe!r}.")

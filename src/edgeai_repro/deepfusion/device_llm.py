@@ -19,18 +19,22 @@ from edgeai_repro.deepfusion.data import Record, prompt_and_answer
 IGNORE = -100
 
 
+def encode(tokenizer, prompt: str, answer: str, max_len: int) -> tuple[list[int], list[int], list[int]]:
+    """Token ids of prompt + answer + end-of-text, the labels (-100 on the prompt) and each token's
+    end character (for cross-tokenizer alignment). The prompt is cut from the left when too long."""
+    enc = tokenizer(prompt + answer, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"]) + [tokenizer.eos_token_id]
+    ends = [e for _, e in enc["offset_mapping"]] + [len(prompt) + len(answer) + 1]
+    labels = [t if e > len(prompt) else IGNORE for t, e in zip(ids, ends)]
+    cut = max(0, len(ids) - max_len)
+    return ids[cut:], labels[cut:], ends[cut:]
+
+
 class QADataset(Dataset):
-    """Tokenised (prompt, answer) pairs; prompts are cut from the left so the answer always fits."""
+    """Tokenised (prompt, answer) records; loss and metrics see only the answer's tokens."""
 
     def __init__(self, records: list[Record], tokenizer, max_len: int) -> None:
-        self.items = []
-        for r in records:
-            prompt, answer = prompt_and_answer(r)
-            p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            a = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-            a = a[: max_len - 1]
-            p = p[-(max_len - len(a)):]
-            self.items.append((p + a, [IGNORE] * len(p) + a))
+        self.items = [encode(tokenizer, *prompt_and_answer(r), max_len)[:2] for r in records]
         self.pad_id = tokenizer.pad_token_id
 
     def __len__(self) -> int:

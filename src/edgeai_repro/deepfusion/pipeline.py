@@ -24,6 +24,7 @@ from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.core.store import atomic_write_json
 from edgeai_repro.deepfusion import catalog, comm, data, tokenization
+from edgeai_repro.deepfusion.clustering import average_state_dicts, embedder
 from edgeai_repro.deepfusion import config as dfc
 from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, evaluate, loader, merged
 from edgeai_repro.deepfusion.federation import assign_models
@@ -96,6 +97,9 @@ class Device:
     def upload(self) -> dict[str, torch.Tensor]:
         return load_file(str(self.folder / "upload.safetensors"))
 
+    def embedding(self) -> torch.Tensor:
+        return load_file(str(self.folder / "embedding.safetensors"))["embedding"]
+
 
 def device_key(c: DictConfig, seed: int, index: int, model_type: str, indices: list[int]) -> str:
     """Everything a trained device depends on: its model, data, training settings and seed."""
@@ -104,16 +108,20 @@ def device_key(c: DictConfig, seed: int, index: int, model_type: str, indices: l
             "data": OmegaConf.to_container(c.data, resolve=True), "case": dfc.case(c).domain,
             "indices": hashlib.sha256(json.dumps(indices).encode()).hexdigest(), "index": index,
             "device": OmegaConf.to_container(c.device, resolve=True), "mode": dfc.device_mode(c, model_type),
-            "upload": c.comm.upload_format, "seed": seed, "version": 3}
+            "upload": c.comm.upload_format, "embedder": OmegaConf.to_container(c.embedder),
+            "embedding": c.comm.embedding_format, "seed": seed, "version": 5}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _trainer(accelerator: str, steps: int, run_dir: Path) -> L.Trainer:
+def fit(module: L.LightningModule, data, steps: int, accelerator: str, root: Path,
+        callbacks: list[L.Callback] | None = None) -> None:
+    """Train `module` for `steps` optimizer steps (epochs repeat as needed), quietly."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*(LeafSpec|does not have many workers|num_workers).*")
-    return L.Trainer(accelerator=accelerator, devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
-                     enable_model_summary=False, enable_progress_bar=False, default_root_dir=str(run_dir),
-                     num_sanity_val_steps=0)
+    trainer = L.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=-1, logger=False,
+                        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
+                        default_root_dir=str(root), num_sanity_val_steps=0, callbacks=callbacks or [])
+    trainer.fit(module, data)
 
 
 def train_device(c: DictConfig, seed: int, dev: Device, corpus: Corpus, tokenizer, accelerator: str) -> None:
@@ -132,18 +140,22 @@ def train_device(c: DictConfig, seed: int, dev: Device, corpus: Corpus, tokenize
             losses.append(float(outputs["loss"]))
 
     started = time.perf_counter()
-    trainer = _trainer(accelerator, conf.steps, dev.folder.parent)
-    trainer.callbacks.append(Record())
-    trainer.fit(module, loader(ds, c.device.batch_size, derive_seed("batches", dev.index, seed) % 2**62, True))
+    fit(module, loader(ds, c.device.batch_size, derive_seed("batches", dev.index, seed) % 2**62, True), conf.steps,
+        accelerator, dev.folder.parent, [Record()])
     model = merged(module.model).cpu()
     test = loader(QADataset(corpus.test, tokenizer, c.data.max_len), 32, 0, False)
     metrics = evaluate(model, test)
     tensors = comm.upload_tensors(model, c.comm.upload_format)
+    emb_dtype = comm.dtype_of(c.comm.embedding_format, "deepfusion.comm.embedding_format")
+    encoder = embedder(c.embedder.name, c.embedder.batch_size)
+    embedding = encoder.device_embedding([data.text_of(r) for r in local]).to(emb_dtype)
     meta = {"index": dev.index, "model_type": dev.model_type, "samples": len(dev.indices), "dominant": dev.dominant,
             "mode": conf.mode, "train_s": time.perf_counter() - started, "losses": losses,
-            "payload_bytes": comm.payload_bytes(tensors), "test": metrics}
+            "payload_bytes": comm.payload_bytes(tensors), "embedding_bytes": comm.payload_bytes({"e": embedding}),
+            "test": metrics}
     staging = Path(tempfile.mkdtemp(dir=dev.folder.parent, prefix=f".{dev.folder.name}."))
     save_file(tensors, str(staging / "upload.safetensors"))
+    save_file({"embedding": embedding}, str(staging / "embedding.safetensors"))
     atomic_write_json(staging / "meta.json", meta)
     if dev.folder.exists():  # a concurrent cell finished the same device first: keep theirs
         shutil.rmtree(staging, ignore_errors=True)
@@ -168,7 +180,7 @@ def federation(c: DictConfig, seed: int, corpus: Corpus, cache: Path, accelerato
         meta_path = dev.folder / "meta.json"
         try:
             dev.meta = json.loads(meta_path.read_text())
-            if not (dev.folder / "upload.safetensors").is_file():
+            if not all((dev.folder / f).is_file() for f in ("upload.safetensors", "embedding.safetensors")):
                 raise OSError("upload missing")
         except (OSError, ValueError):
             if dev.folder.exists():  # damaged or half-written: set aside and retrain
@@ -179,3 +191,56 @@ def federation(c: DictConfig, seed: int, corpus: Corpus, cache: Path, accelerato
             train_device(c, seed, dev, corpus, tokenizers[t], accelerator)
         devices.append(dev)
     return devices
+
+
+@dataclass
+class Domains:
+    """Phase I's output: each device's knowledge domain, and how the clusters met the truth."""
+
+    labels: list[int]
+    embeddings: list[torch.Tensor]
+    purity_domains: float
+    purity_embedding: float
+    purity_chance: float
+
+    def members(self, devices: list[Device]) -> list[list[Device]]:
+        return [[d for d, x in zip(devices, self.labels) if x == dom] for dom in sorted(set(self.labels))]
+
+
+def cluster(c: DictConfig, seed: int, corpus: Corpus, devices: list[Device]) -> Domains:
+    """Cluster the devices' uploaded embeddings within each model type (KMeans on the rows of the
+    similarity matrix), and score the clusters against the devices' dominant sub-domains."""
+    import numpy as np
+
+    from edgeai_repro.deepfusion import clustering
+
+    embeddings = [d.embedding() for d in devices]
+    if embeddings[0].numel() != c.comm.embedding_dim:
+        raise ConfigError(f"deepfusion.comm.embedding_dim={c.comm.embedding_dim} but the embedder gives "
+                          f"{embeddings[0].numel()} dimensions; set it to {embeddings[0].numel()}.")
+    types = [d.model_type for d in devices]
+    sim = clustering.similarity(torch.stack(embeddings))
+    k_of = {t: int(c.cluster.k_types.get(t, c.cluster.k_per_type)) for t in types}
+    labels = clustering.domains_per_type(sim, types, k_of, seed, c.cluster.n_init)
+    if c.cluster.mode == "random":  # ablation: same domain sizes, members shuffled within each type
+        rng = np.random.default_rng(derive_seed("random-domains", seed))
+        for t in dict.fromkeys(types):
+            idx = [i for i, x in enumerate(types) if x == t]
+            for i, lab in zip(idx, rng.permutation([labels[i] for i in idx])):
+                labels[i] = int(lab)
+    truth = [d.dominant for d in devices]
+    n_true = len(set(truth))
+    free = list(clustering.kmeans(sim, n_true, seed, c.cluster.n_init)) if n_true > 1 else [0] * len(devices)
+    rng = np.random.default_rng(seed)
+    chance = float(np.mean([clustering.purity(list(rng.permutation(free)), truth) for _ in range(200)]))
+    return Domains(labels, embeddings, clustering.purity(labels, truth), clustering.purity(free, truth), chance)
+
+
+def proxy(c: DictConfig, model_type: str, uploads: list[dict]) -> torch.nn.Module:
+    """A proxy model built from the uploads of one domain (what the server holds, in upload precision)."""
+    model = catalog.real_model(dfc.model_config(c, model_type))
+    missing, unexpected = model.load_state_dict(average_state_dicts(uploads), strict=False)
+    tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in catalog.unique_parameters(model)}
+    if unexpected or set(missing) - tied - {n for n, _ in model.named_buffers()}:
+        raise RuntimeError(f"proxy weights do not fit {model_type}: missing {missing}, unexpected {unexpected}")
+    return model

@@ -1,6 +1,7 @@
 """The DeepFusion tasks a cell can run: communication (Fig. 8), memory (Fig. 7), Phase I."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -72,14 +73,15 @@ register(Task(name="deepfusion_memory", paper="deepfusion", section="deepfusion"
               validate=dfc.validate_memory))
 
 
-def _proxy(c: DictConfig, model_type: str, uploads: list[dict]) -> torch.nn.Module:
-    """A proxy model built from the uploads of one domain (what the server holds, in upload precision)."""
-    model = catalog.real_model(dfc.model_config(c, model_type))
-    missing, unexpected = model.load_state_dict(clustering.average_state_dicts(uploads), strict=False)
-    tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in catalog.unique_parameters(model)}
-    if unexpected or set(missing) - tied - {n for n, _ in model.named_buffers()}:
-        raise RuntimeError(f"proxy weights do not fit {model_type}: missing {missing}, unexpected {unexpected}")
-    return model
+def share_cores() -> None:
+    """Under the joblib launcher, split the cores between the parallel cells."""
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+
+    jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs") if HydraConfig.initialized() else None
+    if jobs and jobs > 0:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
 
 
 def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
@@ -90,7 +92,6 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
     if c.models == "paper":
         raise ConfigError("deepfusion/phase1 at scale=paper downloads five checkpoints and trains them on GPUs; "
                           "it is wired (pipeline.base_model) but not runnable offline: use scale=tiny.")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     cache = Path(cfg.paths.cache) / "deepfusion"
     corpus = pipeline.load_corpus(c, seed)
     devices = pipeline.federation(c, seed, corpus, cache, ctx.accelerator)
@@ -99,32 +100,19 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
         for d in devices:
             lg.log_metrics({"device/samples": len(d.indices), "device/log_ppl": d.meta["test"]["log_ppl"]}, step=d.index)
 
-    embedder = clustering.Embedder(c.embedder.name, c.embedder.batch_size)
-    emb_dtype = comm.dtype_of(c.comm.embedding_format, "deepfusion.comm.embedding_format")
-    embeddings = [embedder.device_embedding([data.text_of(corpus.train[i]) for i in d.indices]).to(emb_dtype)
-                  for d in devices]
-    if embeddings[0].numel() != c.comm.embedding_dim:
-        raise ConfigError(f"deepfusion.comm.embedding_dim={c.comm.embedding_dim} but the embedder gives "
-                          f"{embeddings[0].numel()} dimensions; set it to {embeddings[0].numel()}.")
-    measured = sum(d.meta["payload_bytes"] for d in devices) + sum(comm.payload_bytes({"e": e}) for e in embeddings)
+    doms = pipeline.cluster(c, seed, corpus, devices)
+    domains = doms.labels
+    measured = (sum(d.meta["payload_bytes"] for d in devices)
+                + sum(d.meta["embedding_bytes"] for d in devices))
     accounted = comm.deepfusion_bytes(types, c.comm.upload_format, embedding_bytes(c),
                                       lambda t: dfc.model_config(c, t))["total_bytes"]
-
-    sim = clustering.similarity(torch.stack(embeddings))
-    k_of = {t: int(c.cluster.k_types.get(t, c.cluster.k_per_type)) for t in types}
-    domains = clustering.domains_per_type(sim, types, k_of, seed, c.cluster.n_init)
-    truth = [d.dominant for d in devices]
-    n_true = len(set(truth))
-    free = clustering.kmeans(sim, n_true, seed, c.cluster.n_init) if n_true > 1 else [0] * len(devices)
-    rng = np.random.default_rng(seed)
-    chance = float(np.mean([clustering.purity(list(rng.permutation(free)), truth) for _ in range(200)]))
 
     tokenizers = {t: pipeline.tokenizer_for(c, t, corpus, cache) for t in dict.fromkeys(types)}
     proxy_metrics = []
     for dom in sorted(set(domains)):
         members = [d for d, x in zip(devices, domains) if x == dom]
         t = members[0].model_type
-        model = _proxy(c, t, [m.upload() for m in members])
+        model = pipeline.proxy(c, t, [m.upload() for m in members])
         test = loader(QADataset(corpus.test, tokenizers[t], c.data.max_len), 32, 0, False)
         proxy_metrics.append({"domain": dom, "model_type": t, "members": [m.index for m in members],
                               "subdomains": [m.dominant for m in members], **evaluate(model, test)})
@@ -138,9 +126,9 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
     mean = lambda xs: float(np.mean(xs))  # noqa: E731
     record = {
         "method": "deepfusion",
-        "purity_domains": clustering.purity(domains, truth),
-        "purity_embedding": clustering.purity(list(free), truth),
-        "purity_chance": chance,
+        "purity_domains": doms.purity_domains,
+        "purity_embedding": doms.purity_embedding,
+        "purity_chance": doms.purity_chance,
         "measured_mb": measured / 1e6, "accounted_mb": accounted / 1e6, "bytes_equal": float(measured == accounted),
         "device_log_ppl": mean([d.meta["test"]["log_ppl"] for d in devices]),
         "device_token_acc": mean([d.meta["test"]["token_acc"] for d in devices]),
@@ -155,3 +143,71 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
 
 register(Task(name="deepfusion_phase1", paper="deepfusion", section="deepfusion", run=run_phase1,
               validate=dfc.validate_pipeline))
+
+
+def variant_label(c: DictConfig) -> str:
+    """The row name of a cell: the method, plus what an ablation changed."""
+    if c.method != "deepfusion":
+        return c.method
+    parts = [name for name, on in [("no VAA", c.kd.kd == "direct"), ("alpha=0", c.kd.alpha == 0),
+                                   ("beta=0", c.kd.beta == 0), ("no clustering", c.cluster.mode == "random")] if on]
+    return "deepfusion" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def method_comm_bytes(c: DictConfig, types: list[str], moe_config) -> float:
+    """Bytes a method moves over the network, by part 1's accounting (nan: no federated traffic)."""
+    fmt = c.comm.upload_format
+    if c.method in {"deepfusion", "ofa_kd", "fedmkt"}:
+        emb = embedding_bytes(c) if c.method != "fedmkt" else 0
+        return comm.deepfusion_bytes(types, fmt, emb, lambda t: dfc.model_config(c, t))["total_bytes"]
+    if c.method == "fedjets":
+        protocol = comm.FedJetsProtocol(**OmegaConf.to_container(c.fedjets))
+        return comm.fedjets_bytes(len(types), moe_config, protocol, fmt)["total_bytes"]
+    return float("nan")
+
+
+def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
+    """One method of Tables I-II (or Fig. 9, or an ablation) for one case, N and seed."""
+    from edgeai_repro.deepfusion import judge, methods, moe
+    from edgeai_repro.deepfusion.device_llm import QADataset, evaluate, loader
+
+    c, seed = cfg.deepfusion, int(cfg.seed)
+    share_cores()
+    if c.models == "paper":
+        raise ConfigError("the DeepFusion server pipeline at scale=paper needs the hub checkpoints and GPUs; it is "
+                          "configured (real checkpoint names) but not runnable offline: use scale=tiny.")
+    cache = Path(cfg.paths.cache) / "deepfusion"
+    corpus = pipeline.load_corpus(c, seed)
+    cs = dfc.case(c)
+    types = assign_models(c.devices, list(cs.device_models), seed, c.assignment)
+    devices = [] if c.method == "centralized" else pipeline.federation(c, seed, corpus, cache, ctx.accelerator)
+    k_total = sum(int(c.cluster.k_types.get(t, c.cluster.k_per_type)) for t in dict.fromkeys(types))
+    moe_config = moe.with_experts(dfc.model_config(c, cs.moe), k_total)
+    server = methods.Server(c, seed, corpus, devices, cache, ctx.accelerator, moe_config,
+                            pipeline.tokenizer_for(c, cs.moe, corpus, cache))
+    label = variant_label(c)
+    model = methods.RUNNERS[c.method](server)
+    test = loader(QADataset(corpus.test, server.moe_tok, c.data.max_len), 32, 0, False)
+    scores = evaluate(model, test)
+    record = {"method": label, "log_ppl": scores["log_ppl"], "ppl": math.exp(scores["log_ppl"]),
+              "token_acc": scores["token_acc"], "comm_gb": method_comm_bytes(c, types, moe_config) / GB,
+              "experts": moe_config.num_experts}
+    if c.judge.samples:
+        record["judge_score"] = judge.judge_answers(model, server.moe_tok, corpus.test[:c.judge.samples],
+                                                    judge.make(c.judge.name), c.judge.max_new_tokens)
+    ex = server.extra
+    for key in ("purity_domains", "purity_embedding"):
+        if key in ex:
+            record[key] = ex[key]
+    for key in ("student_ppl_before", "student_ppl_after", "fm_first", "fm_last"):
+        if key in ex:
+            record[key] = float(np.mean(ex[key]))
+    if ctx.run_dir and cfg.deepfusion.get("save_model", False):
+        model.save_pretrained(ctx.run_dir / "moe")
+    for lg in ctx.loggers:
+        lg.log_metrics({f"test/{k}": v for k, v in record.items() if isinstance(v, float)}, step=0)
+    return {"records": [record], "curves": server.curves}
+
+
+register(Task(name="deepfusion_fusion", paper="deepfusion", section="deepfusion", run=run_fusion,
+              validate=dfc.validate_fusion, method_key="deepfusion.method"))

@@ -7,6 +7,7 @@ vocabulary size and special tokens, as the real families differ.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -61,15 +62,23 @@ def train_tokenizer(family: str, texts: list[str], vocab_size: int) -> Tokenizer
 def tiny_tokenizer(family: str, texts: list[str], vocab_size: int, cache: Path) -> PreTrainedTokenizerFast:
     """Train (or reuse from `cache`) the family's tokenizer on `texts`."""
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
-    path = Path(cache) / f"{family}-{vocab_size}-{digest}.json"
+    return _tiny_tokenizer(family, texts, vocab_size, Path(cache) / f"{family}-{vocab_size}-{digest}.json")
+
+
+@functools.lru_cache(maxsize=32)
+def _cached(path: Path, family: str) -> PreTrainedTokenizerFast:
+    return _wrap(Tokenizer.from_file(str(path)), family)
+
+
+def _tiny_tokenizer(family: str, texts: list[str], vocab_size: int, path: Path) -> PreTrainedTokenizerFast:
     if path.exists():
         try:
-            return _wrap(Tokenizer.from_file(str(path)), family)
+            return _cached(path, family)
         except Exception:  # noqa: BLE001 - a damaged cache file is retrained, not trusted
             path.unlink(missing_ok=True)
     tok = train_tokenizer(family, texts, vocab_size)
     atomic_write_text(path, tok.to_str())
-    return _wrap(tok, family)
+    return _cached(path, family)
 
 
 def hub_tokenizer(hub_id: str) -> PreTrainedTokenizerFast:  # pragma: no cover - needs network or a cache

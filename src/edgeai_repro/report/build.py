@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from edgeai_repro.core.store import CellStore
@@ -23,6 +25,38 @@ def _publish(staging: Path, final: Path) -> None:
     for item in staging.iterdir():
         os.replace(item, final / item.name)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def improvement_table(agg: pd.DataFrame, metric: str, ours: str, exp: bool = True, paper: bool = True) -> pd.DataFrame:
+    """Per panel, x and baseline: ours' improvement in % (in perplexity space when `exp`: the
+    metric is a log), from our means and, where printed, from the paper's values."""
+    def gain(a: float, b: float) -> float:
+        return 100 * (1 - math.exp(a) / math.exp(b)) if exp else 100 * (1 - a / b)
+
+    sel = agg[agg["metric"] == metric]
+    out = []
+    for (p, x), grp in sel.groupby(["panel", "x"], sort=False):
+        by = grp.set_index("method")
+        if ours not in by.index:
+            continue
+        for base in by.index.drop(ours):
+            row = {"panel": p, "x": x, "baseline": base, "ours_pct": gain(by.loc[ours, "mean"], by.loc[base, "mean"])}
+            if paper and "paper_value" in by:
+                row["paper_pct"] = gain(by.loc[ours, "paper_value"], by.loc[base, "paper_value"])
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def improvement_markdown(gains: pd.DataFrame, spec: dict) -> str:
+    if gains.empty:
+        return ""
+    what = "perplexity (exp of the log values)" if spec.get("exp", True) else spec["metric"]
+    lines = ["", f"## Improvement of {spec['ours']} in {what}, % (positive: {spec['ours']} is better)", "",
+             "| panel | x | vs | ours | paper |", "|---|---|---|---|---|"]
+    for _, r in gains.iterrows():
+        paper = "n/a" if pd.isna(r.get("paper_pct", math.nan)) else f"{r['paper_pct']:+.2f}"
+        lines.append(f"| {r['panel']} | {r['x']} | {r['baseline']} | {r['ours_pct']:+.2f} | {paper} |")
+    return "\n".join(lines) + "\n"
 
 
 def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: str) -> tuple[Path, Gathered]:
@@ -66,7 +100,12 @@ def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: st
             f"The paper prints no numbers for this experiment: only its claims (claim-only provenance, "
             f"paper_results/{paper}/claims.yaml) are compared, below.")
     command = "edgeai-repro " + " ".join(manifest.get("arguments", []))
-    (staging / "table.md").write_text(render_markdown(title, command, agg, spec, g, verdicts, figures, note))
+    text = render_markdown(title, command, agg, spec, g, verdicts, figures, note)
+    if spec.get("improvement"):
+        gains = improvement_table(agg, **spec["improvement"])
+        gains.to_csv(staging / "improvement.csv", index=False)
+        text += improvement_markdown(gains, spec["improvement"])
+    (staging / "table.md").write_text(text)
     (staging / "claims.json").write_text(json.dumps(
         [{"claim": v["claim"], "verdict": v["verdict"], "evidence": v["evidence"]} for v in verdicts], indent=2) + "\n")
     _publish(staging, final)

@@ -51,19 +51,39 @@ def _compare(a: pd.Series, b: pd.Series, z: float, diffs: pd.Series | None = Non
         se = math.sqrt(a["std"] ** 2 / max(a["n"], 1) + b["std"] ** 2 / max(b["n"], 1))
         diff = a["mean"] - b["mean"]
     if se == 0:
-        return (diff > 0) - (diff < 0) if abs(diff) > 1e-12 * max(abs(a["mean"]), abs(b["mean"]), 1.0) else 0
+        return int(diff > 0) - int(diff < 0) if abs(diff) > 1e-12 * max(abs(a["mean"]), abs(b["mean"]), 1.0) else 0
     return 1 if diff > z * se else -1 if diff < -z * se else 0
 
 
 @check
+def _oriented(agg: pd.DataFrame, rows: pd.DataFrame | None, metric: str, lower_is_better: bool,
+              only: str | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The table (and per-seed rows) restricted to points whose label contains `only`, with the
+    metric negated when lower is better, so that "higher" always means "better"."""
+    if only is not None:
+        labels = pd.Series(point_labels(agg), index=agg.index)
+        agg = agg[labels.str.contains(only, regex=False)]
+        if rows is not None and "_point" in rows:
+            rows = rows[rows["_point"].str.contains(only, regex=False)]
+    if lower_is_better:
+        agg = agg.assign(mean=agg["mean"].where(agg["metric"] != metric, -agg["mean"]))
+        if rows is not None and metric in rows:
+            rows = rows.assign(**{metric: -pd.to_numeric(rows[metric], errors="coerce")})
+    return agg, rows
+
+
+@check
 def beats_baselines(agg: pd.DataFrame, metric: str, ours: str, baselines: list[str], ties_allowed: bool = False,
-                    z: float = 2.0, rows: pd.DataFrame | None = None, **_: Any) -> Verdict:
-    """Held when `ours` is significantly higher (by z standard errors over seeds) than every
-    baseline at every point.
+                    z: float = 2.0, rows: pd.DataFrame | None = None, lower_is_better: bool = False,
+                    only: str | None = None, **_: Any) -> Verdict:
+    """Held when `ours` is significantly better (by z standard errors over seeds) than every
+    baseline at every point (every point whose label contains `only`).
 
     With ties_allowed (for ablations that `ours` generalises, which can tie), held when `ours` is
-    never significantly lower and is significantly higher somewhere against each baseline.
+    never significantly worse and is significantly better somewhere against each baseline.
     """
+    agg, rows = _oriented(agg, rows, metric, lower_is_better, only)
+    sign = -1 if lower_is_better else 1
     mine = _points(agg, metric, ours)
     if mine.empty:
         return "not_testable", f"no {metric} results for {ours}"
@@ -82,12 +102,13 @@ def beats_baselines(agg: pd.DataFrame, metric: str, ours: str, baselines: list[s
             if b["mean"]:
                 margins.append((a["mean"] - b["mean"]) / abs(b["mean"]))
             if verdict < 0 or (verdict == 0 and not ties_allowed):
-                lost.append(f"{base} at {key}: {b['mean']:.4g} vs {a['mean']:.4g}")
+                lost.append(f"{base} at {key}: {sign * b['mean']:.4g} vs {sign * a['mean']:.4g}")
         if seen and ties_allowed and not ahead:
             never_ahead.append(base)
     if compared == 0:
         return "not_testable", f"none of {baselines} ran in this experiment"
-    summary = (f"{ours} {metric} vs {', '.join(baselines)}: significantly higher in {better}, lower in {worse}, "
+    summary = (f"{ours} {metric} vs {', '.join(baselines)}{f' ({only})' if only else ''}: significantly better in "
+               f"{better}, worse in {worse}, "
                f"indistinguishable in {compared - better - worse} of {compared} comparisons (paired over seeds, z = {z:g})")
     if margins:
         summary += f"; median margin {100 * pd.Series(margins).median():+.1f}%"
@@ -188,6 +209,65 @@ def ratio_range(agg: pd.DataFrame, metric: str, numerator: str, low: float, high
             f"the paper: {low:g}x to {high:g}x, each end within {100 * tol:.0f}% needed")
     ok = abs(lo - low) <= tol * low and abs(hi - high) <= tol * high
     return ("held" if ok else "not_held"), text
+
+
+@check
+def never_worse(agg: pd.DataFrame, metrics: dict[str, bool], ours: str, baseline: str, z: float = 2.0,
+                rows: pd.DataFrame | None = None, **_: Any) -> Verdict:
+    """Held when `ours` is not significantly worse than `baseline` at any point, on every metric
+    (`metrics` maps a metric to lower_is_better)."""
+    parts, bad = [], []
+    for metric, lower in metrics.items():
+        a_agg, a_rows = _oriented(agg, rows, metric, lower, None)
+        mine, theirs = _points(a_agg, metric, ours), _points(a_agg, metric, baseline)
+        keys = [k for k in mine.index if k in theirs.index]
+        if not keys:
+            return "not_testable", f"no {metric} results for both {ours} and {baseline}"
+        verdicts = [_compare(mine.loc[k], theirs.loc[k], z, _paired(a_rows, metric, ours, baseline, k)) for k in keys]
+        worse = [k for k, v in zip(keys, verdicts) if v < 0]
+        bad += [f"{metric} at {k}" for k in worse]
+        parts.append(f"{metric}: better in {sum(v > 0 for v in verdicts)}, worse in {len(worse)}, "
+                     f"indistinguishable in {sum(v == 0 for v in verdicts)} of {len(keys)}")
+    text = f"{ours} vs {baseline} (paired over seeds, z = {z:g}): " + "; ".join(parts)
+    return ("not_held", text + "; worse at " + ", ".join(bad[:4])) if bad else ("held", text)
+
+
+@check
+def gap_within(agg: pd.DataFrame, metrics: dict[str, str], ours: str, reference: str, max_gap: float,
+               **_: Any) -> Verdict:
+    """Held when `reference` (an upper bound) leads `ours` by at most `max_gap` at every point;
+    `metrics` maps a panel to the metric judged there (e.g. token accuracy for one case, a judge
+    score for the other)."""
+    gaps = []
+    for panel, metric in metrics.items():
+        a, b = _points(agg, metric, ours), _points(agg, metric, reference)
+        gaps += [(k, float(b.loc[k, "mean"] - a.loc[k, "mean"]), metric) for k in a.index if k in b.index and panel in k]
+    if not gaps:
+        return "not_testable", f"no results for both {ours} and {reference}"
+    worst = max(gaps, key=lambda g: g[1])
+    text = (f"{reference} leads {ours} by {min(g[1] for g in gaps):.3g} to {worst[1]:.3g} points "
+            f"(largest: {worst[2]} at {worst[0]}); 'close' taken as at most {max_gap:g} points")
+    return ("held" if worst[1] <= max_gap else "not_held"), text
+
+
+@check
+def ppl_improvement(agg: pd.DataFrame, ours: str, baselines: list[str], target: float, tol: float,
+                    only: str | None = None, metric: str = "log_ppl", **_: Any) -> Verdict:
+    """Our largest improvement in perplexity space, 100 (1 - exp(ours) / exp(baseline)), over the
+    baselines and points (with `only` in the label), against the paper's "up to `target`%"."""
+    sel = agg if only is None else agg[pd.Series(point_labels(agg), index=agg.index).str.contains(only, regex=False)]
+    mine = _points(sel, metric, ours)
+    gains = []
+    for base in baselines:
+        theirs = _points(sel, metric, base)
+        gains += [(100 * (1 - math.exp(mine.loc[k, "mean"]) / math.exp(theirs.loc[k, "mean"])), base, k)
+                  for k in mine.index if k in theirs.index]
+    if not gains:
+        return "not_testable", f"no {metric} results for {ours} and the baselines"
+    best = max(gains)
+    text = (f"largest perplexity improvement of {ours}: {best[0]:+.2f}% (vs {best[1]} at {best[2]}); range "
+            f"{min(gains)[0]:+.2f}% to {best[0]:+.2f}%; the paper: up to {target:g}% (± {tol:g} needed)")
+    return ("held" if abs(best[0] - target) <= tol else "not_held"), text
 
 
 @check

@@ -1,0 +1,250 @@
+"""Phase II: cross-architecture distillation with View-Aligned Attention (Eqs. 7-11), and the
+feature/logit distillation variants the baselines and ablations use.
+
+The frozen teacher reads each public sample once: its stage features (pooled to P_q/J queries per
+stage) and its top-k next-token distributions at the positions aligned with the student's
+tokenisation are cached, so a training step runs only the student.
+
+Losses: L = L_CE + alpha * L_FM + beta * L_KL. `kd` picks the feature path:
+  vaa    - the paper: per-stage Conv1d to d channels, multi-head self-attention across all stages'
+           queries (residual + LayerNorm), split, per-stage Linear to the teacher's width, MSE;
+  direct - ablation "no VAA": per-stage Linear from student to teacher width, MSE;
+  ofa    - OFA-KD: per-stage heads project student features into the student's logit space, each
+           matched (KL) to the teacher's final distribution at aligned positions;
+  none   - logits only (FedMKT-style).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from edgeai_repro.deepfusion import align
+from edgeai_repro.deepfusion.data import Record, prompt_and_answer
+from edgeai_repro.deepfusion.device_llm import IGNORE, encode
+
+KD_MODES = ("vaa", "direct", "ofa", "none")
+
+
+@dataclass
+class KDConf:
+    kd: str = "vaa"
+    alpha: float = 1.0          # weight of L_FM (feature matching; OFA's stage losses for kd=ofa)
+    beta: float = 1.0           # weight of L_KL
+    temperature: float = 2.0
+    stages: int = 4             # J
+    queries: int = 16           # P_q, over all stages (P_q / J per stage)
+    d: int = 64                 # VAA attention width
+    heads: int = 4
+    topk: int = 8               # teacher probabilities kept per aligned position
+    tok_align: str = "med"      # med | exact
+    lr: float = 3e-3
+    steps: int = 100
+    batch_size: int = 16
+    max_len: int = 96
+
+
+def stage_layers(n_layers: int, stages: int) -> list[int]:
+    """Hidden-state indices of the J stage outputs, evenly spaced, ending at the last block."""
+    return [math.ceil(j * n_layers / stages) for j in range(1, stages + 1)]
+
+
+def masked_pool(h: torch.Tensor, mask: torch.Tensor, queries: int) -> torch.Tensor:
+    """(B, L, H) -> (B, queries, H): adaptive average pooling over each sample's real tokens only."""
+    lengths = mask.sum(1).clamp_min(1).float()                      # (B,)
+    pos = torch.arange(h.shape[1], device=h.device).float()         # (L,)
+    q = torch.arange(queries, device=h.device).float()
+    start = torch.floor(q[None, :] * lengths[:, None] / queries)    # (B, Q)
+    end = torch.ceil((q[None, :] + 1) * lengths[:, None] / queries)
+    w = ((pos[None, None, :] >= start[..., None]) & (pos[None, None, :] < end[..., None])).float()
+    w = w * mask[:, None, :].float()
+    return (w @ h.float()) / w.sum(-1, keepdim=True).clamp_min(1)
+
+
+class VAA(nn.Module):
+    """View-Aligned Attention (Fig. 5)."""
+
+    def __init__(self, student_dims: list[int], teacher_dims: list[int], queries: int, d: int, heads: int,
+                 attention: bool = True) -> None:
+        super().__init__()
+        self.per_stage = max(1, queries // len(student_dims))
+        self.attention = attention
+        if attention:
+            self.proj_in = nn.ModuleList(nn.Conv1d(h, d, kernel_size=1) for h in student_dims)
+            self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+            self.norm = nn.LayerNorm(d)
+            self.proj_out = nn.ModuleList(nn.Linear(d, h) for h in teacher_dims)
+        else:  # ablation: a direct projection per stage
+            self.proj_out = nn.ModuleList(nn.Linear(hs, ht) for hs, ht in zip(student_dims, teacher_dims))
+
+    def forward(self, feats: list[torch.Tensor], mask: torch.Tensor) -> list[torch.Tensor]:
+        pooled = [masked_pool(f, mask, self.per_stage) for f in feats]
+        if not self.attention:
+            return [p(x) for p, x in zip(self.proj_out, pooled)]
+        x = torch.cat([c(p.transpose(1, 2)).transpose(1, 2) for c, p in zip(self.proj_in, pooled)], dim=1)
+        x = self.norm(x + self.attn(x, x, x, need_weights=False)[0])
+        return [p(chunk) for p, chunk in zip(self.proj_out, x.split(self.per_stage, dim=1))]
+
+
+# ------------------------------------------------------------------ teacher targets, computed once
+
+class KDDataset(Dataset):
+    """Public records in the student's tokenisation, with the teacher's cached targets."""
+
+    def __init__(self, records: list[Record], student_tok, max_len: int) -> None:
+        self.pad_id = student_tok.pad_token_id
+        self.vocab = len(student_tok)
+        self.items = []
+        for r in records:
+            ids, labels, ends = encode(student_tok, *prompt_and_answer(r), max_len)
+            self.items.append({"ids": ids, "labels": labels, "ends": ends, "targets": []})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+    def collate(self, batch: list[dict], teacher: int | None = None) -> dict[str, torch.Tensor]:
+        width = max(len(b["ids"]) for b in batch)
+        n = len(batch)
+        out = {"input_ids": torch.full((n, width), self.pad_id, dtype=torch.long),
+               "labels": torch.full((n, width), IGNORE, dtype=torch.long),
+               "attention_mask": torch.zeros((n, width), dtype=torch.long)}
+        for row, b in enumerate(batch):
+            k = len(b["ids"])
+            out["input_ids"][row, :k] = torch.tensor(b["ids"])
+            out["labels"][row, :k] = torch.tensor(b["labels"])
+            out["attention_mask"][row, :k] = 1
+        targets = [b["targets"][teacher if teacher is not None else b.get("pick", 0)] for b in batch]
+        if targets and targets[0] is not None:
+            topk = targets[0]["ids"].shape[-1]
+            out["kd_pos"] = torch.cat([torch.stack([torch.full_like(t["pos"], row), t["pos"]], 1)
+                                       for row, t in enumerate(targets)])
+            out["kd_ids"] = torch.cat([t["ids"] for t in targets]).reshape(-1, topk)
+            out["kd_probs"] = torch.cat([t["probs"] for t in targets]).reshape(-1, topk)
+            if targets[0].get("feats") is not None:
+                out["t_feats"] = [torch.stack([t["feats"][j] for t in targets]) for j in range(len(targets[0]["feats"]))]
+        return out
+
+
+@torch.no_grad()
+def add_teacher(ds: KDDataset, records: list[Record], teacher: nn.Module, teacher_tok, student_tok,
+                conf: KDConf, mapping: torch.Tensor, with_features: bool) -> None:
+    """Run the teacher once over the public data and append its targets to every item."""
+    teacher.eval()
+    layers = stage_layers(teacher.config.num_hidden_layers, conf.stages)
+    per_stage = max(1, conf.queries // conf.stages)
+    for start in range(0, len(records), conf.batch_size):
+        chunk = records[start:start + conf.batch_size]
+        enc = [encode(teacher_tok, *prompt_and_answer(r), conf.max_len) for r in chunk]
+        width = max(len(e[0]) for e in enc)
+        ids = torch.full((len(enc), width), teacher_tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, (t_ids, _, _) in enumerate(enc):
+            ids[row, :len(t_ids)] = torch.tensor(t_ids)
+            mask[row, :len(t_ids)] = 1
+        out = teacher(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        probs = F.softmax(out.logits.float() / conf.temperature, -1)
+        top_p, top_i = probs.topk(min(conf.topk, probs.shape[-1]), -1)
+        nll = -F.log_softmax(out.logits.float(), -1)
+        feats = ([F.layer_norm(masked_pool(out.hidden_states[j], mask, per_stage), (out.hidden_states[j].shape[-1],))
+                  for j in layers] if with_features else None)
+        for row, (t_ids, t_labels, t_ends) in enumerate(enc):
+            item = ds.items[start + row]
+            pairs = align.aligned_positions(t_ends, item["ends"])
+            pairs = [(s, t) for s, t in pairs if s < len(item["ids"]) - 1 and t < len(t_ids) - 1]
+            s_pos = torch.tensor([s for s, _ in pairs], dtype=torch.long)
+            t_pos = torch.tensor([t for _, t in pairs], dtype=torch.long)
+            dist = align.project_topk(top_p[row, t_pos], top_i[row, t_pos], mapping, ds.vocab)
+            p, i = dist.topk(top_p.shape[-1], -1)
+            answer = [k for k, y in enumerate(t_labels[1:]) if y != IGNORE]
+            ce = float(nll[row, answer, [t_labels[k + 1] for k in answer]].mean()) if answer else math.inf
+            item["targets"].append({"pos": s_pos, "ids": i, "probs": p, "ce": ce,
+                                    "feats": [f[row] for f in feats] if feats is not None else None})
+
+
+def kl_to_targets(logits: torch.Tensor, batch: dict, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) at aligned positions, over the teacher's mapped top-k, times T^2."""
+    if "kd_pos" not in batch or batch["kd_pos"].numel() == 0:
+        return logits.sum() * 0
+    rows, cols = batch["kd_pos"][:, 0], batch["kd_pos"][:, 1]
+    logp = F.log_softmax(logits[rows, cols].float() / temperature, -1).gather(-1, batch["kd_ids"])
+    p = batch["kd_probs"]
+    return (p * (torch.log(p.clamp_min(1e-12)) - logp)).sum(-1).mean() * temperature**2
+
+
+# ------------------------------------------------------------------ the distillation module
+
+class Distiller(L.LightningModule):
+    """Trains the student (and the VAA / projection heads) against cached teacher targets; logs
+    L_CE, L_FM and L_KL separately."""
+
+    def __init__(self, student: nn.Module, conf: KDConf, teacher_dims: list[int] | None = None,
+                 heldout: DataLoader | None = None, eval_every: int = 0) -> None:
+        super().__init__()
+        self.student = student
+        self.conf = conf
+        self.layers = stage_layers(student.config.num_hidden_layers, conf.stages)
+        dims = [student.config.hidden_size] * conf.stages
+        self.vaa = (VAA(dims, teacher_dims, conf.queries, conf.d, conf.heads, attention=conf.kd == "vaa")
+                    if conf.kd in {"vaa", "direct"} and teacher_dims else None)
+        self.ofa_heads = (nn.ModuleList(nn.Linear(student.config.hidden_size, student.config.vocab_size)
+                                        for _ in range(conf.stages)) if conf.kd == "ofa" else None)
+        self.history: list[dict[str, float]] = []
+        self.heldout, self.eval_every = heldout, eval_every
+        self.heldout_curve: list[tuple[int, float]] = []
+
+    def on_train_start(self) -> None:
+        self._eval(0)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        step = self.global_step
+        if self.eval_every and (step % self.eval_every == 0 or step >= self.conf.steps):
+            self._eval(step)
+
+    def _eval(self, step: int) -> None:
+        if self.heldout is not None and (not self.heldout_curve or self.heldout_curve[-1][0] != step):
+            from edgeai_repro.deepfusion.device_llm import evaluate
+
+            self.heldout_curve.append((step, evaluate(self.student, self.heldout)["log_ppl"]))
+
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        out = self.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           labels=batch["labels"], output_hidden_states=self.conf.kd != "none")
+        parts = {"ce": out.loss, "kl": kl_to_targets(out.logits, batch, self.conf.temperature)}
+        fm = out.loss * 0
+        if self.vaa is not None and "t_feats" in batch:
+            mapped = self.vaa([out.hidden_states[j] for j in self.layers], batch["attention_mask"])
+            fm = sum(F.mse_loss(s, t) for s, t in zip(mapped, batch["t_feats"]))
+        elif self.ofa_heads is not None:
+            fm = sum(kl_to_targets(head(out.hidden_states[j]), batch, self.conf.temperature)
+                     for head, j in zip(self.ofa_heads, self.layers))
+        parts["fm"] = fm
+        parts["loss"] = parts["ce"] + self.conf.alpha * fm + self.conf.beta * parts["kl"]
+        return parts
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        parts = self.losses(batch)
+        n = batch["input_ids"].shape[0]
+        for k in ("ce", "fm", "kl"):
+            self.log(f"distill/{k}", parts[k], on_step=True, batch_size=n)
+        self.history.append({k: float(v) for k, v in parts.items()})
+        return parts["loss"]
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.conf.lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.1 + 0.45 * (1 + math.cos(math.pi * min(s / max(1, self.conf.steps), 1.0))))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def kd_loader(ds: KDDataset, batch_size: int, seed: int) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=g, collate_fn=ds.collate)

@@ -1,0 +1,239 @@
+"""The server-side methods behind one interface: each turns the trained devices into a global MoE.
+
+  deepfusion  - Phase I clustering and proxies, Phase II VAA distillation into K base models,
+                Phase III merge and tuning with experts frozen (the paper);
+  ofa_kd      - the same pipeline with OFA-KD's feature-to-logit distillation instead of VAA;
+  fedmkt      - the global MoE distils the devices' final logits on the public data (the paper's
+                "FedKMT"), token-aligned, picking per sample the device with the lowest answer loss;
+  fedjets     - federated MoE: per round each device trains a local MoE pruned to a few experts on
+                its own data; the server averages each expert over the devices that trained it;
+  centralized - the MoE trained on the pooled device data (the upper bound; DeepSpeed-MoE in the paper).
+
+Every method starts from the same global MoE initialisation (the stand-in for the pretrained
+checkpoint) and ends with the same architecture: K routed experts.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from edgeai_repro.core.seeding import derive_seed
+from edgeai_repro.deepfusion import align, catalog, moe, pipeline
+from edgeai_repro.deepfusion import config as dfc
+from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, evaluate, loader
+from edgeai_repro.deepfusion.distill import Distiller, KDConf, KDDataset, add_teacher, kd_loader
+
+log = logging.getLogger(__name__)
+METHODS = ("deepfusion", "ofa_kd", "fedmkt", "fedjets", "centralized")
+
+
+@dataclass
+class Server:
+    """What every method gets: the run's settings, data, trained devices and the global MoE's setup."""
+
+    c: DictConfig
+    seed: int
+    corpus: pipeline.Corpus
+    devices: list[pipeline.Device]
+    cache: Path
+    accelerator: str
+    moe_config: object            # K experts
+    moe_tok: object
+    curves: list[dict] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def kd(self) -> KDConf:
+        return KDConf(**{**OmegaConf.to_container(self.c.kd, resolve=True), "max_len": self.c.data.max_len})
+
+    def init_moe(self) -> nn.Module:
+        """The global MoE's starting point: one seeded initialisation shared by every method."""
+        torch.manual_seed(derive_seed("moe-init", self.c.device.init_seed) % 2**62)
+        return catalog.real_model(self.moe_config)
+
+    def base_model(self, init: nn.Module, expert: int) -> nn.Module:
+        """M_i initialised from the global MoE's init: its shared parts and its expert `expert`."""
+        base = catalog.real_model(moe.base_config(self.moe_config))
+        state = {}
+        for name, value in base.state_dict().items():
+            src = init.state_dict()[name]
+            state[name] = src[expert:expert + 1] if moe.is_expert(name) else (value if moe.is_router(name) else src)
+        base.load_state_dict(state)
+        return base
+
+    def heldout(self, n: int = 64):
+        return loader(QADataset(self.corpus.test[:n], self.moe_tok, self.c.data.max_len), 32, 0, False)
+
+    def fit(self, module: L.LightningModule, data, steps: int) -> None:
+        pipeline.fit(module, data, steps, self.accelerator, self.cache)
+
+
+def _steps(epochs: float, samples: int, batch: int) -> int:
+    return max(1, math.ceil(epochs * samples / batch))
+
+
+def _distill_domains(s: Server, kd: KDConf, label: str) -> list[nn.Module]:
+    """Phase I + II: one base model per knowledge domain, distilled from the domain's proxy."""
+    doms = pipeline.cluster(s.c, s.seed, s.corpus, s.devices)
+    s.extra.update(purity_domains=doms.purity_domains, purity_embedding=doms.purity_embedding)
+    init = s.init_moe()
+    bases = []
+    for i, members in enumerate(doms.members(s.devices)):
+        t = members[0].model_type
+        teacher = pipeline.proxy(s.c, t, [m.upload() for m in members])
+        teacher_tok = pipeline.tokenizer_for(s.c, t, s.corpus, s.cache)
+        mapping = align.vocab_map(teacher_tok, s.moe_tok, kd.tok_align)
+        ds = KDDataset(s.corpus.public, s.moe_tok, kd.max_len)
+        add_teacher(ds, s.corpus.public, teacher, teacher_tok, s.moe_tok, kd, mapping, with_features=True)
+        stages = [teacher.config.hidden_size] * kd.stages
+        del teacher
+        student = s.base_model(init, i % s.moe_config.num_experts)
+        module = Distiller(student, kd, stages, heldout=s.heldout(), eval_every=max(1, kd.steps // 5))
+        s.fit(module, kd_loader(ds, kd.batch_size, derive_seed("kd", i, s.seed) % 2**62), kd.steps)
+        for step, h in enumerate(module.history):
+            s.curves += [{"method": label, "curve": f"L_{k} (domain {i})", "step": step, "value": h[k]}
+                         for k in ("ce", "fm", "kl")]
+        s.curves += [{"method": label, "curve": f"student held-out log-ppl (domain {i})", "step": st, "value": v}
+                     for st, v in module.heldout_curve]
+        first, last = module.heldout_curve[0][1], module.heldout_curve[-1][1]
+        s.extra.setdefault("student_ppl_before", []).append(first)
+        s.extra.setdefault("student_ppl_after", []).append(last)
+        fm = [h["fm"] for h in module.history]
+        q = max(1, len(fm) // 5)
+        s.extra.setdefault("fm_first", []).append(sum(fm[:q]) / q)
+        s.extra.setdefault("fm_last", []).append(sum(fm[-q:]) / q)
+        bases.append(student)
+    return bases
+
+
+def tune(s: Server, model: nn.Module, steps: int, records, freeze: bool, label: str, lr: float) -> nn.Module:
+    """Phase III (experts frozen) or plain training of the MoE on `records` with the router's
+    load-balancing loss."""
+    if freeze:
+        moe.freeze_experts(model)
+    model.config.output_router_logits = True
+    model.config.router_aux_loss_coef = s.c.tune.aux_loss
+    ds = KDDataset(records, s.moe_tok, s.c.data.max_len)
+    for item in ds.items:
+        item["targets"].append(None)
+    conf = replace(s.kd, kd="none", alpha=0.0, beta=0.0, lr=lr, steps=steps)
+    module = Distiller(model, conf)
+    s.fit(module, kd_loader(ds, conf.batch_size, derive_seed("tune", label, s.seed) % 2**62), steps)
+    s.curves += [{"method": label, "curve": "tuning loss", "step": i, "value": h["ce"]}
+                 for i, h in enumerate(module.history)]
+    model.config.output_router_logits = False
+    return model
+
+
+def deepfusion(s: Server, label: str = "deepfusion", kd: KDConf | None = None) -> nn.Module:
+    bases = _distill_domains(s, kd or s.kd, label)
+    merged = moe.merge(bases, s.moe_config, seed=derive_seed("router", s.seed) % 2**62)
+    return tune(s, merged, s.c.tune.steps, s.corpus.public, freeze=True, label=label, lr=s.c.tune.lr)
+
+
+def ofa_kd(s: Server) -> nn.Module:
+    return deepfusion(s, "ofa_kd", replace(s.kd, kd="ofa"))
+
+
+def fedmkt(s: Server) -> nn.Module:
+    kd = replace(s.kd, kd="none", steps=s.kd.steps + s.c.tune.steps)
+    ds = KDDataset(s.corpus.public, s.moe_tok, kd.max_len)
+    for d in s.devices:
+        teacher = pipeline.proxy(s.c, d.model_type, [d.upload()])
+        tok = pipeline.tokenizer_for(s.c, d.model_type, s.corpus, s.cache)
+        add_teacher(ds, s.corpus.public, teacher, tok, s.moe_tok, kd, align.vocab_map(tok, s.moe_tok, kd.tok_align),
+                    with_features=False)
+        del teacher
+    for item in ds.items:  # FedMKT's selection: the device whose answer loss on this sample is lowest
+        item["pick"] = min(range(len(item["targets"])), key=lambda j: item["targets"][j]["ce"])
+    model = s.init_moe()
+    module = Distiller(model, kd)
+    s.fit(module, kd_loader(ds, kd.batch_size, derive_seed("fedmkt", s.seed) % 2**62), kd.steps)
+    s.curves += [{"method": "fedmkt", "curve": f"L_{k}", "step": i, "value": h[k]}
+                 for i, h in enumerate(module.history) for k in ("ce", "kl")]
+    return model
+
+
+def fedjets(s: Server) -> nn.Module:
+    """Rounds of: each device trains a local MoE pruned to `local_experts` experts (those its data
+    routes to most under the current router) on its private data; the server averages every
+    parameter over the devices that hold it, weighted by their data sizes."""
+    global_model = s.init_moe()
+    keep = s.c.fedjets.local_experts or s.moe_config.num_experts_per_tok
+    keep = min(keep, s.moe_config.num_experts)
+    for rnd in range(s.c.fedjets.rounds):
+        sums: dict[str, torch.Tensor] = {}
+        weights: dict[str, torch.Tensor] = {}
+        for d in s.devices:
+            records = [s.corpus.train[i] for i in d.indices]
+            ds = QADataset(records, s.moe_tok, s.c.data.max_len)
+            chosen = _top_experts(global_model, ds, keep)
+            local = _prune(global_model, s.moe_config, chosen)
+            steps = _steps(s.c.device.epochs, len(records), s.c.device.batch_size)
+            module = DeviceLLM(local, FinetuneConf(mode="full", lr=s.c.device.lr, steps=steps))
+            s.fit(module, loader(ds, s.c.device.batch_size, derive_seed("fedjets", rnd, d.index, s.seed) % 2**62, True),
+                  steps)
+            _accumulate(sums, weights, local, chosen, s.moe_config.num_experts, float(len(records)))
+        state = global_model.state_dict()
+        for name, total in sums.items():
+            w = weights[name]
+            upd = total / w.clamp_min(1e-12).reshape(-1, *([1] * (total.dim() - 1))) if w.dim() else total / w
+            if w.dim():  # experts nobody trained keep their weights
+                upd = torch.where((w > 0).reshape(-1, *([1] * (total.dim() - 1))), upd, state[name])
+            state[name] = upd.to(state[name].dtype)
+        global_model.load_state_dict(state)
+    return global_model
+
+
+@torch.no_grad()
+def _top_experts(model: nn.Module, ds: QADataset, keep: int) -> list[int]:
+    usage = torch.zeros(model.config.num_experts)
+    batch = ds.collate([ds[i] for i in range(min(len(ds), 32))])
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_router_logits=True)
+    for logits in out.router_logits or []:
+        usage += torch.softmax(logits.float(), -1).sum(0)
+    return sorted(usage.topk(keep).indices.tolist())
+
+
+def _prune(model: nn.Module, config, chosen: list[int]) -> nn.Module:
+    local = catalog.real_model(moe.with_experts(config, len(chosen)))
+    state = {}
+    for name, value in model.state_dict().items():
+        state[name] = value[chosen] if moe.is_expert(name) or moe.is_router(name) else value
+    local.load_state_dict(state)
+    return local
+
+
+def _accumulate(sums: dict, weights: dict, local: nn.Module, chosen: list[int], n_global: int, w: float) -> None:
+    """Add a device's local MoE, weighted by its data size: experts and router rows into their
+    global slots, everything else into one running sum."""
+    idx = torch.tensor(chosen)
+    for name, value in local.state_dict().items():
+        if moe.is_expert(name) or moe.is_router(name):
+            if name not in sums:
+                sums[name] = torch.zeros((n_global, *value.shape[1:]))
+                weights[name] = torch.zeros(n_global)
+            sums[name].index_add_(0, idx, value.float() * w)
+            weights[name].index_add_(0, idx, torch.full((len(chosen),), w))
+        else:
+            sums[name] = sums.get(name, 0) + value.float() * w
+            weights[name] = weights.get(name, torch.tensor(0.0)) + w
+
+
+def centralized(s: Server) -> nn.Module:
+    model = s.init_moe()
+    steps = _steps(s.c.device.epochs, len(s.corpus.train), s.c.device.batch_size)
+    return tune(s, model, steps, s.corpus.train, freeze=False, label="centralized", lr=s.c.device.lr)
+
+
+RUNNERS: dict[str, Callable[[Server], nn.Module]] = {
+    "deepfusion": deepfusion, "ofa_kd": ofa_kd, "fedmkt": fedmkt, "fedjets": fedjets, "centralized": centralized}
