@@ -6,7 +6,8 @@ one token: s, x, ratio or 1/s).
 
 Goals (checked by reading the figures, not by tests): one AERIA auction over 10^6 bidders in
 under 2 s on a 2-core CPU, near n log n growth, and at least 50x faster than a per-bidder
-leave-one-out loop at 10^4 bidders.
+leave-one-out loop at 10^4 bidders; DeepFusion's Lightning training step within 1.10x of a plain
+PyTorch loop on the same tiny model and batches.
 """
 from __future__ import annotations
 
@@ -107,7 +108,108 @@ def incentive_benchmarks() -> Iterator[Line]:
     yield "maddpg_agent_updates_per_s", 5 * n / (time.perf_counter() - start), "1/s"  # 5 agents, batch 256
 
 
-BENCHES: dict[str, Callable[[], Iterator[Line]]] = {"aeria": aeria_benchmarks, "incentive": incentive_benchmarks}
+def _tiny_deepfusion():
+    """The tiny-scale config, a corpus, the TinyLlama-family tokenizer and a device data loader."""
+    import tempfile
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from edgeai_repro.cli import conf_dir, load_papers
+    from edgeai_repro.deepfusion import pipeline
+    from edgeai_repro.deepfusion.device_llm import QADataset, loader
+
+    load_papers()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", ["task=deepfusion_fusion", "scale=tiny"])
+    c = cfg.deepfusion
+    corpus = pipeline.load_corpus(c, 0)
+    cache = Path(tempfile.mkdtemp())
+    tok = pipeline.tokenizer_for(c, "tinyllama", corpus, cache)
+    data = loader(QADataset(corpus.train[:512], tok, c.data.max_len), 16, 0, True)
+    return c, corpus, cache, tok, data
+
+
+class _StepTimer:
+    """Wall time of each optimizer step after `warmup` steps (batch start to batch start)."""
+
+    def __init__(self, warmup: int = 5) -> None:
+        self.warmup, self.marks = warmup, []
+
+    def mark(self) -> None:
+        self.marks.append(time.perf_counter())
+
+    def per_step(self) -> float:
+        marks = self.marks[self.warmup:]
+        return (marks[-1] - marks[0]) / (len(marks) - 1)
+
+
+def deepfusion_benchmarks() -> Iterator[Line]:
+    import lightning as L
+
+    from edgeai_repro.deepfusion import catalog, moe, pipeline
+    from edgeai_repro.deepfusion import config as dfc
+    from edgeai_repro.deepfusion.align import vocab_map
+    from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf
+    from edgeai_repro.deepfusion.distill import Distiller, KDConf, KDDataset, add_teacher, kd_loader
+
+    warnings.filterwarnings("ignore")
+    c, corpus, cache, tok, data = _tiny_deepfusion()
+    batches = list(data)
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches) / len(batches)
+    steps = 60
+
+    class Timer(L.Callback):
+        def __init__(self) -> None:
+            self.t = _StepTimer()
+
+        def on_train_batch_start(self, *args) -> None:
+            self.t.mark()
+
+    def lightning_step(model) -> float:
+        timer = Timer()
+        pipeline.fit(DeviceLLM(model, FinetuneConf(steps=steps)), data, steps, "cpu", cache, [timer])
+        return timer.t.per_step()
+
+    def plain_step(model) -> float:
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+        timer, done = _StepTimer(), 0
+        while done < steps:
+            for batch in data:
+                timer.mark()
+                model(**batch).loss.backward()
+                opt.step()
+                opt.zero_grad()
+                done += 1
+                if done == steps:
+                    break
+        return timer.per_step()
+
+    config = dfc.model_config(c, "tinyllama")
+    torch.manual_seed(0)
+    ours = min(lightning_step(catalog.real_model(config)) for _ in range(2))
+    torch.manual_seed(0)
+    plain = min(plain_step(catalog.real_model(config)) for _ in range(2))
+    yield "deepfusion_device_tokens_per_s", tokens / ours, "1/s"
+    yield "deepfusion_lightning_overhead", ours / plain, "x"
+
+    # Phase II: a tiny Qwen-MoE base model distilled from a TinyLlama-family teacher with VAA.
+    moe_config = moe.with_experts(dfc.model_config(c, "qwen_moe"), 6)
+    moe_tok = pipeline.tokenizer_for(c, "qwen_moe", corpus, cache)
+    teacher = catalog.real_model(config)
+    conf = KDConf(steps=steps, max_len=c.data.max_len)
+    ds = KDDataset(corpus.public, moe_tok, conf.max_len)
+    add_teacher(ds, corpus.public, teacher, tok, moe_tok, conf, vocab_map(tok, moe_tok), with_features=True)
+    kd_data = kd_loader(ds, conf.batch_size, 0)
+    kd_tokens = sum(int(b["attention_mask"].sum()) for b in kd_data) / len(kd_data)
+    timer = Timer()
+    student = catalog.real_model(moe.base_config(moe_config))
+    pipeline.fit(Distiller(student, conf, [config.hidden_size] * conf.stages), kd_data, steps, "cpu", cache, [timer])
+    yield "deepfusion_distill_tokens_per_s", kd_tokens / timer.t.per_step(), "1/s"
+
+
+BENCHES: dict[str, Callable[[], Iterator[Line]]] = {"aeria": aeria_benchmarks, "incentive": incentive_benchmarks,
+                                                    "deepfusion": deepfusion_benchmarks}
 
 
 def main(argv: list[str]) -> int:

@@ -49,15 +49,20 @@ def _vocab_map(teacher_tok, student_tok, mode: str) -> torch.Tensor:
     for s in student:
         by_first.setdefault(s[:1], []).append(s)
     out = torch.full((len(teacher_tok),), -1, dtype=torch.long)
+    special = {teacher_tok.eos_token_id: student_tok.eos_token_id, teacher_tok.pad_token_id: student_tok.pad_token_id}
     for tid in range(len(teacher_tok)):
         text = surface(teacher_tok, tid)
-        if text in student:
+        if tid in special:  # end of text means end of text, whatever each family spells it
+            out[tid] = special[tid]
+        elif text in student:
             out[tid] = student[text]
-        elif mode == "med" and text:
+        elif mode == "med" and text.strip():
             # Candidates sharing the first character keep the search cheap for real vocabularies.
             pool = by_first.get(text[:1]) or list(student)
             best = min(pool, key=lambda s: (edit_distance(text, s), abs(len(s) - len(text)), s))
             out[tid] = student[best]
+        elif mode == "med":  # a bare word-boundary marker: the student's space, if it has one
+            out[tid] = student.get(" ", student.get(text, -1))
     return out
 
 

@@ -81,6 +81,7 @@ class DeviceConf:
     batch_size: int = 16
     lr: float = 3e-3
     init_seed: int = 0            # every device of a type starts from the same weights
+    eval_samples: int = 64        # test records each trained device (and proxy) is scored on
 
 
 @dataclass

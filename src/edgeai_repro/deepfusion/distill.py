@@ -234,7 +234,7 @@ class Distiller(L.LightningModule):
         n = batch["input_ids"].shape[0]
         for k in ("ce", "fm", "kl"):
             self.log(f"distill/{k}", parts[k], on_step=True, batch_size=n)
-        self.history.append({k: float(v) for k, v in parts.items()})
+        self.history.append({k: float(v.detach()) for k, v in parts.items()})
         return parts["loss"]
 
     def configure_optimizers(self):

@@ -143,7 +143,8 @@ def train_device(c: DictConfig, seed: int, dev: Device, corpus: Corpus, tokenize
     fit(module, loader(ds, c.device.batch_size, derive_seed("batches", dev.index, seed) % 2**62, True), conf.steps,
         accelerator, dev.folder.parent, [Record()])
     model = merged(module.model).cpu()
-    test = loader(QADataset(corpus.test, tokenizer, c.data.max_len), 32, 0, False)
+    # Each device is scored on a fixed slice of the test set: enough to compare devices and proxies.
+    test = loader(QADataset(corpus.test[:c.device.eval_samples], tokenizer, c.data.max_len), 32, 0, False)
     metrics = evaluate(model, test)
     tensors = comm.upload_tensors(model, c.comm.upload_format)
     emb_dtype = comm.dtype_of(c.comm.embedding_format, "deepfusion.comm.embedding_format")

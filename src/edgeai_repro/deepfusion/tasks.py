@@ -113,7 +113,7 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
         members = [d for d, x in zip(devices, domains) if x == dom]
         t = members[0].model_type
         model = pipeline.proxy(c, t, [m.upload() for m in members])
-        test = loader(QADataset(corpus.test, tokenizers[t], c.data.max_len), 32, 0, False)
+        test = loader(QADataset(corpus.test[:c.device.eval_samples], tokenizers[t], c.data.max_len), 32, 0, False)
         proxy_metrics.append({"domain": dom, "model_type": t, "members": [m.index for m in members],
                               "subdomains": [m.dominant for m in members], **evaluate(model, test)})
         del model

@@ -1,0 +1,152 @@
+"""DeepFusion part 2: MoE merge, token alignment, VAA distillation, baselines' building blocks, judge."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from edgeai_repro.deepfusion import align, catalog, data, moe, tokenization
+from edgeai_repro.deepfusion.distill import VAA, Distiller, KDConf, KDDataset, add_teacher, kd_loader, masked_pool
+from edgeai_repro.deepfusion.judge import LexicalJudge, judge_answers
+from edgeai_repro.deepfusion.methods import _accumulate, _prune
+
+MOE = dict(hidden_size=32, intermediate_size=64, moe_intermediate_size=16, shared_expert_intermediate_size=32,
+           num_experts=4, num_experts_per_tok=2, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4)
+
+
+def moe_config(name: str = "qwen_moe", vocab: int = 300):
+    return catalog.build_config(catalog.get(name), MOE, vocab_size=vocab)
+
+
+@pytest.fixture(scope="module")
+def toks(tmp_path_factory) -> dict:
+    texts = [data.text_of(r) for r in data.synthetic("finance", 300, 3, seed=0)]
+    root = tmp_path_factory.mktemp("tok")
+    return {"teacher": tokenization.tiny_tokenizer("llama", texts, 300, root),
+            "student": tokenization.tiny_tokenizer("qwen", texts, 360, root)}
+
+
+@pytest.mark.parametrize("name", ["qwen_moe", "deepseek_moe"])
+def test_merged_moe_is_a_real_transformers_model(name: str, tmp_path: Path) -> None:
+    cfg = moe_config(name)
+    bases = []
+    for i in range(3):
+        torch.manual_seed(i)
+        bases.append(catalog.real_model(moe.base_config(cfg)))
+    merged = moe.merge(bases, cfg)
+    assert merged.config.num_experts == 3
+    for i, b in enumerate(bases):  # Eq. 12: expert i of block l is the FFN of block l of M_i
+        assert torch.equal(merged.model.layers[1].mlp.experts.down_proj[i], b.model.layers[1].mlp.experts.down_proj[0])
+    mean = torch.stack([b.model.layers[2].self_attn.q_proj.weight for b in bases]).mean(0)  # Eq. 13
+    assert torch.allclose(merged.model.layers[2].self_attn.q_proj.weight, mean)
+    if name == "deepseek_moe":  # the dense first layer is shared, hence averaged
+        assert torch.allclose(merged.model.layers[0].mlp.down_proj.weight,
+                              torch.stack([b.model.layers[0].mlp.down_proj.weight for b in bases]).mean(0))
+    merged.save_pretrained(tmp_path)
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path)
+    ids = torch.randint(0, 300, (2, 7))
+    assert torch.allclose(again(ids).logits, merged(ids).logits, atol=1e-5)
+    assert again.generate(ids, max_new_tokens=5, do_sample=False).shape == (2, 12)
+    trainable = set(moe.freeze_experts(merged))
+    assert any(n.endswith("mlp.gate.weight") for n in trainable) and "model.embed_tokens.weight" in trainable
+    assert not any(".mlp.experts." in n or "shared_expert." in n for n in trainable)
+
+
+def test_base_model_with_one_expert_is_dense() -> None:
+    base = catalog.real_model(moe.base_config(moe_config()))
+    layer = base.model.layers[1].mlp
+    x = torch.randn(5, 32)
+    routed = layer.experts(x, torch.zeros(5, 1, dtype=torch.long), torch.ones(5, 1))
+    manual_up = torch.nn.functional.linear(x, layer.experts.gate_up_proj[0])
+    gate, up = manual_up.chunk(2, dim=-1)
+    expected = torch.nn.functional.linear(torch.nn.functional.silu(gate) * up, layer.experts.down_proj[0])
+    assert torch.allclose(routed, expected, atol=1e-5)
+
+
+def test_vocab_mapping_and_sequence_alignment(toks: dict) -> None:
+    t, s = toks["teacher"], toks["student"]
+    exact = align.vocab_map(t, s, "exact")
+    med = align.vocab_map(t, s, "med")
+    assert (med >= 0).all() and ((exact >= 0) <= (med >= 0)).all()
+    assert torch.equal(med[exact >= 0], exact[exact >= 0])  # exact matches are kept
+    some = int((exact >= 0).nonzero()[5])
+    assert align.surface(s, int(exact[some])) == align.surface(t, some)
+    assert align.edit_distance("kitten", "sitting") == 3
+    assert align.aligned_positions([3, 5, 9], [2, 5, 9, 11]) == [(1, 1), (2, 2)]
+    probs = torch.tensor([[0.5, 0.3, 0.2]])
+    ids = torch.tensor([[0, 1, 2]])
+    out = align.project_topk(probs, ids, torch.tensor([4, 4, 1]), 6)
+    assert torch.allclose(out, torch.tensor([[0, 0.2, 0, 0, 0.8, 0]]))
+
+
+def test_masked_pool_ignores_padding() -> None:
+    h = torch.arange(8.0).reshape(1, 8, 1).repeat(2, 1, 1)
+    mask = torch.tensor([[1] * 8, [1] * 4 + [0] * 4])
+    pooled = masked_pool(h, mask, 2)
+    assert pooled[0, :, 0].tolist() == [1.5, 5.5] and pooled[1, :, 0].tolist() == [0.5, 2.5]
+
+
+def test_vaa_shapes_and_ablation() -> None:
+    feats = [torch.randn(2, 10, 16) for _ in range(4)]
+    mask = torch.ones(2, 10, dtype=torch.long)
+    out = VAA([16] * 4, [24] * 4, queries=8, d=32, heads=4)(feats, mask)
+    assert [o.shape for o in out] == [(2, 2, 24)] * 4
+    direct = VAA([16] * 4, [24] * 4, queries=8, d=32, heads=4, attention=False)
+    assert not hasattr(direct, "attn") and direct(feats, mask)[0].shape == (2, 2, 24)
+
+
+@pytest.mark.parametrize("kd", ["vaa", "ofa"])
+def test_distillation_logs_three_losses_and_lowers_heldout_perplexity(kd: str, toks: dict, tmp_path: Path) -> None:
+    import lightning as L
+
+    from edgeai_repro.deepfusion.device_llm import QADataset, loader
+
+    t, s = toks["teacher"], toks["student"]
+    records = data.synthetic("finance", 96, 3, seed=1)
+    torch.manual_seed(0)
+    teacher = catalog.real_model(catalog.build_config(catalog.get("tinyllama"), dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+        vocab_size=300))
+    conf = KDConf(kd=kd, steps=40, stages=2, queries=8, d=32, heads=4, max_len=64, lr=1e-2)
+    ds = KDDataset(records[:64], s, conf.max_len)
+    add_teacher(ds, records[:64], teacher, t, s, conf, align.vocab_map(t, s), with_features=kd == "vaa")
+    assert all(len(item["targets"]) == 1 and item["targets"][0]["pos"].numel() > 0 for item in ds.items)
+    heldout = loader(QADataset(records[64:], s, 64), 32, 0, False)
+    student = catalog.real_model(moe.base_config(moe_config(vocab=len(s))))
+    module = Distiller(student, conf, [32, 32], heldout=heldout, eval_every=10)
+    L.Trainer(max_steps=40, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(module, kd_loader(ds, 16, 0))
+    assert {"ce", "fm", "kl"} <= set(module.history[0])
+    assert module.heldout_curve[-1][1] < module.heldout_curve[0][1] - 1.0
+    fm = [h["fm"] for h in module.history]
+    assert sum(fm[-10:]) < sum(fm[:10])
+
+
+def test_fedjets_prunes_and_averages_experts_per_holder() -> None:
+    cfg = moe_config()
+    torch.manual_seed(0)
+    global_model = catalog.real_model(cfg)
+    a, b = _prune(global_model, cfg, [0, 2]), _prune(global_model, cfg, [2, 3])
+    assert torch.equal(a.model.layers[0].mlp.experts.down_proj[1], global_model.model.layers[0].mlp.experts.down_proj[2])
+    with torch.no_grad():
+        a.model.layers[0].mlp.experts.down_proj.fill_(1.0)
+        b.model.layers[0].mlp.experts.down_proj.fill_(3.0)
+    sums, weights = {}, {}
+    _accumulate(sums, weights, a, [0, 2], 4, 1.0)
+    _accumulate(sums, weights, b, [2, 3], 4, 3.0)
+    name = "model.layers.0.mlp.experts.down_proj"
+    avg = sums[name] / weights[name].clamp_min(1e-12).reshape(-1, 1, 1)
+    assert avg[0].unique().tolist() == [1.0] and avg[2].unique().tolist() == [2.5] and avg[3].unique().tolist() == [3.0]
+    assert weights[name][1] == 0  # nobody trained expert 1: it keeps the global weights
+
+
+def test_lexical_judge_and_generation(toks: dict) -> None:
+    judge = LexicalJudge()
+    assert judge.score("q", "bonds pay coupons", "bonds pay coupons") == 100
+    assert judge.score("q", "bonds pay coupons", "crypto wallets") == 0
+    assert 0 < judge.score("q", "bonds pay coupons", "bonds are safe") < 100
+    model = catalog.real_model(moe_config(vocab=len(toks["student"])))
+    score = judge_answers(model, toks["student"], data.synthetic("finance", 2, 2, seed=0), judge, 4)
+    assert 0 <= score <= 100
