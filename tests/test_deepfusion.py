@@ -301,3 +301,10 @@ def test_trained_devices_are_cached_and_shared(compose, tmp_path: Path) -> None:
     (first[0].folder / "meta.json").write_text("{not json")
     pipeline.federation(c, 0, corpus, tmp_path, "cpu")
     assert list(tmp_path.glob("devices/*.corrupt-*")) and (first[0].folder / "meta.json").exists()
+
+
+def test_paper_scale_training_needs_a_gpu_trainer(compose) -> None:
+    from edgeai_repro.core.runner import validate
+
+    with pytest.raises(ConfigError, match="trainer=gpu"):
+        validate(compose(["experiment=deepfusion/table1_2", "scale=paper"]))

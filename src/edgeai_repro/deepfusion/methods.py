@@ -14,7 +14,6 @@ checkpoint) and ends with the same architecture: K routed experts.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass, field, replace
@@ -28,8 +27,7 @@ from torch import nn
 
 from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.deepfusion import align, catalog, moe, pipeline
-from edgeai_repro.deepfusion import config as dfc
-from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, evaluate, loader
+from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, loader
 from edgeai_repro.deepfusion.distill import Distiller, KDConf, KDDataset, add_teacher, kd_loader
 
 log = logging.getLogger(__name__)
@@ -63,9 +61,9 @@ class Server:
     def base_model(self, init: nn.Module, expert: int) -> nn.Module:
         """M_i initialised from the global MoE's init: its shared parts and its expert `expert`."""
         base = catalog.real_model(moe.base_config(self.moe_config))
-        state = {}
+        source, state = init.state_dict(), {}
         for name, value in base.state_dict().items():
-            src = init.state_dict()[name]
+            src = source[name]
             state[name] = src[expert:expert + 1] if moe.is_expert(name) else (value if moe.is_router(name) else src)
         base.load_state_dict(state)
         return base

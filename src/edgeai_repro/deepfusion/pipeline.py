@@ -149,6 +149,7 @@ def train_device(c: DictConfig, seed: int, dev: Device, corpus: Corpus, tokenize
     tensors = comm.upload_tensors(model, c.comm.upload_format)
     emb_dtype = comm.dtype_of(c.comm.embedding_format, "deepfusion.comm.embedding_format")
     encoder = embedder(c.embedder.name, c.embedder.batch_size)
+    encoder.sentences([data.text_of(r) for r in corpus.train])  # once per process (see Embedder)
     embedding = encoder.device_embedding([data.text_of(r) for r in local]).to(emb_dtype)
     meta = {"index": dev.index, "model_type": dev.model_type, "samples": len(dev.indices), "dominant": dev.dominant,
             "mode": conf.mode, "train_s": time.perf_counter() - started, "losses": losses,

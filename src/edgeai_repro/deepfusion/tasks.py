@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.tasks import CellContext, Task, register
-from edgeai_repro.deepfusion import catalog, clustering, comm, data, memory, pipeline
+from edgeai_repro.deepfusion import catalog, comm, memory, pipeline
 from edgeai_repro.deepfusion import config as dfc
 from edgeai_repro.deepfusion.federation import assign_models
 
