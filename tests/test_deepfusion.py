@@ -267,12 +267,22 @@ def test_packaged_minilm_embeds_offline_and_separates_topics() -> None:
     ("deepfusion.cases.medical.device_models=[gpt2,gpt5]", "device_models"),
     ("deepfusion.data.source=local", "deepfusion.data.path"),
     ("deepfusion.data.partition=iid", "deepfusion.data.partition"),
+    ("deepfusion.method=fedavg", "deepfusion.method"),
+    ("deepfusion.kd.kd=attention", "deepfusion.kd.kd"),
 ])
-def test_bad_phase1_settings_stop_before_any_training(workdir: Path, override: str, key: str) -> None:
-    out = launch(["experiment=deepfusion/phase1", "scale=smoke", override], workdir)
+def test_bad_settings_are_one_sentence_naming_the_key(compose, override: str, key: str) -> None:
+    from edgeai_repro.core.runner import validate
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
+        validate(compose(["experiment=deepfusion/table1_2", "scale=smoke", override]))
+    assert str(err.value).count(". ") <= 1 and str(err.value).endswith(".")
+
+
+def test_bad_setting_stops_the_launcher_before_any_training(workdir: Path) -> None:
+    out = launch(["experiment=deepfusion/phase1", "scale=smoke", "deepfusion.cluster.k_per_type=3"], workdir)
     assert out.returncode != 0
     message = [line for line in out.stderr.splitlines() if line.startswith("error:")]
-    assert message and key in message[-1]
+    assert message and "deepfusion.cluster" in message[-1]
     assert not (workdir / "outputs" / "cells" / "deepfusion" / "devices").exists()
 
 
