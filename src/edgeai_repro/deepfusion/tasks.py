@@ -118,11 +118,14 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
                               "subdomains": [m.dominant for m in members], **evaluate(model, test)})
         del model
 
-    curves = []
+    # Devices train for different numbers of steps (epochs of their own data): each loss curve is
+    # resampled at 5% steps of its own training, then averaged over the devices of a type.
+    curves, grid = [], np.linspace(0, 1, 21)
     for t in dict.fromkeys(types):
-        losses = np.array([d.meta["losses"] for d in devices if d.model_type == t])
-        curves += [{"method": "deepfusion", "curve": f"device loss ({t})", "step": s, "value": float(v)}
-                   for s, v in enumerate(losses.mean(0))]
+        curves_t = [np.interp(grid, np.linspace(0, 1, len(d.meta["losses"])), d.meta["losses"])
+                    for d in devices if d.model_type == t and d.meta["losses"]]
+        curves += [{"method": "deepfusion", "curve": f"device loss ({t})", "step": int(100 * g), "value": float(v)}
+                   for g, v in zip(grid, np.mean(curves_t, axis=0))]
     mean = lambda xs: float(np.mean(xs))  # noqa: E731
     record = {
         "method": "deepfusion",

@@ -34,6 +34,7 @@ def _log_to_wandb(config: DictConfig, folder: Path) -> None:
 
 class ReportCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        broken = None
         try:
             manifest = read_manifest(Path(config.hydra.sweep.dir))
             paper = tasks.get(config.task.name).paper
@@ -42,13 +43,22 @@ class ReportCallback(Callback):
                 g = gather(manifest, store)
                 folder = None
             else:
-                folder, g = build_report(config, manifest, store, paper)
-                _log_to_wandb(config, folder)
+                try:
+                    folder, g = build_report(config, manifest, store, paper)
+                    _log_to_wandb(config, folder)
+                except ConfigError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - Hydra would only warn; the run must not look fine
+                    log.exception("the report could not be built")
+                    broken, folder, g = exc, None, gather(manifest, store)
         except ConfigError as exc:
             raise SystemExit(f"error: {exc}") from None
         done = g.total - len(g.failed) - len(g.missing)
         print(f"{config.experiment_name}: {done}/{g.total} cells done"
               + (f"; table in {folder}/table.md" if folder else ""), flush=True)
+        if broken is not None and not (g.failed or g.missing):
+            raise SystemExit(f"error: every cell finished but the report failed ({type(broken).__name__}: {broken}); "
+                             "the cells are stored, so re-running the same command only rebuilds the report.")
         if g.failed or g.missing:
             first = (g.failed or g.missing)[0]
             raise SystemExit(
