@@ -80,8 +80,10 @@ def share_cores() -> None:
     from hydra.core.hydra_config import HydraConfig
 
     jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs") if HydraConfig.initialized() else None
-    if jobs and jobs > 0:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
+    cores = os.cpu_count() or 1
+    if jobs:
+        jobs = jobs if jobs > 0 else max(1, cores + 1 + jobs)  # joblib: -1 means every core
+        torch.set_num_threads(max(1, cores // jobs))
 
 
 def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
