@@ -93,7 +93,8 @@ def metric_table(agg: pd.DataFrame, metric: str, x_label: str, show_total: bool)
             if show_total:
                 text += f" (total {r['total']:g})"
             if not math.isnan(r.get("paper_value", math.nan)):
-                text += f" [paper {r['paper_value']:g}]"
+                ratio = f", ours/paper {r['mean'] / r['paper_value']:.2f}" if r["paper_value"] else ""
+                text += f" [paper {r['paper_value']:g}{ratio}]"
             cells.append(text)
         rows.append(([str(p)] if has_panel else []) + ([str(xv)] if has_x else []) + cells)
     return markdown_table(header, rows)
