@@ -6,7 +6,6 @@ checked against the bytes of the tensors a device actually uploads (`payload_byt
 """
 from __future__ import annotations
 
-import copy
 import json
 import struct
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from transformers import PretrainedConfig
 
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.deepfusion import catalog
+from edgeai_repro.deepfusion.moe import with_experts
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -72,9 +72,7 @@ def pruned_moe_config(full: PretrainedConfig, local_experts: int | None) -> Pret
     if not 1 <= keep <= full.num_experts:
         raise ConfigError(f"deepfusion.fedjets.local_experts={local_experts} must be between 1 and the "
                           f"global MoE's {full.num_experts} experts.")
-    pruned = copy.deepcopy(full)
-    pruned.num_experts, pruned.num_experts_per_tok = keep, min(full.num_experts_per_tok, keep)
-    return pruned
+    return with_experts(full, keep)
 
 
 def fedjets_bytes(n_devices: int, moe_config: PretrainedConfig, protocol: FedJetsProtocol, fmt: str) -> dict:

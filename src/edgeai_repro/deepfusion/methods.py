@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from edgeai_repro.core.seeding import derive_seed
-from edgeai_repro.deepfusion import align, catalog, moe, pipeline
+from edgeai_repro.deepfusion import align, catalog, comm, moe, pipeline
 from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, loader
 from edgeai_repro.deepfusion.distill import Distiller, KDConf, KDDataset, add_teacher, kd_loader
 
@@ -166,8 +166,7 @@ def fedjets(s: Server) -> nn.Module:
     routes to most under the current router) on its private data; the server averages every
     parameter over the devices that hold it, weighted by their data sizes."""
     global_model = s.init_moe()
-    keep = s.c.fedjets.local_experts or s.moe_config.num_experts_per_tok
-    keep = min(keep, s.moe_config.num_experts)
+    keep = comm.pruned_moe_config(s.moe_config, s.c.fedjets.local_experts).num_experts
     for rnd in range(s.c.fedjets.rounds):
         sums: dict[str, torch.Tensor] = {}
         weights: dict[str, torch.Tensor] = {}

@@ -1,4 +1,5 @@
-"""The DeepFusion tasks a cell can run: communication (Fig. 8), memory (Fig. 7), Phase I."""
+"""The DeepFusion tasks a cell can run: communication (Fig. 8), memory (Fig. 7), Phase I, and the
+server-side fusion of one method (Tables I-II, Fig. 9, ablations)."""
 from __future__ import annotations
 
 import math
