@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from edgeai_repro.deepfusion import align
 from edgeai_repro.deepfusion.data import Record, prompt_and_answer
-from edgeai_repro.deepfusion.device_llm import IGNORE, encode
+from edgeai_repro.deepfusion.device_llm import IGNORE, encode, pad_batch
 
 KD_MODES = ("vaa", "direct", "ofa", "none")
 
@@ -111,16 +111,7 @@ class KDDataset(Dataset):
         return self.items[i]
 
     def collate(self, batch: list[dict], teacher: int | None = None) -> dict[str, torch.Tensor]:
-        width = max(len(b["ids"]) for b in batch)
-        n = len(batch)
-        out = {"input_ids": torch.full((n, width), self.pad_id, dtype=torch.long),
-               "labels": torch.full((n, width), IGNORE, dtype=torch.long),
-               "attention_mask": torch.zeros((n, width), dtype=torch.long)}
-        for row, b in enumerate(batch):
-            k = len(b["ids"])
-            out["input_ids"][row, :k] = torch.tensor(b["ids"])
-            out["labels"][row, :k] = torch.tensor(b["labels"])
-            out["attention_mask"][row, :k] = 1
+        out = pad_batch([(b["ids"], b["labels"]) for b in batch], self.pad_id)
         targets = [b["targets"][teacher if teacher is not None else b.get("pick", 0)] for b in batch]
         if targets and targets[0] is not None:
             topk = targets[0]["ids"].shape[-1]
@@ -143,12 +134,8 @@ def add_teacher(ds: KDDataset, records: list[Record], teacher: nn.Module, teache
     for start in range(0, len(records), conf.batch_size):
         chunk = records[start:start + conf.batch_size]
         enc = [encode(teacher_tok, *prompt_and_answer(r), conf.max_len) for r in chunk]
-        width = max(len(e[0]) for e in enc)
-        ids = torch.full((len(enc), width), teacher_tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, (t_ids, _, _) in enumerate(enc):
-            ids[row, :len(t_ids)] = torch.tensor(t_ids)
-            mask[row, :len(t_ids)] = 1
+        padded = pad_batch([(e[0], e[1]) for e in enc], teacher_tok.pad_token_id)
+        ids, mask = padded["input_ids"], padded["attention_mask"]
         out = teacher(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         probs = F.softmax(out.logits.float() / conf.temperature, -1)
         top_p, top_i = probs.topk(min(conf.topk, probs.shape[-1]), -1)
