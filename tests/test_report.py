@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _rows() -> pd.DataFrame:
     rows = []
-    for seed, (a, b) in enumerate([(10.0, 8.0), (12.0, 9.0), (14.0, 7.0)]):
+    for seed, (a, b) in enumerate([(10.0, 8.0), (12.0, 9.0), (14.0, 10.0)]):
         for x in (1, 2):
             rows += [{"n": x, "seed": seed, "method": "ours", "revenue": a * x},
                      {"n": x, "seed": seed, "method": "base", "revenue": b * x}]
@@ -34,24 +34,99 @@ def test_aggregate_reports_mean_std_and_seed_count() -> None:
     assert ours["total"] == 36.0
 
 
+def _paired_rows(rows: pd.DataFrame, x: str | None = "n") -> pd.DataFrame:
+    from edgeai_repro.report.table import with_points
+
+    return with_points(rows, x, None).assign(_point=lambda f: claims.point_labels(f))
+
+
 def test_claim_checks_give_honest_verdicts() -> None:
-    agg = aggregate(_rows(), "n", None, ["revenue"])
-    assert claims.beats_baselines(agg, "revenue", "ours", ["base"])[0] == "held"
-    assert claims.beats_baselines(agg, "revenue", "base", ["ours"])[0] == "not_held"
-    assert claims.beats_baselines(agg, "revenue", "ours", ["absent"])[0] == "not_testable"
+    agg, rows = aggregate(_rows(), "n", None, ["revenue"]), _paired_rows(_rows())
+    beats = lambda ours, base, **kw: claims.beats_baselines(agg, rows, metric="revenue", ours=ours,  # noqa: E731
+                                                            baselines=base, **kw)[0]
+    assert beats("ours", ["base"]) == "held"
+    assert beats("base", ["ours"]) == "not_held"
+    assert beats("ours", ["absent"]) == "not_testable"
     # an ablation that only ties is not evidence for the claim
-    assert claims.beats_baselines(agg, "revenue", "ours", ["ours"], ties_allowed=True)[0] == "not_held"
-    ratio = agg.assign(metric="revenue_over_f2", mean=agg["mean"] / 100)
-    assert claims.competitive_ratio(ratio, "ours", bound=10)[0] == "held"
-    assert claims.competitive_ratio(ratio, "ours", bound=2)[0] == "not_held"
+    assert beats("ours", ["ours"], ties_allowed=True) == "not_held"
+
+
+def test_one_seed_is_not_testable_and_two_noisy_seeds_are_indistinguishable() -> None:
+    one = pd.DataFrame([{"n": 1, "seed": 0, "method": "ours", "revenue": 10.0},
+                        {"n": 1, "seed": 0, "method": "base", "revenue": 1.0}])
+    verdict, evidence = claims.beats_baselines(aggregate(one, "n", None, ["revenue"]), _paired_rows(one),
+                                               metric="revenue", ours="ours", baselines=["base"])
+    assert verdict == "not_testable" and "2 seeds" in evidence
+    # ours leads by about one standard deviation of the values, with per-seed differences that disagree
+    two = pd.DataFrame([{"n": 1, "seed": s, "method": m, "revenue": v}
+                        for s, (a, b) in enumerate([(1.0, 0.5), (3.0, 0.5)]) for m, v in (("ours", a), ("base", b))])
+    verdict, evidence = claims.beats_baselines(aggregate(two, "n", None, ["revenue"]), _paired_rows(two),
+                                               metric="revenue", ours="ours", baselines=["base"])
+    assert verdict == "not_held" and "indistinguishable in 1 of 1" in evidence and "n = 2" in evidence
+    assert "p = 0.3" in evidence  # t = 1.5 on 1 degree of freedom
+
+
+def test_paired_t_test_matches_scipy() -> None:
+    from scipy import stats as sps
+
+    from edgeai_repro.report.stats import paired
+
+    a, b = pd.Series([3.0, 4.5, 2.0, 6.0]), pd.Series([2.0, 4.0, 2.5, 3.0])
+    out = paired(a, b)
+    assert out.n == 4 and out.p == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert paired(pd.Series([1.0, 2.0]), pd.Series([0.0, 1.0])).sign == 1  # the same gain on every seed
+
+
+def test_magnitude_claims_are_judged_only_at_paper_scale() -> None:
+    agg = aggregate(_rows(), "n", None, ["revenue"])
+    spec = {"a": {"check": "near", "metric": "revenue", "method": "ours", "target": 24.0, "tol": 1.0}}
+    paper = [{"id": "a", "text": "A."}]
+    assert claims.evaluate(paper, spec, agg, scale="paper")[0]["verdict"] == "held"
+    tiny = claims.evaluate(paper, spec, agg, scale="tiny")[0]
+    assert tiny["verdict"] == "not_testable" and "cannot test a magnitude" in tiny["evidence"]
+
+
+def test_competitive_ratio_is_a_worst_case() -> None:
+    rows = _paired_rows(pd.DataFrame([{"n": 1, "seed": s, "method": "ours", "revenue_over_f2_min": v}
+                                      for s, v in enumerate([0.6, 0.25, 0.5])]))
+    agg = aggregate(rows, "n", None, ["revenue_over_f2_min"])
+    assert claims.competitive_ratio(agg, rows, ours="ours", bound=3.39, source="s")[0] == "not_held"  # 0.25 < 0.295
+    assert claims.competitive_ratio(agg, rows, ours="ours", bound=4.0, source="s")[0] == "held"
 
 
 def test_every_paper_claim_gets_a_verdict() -> None:
     paper = [{"id": "a", "text": "A."}, {"id": "b", "text": "B.", "tested_by": "x"}]
     agg = aggregate(_rows(), "n", None, ["revenue"])
     out = claims.evaluate(paper, {"a": {"check": "beats_baselines", "metric": "revenue", "ours": "ours",
-                                        "baselines": ["base"]}}, agg)
+                                        "baselines": ["base"]}}, agg, _paired_rows(_rows()))
     assert [c["verdict"] for c in out] == ["held", "not_testable"]
+
+
+@pytest.mark.parametrize("report,fragment", [
+    ({"metrics": ["m"], "colour": "red"}, "report.colour"),
+    ({"metrics": ["m"], "claims": {"no_such_claim": {"check": "vague", "reason": "r"}}}, "report.claims.no_such_claim"),
+    ({"metrics": ["m"], "claims": {"truthful": {"check": "no_such_check"}}}, "check='no_such_check'"),
+    ({"metrics": ["m"], "claims": {"truthful": {"check": "zero_violations", "ours": "aeria", "metrics": ["x"],
+                                               "metirc": "y"}}}, "passes metirc"),
+    ({"metrics": ["m"], "claims": {"truthful": {"check": "zero_violations", "ours": "aeria"}}}, "missing metrics"),
+])
+def test_report_blocks_are_typed(compose, report: dict, fragment: str) -> None:
+    from omegaconf import OmegaConf
+
+    from edgeai_repro.report.schema import validate_report
+
+    cfg = compose(["experiment=aeria/properties"])
+    OmegaConf.set_struct(cfg, False)
+    cfg.report = report
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace("[", r"\[")):
+        validate_report(cfg)
+
+
+def test_every_experiment_report_validates(compose) -> None:
+    from edgeai_repro.report.schema import validate_report
+
+    for path in sorted((ROOT / "conf" / "experiment").glob("*/*.yaml")):
+        validate_report(compose([f"experiment={path.parent.name}/{path.stem}"]))
 
 
 def test_paper_values_join_with_their_provenance(tmp_path: Path) -> None:
@@ -99,8 +174,6 @@ def test_paired_seeds_detect_a_consistent_small_gain() -> None:
     rows = pd.DataFrame([{"n": 1, "seed": s, "method": m, "revenue": 10.0 * s + (0.1 if m == "ours" else 0.0)}
                          for s in range(5) for m in ("ours", "base")])
     agg = aggregate(rows, "n", None, ["revenue"])
-    assert claims.beats_baselines(agg, "revenue", "ours", ["base"])[0] == "not_held"  # unpaired: lost in the noise
-    from edgeai_repro.report.table import with_points
-
-    paired = with_points(rows, "n", None).assign(_point=lambda f: claims.point_labels(f))
-    assert claims.beats_baselines(agg, "revenue", "ours", ["base"], rows=paired)[0] == "held"
+    assert claims.beats_baselines(agg, _paired_rows(rows), metric="revenue", ours="ours", baselines=["base"])[0] == "held"
+    # without per-seed values there is nothing to pair: not testable rather than a guess
+    assert claims.beats_baselines(agg, None, metric="revenue", ours="ours", baselines=["base"])[0] == "not_testable"

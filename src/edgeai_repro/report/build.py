@@ -69,8 +69,8 @@ def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: st
     agg = join_paper(agg, load_table(paper_root, paper, name))
     paper_claims = load_claims(paper_root, paper)
     per_seed = with_points(g.rows, spec.get("x"), spec.get("panel")) if not g.rows.empty else None
-    verdicts = claim_checks.evaluate(paper_claims, spec.get("claims") or {}, agg, per_seed)
     scale = ", ".join(sorted(g.scales))
+    verdicts = claim_checks.evaluate(paper_claims, spec.get("claims") or {}, agg, per_seed, scale=scale or "paper")
 
     final = Path(config.paths.results) / paper / name
     final.parent.mkdir(parents=True, exist_ok=True)

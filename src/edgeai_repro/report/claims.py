@@ -7,17 +7,33 @@ table: those the experiment does not test are `not_testable` here, with a pointe
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Callable
 
 import pandas as pd
 
+from edgeai_repro.report.stats import ALPHA, Paired, paired
+
 Verdict = tuple[str, str]
-CHECKS: dict[str, Callable[..., Verdict]] = {}
 
 
-def check(fn: Callable[..., Verdict]) -> Callable[..., Verdict]:
-    CHECKS[fn.__name__] = fn
-    return fn
+@dataclass(frozen=True)
+class Check:
+    fn: Callable[..., Verdict]
+    magnitude: bool  # judges a size (a ratio, a percentage): only meaningful at paper scale
+
+
+CHECKS: dict[str, Check] = {}
+TINY_REASON = "{scale} scale cannot test a magnitude: it is judged at scale=paper only"
+
+
+def check(fn: Callable[..., Verdict] | None = None, *, magnitude: bool = False):
+    """Register a claim check. Its keyword-only parameters are the schema of a `report.claims` entry."""
+    def register(f: Callable[..., Verdict]) -> Callable[..., Verdict]:
+        CHECKS[f.__name__] = Check(f, magnitude)
+        return f
+
+    return register(fn) if fn is not None else register
 
 
 def _points(agg: pd.DataFrame, metric: str, method: str) -> pd.DataFrame:
@@ -28,34 +44,19 @@ def _points(agg: pd.DataFrame, metric: str, method: str) -> pd.DataFrame:
                          "n": sel["n_seeds"].to_numpy()}, index=labels)
 
 
-def _paired(rows: pd.DataFrame | None, metric: str, ours: str, base: str, key: str) -> pd.Series | None:
-    """Per-seed differences ours - base at one point, when both ran on the same seeds."""
+def _seeds(rows: pd.DataFrame | None, metric: str, method: str, key: str) -> pd.Series:
+    """Per-seed values of `metric` for `method` at point `key` (empty when there are none)."""
     if rows is None or rows.empty or metric not in rows:
-        return None
-    at = rows[rows["_point"] == key]
-    a = at[at["method"] == ours].set_index("seed")[metric]
-    b = at[at["method"] == base].set_index("seed")[metric]
-    common = a.index.intersection(b.index)
-    return (a[common] - b[common]).astype(float) if len(common) >= 2 else None
+        return pd.Series(dtype=float)
+    at = rows[(rows["_point"] == key) & (rows["method"] == method)]
+    return at.set_index("seed")[metric]
 
 
-def _compare(a: pd.Series, b: pd.Series, z: float, diffs: pd.Series | None = None) -> int:
-    """+1 if a's mean is significantly above b's (difference beyond z standard errors), -1 below, 0 neither.
-
-    With per-seed paired differences (both methods saw the same random instances: common random
-    numbers), the standard error is that of the differences, which is what the design allows.
-    """
-    if diffs is not None:
-        se, diff = float(diffs.std(ddof=1)) / math.sqrt(len(diffs)), float(diffs.mean())
-    else:
-        se = math.sqrt(a["std"] ** 2 / max(a["n"], 1) + b["std"] ** 2 / max(b["n"], 1))
-        diff = a["mean"] - b["mean"]
-    if se == 0:
-        return int(diff > 0) - int(diff < 0) if abs(diff) > 1e-12 * max(abs(a["mean"]), abs(b["mean"]), 1.0) else 0
-    return 1 if diff > z * se else -1 if diff < -z * se else 0
+def _compare(rows: pd.DataFrame | None, metric: str, ours: str, base: str, key: str, alpha: float) -> Paired:
+    """Paired t-test of ours against base at one point, over their common seeds."""
+    return paired(_seeds(rows, metric, ours, key), _seeds(rows, metric, base, key), alpha)
 
 
-@check
 def _oriented(agg: pd.DataFrame, rows: pd.DataFrame | None, metric: str, lower_is_better: bool,
               only: str | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The table (and per-seed rows) restricted to points whose label contains `only`, with the
@@ -72,23 +73,29 @@ def _oriented(agg: pd.DataFrame, rows: pd.DataFrame | None, metric: str, lower_i
     return agg, rows
 
 
+def _test_note(alpha: float) -> str:
+    return f"two-sided paired t-test over seeds, df = n - 1, alpha = {alpha:g}"
+
+
 @check
-def beats_baselines(agg: pd.DataFrame, metric: str, ours: str, baselines: list[str], ties_allowed: bool = False,
-                    z: float = 2.0, rows: pd.DataFrame | None = None, lower_is_better: bool = False,
-                    only: str | None = None, **_: Any) -> Verdict:
-    """Held when `ours` is significantly better (by z standard errors over seeds) than every
-    baseline at every point (every point whose label contains `only`).
+def beats_baselines(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str, ours: str, baselines: list[str],
+                    ties_allowed: bool = False, lower_is_better: bool = False, only: str | None = None,
+                    alpha: float = ALPHA) -> Verdict:
+    """Held when `ours` is significantly better (paired t-test over seeds) than every baseline at
+    every point (every point whose label contains `only`). Requiring every comparison to be
+    significant at alpha is an intersection-union test, so no multiplicity correction is needed.
 
     With ties_allowed (for ablations that `ours` generalises, which can tie), held when `ours` is
     never significantly worse and is significantly better somewhere against each baseline.
+    Points with fewer than two common seeds are untestable; if none is testable, so is the claim.
     """
     agg, rows = _oriented(agg, rows, metric, lower_is_better, only)
     sign = -1 if lower_is_better else 1
     mine = _points(agg, metric, ours)
     if mine.empty:
         return "not_testable", f"no {metric} results for {ours}"
-    better = worse = compared = 0
-    lost, never_ahead, margins = [], [], []
+    better = worse = compared = untestable = 0
+    lost, never_ahead, margins, worst_p, ns = [], [], [], 0.0, set()
     for base in baselines:
         theirs = _points(agg, metric, base)
         ahead = seen = 0
@@ -96,31 +103,44 @@ def beats_baselines(agg: pd.DataFrame, metric: str, ours: str, baselines: list[s
             if key not in theirs.index:
                 continue
             a, b = mine.loc[key], theirs.loc[key]
-            verdict = _compare(a, b, z, _paired(rows, metric, ours, base, key))
+            test = _compare(rows, metric, ours, base, key, alpha)
+            if not test.testable:
+                untestable += 1
+                continue
+            ns.add(test.n)
             compared, seen = compared + 1, seen + 1
-            better, worse, ahead = better + (verdict > 0), worse + (verdict < 0), ahead + (verdict > 0)
+            better, worse, ahead = better + (test.sign > 0), worse + (test.sign < 0), ahead + (test.sign > 0)
+            if test.sign > 0:
+                worst_p = max(worst_p, test.p)
             if b["mean"]:
                 margins.append((a["mean"] - b["mean"]) / abs(b["mean"]))
-            if verdict < 0 or (verdict == 0 and not ties_allowed):
-                lost.append(f"{base} at {key}: {sign * b['mean']:.4g} vs {sign * a['mean']:.4g}")
+            if test.sign < 0 or (test.sign == 0 and not ties_allowed):
+                lost.append(f"{base} at {key}: {sign * b['mean']:.4g} vs {sign * a['mean']:.4g} ({test.describe()})")
         if seen and ties_allowed and not ahead:
             never_ahead.append(base)
     if compared == 0:
+        if untestable:
+            return "not_testable", (f"fewer than 2 common seeds at every point ({untestable} comparisons); "
+                                    "a paired test needs at least 2 seeds (run more seeds)")
         return "not_testable", f"none of {baselines} ran in this experiment"
+    seeds = "/".join(str(n) for n in sorted(ns))
     summary = (f"{ours} {metric} vs {', '.join(baselines)}{f' ({only})' if only else ''}: significantly better in "
-               f"{better}, worse in {worse}, "
-               f"indistinguishable in {compared - better - worse} of {compared} comparisons (paired over seeds, z = {z:g})")
+               f"{better}, worse in {worse}, indistinguishable in {compared - better - worse} of {compared} "
+               f"comparisons (n = {seeds} seeds; {_test_note(alpha)})")
+    if untestable:
+        summary += f"; {untestable} comparisons with fewer than 2 common seeds not tested"
     if margins:
         summary += f"; median margin {100 * pd.Series(margins).median():+.1f}%"
     if lost:
         return "not_held", summary + "; not ahead: " + "; ".join(lost[:4]) + (" ..." if len(lost) > 4 else "")
     if never_ahead:
         return "not_held", summary + f"; never ahead of {', '.join(never_ahead)}"
-    return "held", summary
+    return "held", summary + f"; largest p among the wins {worst_p:.2g}"
 
 
 @check
-def zero_violations(agg: pd.DataFrame, ours: str, metrics: list[str], context: list[str] = (), **_: Any) -> Verdict:
+def zero_violations(agg: pd.DataFrame, rows: pd.DataFrame | None, *, ours: str, metrics: list[str],
+                    context: list[str] = ()) -> Verdict:
     """Held when the total of each violation count over all seeds is zero for `ours`.
 
     `context` metrics are reported in the evidence without deciding the verdict.
@@ -138,29 +158,36 @@ def zero_violations(agg: pd.DataFrame, ours: str, metrics: list[str], context: l
         if not sel.empty:
             parts.append(f"{metric}={float(sel['total'].sum()):g}")
     checked = agg[(agg["metric"] == "users_checked") & (agg["method"] == ours)]["total"].sum()
-    text = f"{ours}: " + ", ".join(parts) + f" ({checked:g} users checked for misreports)"
+    text = f"{ours}: " + ", ".join(parts) + f" ({checked:g} misreports checked)"
     consensus = agg[(agg["metric"] == "consensus_rate") & (agg["method"] == ours)]["mean"]
     if len(consensus):
         text += f"; consensus reached in {100 * float(consensus.mean()):.1f}% of auctions"
     return ("not_held" if bad else "held"), text
 
 
-@check
-def competitive_ratio(agg: pd.DataFrame, ours: str, bound: float, metric: str = "revenue_over_f2", **_: Any) -> Verdict:
-    """Held when mean revenue / F2 of `ours` is at least 1/bound at every point."""
-    ratio = _points(agg, metric, ours)["mean"]
-    if ratio.empty:
+@check(magnitude=True)
+def competitive_ratio(agg: pd.DataFrame, rows: pd.DataFrame | None, *, ours: str, bound: float, source: str,
+                      metric: str = "revenue_over_f2_min") -> Verdict:
+    """Held when the worst expected revenue / F2 of `ours` over every profile of every point and
+    seed is at least 1/bound. `metric` must be a per-profile worst case (the expectation over the
+    mechanism's coins on each fixed profile, minimised over profiles): a competitive ratio is a
+    worst-case guarantee, which a mean over i.i.d. markets cannot test."""
+    if rows is None or rows.empty or metric not in rows:
+        return "not_testable", f"no per-seed {metric} results for {ours}"
+    mine = rows[rows["method"] == ours]
+    values = pd.to_numeric(mine[metric], errors="coerce").dropna()
+    if values.empty:
         return "not_testable", f"no {metric} results for {ours}"
-    worst_key = ratio.idxmin()
-    worst = float(ratio.min())
-    text = (f"mean revenue/F2 of {ours} ranges {worst:.3f} (at {worst_key}) to {float(ratio.max()):.3f}; "
-            f"bound 1/{bound:g} = {1 / bound:.3f}")
+    where = mine.loc[values.idxmin(), "_point"]
+    worst = float(values.min())
+    text = (f"worst expected revenue/F2 of {ours} over {len(values)} (point, seed) sets of profiles: {worst:.3f} "
+            f"(at {where}); the bound 1/{bound:g} = {1 / bound:.3f} ({source})")
     return ("held" if worst >= 1 / bound else "not_held"), text
 
 
 @check
-def all_at_least(agg: pd.DataFrame, metric: str, ours: str, threshold: float, only: str | None = None,
-                 **_: Any) -> Verdict:
+def all_at_least(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str, ours: str, threshold: float,
+                 only: str | None = None) -> Verdict:
     """Held when the mean of `metric` for `ours` is at least `threshold` at every point (or at every
     point whose label contains `only`, for claims about one setting)."""
     points = _points(agg, metric, ours)
@@ -176,9 +203,9 @@ def all_at_least(agg: pd.DataFrame, metric: str, ours: str, threshold: float, on
     return "held", text
 
 
-@check
-def near(agg: pd.DataFrame, metric: str, method: str, target: float, tol: float, reduce: str = "max",
-         unit: str = "", **_: Any) -> Verdict:
+@check(magnitude=True)
+def near(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str, method: str, target: float, tol: float,
+         reduce: str = "max", unit: str = "") -> Verdict:
     """Held when the max (or min, or mean) over points of `method`'s mean `metric` lies within an
     absolute `tol` of the paper's number (for claims such as "up to 71%")."""
     points = _points(agg, metric, method)["mean"].dropna()
@@ -191,9 +218,9 @@ def near(agg: pd.DataFrame, metric: str, method: str, target: float, tol: float,
     return ("held" if abs(value - target) <= tol else "not_held"), text
 
 
-@check
-def ratio_range(agg: pd.DataFrame, metric: str, numerator: str, low: float, high: float, tol: float,
-                **_: Any) -> Verdict:
+@check(magnitude=True)
+def ratio_range(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str, numerator: str, low: float,
+                high: float, tol: float) -> Verdict:
     """Held when `numerator`'s value over each other point's spans the paper's [low, high] range,
     each end within a relative `tol` (for claims such as "3.3x to 9.3x more memory")."""
     sel = agg[agg["metric"] == metric]
@@ -212,29 +239,33 @@ def ratio_range(agg: pd.DataFrame, metric: str, numerator: str, low: float, high
 
 
 @check
-def never_worse(agg: pd.DataFrame, metrics: dict[str, bool], ours: str, baseline: str, z: float = 2.0,
-                rows: pd.DataFrame | None = None, **_: Any) -> Verdict:
+def never_worse(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metrics: dict[str, bool], ours: str,
+                baseline: str, alpha: float = ALPHA) -> Verdict:
     """Held when `ours` is not significantly worse than `baseline` at any point, on every metric
     (`metrics` maps a metric to lower_is_better)."""
-    parts, bad = [], []
+    parts, bad, tested = [], [], 0
     for metric, lower in metrics.items():
         a_agg, a_rows = _oriented(agg, rows, metric, lower, None)
         mine, theirs = _points(a_agg, metric, ours), _points(a_agg, metric, baseline)
         keys = [k for k in mine.index if k in theirs.index]
         if not keys:
             return "not_testable", f"no {metric} results for both {ours} and {baseline}"
-        verdicts = [_compare(mine.loc[k], theirs.loc[k], z, _paired(a_rows, metric, ours, baseline, k)) for k in keys]
-        worse = [k for k, v in zip(keys, verdicts) if v < 0]
-        bad += [f"{metric} at {k}" for k in worse]
-        parts.append(f"{metric}: better in {sum(v > 0 for v in verdicts)}, worse in {len(worse)}, "
-                     f"indistinguishable in {sum(v == 0 for v in verdicts)} of {len(keys)}")
-    text = f"{ours} vs {baseline} (paired over seeds, z = {z:g}): " + "; ".join(parts)
+        tests = [(k, _compare(a_rows, metric, ours, baseline, k, alpha)) for k in keys]
+        tests = [(k, t) for k, t in tests if t.testable]
+        tested += len(tests)
+        worse = [(k, t) for k, t in tests if t.sign < 0]
+        bad += [f"{metric} at {k} ({t.describe()})" for k, t in worse]
+        parts.append(f"{metric}: better in {sum(t.sign > 0 for _, t in tests)}, worse in {len(worse)}, "
+                     f"indistinguishable in {sum(t.sign == 0 for _, t in tests)} of {len(tests)}")
+    if not tested:
+        return "not_testable", "fewer than 2 common seeds at every point; a paired test needs at least 2 seeds"
+    text = f"{ours} vs {baseline} ({_test_note(alpha)}): " + "; ".join(parts)
     return ("not_held", text + "; worse at " + ", ".join(bad[:4])) if bad else ("held", text)
 
 
-@check
-def gap_within(agg: pd.DataFrame, metrics: dict[str, str], ours: str, reference: str, max_gap: float,
-               **_: Any) -> Verdict:
+@check(magnitude=True)
+def gap_within(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metrics: dict[str, str], ours: str,
+               reference: str, max_gap: float) -> Verdict:
     """Held when `reference` (an upper bound) leads `ours` by at most `max_gap` at every point;
     `metrics` maps a panel to the metric judged there (e.g. token accuracy for one case, a judge
     score for the other)."""
@@ -250,9 +281,9 @@ def gap_within(agg: pd.DataFrame, metrics: dict[str, str], ours: str, reference:
     return ("held" if worst[1] <= max_gap else "not_held"), text
 
 
-@check
-def ppl_improvement(agg: pd.DataFrame, ours: str, baselines: list[str], target: float, tol: float,
-                    only: str | None = None, metric: str = "log_ppl", **_: Any) -> Verdict:
+@check(magnitude=True)
+def ppl_improvement(agg: pd.DataFrame, rows: pd.DataFrame | None, *, ours: str, baselines: list[str], target: float,
+                    tol: float, only: str | None = None, metric: str = "log_ppl") -> Verdict:
     """Our largest improvement in perplexity space, 100 (1 - exp(ours) / exp(baseline)), over the
     baselines and points (with `only` in the label), against the paper's "up to `target`%"."""
     sel = agg if only is None else agg[pd.Series(point_labels(agg), index=agg.index).str.contains(only, regex=False)]
@@ -271,7 +302,7 @@ def ppl_improvement(agg: pd.DataFrame, ours: str, baselines: list[str], target: 
 
 
 @check
-def vague(agg: pd.DataFrame, reason: str, **_: Any) -> Verdict:
+def vague(agg: pd.DataFrame, rows: pd.DataFrame | None, *, reason: str) -> Verdict:
     """For claims too vague to test: says why."""
     return "not_testable", reason
 
@@ -281,8 +312,9 @@ def point_labels(frame: pd.DataFrame) -> list[str]:
 
 
 def evaluate(claims: list[dict], tested: dict[str, dict], agg: pd.DataFrame,
-             rows: pd.DataFrame | None = None) -> list[dict]:
-    """One {claim, verdict, evidence} per paper claim. `rows`: per-seed values with panel and x."""
+             rows: pd.DataFrame | None = None, scale: str = "paper") -> list[dict]:
+    """One {claim, verdict, evidence} per paper claim. `rows`: per-seed values with panel and x.
+    Magnitude checks are judged only at scale=paper; direction checks at every scale."""
     if rows is not None and not rows.empty:
         rows = rows.assign(_point=point_labels(rows))
     out = []
@@ -292,7 +324,10 @@ def evaluate(claims: list[dict], tested: dict[str, dict], agg: pd.DataFrame,
             out.append({"claim": claim["text"], "id": claim["id"], "verdict": "not_testable",
                         "evidence": f"not tested by this experiment; see {claim.get('tested_by', 'the README')}"})
             continue
-        fn = CHECKS[spec.pop("check")]
-        verdict, evidence = fn(agg, rows=rows, **spec)
+        chk = CHECKS[spec.pop("check")]
+        if chk.magnitude and scale != "paper":
+            verdict, evidence = "not_testable", TINY_REASON.format(scale=scale)
+        else:
+            verdict, evidence = chk.fn(agg, rows, **spec)
         out.append({"claim": claim["text"], "id": claim["id"], "verdict": verdict, "evidence": evidence})
     return out

@@ -74,7 +74,10 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def metric_table(agg: pd.DataFrame, metric: str, x_label: str, show_total: bool) -> str:
+def metric_table(agg: pd.DataFrame, metric: str, x_label: str, show_total: bool, ratio: bool = True) -> str:
+    """One row per (panel, x), one column per method; the paper's value in brackets, with our
+    ratio to it only when `ratio` (at paper scale: a tiny model's value says nothing about the size
+    of the paper's)."""
     sel = agg[agg["metric"] == metric]
     methods = list(dict.fromkeys(sel[SERIES]))
     has_panel = (sel["panel"] != "").any()
@@ -93,8 +96,8 @@ def metric_table(agg: pd.DataFrame, metric: str, x_label: str, show_total: bool)
             if show_total:
                 text += f" (total {r['total']:g})"
             if not math.isnan(r.get("paper_value", math.nan)):
-                ratio = f", ours/paper {r['mean'] / r['paper_value']:.2f}" if r["paper_value"] else ""
-                text += f" [paper {r['paper_value']:g}{ratio}]"
+                share = f", ours/paper {r['mean'] / r['paper_value']:.2f}" if r["paper_value"] and ratio else ""
+                text += f" [paper {r['paper_value']:g}{share}]"
             cells.append(text)
         rows.append(([str(p)] if has_panel else []) + ([str(xv)] if has_x else []) + cells)
     return markdown_table(header, rows)
@@ -113,7 +116,7 @@ def render_markdown(title: str, command: str, agg: pd.DataFrame, spec, gathered:
     for metric in spec["metrics"]:
         if (agg["metric"] == metric).any():
             parts += [f"## {metric}", "", metric_table(agg, metric, spec.get("x_label") or "x",
-                                                        bool(spec.get("show_total"))), ""]
+                                                        bool(spec.get("show_total")), ratio=scale == "paper"), ""]
     if gathered.failed or gathered.missing:
         parts += ["## Failed or missing cells", ""]
         parts += [f"- `{c['cell_id']}` {' '.join(c['overrides'])}: {c.get('error') or 'missing'}"

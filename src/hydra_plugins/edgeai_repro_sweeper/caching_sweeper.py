@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.runner import validate
 from edgeai_repro.core.store import atomic_write_json, cell_id, store_for
+from edgeai_repro.report.schema import validate_report
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +93,11 @@ class CachingSweeper(BasicSweeper):
 
         cells, todo, queued = [], [], set()
         compose = self._composer(parser, jobs)
-        for job in jobs:
+        for i, job in enumerate(jobs):
             cfg = compose(job)
             try:
+                if i == 0:  # one report block per sweep: checked once, before any cell runs
+                    validate_report(cfg)
                 validate(cfg)
             except ConfigError as exc:
                 raise SystemExit(f"error: {exc}") from None

@@ -1,0 +1,96 @@
+"""Typed schema of an experiment's `report:` block, and its validation at sweep start.
+
+The block's own keys are checked against `ReportSpec` (an unknown key is an error, not silence);
+each `claims:` entry names a claim of the paper's claims.yaml and a check whose keyword-only
+parameters are that entry's schema (see report/claims.py).
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from edgeai_repro.core.errors import ConfigError, require
+
+
+@dataclass
+class FigureSpec:
+    kind: str = "line"            # line | bar | bar_mean | bar_x
+    metric: Optional[str] = None
+    metrics: Optional[list[str]] = None
+    file: Optional[str] = None
+    ylabel: Optional[str] = None
+    logx: bool = False
+    logy: bool = False
+
+
+@dataclass
+class CurveFigureSpec:
+    curves: list[str] = field(default_factory=list)
+    file: str = "curves.png"
+    xlabel: str = "step"
+    ylabel: str = "value"
+
+
+@dataclass
+class ImprovementSpec:
+    metric: str = "log_ppl"
+    ours: str = "deepfusion"
+    exp: bool = True
+
+
+@dataclass
+class ReportSpec:
+    title: Optional[str] = None
+    x: Optional[str] = None
+    x_label: Optional[str] = None
+    panel: Optional[str] = None
+    metrics: list[str] = field(default_factory=list)
+    show_total: bool = False
+    figure: Optional[FigureSpec] = None
+    figures: list[FigureSpec] = field(default_factory=list)
+    curve_figures: list[CurveFigureSpec] = field(default_factory=list)
+    improvement: Optional[ImprovementSpec] = None
+    claims: dict[str, Any] = field(default_factory=dict)
+
+
+FIGURE_KINDS = ("line", "bar", "bar_mean", "bar_x")
+
+
+def validate_report(cfg: DictConfig) -> None:
+    """Raise ConfigError with one sentence for an unknown key, figure kind, claim id, check or check argument."""
+    from edgeai_repro.report.claims import CHECKS
+    from edgeai_repro.report.paper import load_claims
+
+    block = OmegaConf.select(cfg, "report")
+    if block is None:
+        return
+    try:
+        spec = OmegaConf.merge(OmegaConf.structured(ReportSpec), block)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "report"
+        raise ConfigError(f"report.{key.removeprefix('report.')} is not a valid report setting ({exc.msg.splitlines()[0]}); "
+                          f"allowed keys: {', '.join(ReportSpec.__dataclass_fields__)}.") from None
+    require(bool(spec.metrics), "report.metrics is empty; list the result metrics the table shows.")
+    for fig in list(spec.figures) + ([spec.figure] if spec.figure is not None else []):
+        require(fig.kind in FIGURE_KINDS, f"report figure kind {fig.kind!r} is unknown; use one of {', '.join(FIGURE_KINDS)}.")
+    paper = OmegaConf.select(cfg, "task.paper")
+    known = {c["id"] for c in load_claims(Path(cfg.paths.paper_results), paper)} if paper else set()
+    for claim_id, entry in (OmegaConf.to_container(spec.claims, resolve=True) or {}).items():
+        require(claim_id in known, f"report.claims.{claim_id} is not a claim of paper_results/{paper}/claims.yaml; "
+                                   f"use one of: {', '.join(sorted(known))}.")
+        require(isinstance(entry, dict) and "check" in entry,
+                f"report.claims.{claim_id} needs a `check:` naming one of: {', '.join(sorted(CHECKS))}.")
+        args = dict(entry)
+        name = args.pop("check")
+        require(name in CHECKS, f"report.claims.{claim_id}.check={name!r} is unknown; use one of: {', '.join(sorted(CHECKS))}.")
+        params = {k: p for k, p in inspect.signature(CHECKS[name].fn).parameters.items() if p.kind == p.KEYWORD_ONLY}
+        unknown = sorted(set(args) - set(params))
+        require(not unknown, f"report.claims.{claim_id} passes {', '.join(unknown)} to check {name}, which takes only: "
+                             f"{', '.join(params)}.")
+        missing = sorted(k for k, p in params.items() if p.default is p.empty and k not in args)
+        require(not missing, f"report.claims.{claim_id} (check {name}) is missing {', '.join(missing)}; add it.")
