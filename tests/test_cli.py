@@ -94,9 +94,9 @@ def finished_properties(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("override,key", [
-    ("aeria.mechanisms=[aeria,vickrey]", "aeria.mechanisms"),
+    ("aeria.services=[auto,cloud]", "aeria.services"),
     ("aeria.market.users_per_provider=-5", "aeria.market.users_per_provider"),
-    ("aeria.mechanism.c=1", "aeria.mechanism.c"),
+    ("aeria.pricing.core.c=1", "aeria.pricing.core.c"),
 ])
 def test_bad_override_stops_with_one_sentence_and_keeps_results(finished_properties: Path, override: str,
                                                                 key: str) -> None:

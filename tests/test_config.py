@@ -48,10 +48,13 @@ def test_experiment_files_start_with_their_command(name: str) -> None:
 
 
 @pytest.mark.parametrize("task,override,key", [
-    ("aeria_revenue", "aeria.mechanisms=[aeria,vickrey]", "aeria.mechanisms"),
+    ("aeria_revenue", "aeria.services=[auto,cloud]", "aeria.services"),
     ("aeria_revenue", "aeria.market.users_per_provider=-5", "aeria.market.users_per_provider"),
-    ("aeria_revenue", "aeria.mechanism.c=1.0", "aeria.mechanism.c"),
-    ("aeria_revenue", "aeria.mechanism.c=0.5", "aeria.mechanism.c"),
+    ("aeria_revenue", "aeria.pricing.core.c=1.0", "aeria.pricing.core.c"),
+    ("aeria_revenue", "aeria.pricing.core.c=0.5", "aeria.pricing.core.c"),
+    ("aeria_revenue", "aeria.pricing.core.estimate=f3", "aeria.pricing.core.estimate"),
+    ("aeria_revenue", "aeria.market.capacity_split=auction", "aeria.market.capacity_split"),
+    ("aeria_revenue", "aeria.market.profile=bimodal", "aeria.market.profile"),
     ("aeria_revenue", "aeria.market.workload=lenet", "aeria.market.workload"),
     ("aeria_revenue", "aeria.market.deadline_ms=[500,50]", "aeria.market.deadline_ms"),
     ("aeria_revenue", "aeria.market.capacity_rule=auction", "aeria.market.capacity_rule"),

@@ -47,7 +47,7 @@ def test_the_service_choice_never_reads_values(cfg) -> None:
     assert torch.equal(before.edge_flops_s, after.edge_flops_s) and torch.equal(before.admitted, after.admitted)
 
 
-@pytest.mark.parametrize("mode", ["edge_only", "device_only", "no_early_exit"])
+@pytest.mark.parametrize("mode", ["edge_only", "device_only", "partition_only", "uniform"])
 def test_partition_ablations_restrict_the_choice(cfg, mode: str) -> None:
     cfg.market.workload = "vgg16"
     m = sample_markets(cfg, 2, generator(4))
@@ -56,11 +56,16 @@ def test_partition_ablations_restrict_the_choice(cfg, mode: str) -> None:
     assert torch.all(ablated.edge_flops_s[ablated.feasible] >= auto.edge_flops_s[ablated.feasible] - 1e-6)
     if mode == "device_only":
         assert torch.all(ablated.edge_flops_s == 0)
-    if mode == "no_early_exit":
+    if mode == "partition_only":
         assert torch.all(ablated.accuracy[ablated.feasible] == max(cfg.exit_accuracy["vgg16"]))
+    if mode == "uniform":  # one configuration per provider: every served user of a provider has the same exit
+        for b in range(2):
+            for p in range(cfg.market.providers):
+                assert len(set(ablated.accuracy[b, p][ablated.feasible[b, p]].tolist())) <= 1
 
 
 def test_capacity_prefilter_keeps_each_provider_within_its_share(cfg) -> None:
+    cfg.market.capacity_split = "equal"
     cfg.market.edge_capacity_tflops = 0.2
     cfg.market.users_per_provider = 100
     m = sample_markets(cfg, 3, generator(5))
@@ -68,6 +73,36 @@ def test_capacity_prefilter_keeps_each_provider_within_its_share(cfg) -> None:
     used = torch.where(s.admitted, s.edge_flops_s, torch.zeros_like(s.edge_flops_s)).sum(-1)
     assert torch.all(used <= 0.2e12 / cfg.market.providers * (1 + 1e-9))
     assert (s.feasible & ~s.admitted).any()  # the cap binds at this capacity
+
+
+def test_demand_split_follows_declared_demand_and_never_reads_values(cfg) -> None:
+    from edgeai_repro.aeria.market import capacity_shares
+
+    cfg.market.edge_capacity_tflops = 0.5
+    cfg.market.users_per_provider = 100
+    m = sample_markets(cfg, 3, generator(9))
+    s = choose_service(m, cfg)
+    shares = capacity_shares(s.edge_flops_s, s.feasible, m.capacity_flops, "demand")
+    declared = torch.where(s.feasible, s.edge_flops_s, torch.zeros_like(s.edge_flops_s)).sum(-1, keepdim=True)
+    assert torch.allclose(shares.sum(1), torch.full_like(shares.sum(1), m.capacity_flops))  # all capacity allotted
+    assert torch.allclose(shares / shares.sum(1, keepdim=True), declared / declared.sum(1, keepdim=True))
+    used = torch.where(s.admitted, s.edge_flops_s, torch.zeros_like(s.edge_flops_s)).sum(-1, keepdim=True)
+    assert torch.all(used <= shares * (1 + 1e-9))
+    m.value = m.value * 7
+    assert torch.equal(choose_service(m, cfg).admitted, s.admitted)
+    roomy = capacity_shares(s.edge_flops_s, s.feasible, 1e30, "demand")
+    assert torch.allclose(roomy, declared)  # when everything fits, each provider gets what it declared
+
+
+@pytest.mark.parametrize("profile", ["tiered", "two_class"])
+def test_market_profiles_tie_values_to_requirements(cfg, profile: str) -> None:
+    cfg.market.profile = profile
+    cfg.market.users_per_provider = 400
+    m = sample_markets(cfg, 2, generator(10))
+    per_unit = m.value / m.value_scale
+    tight = m.deadline_s < m.deadline_s.median()
+    assert float(m.value_scale[tight].mean()) > float(m.value_scale[~tight].mean())  # urgent users value more
+    assert 0.5 < float(per_unit.mean()) / 1.5 < 1.5  # the law itself is unchanged (uniform [0, 3], mean 1.5)
 
 
 def test_energy_budget_only_removes_options(cfg) -> None:

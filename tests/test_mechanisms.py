@@ -1,14 +1,22 @@
-"""Every mechanism on small auctions: truthfulness by brute-force misreports, IR, envy."""
+"""Every pricing rule on small auctions: truthfulness by brute-force misreports (random and every
+integer profile with ties), IR, envy; and the pricing config group instantiates each rule."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from edgeai_repro.aeria.config import MechanismConf
-from edgeai_repro.aeria.mechanisms import REGISTRY, Auction, Noise
+from edgeai_repro.aeria import mechanisms as M
+from edgeai_repro.aeria.mechanisms import Auction, Noise
+from edgeai_repro.aeria.properties import integer_profile_violations
 
-PRICING = {name: m for name, m in REGISTRY.items() if m.partition == "auto"}
+RULES = {"core": M.Core(), "core_f2": M.Core(estimate="f2"), "core_global": M.CoreGlobal(), "rsop": M.Rsop(),
+         "rspe": M.Rspe(), "dop": M.Dop(), "kplus1": M.KPlusOne(), "optimal_f": M.OptimalF(),
+         "optimal_f2": M.OptimalF2()}
+CONF = Path(__file__).resolve().parents[1] / "conf" / "aeria" / "pricing"
 
 
 def _auction(s: np.ndarray, u: float, coin: np.ndarray) -> Auction:
@@ -18,12 +26,24 @@ def _auction(s: np.ndarray, u: float, coin: np.ndarray) -> Auction:
 
 
 def _utility(name: str, s: np.ndarray, i: int, u: float, coin: np.ndarray, value: float) -> float:
-    wins, premium = PRICING[name].price(_auction(s, u, coin), MechanismConf())
+    wins, premium = RULES[name].price(_auction(s, u, coin))
     return float(value - premium[0, i]) if bool(wins[0, i]) else 0.0
 
 
-@pytest.mark.parametrize("name", [n for n, m in PRICING.items() if m.truthful])
-def test_designed_truthful_mechanisms_admit_no_profitable_misreport(name: str) -> None:
+def test_every_pricing_option_instantiates_its_class() -> None:
+    from hydra.utils import instantiate
+
+    built = {}
+    for path in sorted(CONF.glob("*.yaml")):
+        (name, node), = OmegaConf.load(path).items()
+        assert name == path.stem, "an option's single key is its file name (the multi-select package)"
+        built[name] = instantiate(node)
+    assert {"core", "rsop", "dop", "kplus1", "posted"} <= set(built)
+    assert all(isinstance(r, M.PricingRule) for r in built.values())
+
+
+@pytest.mark.parametrize("name", [n for n, r in RULES.items() if r.truthful])
+def test_designed_truthful_rules_admit_no_profitable_misreport(name: str) -> None:
     rng = np.random.default_rng(3)
     for _ in range(60):
         n = int(rng.integers(2, 12))
@@ -37,6 +57,20 @@ def test_designed_truthful_mechanisms_admit_no_profitable_misreport(name: str) -
             assert _utility(name, lie, i, u, coin, s[i]) <= truthful + 1e-9, (name, s, i, factor)
 
 
+@pytest.mark.parametrize("name", ["core", "core_f2", "rsop", "rspe", "dop", "posted"])
+def test_no_profitable_misreport_on_any_integer_profile(name: str) -> None:
+    rule = M.Posted() if name == "posted" else RULES[name]
+    gen = torch.Generator().manual_seed(0)
+    for n in range(2, 6):  # every profile in {0..4}^n, ties everywhere; several draws of the coins
+        bad, checked = integer_profile_violations(rule, n, gen, draws=2)
+        assert checked == 2 * n * 5 ** n and bad == 0, (name, n, bad)
+
+
+def test_the_integer_check_catches_a_non_truthful_rule() -> None:
+    bad, _ = integer_profile_violations(M.OptimalF(), 3, torch.Generator().manual_seed(0), draws=1)
+    assert bad > 0
+
+
 def test_the_oracle_is_not_truthful() -> None:
     # The high bidder sets the price (10 > 2 x 3); bidding 4 makes 3 the optimal price.
     s = np.array([10.0, 3.0])
@@ -47,13 +81,13 @@ def test_the_oracle_is_not_truthful() -> None:
     assert _utility("optimal_f", lie, 0, 0.5, coin, 10.0) > truthful
 
 
-@pytest.mark.parametrize("name", list(PRICING))
+@pytest.mark.parametrize("name", list(RULES))
 def test_individual_rationality(name: str) -> None:
     rng = np.random.default_rng(4)
     for _ in range(30):
         s = rng.uniform(0, 5, size=int(rng.integers(1, 20)))
         a = _auction(s, float(rng.uniform()), rng.uniform(size=len(s)) < 0.5)
-        wins, premium = PRICING[name].price(a, MechanismConf())
+        wins, premium = RULES[name].price(a)
         assert torch.all(premium[wins] <= a.s[wins] + 1e-12)
         assert torch.all(premium[~wins] == 0)
 
@@ -62,8 +96,7 @@ def test_global_estimate_is_envy_free_on_every_draw() -> None:
     rng = np.random.default_rng(5)
     for _ in range(100):
         s = rng.uniform(0, 5, size=int(rng.integers(2, 25)))
-        wins, premium = PRICING["aeria_global"].price(_auction(s, float(rng.uniform()), np.zeros(len(s), bool)),
-                                                      MechanismConf())
+        wins, premium = RULES["core_global"].price(_auction(s, float(rng.uniform()), np.zeros(len(s), bool)))
         if wins.any():
             p = premium[wins]
             assert torch.allclose(p, p[0].expand_as(p))            # one premium for all winners
@@ -72,7 +105,24 @@ def test_global_estimate_is_envy_free_on_every_draw() -> None:
 
 def test_aeria_extracts_the_common_target_under_consensus() -> None:
     s = np.full(50, 1.0)  # F = 50 and every F(s_-i) = 49: one grid cell for most u
-    a = _auction(s, 0.5, np.zeros(50, bool))
-    wins, premium = PRICING["aeria"].price(a, MechanismConf(c=2.0))
+    wins, premium = M.Core(c=2.0).price(_auction(s, 0.5, np.zeros(50, bool)))
     target = 2.0 ** (np.floor(np.log2(49.0) - 0.5) + 0.5)
     assert float(premium.sum()) == pytest.approx(target)
+
+
+def test_posted_price_ignores_the_bids() -> None:
+    s = np.array([1.0, 2.0, 3.0, 4.0])
+    a = _auction(s, 0.5, np.zeros(4, bool))
+    prior = torch.tensor([[1.0, 1.0, 5.0, 5.0, 5.0, 0.5]], dtype=torch.float64)
+    _, p1 = M.Posted().price(Auction(a.s, a.valid, a.cost, a.admitted, a.noise, prior))
+    a2 = _auction(s * 10, 0.5, np.zeros(4, bool))
+    _, p2 = M.Posted().price(Auction(a2.s, a2.valid, a2.cost, a2.admitted, a2.noise, prior))
+    assert float(p2.max()) == 5.0 and float(p1.max()) == 0.0  # price 5 (3 x 5 = 15 from the prior): only 10x bids pay
+
+
+def test_the_approach_matrix_pairs_every_service_with_every_rule(compose) -> None:
+    from edgeai_repro.aeria.simulator import plain
+
+    cfg = plain(compose(["task=aeria_revenue", "aeria/pricing=[core,dop]", "aeria.services=[auto,uniform]"]).aeria)
+    names = [a.name for a in M.approaches(cfg)]
+    assert names == ["auto+core", "auto+dop", "uniform+core", "uniform+dop"] and M.AERIA in names

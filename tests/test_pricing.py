@@ -46,8 +46,7 @@ def test_consensus_round_lies_on_the_grid_below_x() -> None:
 
 @pytest.mark.parametrize("ties", [False, True])
 def test_aeria_matches_per_bidder_reference(ties: bool) -> None:
-    from edgeai_repro.aeria.config import MechanismConf
-    from edgeai_repro.aeria.mechanisms import Auction, Noise, aeria
+    from edgeai_repro.aeria.mechanisms import Auction, Core, Noise
 
     rng = np.random.default_rng(1)
     for trial in range(200):
@@ -56,7 +55,7 @@ def test_aeria_matches_per_bidder_reference(ties: bool) -> None:
         u, c = float(rng.uniform()), float(rng.choice([1.5, 2.0, math.e, 4.0]))
         st = torch.tensor(s)[None]
         noise = Noise(u=torch.tensor([[u]], dtype=torch.float64), coin=torch.zeros_like(st, dtype=torch.bool))
-        wins, premium = aeria(Auction(st, st > 0, torch.zeros_like(st), st > 0, noise), MechanismConf(c=c))
+        wins, premium = Core(c=c).price(Auction(st, st > 0, torch.zeros_like(st), st > 0, noise))
         want_wins, want_price = reference.aeria(s, u, c)
         assert wins.numpy()[0].tolist() == want_wins.tolist(), (trial, s, u, c)
         np.testing.assert_allclose(premium.numpy()[0], want_price, rtol=1e-12)
@@ -84,3 +83,30 @@ def test_leave_one_out_price_is_the_others_optimal_price() -> None:
             assert rev[np.argmax(rev)] == pytest.approx(float(np.max(rev)))
             # the offered price must earn the others' optimal revenue
             assert (o >= got[i]).sum() * got[i] == pytest.approx(rev.max())
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_leave_one_out_price_matches_the_reference_with_ties(ties: bool) -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        s = _bids(rng, int(rng.integers(2, 12)), ties)
+        got = pricing.leave_one_out_price(torch.tensor(s)[None]).numpy()[0]
+        want = [reference.dop_offer(np.delete(s, i)) for i in range(len(s))]
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_dop_offer_does_not_depend_on_the_bidders_position() -> None:
+    # others {1, 2}: prices 2 (revenue 2) and 1 (revenue 2) tie; the offer is 1 whatever one bids
+    for own in (0.0, 1.0, 3.0):
+        got = pricing.leave_one_out_price(torch.tensor([[own, 1.0, 2.0]]))
+        assert float(got[0, 0]) == 1.0
+
+
+def test_leave_one_out_f2_matches_definition() -> None:
+    rng = np.random.default_rng(8)
+    for ties in (False, True):
+        for n in [2, 3, 7, 30]:
+            s = _bids(rng, n, ties)
+            got = pricing.leave_one_out_revenue(torch.tensor(s)[None], min_winners=2).numpy()[0]
+            want = [reference.optimal_revenue(np.delete(s, i), min_winners=2) for i in range(n)]
+            np.testing.assert_allclose(got, want, rtol=1e-12)

@@ -1,8 +1,11 @@
-"""Random edge-AI markets and the bid-independent partition/exit choice.
+"""Random edge-AI markets, the service models (how a user's DNN is partitioned and exited) and
+the edge infrastructure provider's capacity allocation; none of these ever reads a bid.
 
 A market has M providers (each selling one multi-exit DNN) with n users each, and one edge
-infrastructure provider whose capacity is split equally among the providers (our choice; a
-bid-independent split keeps the auctions truthful). Shapes are (markets, providers, users).
+infrastructure provider (EIP) that leases its capacity to the providers at a posted lease price.
+The EIP splits capacity among providers in proportion to their declared demand (`demand`) or
+equally (`equal`); both are bid-independent, which keeps the auctions truthful.
+Shapes are (markets, providers, users).
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ import torch
 from edgeai_repro.aeria.config import WORKLOADS
 from edgeai_repro.aeria.workloads import profile
 
-PARTITIONS = ("auto", "edge_only", "device_only", "no_early_exit")
+SERVICES = ("auto", "edge_only", "device_only", "partition_only", "uniform")
+PROFILES = ("iid", "tiered", "two_class")
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class Market:
     input_scale: torch.Tensor    # (B, M, n)
     value: torch.Tensor          # (B, M, n)
     capacity_flops: float        # whole edge, FLOP/s
+    value_scale: torch.Tensor | None = None  # (B, M, n) public factor of each value (profile x reference cost)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -106,7 +111,9 @@ def reference_cost(workload: str, market_cfg) -> float:
     return market_cfg.lease_price * (prof.total_flops / 1e9) / half_deadline * market_cfg.slot_s
 
 
-def _values(vcfg, shape, gen, device) -> torch.Tensor:
+def draw_law(vcfg, shape, gen, device) -> torch.Tensor:
+    """Draws from the value law, in units of the workload's reference cost (mean `mean` for the
+    normal, lognormal and Pareto laws; uniform on [low, high])."""
     dist = str(getattr(vcfg.dist, "value", vcfg.dist))
     if dist == "uniform":
         return _uniform([vcfg.low, vcfg.high], shape, gen, device)
@@ -125,6 +132,32 @@ def _values(vcfg, shape, gen, device) -> torch.Tensor:
     raise ValueError(f"unknown valuation law {dist!r}")
 
 
+def _requirements(m, shape, gen, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Accuracy-floor quantile q, deadline (s) and the public value factor of each user, by profile.
+
+    iid: requirements and values independent (factor 1). tiered: the value grows with the accuracy
+    tier and the deadline's urgency, factor (0.5 + q)(0.5 + urgency), mean 1. two_class: a share of
+    premium users with high accuracy floors, tight deadlines and `premium_ratio` times the basic
+    users' value, rescaled so the mean factor is 1. The class is public (it is what the user asks
+    for); only the value within it is private.
+    """
+    q = _uniform(m.accuracy_floor, shape, gen, device)
+    deadline = _uniform(m.deadline_ms, shape, gen, device, 1e-3)
+    if m.profile == "iid":
+        return q, deadline, torch.ones(shape, dtype=torch.float64, device=device)
+    lo, hi = m.deadline_ms[0] * 1e-3, m.deadline_ms[1] * 1e-3
+    if m.profile == "tiered":
+        urgency = (hi - deadline) / max(hi - lo, 1e-12)
+        return q, deadline, (0.5 + q) * (0.5 + urgency)
+    share, ratio = m.premium_share, m.premium_ratio
+    premium = torch.rand(shape, generator=gen, device=device, dtype=torch.float64) < share
+    q = torch.where(premium, 0.75 + 0.25 * q, 0.5 * q)
+    span = hi - lo
+    deadline = torch.where(premium, lo + 0.25 * span * (deadline - lo) / span, lo + span * (0.5 + 0.5 * (deadline - lo) / span))
+    norm = share * ratio + (1 - share)
+    return q, deadline, torch.where(premium, ratio / norm, 1 / norm)
+
+
 def sample_markets(cfg, batch: int, gen: torch.Generator, device: str | torch.device = "cpu") -> Market:
     """Draw `batch` independent markets from the aeria config (cfg = the `aeria` node)."""
     m = cfg.market
@@ -133,21 +166,29 @@ def sample_markets(cfg, batch: int, gen: torch.Generator, device: str | torch.de
     acc = [cfg.exit_accuracy[w] for w in workloads]
     lo = torch.tensor([min(a) for a in acc], dtype=torch.float64, device=device).view(1, -1, 1)
     hi = torch.tensor([max(a) for a in acc], dtype=torch.float64, device=device).view(1, -1, 1)
-    q = _uniform(m.accuracy_floor, shape, gen, device)
-    values = _values(m.valuation, shape, gen, device)
+    q, deadline, factor = _requirements(m, shape, gen, device)
+    law = draw_law(m.valuation, shape, gen, device)
     if m.valuation.relative_to_cost:
         ref = torch.tensor([reference_cost(w, m) for w in workloads], dtype=torch.float64, device=device)
-        values = values * ref.view(1, -1, 1)
+        factor = factor * ref.view(1, -1, 1)
     return Market(
         workloads=workloads,
         device_flops=_uniform(m.device_gflops, shape, gen, device, 1e9),
         uplink_bps=_uniform(m.uplink_mbps, shape, gen, device, 1e6),
-        deadline_s=_uniform(m.deadline_ms, shape, gen, device, 1e-3),
+        deadline_s=deadline,
         acc_floor=lo + q * (hi - lo),
         input_scale=_uniform(m.input_scale, shape, gen, device),
-        value=values,
+        value=law * factor,
         capacity_flops=float(m.edge_capacity_tflops) * 1e12,
+        value_scale=factor,
     )
+
+
+def prior_values(market: Market, cfg, samples: int, gen: torch.Generator) -> torch.Tensor:
+    """(B, M, n, samples) values drawn from what a provider knows: the law and each user's public
+    class, never the realised values (the posted-price baseline prices from these)."""
+    law = draw_law(cfg.market.valuation, (*market.shape, samples), gen, market.value.device)
+    return law * market.value_scale.unsqueeze(-1)
 
 
 @dataclass
@@ -193,42 +234,83 @@ def service_options(market: Market, cfg) -> Options:
     return Options(demand, allowed, cand)
 
 
-def choose_service(market: Market, cfg, partition: str = "auto", options: Options | None = None) -> Service:
-    """Pick, per user, the feasible (partition, exit) pair needing the least edge capacity."""
+def choose_service(market: Market, cfg, mode: str = "auto", options: Options | None = None) -> Service:
+    """The service model `mode`: which (partition, exit) pair each user gets, bid-independently.
+
+    auto: per user, the feasible pair needing the least edge capacity (AERIA's joint choice);
+    edge_only / device_only / partition_only: the same choice restricted to partition point 0, to
+    the device, or to the final exit (no early exit); uniform: one pair per provider for all its
+    users (non-personalised), the pair feasible for the most users (ties: least total demand).
+    """
     m = cfg.market
     opt = options if options is not None else service_options(market, cfg)
     dev = market.value.device
-    masks = {"auto": None, "edge_only": opt.cand.edge_only, "device_only": opt.cand.device_only,
-             "no_early_exit": opt.cand.final_exit}
-    if partition not in masks:
-        raise ValueError(f"unknown partition mode {partition!r}; use one of {PARTITIONS}")
+    masks = {"auto": None, "uniform": None, "edge_only": opt.cand.edge_only, "device_only": opt.cand.device_only,
+             "partition_only": opt.cand.final_exit}
+    if mode not in masks:
+        raise ValueError(f"unknown service model {mode!r}; use one of {SERVICES}")
     allowed = opt.allowed
-    if masks[partition] is not None:
-        allowed = allowed & masks[partition].to(dev).unsqueeze(0).unsqueeze(2)
+    if masks[mode] is not None:
+        allowed = allowed & masks[mode].to(dev).unsqueeze(0).unsqueeze(2)
     demand = torch.where(allowed, opt.demand, torch.full_like(opt.demand, float("inf")))
-    best = demand.argmin(dim=-1, keepdim=True)
+    if mode == "uniform":
+        count = allowed.sum(2).to(torch.float64)                                   # (B, M, C)
+        load = torch.where(allowed, opt.demand, torch.zeros_like(opt.demand)).sum(2)
+        key = count - load / (load.amax(-1, keepdim=True) + 1.0)                  # most users, then least load
+        key = torch.where(opt.cand.present.to(dev).unsqueeze(0), key, torch.full_like(key, -float("inf")))
+        best = key.argmax(-1).view(*key.shape[:2], 1, 1).expand(*demand.shape[:3], 1)
+    else:
+        best = demand.argmin(dim=-1, keepdim=True)
     edge = demand.gather(-1, best).squeeze(-1)
     feasible = torch.isfinite(edge)
     edge = torch.where(feasible, edge, torch.zeros_like(edge))
     accuracy = opt.cand.accuracy.to(dev)[torch.arange(len(market.workloads), device=dev).view(1, -1, 1),
                                          best.squeeze(-1)]
     cost = m.lease_price * edge / 1e9 * m.slot_s
-    admitted = feasible & _within_capacity(edge, feasible, market.capacity_flops / m.providers, m.capacity_rule)
+    shares = capacity_shares(edge, feasible, market.capacity_flops, m.capacity_split)
+    admitted = feasible & _within_capacity(edge, feasible, shares, m.capacity_rule)
     return Service(feasible, edge, cost, accuracy, admitted)
 
 
-def _within_capacity(edge: torch.Tensor, feasible: torch.Tensor, share: float, rule: str) -> torch.Tensor:
+def capacity_shares(edge: torch.Tensor, feasible: torch.Tensor, capacity: float, split: str) -> torch.Tensor:
+    """The EIP's allocation of its capacity among providers, (B, M, 1) FLOP/s; never reads a bid.
+
+    equal: capacity / M each. demand: each provider declares the edge capacity its feasible users
+    would need at the lease price; the EIP serves every declaration in full when the total fits,
+    else in proportion to it (capacity is not left idle with a provider that needs none).
+    """
+    providers = edge.shape[1]
+    if split == "equal":
+        return torch.full((*edge.shape[:2], 1), capacity / providers, dtype=edge.dtype, device=edge.device)
+    declared = torch.where(feasible, edge, torch.zeros_like(edge)).sum(-1, keepdim=True)      # (B, M, 1)
+    total = declared.sum(1, keepdim=True)
+    scale = torch.where(total > capacity, capacity / total.clamp_min(1e-300), torch.ones_like(total))
+    return declared * scale
+
+
+def _within_capacity(edge: torch.Tensor, feasible: torch.Tensor, share: torch.Tensor, rule: str) -> torch.Tensor:
     """Admit users by increasing edge demand until the provider's share is full (bid-independent)."""
     if rule == "ignore":
         return torch.ones_like(feasible)
     key = torch.where(feasible, edge, torch.full_like(edge, float("inf")))
     sorted_edge, order = torch.sort(key, dim=-1, stable=True)
     used = torch.cumsum(torch.where(torch.isfinite(sorted_edge), sorted_edge, torch.zeros_like(sorted_edge)), -1)
-    ok_sorted = used <= share
+    ok_sorted = used <= share * (1 + 1e-12)
     return torch.empty_like(ok_sorted).scatter_(-1, order, ok_sorted)
+
+
+def _map_tensors(obj, fn):
+    """A copy of a Market/Service dataclass with `fn` applied to each of its tensor fields."""
+    return replace(obj, **{f.name: fn(getattr(obj, f.name)) for f in fields(obj)
+                           if isinstance(getattr(obj, f.name), torch.Tensor)})
 
 
 def replicate(obj, b: int, reps: int):
     """Market b of a batched Market/Service, repeated `reps` times along the batch axis (a view)."""
-    tensors = {f.name: getattr(obj, f.name) for f in fields(obj) if isinstance(getattr(obj, f.name), torch.Tensor)}
-    return replace(obj, **{k: t[b:b + 1].expand(reps, *t.shape[1:]) for k, t in tensors.items()})
+    return _map_tensors(obj, lambda t: t[b:b + 1].expand(reps, *t.shape[1:]))
+
+
+def repeat_markets(obj, reps: int):
+    """Every market of a batched Market/Service `reps` times in a row (copies of market b at
+    b*reps ... b*reps + reps - 1), to replay each profile under independent coins."""
+    return _map_tensors(obj, lambda t: t.repeat_interleave(reps, dim=0))

@@ -1,14 +1,19 @@
-"""Pricing mechanisms behind one interface, and the registry that names them in config.
+"""Pricing rules behind one interface; each is a class that a Hydra config option instantiates.
 
-A mechanism sees net bids s = bid - serving cost (0 for users that cannot take part), the
-users' serving costs, which users the capacity rule admitted, and pre-drawn randomness. Drawing the
-randomness outside lets the property checks replay one realisation under many misreports, which is
-how universal truthfulness (truthful for every coin flip) is tested.
+An *approach* (a whole system) is a service model (market.ServiceModel: how each user's DNN is
+partitioned and which exit it uses) paired with a pricing rule. A pricing rule sees net bids
+s = bid - serving cost (0 for users that cannot take part), the users' serving costs, which users
+the capacity rule admitted, and pre-drawn randomness. Drawing the randomness outside lets the
+property checks replay one realisation under many misreports, which is how universal truthfulness
+(truthful for every coin flip) is tested.
+
+Adding a pricing rule is one class here (or anywhere importable) and one YAML in
+conf/aeria/pricing/ whose `_target_` names it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import ClassVar
 
 import torch
 
@@ -41,18 +46,7 @@ class Auction:
     cost: torch.Tensor      # (..., n) serving cost
     admitted: torch.Tensor  # (..., n) bool: feasible and admitted by the (bid-independent) capacity rule
     noise: Noise
-
-
-PriceFn = Callable[[Auction, "object"], tuple[torch.Tensor, torch.Tensor]]
-
-
-@dataclass(frozen=True)
-class Mechanism:
-    name: str
-    price: PriceFn          # returns (wins, premium over serving cost; 0 for losers)
-    partition: str = "auto"  # auto | edge_only | device_only | no_early_exit
-    truthful: bool = True    # what the mechanism is designed to be (checked, not assumed)
-    summary: str = ""
+    prior: torch.Tensor | None = None  # (..., n*K) net values drawn from the provider's prior (posted pricing)
 
 
 def _finish(a: Auction, wins: torch.Tensor, premium: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,48 +54,9 @@ def _finish(a: Auction, wins: torch.Tensor, premium: torch.Tensor) -> tuple[torc
     return wins, torch.where(wins, premium, torch.zeros_like(premium))
 
 
-def consensus_targets(s: torch.Tensor, u: torch.Tensor, c: float) -> torch.Tensor:
-    """Each bidder's revenue target: F of the others' bids, rounded down to the random grid."""
-    return pricing.consensus_round(pricing.leave_one_out_revenue(s), u, c)
-
-
-def aeria(a: Auction, p) -> tuple[torch.Tensor, torch.Tensor]:
-    """Consensus revenue estimate + equal cost sharing; each offer ignores the bidder's own bid."""
-    return _finish(a, *pricing.cost_share_winners(a.s, consensus_targets(a.s, a.noise.u, p.c)))
-
-
-def aeria_global(a: Auction, p) -> tuple[torch.Tensor, torch.Tensor]:
-    """Variant: one estimate r(F(s)) from all bids. Envy-free always, truthful only under consensus."""
-    target = pricing.consensus_round(pricing.optimal_revenue(a.s), a.noise.u[..., 0], p.c)
-    target = target.unsqueeze(-1).expand_as(a.s)
-    return _finish(a, *pricing.cost_share_winners(a.s, target))
-
-
 def _single_price(a: Auction, price: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     price = price.expand_as(a.s)
     return _finish(a, a.s >= price, price)
-
-
-def optimal_f(a: Auction, p) -> tuple[torch.Tensor, torch.Tensor]:
-    """Oracle: the revenue-optimal single price on the true bids (earns F; not truthful)."""
-    return _single_price(a, pricing.optimal_price(a.s).unsqueeze(-1))
-
-
-def optimal_f2(a: Auction, p) -> tuple[torch.Tensor, torch.Tensor]:
-    """Oracle with at least two winners (earns F2, the benchmark of competitive analysis)."""
-    sd, _ = pricing.sort_desc(a.s)
-    n = a.s.shape[-1]
-    rev = torch.arange(1, n + 1, dtype=a.s.dtype, device=a.s.device) * sd
-    if n >= 2:
-        rev[..., 0] = -1.0
-    price = sd.gather(-1, rev.argmax(-1, keepdim=True))
-    price = torch.where(price > 0, price, torch.full_like(price, float("inf")))
-    return _single_price(a, price)
-
-
-def dop(a: Auction, p) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic optimal price: each bidder is offered the optimal price of the others."""
-    return _single_price(a, pricing.leave_one_out_price(a.s))
 
 
 def _halves(a: Auction) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,60 +64,172 @@ def _halves(a: Auction) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(side, a.s, 0.0), torch.where(~side, a.s, 0.0)
 
 
-def rsop(a: Auction, p) -> tuple[torch.Tensor, torch.Tensor]:
+ESTIMATES = {"f": 1, "f2": 2}
+
+
+def consensus_targets(s: torch.Tensor, u: torch.Tensor, c: float, estimate: str = "f",
+                      presorted: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Each bidder's revenue target: F (or F2) of the others' bids, rounded down to the random grid."""
+    return pricing.consensus_round(pricing.leave_one_out_revenue(s, ESTIMATES[estimate], presorted), u, c)
+
+
+class PricingRule:
+    """Turns one batch of auctions into (wins, premium over serving cost; 0 for losers)."""
+
+    truthful: ClassVar[bool] = True        # what the rule is designed to be (checked, not assumed)
+    consensus_base: ClassVar[bool] = False  # prices come from a consensus estimate (has a base c)
+    needs_prior: ClassVar[bool] = False     # reads samples of the provider's prior (Auction.prior)
+
+    def price(self, a: Auction) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+@dataclass
+class Core(PricingRule):
+    """AERIA's pricing (CORE): each bidder's target is F of the OTHER net bids (`estimate: f`; or
+    their F2, `f2`) rounded down to the random grid c^(j+u), extracted by equal cost sharing; no
+    offer reads the bidder's own bid."""
+
+    c: float = 5.921
+    estimate: str = "f"
+    consensus_base: ClassVar[bool] = True
+
+    def price(self, a: Auction) -> tuple[torch.Tensor, torch.Tensor]:
+        sd, order = pricing.sort_desc(a.s)  # one sort serves the estimates and the extraction
+        targets = consensus_targets(a.s, a.noise.u, self.c, self.estimate, (sd, order))
+        return _finish(a, *pricing.cost_share_winners(a.s, targets, sd))
+
+
+@dataclass
+class CoreGlobal(PricingRule):
+    """Variant: one estimate r(F(s)) from all bids. Envy-free always, truthful only under consensus."""
+
+    c: float = 5.921
+    truthful: ClassVar[bool] = False
+    consensus_base: ClassVar[bool] = True
+
+    def price(self, a: Auction) -> tuple[torch.Tensor, torch.Tensor]:
+        target = pricing.consensus_round(pricing.optimal_revenue(a.s), a.noise.u[..., 0], self.c)
+        return _finish(a, *pricing.cost_share_winners(a.s, target.unsqueeze(-1).expand_as(a.s)))
+
+
+class OptimalF(PricingRule):
+    """Oracle: the revenue-optimal single price on the true bids (earns F; not truthful)."""
+
+    truthful: ClassVar[bool] = False
+
+    def price(self, a: Auction) -> tuple[torch.Tensor, torch.Tensor]:
+        return _single_price(a, pricing.optimal_price(a.s).unsqueeze(-1))
+
+
+class OptimalF2(PricingRule):
+    """Oracle with at least two winners (earns F2, the benchmark of competitive analysis)."""
+
+    truthful: ClassVar[bool] = False
+
+    def price(self, a: Auction) -> tuple[torch.Tensor, torch.Tensor]:
+        sd, _ = pricing.sort_desc(a.s)
+        n = a.s.shape[-1]
+        rev = torch.arange(1, n + 1, dtype=a.s.dtype, device=a.s.device) * sd
+        if n >= 2:
+            rev[..., 0] = -1.0
+        price = sd.gather(-1, rev.argmax(-1, keepdim=True))
+        price = torch.where(price > 0, price, torch.full_like(price, float("inf")))
+        return _single_price(a, price)
+
+
+class Dop(PricingRule):
+    """Deterministic optimal price: each bidder is offered the optimal price of the others (ties to
+    the lowest such price)."""
+
+    def price(self, a: Auction) -> tuple[torch.Tensor, torch.Tensor]:
+        return _single_price(a, pricing.leave_one_out_price(a.s))
+
+
+class Rsop(PricingRule):
     """Random sampling optimal price: each half is offered the other half's optimal price."""
-    s_a, s_b = _halves(a)
-    price = torch.where(a.noise.coin, pricing.optimal_price(s_b).unsqueeze(-1),
-                        pricing.optimal_price(s_a).unsqueeze(-1))
-    return _single_price(a, price)
+
+    def price(self, a: Auction) -> tuple[torch.Tensor, torch.Tensor]:
+        s_a, s_b = _halves(a)
+        price = torch.where(a.noise.coin, pricing.optimal_price(s_b).unsqueeze(-1),
+                            pricing.optimal_price(s_a).unsqueeze(-1))
+        return _single_price(a, price)
 
 
-def rspe(a: Auction, p) -> tuple[torch.Tensor, torch.Tensor]:
+class Rspe(PricingRule):
     """Random sampling profit extraction: extract F(other half) from each half by cost sharing."""
-    s_a, s_b = _halves(a)
-    f_a = pricing.optimal_revenue(s_a).unsqueeze(-1).expand_as(a.s)
-    f_b = pricing.optimal_revenue(s_b).unsqueeze(-1).expand_as(a.s)
-    win_a, price_a = pricing.cost_share_winners(s_a, f_b)
-    win_b, price_b = pricing.cost_share_winners(s_b, f_a)
-    side = a.noise.coin
-    return _finish(a, torch.where(side, win_a, win_b), torch.where(side, price_a, price_b))
+
+    def price(self, a: Auction) -> tuple[torch.Tensor, torch.Tensor]:
+        s_a, s_b = _halves(a)
+        f_a = pricing.optimal_revenue(s_a).unsqueeze(-1).expand_as(a.s)
+        f_b = pricing.optimal_revenue(s_b).unsqueeze(-1).expand_as(a.s)
+        win_a, price_a = pricing.cost_share_winners(s_a, f_b)
+        win_b, price_b = pricing.cost_share_winners(s_b, f_a)
+        side = a.noise.coin
+        return _finish(a, torch.where(side, win_a, win_b), torch.where(side, price_a, price_b))
 
 
-def kplus1_price(a: Auction, p) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass
+class KPlusOne(PricingRule):
     """Limited supply: the k highest net bids win and pay the (k+1)-th; k from admitted users only."""
-    n = a.s.shape[-1]
-    k = (a.admitted.sum(-1, keepdim=True).to(a.s.dtype) * p.kplus1_fraction).floor().clamp(1, n).long()
-    sd, order = pricing.sort_desc(a.s)
-    padded = torch.cat([sd, torch.zeros_like(sd[..., :1])], dim=-1)
-    price = padded.gather(-1, k)
-    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(n, device=a.s.device).expand_as(order))
-    wins = (rank < k) & (a.s > price)
-    return _finish(a, wins, price.expand_as(a.s))
+
+    fraction: float = 0.5
+
+    def price(self, a: Auction) -> tuple[torch.Tensor, torch.Tensor]:
+        n = a.s.shape[-1]
+        k = (a.admitted.sum(-1, keepdim=True).to(a.s.dtype) * self.fraction).floor().clamp(1, n).long()
+        sd, order = pricing.sort_desc(a.s, stable=True)  # ties rank by position: the earlier bidder wins
+        padded = torch.cat([sd, torch.zeros_like(sd[..., :1])], dim=-1)
+        price = padded.gather(-1, k)
+        rank = torch.empty_like(order).scatter_(-1, order, torch.arange(n, device=a.s.device).expand_as(order))
+        wins = (rank < k) & (a.s > price)
+        return _finish(a, wins, price.expand_as(a.s))
 
 
-def cost_plus(a: Auction, p) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posted price (1 + markup) x serving cost: premium = markup x cost, bid-independent."""
-    premium = p.cost_plus_markup * a.cost
-    return _finish(a, a.s >= premium, premium)
+class Posted(PricingRule):
+    """Posted premium set from the provider's prior, never from the bids: the premium that
+    maximises expected revenue on samples of its users' net values drawn from the value law
+    (given each user's public class and serving cost). The strongest posted price a provider that
+    knows the distribution could set (Myerson's monopoly price for a known prior)."""
+
+    needs_prior: ClassVar[bool] = True
+
+    def price(self, a: Auction) -> tuple[torch.Tensor, torch.Tensor]:
+        if a.prior is None:
+            raise ValueError("posted pricing needs the provider's prior samples (Auction.prior)")
+        return _single_price(a, pricing.optimal_price(a.prior).unsqueeze(-1))
 
 
-CONSENSUS_PRICING = (aeria, aeria_global)  # mechanisms whose prices come from a consensus estimate
+@dataclass(frozen=True)
+class Approach:
+    """A whole system: a service model and a pricing rule, named `<service>+<pricing>`."""
 
-REGISTRY: dict[str, Mechanism] = {
-    m.name: m
-    for m in [
-        Mechanism("aeria", aeria, summary="AERIA: consensus estimate + cost sharing (ours, reconstructed)"),
-        Mechanism("aeria_global", aeria_global, truthful=False,
-                  summary="AERIA variant: estimate from all bids (envy-free, truthful w.h.p.)"),
-        Mechanism("aeria_edge_only", aeria, partition="edge_only", summary="AERIA, whole DNN at the edge"),
-        Mechanism("aeria_device_only", aeria, partition="device_only", summary="AERIA, whole DNN on the device"),
-        Mechanism("aeria_no_early_exit", aeria, partition="no_early_exit", summary="AERIA, final exit only"),
-        Mechanism("optimal_f", optimal_f, truthful=False, summary="optimal single price F (oracle)"),
-        Mechanism("optimal_f2", optimal_f2, truthful=False, summary="optimal single price, >= 2 winners (F2 oracle)"),
-        Mechanism("rsop", rsop, summary="random sampling optimal price"),
-        Mechanism("rspe", rspe, summary="random sampling profit extraction"),
-        Mechanism("dop", dop, summary="deterministic optimal price"),
-        Mechanism("kplus1_price", kplus1_price, summary="(k+1)-th price uniform auction"),
-        Mechanism("cost_plus", cost_plus, summary="cost-plus posted price"),
-    ]
-}
+    service: str
+    pricing: str
+    rule: PricingRule
+
+    @property
+    def name(self) -> str:
+        return f"{self.service}+{self.pricing}"
+
+
+AERIA = "auto+core"  # the paper's approach: per-user joint partition and exit, CORE pricing
+
+
+def build_rules(pricing_cfg) -> dict[str, PricingRule]:
+    """Instantiate every configured pricing rule (`aeria.pricing.<name>` holds its `_target_`)."""
+    from hydra.utils import instantiate
+
+    rules = {}
+    for name, node in pricing_cfg.items():
+        rule = instantiate(node) if not isinstance(node, PricingRule) else node
+        if not isinstance(rule, PricingRule):
+            raise TypeError(f"aeria.pricing.{name} builds a {type(rule).__name__}, not a PricingRule")
+        rules[name] = rule
+    return rules
+
+
+def approaches(cfg) -> list[Approach]:
+    """The matrix of configured service models x pricing rules, in configuration order."""
+    rules = build_rules(cfg.pricing)
+    return [Approach(service, name, rule) for service in cfg.services for name, rule in rules.items()]

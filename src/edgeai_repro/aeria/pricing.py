@@ -9,11 +9,21 @@ bidder at sorted position r leaves k*s_(k) for k < r and k*s_(k+1) for k >= r.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
-def sort_desc(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.sort(s, dim=-1, descending=True, stable=True)
+def sort_desc(s: torch.Tensor, stable: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Values sorted in decreasing order along the last axis, and the permutation.
+
+    Equal bids are interchangeable for every price computed here (each depends on the sorted
+    values only), so the order among ties matters only where a rule ranks bidders (stable=True).
+    On a CPU, numpy's vectorised argsort is several times faster than torch's sort for long rows.
+    """
+    if s.device.type == "cpu" and not stable and s.shape[-1] >= 4096 and not s.requires_grad:
+        order = torch.from_numpy(np.argsort(-s.numpy(), axis=-1))
+        return s.gather(-1, order), order
+    return torch.sort(s, dim=-1, descending=True, stable=stable)
 
 
 def _k(n: int, like: torch.Tensor) -> torch.Tensor:
@@ -39,19 +49,37 @@ def optimal_price(s: torch.Tensor) -> torch.Tensor:
 
 
 def _suffix_cummax(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    vals, idx = torch.cummax(x.flip(-1), dim=-1)
+    """Suffix maxima of x along the last axis, each with the LARGEST index attaining it.
+
+    torch.cummax breaks ties toward the last index it scans, which on a flipped array is the
+    smallest original index; the largest one is the end of the run of equal suffix maxima (the
+    suffix maximum only drops right after an element that attains it), found by binary search.
+    """
     n = x.shape[-1]
-    return vals.flip(-1), (n - 1 - idx).flip(-1)
+    vals = torch.cummax(x.flip(-1), dim=-1).values.flip(-1)        # non-increasing
+    ascending = vals.flip(-1).contiguous()
+    first = torch.searchsorted(ascending, vals.contiguous(), right=False)  # first ascending index >= v
+    return vals, (n - 1 - first).clamp(0, n - 1)
 
 
-def _leave_one_out_sorted(sd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For sorted bids, F of all bids but position r, and the price that reaches it, for each r."""
+def _leave_one_out_sorted(sd: torch.Tensor, min_winners: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """For sorted bids, F of all bids but position r, and the price that reaches it, for each r
+    (F2 with min_winners=2: the others' single-price revenue with at least two of them buying).
+
+    The others' revenue curve is k*s_(k) for k < r+1 (prefix) and k*s_(k+1) beyond (suffix). Ties
+    between revenue-maximising prices always go to the lowest price (the largest k), whatever the
+    bidder's own position: that makes the price a function of the others' bids alone, which is
+    what DOP's truthfulness needs (integer bids with ties included; see tests).
+    """
     n = sd.shape[-1]
     k = _k(n, sd)
     a = k * sd                                            # k*s_(k): bidders before r stay in place
     b = torch.zeros_like(sd)
     b[..., :-1] = k[:-1] * sd[..., 1:]                    # k*s_(k+1): bidders after r move up
-    pa_vals, pa_idx = torch.cummax(a, dim=-1)             # inclusive prefix max; shift to exclusive
+    if min_winners == 2:                                  # k = 1 is a_1 (prefix) or b_1 (suffix, r = 0)
+        a[..., 0] = 0.0
+        b[..., 0] = 0.0
+    pa_vals, pa_idx = torch.cummax(a, dim=-1)             # inclusive prefix max, last index on ties
     prefix = torch.zeros_like(sd)
     prefix[..., 1:] = pa_vals[..., :-1]
     prefix_price = torch.zeros_like(sd)
@@ -59,7 +87,7 @@ def _leave_one_out_sorted(sd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     suffix, sb_idx = _suffix_cummax(b)
     suffix_price = torch.zeros_like(sd)
     suffix_price[..., :-1] = sd.gather(-1, (sb_idx[..., :-1] + 1).clamp_max(n - 1))
-    use_prefix = prefix >= suffix
+    use_prefix = prefix > suffix                          # equal: the suffix's larger k wins
     f_loo = torch.where(use_prefix, prefix, suffix)
     price = torch.where(use_prefix, prefix_price, suffix_price)
     return f_loo, price
@@ -70,10 +98,12 @@ def _unsort(values_sorted: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     return out.scatter_(-1, order, values_sorted)
 
 
-def leave_one_out_revenue(s: torch.Tensor) -> torch.Tensor:
-    """F(s_-i) for every bidder i, in the bidders' original order. O(n log n)."""
-    sd, order = sort_desc(s)
-    f_loo, _ = _leave_one_out_sorted(sd)
+def leave_one_out_revenue(s: torch.Tensor, min_winners: int = 1,
+                          presorted: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """F(s_-i) (or F2(s_-i) with min_winners=2) for every bidder i, in the bidders' original order.
+    O(n log n); `presorted` = sort_desc(s) when the caller has it."""
+    sd, order = sort_desc(s) if presorted is None else presorted
+    f_loo, _ = _leave_one_out_sorted(sd, min_winners)
     return _unsort(f_loo, order)
 
 
@@ -95,17 +125,19 @@ def consensus_round(x: torch.Tensor, u: torch.Tensor, c: float) -> torch.Tensor:
     return torch.where(x > 0, r, torch.zeros_like(x))
 
 
-def cost_share_winners(s: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def cost_share_winners(s: torch.Tensor, target: torch.Tensor,
+                       sd: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Equal-share profit extraction of `target` (one value per bidder, bid-independent).
 
     Bidder i is offered the price target_i / k where k is the largest number of bidders that
     can each pay target_i / k; with the other bidders' bids held fixed this offer does not depend
-    on s_i (see tests). Returns (wins, price) with price 0 for losers.
+    on s_i (see tests). `sd`: s already sorted in decreasing order, when the caller has it.
+    Returns (wins, price) with price 0 for losers.
     """
     n = s.shape[-1]
-    sd, _ = sort_desc(s)
+    sd = sort_desc(s)[0] if sd is None else sd
     a = _k(n, s) * sd                                      # k*s_(k): k bidders can each pay t iff a_k >= t*k
-    suffix, _ = _suffix_cummax(a)                          # non-increasing in k
+    suffix = torch.cummax(a.flip(-1), dim=-1).values.flip(-1)  # suffix maxima: non-increasing in k
     # K(t) = #{k : max_{k'>=k} a_k' >= t} = largest k with a_k >= t, via binary search.
     ascending = suffix.flip(-1).contiguous()
     k_star = n - torch.searchsorted(ascending, target.contiguous(), right=False)

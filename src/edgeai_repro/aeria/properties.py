@@ -1,18 +1,22 @@
-"""Empirical checks of truthfulness, envy-freeness and individual rationality.
+"""Empirical checks of truthfulness, envy-freeness and individual rationality, for every approach.
 
 Truthfulness is tested per realisation of the mechanism's randomness: a sampled user re-bids
 g x value for every g of a grid while everyone else and every coin stay fixed; a violation is a
-misreport that strictly raises the user's utility. Envy is defined on the premium (payment above
-one's own serving cost), because services differ across users: user i envies winner j when
-i's true net value minus j's premium exceeds i's utility. IR: no winner pays more than its bid.
+misreport that strictly raises the user's utility. On top of the random markets, every pricing
+rule is checked exhaustively on all integer net-bid profiles in {0..4}^n, n <= 5, where ties are
+everywhere (`integer_profile_violations`). Envy is defined on the premium (payment above one's own
+serving cost), because services differ across users: user i envies winner j when i's true net
+value minus j's premium exceeds i's utility. IR: no winner pays more than its bid.
 """
 from __future__ import annotations
+
+import itertools
 
 import torch
 
 from edgeai_repro.aeria.market import Market, choose_service, replicate
-from edgeai_repro.aeria.mechanisms import CONSENSUS_PRICING, REGISTRY, Noise, consensus_targets
-from edgeai_repro.aeria.simulator import Outcome, run_mechanism
+from edgeai_repro.aeria.mechanisms import Approach, Auction, Noise, PricingRule, consensus_targets
+from edgeai_repro.aeria.simulator import Outcome, prior_net, run_rule
 
 
 def _tol(x: torch.Tensor) -> float:
@@ -32,32 +36,34 @@ def ir_violations(out: Outcome) -> int:
     return int((out.wins & (out.payment() > out.bid + _tol(out.bid))).sum())
 
 
-def truthfulness_violations(name: str, market: Market, noise: Noise, cfg, truthful: Outcome,
-                            users: torch.Tensor, grid: torch.Tensor) -> int:
+def truthfulness_violations(rule: PricingRule, market: Market, noise: Noise, cfg, truthful: Outcome,
+                            users: torch.Tensor, grid: torch.Tensor, prior: torch.Tensor | None) -> int:
     """Count checked users with a strictly profitable misreport. `users`: (K, 3) indices (b, m, i)."""
     count, g = 0, len(grid)
     for b, m, i in users.tolist():
         bids = truthful.value[b:b + 1].expand(g, -1, -1).clone()
         bids[:, m, i] = grid * truthful.value[b, m, i]
-        out = run_mechanism(name, replicate(market, b, g), Noise(noise.u[b:b + 1], noise.coin[b:b + 1]).expand(g),
-                            cfg, bids=bids, service=replicate(truthful.service, b, g))
+        out = run_rule(rule, replicate(market, b, g), Noise(noise.u[b:b + 1], noise.coin[b:b + 1]).expand(g), cfg,
+                       service=replicate(truthful.service, b, g), bids=bids,
+                       prior=None if prior is None else prior[b:b + 1].expand(g, *prior.shape[1:]))
         if float(out.utility()[:, m, i].max()) > float(truthful.utility()[b, m, i]) + _tol(truthful.value):
             count += 1
     return count
 
 
-def consensus(out: Outcome, noise: Noise, c: float) -> torch.Tensor:
+def consensus(out: Outcome, noise: Noise, c: float, estimate: str = "f") -> torch.Tensor:
     """Per auction: True when every bidder's rounded revenue estimate is the same value."""
-    targets = consensus_targets(out.s, noise.u, c)
+    targets = consensus_targets(out.s, noise.u, c, estimate)
     valid = out.s > 0
     big = torch.full_like(targets, float("inf"))
     return torch.where(valid, targets, -big).amax(-1) <= torch.where(valid, targets, big).amin(-1)
 
 
-def check_market(name: str, market: Market, noise: Noise, cfg, gen: torch.Generator) -> dict[str, float]:
-    """All three checks for one mechanism on one batch of markets."""
-    service = choose_service(market, cfg, REGISTRY[name].partition)
-    truthful = run_mechanism(name, market, noise, cfg, service=service)
+def check_market(ap: Approach, market: Market, noise: Noise, cfg, gen: torch.Generator) -> dict[str, float]:
+    """All three checks for one approach on one batch of markets."""
+    service = choose_service(market, cfg, ap.service)
+    prior = prior_net(market, service, cfg, gen) if ap.rule.needs_prior else None
+    truthful = run_rule(ap.rule, market, noise, cfg, service, prior=prior)
     b, m, n = market.shape
     candidates = service.admitted.nonzero()
     k = min(int(cfg.users_checked) * b, len(candidates))
@@ -65,7 +71,8 @@ def check_market(name: str, market: Market, noise: Noise, cfg, gen: torch.Genera
     grid = torch.tensor(list(cfg.misreport_grid), dtype=market.value.dtype, device=market.value.device)
     envy = envious(truthful)
     result = {
-        "truthfulness_violations": float(truthfulness_violations(name, market, noise, cfg, truthful, pick, grid)),
+        "truthfulness_violations": float(truthfulness_violations(ap.rule, market, noise, cfg, truthful, pick, grid,
+                                                                 prior)),
         "users_checked": float(k),
         "envy_violations": float(envy.sum()),
         "ir_violations": float(ir_violations(truthful)),
@@ -73,8 +80,48 @@ def check_market(name: str, market: Market, noise: Noise, cfg, gen: torch.Genera
         "consensus_rate": float("nan"),
         "envy_in_consensus_auctions": float("nan"),
     }
-    if REGISTRY[name].price in CONSENSUS_PRICING:
-        agreed = consensus(truthful, noise, cfg.mechanism.c)
+    if ap.rule.consensus_base:
+        agreed = consensus(truthful, noise, ap.rule.c, getattr(ap.rule, "estimate", "f"))
         result["consensus_rate"] = float(agreed.double().mean())
         result["envy_in_consensus_auctions"] = float(envy[agreed].sum())
     return result
+
+
+def integer_profiles(n: int, top: int = 4) -> torch.Tensor:
+    """Every net-bid profile in {0..top}^n, (top+1)^n rows."""
+    return torch.tensor(list(itertools.product(range(top + 1), repeat=n)), dtype=torch.float64)
+
+
+def integer_profile_violations(rule: PricingRule, n: int, gen: torch.Generator, top: int = 4,
+                               draws: int = 4) -> tuple[int, int]:
+    """(profitable misreports, (profile, bidder, draw) triples checked) over all profiles in
+    {0..top}^n: bidder i with true net value v_i re-bids every value in {0..top} and half-integers,
+    everyone else and the coins fixed. Digital goods (no capacity limit), zero serving cost, and
+    prior samples for posted pricing equal to the profile itself (a prior that knows the profile
+    exactly: the posted price then still ignores the bidder's own report)."""
+    profiles = integer_profiles(n, top)
+    p = len(profiles)
+    lies = torch.arange(0, 2 * top + 1, dtype=torch.float64) / 2                   # 0, 0.5, ..., top
+    bad = checked = 0
+    for _ in range(draws):
+        u = torch.rand((p, 1), generator=gen, dtype=torch.float64)
+        coin = torch.rand((p, n), generator=gen) < 0.5
+
+        def utility(bids: torch.Tensor, i: int) -> torch.Tensor:
+            reps = bids.shape[0] // p
+            valid = bids > 0
+            noise = Noise(u.repeat(reps, 1), coin.repeat(reps, 1))
+            prior = profiles.repeat(reps, 1) if rule.needs_prior else None
+            wins, premium = rule.price(Auction(torch.where(valid, bids, 0.0), valid, torch.zeros_like(bids),
+                                               torch.ones_like(valid), noise, prior))
+            value = profiles[:, i].repeat(reps)
+            return torch.where(wins[:, i], value - premium[:, i], torch.zeros_like(value))
+
+        for i in range(n):
+            honest = utility(profiles, i)
+            lied = profiles.repeat(len(lies), 1)
+            lied[:, i] = lies.repeat_interleave(p)
+            best = utility(lied, i).view(len(lies), p).amax(0)
+            bad += int((best > honest + 1e-9).sum())
+            checked += p
+    return bad, checked

@@ -50,3 +50,14 @@ def aeria(net_bids: np.ndarray, u: float, c: float) -> tuple[np.ndarray, np.ndar
         if net_bids[i] >= offer:
             wins[i], price[i] = True, offer
     return wins, price
+
+
+def dop_offer(others: np.ndarray) -> float:
+    """DOP's price for a bidder facing `others`: their revenue-optimal single price, ties going to
+    the lowest such price (the most sales); +inf when the others earn nothing."""
+    o = np.sort(others)[::-1]
+    if len(o) == 0 or o[0] <= 0:
+        return math.inf
+    rev = np.arange(1, len(o) + 1) * o
+    best = np.flatnonzero(rev == rev.max()).max()  # the largest k among the maximisers
+    return float(o[best]) if o[best] > 0 else math.inf

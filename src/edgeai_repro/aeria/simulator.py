@@ -1,9 +1,12 @@
 """The auction simulator: a LightningModule that evaluates batches of random markets.
 
 Each test batch is a set of market indices; the module draws those markets (seeded by the cell
-seed and the batch index), runs every configured mechanism on the same markets and randomness
-(common random numbers, so differences between mechanisms are not sampling noise), and logs
-revenue, welfare, users served, edge utilisation, revenue / F2 and run time per market.
+seed and the batch index), runs every configured approach (service model x pricing rule) on the
+same markets and randomness (common random numbers, so differences between approaches are not
+sampling noise), and logs revenue, the EIP's lease income, welfare, users served, edge
+utilisation, revenue / F2 and run time per market. With `coin_draws` > 1 every market is replayed
+under that many independent draws of the mechanisms' coins, and each market's figures are the
+means over them: the expected revenue of a randomised mechanism on that fixed profile.
 """
 from __future__ import annotations
 
@@ -16,11 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from edgeai_repro.aeria import pricing
-from edgeai_repro.aeria.market import Market, Service, choose_service, sample_markets, service_options
-from edgeai_repro.aeria.mechanisms import REGISTRY, Auction, Noise, draw_noise
+from edgeai_repro.aeria.market import (Market, Service, choose_service, prior_values, repeat_markets, sample_markets,
+                                      service_options)
+from edgeai_repro.aeria.mechanisms import Approach, Auction, Noise, PricingRule, approaches, draw_noise
 from edgeai_repro.core.seeding import derive_seed, generator
 
-METRICS = ("revenue", "welfare", "served", "utilisation", "f2", "revenue_over_f2", "runtime_ms")
+METRICS = ("revenue", "eip_revenue", "welfare", "served", "utilisation", "f2", "revenue_over_f2", "runtime_ms")
 
 
 def plain(cfg):
@@ -53,17 +57,22 @@ def user_values(market: Market, service: Service, cfg) -> torch.Tensor:
     return market.value * service.accuracy / best
 
 
-def run_mechanism(name: str, market: Market, noise: Noise, cfg, bids: torch.Tensor | None = None,
-                  service: Service | None = None) -> Outcome:
-    """Serve one batch of markets with mechanism `name`; bids default to the true values."""
-    mech = REGISTRY[name]
-    service = service if service is not None else choose_service(market, cfg, mech.partition)
+def prior_net(market: Market, service: Service, cfg, gen: torch.Generator) -> torch.Tensor:
+    """Net values the provider's prior predicts for its admitted users, flattened per auction."""
+    v = prior_values(market, cfg, int(cfg.posted_samples), gen)
+    s = (v - service.cost.unsqueeze(-1)).clamp_min(0) * service.admitted.unsqueeze(-1)
+    return s.flatten(-2)
+
+
+def run_rule(rule: PricingRule, market: Market, noise: Noise, cfg, service: Service,
+             bids: torch.Tensor | None = None, prior: torch.Tensor | None = None) -> Outcome:
+    """Price one batch of markets on a given service; bids default to the true values."""
     value = user_values(market, service, cfg)
     bid = value if bids is None else bids
     s = bid - service.cost
     valid = service.admitted & (s > 0)
     s = torch.where(valid, s, torch.zeros_like(s))
-    wins, premium = mech.price(Auction(s, valid, service.cost, service.admitted, noise), cfg.mechanism)
+    wins, premium = rule.price(Auction(s, valid, service.cost, service.admitted, noise, prior))
     return Outcome(service, value, bid, s, wins, premium)
 
 
@@ -72,7 +81,7 @@ def market_metrics(out: Outcome, market: Market, cfg) -> dict[str, torch.Tensor]
     m = cfg.market
     premium = out.premium.sum(dim=(1, 2))
     lease = torch.where(out.wins, out.service.cost, torch.zeros_like(out.premium)).sum(dim=(1, 2))
-    revenue = premium if cfg.mechanism.revenue == "net" else premium + lease
+    revenue = premium if cfg.revenue == "net" else premium + lease
     true_net = torch.where(out.service.admitted, (out.value - out.service.cost).clamp_min(0), torch.zeros_like(out.value))
     f2 = pricing.optimal_revenue(true_net, min_winners=2).sum(dim=1)
     welfare = torch.where(out.wins, out.value - out.service.cost, torch.zeros_like(out.value)).sum(dim=(1, 2))
@@ -80,6 +89,7 @@ def market_metrics(out: Outcome, market: Market, cfg) -> dict[str, torch.Tensor]
     used = torch.where(out.wins, out.service.edge_flops_s, torch.zeros_like(out.value)).sum(dim=(1, 2))
     return {
         "revenue": revenue,
+        "eip_revenue": lease,
         "welfare": welfare,
         "served": out.wins.sum(dim=(1, 2)).to(revenue.dtype) / users,
         "utilisation": used / market.capacity_flops,
@@ -89,12 +99,13 @@ def market_metrics(out: Outcome, market: Market, cfg) -> dict[str, torch.Tensor]
 
 
 class AuctionSimulator(L.LightningModule):
-    """Evaluates `cfg.markets` random markets per cell, in batches, for every mechanism."""
+    """Evaluates `cfg.markets` random markets per cell, in batches, for every approach."""
 
     def __init__(self, cfg, seed: int) -> None:
         super().__init__()
         self.cfg = plain(cfg)
         self.seed = seed
+        self.approaches: list[Approach] = approaches(self.cfg)
         self.rows: list[dict] = []
 
     def dataloader(self) -> DataLoader:
@@ -102,24 +113,30 @@ class AuctionSimulator(L.LightningModule):
 
     def test_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
         (idx,) = batch
+        draws = int(self.cfg.coin_draws)
         gen = generator(derive_seed("aeria-market", self.seed, batch_idx), self.device)
         market = sample_markets(self.cfg, len(idx), gen, self.device)
-        noise = draw_noise(market.shape, self.cfg.mechanism.consensus_scope, gen, self.device)
-        options = service_options(market, self.cfg)  # computed once, masked per partition mode
+        if draws > 1:
+            market = repeat_markets(market, draws)
+        noise = draw_noise(market.shape, self.cfg.consensus_scope, gen, self.device)
+        options = service_options(market, self.cfg)  # computed once, masked per service model
         services: dict[str, Service] = {}
-        for name in self.cfg.mechanisms:
+        priors: dict[str, torch.Tensor] = {}
+        for ap in self.approaches:
             start = time.perf_counter()
-            partition = REGISTRY[name].partition
-            if partition not in services:
-                services[partition] = choose_service(market, self.cfg, partition, options)
-            out = run_mechanism(name, market, noise, self.cfg, service=services[partition])
+            if ap.service not in services:
+                services[ap.service] = choose_service(market, self.cfg, ap.service, options)
+            if ap.rule.needs_prior and ap.service not in priors:
+                prior_gen = generator(derive_seed("aeria-prior", self.seed, batch_idx, ap.service), self.device)
+                priors[ap.service] = prior_net(market, services[ap.service], self.cfg, prior_gen)
+            out = run_rule(ap.rule, market, noise, self.cfg, services[ap.service], prior=priors.get(ap.service))
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             elapsed_ms = (time.perf_counter() - start) * 1e3 / len(idx)
-            metrics = market_metrics(out, market, self.cfg)
+            metrics = {k: v.view(len(idx), draws).mean(1) for k, v in market_metrics(out, market, self.cfg).items()}
             for b in range(len(idx)):
-                self.rows.append({"method": name, "market": int(idx[b]),
+                self.rows.append({"method": ap.name, "market": int(idx[b]),
                                   **{k: float(v[b]) for k, v in metrics.items()}, "runtime_ms": elapsed_ms})
-            self.log_dict({f"{name}/{k}": v.float().nanmean() for k, v in metrics.items()},
+            self.log_dict({f"{ap.name}/{k}": v.float().nanmean() for k, v in metrics.items()},
                           batch_size=len(idx), on_epoch=True)
-            self.log(f"{name}/runtime_ms", elapsed_ms, batch_size=len(idx), on_epoch=True)
+            self.log(f"{ap.name}/runtime_ms", elapsed_ms, batch_size=len(idx), on_epoch=True)

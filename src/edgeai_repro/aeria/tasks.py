@@ -12,10 +12,10 @@ import torch
 from omegaconf import DictConfig
 
 from edgeai_repro.aeria import config as aeria_config
-from edgeai_repro.aeria import reference
+from edgeai_repro.aeria import reference, worst_case
 from edgeai_repro.aeria.market import sample_markets
-from edgeai_repro.aeria.mechanisms import REGISTRY, Auction, draw_noise
-from edgeai_repro.aeria.properties import check_market
+from edgeai_repro.aeria.mechanisms import Auction, PricingRule, approaches, build_rules, draw_noise
+from edgeai_repro.aeria.properties import check_market, integer_profile_violations
 from edgeai_repro.aeria.simulator import METRICS, AuctionSimulator, plain
 from edgeai_repro.core.seeding import derive_seed, generator
 from edgeai_repro.core.tasks import CellContext, Task, register
@@ -46,14 +46,25 @@ def _by_method(rows: list[dict], keys: tuple[str, ...] | list[str], summed: tupl
     return out
 
 
+def _ratio_tails(rows: list[dict], records: list[dict]) -> None:
+    """Add the 5th percentile and the minimum of revenue / F2 over the cell's markets to each record."""
+    for rec in records:
+        vals = torch.tensor([r["revenue_over_f2"] for r in rows if r["method"] == rec["method"]], dtype=torch.float64)
+        vals = vals[~torch.isnan(vals)]
+        rec["revenue_over_f2_p5"] = float(torch.quantile(vals, 0.05)) if len(vals) else math.nan
+        rec["revenue_over_f2_min"] = float(vals.min()) if len(vals) else math.nan
+
+
 def run_revenue(cfg: DictConfig, ctx: CellContext) -> dict:
     sim = AuctionSimulator(cfg.aeria, int(cfg.seed))
     _trainer(ctx).test(sim, dataloaders=sim.dataloader(), verbose=False)
-    return {"records": _by_method(sim.rows, METRICS, count="markets")}
+    records = _by_method(sim.rows, METRICS, count="markets")
+    _ratio_tails(sim.rows, records)
+    return {"records": records}
 
 
 class PropertyChecker(L.LightningModule):
-    """Runs the truthfulness, envy and IR checks on batches of random markets."""
+    """Runs the truthfulness, envy and IR checks on batches of random markets, for every approach."""
 
     CHECKS = ("truthfulness_violations", "users_checked", "envy_violations", "ir_violations", "winners",
               "consensus_rate", "envy_in_consensus_auctions")
@@ -61,16 +72,17 @@ class PropertyChecker(L.LightningModule):
     def __init__(self, cfg, seed: int) -> None:
         super().__init__()
         self.cfg, self.seed, self.rows = plain(cfg), seed, []
+        self.approaches = approaches(self.cfg)
 
     def test_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
         (idx,) = batch
         gen = generator(derive_seed("aeria-properties", self.seed, batch_idx), self.device)
         market = sample_markets(self.cfg, len(idx), gen, self.device)
-        noise = draw_noise(market.shape, self.cfg.mechanism.consensus_scope, gen, self.device)
-        for name in self.cfg.mechanisms:
-            res = check_market(name, market, noise, self.cfg, gen)
-            self.rows.append({"method": name, **res})
-            self.log_dict({f"{name}/{k}": float(v) for k, v in res.items() if not math.isnan(v)},
+        noise = draw_noise(market.shape, self.cfg.consensus_scope, gen, self.device)
+        for ap in self.approaches:
+            res = check_market(ap, market, noise, self.cfg, gen)
+            self.rows.append({"method": ap.name, **res})
+            self.log_dict({f"{ap.name}/{k}": float(v) for k, v in res.items() if not math.isnan(v)},
                           batch_size=len(idx), reduce_fx="sum", on_epoch=True)
 
 
@@ -80,20 +92,29 @@ def run_properties(cfg: DictConfig, ctx: CellContext) -> dict:
     _trainer(ctx).test(checker, dataloaders=loader, verbose=False)
     summed = tuple(k for k in PropertyChecker.CHECKS if k != "consensus_rate")
     records = _by_method(checker.rows, PropertyChecker.CHECKS, summed=summed)
+    # Exhaustive integer profiles with ties: once per pricing rule, reported on each approach using it.
+    exhaustive: dict[str, tuple[int, int]] = {}
+    for ap in checker.approaches:
+        if ap.pricing not in exhaustive:
+            gen = generator(derive_seed("aeria-integer-profiles", int(cfg.seed), ap.pricing))
+            found = [integer_profile_violations(ap.rule, n, gen) for n in range(2, int(cfg.aeria.integer_profiles_n) + 1)]
+            exhaustive[ap.pricing] = (sum(b for b, _ in found), sum(c for _, c in found))
+    for rec, ap in zip(records, checker.approaches):
+        rec["integer_profile_violations"], rec["integer_profiles_checked"] = map(float, exhaustive[ap.pricing])
     return {"records": records}
 
 
-def time_auction(name: str, n: int, seed: int, repeats: int, cfg) -> float:
-    """Median seconds of one auction over n bidders (uniform net bids), mechanism `name`."""
+def time_rule(rule: PricingRule, n: int, seed: int, repeats: int) -> float:
+    """Median seconds of one auction over n bidders (uniform net bids)."""
     gen = generator(derive_seed("aeria-runtime", seed, n))
     s = torch.rand((1, 1, n), generator=gen, dtype=torch.float64) + 1e-9
     noise = draw_noise((1, 1, n), "provider", gen, "cpu")
-    auction = Auction(s, torch.ones_like(s, dtype=torch.bool), torch.zeros_like(s), torch.ones_like(s, dtype=torch.bool), noise)
-    mech = REGISTRY[name]
+    auction = Auction(s, torch.ones_like(s, dtype=torch.bool), torch.zeros_like(s), torch.ones_like(s, dtype=torch.bool),
+                      noise, s.flatten(-2) if rule.needs_prior else None)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        mech.price(auction, cfg.mechanism)
+        rule.price(auction)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -113,17 +134,31 @@ def time_naive(n: int, seed: int, repeats: int, c: float) -> float:
 def run_runtime(cfg: DictConfig, ctx: CellContext) -> dict:
     a = plain(cfg.aeria)
     n, seed = int(a.runtime_users), int(cfg.seed)
-    records = [{"method": name, "runtime_s": time_auction(name, n, seed, int(a.runtime_repeats), a)}
-               for name in a.mechanisms if REGISTRY[name].partition == "auto"]
-    if n <= a.naive_max_users:
-        records.append({"method": "aeria_naive_loop", "runtime_s": time_naive(n, seed, 1, float(a.mechanism.c))})
+    rules = build_rules(a.pricing)
+    records = [{"method": name, "runtime_s": time_rule(rule, n, seed, int(a.runtime_repeats))}
+               for name, rule in rules.items()]
+    if n <= a.naive_max_users and "core" in rules:
+        records.append({"method": "core_naive_loop", "runtime_s": time_naive(n, seed, 1, float(rules["core"].c))})
     for logger in ctx.loggers:
         logger.log_metrics({f"{r['method']}/runtime_s": r["runtime_s"] for r in records})
     return {"records": records}
 
 
-for _name, _fn in (("aeria_revenue", run_revenue), ("aeria_properties", run_properties),
-                   ("aeria_runtime", run_runtime)):
-    # version 2: values in units of a link-independent reference cost
-    register(Task(name=_name, paper="aeria", section="aeria", run=_fn, validate=aeria_config.validate, version=2))
+def run_worst_case(cfg: DictConfig, ctx: CellContext) -> dict:
+    """E[revenue]/F2 of every pricing rule on one fixed net-bid profile (drawn from the seed when random)."""
+    a = plain(cfg.aeria)
+    w = a.worst_case
+    gen = generator(derive_seed("aeria-worst-case", int(cfg.seed), w.profile, w.users))
+    s = worst_case.profile(w.profile, int(w.users), gen)
+    records = []
+    for name, rule in build_rules(a.pricing).items():
+        ratio = worst_case.expected_ratio(rule, s, int(w.coin_draws), gen)
+        records.append({"method": name, "revenue_over_f2": ratio, "revenue_over_f2_min": ratio})
+    return {"records": records}
 
+
+TASKS = (("aeria_revenue", run_revenue), ("aeria_properties", run_properties), ("aeria_runtime", run_runtime),
+         ("aeria_worst_case", run_worst_case))
+for _name, _fn in TASKS:
+    # version 3: approaches = service model x pricing rule, the EIP's demand split, profiles, c by argument
+    register(Task(name=_name, paper="aeria", section="aeria", run=_fn, validate=aeria_config.validate, version=3))

@@ -6,6 +6,7 @@ table: those the experiment does not test are `not_testable` here, with a pointe
 """
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -73,6 +74,16 @@ def _oriented(agg: pd.DataFrame, rows: pd.DataFrame | None, metric: str, lower_i
     return agg, rows
 
 
+def expand_methods(patterns: list[str], agg: pd.DataFrame, exclude: str = "") -> list[str]:
+    """Baseline names, with shell-style patterns ("edge_only+*") expanded over the methods present."""
+    present = list(dict.fromkeys(agg["method"]))
+    out = []
+    for pat in patterns:
+        hits = [m for m in present if fnmatch.fnmatchcase(str(m), pat)] if any(ch in pat for ch in "*?[") else [pat]
+        out += [m for m in hits if m != exclude and m not in out]
+    return out
+
+
 def _test_note(alpha: float) -> str:
     return f"two-sided paired t-test over seeds, df = n - 1, alpha = {alpha:g}"
 
@@ -94,6 +105,7 @@ def beats_baselines(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str
     mine = _points(agg, metric, ours)
     if mine.empty:
         return "not_testable", f"no {metric} results for {ours}"
+    baselines = expand_methods(baselines, agg, exclude=ours)
     better = worse = compared = untestable = 0
     lost, never_ahead, margins, worst_p, ns = [], [], [], 0.0, set()
     for base in baselines:
@@ -124,7 +136,8 @@ def beats_baselines(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str
                                     "a paired test needs at least 2 seeds (run more seeds)")
         return "not_testable", f"none of {baselines} ran in this experiment"
     seeds = "/".join(str(n) for n in sorted(ns))
-    summary = (f"{ours} {metric} vs {', '.join(baselines)}{f' ({only})' if only else ''}: significantly better in "
+    names = ", ".join(baselines) if len(baselines) <= 6 else f"{len(baselines)} approaches ({', '.join(baselines[:3])}, ...)"
+    summary = (f"{ours} {metric} vs {names}{f' ({only})' if only else ''}: significantly better in "
                f"{better}, worse in {worse}, indistinguishable in {compared - better - worse} of {compared} "
                f"comparisons (n = {seeds} seeds; {_test_note(alpha)})")
     if untestable:

@@ -48,7 +48,7 @@ class ReportSpec:
     title: Optional[str] = None
     x: Optional[str] = None
     x_label: Optional[str] = None
-    panel: Optional[str] = None
+    panel: Any = None             # a swept key, a list of keys (combined), or null
     metrics: list[str] = field(default_factory=list)
     show_total: bool = False
     figure: Optional[FigureSpec] = None

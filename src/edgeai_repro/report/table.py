@@ -10,15 +10,16 @@ from edgeai_repro.report.gather import Gathered
 SERIES = "method"
 
 
-def with_points(rows: pd.DataFrame, x: str | None, panel: str | None) -> pd.DataFrame:
-    """The per-seed rows with the table's `panel` and `x` columns added."""
+def with_points(rows: pd.DataFrame, x: str | None, panel: str | list[str] | None) -> pd.DataFrame:
+    """The per-seed rows with the table's `panel` and `x` columns added (a panel may combine keys)."""
     frame = rows.copy()
-    frame["panel"] = frame[panel].astype(str) if panel else ""
+    keys = [panel] if isinstance(panel, str) else list(panel or [])
+    frame["panel"] = frame[keys].astype(str).agg(" | ".join, axis=1) if keys else ""
     frame["x"] = frame[x] if x else ""
     return frame
 
 
-def aggregate(rows: pd.DataFrame, x: str | None, panel: str | None, metrics: list[str]) -> pd.DataFrame:
+def aggregate(rows: pd.DataFrame, x: str | None, panel: str | list[str] | None, metrics: list[str]) -> pd.DataFrame:
     """Long table: panel, x, method, metric, mean, std, n_seeds, total."""
     if rows.empty:
         return pd.DataFrame(columns=["panel", "x", SERIES, "metric", "mean", "std", "n_seeds", "total"])
