@@ -161,7 +161,8 @@ def deepfusion_benchmarks() -> Iterator[Line]:
     from edgeai_repro.deepfusion import config as dfc
     from edgeai_repro.deepfusion.align import vocab_map
     from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf
-    from edgeai_repro.deepfusion.distill import Distiller, KDConf, KDDataset, add_teacher, kd_loader
+    from edgeai_repro.deepfusion.config import KDConf
+    from edgeai_repro.deepfusion.distill import Distiller, KDDataset, add_teacher, kd_loader
 
     warnings.filterwarnings("ignore")
     c, corpus, cache, tok, data = _tiny_deepfusion()
@@ -195,7 +196,7 @@ def deepfusion_benchmarks() -> Iterator[Line]:
                     break
         return timer.per_step()
 
-    config = dfc.model_config(c, "tinyllama")
+    config = catalog.model_config(c, "tinyllama")
     torch.manual_seed(0)
     ours = min(lightning_step(catalog.real_model(config)) for _ in range(2))
     torch.manual_seed(0)
@@ -204,7 +205,7 @@ def deepfusion_benchmarks() -> Iterator[Line]:
     yield "deepfusion_lightning_overhead", ours / plain, "x"
 
     # Phase II: a tiny Qwen-MoE base model distilled from a TinyLlama-family teacher with VAA.
-    moe_config = moe.with_experts(dfc.model_config(c, "qwen_moe"), 6)
+    moe_config = moe.with_experts(catalog.model_config(c, "qwen_moe"), 6)
     moe_tok = pipeline.tokenizer_for(c, "qwen_moe", corpus, cache)
     teacher = catalog.real_model(config)
     conf = KDConf(steps=steps, max_len=c.data.max_len)

@@ -132,12 +132,41 @@ def test_failed_cells_leave_records_and_a_nonzero_exit(workdir: Path) -> None:
     assert "## Failed or missing cells" in table
 
 
+def _wandb_runs(workdir: Path) -> list[dict]:
+    from wandb_reader import summarize
+
+    return [summarize(p) for p in sorted((workdir / "outputs" / "multirun").rglob("offline-run-*/run-*.wandb"))]
+
+
 def test_wandb_offline_logs_each_cell_and_the_table(workdir: Path) -> None:
     run = launch(["experiment=aeria/properties", "scale=smoke", "logger=many"], workdir)
     assert run.returncode == 0, run.stderr[-2000:]
-    runs = list((workdir / "outputs" / "multirun").rglob("offline-run-*"))
+    runs = _wandb_runs(workdir)
     assert len(runs) == 3  # two cells and the report
-    assert (workdir / "outputs" / "multirun").rglob("metrics.csv")
+    cells = [r for r in runs if r["job_type"] != "report"]
+    assert {r["group"] for r in runs} == {"aeria/properties"}
+    assert all(r["config"]["cell_id"] and r["history"] for r in cells)  # computed now: Lightning's metrics as history
+    assert all(r["summary"]["auto+core/truthfulness_violations"] == 0 for r in cells)
+    assert list((workdir / "outputs" / "multirun").rglob("metrics.csv"))
+
+
+def test_wandb_publishes_cached_cells_once(workdir: Path) -> None:
+    first = launch(["experiment=incentive/convergence", "scale=smoke", "hydra/launcher=basic"], workdir)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert not _wandb_runs(workdir)
+    again = launch(["experiment=incentive/convergence", "scale=smoke", "hydra/launcher=basic", "logger=wandb"], workdir)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _to_run(again.stderr + again.stdout) == 0  # nothing recomputed
+    runs = _wandb_runs(workdir)
+    cells = [r for r in runs if r["job_type"] != "report"]
+    assert len(cells) == 2 and len(runs) == 3
+    for r in cells:  # from the stored record: config, the ASOSA curves as history, the results as summary
+        assert r["job_type"] == "asosa" and r["config"]["cached"] and r["config"]["incentive"]["method"] == "asosa"
+        assert any("asosa/tp_utility" in row for row in r["history"])
+        assert "tp_utility" in r["summary"] and "converged" in r["summary"]
+    third = launch(["experiment=incentive/convergence", "scale=smoke", "hydra/launcher=basic", "logger=wandb"], workdir)
+    assert third.returncode == 0
+    assert len(_wandb_runs(workdir)) == 4  # only the new report run: no cell is published twice
 
 
 def test_a_swept_config_group_is_composed_by_hydra(workdir: Path) -> None:

@@ -1,6 +1,8 @@
 """DeepFusion part 1: model catalog, accounting, memory model, data, tokenizers, devices, clustering."""
 from __future__ import annotations
 
+from edgeai_repro.deepfusion.config import FedJetsConf, MemoryConf  # noqa: E402
+
 import json
 from pathlib import Path
 
@@ -65,15 +67,15 @@ def test_measured_upload_bytes_equal_the_accounting(name: str, fmt: str) -> None
 def test_fedjets_traffic_follows_its_protocol() -> None:
     full = tiny_config("qwen_moe")
     per_expert, _, rest = catalog.expert_parameter_count(catalog.meta_model(full))
-    one = comm.fedjets_bytes(10, full, comm.FedJetsProtocol(rounds=1, local_experts=3), "bf16")
+    one = comm.fedjets_bytes(10, full, FedJetsConf(rounds=1, local_experts=3), "bf16")
     gate_rows = 3 * full.hidden_size * full.num_hidden_layers  # the router keeps one row per kept expert
     pruned = rest - full.num_experts * full.hidden_size * full.num_hidden_layers + gate_rows + 3 * per_expert
     assert one["local_moe_params"] == pruned
     assert one["total_bytes"] == 10 * 2 * pruned * 2                      # down and up, bf16
-    three = comm.fedjets_bytes(10, full, comm.FedJetsProtocol(rounds=3, participation=0.5, local_experts=3), "bf16")
+    three = comm.fedjets_bytes(10, full, FedJetsConf(rounds=3, participation=0.5, local_experts=3), "bf16")
     assert three["total_bytes"] == 3 * 5 * 2 * pruned * 2
     with pytest.raises(ConfigError, match="local_experts"):
-        comm.fedjets_bytes(10, full, comm.FedJetsProtocol(local_experts=9), "bf16")
+        comm.fedjets_bytes(10, full, FedJetsConf(local_experts=9), "bf16")
 
 
 def test_deepfusion_traffic_is_one_upload_per_device() -> None:
@@ -89,7 +91,7 @@ def test_deepfusion_traffic_is_one_upload_per_device() -> None:
                                        ("qwen_moe", "full")])
 def test_memory_model_is_within_fifteen_percent_of_the_measured_peak(name: str, mode: str) -> None:
     cfg = tiny_config(name, vocab=256)
-    setup = memory.TrainSetup(mode=mode, batch=4, seq_len=48, dtype="fp32", lora_r=4, attention="eager")
+    setup = MemoryConf(mode=mode, batch=4, seq_len=48, dtype="fp32", lora_r=4, attention="eager")
     predicted = memory.estimate(cfg, setup)["total"]
     torch.manual_seed(0)
     measured = memory.measure_peak(catalog.real_model(cfg), setup, 256)["total"]
@@ -98,12 +100,12 @@ def test_memory_model_is_within_fifteen_percent_of_the_measured_peak(name: str, 
 
 def test_memory_model_orders_the_paper_settings() -> None:
     cfg = catalog.build_config(catalog.get("gpt2"))
-    qlora = memory.estimate(cfg, memory.TrainSetup(mode="qlora"))
-    full = memory.estimate(cfg, memory.TrainSetup(mode="full"))
+    qlora = memory.estimate(cfg, MemoryConf(mode="qlora"))
+    full = memory.estimate(cfg, MemoryConf(mode="full"))
     assert qlora["weights"] < full["weights"] and qlora["optimizer"] < full["optimizer"] / 50
-    eager = memory.estimate(cfg, memory.TrainSetup(mode="qlora", attention="eager"))
+    eager = memory.estimate(cfg, MemoryConf(mode="qlora", attention="eager"))
     assert eager["activations"] > qlora["activations"]  # the seq x seq matrices are kept
-    longer = memory.estimate(cfg, memory.TrainSetup(mode="qlora", seq_len=1024))
+    longer = memory.estimate(cfg, MemoryConf(mode="qlora", seq_len=1024))
     assert longer["activations"] > 1.9 * qlora["activations"]  # linear in length without seq x seq terms
 
 

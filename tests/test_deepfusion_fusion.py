@@ -8,7 +8,8 @@ import torch
 import transformers
 
 from edgeai_repro.deepfusion import align, catalog, data, moe, tokenization
-from edgeai_repro.deepfusion.distill import VAA, Distiller, KDConf, KDDataset, add_teacher, kd_loader, masked_pool
+from edgeai_repro.deepfusion.config import KDConf
+from edgeai_repro.deepfusion.distill import VAA, Distiller, KDDataset, add_teacher, kd_loader, masked_pool
 from edgeai_repro.deepfusion.judge import LexicalJudge, judge_answers
 from edgeai_repro.deepfusion.methods import _accumulate, _prune
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-# Papers register their tasks (and config schemas) on import.
-PAPER_PACKAGES = ("edgeai_repro.aeria.tasks", "edgeai_repro.incentive.tasks", "edgeai_repro.deepfusion.tasks")
+# Each paper's registry is light: a task's code (and its heavy dependencies) loads when a cell computes.
+PAPER_PACKAGES = ("edgeai_repro.aeria.registry", "edgeai_repro.incentive.registry", "edgeai_repro.deepfusion.registry")
 
 
 def conf_dir() -> Path:
@@ -55,6 +55,17 @@ def _app(cfg: DictConfig) -> dict:
 
 
 def main() -> None:
+    from edgeai_repro.help import experiment_list, help_text
+
+    args = sys.argv[1:]
+    if any(a in {"--help", "-h"} for a in args):
+        print(help_text(conf_dir()))
+        return
+    if not any(a.split("=", 1)[0] in {"experiment", "+experiment", "task"} for a in args) and not any(
+            a.startswith("-") for a in args):
+        print("edgeai-repro: name an experiment, e.g. `edgeai-repro experiment=aeria/revenue_vs_users`; they are:\n"
+              + experiment_list(conf_dir()) + "\n(`edgeai-repro --help` says more.)")
+        sys.exit(2)
     load_papers()
     hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_app)()
 

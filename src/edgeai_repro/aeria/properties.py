@@ -102,26 +102,28 @@ def integer_profile_violations(rule: PricingRule, n: int, gen: torch.Generator, 
     profiles = integer_profiles(n, top)
     p = len(profiles)
     lies = torch.arange(0, 2 * top + 1, dtype=torch.float64) / 2                   # 0, 0.5, ..., top
-    bad = checked = 0
+    # One batch per draw: the honest profiles, then for each bidder i every profile with i's bid replaced by each lie.
+    variants = [profiles]
+    for i in range(n):
+        lied = profiles.repeat(len(lies), 1)
+        lied[:, i] = lies.repeat_interleave(p)
+        variants.append(lied)
+    bids = torch.cat(variants)
+    reps = bids.shape[0] // p
+    valid = bids > 0
+    owner = torch.arange(n).repeat_interleave(len(lies) * p)                        # whose lie each lied row is
+    bad = 0
     for _ in range(draws):
         u = torch.rand((p, 1), generator=gen, dtype=torch.float64)
         coin = torch.rand((p, n), generator=gen) < 0.5
-
-        def utility(bids: torch.Tensor, i: int) -> torch.Tensor:
-            reps = bids.shape[0] // p
-            valid = bids > 0
-            noise = Noise(u.repeat(reps, 1), coin.repeat(reps, 1))
-            prior = profiles.repeat(reps, 1) if rule.needs_prior else None
-            wins, premium = rule.price(Auction(torch.where(valid, bids, 0.0), valid, torch.zeros_like(bids),
-                                               torch.ones_like(valid), noise, prior))
-            value = profiles[:, i].repeat(reps)
-            return torch.where(wins[:, i], value - premium[:, i], torch.zeros_like(value))
-
-        for i in range(n):
-            honest = utility(profiles, i)
-            lied = profiles.repeat(len(lies), 1)
-            lied[:, i] = lies.repeat_interleave(p)
-            best = utility(lied, i).view(len(lies), p).amax(0)
-            bad += int((best > honest + 1e-9).sum())
-            checked += p
-    return bad, checked
+        noise = Noise(u.repeat(reps, 1), coin.repeat(reps, 1))
+        prior = profiles.repeat(reps, 1) if rule.needs_prior else None
+        wins, premium = rule.price(Auction(torch.where(valid, bids, 0.0), valid, torch.zeros_like(bids),
+                                           torch.ones_like(valid), noise, prior))
+        value = profiles.repeat(reps, 1)
+        utility = torch.where(wins, value - premium, torch.zeros_like(value))     # (reps * p, n)
+        honest = utility[:p]                                                       # (p, n)
+        lied_u = utility[p:].gather(1, owner.view(-1, 1)).view(n, len(lies), p)    # bidder i's utility when i lies
+        best = lied_u.amax(1).T                                                    # (p, n)
+        bad += int((best > honest + 1e-9).sum())
+    return bad, draws * n * p

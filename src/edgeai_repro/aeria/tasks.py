@@ -1,4 +1,5 @@
-"""The AERIA tasks a cell can run: revenue simulation, property checks, run time."""
+"""The AERIA tasks a cell can run: revenue simulation, property checks, run time, worst case
+(registered in aeria/registry.py)."""
 from __future__ import annotations
 
 import logging
@@ -11,14 +12,13 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from edgeai_repro.aeria import config as aeria_config
 from edgeai_repro.aeria import reference, worst_case
 from edgeai_repro.aeria.market import sample_markets
 from edgeai_repro.aeria.mechanisms import Auction, PricingRule, approaches, build_rules, draw_noise
 from edgeai_repro.aeria.properties import check_market, integer_profile_violations
 from edgeai_repro.aeria.simulator import METRICS, AuctionSimulator, plain
 from edgeai_repro.core.seeding import derive_seed, generator
-from edgeai_repro.core.tasks import CellContext, Task, register
+from edgeai_repro.core.tasks import CellContext
 
 
 def _trainer(ctx: CellContext) -> L.Trainer:
@@ -92,12 +92,14 @@ def run_properties(cfg: DictConfig, ctx: CellContext) -> dict:
     _trainer(ctx).test(checker, dataloaders=loader, verbose=False)
     summed = tuple(k for k in PropertyChecker.CHECKS if k != "consensus_rate")
     records = _by_method(checker.rows, PropertyChecker.CHECKS, summed=summed)
-    # Exhaustive integer profiles with ties: once per pricing rule, reported on each approach using it.
+    # Exhaustive integer profiles with ties: once per pricing rule, reported on each approach using it;
+    # one draw of the coins per seed (the seeds of the sweep are the draws).
     exhaustive: dict[str, tuple[int, int]] = {}
     for ap in checker.approaches:
         if ap.pricing not in exhaustive:
             gen = generator(derive_seed("aeria-integer-profiles", int(cfg.seed), ap.pricing))
-            found = [integer_profile_violations(ap.rule, n, gen) for n in range(2, int(cfg.aeria.integer_profiles_n) + 1)]
+            found = [integer_profile_violations(ap.rule, n, gen, draws=1)
+                     for n in range(2, int(cfg.aeria.integer_profiles_n) + 1)]
             exhaustive[ap.pricing] = (sum(b for b, _ in found), sum(c for _, c in found))
     for rec, ap in zip(records, checker.approaches):
         rec["integer_profile_violations"], rec["integer_profiles_checked"] = map(float, exhaustive[ap.pricing])
@@ -155,10 +157,3 @@ def run_worst_case(cfg: DictConfig, ctx: CellContext) -> dict:
         ratio = worst_case.expected_ratio(rule, s, int(w.coin_draws), gen)
         records.append({"method": name, "revenue_over_f2": ratio, "revenue_over_f2_min": ratio})
     return {"records": records}
-
-
-TASKS = (("aeria_revenue", run_revenue), ("aeria_properties", run_properties), ("aeria_runtime", run_runtime),
-         ("aeria_worst_case", run_worst_case))
-for _name, _fn in TASKS:
-    # version 3: approaches = service model x pricing rule, the EIP's demand split, profiles, c by argument
-    register(Task(name=_name, paper="aeria", section="aeria", run=_fn, validate=aeria_config.validate, version=3))

@@ -1,10 +1,15 @@
-"""CSV and W&B loggers, built from the `logger` config group.
+"""CSV and W&B loggers, built from the `logger` config group, and W&B publishing of cells.
 
 W&B is optional: without an API key it runs offline and writes under the run folder, so the runs
-can be synced later with `wandb sync`.
+can be synced later with `wandb sync`. Every cell becomes one W&B run (config with the cell id,
+group = experiment, job_type = method or task, its curves as history, its result metrics as
+summary), whether it was computed now or earlier: a cached cell is published from its stored
+record. A marker in the cell's store folder (wandb.json, keyed by entity/project) keeps a cell from
+being published twice to the same project.
 """
 from __future__ import annotations
 
+import json
 import netrc
 import os
 from pathlib import Path
@@ -43,6 +48,10 @@ def wandb_settings(cfg: DictConfig) -> dict[str, Any] | None:
     }
 
 
+def run_name(job_type: str, cell_id: str, seed: int) -> str:
+    return f"{job_type}-{cell_id[:8]}-seed{seed}"
+
+
 def build_loggers(cfg: DictConfig, run_dir: Path, cell_id: str, job_type: str) -> list[Any]:
     """Lightning loggers for one cell: CSV always (unless disabled), W&B when enabled."""
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
@@ -57,7 +66,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path, cell_id: str, job_type: str) -
         loggers.append(
             WandbLogger(
                 save_dir=str(run_dir),
-                name=f"{job_type}-{cell_id[:8]}-seed{cfg.seed}",
+                name=run_name(job_type, cell_id, int(cfg.seed)),
                 job_type=job_type,
                 config=config,
                 reinit="finish_previous",
@@ -75,3 +84,71 @@ def finish_wandb() -> None:
         wandb = sys.modules["wandb"]
         if wandb.run is not None:
             wandb.finish()
+
+
+def _project_key(settings: dict) -> str:
+    return f"{settings.get('entity') or '-'}/{settings['project']}"
+
+
+def summary_of(result: dict) -> dict[str, float]:
+    """A cell's result metrics as W&B summary keys: `metric`, or `method/metric` when the cell holds
+    several methods (an AERIA cell compares every approach on the same markets)."""
+    records = result.get("records", [])
+    out = {}
+    for rec in records:
+        prefix = f"{rec['method']}/" if len(records) > 1 and "method" in rec else ""
+        out.update({f"{prefix}{k}": float(v) for k, v in rec.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"})
+    return out
+
+
+def published(store_folder: Path, settings: dict) -> bool:
+    try:
+        return _project_key(settings) in json.loads((store_folder / "wandb.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def mark_published(store_folder: Path, settings: dict, run_id: str) -> None:
+    from edgeai_repro.core.store import atomic_write_json
+
+    path = store_folder / "wandb.json"
+    try:
+        marks = json.loads(path.read_text())
+    except (OSError, ValueError):
+        marks = {}
+    marks[_project_key(settings)] = {"run_id": run_id, "mode": settings["mode"]}
+    atomic_write_json(path, marks)
+
+
+def finish_cell_run(result: dict, store_folder: Path, cfg: DictConfig) -> None:
+    """Put a freshly computed cell's result metrics in its W&B run's summary and mark it published."""
+    import sys
+
+    settings = wandb_settings(cfg)
+    wandb = sys.modules.get("wandb")
+    if settings is None or wandb is None or wandb.run is None:
+        return
+    wandb.run.summary.update(summary_of(result))
+    mark_published(store_folder, settings, wandb.run.id)
+
+
+def publish_cached(record: dict, job_type: str, cfg: DictConfig, store_folder: Path, directory: Path) -> bool:
+    """One W&B run for a cell computed earlier, from its stored record and curves (no recomputation).
+    Returns False when the cell is already published to this project."""
+    settings = wandb_settings(cfg)
+    if settings is None or published(store_folder, settings):
+        return False
+    import wandb
+
+    config = {**record.get("config", {}), "cell_id": record["cell_id"], "cached": True}
+    run = wandb.init(name=run_name(job_type, record["cell_id"], int(record["seed"])), job_type=job_type,
+                     config=config, dir=str(directory), reinit="finish_previous", **settings)
+    for point in sorted(record.get("curves", []), key=lambda c: c["step"]):
+        key = f"{point['method']}/{point['curve']}" if "method" in point else point["curve"]
+        run.log({key: point["value"]}, step=int(point["step"]))
+    run.summary.update(summary_of(record))
+    run_id = run.id
+    run.finish()
+    mark_published(store_folder, settings, run_id)
+    return True

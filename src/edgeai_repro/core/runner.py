@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from edgeai_repro.core import tasks
 from edgeai_repro.core.errors import ConfigError
-from edgeai_repro.core.loggers import build_loggers, finish_wandb
+from edgeai_repro.core.loggers import build_loggers, finish_cell_run, finish_wandb
 from edgeai_repro.core.seeding import seed_everything
 from edgeai_repro.core.store import atomic_write_json, cell_id, store_for
 
@@ -28,6 +28,12 @@ def validate(cfg: DictConfig) -> tasks.Task:
         raise ConfigError(f"scale={cfg.scale.name!r} is unknown; use scale=paper, scale=tiny or scale=smoke.")
     task.validate(cfg)
     return task
+
+
+def job_type_of(task: tasks.Task, cfg: DictConfig) -> str:
+    """W&B job_type of a cell: its method, or the task where a cell holds several methods."""
+    method = OmegaConf.select(cfg, task.method_key) if task.method_key else None
+    return str(method) if method is not None else task.name
 
 
 def _run_dir() -> Path:
@@ -51,8 +57,7 @@ def run_cell(cfg: DictConfig) -> dict:
         return {**pointer, "status": "cached"}
 
     seed_everything(int(cfg.seed))
-    method = OmegaConf.select(cfg, task.method_key) if task.method_key else None
-    job_type = str(method) if method is not None else task.name
+    job_type = job_type_of(task, cfg)
     ctx = tasks.CellContext(
         run_dir=run_dir,
         cell_id=cid,
@@ -63,6 +68,7 @@ def run_cell(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     try:
         result = task.run(cfg, ctx)
+        finish_cell_run(result, store.folder(cid), cfg)
     except (ConfigError, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 - a failed cell must not stop the other cells

@@ -1,10 +1,14 @@
 """Task registry: a task is what one cell runs (one simulation, one training, one check).
 
-Paper packages register their tasks at import time; the launcher imports them. A task names the
-config section that defines its cells, so the cell id hashes exactly the result-relevant settings.
+Each paper's light `registry` module registers its tasks; the launcher imports those. A task names
+its run and validate functions as "module:function" strings, imported on first use, so a sweep
+whose cells are all cached never imports a paper's heavy dependencies (Lightning, transformers,
+scikit-learn), and an AERIA table never imports DeepFusion's. A task names the config section that
+defines its cells, so the cell id hashes exactly the result-relevant settings.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -29,22 +33,36 @@ TaskFn = Callable[[DictConfig, CellContext], dict]
 ValidateFn = Callable[[DictConfig], None]
 
 
+def resolve(target: str | Callable) -> Callable:
+    """A callable, or the function a "package.module:function" string names (imported now)."""
+    if callable(target):
+        return target
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
     paper: str
     section: str  # config node holding every result-relevant setting of a cell
-    run: TaskFn
-    validate: ValidateFn
+    run_target: str | TaskFn        # "module:function" (imported when a cell computes) or a callable
+    validate_target: str | ValidateFn
     version: int = 1  # bump when the task's semantics change, so cached cells are recomputed
     method_key: str | None = None  # config key naming the cell's method, for W&B job_type
+
+    def run(self, cfg: DictConfig, ctx: CellContext) -> dict:
+        return resolve(self.run_target)(cfg, ctx)
+
+    def validate(self, cfg: DictConfig) -> None:
+        resolve(self.validate_target)(cfg)
 
 
 _TASKS: dict[str, Task] = {}
 
 
 def register(task: Task) -> Task:
-    if task.name in _TASKS and _TASKS[task.name] is not task:
+    if task.name in _TASKS and _TASKS[task.name] != task:
         raise RuntimeError(f"task {task.name!r} registered twice")
     _TASKS[task.name] = task
     return task

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-MODES = ("med", "exact")
+from edgeai_repro.deepfusion.config import ALIGN_MODES as MODES
+
 
 
 def surface(tokenizer, token_id: int) -> str:

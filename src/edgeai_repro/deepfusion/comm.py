@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -18,6 +17,7 @@ from transformers import PretrainedConfig
 
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.deepfusion import catalog
+from edgeai_repro.deepfusion.config import FedJetsConf
 from edgeai_repro.deepfusion.moe import with_experts
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -55,17 +55,6 @@ def payload_bytes(tensors: dict[str, torch.Tensor]) -> int:
     return payload
 
 
-@dataclass(frozen=True)
-class FedJetsProtocol:
-    """FedJETS' traffic (our reading of the protocol; the paper gives no numbers): in each round,
-    each participating device downloads a local MoE pruned from the global one (every layer keeps
-    `local_experts` routed experts plus everything that is not a routed expert) and uploads it back."""
-
-    rounds: int = 1
-    participation: float = 1.0
-    local_experts: int | None = None  # None: the global MoE's top-k (the experts one token uses)
-
-
 def pruned_moe_config(full: PretrainedConfig, local_experts: int | None) -> PretrainedConfig:
     """The global MoE's config with only `local_experts` routed experts per layer."""
     keep = full.num_experts_per_tok if local_experts is None else int(local_experts)
@@ -75,7 +64,7 @@ def pruned_moe_config(full: PretrainedConfig, local_experts: int | None) -> Pret
     return with_experts(full, keep)
 
 
-def fedjets_bytes(n_devices: int, moe_config: PretrainedConfig, protocol: FedJetsProtocol, fmt: str) -> dict:
+def fedjets_bytes(n_devices: int, moe_config: PretrainedConfig, protocol: FedJetsConf, fmt: str) -> dict:
     local = catalog.meta_model(pruned_moe_config(moe_config, protocol.local_experts))
     per_transfer = model_bytes(local, fmt)
     active = max(1, round(protocol.participation * n_devices))

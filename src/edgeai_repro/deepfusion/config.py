@@ -12,15 +12,19 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from edgeai_repro.core.errors import require
-from edgeai_repro.deepfusion import catalog
-from edgeai_repro.deepfusion.comm import DTYPES
-from edgeai_repro.deepfusion.distill import KD_MODES, KDConf
-from edgeai_repro.deepfusion.federation import ASSIGNMENTS
-from edgeai_repro.deepfusion.memory import MODES
+from edgeai_repro.deepfusion import archs
 
+# The option names every module validates against (each runtime module imports its own from here).
 SOURCES = ("synthetic", "local", "hub")
 PARTITIONS = ("random_uneven", "dirichlet")
 DOMAINS = ("medical", "finance")
+FORMATS = ("fp32", "bf16", "fp16")                 # transfer and storage formats (comm.DTYPES)
+MODES = ("full", "lora", "qlora")                   # training modes (device_llm, memory)
+ASSIGNMENTS = ("balanced", "random")                # how devices get their model type (federation)
+KD_MODES = ("vaa", "direct", "ofa", "none")         # Phase II feature paths (distill)
+ALIGN_MODES = ("med", "exact")                      # cross-tokenizer vocabulary maps (align)
+JUDGES = ("lexical", "gemini")                      # answer judges (judge)
+METHODS = ("deepfusion", "ofa_kd", "fedmkt", "fedjets", "centralized")  # server-side methods (methods.RUNNERS)
 
 
 @dataclass
@@ -40,6 +44,11 @@ class CommConf:
 
 @dataclass
 class FedJetsConf:
+    """FedJETS' protocol as our accounting reads it (comm.fedjets_bytes takes this object): in each
+    round each participating device downloads a local MoE pruned from the global one (every layer
+    keeps `local_experts` routed experts plus everything that is not a routed expert) and uploads
+    it back."""
+
     rounds: int = 1
     participation: float = 1.0
     local_experts: Optional[int] = None
@@ -47,13 +56,34 @@ class FedJetsConf:
 
 @dataclass
 class MemoryConf:
+    """Fig. 7's training setup (memory.estimate and memory.measure_peak take this object)."""
+
     model: str = "tinyllama"      # an on-device type, or fedjets_<moe> for FedJETS' local MoE
-    mode: str = "qlora"
+    mode: str = "qlora"           # full | lora | qlora
     batch: int = 4
     seq_len: int = 512
-    dtype: str = "bf16"
+    dtype: str = "bf16"           # compute (and, for full/lora, storage) dtype
     lora_r: int = 16
-    attention: str = "flash"
+    attention: str = "flash"      # flash: fused kernels keep no seq x seq matrix (GPU); eager: they do
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class KDConf:
+    kd: str = "vaa"
+    alpha: float = 1.0          # weight of L_FM (feature matching; OFA's stage losses for kd=ofa)
+    beta: float = 1.0           # weight of L_KL
+    temperature: float = 2.0
+    stages: int = 4             # J
+    queries: int = 16           # P_q, over all stages (P_q / J per stage)
+    d: int = 64                 # VAA attention width
+    heads: int = 4
+    topk: int = 8               # teacher probabilities kept per aligned position
+    tok_align: str = "med"      # med | exact
+    lr: float = 3e-3
+    steps: int = 100
+    batch_size: int = 16
+    max_len: int = 96
 
 
 @dataclass
@@ -140,13 +170,6 @@ def case(c: DictConfig) -> DictConfig:
     return c.cases[c.case]
 
 
-def model_config(c: DictConfig, name: str, key: str = "model"):
-    """The transformers config of a model type at this cell's scale (paper or tiny)."""
-    arch = catalog.get(name, key)
-    overrides = OmegaConf.to_container(c.tiny_models[name]) if c.models == "tiny" else None
-    return catalog.build_config(arch, overrides)
-
-
 def device_mode(c: DictConfig, model: str) -> str:
     return c.device.modes.get(model, c.device.mode)
 
@@ -159,14 +182,14 @@ def validate_common(cfg: DictConfig) -> None:
     require(c.assignment in ASSIGNMENTS,
             f"deepfusion.assignment={c.assignment!r} is unknown; use one of: {', '.join(ASSIGNMENTS)}.")
     cs = case(c)
-    catalog.get(cs.moe, f"deepfusion.cases.{c.case}.moe")
+    archs.get(cs.moe, f"deepfusion.cases.{c.case}.moe")
     for m in cs.device_models:
-        catalog.get(m, f"deepfusion.cases.{c.case}.device_models")
+        archs.get(m, f"deepfusion.cases.{c.case}.device_models")
         if c.models == "tiny":
             require(m in c.tiny_models, f"deepfusion.tiny_models has no entry for {m!r}; add its shrunken config.")
     require(cs.domain in DOMAINS, f"deepfusion.cases.{c.case}.domain={cs.domain!r} must be one of: {', '.join(DOMAINS)}.")
-    require(c.comm.upload_format in DTYPES and c.comm.embedding_format in DTYPES,
-            f"deepfusion.comm.upload_format and embedding_format must be one of: {', '.join(DTYPES)}.")
+    require(c.comm.upload_format in FORMATS and c.comm.embedding_format in FORMATS,
+            f"deepfusion.comm.upload_format and embedding_format must be one of: {', '.join(FORMATS)}.")
     require(c.comm.embedding_dim >= 1, "deepfusion.comm.embedding_dim must be positive.")
     f = c.fedjets
     require(f.rounds >= 1 and 0 < f.participation <= 1,
@@ -177,13 +200,13 @@ def validate_memory(cfg: DictConfig) -> None:
     validate_common(cfg)
     m = cfg.deepfusion.memory
     if m.model.startswith("fedjets_"):
-        moe = catalog.get(m.model.removeprefix("fedjets_"), "deepfusion.memory.model")
+        moe = archs.get(m.model.removeprefix("fedjets_"), "deepfusion.memory.model")
         require(moe.moe, f"deepfusion.memory.model={m.model!r}: {moe.name} is not an MoE; use fedjets_qwen_moe "
                          "or fedjets_deepseek_moe.")
     else:
-        catalog.get(m.model, "deepfusion.memory.model")
+        archs.get(m.model, "deepfusion.memory.model")
     require(m.mode in MODES, f"deepfusion.memory.mode={m.mode!r} is unknown; use one of: {', '.join(MODES)}.")
-    require(m.dtype in DTYPES, f"deepfusion.memory.dtype={m.dtype!r} is unknown; use one of: {', '.join(DTYPES)}.")
+    require(m.dtype in FORMATS, f"deepfusion.memory.dtype={m.dtype!r} is unknown; use one of: {', '.join(FORMATS)}.")
     require(m.attention in {"eager", "flash"}, f"deepfusion.memory.attention={m.attention!r}: use eager or flash.")
     require(m.batch >= 1 and m.seq_len >= 2 and m.lora_r >= 1,
             "deepfusion.memory needs batch >= 1, seq_len >= 2 and lora_r >= 1.")
@@ -192,6 +215,10 @@ def validate_memory(cfg: DictConfig) -> None:
 def validate_pipeline(cfg: DictConfig) -> None:
     validate_common(cfg)
     c = cfg.deepfusion
+    require(c.models != "paper" or cfg.trainer.accelerator == "gpu",
+            f"{cfg.get('experiment_name', 'this experiment')} trains billion-parameter models at scale={cfg.scale.name}: "
+            "add scale=tiny to run it on a CPU, or run scale=paper with trainer=gpu on GPU nodes with hub access "
+            "or local checkpoints.")
     d = c.data
     require(d.source in SOURCES, f"deepfusion.data.source={d.source!r} is unknown; use one of: {', '.join(SOURCES)}.")
     require(d.source != "local" or d.path, "deepfusion.data.source=local needs deepfusion.data.path=<file.jsonl>.")
@@ -208,7 +235,7 @@ def validate_pipeline(cfg: DictConfig) -> None:
         require(mode != "qlora" or cfg.trainer.accelerator == "gpu",
                 f"deepfusion.device mode qlora for {m} needs bitsandbytes on a GPU; use trainer=gpu or mode lora.")
     for m in c.device.modes:
-        catalog.get(m, "deepfusion.device.modes")
+        archs.get(m, "deepfusion.device.modes")
     require(c.device.epochs > 0 and c.device.batch_size >= 1 and c.device.lr > 0,
             "deepfusion.device needs epochs > 0, batch_size >= 1 and lr > 0.")
     require(c.cluster.k_per_type >= 1, "deepfusion.cluster.k_per_type must be at least 1.")
@@ -226,16 +253,12 @@ def validate_pipeline(cfg: DictConfig) -> None:
 
 
 def validate_fusion(cfg: DictConfig) -> None:
-    from edgeai_repro.deepfusion.align import MODES as ALIGN
-    from edgeai_repro.deepfusion.judge import JUDGES
-    from edgeai_repro.deepfusion.methods import METHODS
-
     validate_pipeline(cfg)
     c = cfg.deepfusion
     require(c.method in METHODS, f"deepfusion.method={c.method!r} is unknown; use one of: {', '.join(METHODS)}.")
     k = c.kd
     require(k.kd in KD_MODES, f"deepfusion.kd.kd={k.kd!r} is unknown; use one of: {', '.join(KD_MODES)}.")
-    require(k.tok_align in ALIGN, f"deepfusion.kd.tok_align={k.tok_align!r} is unknown; use one of: {', '.join(ALIGN)}.")
+    require(k.tok_align in ALIGN_MODES, f"deepfusion.kd.tok_align={k.tok_align!r} is unknown; use one of: {', '.join(ALIGN_MODES)}.")
     require(k.alpha >= 0 and k.beta >= 0 and k.temperature > 0, "deepfusion.kd needs alpha, beta >= 0 and temperature > 0.")
     require(k.stages >= 1 and k.queries >= k.stages and k.d % k.heads == 0,
             f"deepfusion.kd needs stages >= 1, queries >= stages and d divisible by heads (got d={k.d}, heads={k.heads}).")

@@ -16,8 +16,6 @@ Losses: L = L_CE + alpha * L_FM + beta * L_KL. `kd` picks the feature path:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -26,28 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from edgeai_repro.deepfusion import align
 from edgeai_repro.deepfusion.data import Record, prompt_and_answer
+from edgeai_repro.deepfusion.config import KDConf
 from edgeai_repro.deepfusion.device_llm import IGNORE, encode, pad_batch
-
-KD_MODES = ("vaa", "direct", "ofa", "none")
-
-
-@dataclass
-class KDConf:
-    kd: str = "vaa"
-    alpha: float = 1.0          # weight of L_FM (feature matching; OFA's stage losses for kd=ofa)
-    beta: float = 1.0           # weight of L_KL
-    temperature: float = 2.0
-    stages: int = 4             # J
-    queries: int = 16           # P_q, over all stages (P_q / J per stage)
-    d: int = 64                 # VAA attention width
-    heads: int = 4
-    topk: int = 8               # teacher probabilities kept per aligned position
-    tok_align: str = "med"      # med | exact
-    lr: float = 3e-3
-    steps: int = 100
-    batch_size: int = 16
-    max_len: int = 96
-
 
 def stage_layers(n_layers: int, stages: int) -> list[int]:
     """Hidden-state indices of the J stage outputs, evenly spaced, ending at the last block."""

@@ -5,8 +5,8 @@ import numpy as np
 
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.seeding import derive_seed
+from edgeai_repro.deepfusion.config import ASSIGNMENTS
 
-ASSIGNMENTS = ("balanced", "random")
 
 
 def assign_models(n_devices: int, types: list[str], seed: int, mode: str = "balanced") -> list[str]:

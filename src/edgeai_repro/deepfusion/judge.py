@@ -15,8 +15,8 @@ from typing import Protocol
 import torch
 
 from edgeai_repro.core.errors import ConfigError
+from edgeai_repro.deepfusion.config import JUDGES
 
-JUDGES = ("lexical", "gemini")
 PROMPT = ("You are grading an answer to a finance question. Question: {question}\nReference answer: {reference}\n"
           "Candidate answer: {answer}\nHow well does the candidate address the question, from 0 to 100? "
           "Reply with the number only.")

@@ -9,36 +9,19 @@ step on a tiny model under torch's MemTracker and reads its peak.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.deepfusion import catalog
+from edgeai_repro.deepfusion.comm import dtype_of
+from edgeai_repro.deepfusion.config import MODES, MemoryConf
 
-MODES = ("full", "lora", "qlora")
 ADAMW_STATE_BYTES = 8       # two fp32 moments per trainable parameter
 LORA_PARAM_BYTES = 4        # peft keeps adapters in fp32
 # NF4 with double quantisation (QLoRA): 4 bits + an 8-bit absmax per 64 weights + an fp32 constant
 # per 256 absmax values = 4.127 bits per weight.
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
-
-
-@dataclass(frozen=True)
-class TrainSetup:
-    mode: str = "qlora"          # full | lora | qlora
-    batch: int = 4
-    seq_len: int = 512
-    dtype: str = "bf16"          # compute (and, for full/lora, storage) dtype
-    lora_r: int = 16
-    attention: str = "flash"     # flash: fused kernels keep no seq x seq matrix (GPU); eager: they do
-    gradient_checkpointing: bool = False
-
-    def torch_dtype(self) -> torch.dtype:
-        from edgeai_repro.deepfusion.comm import dtype_of
-
-        return dtype_of(self.dtype, "deepfusion.memory.dtype")
 
 
 def lora_wrap(model: nn.Module, r: int) -> nn.Module:
@@ -89,13 +72,13 @@ def saved_activation_bytes(model: nn.Module, batch: int, seq_len: int, attention
     return sum(b for k, b in saved.items() if k not in params)
 
 
-def estimate(config, setup: TrainSetup) -> dict[str, float]:
+def estimate(config, setup: MemoryConf) -> dict[str, float]:
     """Predicted peak training memory in bytes, by component, for a transformers config."""
     if setup.mode not in MODES:
         raise ConfigError(f"training mode {setup.mode!r} is unknown; use one of: {', '.join(MODES)}.")
     if setup.gradient_checkpointing:
         raise ConfigError("deepfusion.memory.gradient_checkpointing=true is not modelled yet; set it to false.")
-    dtype = setup.torch_dtype()
+    dtype = dtype_of(setup.dtype, "deepfusion.memory.dtype")
     elem = torch.empty(0, dtype=dtype).element_size()
     moe = bool(getattr(config, "num_experts", None))
     model = catalog.meta_model(config, dtype=torch.bfloat16 if moe else dtype)
@@ -168,7 +151,7 @@ def _state_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, int
     return sum(weights.values()), sum(states.values())
 
 
-def measure_peak(model: nn.Module, setup: TrainSetup, vocab_size: int, seed: int = 0) -> dict[str, float]:
+def measure_peak(model: nn.Module, setup: MemoryConf, vocab_size: int, seed: int = 0) -> dict[str, float]:
     """Measured peak bytes of one AdamW training step, after a warm-up step has created the
     optimizer states: weights and optimizer states (resident) plus the peak of everything the
     step allocates (activations, gradients, temporaries), seen storage by storage."""

@@ -28,10 +28,10 @@ from torch import nn
 from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.deepfusion import align, catalog, comm, moe, pipeline
 from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, loader
-from edgeai_repro.deepfusion.distill import Distiller, KDConf, KDDataset, add_teacher, kd_loader
+from edgeai_repro.deepfusion.config import KDConf
+from edgeai_repro.deepfusion.distill import Distiller, KDDataset, add_teacher, kd_loader
 
 log = logging.getLogger(__name__)
-METHODS = ("deepfusion", "ofa_kd", "fedmkt", "fedjets", "centralized")
 
 
 @dataclass

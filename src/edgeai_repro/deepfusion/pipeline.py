@@ -82,7 +82,7 @@ def base_model(c: DictConfig, model_type: str, accelerator: str) -> torch.nn.Mod
         return transformers.AutoModelForCausalLM.from_pretrained(catalog.get(model_type).hub_id, dtype=torch.bfloat16,
                                                                  **kwargs)
     torch.manual_seed(derive_seed("init", model_type, c.device.init_seed) % 2**62)
-    return catalog.real_model(dfc.model_config(c, model_type))
+    return catalog.real_model(catalog.model_config(c, model_type))
 
 
 @dataclass
@@ -240,7 +240,7 @@ def cluster(c: DictConfig, seed: int, corpus: Corpus, devices: list[Device]) -> 
 
 def proxy(c: DictConfig, model_type: str, uploads: list[dict]) -> torch.nn.Module:
     """A proxy model built from the uploads of one domain (what the server holds, in upload precision)."""
-    model = catalog.real_model(dfc.model_config(c, model_type))
+    model = catalog.real_model(catalog.model_config(c, model_type))
     missing, unexpected = model.load_state_dict(average_state_dicts(uploads), strict=False)
     tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in catalog.unique_parameters(model)}
     if unexpected or set(missing) - tied - {n for n, _ in model.named_buffers()}:

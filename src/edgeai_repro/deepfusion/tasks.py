@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from edgeai_repro.core.errors import ConfigError
-from edgeai_repro.core.tasks import CellContext, Task, register
+from edgeai_repro.core.tasks import CellContext
 from edgeai_repro.deepfusion import catalog, comm, memory, pipeline
 from edgeai_repro.deepfusion import config as dfc
 from edgeai_repro.deepfusion.federation import assign_models
@@ -28,9 +28,9 @@ def run_comm(cfg: DictConfig, ctx: CellContext) -> dict:
     cs = dfc.case(c)
     types = assign_models(c.devices, list(cs.device_models), int(cfg.seed), c.assignment)
     fmt = c.comm.upload_format
-    ours = comm.deepfusion_bytes(types, fmt, embedding_bytes(c), lambda t: dfc.model_config(c, t))
-    protocol = comm.FedJetsProtocol(**OmegaConf.to_container(c.fedjets))
-    moe_config = dfc.model_config(c, cs.moe)
+    ours = comm.deepfusion_bytes(types, fmt, embedding_bytes(c), lambda t: catalog.model_config(c, t))
+    protocol = OmegaConf.to_object(c.fedjets)
+    moe_config = catalog.model_config(c, cs.moe)
     theirs = comm.fedjets_bytes(c.devices, moe_config, protocol, fmt)
     reduction = 100 * (1 - ours["total_bytes"] / theirs["total_bytes"])
     return {"records": [
@@ -45,33 +45,28 @@ def memory_config(c: DictConfig):
     name = c.memory.model
     if name.startswith("fedjets_"):
         moe = name.removeprefix("fedjets_")
-        return comm.pruned_moe_config(dfc.model_config(c, moe), c.fedjets.local_experts)
-    return dfc.model_config(c, name)
+        return comm.pruned_moe_config(catalog.model_config(c, moe), c.fedjets.local_experts)
+    return catalog.model_config(c, name)
 
 
 def run_memory(cfg: DictConfig, ctx: CellContext) -> dict:
     """Fig. 7: predicted peak training memory of one model; at tiny scale, also measured."""
     c = cfg.deepfusion
     m = c.memory
-    setup = memory.TrainSetup(mode=m.mode, batch=m.batch, seq_len=m.seq_len, dtype=m.dtype, lora_r=m.lora_r,
-                              attention=m.attention)
+    setup = OmegaConf.to_object(m)
     config = memory_config(c)
     est = memory.estimate(config, setup)
     record = {"method": "deepfusion" if not m.model.startswith("fedjets_") else "fedjets",
               "peak_gb": est["total"] / GB, "params_b": est["params"] / 1e9, "trainable_m": est["trainable"] / 1e6,
               **{f"{k}_gb": est[k] / GB for k in ("weights", "gradients", "optimizer", "activations", "transient")}}
     if c.models == "tiny" and m.mode != "qlora":
-        model = catalog.real_model(config, setup.torch_dtype())
+        model = catalog.real_model(config, comm.dtype_of(setup.dtype, "deepfusion.memory.dtype"))
         measured = memory.measure_peak(model, setup, config.vocab_size, seed=int(cfg.seed))
         record["measured_gb"] = measured["total"] / GB
         record["model_over_measured"] = est["total"] / measured["total"]
     return {"records": [record]}
 
 
-register(Task(name="deepfusion_comm", paper="deepfusion", section="deepfusion", run=run_comm,
-              validate=dfc.validate_common))
-register(Task(name="deepfusion_memory", paper="deepfusion", section="deepfusion", run=run_memory,
-              validate=dfc.validate_memory))
 
 
 def share_cores() -> None:
@@ -108,7 +103,7 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
     measured = (sum(d.meta["payload_bytes"] for d in devices)
                 + sum(d.meta["embedding_bytes"] for d in devices))
     accounted = comm.deepfusion_bytes(types, c.comm.upload_format, embedding_bytes(c),
-                                      lambda t: dfc.model_config(c, t))["total_bytes"]
+                                      lambda t: catalog.model_config(c, t))["total_bytes"]
 
     tokenizers = {t: pipeline.tokenizer_for(c, t, corpus, cache) for t in dict.fromkeys(types)}
     proxy_metrics = []
@@ -147,8 +142,6 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
                          "domain": dom, "train_s": d.meta["train_s"], **d.meta["test"]} for d, dom in zip(devices, domains)]}
 
 
-register(Task(name="deepfusion_phase1", paper="deepfusion", section="deepfusion", run=run_phase1,
-              validate=dfc.validate_pipeline))
 
 
 def variant_label(c: DictConfig) -> str:
@@ -165,9 +158,9 @@ def method_comm_bytes(c: DictConfig, types: list[str], moe_config) -> float:
     fmt = c.comm.upload_format
     if c.method in {"deepfusion", "ofa_kd", "fedmkt"}:
         emb = embedding_bytes(c) if c.method != "fedmkt" else 0
-        return comm.deepfusion_bytes(types, fmt, emb, lambda t: dfc.model_config(c, t))["total_bytes"]
+        return comm.deepfusion_bytes(types, fmt, emb, lambda t: catalog.model_config(c, t))["total_bytes"]
     if c.method == "fedjets":
-        protocol = comm.FedJetsProtocol(**OmegaConf.to_container(c.fedjets))
+        protocol = OmegaConf.to_object(c.fedjets)
         return comm.fedjets_bytes(len(types), moe_config, protocol, fmt)["total_bytes"]
     return float("nan")
 
@@ -188,7 +181,7 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     types = assign_models(c.devices, list(cs.device_models), seed, c.assignment)
     devices = [] if c.method == "centralized" else pipeline.federation(c, seed, corpus, cache, ctx.accelerator)
     k_total = sum(int(c.cluster.k_types.get(t, c.cluster.k_per_type)) for t in dict.fromkeys(types))
-    moe_config = moe.with_experts(dfc.model_config(c, cs.moe), k_total)
+    moe_config = moe.with_experts(catalog.model_config(c, cs.moe), k_total)
     server = methods.Server(c, seed, corpus, devices, cache, ctx.accelerator, moe_config,
                             pipeline.tokenizer_for(c, cs.moe, corpus, cache))
     label = variant_label(c)
@@ -215,5 +208,3 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     return {"records": [record], "curves": server.curves}
 
 
-register(Task(name="deepfusion_fusion", paper="deepfusion", section="deepfusion", run=run_fusion,
-              validate=dfc.validate_fusion, method_key="deepfusion.method"))

@@ -1,4 +1,5 @@
-"""Typed config of the incentive tasks and its validation. Every value is our choice (README)."""
+"""Typed config of the incentive tasks and its validation (schemas only: no torch, no runtime classes).
+Every value is our choice (README)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,12 +8,45 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from edgeai_repro.core.errors import require
-from edgeai_repro.incentive.env import EnvConf
-from edgeai_repro.incentive.maddpg import PolicyConf
 
 METHODS = ("asosa", "independent", "td3", "one_shot", "random", "fixed_share", "myopic", "stackelberg_only")
 LEARNED = {"asosa": ("maddpg", "centralized"), "one_shot": ("maddpg", "centralized"),
            "independent": ("maddpg", "independent"), "td3": ("td3", "independent")}
+
+
+@dataclass
+class EnvConf:
+    workers: int = 10
+    horizon: int = 10
+    theta: float = 1.0              # base reward scale, in units of the LMO's round budget per worker
+    worker_cost: list[float] = field(default_factory=lambda: [0.5, 2.0])         # kappa_w (see reset_batch)
+    participation_cost: list[float] = field(default_factory=lambda: [0.0, 0.2])  # e_w / round budget per worker
+    max_price: float = 2.0          # price ceiling in units of the LMO's value per data unit
+    cost_drift: float = 0.0         # std of the log-normal drift of c_w per round
+    worker_model: str = "best_response"  # best_response | adaptive
+    adapt_rate: float = 0.5
+    welfare_weight: float = 0.0
+
+
+@dataclass
+class PolicyConf:
+    algorithm: str = "maddpg"     # maddpg | td3
+    critic: str = "centralized"   # centralized | independent
+    hidden: int = 64
+    actor_lr: float = 1e-3
+    critic_lr: float = 3e-3
+    gamma: float = 0.9
+    polyak: float = 0.01
+    batch_size: int = 256
+    buffer_size: int = 50000
+    warmup: int = 512             # random transitions before learning
+    explore_std: float = 0.1
+    explore_decay: float = 0.999  # per update
+    envs: int = 16                # parallel env copies for collection
+    steps_per_update: int = 1     # vectorised env steps between updates
+    policy_delay: int = 2         # TD3 only
+    target_noise: float = 0.1     # TD3 only
+    logit_penalty: float = 1e-2
 
 
 @dataclass

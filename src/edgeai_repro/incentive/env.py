@@ -18,22 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgeai_repro.incentive.config import EnvConf
+
 OBS_DIM = 6
 ACT_DIM = 2
-
-
-@dataclass
-class EnvConf:
-    workers: int = 10
-    horizon: int = 10
-    theta: float = 1.0              # base reward scale, in units of the LMO's round budget per worker
-    worker_cost: list[float] = field(default_factory=lambda: [0.5, 2.0])         # kappa_w (see reset_batch)
-    participation_cost: list[float] = field(default_factory=lambda: [0.0, 0.2])  # e_w / round budget per worker
-    max_price: float = 2.0          # price ceiling in units of the LMO's value per data unit
-    cost_drift: float = 0.0         # std of the log-normal drift of c_w per round
-    worker_model: str = "best_response"  # best_response | adaptive
-    adapt_rate: float = 0.5
-    welfare_weight: float = 0.0
 
 
 @dataclass(frozen=True)

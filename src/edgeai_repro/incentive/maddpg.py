@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Iterator
 
 import lightning as L
@@ -18,28 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
+from edgeai_repro.incentive.config import PolicyConf
 from edgeai_repro.incentive.env import ACT_DIM, OBS_DIM, IncentiveEnv
-
-
-@dataclass
-class PolicyConf:
-    algorithm: str = "maddpg"     # maddpg | td3
-    critic: str = "centralized"   # centralized | independent
-    hidden: int = 64
-    actor_lr: float = 1e-3
-    critic_lr: float = 3e-3
-    gamma: float = 0.9
-    polyak: float = 0.01
-    batch_size: int = 256
-    buffer_size: int = 50000
-    warmup: int = 512             # random transitions before learning
-    explore_std: float = 0.1
-    explore_decay: float = 0.999  # per update
-    envs: int = 16                # parallel env copies for collection
-    steps_per_update: int = 1     # vectorised env steps between updates
-    policy_delay: int = 2         # TD3 only
-    target_noise: float = 0.1     # TD3 only
-    logit_penalty: float = 1e-2
 
 
 class EnsembleLinear(nn.Module):

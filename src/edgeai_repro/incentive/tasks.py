@@ -8,9 +8,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from edgeai_repro.core.errors import ConfigError
-from edgeai_repro.core.tasks import CellContext, Task, register
+from edgeai_repro.core.tasks import CellContext
 from edgeai_repro.incentive import asosa
-from edgeai_repro.incentive import config as incentive_config
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +25,3 @@ def run_incentive(cfg: DictConfig, ctx: CellContext) -> dict:
         # The settings passed validation, so this is one seed's random instance: a failed cell with
         # a clear record, while the other seeds still run.
         raise RuntimeError(f"seed {cfg.seed} drew an instance without an equilibrium: {exc}") from None
-
-
-register(Task(name="incentive_asosa", paper="incentive", section="incentive", run=run_incentive,
-              validate=incentive_config.validate, method_key="incentive.method"))

@@ -10,12 +10,32 @@ from omegaconf import DictConfig
 
 from edgeai_repro.core import tasks
 from edgeai_repro.core.errors import ConfigError
-from edgeai_repro.core.loggers import wandb_settings
+from edgeai_repro.core.loggers import publish_cached, wandb_settings
 from edgeai_repro.core.store import CellStore
 from edgeai_repro.report.build import build_report
 from edgeai_repro.report.gather import gather, read_manifest
 
 log = logging.getLogger(__name__)
+
+
+def publish_cells(config: DictConfig, manifest: dict, store: CellStore) -> int:
+    """One W&B run for every finished cell not yet published to this project (cached cells too,
+    from their stored records). Returns how many were published now."""
+    if wandb_settings(config) is None:
+        return 0
+    from omegaconf import OmegaConf
+
+    from edgeai_repro.core.runner import job_type_of
+
+    count = 0
+    for cid in dict.fromkeys(c["cell_id"] for c in manifest["cells"]):
+        record = store.load(cid)
+        if record is None:
+            continue
+        task = tasks.get(record["task"])
+        job_type = job_type_of(task, OmegaConf.create(record.get("config", {})))
+        count += publish_cached(record, job_type, config, store.folder(cid), Path(config.hydra.sweep.dir))
+    return count
 
 
 def _log_to_wandb(config: DictConfig, folder: Path) -> None:
@@ -45,6 +65,7 @@ class ReportCallback(Callback):
             else:
                 try:
                     folder, g = build_report(config, manifest, store, paper)
+                    publish_cells(config, manifest, store)
                     _log_to_wandb(config, folder)
                 except ConfigError:
                     raise

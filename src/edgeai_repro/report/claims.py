@@ -75,12 +75,16 @@ def _oriented(agg: pd.DataFrame, rows: pd.DataFrame | None, metric: str, lower_i
 
 
 def expand_methods(patterns: list[str], agg: pd.DataFrame, exclude: str = "") -> list[str]:
-    """Baseline names, with shell-style patterns ("edge_only+*") expanded over the methods present."""
+    """Baseline names, with shell-style patterns ("edge_only+*") expanded over the methods present
+    (a pattern never matches `exclude`, the method being judged)."""
     present = list(dict.fromkeys(agg["method"]))
     out = []
     for pat in patterns:
-        hits = [m for m in present if fnmatch.fnmatchcase(str(m), pat)] if any(ch in pat for ch in "*?[") else [pat]
-        out += [m for m in hits if m != exclude and m not in out]
+        if any(ch in pat for ch in "*?["):
+            hits = [m for m in present if fnmatch.fnmatchcase(str(m), pat) and m != exclude]
+        else:
+            hits = [pat]
+        out += [m for m in hits if m not in out]
     return out
 
 

@@ -12,6 +12,9 @@ launchers (basic, joblib, submitit).
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -119,9 +122,84 @@ class CachingSweeper(BasicSweeper):
             "cells": cells,
         })
         log.info("%d cells: %d to run, the rest already done", len(cells), len(todo))
-        returns = []
-        size = self.max_batch_size or len(todo) or 1
-        for start in range(0, len(todo), size):
-            # Failures are recorded per cell by the runner; they do not stop the other cells.
-            returns.append(self.launcher.launch(todo[start:start + size], initial_job_idx=start))
+        return self._launch(todo, cached=len(cells) - len(todo))
+
+    def _launch(self, todo: list[list[str]], cached: int) -> list[Any]:
+        """Launch the cells to run through Hydra's launcher, a few at a time, under one progress bar
+        (done / cached / failed / to run, with an ETA) instead of one log line per job.
+
+        The basic launcher runs one cell per launch; a parallel launcher gets batches of
+        `max_batch_size` cells (default: 4 per worker), so its workers stay busy.
+        """
+        check_launcher(self.config)
+        verbose = bool(OmegaConf.select(self.config, "verbose", default=False))
+        quiet_launchers(not verbose)
+        workers = launcher_workers(self.config)
+        size = self.max_batch_size or (1 if workers == 1 else 4 * workers)
+        counts = {"done": 0, "cached": cached, "failed": 0}
+        bar = progress_bar(len(todo), cached, enabled=bool(OmegaConf.select(self.config, "progress", default=True)))
+        started, returns = time.perf_counter(), []
+        try:
+            for start in range(0, len(todo), size):
+                # Failures are recorded per cell by the runner; they do not stop the other cells.
+                batch = self.launcher.launch(todo[start:start + size], initial_job_idx=start)
+                returns.append(batch)
+                for ret in batch:
+                    status = _status(ret)
+                    counts[status if status in counts else "failed"] += 1
+                if bar is not None:
+                    bar.update(len(batch))
+                    bar.set_postfix_str(f"done {counts['done']}, cached {counts['cached']}, failed {counts['failed']}")
+        finally:
+            if bar is not None:
+                bar.close()
+        log.info("%d cells computed, %d cached, %d failed in %.1f s", counts["done"], counts["cached"], counts["failed"],
+                 time.perf_counter() - started)
         return returns
+
+
+def _status(ret: Any) -> str:
+    try:
+        value = ret.return_value  # raises when the job itself raised
+    except Exception:  # noqa: BLE001
+        return "failed"
+    return value.get("status", "failed") if isinstance(value, dict) else "failed"
+
+
+LAUNCHER_LOGGERS = ("hydra._internal.core_plugins.basic_launcher", "hydra_plugins.hydra_joblib_launcher._core",
+                    "hydra_plugins.hydra_submitit_launcher.submitit_launcher")
+
+
+def quiet_launchers(quiet: bool) -> None:
+    """Hydra's launchers log one line per job; `verbose=true` keeps them."""
+    for name in LAUNCHER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def launcher_workers(config: DictConfig) -> int:
+    """How many cells the configured launcher runs at once (1 for the basic launcher)."""
+    target = str(OmegaConf.select(config, "hydra.launcher._target_", default="basic")).lower()
+    if "submitit" in target:
+        return 1 << 20  # a cluster queue: submit every cell at once
+    n = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
+    if n is None:
+        return 1 if "basic" in target else 8
+    return max(1, (os.cpu_count() or 1) + 1 + n) if n < 0 else max(1, n)
+
+
+def check_launcher(config: DictConfig) -> None:
+    """Settings the launcher would reject with a traceback, refused in one sentence first."""
+    n = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
+    if n is not None and (not isinstance(n, int) or n == 0):
+        raise SystemExit(f"error: hydra.launcher.n_jobs={n!r} is not a number of parallel cells; use a positive number "
+                         "(2 runs two cells at a time) or -1 for one per core.")
+
+
+def progress_bar(todo: int, cached: int, enabled: bool):
+    """A tqdm bar over the cells to run, on a terminal only (quiet in logs and CI)."""
+    if not enabled or not todo or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=todo, desc="cells", unit="cell", dynamic_ncols=True,
+                postfix=f"done 0, cached {cached}, failed 0")
