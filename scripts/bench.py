@@ -157,6 +157,7 @@ class _StepTimer:
 def deepfusion_benchmarks() -> Iterator[Line]:
     import lightning as L
 
+    from edgeai_repro.core.trainer import Trainers
     from edgeai_repro.deepfusion import catalog, moe, pipeline
     from edgeai_repro.deepfusion import config as dfc
     from edgeai_repro.deepfusion.align import vocab_map
@@ -179,7 +180,7 @@ def deepfusion_benchmarks() -> Iterator[Line]:
 
     def lightning_step(model) -> float:
         timer = Timer()
-        pipeline.fit(DeviceLLM(model, FinetuneConf(steps=steps)), data, steps, "cpu", cache, [timer])
+        Trainers(root=cache).fit(DeviceLLM(model, FinetuneConf(steps=steps)), data, steps, [timer])
         return timer.t.per_step()
 
     def plain_step(model) -> float:
@@ -215,7 +216,7 @@ def deepfusion_benchmarks() -> Iterator[Line]:
     kd_tokens = sum(int(b["attention_mask"].sum()) for b in kd_data) / len(kd_data)
     timer = Timer()
     student = catalog.real_model(moe.base_config(moe_config))
-    pipeline.fit(Distiller(student, conf, [config.hidden_size] * conf.stages), kd_data, steps, "cpu", cache, [timer])
+    Trainers(root=cache).fit(Distiller(student, conf, [config.hidden_size] * conf.stages), kd_data, steps, [timer])
     yield "deepfusion_distill_tokens_per_s", kd_tokens / timer.t.per_step(), "1/s"
 
 

@@ -177,3 +177,45 @@ def test_a_swept_config_group_is_composed_by_hydra(workdir: Path) -> None:
     manifest = json.loads(next((workdir / "outputs" / "multirun").rglob("manifest.json")).read_text())
     scales = {json.loads(p.read_text())["scale"] for p in (workdir / "outputs" / "cells").glob("*/*/result.json")}
     assert len(manifest["cells"]) == 2 and scales == {"smoke", "tiny"}
+
+
+def test_help_and_a_bare_launcher_list_the_experiments(workdir: Path) -> None:
+    helped = launch(["--help"], workdir)
+    assert helped.returncode == 0 and "powered by Hydra" not in helped.stdout
+    bare = launch([], workdir)
+    assert bare.returncode == 2 and "task.name" not in bare.stdout + bare.stderr
+    for name in EXPERIMENTS:
+        assert name in helped.stdout and name in bare.stdout
+
+
+def test_a_launcher_setting_joblib_rejects_is_one_sentence(workdir: Path) -> None:
+    run = launch(["experiment=aeria/properties", "scale=smoke", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], workdir)
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("error: hydra.launcher.n_jobs=0")
+
+
+def test_deepfusion_without_a_scale_stops_at_validation(workdir: Path) -> None:
+    run = launch(["experiment=deepfusion/table1_2"], workdir)
+    last = run.stderr.strip().splitlines()[-1]
+    assert run.returncode != 0 and "scale=tiny" in last and "bitsandbytes" not in last
+    assert not (workdir / "outputs" / "cells").exists()
+
+
+def test_a_sweep_prints_a_summary_not_one_line_per_cell(workdir: Path) -> None:
+    run = launch(["experiment=aeria/consensus_base", "scale=smoke"], workdir)
+    assert run.returncode == 0, run.stderr[-2000:]
+    text = run.stdout + run.stderr
+    assert "#0 :" not in text and "cells computed" in text
+    verbose = launch(["experiment=aeria/consensus_base", "scale=smoke", "force=true", "verbose=true"], workdir)
+    assert "#0 :" in verbose.stdout + verbose.stderr  # Hydra's job lines, on request
+
+
+def test_submitit_local_runs_cells_in_jobs_and_builds_the_report(workdir: Path) -> None:
+    """The cluster path: submitit's local executor pickles each cell into its own job folder and
+    process, as submitit_slurm does; the cell store is shared and the report is built at the end."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    run = launch(["experiment=aeria/properties", "scale=smoke", "hydra/launcher=submitit_local"], workdir, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert list((workdir / "outputs" / "multirun").rglob(".submitit/*/*_result.pkl"))
+    assert len(_cells(workdir)) == 2
+    assert json.loads((workdir / "results" / "aeria" / "properties" / "claims.json").read_text())

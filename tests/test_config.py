@@ -67,6 +67,9 @@ def test_experiment_files_start_with_their_command(name: str) -> None:
     ("incentive_asosa", "incentive.lam=0.01", "incentive.lam"),
     ("incentive_asosa", "incentive.env.worker_model=greedy", "incentive.env.worker_model"),
     ("aeria_revenue", "trainer=ddp_spawn", "trainer"),
+    ("aeria_revenue", "trainer.precision=bf16-mixed", "trainer.precision"),
+    ("incentive_asosa", "trainer.precision=16-mixed", "trainer.precision"),
+    ("deepfusion_fusion", "trainer=ddp_spawn", "trainer"),
     ("incentive_asosa", "trainer=gpu", "trainer"),
 ])
 def test_bad_values_name_the_key(compose, task: str, override: str, key: str) -> None:

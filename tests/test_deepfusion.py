@@ -1,6 +1,8 @@
 """DeepFusion part 1: model catalog, accounting, memory model, data, tokenizers, devices, clustering."""
 from __future__ import annotations
 
+from edgeai_repro.core.trainer import Trainers  # noqa: E402
+
 from edgeai_repro.deepfusion.config import FedJetsConf, MemoryConf  # noqa: E402
 
 import json
@@ -305,13 +307,13 @@ def test_trained_devices_are_cached_and_shared(compose, tmp_path: Path) -> None:
     cfg = compose(["experiment=deepfusion/phase1", "scale=smoke", "deepfusion.case=finance"])
     c = cfg.deepfusion
     corpus = pipeline.load_corpus(c, 0)
-    first = pipeline.federation(c, 0, corpus, tmp_path, "cpu")
+    first = pipeline.federation(c, 0, corpus, tmp_path, Trainers())
     stamps = {d.folder: (d.folder / "upload.safetensors").stat().st_mtime_ns for d in first}
     assert len(stamps) == c.devices and all(d.meta["payload_bytes"] > 0 for d in first)
-    again = pipeline.federation(c, 0, corpus, tmp_path, "cpu")
+    again = pipeline.federation(c, 0, corpus, tmp_path, Trainers())
     assert {d.folder: (d.folder / "upload.safetensors").stat().st_mtime_ns for d in again} == stamps
     (first[0].folder / "meta.json").write_text("{not json")
-    pipeline.federation(c, 0, corpus, tmp_path, "cpu")
+    pipeline.federation(c, 0, corpus, tmp_path, Trainers())
     assert list(tmp_path.glob("devices/*.corrupt-*")) and (first[0].folder / "meta.json").exists()
 
 

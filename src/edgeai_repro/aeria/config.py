@@ -118,6 +118,9 @@ def validate(cfg: DictConfig) -> None:
     require(t.devices in (1, "1") and t.strategy == "auto",
             f"trainer devices={t.devices}, strategy={t.strategy} does not apply to AERIA: a simulation cell runs on one "
             "device; use trainer=cpu or trainer=gpu.")
+    require(str(t.precision) in {"32-true", "32", "64-true", "64"},
+            f"trainer.precision={t.precision} does not apply to AERIA: its auctions compute in float64 whatever the "
+            "trainer; use trainer.precision=32-true.")
     a = cfg.aeria
     m = a.market
     require(m.workload == "mixed" or m.workload in WORKLOADS,

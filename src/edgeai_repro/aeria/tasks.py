@@ -2,9 +2,7 @@
 (registered in aeria/registry.py)."""
 from __future__ import annotations
 
-import logging
 import math
-import warnings
 import statistics
 import time
 
@@ -19,16 +17,6 @@ from edgeai_repro.aeria.properties import check_market, integer_profile_violatio
 from edgeai_repro.aeria.simulator import METRICS, AuctionSimulator, plain
 from edgeai_repro.core.seeding import derive_seed, generator
 from edgeai_repro.core.tasks import CellContext
-
-
-def _trainer(ctx: CellContext) -> L.Trainer:
-    # Lightning's per-Trainer banner (accelerators, tips) would be printed once per cell.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # inside Lightning; not ours to fix
-    return L.Trainer(
-        accelerator=ctx.accelerator, devices=1, logger=ctx.loggers or False, enable_checkpointing=False,
-        enable_model_summary=False, enable_progress_bar=ctx.progress, default_root_dir=str(ctx.run_dir),
-    )
 
 
 def _by_method(rows: list[dict], keys: tuple[str, ...] | list[str], summed: tuple[str, ...] = (),
@@ -57,7 +45,7 @@ def _ratio_tails(rows: list[dict], records: list[dict]) -> None:
 
 def run_revenue(cfg: DictConfig, ctx: CellContext) -> dict:
     sim = AuctionSimulator(cfg.aeria, int(cfg.seed))
-    _trainer(ctx).test(sim, dataloaders=sim.dataloader(), verbose=False)
+    ctx.trainers().test(sim, dataloaders=sim.dataloader(), verbose=False)
     records = _by_method(sim.rows, METRICS, count="markets")
     _ratio_tails(sim.rows, records)
     return {"records": records}
@@ -89,7 +77,7 @@ class PropertyChecker(L.LightningModule):
 def run_properties(cfg: DictConfig, ctx: CellContext) -> dict:
     checker = PropertyChecker(cfg.aeria, int(cfg.seed))
     loader = AuctionSimulator(cfg.aeria, int(cfg.seed)).dataloader()
-    _trainer(ctx).test(checker, dataloaders=loader, verbose=False)
+    ctx.trainers().test(checker, dataloaders=loader, verbose=False)
     summed = tuple(k for k in PropertyChecker.CHECKS if k != "consensus_rate")
     records = _by_method(checker.rows, PropertyChecker.CHECKS, summed=summed)
     # Exhaustive integer profiles with ties: once per pricing rule, reported on each approach using it;

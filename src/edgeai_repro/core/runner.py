@@ -14,6 +14,7 @@ from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.loggers import build_loggers, finish_cell_run, finish_wandb
 from edgeai_repro.core.seeding import seed_everything
 from edgeai_repro.core.store import atomic_write_json, cell_id, store_for
+from edgeai_repro.core.trainer import Trainers
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,11 @@ def run_cell(cfg: DictConfig) -> dict:
 
     seed_everything(int(cfg.seed))
     job_type = job_type_of(task, cfg)
-    ctx = tasks.CellContext(
-        run_dir=run_dir,
-        cell_id=cid,
-        loggers=build_loggers(cfg, run_dir, cid, job_type),
-        accelerator=cfg.trainer.accelerator,
-        progress=bool(cfg.progress) and sys.stderr.isatty(),
-    )
+    loggers = build_loggers(cfg, run_dir, cid, job_type)
+    progress = bool(cfg.progress) and sys.stderr.isatty()
+    ctx = tasks.CellContext(run_dir=run_dir, cell_id=cid, loggers=loggers, progress=progress,
+                            trainers=Trainers(OmegaConf.to_container(cfg.trainer, resolve=True), loggers, progress,
+                                              run_dir))
     started = time.perf_counter()
     try:
         result = task.run(cfg, ctx)

@@ -20,13 +20,18 @@ from edgeai_repro.core.errors import ConfigError
 
 @dataclass
 class CellContext:
-    """What the runner hands a task: where to write, and the loggers to log through."""
+    """What the runner hands a task: where to write, the loggers, and the Trainer factory
+    (core/trainer.py) that builds every Lightning Trainer of the cell from conf/trainer."""
 
     run_dir: Path
     cell_id: str
     loggers: list[Any] = field(default_factory=list)
-    accelerator: str = "cpu"
+    trainers: Any = None
     progress: bool = False
+
+    @property
+    def accelerator(self) -> str:
+        return self.trainers.accelerator if self.trainers is not None else "cpu"
 
 
 TaskFn = Callable[[DictConfig, CellContext], dict]

@@ -215,6 +215,11 @@ def validate_memory(cfg: DictConfig) -> None:
 def validate_pipeline(cfg: DictConfig) -> None:
     validate_common(cfg)
     c = cfg.deepfusion
+    t = cfg.trainer
+    require(t.devices in (1, "1") and t.strategy == "auto",
+            f"trainer devices={t.devices}, strategy={t.strategy}: a DeepFusion cell trains its models one at a time on "
+            "one device (several GPUs per cell are not supported yet); use trainer=cpu or trainer=gpu, and run cells "
+            "side by side with hydra/launcher=joblib or submitit.")
     require(c.models != "paper" or cfg.trainer.accelerator == "gpu",
             f"{cfg.get('experiment_name', 'this experiment')} trains billion-parameter models at scale={cfg.scale.name}: "
             "add scale=tiny to run it on a CPU, or run scale=paper with trainer=gpu on GPU nodes with hub access "

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from edgeai_repro.core.seeding import derive_seed
+from edgeai_repro.core.trainer import Trainers
 from edgeai_repro.deepfusion import align, catalog, comm, moe, pipeline
 from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, loader
 from edgeai_repro.deepfusion.config import KDConf
@@ -43,7 +44,7 @@ class Server:
     corpus: pipeline.Corpus
     devices: list[pipeline.Device]
     cache: Path
-    accelerator: str
+    trainers: Trainers
     moe_config: object            # K experts
     moe_tok: object
     curves: list[dict] = field(default_factory=list)
@@ -72,7 +73,7 @@ class Server:
         return loader(QADataset(self.corpus.test[:n], self.moe_tok, self.c.data.max_len), 32, 0, False)
 
     def fit(self, module: L.LightningModule, data, steps: int) -> None:
-        pipeline.fit(module, data, steps, self.accelerator, self.cache)
+        self.trainers.fit(module, data, steps)
 
 
 def _steps(epochs: float, samples: int, batch: int) -> int:

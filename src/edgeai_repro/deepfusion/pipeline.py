@@ -11,7 +11,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.core.store import atomic_write_json
+from edgeai_repro.core.trainer import Trainers
 from edgeai_repro.deepfusion import catalog, comm, data, tokenization
 from edgeai_repro.deepfusion.clustering import average_state_dicts, embedder
 from edgeai_repro.deepfusion import config as dfc
@@ -113,18 +113,7 @@ def device_key(c: DictConfig, seed: int, index: int, model_type: str, indices: l
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def fit(module: L.LightningModule, data, steps: int, accelerator: str, root: Path,
-        callbacks: list[L.Callback] | None = None) -> None:
-    """Train `module` for `steps` optimizer steps (epochs repeat as needed), quietly."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*(LeafSpec|does not have many workers|num_workers).*")
-    trainer = L.Trainer(accelerator=accelerator, devices=1, max_steps=steps, max_epochs=-1, logger=False,
-                        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
-                        default_root_dir=str(root), num_sanity_val_steps=0, callbacks=callbacks or [])
-    trainer.fit(module, data)
-
-
-def train_device(c: DictConfig, seed: int, dev: Device, corpus: Corpus, tokenizer, accelerator: str) -> None:
+def train_device(c: DictConfig, seed: int, dev: Device, corpus: Corpus, tokenizer, trainers: Trainers) -> None:
     """Train one device and store its upload atomically (folder renamed into place when complete)."""
     steps = max(1, math.ceil(c.device.epochs * len(dev.indices) / c.device.batch_size))
     conf = FinetuneConf(mode=dfc.device_mode(c, dev.model_type), lr=c.device.lr, steps=steps,
@@ -132,7 +121,7 @@ def train_device(c: DictConfig, seed: int, dev: Device, corpus: Corpus, tokenize
     local = [corpus.train[i] for i in dev.indices]
     ds = QADataset(local, tokenizer, c.data.max_len)
     torch.manual_seed(derive_seed("device", dev.index, seed) % 2**62)
-    module = DeviceLLM(base_model(c, dev.model_type, accelerator), conf)
+    module = DeviceLLM(base_model(c, dev.model_type, trainers.accelerator), conf)
     losses: list[float] = []
 
     class Record(L.Callback):
@@ -140,8 +129,8 @@ def train_device(c: DictConfig, seed: int, dev: Device, corpus: Corpus, tokenize
             losses.append(float(outputs["loss"]))
 
     started = time.perf_counter()
-    fit(module, loader(ds, c.device.batch_size, derive_seed("batches", dev.index, seed) % 2**62, True), conf.steps,
-        accelerator, dev.folder.parent, [Record()])
+    trainers.fit(module, loader(ds, c.device.batch_size, derive_seed("batches", dev.index, seed) % 2**62, True),
+                 conf.steps, [Record()])
     model = merged(module.model).cpu()
     # Each device is scored on a fixed slice of the test set: enough to compare devices and proxies.
     test = loader(QADataset(corpus.test[:c.device.eval_samples], tokenizer, c.data.max_len), 32, 0, False)
@@ -166,7 +155,7 @@ def train_device(c: DictConfig, seed: int, dev: Device, corpus: Corpus, tokenize
     dev.meta = json.loads((dev.folder / "meta.json").read_text())
 
 
-def federation(c: DictConfig, seed: int, corpus: Corpus, cache: Path, accelerator: str) -> list[Device]:
+def federation(c: DictConfig, seed: int, corpus: Corpus, cache: Path, trainers: Trainers) -> list[Device]:
     """The N devices with trained uploads: loaded from the device store, or trained one after
     another (one model in memory at a time)."""
     cs = dfc.case(c)
@@ -190,7 +179,7 @@ def federation(c: DictConfig, seed: int, corpus: Corpus, cache: Path, accelerato
             if t not in tokenizers:
                 tokenizers[t] = tokenizer_for(c, t, corpus, cache)
             log.info("training device %d/%d (%s, %d samples)", i + 1, c.devices, t, len(idx))
-            train_device(c, seed, dev, corpus, tokenizers[t], accelerator)
+            train_device(c, seed, dev, corpus, tokenizers[t], trainers)
         devices.append(dev)
     return devices
 

@@ -92,11 +92,10 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
                           "it is wired (pipeline.base_model) but not runnable offline: use scale=tiny.")
     cache = Path(cfg.paths.cache) / "deepfusion"
     corpus = pipeline.load_corpus(c, seed)
-    devices = pipeline.federation(c, seed, corpus, cache, ctx.accelerator)
+    devices = pipeline.federation(c, seed, corpus, cache, ctx.trainers)
     types = [d.model_type for d in devices]
-    for lg in ctx.loggers:
-        for d in devices:
-            lg.log_metrics({"device/samples": len(d.indices), "device/log_ppl": d.meta["test"]["log_ppl"]}, step=d.index)
+    for d in devices:
+        ctx.trainers.log({"device/samples": len(d.indices), "device/log_ppl": d.meta["test"]["log_ppl"]})
 
     doms = pipeline.cluster(c, seed, corpus, devices)
     domains = doms.labels
@@ -179,10 +178,10 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     corpus = pipeline.load_corpus(c, seed)
     cs = dfc.case(c)
     types = assign_models(c.devices, list(cs.device_models), seed, c.assignment)
-    devices = [] if c.method == "centralized" else pipeline.federation(c, seed, corpus, cache, ctx.accelerator)
+    devices = [] if c.method == "centralized" else pipeline.federation(c, seed, corpus, cache, ctx.trainers)
     k_total = sum(int(c.cluster.k_types.get(t, c.cluster.k_per_type)) for t in dict.fromkeys(types))
     moe_config = moe.with_experts(catalog.model_config(c, cs.moe), k_total)
-    server = methods.Server(c, seed, corpus, devices, cache, ctx.accelerator, moe_config,
+    server = methods.Server(c, seed, corpus, devices, cache, ctx.trainers, moe_config,
                             pipeline.tokenizer_for(c, cs.moe, corpus, cache))
     label = variant_label(c)
     model = methods.RUNNERS[c.method](server)
@@ -203,8 +202,7 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
             record[key] = float(np.mean(ex[key]))
     if ctx.run_dir and cfg.deepfusion.get("save_model", False):
         model.save_pretrained(ctx.run_dir / "moe")
-    for lg in ctx.loggers:
-        lg.log_metrics({f"test/{k}": v for k, v in record.items() if isinstance(v, float)}, step=0)
+    ctx.trainers.log({f"test/{k}": v for k, v in record.items() if isinstance(v, float)})
     return {"records": [record], "curves": server.curves}
 
 

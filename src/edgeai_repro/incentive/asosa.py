@@ -8,17 +8,15 @@ The steps, the damping and the stopping rule are our reconstruction (README).
 """
 from __future__ import annotations
 
-import logging
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import lightning as L
 import numpy as np
 import torch
 
 from edgeai_repro.core.seeding import derive_seed, generator
+from edgeai_repro.core.trainer import Trainers
 from edgeai_repro.incentive import policies
 from edgeai_repro.incentive.config import LEARNED, IncentiveConf
 from edgeai_repro.incentive.env import IncentiveEnv, World
@@ -62,7 +60,7 @@ class Learner:
 
     c: IncentiveConf
     seed: int
-    loggers: list[Any]
+    trainers: Trainers
     module: MADDPG | None = None
     returns: list[float] = field(default_factory=list)
 
@@ -83,12 +81,7 @@ class Learner:
         # (random transitions would drag a trained critic back toward a bad policy).
         self.module.collect(max(1, pconf.warmup // env.batch), noise=None if iteration == 0 else pconf.explore_std)
         start = len(self.module.episode_returns)
-        trainer = L.Trainer(max_steps=updates, logger=self.loggers or False, enable_checkpointing=False,
-                            enable_model_summary=False, enable_progress_bar=False, accelerator="cpu", devices=1,
-                            log_every_n_steps=25)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*(LeafSpec|does not have many workers|IterableDataset).*")
-            trainer.fit(self.module)
+        self.trainers.fit(self.module, steps=updates, log_every_n_steps=25)
         self.returns.extend(self.module.episode_returns[start:])
         module = self.module
         return lambda env, obs: module.act(obs, 0.0)
@@ -117,16 +110,16 @@ def posted_cost(P: np.ndarray, c: IncentiveConf) -> Behaviour:
     return act
 
 
-def run(c: IncentiveConf, seed: int, loggers: list[Any], checkpoint_dir: Path | None = None,
+def run(c: IncentiveConf, seed: int, trainers: Trainers | None = None, checkpoint_dir: Path | None = None,
         progress: Callable[[str], None] = lambda s: None) -> dict:
     """One ASOSA run (or a baseline) for one seed; returns the result record and the curves."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    trainers = trainers if trainers is not None else Trainers()
     rng = np.random.default_rng(derive_seed("incentive-instance", seed))
     P = rng.uniform(*c.cost.unit, size=c.lmos)
     E = rng.uniform(*c.cost.fixed, size=c.lmos)
     eq0 = solve(P, E, c.lam, c.alpha, c.beta, c.allow_dropout)
     world = World.from_equilibrium(c.env, eq0.zeta, eq0.rewards)
-    learner = Learner(c, seed, loggers) if c.method in LEARNED else None
+    learner = Learner(c, seed, trainers) if c.method in LEARNED else None
     iters = 1 if c.method in {"one_shot", "stackelberg_only"} else c.asosa.max_iters
     curves, prev_tp, converged, outcome, change = [], None, False, None, float("nan")
     for k in range(iters):
@@ -150,8 +143,7 @@ def run(c: IncentiveConf, seed: int, loggers: list[Any], checkpoint_dir: Path | 
             ("tp_utility", outcome.tp), ("lmo_utility", outcome.lmo), ("worker_utility", outcome.workers),
             ("total_utility", outcome.total), ("stage1_tp_utility", eq.tp_utility), ("tau", eq.tau),
             ("mean_unit_cost", float(P.mean())), ("p_change", change))]
-        for logger in loggers:
-            logger.log_metrics({f"asosa/{r['curve']}": r["value"] for r in curves[-8:]}, step=k)
+        trainers.log({f"asosa/{r['curve']}": r["value"] for r in curves[-8:]})
         progress(f"iteration {k + 1}: TP {outcome.tp:.3f}, P change {change:.2e}")
         converged = change < c.asosa.tol and tp_change < c.asosa.tol
         prev_tp, P = outcome.tp, new_P

@@ -94,6 +94,9 @@ def validate(cfg: DictConfig) -> None:
     require(cfg.trainer.accelerator == "cpu" and cfg.trainer.devices in (1, "1"),
             f"trainer accelerator={cfg.trainer.accelerator}, devices={cfg.trainer.devices} does not apply to the "
             "incentive tasks: their networks are small and run on one CPU thread per cell; use trainer=cpu.")
+    require(str(cfg.trainer.precision) in {"32-true", "32"},
+            f"trainer.precision={cfg.trainer.precision} does not apply to the incentive tasks: their small networks "
+            "train in fp32; use trainer.precision=32-true.")
     c = cfg.incentive
     require(c.method in METHODS, f"incentive.method={c.method!r} is unknown; use one of {', '.join(METHODS)}.")
     require(c.lmos >= 2, f"incentive.lmos={c.lmos} must be at least 2 (zero or one LMO has no Stackelberg game).")

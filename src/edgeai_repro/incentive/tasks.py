@@ -19,7 +19,7 @@ def run_incentive(cfg: DictConfig, ctx: CellContext) -> dict:
     # The networks are small: one thread per cell, and cells in parallel (joblib launcher), is faster.
     torch.set_num_threads(1)
     try:
-        return asosa.run(conf, int(cfg.seed), ctx.loggers, checkpoint_dir=ctx.run_dir / "checkpoints",
+        return asosa.run(conf, int(cfg.seed), ctx.trainers, checkpoint_dir=ctx.run_dir / "checkpoints",
                          progress=log.info)
     except ConfigError as exc:
         # The settings passed validation, so this is one seed's random instance: a failed cell with
