@@ -27,13 +27,27 @@ def test_parallel_api(env: IncentiveEnv) -> None:
     assert all(term.values()) and env.agents == []
 
 
-def test_workers_best_respond_and_dropouts_buy_nothing(env: IncentiveEnv) -> None:
+def test_dropouts_buy_nothing_and_choices_are_probabilities(env: IncentiveEnv) -> None:
     env.reset_batch()
-    act = torch.full((3, 4, 2), 0.5)
-    _, reward, _, info = env.step_batch(act)
-    _, price = env.prices(act)
-    assert torch.allclose(env.supply, price.unsqueeze(-1) / env.cost)  # d = p / c
+    _, reward, _, info = env.step_batch(torch.full((3, 4, 2), 0.5))
     assert torch.all(info["data"][:, 3] == 0) and torch.all(reward[:, 3] == 0)
+    total = env.choice.sum(-1)
+    assert torch.all(total >= 0) and torch.all(total <= 1 + 1e-12)  # the rest stays out
+
+
+def test_one_lmos_offer_changes_another_lmos_reward_in_the_same_step(env: IncentiveEnv) -> None:
+    """The coupling: LMOs compete for one pool of workers."""
+    env.reset_batch()
+    base = torch.full((3, 4, 2), 0.5)
+    richer = base.clone()
+    richer[:, 0, 1] = 0.9                      # LMO 0 raises its price
+    before, after = env.preview(base), env.preview(richer)
+    assert torch.all((after[:, 1] - before[:, 1]).abs() > 1e-9)  # LMO 1's reward moves with LMO 0's offer
+    assert torch.all(env._round(richer)["data"][:, 1] < env._round(base)["data"][:, 1])  # it loses workers to LMO 0
+    private = IncentiveEnv(EnvConf(coupling="private"), env.targets.numpy(), env.rewards.numpy(),
+                           World.from_equilibrium(EnvConf(), env.targets.numpy(), env.rewards.numpy()), batch=3, seed=0)
+    private.reset_batch()
+    assert torch.allclose(private.preview(base)[:, 1], private.preview(richer)[:, 1])  # the uncoupled reading
 
 
 def test_preview_does_not_change_the_state(env: IncentiveEnv) -> None:
@@ -47,7 +61,44 @@ def test_paying_more_buys_more_data(env: IncentiveEnv) -> None:
     env.reset_batch()
     low = env._round(torch.full((3, 4, 2), 0.2))["data"]
     high = env._round(torch.full((3, 4, 2), 0.6))["data"]
-    assert torch.all(high[:, :3] >= low[:, :3]) and torch.any(high > low)
+    assert torch.all(high[:, :3].sum(-1) >= low[:, :3].sum(-1)) and torch.any(high > low)
+
+
+def test_equilibrium_solver_on_an_instance_with_a_known_equilibrium() -> None:
+    """With private pools each LMO's problem is separate, so the Nash equilibrium is every LMO's own
+    optimum: found here independently by brute force on a 201 x 201 grid. With a shared pool, the
+    solver's equilibrium leaves no LMO a profitable deviation on that grid either."""
+    from edgeai_repro.incentive import game
+
+    eq = solve(np.array([0.8, 1.0, 1.2]), np.zeros(3), 10, 2, 1)
+    fine = torch.linspace(0, 1, 201, dtype=torch.float64)
+    grid = torch.cartesian_prod(fine, fine)
+    for coupling in ("private", "shared"):
+        conf = EnvConf(coupling=coupling)
+        env = IncentiveEnv(conf, eq.zeta, eq.rewards, World.from_equilibrium(conf, eq.zeta, eq.rewards), batch=4, seed=1)
+        workers = game.Workers.of(env)
+        ne = game.nash(env, workers)
+        assert ne.converged and ne.exploitability <= 1e-4
+        for m in range(3):
+            trial = ne.actions.unsqueeze(0).repeat(len(grid), 1, 1)
+            trial[:, m] = grid
+            brute = float(game.utilities(env, workers, trial)[:, m].max())
+            assert ne.utility[m] >= brute - 1e-6 * max(1.0, abs(brute)), (coupling, m)
+            if coupling == "private":  # the equilibrium offer is the brute-force optimum itself
+                best = grid[int(game.utilities(env, workers, trial)[:, m].argmax())]
+                assert torch.allclose(ne.actions[m], best, atol=0.01)
+
+
+def test_welfare_optimum_is_at_least_the_equilibrium_welfare() -> None:
+    from edgeai_repro.incentive import game
+
+    eq = solve(np.array([0.8, 1.0, 1.2]), np.zeros(3), 10, 2, 1)
+    conf = EnvConf()
+    env = IncentiveEnv(conf, eq.zeta, eq.rewards, World.from_equilibrium(conf, eq.zeta, eq.rewards), batch=4, seed=2)
+    workers = game.Workers.of(env)
+    ne = game.nash(env, workers)
+    _, best = game.welfare_optimum(env, workers, 10, 2, 1, [ne.actions])
+    assert best >= float(game.episode_welfare(env, workers, ne.actions.unsqueeze(0), 10, 2, 1)[0]) - 1e-9
 
 
 def _batch(n: int, agents: int) -> dict[str, torch.Tensor]:

@@ -37,6 +37,21 @@ def job_type_of(task: tasks.Task, cfg: DictConfig) -> str:
     return str(method) if method is not None else task.name
 
 
+def share_cores() -> None:
+    """Under a parallel launcher (joblib), split the cores between the cells running side by side,
+    so that torch's threads do not oversubscribe them."""
+    import os
+
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+
+    jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs") if HydraConfig.initialized() else None
+    if jobs:
+        cores = os.cpu_count() or 1
+        jobs = jobs if jobs > 0 else max(1, cores + 1 + jobs)  # joblib: -1 means every core
+        torch.set_num_threads(max(1, cores // jobs))
+
+
 def _run_dir() -> Path:
     from hydra.core.hydra_config import HydraConfig
 
@@ -58,6 +73,7 @@ def run_cell(cfg: DictConfig) -> dict:
         return {**pointer, "status": "cached"}
 
     seed_everything(int(cfg.seed))
+    share_cores()
     job_type = job_type_of(task, cfg)
     loggers = build_loggers(cfg, run_dir, cid, job_type)
     progress = bool(cfg.progress) and sys.stderr.isatty()

@@ -69,19 +69,6 @@ def run_memory(cfg: DictConfig, ctx: CellContext) -> dict:
 
 
 
-def share_cores() -> None:
-    """Under the joblib launcher, split the cores between the parallel cells."""
-    import os
-
-    from hydra.core.hydra_config import HydraConfig
-
-    jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs") if HydraConfig.initialized() else None
-    cores = os.cpu_count() or 1
-    if jobs:
-        jobs = jobs if jobs > 0 else max(1, cores + 1 + jobs)  # joblib: -1 means every core
-        torch.set_num_threads(max(1, cores // jobs))
-
-
 def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
     """Devices train and upload; the server embeds, clusters and averages (Phase I)."""
     from edgeai_repro.deepfusion.device_llm import QADataset, evaluate, loader
@@ -170,7 +157,6 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     from edgeai_repro.deepfusion.device_llm import QADataset, evaluate, loader
 
     c, seed = cfg.deepfusion, int(cfg.seed)
-    share_cores()
     if c.models == "paper":
         raise ConfigError("the DeepFusion server pipeline at scale=paper needs the hub checkpoints and GPUs; it is "
                           "configured (real checkpoint names) but not runnable offline: use scale=tiny.")

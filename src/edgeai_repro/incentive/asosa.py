@@ -1,9 +1,13 @@
-"""ASOSA: the outer loop that couples stage 1 (Stackelberg) and stage 2 (the LMO-worker MDP).
+"""ASOSA: the outer loop that couples stage 1 (Stackelberg) and stage 2 (the LMO-worker game).
 
 Each iteration: solve stage 1 with the current unit costs P; train (warm-started) or apply the
-stage-2 behaviour; evaluate it on fixed evaluation episodes; measure the unit cost each LMO really
-paid its workers, P_hat = paid / collected; move P toward P_hat with a decaying step
-eta_k = damping / (1 + decay k); stop when P and the TP's utility change by less than tol.
+stage-2 method; evaluate it on fixed evaluation episodes; measure the unit cost each LMO really
+paid its workers, P_hat = paid / collected. The fixed-point residual max_m |P_hat_m - P_m| / P_m
+says how far P is from being consistent with stage 2; ASOSA has converged when it is below `tol`
+(not when the damped step is small, which the decaying step size would force by itself). Until
+then P moves toward P_hat with a decaying step eta_k = damping / (1 + decay k). At the end the
+method is compared with the exact references of the last iteration's game (incentive/game.py):
+each LMO's Nash-equilibrium utility and the welfare optimum, on the same evaluation workers.
 The steps, the damping and the stopping rule are our reconstruction (README).
 """
 from __future__ import annotations
@@ -17,13 +21,12 @@ import torch
 
 from edgeai_repro.core.seeding import derive_seed, generator
 from edgeai_repro.core.trainer import Trainers
-from edgeai_repro.incentive import policies
-from edgeai_repro.incentive.config import LEARNED, IncentiveConf
+from edgeai_repro.incentive import game, policies
+from edgeai_repro.incentive.config import IncentiveConf
 from edgeai_repro.incentive.env import IncentiveEnv, World
-from edgeai_repro.incentive.maddpg import MADDPG, ReplayBuffer
 from edgeai_repro.incentive.stackelberg import Equilibrium, solve, tp_utility
 
-Behaviour = Callable[[IncentiveEnv, torch.Tensor], torch.Tensor]
+Behaviour = policies.Behaviour
 
 
 @dataclass
@@ -31,14 +34,14 @@ class Outcome:
     """Realised utilities of one evaluation (means over the evaluation episodes)."""
 
     tp: float
-    lmo: float
-    workers: float
+    lmo: np.ndarray         # (M,) each LMO's utility (stage-2 income - payments - E_m)
+    workers: float          # all workers together
     data: float
     unit_cost: np.ndarray   # (M,) paid / collected, NaN where nothing was collected
 
     @property
     def total(self) -> float:
-        return self.tp + self.lmo + self.workers
+        return self.tp + float(self.lmo.sum()) + self.workers
 
 
 def evaluate(env: IncentiveEnv, behaviour: Behaviour, eq: Equilibrium, E: np.ndarray, c: IncentiveConf) -> Outcome:
@@ -48,7 +51,7 @@ def evaluate(env: IncentiveEnv, behaviour: Behaviour, eq: Equilibrium, E: np.nda
     tot = {k: v.numpy() for k, v in env.episode_totals().items()}
     credited = tot["credited"].sum(-1)                        # per episode
     tp = np.mean([tp_utility(paid, z, c.lam, c.alpha, c.beta) for paid, z in zip(tot["income"].sum(-1), credited)])
-    lmo = float((tot["lmo_utility"] - np.where(eq.active, E, 0.0)).sum(-1).mean())
+    lmo = (tot["lmo_utility"] - np.where(eq.active, E, 0.0)).mean(0)
     collected = tot["collected"].sum(0)
     unit = np.where(collected > 0, tot["paid"].sum(0) / np.maximum(collected, 1e-300), np.nan)
     return Outcome(float(tp), lmo, float(tot["worker_welfare"].sum(-1).mean()), float(credited.mean()), unit)
@@ -59,14 +62,17 @@ class Learner:
     """A MADDPG/TD3 policy kept across ASOSA iterations (warm start)."""
 
     c: IncentiveConf
+    method: policies.Learned
     seed: int
     trainers: Trainers
-    module: MADDPG | None = None
+    module: object = None
     returns: list[float] = field(default_factory=list)
 
     def train(self, env: IncentiveEnv, updates: int, iteration: int) -> Behaviour:
-        algo, critic = LEARNED[self.c.method]
-        pconf = type(self.c.policy)(**{**vars(self.c.policy), "algorithm": algo, "critic": critic})
+        from edgeai_repro.incentive.maddpg import MADDPG, ReplayBuffer
+
+        pconf = type(self.c.policy)(**{**vars(self.c.policy), "algorithm": self.method.algorithm,
+                                       "critic": self.method.critic})
         # Learning sees each LMO's reward in units of its round budget (dropped-out LMOs: the mean one).
         budget = env.rewards.float() / env.conf.horizon
         scale = torch.where(budget > 0, budget, budget[budget > 0].mean() if (budget > 0).any() else 1.0)
@@ -87,75 +93,95 @@ class Learner:
         return lambda env, obs: module.act(obs, 0.0)
 
 
-def behaviour_for(c: IncentiveConf, seed: int) -> Behaviour:
-    gen = generator(derive_seed("incentive-random", seed))
-    if c.method == "random":
-        return lambda env, obs: policies.random_actions(env, obs, gen)
-    if c.method == "fixed_share":
-        return lambda env, obs: policies.fixed_share(env, obs, c.fixed_share, c.fixed_price)
-    if c.method == "myopic":
-        return lambda env, obs: policies.myopic(env, obs)
-    raise ValueError(c.method)
+def _equilibrium_play(env_for_workers: IncentiveEnv) -> Behaviour:
+    """Play the one-round game's Nash offers, computed on the evaluation workers."""
+    ne = game.nash(env_for_workers, game.Workers.of(env_for_workers))
+    return lambda env, obs: ne.actions.float().unsqueeze(0).expand(obs.shape[0], -1, -1).clone()
 
 
-def posted_cost(P: np.ndarray, c: IncentiveConf) -> Behaviour:
-    """Stackelberg-only: workers are paid the stage-1 unit cost P_m per unit, no base reward."""
-
-    def act(env: IncentiveEnv, obs: torch.Tensor) -> torch.Tensor:
-        price = torch.as_tensor(P) / (env.conf.max_price * env.price_unit.clamp_min(1e-12))
-        action = policies.fixed_share(env, obs, 0.0, 0.0)
-        action[..., 1] = price.clamp(0, 1).float()
-        return action
-
-    return act
+def references(env: IncentiveEnv, c: IncentiveConf, E: np.ndarray, eq: Equilibrium) -> dict:
+    """The last game's exact references on the evaluation workers, as episode utilities."""
+    workers = game.Workers.of(env)
+    ne = game.nash(env, workers)
+    h, active = env.conf.horizon, eq.active
+    lmo_ne = h * ne.utility - np.where(active, E, 0.0)
+    starts = [ne.actions, torch.full_like(ne.actions, 0.5), torch.zeros_like(ne.actions)]
+    _, welfare = game.welfare_optimum(env, workers, c.lam, c.alpha, c.beta, starts)
+    welfare -= float(np.where(active, E, 0.0).sum())
+    return {"lmo_ne": lmo_ne, "exploitability": ne.exploitability, "ne_converged": ne.converged,
+            "ne_iterations": ne.iterations, "welfare_opt": welfare}
 
 
 def run(c: IncentiveConf, seed: int, trainers: Trainers | None = None, checkpoint_dir: Path | None = None,
         progress: Callable[[str], None] = lambda s: None) -> dict:
     """One ASOSA run (or a baseline) for one seed; returns the result record and the curves."""
     trainers = trainers if trainers is not None else Trainers()
+    method = policies.build(c.method)
     rng = np.random.default_rng(derive_seed("incentive-instance", seed))
     P = rng.uniform(*c.cost.unit, size=c.lmos)
     E = rng.uniform(*c.cost.fixed, size=c.lmos)
     eq0 = solve(P, E, c.lam, c.alpha, c.beta, c.allow_dropout)
     world = World.from_equilibrium(c.env, eq0.zeta, eq0.rewards)
-    learner = Learner(c, seed, trainers) if c.method in LEARNED else None
-    iters = 1 if c.method in {"one_shot", "stackelberg_only"} else c.asosa.max_iters
-    curves, prev_tp, converged, outcome, change = [], None, False, None, float("nan")
+    learner = Learner(c, method, seed, trainers) if method.learned else None
+    ctx = policies.Context(P, seed, generator(derive_seed("incentive-random", seed)))
+    iters = c.asosa.max_iters if method.outer_loop else 1
+    curves, converged, outcome, residual, eval_env = [], False, None, float("nan"), None
+    common = None  # (outcome, references, stage-1 solution) on the first game, which every method shares
     for k in range(iters):
         eq = solve(P, E, c.lam, c.alpha, c.beta, c.allow_dropout)
         make = lambda batch, tag: IncentiveEnv(c.env, eq.zeta, eq.rewards, world, batch=batch,  # noqa: E731
                                                seed=derive_seed("incentive-env", seed, tag))
+        eval_env = make(c.asosa.eval_episodes, "eval")
         if learner is not None:
             updates = c.asosa.updates_first if k == 0 else c.asosa.updates_warm
             behaviour = learner.train(make(c.policy.envs, k), updates, k)
-        elif c.method == "stackelberg_only":
-            behaviour = posted_cost(P, c)
+        elif isinstance(method, policies.Equilibrium):
+            behaviour = _equilibrium_play(make(c.asosa.eval_episodes, "eval"))
         else:
-            behaviour = behaviour_for(c, seed)
-        outcome = evaluate(make(c.asosa.eval_episodes, "eval"), behaviour, eq, E, c)
+            ctx.P = P
+            behaviour = method.behaviour(ctx)
+        outcome = evaluate(eval_env, behaviour, eq, E, c)
+        if k == 0:
+            common = (outcome, references(eval_env, c, E, eq), eq, eval_env.n_workers)
         measured = np.where(eq.active & np.isfinite(outcome.unit_cost), outcome.unit_cost, P)
-        eta = c.asosa.damping / (1 + c.asosa.decay * k)
-        new_P = np.maximum(P + eta * (measured - P), 1e-6)
-        change = float(np.max(np.abs(new_P - P) / P))
-        tp_change = abs(outcome.tp - prev_tp) / max(abs(prev_tp), 1e-12) if prev_tp is not None else float("inf")
+        residual = float(np.max(np.abs(measured - P) / P))  # how far P is from what stage 2 really costs
         curves += [{"curve": name, "step": k + 1, "value": float(v)} for name, v in (
-            ("tp_utility", outcome.tp), ("lmo_utility", outcome.lmo), ("worker_utility", outcome.workers),
-            ("total_utility", outcome.total), ("stage1_tp_utility", eq.tp_utility), ("tau", eq.tau),
-            ("mean_unit_cost", float(P.mean())), ("p_change", change))]
+            ("tp_utility", outcome.tp), ("lmo_utility", outcome.lmo[eq.active].mean()),
+            ("worker_utility", outcome.workers / eval_env.n_workers), ("total_utility", outcome.total),
+            ("stage1_tp_utility", eq.tp_utility), ("tau", eq.tau), ("mean_unit_cost", float(P.mean())),
+            ("fixed_point_residual", residual))]
         trainers.log({f"asosa/{r['curve']}": r["value"] for r in curves[-8:]})
-        progress(f"iteration {k + 1}: TP {outcome.tp:.3f}, P change {change:.2e}")
-        converged = change < c.asosa.tol and tp_change < c.asosa.tol
-        prev_tp, P = outcome.tp, new_P
-        if converged:
+        progress(f"iteration {k + 1}: TP {outcome.tp:.3f}, fixed-point residual {residual:.2e}")
+        converged = residual < c.asosa.tol
+        if converged or k == iters - 1:
             break
+        eta = c.asosa.damping / (1 + c.asosa.decay * k)
+        P = np.maximum(P + eta * (measured - P), 1e-6)
+    assert outcome is not None and common is not None
+    # Every party's utility and the gaps to the references are measured on the first stage-1 game
+    # and the same evaluation episodes for every method (the seed fixes both); ASOSA's later games
+    # differ by method, so only the convergence figures come from the last iteration.
+    first, ref, eq0, n_workers = common
+    active = eq0.active
+    lmo_ne = ref["lmo_ne"][active]
+    mine = first.lmo[active]
     if learner is not None:
         curves += [{"curve": "episode_return", "step": i + 1, "value": r} for i, r in enumerate(learner.returns)]
         if checkpoint_dir is not None:
             checkpoint_dir.mkdir(parents=True, exist_ok=True)
             torch.save(learner.module.state_dict(), checkpoint_dir / "policy.pt")
-    assert outcome is not None
-    record = {"method": c.method, "tp_utility": outcome.tp, "lmo_utility": outcome.lmo,
-              "worker_utility": outcome.workers, "total_utility": outcome.total, "data": outcome.data,
-              "iterations": k + 1, "converged": float(converged or iters == 1), "last_p_change": change}
-    return {"records": [record], "curves": [{"method": c.method, **r} for r in curves]}
+    record = {
+        "method": method.name, "tp_utility": first.tp, "lmo_utility": float(mine.mean()),
+        "worker_utility": first.workers / n_workers, "total_utility": first.total, "data": first.data,
+        "lmo_utility_ne": float(lmo_ne.mean()),
+        # Gaps in % of the LMOs' stage-1 rewards B_m (their utilities near equilibrium can be ~0, a
+        # meaningless denominator): the share of its reward an LMO leaves on the table.
+        "nash_gap_pct": float(100 * (lmo_ne - mine).sum() / eq0.rewards[active].sum()),
+        "nash_gap_worst_lmo_pct": float(100 * np.max((lmo_ne - mine) / eq0.rewards[active])),
+        "welfare_opt": ref["welfare_opt"],
+        "welfare_gap_pct": float(100 * (ref["welfare_opt"] - first.total) / max(abs(ref["welfare_opt"]), 1e-12)),
+        "ne_exploitability": ref["exploitability"], "ne_converged": float(ref["ne_converged"]),
+        "iterations": k + 1, "converged": float(converged or iters == 1), "fixed_point_residual": residual,
+        "final_tp_utility": outcome.tp, "final_total_utility": outcome.total,
+    }
+    return {"records": [record], "curves": [{"method": method.name, **r} for r in curves]}

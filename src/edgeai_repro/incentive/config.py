@@ -3,27 +3,28 @@ Every value is our choice (README)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from edgeai_repro.core.errors import require
 
-METHODS = ("asosa", "independent", "td3", "one_shot", "random", "fixed_share", "myopic", "stackelberg_only")
-LEARNED = {"asosa": ("maddpg", "centralized"), "one_shot": ("maddpg", "centralized"),
-           "independent": ("maddpg", "independent"), "td3": ("td3", "independent")}
 
 
 @dataclass
 class EnvConf:
-    workers: int = 10
+    workers: int = 10               # workers per LMO: the shared pool holds workers x LMOs
     horizon: int = 10
     theta: float = 1.0              # base reward scale, in units of the LMO's round budget per worker
-    worker_cost: list[float] = field(default_factory=lambda: [0.5, 2.0])         # kappa_w (see reset_batch)
-    participation_cost: list[float] = field(default_factory=lambda: [0.0, 0.2])  # e_w / round budget per worker
+    worker_cost: list[float] = field(default_factory=lambda: [0.5, 2.0])         # kappa_w (see env.World)
+    participation_cost: list[float] = field(default_factory=lambda: [0.0, 0.2])  # e_w / mean round budget per worker
     max_price: float = 2.0          # price ceiling in units of the LMO's value per data unit
+    choice_temperature: float = 0.1  # workers' logit temperature, in units of the mean round budget per worker
+    switching_cost: float = 0.0     # loyalty bonus for last round's LMO (same unit); 0: rounds are independent
+    coupling: str = "shared"        # shared: one pool, workers choose among LMOs | private: one pool per LMO
     cost_drift: float = 0.0         # std of the log-normal drift of c_w per round
-    worker_model: str = "best_response"  # best_response | adaptive
+    worker_model: str = "quantal"   # quantal | adaptive (choice probabilities move adapt_rate of the way)
     adapt_rate: float = 0.5
     welfare_weight: float = 0.0
 
@@ -68,14 +69,15 @@ class AsosaConf:
 
 @dataclass
 class IncentiveConf:
-    method: str = "asosa"
+    # The stage-2 method: a Hydra config group with `_target_` (conf/incentive/method/<name>.yaml).
+    method: Any = field(default_factory=lambda: {"_target_": "edgeai_repro.incentive.policies.Learned", "name": "asosa"})
     lmos: int = 5
     lam: float = 10.0
     alpha: float = 2.0
     beta: float = 1.0
     allow_dropout: bool = True
-    fixed_share: float = 0.5
-    fixed_price: float = 0.5
+    # Hyper-parameters were tuned on these seeds, disjoint from the evaluation seeds (README).
+    tuning_seeds: list[int] = field(default_factory=lambda: [100, 101, 102])
     cost: CostConf = field(default_factory=CostConf)
     env: EnvConf = field(default_factory=EnvConf)
     policy: PolicyConf = field(default_factory=PolicyConf)
@@ -98,7 +100,12 @@ def validate(cfg: DictConfig) -> None:
             f"trainer.precision={cfg.trainer.precision} does not apply to the incentive tasks: their small networks "
             "train in fp32; use trainer.precision=32-true.")
     c = cfg.incentive
-    require(c.method in METHODS, f"incentive.method={c.method!r} is unknown; use one of {', '.join(METHODS)}.")
+    require(isinstance(c.method, DictConfig) and "_target_" in c.method and "name" in c.method,
+            "incentive.method has no _target_ and name; pick a method with incentive/method=<name> "
+            "(one YAML per method in conf/incentive/method/).")
+    require(int(cfg.seed) not in set(c.tuning_seeds),
+            f"seed={cfg.seed} is one of incentive.tuning_seeds={list(c.tuning_seeds)}, where the hyper-parameters were "
+            "tuned; evaluate on other seeds (or set incentive.tuning_seeds=[] for a tuning run).")
     require(c.lmos >= 2, f"incentive.lmos={c.lmos} must be at least 2 (zero or one LMO has no Stackelberg game).")
     _range("cost.unit", c.cost.unit, strict=True)
     _range("cost.fixed", c.cost.fixed)
@@ -114,8 +121,11 @@ def validate(cfg: DictConfig) -> None:
     require(e.theta >= 0, f"incentive.env.theta={e.theta} must not be negative.")
     _range("env.worker_cost", e.worker_cost, strict=True)
     _range("env.participation_cost", e.participation_cost)
-    require(e.worker_model in {"best_response", "adaptive"},
-            f"incentive.env.worker_model={e.worker_model!r} is unknown; use best_response or adaptive.")
+    require(e.worker_model in {"quantal", "adaptive"},
+            f"incentive.env.worker_model={e.worker_model!r} is unknown; use quantal or adaptive.")
+    require(e.coupling in {"shared", "private"}, f"incentive.env.coupling={e.coupling!r} is unknown; use shared or private.")
+    require(e.choice_temperature > 0 and e.switching_cost >= 0,
+            "incentive.env needs choice_temperature > 0 and switching_cost >= 0.")
     require(e.cost_drift >= 0 and e.max_price > 0, "incentive.env.cost_drift must be >= 0 and max_price > 0.")
     p = c.policy
     require(p.algorithm in {"maddpg", "td3"}, f"incentive.policy.algorithm={p.algorithm!r} is unknown; use maddpg or td3.")
@@ -125,6 +135,5 @@ def validate(cfg: DictConfig) -> None:
     a = c.asosa
     require(a.max_iters >= 1 and a.tol > 0 and 0 < a.damping <= 1,
             "incentive.asosa needs max_iters >= 1, tol > 0 and damping in (0, 1].")
-    require(0 <= c.fixed_share <= 1 and 0 <= c.fixed_price <= 1, "incentive.fixed_share and fixed_price must lie in [0, 1].")
 
 

@@ -1,18 +1,30 @@
-"""Stage 2: the LMO-worker interaction as a multi-agent environment (PettingZoo parallel API).
+"""Stage 2: the LMO-worker interaction as a multi-agent Markov game (PettingZoo parallel API).
 
-Every LMO is an agent. Each round it chooses a share rho in [0, 1] of its round budget to pass to
-its workers as a base participation reward, R_base = theta * rho (the paper's
-theta (1 - B~_m / B_m) with rho = 1 - B~_m / B_m), and a unit data price p. Each worker w has a
-private quadratic cost c_w d^2 / 2 and a participation cost e_w: it joins when
-R_base + p^2 / (2 c_w) >= e_w and supplies d = p / c_w (best response), or moves part of the way
-there each round (adaptive workers). The LMO is paid by the TP in proportion to the data it
-delivers up to its stage-1 target zeta_m*, so its reward per round is
-(B_m / zeta_m*) x new data credited - what it paid workers [+ w x workers' welfare].
-Costs may drift (log-normal random walk). All of this is our reconstruction (README).
+Our reconstruction (README, "stage 2"), in which the LMOs really interact:
+- Agents: the M LMOs. Each round LMO m posts an offer a_m = (rho_m, x_m) in [0, 1]^2: the share
+  rho_m of its round budget paid as the base participation reward of Eq. 6,
+  R_base = theta (1 - B~_m / B_m) = theta rho_m (per worker, in units of its round budget per
+  worker), and a unit data price p_m = x_m * max_price * v0_m.
+- Workers: one shared pool (`workers` per LMO). Worker w has a private quadratic cost c_w d^2 / 2
+  and a participation cost e_w. Serving LMO m it supplies its best response d = p_m / c_w and earns
+  S_wm = R_base,m + p_m^2 / (2 c_w) - e_w (+ a switching bonus for staying with last round's LMO).
+  It chooses among all LMOs' offers and staying out by a quantal (logit) response with temperature
+  tau: P(w -> m) = exp(S_wm / tau) / (1 + sum_k exp(S_wk / tau)), so every offer moves every
+  LMO's expected data, payments and rewards. (`coupling: private` gives each LMO its own pool:
+  the uncoupled reading, kept for comparison.) `worker_model: adaptive` moves the choice
+  probabilities part of the way to the new logit response each round (inertia).
+- Transition: the state is each LMO's cumulative data, the round, last round's offers and outcomes
+  and the workers' choice probabilities; worker costs drift log-normally between rounds when
+  `cost_drift` > 0.
+- Rewards: the TP pays LMO m pro rata for the data it delivers up to its stage-1 target zeta_m*, in
+  per-round quotas zeta_m* / H at the stage-1 value per unit v_m = B_m / zeta_m*; LMO m's reward is
+  v_m min(D_m, zeta_m*/H) - what it pays its workers (+ welfare_weight x its workers' surplus).
+All quantities are expectations over the workers' logit choices (smooth in the offers); a worker's
+surplus is the logit consumer surplus, tau log(1 + sum_k exp(S_wk / tau)).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,7 +32,7 @@ import torch
 
 from edgeai_repro.incentive.config import EnvConf
 
-OBS_DIM = 6
+OBS_DIM = 7
 ACT_DIM = 2
 
 
@@ -28,46 +40,57 @@ ACT_DIM = 2
 class World:
     """Units fixed for a whole ASOSA run, from the first stage-1 solution.
 
-    price_unit: the LMO's first value of a data unit v0 = B_m / zeta_m* (prices are
-    action x max_price x v0, in absolute currency). cost_scale: c_w = kappa_w v0 T W / zeta0*, so at
-    price v0 a worker with kappa = 1 supplies its 1/(T W) share of the first target per round.
-    Holding both fixed makes workers' costs a property of the world, not of the current prices
-    (otherwise ASOSA would chase its own tail).
+    price_unit: each LMO's first value of a data unit v0 = B_m / zeta_m* (prices are
+    action x max_price x v0, in currency). cost_scale: one scale for the shared pool,
+    c_w = kappa_w x mean over active LMOs of v0 T W / zeta0*, so at price v0 a kappa = 1 worker
+    supplies about its 1/(T W) share of an LMO's first target per round. budget_unit: the mean round
+    budget per worker, the unit of participation costs and of the choice temperature. Holding these
+    fixed makes workers' costs a property of the world, not of the current prices (otherwise ASOSA
+    would chase its own tail).
     """
 
     price_unit: np.ndarray
-    cost_scale: np.ndarray
+    cost_scale: float
+    budget_unit: float
 
     @classmethod
     def from_equilibrium(cls, conf: EnvConf, targets: np.ndarray, rewards: np.ndarray) -> "World":
         active = targets > 0
         fallback = rewards.sum() / max(targets.sum(), 1e-12)
         unit = np.where(active, rewards / np.where(active, targets, 1.0), fallback)
-        target = np.where(active, targets, targets[active].mean() if active.any() else 1.0)
-        return cls(price_unit=unit, cost_scale=unit * conf.horizon * conf.workers / target)
+        scale = float(np.mean((unit * conf.horizon * conf.workers / np.where(active, targets, 1.0))[active]))
+        budget = float(np.mean(rewards[active])) / conf.horizon / conf.workers
+        return cls(price_unit=unit, cost_scale=scale, budget_unit=budget)
 
 
 class IncentiveEnv:
     """Batched over `batch` independent copies (vectorised rollouts), PettingZoo-style API."""
 
-    metadata = {"name": "hierarchical_incentive_v0", "render_modes": []}
+    metadata = {"name": "hierarchical_incentive_v1", "render_modes": []}
 
-    def __init__(self, conf: EnvConf, targets: np.ndarray, rewards: np.ndarray, world: "World",
+    def __init__(self, conf: EnvConf, targets: np.ndarray, rewards: np.ndarray, world: World,
                  batch: int = 1, seed: int = 0, device: str | torch.device = "cpu") -> None:
         self.conf, self.batch, self.device = conf, batch, torch.device(device)
-        self.targets = torch.as_tensor(targets, dtype=torch.float64, device=self.device)   # (M,)
-        self.rewards = torch.as_tensor(rewards, dtype=torch.float64, device=self.device)   # (M,) B_m
-        self.n_agents = len(targets)
-        self.possible_agents = [f"lmo_{m}" for m in range(self.n_agents)]
+        f64 = dict(dtype=torch.float64, device=self.device)
+        self.targets = torch.as_tensor(targets, **f64)   # (M,)
+        self.rewards = torch.as_tensor(rewards, **f64)   # (M,) B_m
+        self.n_agents = m = len(targets)
+        self.n_workers = conf.workers * m
+        self.possible_agents = [f"lmo_{i}" for i in range(m)]
         self.agents: list[str] = []
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(seed)
-        # value of one unit of data to the LMO, and its round budget per worker
-        safe = torch.where(self.targets > 0, self.targets, torch.ones_like(self.targets))
-        self.unit_value = torch.where(self.targets > 0, self.rewards / safe, torch.zeros_like(self.targets))
-        self.round_budget = self.rewards / conf.horizon / conf.workers
-        self.cost_scale = torch.as_tensor(world.cost_scale, dtype=torch.float64, device=self.device)
-        self.price_unit = torch.as_tensor(world.price_unit, dtype=torch.float64, device=self.device)
+        self.active = self.targets > 0
+        safe = torch.where(self.active, self.targets, torch.ones_like(self.targets))
+        self.unit_value = torch.where(self.active, self.rewards / safe, torch.zeros_like(self.targets))  # v_m
+        self.quota = self.targets / conf.horizon                      # data paid for per round
+        self.round_budget = self.rewards / conf.horizon / conf.workers  # per worker
+        self.price_unit = torch.as_tensor(world.price_unit, **f64)
+        self.cost_scale, self.budget_unit = float(world.cost_scale), float(world.budget_unit)
+        # Which LMOs each worker may serve: all active ones (shared pool) or only its own (private pools).
+        owner = torch.arange(self.n_workers, device=self.device) // conf.workers
+        own = torch.nn.functional.one_hot(owner, m).bool()
+        self.reach = (own if conf.coupling == "private" else torch.ones_like(own)) & self.active.view(1, -1)
 
     # -- spaces (gymnasium when available, so other algorithms can plug in) --
     def observation_space(self, agent: str):
@@ -80,20 +103,21 @@ class IncentiveEnv:
 
         return Box(low=0.0, high=1.0, shape=(ACT_DIM,), dtype=np.float32)
 
-    def _uniform(self, lo_hi: tuple[float, float], shape: tuple[int, ...]) -> torch.Tensor:
+    def _uniform(self, lo_hi, shape: tuple[int, ...]) -> torch.Tensor:
         lo, hi = lo_hi
         return lo + (hi - lo) * torch.rand(shape, generator=self.gen, device=self.device, dtype=torch.float64)
 
     def reset_batch(self) -> torch.Tensor:
-        b, m, w = self.batch, self.n_agents, self.conf.workers
+        b, m, w = self.batch, self.n_agents, self.n_workers
         self.t = 0
-        self.cost = self._uniform(self.conf.worker_cost, (b, m, w)) * self.cost_scale.view(1, m, 1)
-        self.entry = self._uniform(self.conf.participation_cost, (b, m, w)) * self.round_budget.view(1, m, 1)
-        self.supply = torch.zeros(b, m, w, dtype=torch.float64, device=self.device)
+        self.cost = self._uniform(self.conf.worker_cost, (b, w)) * self.cost_scale
+        self.entry = self._uniform(self.conf.participation_cost, (b, w)) * self.budget_unit
+        self.choice = torch.zeros(b, w, m, dtype=torch.float64, device=self.device)   # P(w -> m) last round
         self.collected = torch.zeros(b, m, dtype=torch.float64, device=self.device)
         self.paid = torch.zeros(b, m, dtype=torch.float64, device=self.device)
+        self.credited = torch.zeros(b, m, dtype=torch.float64, device=self.device)
         self.worker_welfare = torch.zeros(b, m, dtype=torch.float64, device=self.device)
-        self.last = torch.zeros(b, m, 4, dtype=torch.float64, device=self.device)
+        self.last = torch.zeros(b, m, 5, dtype=torch.float64, device=self.device)
         return self._obs()
 
     def _obs(self) -> torch.Tensor:
@@ -103,28 +127,45 @@ class IncentiveEnv:
 
     def prices(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Share and absolute price; LMOs that dropped out in stage 1 (target 0) offer nothing."""
-        active = (self.targets > 0).view(1, -1)
+        active = self.active.view(1, -1)
         rho = torch.where(active, action[..., 0].double().clamp(0, 1), 0.0)
         price = torch.where(active, action[..., 1].double().clamp(0, 1) * self.conf.max_price * self.price_unit.view(1, -1), 0.0)
         return rho, price
 
-    def _round(self, action: torch.Tensor) -> dict[str, torch.Tensor]:
-        """What one round with `action` would give, without changing the state."""
+    def outcome(self, action: torch.Tensor, cost: torch.Tensor, entry: torch.Tensor,
+                previous: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One round's expected outcome for offers `action` (B, M, 2) and workers (B, W); no state change.
+
+        Returns per LMO (B, M): data D, pay, credited data, workers' surplus and reward; `choice` (B, W, M).
+        """
         conf = self.conf
         rho, price = self.prices(action)
-        base = conf.theta * rho.unsqueeze(-1) * self.round_budget.view(1, -1, 1)          # R_base per worker
-        p = price.unsqueeze(-1)
-        best = p / self.cost
-        supply = self.supply + conf.adapt_rate * (best - self.supply) if conf.worker_model == "adaptive" else best
-        surplus = base + p * supply - self.cost * supply ** 2 / 2 - self.entry
-        joins = surplus >= 0
-        data = torch.where(joins, supply, torch.zeros_like(supply)).sum(-1)
-        pay = torch.where(joins, base + p * supply, torch.zeros_like(supply)).sum(-1)
-        welfare = torch.where(joins, surplus, torch.zeros_like(surplus)).sum(-1)
-        credited = (torch.minimum(self.collected + data, self.targets) - torch.minimum(self.collected, self.targets))
+        base = conf.theta * rho * self.round_budget.view(1, -1)                          # (B, M) per worker
+        p = price.unsqueeze(1)                                                            # (B, 1, M)
+        c = cost.unsqueeze(-1)                                                            # (B, W, 1)
+        surplus = base.unsqueeze(1) + p ** 2 / (2 * c) - entry.unsqueeze(-1)              # (B, W, M)
+        utility = surplus + (conf.switching_cost * self.budget_unit * previous if previous is not None else 0.0)
+        tau = conf.choice_temperature * self.budget_unit
+        logits = torch.where(self.reach.unsqueeze(0), utility / tau, torch.full_like(utility, -float("inf")))
+        full = torch.cat([torch.zeros_like(logits[..., :1]), logits], dim=-1)             # staying out: utility 0
+        choice = torch.softmax(full, dim=-1)[..., 1:]                                      # (B, W, M)
+        # A worker's expected surplus under logit choice is tau * logsumexp (the standard logit
+        # consumer surplus, >= 0: staying out is always possible); it is attributed to the LMOs in
+        # proportion to the worker's choice probabilities.
+        gain = tau * torch.logsumexp(full, dim=-1, keepdim=True)                           # (B, W, 1)
+        if conf.worker_model == "adaptive" and previous is not None:
+            choice = previous + conf.adapt_rate * (choice - previous)
+        supply = p / c                                                                     # (B, W, M)
+        data = (choice * supply).sum(1)
+        pay = (choice * (base.unsqueeze(1) + p * supply)).sum(1)
+        welfare = (choice * gain / choice.sum(-1, keepdim=True).clamp_min(1e-300)).sum(1)
+        credited = torch.minimum(data, self.quota.view(1, -1))
         reward = self.unit_value * credited - pay + conf.welfare_weight * welfare
-        return {"rho": rho, "supply": supply, "joins": joins, "data": data, "pay": pay, "welfare": welfare,
+        return {"rho": rho, "choice": choice, "data": data, "pay": pay, "welfare": welfare, "credited": credited,
                 "reward": reward}
+
+    def _round(self, action: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.outcome(action, self.cost, self.entry, self.choice if self.t > 0 else None)
 
     def preview(self, action: torch.Tensor) -> torch.Tensor:
         """Immediate reward (B, M) of `action` from the current state."""
@@ -134,20 +175,21 @@ class IncentiveEnv:
         """action: (B, M, 2) in [0, 1]. Returns obs, reward (B, M), done, info."""
         conf = self.conf
         out = self._round(action)
-        rho, joins, data, pay, welfare, reward = (out[k] for k in ("rho", "joins", "data", "pay", "welfare", "reward"))
-        self.supply = out["supply"]
-        self.collected = self.collected + data
-        self.paid, self.worker_welfare = self.paid + pay, self.worker_welfare + welfare
-        rate = joins.double().mean(-1)
-        self.last = torch.stack([rho, action[..., 1].double(), rate,
-                                 data / self.targets.clamp_min(1e-12) * conf.horizon], dim=-1)
+        self.choice = out["choice"]
+        self.collected = self.collected + out["data"]
+        self.paid, self.credited = self.paid + out["pay"], self.credited + out["credited"]
+        self.worker_welfare = self.worker_welfare + out["welfare"]
+        share = out["choice"].sum(1) / self.n_workers
+        others = (action[..., 1].double().sum(-1, keepdim=True) - action[..., 1].double()) / max(self.n_agents - 1, 1)
+        self.last = torch.stack([out["rho"], action[..., 1].double(), share,
+                                 out["data"] / self.quota.clamp_min(1e-12), others], dim=-1)
         if conf.cost_drift > 0:
             noise = torch.randn(self.cost.shape, generator=self.gen, device=self.device, dtype=torch.float64)
             self.cost = self.cost * torch.exp(conf.cost_drift * noise)
         self.t += 1
         done = self.t >= conf.horizon
-        info = {"data": data, "paid": pay, "welfare": welfare, "participation": rate}
-        return self._obs(), reward.float(), done, info
+        info = {"data": out["data"], "paid": out["pay"], "welfare": out["welfare"], "participation": share}
+        return self._obs(), out["reward"].float(), done, info
 
     # -- PettingZoo ParallelEnv interface: one copy, numpy in and out --
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
@@ -169,8 +211,8 @@ class IncentiveEnv:
                 {a: done for a in agents}, {a: False for a in agents}, {a: {} for a in agents})
 
     def episode_totals(self) -> dict[str, torch.Tensor]:
-        """Per copy and LMO: data collected, paid to workers, workers' welfare, LMO stage-2 utility."""
-        credited = torch.minimum(self.collected, self.targets)
-        income = self.unit_value * credited
-        return {"collected": self.collected, "credited": credited, "paid": self.paid,
+        """Per copy and LMO: data collected and credited, paid to workers, workers' welfare, LMO
+        stage-2 utility (income from the TP minus payments to workers)."""
+        income = self.unit_value * self.credited
+        return {"collected": self.collected, "credited": self.credited, "paid": self.paid,
                 "worker_welfare": self.worker_welfare, "lmo_utility": income - self.paid, "income": income}

@@ -4,4 +4,4 @@ from edgeai_repro.incentive import config  # noqa: F401  (its schema must be in 
 
 register(Task(name="incentive_asosa", paper="incentive", section="incentive",
               run_target="edgeai_repro.incentive.tasks:run_incentive",
-              validate_target="edgeai_repro.incentive.config:validate", method_key="incentive.method"))
+              validate_target="edgeai_repro.incentive.config:validate", method_key="incentive.method.name"))

@@ -202,22 +202,37 @@ def competitive_ratio(agg: pd.DataFrame, rows: pd.DataFrame | None, *, ours: str
     return ("held" if worst >= 1 / bound else "not_held"), text
 
 
-@check
-def all_at_least(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str, ours: str, threshold: float,
-                 only: str | None = None) -> Verdict:
-    """Held when the mean of `metric` for `ours` is at least `threshold` at every point (or at every
-    point whose label contains `only`, for claims about one setting)."""
+def _threshold(agg: pd.DataFrame, metric: str, ours: str, threshold: float, only: str | None,
+               at_least: bool) -> Verdict:
     points = _points(agg, metric, ours)
     if only is not None:
         points = points[[only in str(k) for k in points.index]]
     if points.empty:
         return "not_testable", f"no {metric} results for {ours}"
-    low = points[points["mean"] < threshold]
-    text = (f"{ours} {metric}: mean {points['mean'].min():.4g} (worst point) to {points['mean'].max():.4g} over "
-            f"{len(points)} points and {int(points['n'].max())} seeds; needed >= {threshold:g}")
-    if len(low):
-        return "not_held", text + "; below at " + ", ".join(low.index[:5])
+    bad = points[points["mean"] < threshold] if at_least else points[points["mean"] > threshold]
+    worst = points["mean"].min() if at_least else points["mean"].max()
+    best = points["mean"].max() if at_least else points["mean"].min()
+    text = (f"{ours} {metric}: mean {worst:.4g} (worst point) to {best:.4g} over {len(points)} points and "
+            f"{int(points['n'].max())} seeds; needed {'>=' if at_least else '<='} {threshold:g}")
+    if len(bad):
+        return "not_held", text + f"; {'below' if at_least else 'above'} at " + ", ".join(bad.index[:5])
     return "held", text
+
+
+@check
+def all_at_least(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str, ours: str, threshold: float,
+                 only: str | None = None) -> Verdict:
+    """Held when the mean of `metric` for `ours` is at least `threshold` at every point (or at every
+    point whose label contains `only`, for claims about one setting)."""
+    return _threshold(agg, metric, ours, threshold, only, at_least=True)
+
+
+@check
+def all_at_most(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str, ours: str, threshold: float,
+                only: str | None = None) -> Verdict:
+    """Held when the mean of `metric` for `ours` is at most `threshold` at every point (a gap within
+    a tolerance fixed before running)."""
+    return _threshold(agg, metric, ours, threshold, only, at_least=False)
 
 
 @check(magnitude=True)
@@ -257,27 +272,32 @@ def ratio_range(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str, nu
 
 @check
 def never_worse(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metrics: dict[str, bool], ours: str,
-                baseline: str, alpha: float = ALPHA) -> Verdict:
-    """Held when `ours` is not significantly worse than `baseline` at any point, on every metric
-    (`metrics` maps a metric to lower_is_better)."""
+                baselines: list[str], alpha: float = ALPHA) -> Verdict:
+    """Held when `ours` is not significantly worse than any baseline at any point, on every metric
+    (`metrics` maps a metric to lower_is_better), each metric reported separately."""
     parts, bad, tested = [], [], 0
+    baselines = expand_methods(baselines, agg, exclude=ours)
     for metric, lower in metrics.items():
         a_agg, a_rows = _oriented(agg, rows, metric, lower, None)
-        mine, theirs = _points(a_agg, metric, ours), _points(a_agg, metric, baseline)
-        keys = [k for k in mine.index if k in theirs.index]
-        if not keys:
-            return "not_testable", f"no {metric} results for both {ours} and {baseline}"
-        tests = [(k, _compare(a_rows, metric, ours, baseline, k, alpha)) for k in keys]
+        mine = _points(a_agg, metric, ours)
+        tests = []
+        for base in baselines:
+            theirs = _points(a_agg, metric, base)
+            tests += [(f"{base} at {k}", _compare(a_rows, metric, ours, base, k, alpha))
+                      for k in mine.index if k in theirs.index]
         tests = [(k, t) for k, t in tests if t.testable]
+        if not tests:
+            continue
         tested += len(tests)
         worse = [(k, t) for k, t in tests if t.sign < 0]
-        bad += [f"{metric} at {k} ({t.describe()})" for k, t in worse]
+        bad += [f"{metric} vs {k} ({t.describe()})" for k, t in worse]
         parts.append(f"{metric}: better in {sum(t.sign > 0 for _, t in tests)}, worse in {len(worse)}, "
                      f"indistinguishable in {sum(t.sign == 0 for _, t in tests)} of {len(tests)}")
     if not tested:
-        return "not_testable", "fewer than 2 common seeds at every point; a paired test needs at least 2 seeds"
-    text = f"{ours} vs {baseline} ({_test_note(alpha)}): " + "; ".join(parts)
-    return ("not_held", text + "; worse at " + ", ".join(bad[:4])) if bad else ("held", text)
+        return "not_testable", (f"no metric of {ours} and {', '.join(baselines)} has 2 common seeds at a common point; "
+                                "a paired test needs at least 2 seeds")
+    text = f"{ours} vs {', '.join(baselines)} ({_test_note(alpha)}): " + "; ".join(parts)
+    return ("not_held", text + "; worse: " + "; ".join(bad[:4]) + (" ..." if len(bad) > 4 else "")) if bad else ("held", text)
 
 
 @check(magnitude=True)
