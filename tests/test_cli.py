@@ -179,6 +179,14 @@ def test_a_swept_config_group_is_composed_by_hydra(workdir: Path) -> None:
     assert len(manifest["cells"]) == 2 and scales == {"smoke", "tiny"}
 
 
+def test_a_swept_nested_config_group_gives_distinct_cells(workdir: Path) -> None:
+    run = launch(["experiment=aeria/properties", "scale=smoke", "aeria/pricing=[core],[dop]", "seed=0"], workdir)
+    assert run.returncode == 0, run.stderr[-2000:]
+    methods = {r["method"] for p in (workdir / "outputs" / "cells").glob("*/*/result.json")
+               for r in json.loads(p.read_text())["records"]}
+    assert methods == {"auto+core", "auto+dop"}
+
+
 def test_help_and_a_bare_launcher_list_the_experiments(workdir: Path) -> None:
     helped = launch(["--help"], workdir)
     assert helped.returncode == 0 and "powered by Hydra" not in helped.stdout

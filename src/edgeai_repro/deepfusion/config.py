@@ -24,7 +24,6 @@ ASSIGNMENTS = ("balanced", "random")                # how devices get their mode
 KD_MODES = ("vaa", "direct", "ofa", "none")         # Phase II feature paths (distill)
 ALIGN_MODES = ("med", "exact")                      # cross-tokenizer vocabulary maps (align)
 JUDGES = ("lexical", "gemini")                      # answer judges (judge)
-METHODS = ("deepfusion", "ofa_kd", "fedmkt", "fedjets", "centralized")  # server-side methods (methods.RUNNERS)
 
 
 @dataclass
@@ -144,7 +143,9 @@ class JudgeConf:
 
 @dataclass
 class DeepFusionConf:
-    method: str = "deepfusion"    # deepfusion | ofa_kd | fedmkt | fedjets | centralized
+    # The server-side method: a config group with `_target_` (conf/deepfusion/method/<name>.yaml).
+    method: Any = field(default_factory=lambda: {"_target_": "edgeai_repro.deepfusion.methods.DeepFusion",
+                                                 "name": "deepfusion"})
     case: str = "medical"
     devices: int = 16
     assignment: str = "balanced"
@@ -260,7 +261,9 @@ def validate_pipeline(cfg: DictConfig) -> None:
 def validate_fusion(cfg: DictConfig) -> None:
     validate_pipeline(cfg)
     c = cfg.deepfusion
-    require(c.method in METHODS, f"deepfusion.method={c.method!r} is unknown; use one of: {', '.join(METHODS)}.")
+    require(isinstance(c.method, DictConfig) and "_target_" in c.method and "name" in c.method,
+            "deepfusion.method has no _target_ and name; pick one with deepfusion/method=<name> (one YAML per "
+            "method in conf/deepfusion/method/).")
     k = c.kd
     require(k.kd in KD_MODES, f"deepfusion.kd.kd={k.kd!r} is unknown; use one of: {', '.join(KD_MODES)}.")
     require(k.tok_align in ALIGN_MODES, f"deepfusion.kd.tok_align={k.tok_align!r} is unknown; use one of: {', '.join(ALIGN_MODES)}.")

@@ -18,7 +18,6 @@ import logging
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import lightning as L
 import torch
@@ -233,5 +232,69 @@ def centralized(s: Server) -> nn.Module:
     return tune(s, model, steps, s.corpus.train, freeze=False, label="centralized", lr=s.c.device.lr)
 
 
-RUNNERS: dict[str, Callable[[Server], nn.Module]] = {
-    "deepfusion": deepfusion, "ofa_kd": ofa_kd, "fedmkt": fedmkt, "fedjets": fedjets, "centralized": centralized}
+@dataclass
+class Method:
+    """A server-side method, instantiated from its config option (conf/deepfusion/method/<name>.yaml,
+    `_target_`): it turns the trained devices into the global MoE. Adding a method is one such YAML
+    and one subclass."""
+
+    name: str = "method"
+    needs_devices: bool = True   # False: the method never sees the devices (the centralised bound)
+    traffic: str = "uploads"     # uploads (models + embeddings) | models (no embedding) | fedjets | none
+
+    def __call__(self, s: Server) -> nn.Module:
+        raise NotImplementedError
+
+
+@dataclass
+class DeepFusion(Method):
+    name: str = "deepfusion"
+
+    def __call__(self, s: Server) -> nn.Module:
+        return deepfusion(s)
+
+
+@dataclass
+class OfaKD(Method):
+    name: str = "ofa_kd"
+
+    def __call__(self, s: Server) -> nn.Module:
+        return ofa_kd(s)
+
+
+@dataclass
+class FedMKT(Method):
+    name: str = "fedmkt"
+    traffic: str = "models"
+
+    def __call__(self, s: Server) -> nn.Module:
+        return fedmkt(s)
+
+
+@dataclass
+class FedJets(Method):
+    name: str = "fedjets"
+    traffic: str = "fedjets"
+
+    def __call__(self, s: Server) -> nn.Module:
+        return fedjets(s)
+
+
+@dataclass
+class Centralized(Method):
+    name: str = "centralized"
+    needs_devices: bool = False
+    traffic: str = "none"
+
+    def __call__(self, s: Server) -> nn.Module:
+        return centralized(s)
+
+
+def build(node) -> Method:
+    """Instantiate the configured method (`deepfusion.method` holds its `_target_`)."""
+    from hydra.utils import instantiate
+
+    method = instantiate(node) if not isinstance(node, Method) else node
+    if not isinstance(method, Method):
+        raise TypeError(f"deepfusion.method builds a {type(method).__name__}, not a methods.Method")
+    return method

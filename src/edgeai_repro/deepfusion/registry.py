@@ -4,7 +4,7 @@ from edgeai_repro.deepfusion import config  # noqa: F401  (its schema must be in
 
 for _name, _validate, _method in (("comm", "validate_common", None), ("memory", "validate_memory", None),
                                   ("phase1", "validate_pipeline", None),
-                                  ("fusion", "validate_fusion", "deepfusion.method")):
+                                  ("fusion", "validate_fusion", "deepfusion.method.name")):
     register(Task(name=f"deepfusion_{_name}", paper="deepfusion", section="deepfusion",
                   run_target=f"edgeai_repro.deepfusion.tasks:run_{_name}",
                   validate_target=f"edgeai_repro.deepfusion.config:{_validate}", method_key=_method))

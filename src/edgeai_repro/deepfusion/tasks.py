@@ -130,22 +130,22 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
 
 
 
-def variant_label(c: DictConfig) -> str:
+def variant_label(c: DictConfig, name: str) -> str:
     """The row name of a cell: the method, plus what an ablation changed."""
-    if c.method != "deepfusion":
-        return c.method
+    if name != "deepfusion":
+        return name
     parts = [name for name, on in [("no VAA", c.kd.kd == "direct"), ("alpha=0", c.kd.alpha == 0),
                                    ("beta=0", c.kd.beta == 0), ("no clustering", c.cluster.mode == "random")] if on]
     return "deepfusion" + (f" ({', '.join(parts)})" if parts else "")
 
 
-def method_comm_bytes(c: DictConfig, types: list[str], moe_config) -> float:
+def method_comm_bytes(c: DictConfig, traffic: str, types: list[str], moe_config) -> float:
     """Bytes a method moves over the network, by part 1's accounting (nan: no federated traffic)."""
     fmt = c.comm.upload_format
-    if c.method in {"deepfusion", "ofa_kd", "fedmkt"}:
-        emb = embedding_bytes(c) if c.method != "fedmkt" else 0
+    if traffic in {"uploads", "models"}:
+        emb = embedding_bytes(c) if traffic == "uploads" else 0
         return comm.deepfusion_bytes(types, fmt, emb, lambda t: catalog.model_config(c, t))["total_bytes"]
-    if c.method == "fedjets":
+    if traffic == "fedjets":
         protocol = OmegaConf.to_object(c.fedjets)
         return comm.fedjets_bytes(len(types), moe_config, protocol, fmt)["total_bytes"]
     return float("nan")
@@ -164,17 +164,18 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     corpus = pipeline.load_corpus(c, seed)
     cs = dfc.case(c)
     types = assign_models(c.devices, list(cs.device_models), seed, c.assignment)
-    devices = [] if c.method == "centralized" else pipeline.federation(c, seed, corpus, cache, ctx.trainers)
+    method = methods.build(c.method)
+    devices = pipeline.federation(c, seed, corpus, cache, ctx.trainers) if method.needs_devices else []
     k_total = sum(int(c.cluster.k_types.get(t, c.cluster.k_per_type)) for t in dict.fromkeys(types))
     moe_config = moe.with_experts(catalog.model_config(c, cs.moe), k_total)
     server = methods.Server(c, seed, corpus, devices, cache, ctx.trainers, moe_config,
                             pipeline.tokenizer_for(c, cs.moe, corpus, cache))
-    label = variant_label(c)
-    model = methods.RUNNERS[c.method](server)
+    label = variant_label(c, method.name)
+    model = method(server)
     test = loader(QADataset(corpus.test, server.moe_tok, c.data.max_len), 32, 0, False)
     scores = evaluate(model, test)
     record = {"method": label, "log_ppl": scores["log_ppl"], "ppl": math.exp(scores["log_ppl"]),
-              "token_acc": scores["token_acc"], "comm_gb": method_comm_bytes(c, types, moe_config) / GB,
+              "token_acc": scores["token_acc"], "comm_gb": method_comm_bytes(c, method.traffic, types, moe_config) / GB,
               "experts": moe_config.num_experts}
     if c.judge.samples:
         record["judge_score"] = judge.judge_answers(model, server.moe_tok, corpus.test[:c.judge.samples],

@@ -68,8 +68,10 @@ class CachingSweeper(BasicSweeper):
             cfg = base.copy()
             for o in parser.parse_overrides(list(job)):
                 key = o.get_key_element()
-                if key in choices and choices[key] == o.value():
-                    continue  # a group choice already applied to the sweep's config
+                if key in choices or "/" in key:  # a config-group choice
+                    if choices.get(key) == o.value():
+                        continue  # already applied to the sweep's config
+                    return self._full(job)  # another option of a group: only Hydra can compose it
                 current = OmegaConf.select(cfg, key, default=None)
                 if o.is_delete() or o.is_add() or o.is_force_add() or isinstance(current, DictConfig) or o.package:
                     return self._full(job)  # a group choice or structural change: only Hydra can compose it
