@@ -227,3 +227,26 @@ def test_submitit_local_runs_cells_in_jobs_and_builds_the_report(workdir: Path) 
     assert list((workdir / "outputs" / "multirun").rglob(".submitit/*/*_result.pkl"))
     assert len(_cells(workdir)) == 2
     assert json.loads((workdir / "results" / "aeria" / "properties" / "claims.json").read_text())
+
+
+def test_a_new_pricing_rule_is_one_yaml_and_one_class_outside_src(workdir: Path) -> None:
+    """Adding a baseline: a YAML in a config folder of one's own (Hydra's search path) and a class in
+    a module of one's own; nothing under src/ changes."""
+    extra = workdir / "mine"
+    (extra / "conf" / "aeria" / "pricing").mkdir(parents=True)
+    (extra / "my_rules.py").write_text(
+        "from edgeai_repro.aeria.mechanisms import PricingRule, _single_price\n"
+        "import torch\n\n"
+        "class HalfTop(PricingRule):\n"
+        "    def price(self, a):\n"
+        "        return _single_price(a, a.s.amax(-1, keepdim=True) / 2)\n")
+    (extra / "conf" / "aeria" / "pricing" / "half_top.yaml").write_text(
+        "half_top:\n  _target_: my_rules.HalfTop\n")
+    env_path = f"{extra}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    run = subprocess.run([sys.executable, "-m", "edgeai_repro", "experiment=aeria/properties", "scale=smoke",
+                          "aeria/pricing=[core,half_top]", f"hydra.searchpath=[file://{extra / 'conf'}]"],
+                         cwd=workdir, env={**os.environ, "PYTHONPATH": env_path}, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = (workdir / "results" / "aeria" / "properties" / "table.md").read_text()
+    assert "auto+half_top" in table and "auto+core" in table
