@@ -84,7 +84,8 @@ def incentive_benchmarks() -> Iterator[Line]:
 
     from edgeai_repro.incentive.config import IncentiveConf
     from edgeai_repro.incentive.env import IncentiveEnv, World
-    from edgeai_repro.incentive.maddpg import MADDPG, PolicyConf, ReplayBuffer
+    from edgeai_repro.incentive.config import PolicyConf
+    from edgeai_repro.incentive.maddpg import MADDPG, ReplayBuffer, optimizers
     from edgeai_repro.incentive.stackelberg import solve
 
     c = IncentiveConf()
@@ -107,7 +108,7 @@ def incentive_benchmarks() -> Iterator[Line]:
     gen = torch.Generator().manual_seed(0)
     module.attach(env, ReplayBuffer(20000, 5, 256, gen), gen)
     module.collect(200, noise=None)
-    opts = (torch.optim.Adam(module.actor.parameters(), 1e-3), torch.optim.Adam(module.critics.parameters(), 3e-3))
+    opts = optimizers(module)  # the module's own optimizers, as in training
     batches = [module.buffer.sample() for _ in range(20)]
     for b in batches[:5]:
         module.update(b, *opts)

@@ -34,7 +34,7 @@ class PolicyConf:
     algorithm: str = "maddpg"     # maddpg | td3
     critic: str = "centralized"   # centralized | independent
     hidden: int = 64
-    actor_lr: float = 1e-3
+    actor_lr: float = 3e-4
     critic_lr: float = 3e-3
     gamma: float = 0.9
     polyak: float = 0.01
@@ -61,8 +61,8 @@ class AsosaConf:
     max_iters: int = 20
     damping: float = 0.5           # eta_k = damping / (1 + decay k)
     decay: float = 0.5
-    tol: float = 0.01              # relative change of P and of the TP's utility
-    updates_first: int = 1000      # policy updates in the first outer iteration
+    tol: float = 0.05              # fixed-point residual max_m |P_hat - P| / P below which ASOSA has converged
+    updates_first: int = 2000      # policy updates in the first outer iteration
     updates_warm: int = 100        # ... and in each later one (warm start)
     eval_episodes: int = 16
 
