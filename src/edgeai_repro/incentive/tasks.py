@@ -20,7 +20,7 @@ def run_incentive(cfg: DictConfig, ctx: CellContext) -> dict:
     torch.set_num_threads(1)
     try:
         return asosa.run(conf, int(cfg.seed), ctx.trainers, checkpoint_dir=ctx.run_dir / "checkpoints",
-                         progress=log.info)
+                         progress=log.debug)  # per-iteration lines at debug level; the curves go to CSV/W&B
     except ConfigError as exc:
         # The settings passed validation, so this is one seed's random instance: a failed cell with
         # a clear record, while the other seeds still run.
