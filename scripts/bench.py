@@ -67,7 +67,7 @@ def _market_throughput() -> Iterator[Line]:
     names = ["core", "rsop", "dop", "kplus1", "posted"]
     cfg.pricing = {n: OmegaConf.load(f"{conf_dir()}/aeria/pricing/{n}.yaml")[n] for n in names}
     cfg.services = ["auto", "edge_only", "device_only", "partition_only", "uniform"]
-    cfg.markets, cfg.markets_per_batch = 100, 25
+    cfg.markets, cfg.markets_per_batch, cfg.runtime_repeats = 100, 25, 1
     sim = AuctionSimulator(OmegaConf.to_object(cfg), seed=0)
     warnings.filterwarnings("ignore", message=".*self.trainer.*")  # test_step called outside a Trainer, on purpose
     batches = list(sim.dataloader())
@@ -127,16 +127,16 @@ def _tiny_deepfusion():
     from hydra import compose, initialize_config_dir
 
     from edgeai_repro.cli import conf_dir, load_papers
-    from edgeai_repro.deepfusion import pipeline
+    from edgeai_repro.deepfusion import on_device
     from edgeai_repro.deepfusion.device_llm import QADataset, loader
 
     load_papers()
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         cfg = compose("config", ["task=deepfusion_fusion", "scale=tiny"])
     c = cfg.deepfusion
-    corpus = pipeline.load_corpus(c, 0)
+    corpus = on_device.load_corpus(c, 0)
     cache = Path(tempfile.mkdtemp())
-    tok = pipeline.tokenizer_for(c, "tinyllama", corpus, cache)
+    tok = on_device.tokenizer_for(c, "tinyllama", corpus, cache)
     data = loader(QADataset(corpus.train[:512], tok, c.data.max_len), 16, 0, True)
     return c, corpus, cache, tok, data
 
@@ -159,7 +159,7 @@ def deepfusion_benchmarks() -> Iterator[Line]:
     import lightning as L
 
     from edgeai_repro.core.trainer import Trainers
-    from edgeai_repro.deepfusion import catalog, moe, pipeline
+    from edgeai_repro.deepfusion import catalog, moe, on_device
     from edgeai_repro.deepfusion import config as dfc
     from edgeai_repro.deepfusion.align import vocab_map
     from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf
@@ -208,7 +208,7 @@ def deepfusion_benchmarks() -> Iterator[Line]:
 
     # Phase II: a tiny Qwen-MoE base model distilled from a TinyLlama-family teacher with VAA.
     moe_config = moe.with_experts(catalog.model_config(c, "qwen_moe"), 6)
-    moe_tok = pipeline.tokenizer_for(c, "qwen_moe", corpus, cache)
+    moe_tok = on_device.tokenizer_for(c, "qwen_moe", corpus, cache)
     teacher = catalog.real_model(config)
     conf = KDConf(steps=steps, max_len=c.data.max_len)
     ds = KDDataset(corpus.public, moe_tok, conf.max_len)

@@ -89,3 +89,29 @@ def test_lambda_too_small_without_dropout_is_refused(compose) -> None:
     cfg = compose(["task=incentive_asosa", "incentive.allow_dropout=false", "incentive.lam=0.5"])
     with pytest.raises(ConfigError, match="allow_dropout"):
         validate(cfg)
+
+
+@pytest.mark.parametrize("task,key,schema", [
+    ("aeria_revenue", "aeria", "edgeai_repro.aeria.config:AeriaConf"),
+    ("incentive_asosa", "incentive", "edgeai_repro.incentive.config:IncentiveConf"),
+    ("deepfusion_fusion", "deepfusion", "edgeai_repro.deepfusion.config:DeepFusionConf"),
+])
+def test_schema_defaults_agree_with_the_yaml(compose, task: str, key: str, schema: str) -> None:
+    """Every concrete default of a schema equals the value its YAML sets at the default scale;
+    values the scale sets are MISSING in the schema (as BenchMARL does), so the two never disagree."""
+    from omegaconf import OmegaConf
+
+    from edgeai_repro.core.tasks import resolve
+
+    yaml = OmegaConf.to_container(compose([f"task={task}", "scale=paper"])[key], resolve=True, enum_to_str=True)
+    defaults = OmegaConf.to_container(OmegaConf.structured(resolve(schema)), enum_to_str=True)
+
+    def walk(d, y, path):
+        if isinstance(d, dict) and d:
+            for k, v in d.items():
+                if k in y:
+                    yield from walk(v, y[k], f"{path}.{k}")
+        elif d != "???" and d != {}:
+            yield path, d, y
+
+    assert [(p, d, y) for p, d, y in walk(defaults, yaml, key) if d != y] == []

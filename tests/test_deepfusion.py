@@ -302,18 +302,18 @@ def test_corrupt_local_data_file_stops_with_one_sentence(workdir: Path) -> None:
 def test_trained_devices_are_cached_and_shared(compose, tmp_path: Path) -> None:
     """A device is trained once: a second federation over the same devices (another cell, another
     method) loads the stored uploads; a damaged one is set aside and retrained."""
-    from edgeai_repro.deepfusion import pipeline
+    from edgeai_repro.deepfusion import on_device
 
     cfg = compose(["experiment=deepfusion/phase1", "scale=smoke", "deepfusion.case=finance"])
     c = cfg.deepfusion
-    corpus = pipeline.load_corpus(c, 0)
-    first = pipeline.federation(c, 0, corpus, tmp_path, Trainers())
+    corpus = on_device.load_corpus(c, 0)
+    first = on_device.federation(c, 0, corpus, tmp_path, Trainers())
     stamps = {d.folder: (d.folder / "upload.safetensors").stat().st_mtime_ns for d in first}
     assert len(stamps) == c.devices and all(d.meta["payload_bytes"] > 0 for d in first)
-    again = pipeline.federation(c, 0, corpus, tmp_path, Trainers())
+    again = on_device.federation(c, 0, corpus, tmp_path, Trainers())
     assert {d.folder: (d.folder / "upload.safetensors").stat().st_mtime_ns for d in again} == stamps
     (first[0].folder / "meta.json").write_text("{not json")
-    pipeline.federation(c, 0, corpus, tmp_path, Trainers())
+    on_device.federation(c, 0, corpus, tmp_path, Trainers())
     assert list(tmp_path.glob("devices/*.corrupt-*")) and (first[0].folder / "meta.json").exists()
 
 

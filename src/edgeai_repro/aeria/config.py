@@ -10,7 +10,7 @@ from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 
 from edgeai_repro.core.errors import require
 
@@ -77,13 +77,13 @@ class AeriaConf:
     market: MarketConf = field(default_factory=MarketConf)
     # The approaches are every service model x every pricing rule (a Hydra config group with
     # `_target_`, conf/aeria/pricing/); the approach named "auto+core" is AERIA.
-    services: list[str] = field(default_factory=lambda: ["auto"])
+    services: list[str] = field(default_factory=lambda: ["auto", "edge_only", "device_only", "partition_only", "uniform"])
     pricing: dict[str, Any] = field(default_factory=dict)
     consensus_scope: str = "provider"   # provider | market: where one u is drawn
     revenue: str = "net"                # net (payments - lease cost) | gross (payments)
     posted_samples: int = 16            # prior draws per user for posted pricing
     exit_accuracy: dict[str, list[float]] = field(default_factory=dict)
-    markets: int = 50                  # random markets per cell (per seed)
+    markets: int = MISSING             # random markets per cell (per seed): set by the scale
     markets_per_batch: int = 25
     coin_draws: int = 1                # replays of each market under fresh coins (expected revenue)
     # property checks
@@ -92,7 +92,7 @@ class AeriaConf:
     integer_profiles_n: int = 5        # exhaustive truthfulness over {0..4}^n for n <= this (0: off)
     # run time
     runtime_users: int = 1000
-    runtime_repeats: int = 3
+    runtime_repeats: int = MISSING     # set by the scale
     naive_max_users: int = 10000
     worst_case: WorstCaseConf = field(default_factory=WorstCaseConf)
 

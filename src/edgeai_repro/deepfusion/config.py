@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from edgeai_repro.core.errors import require
 from edgeai_repro.deepfusion import archs
@@ -80,7 +80,7 @@ class KDConf:
     topk: int = 8               # teacher probabilities kept per aligned position
     tok_align: str = "med"      # med | exact
     lr: float = 3e-3
-    steps: int = 100
+    steps: int = MISSING          # set by the scale
     batch_size: int = 16
     max_len: int = 96
 
@@ -90,9 +90,9 @@ class DataConf:
     source: str = "synthetic"     # synthetic | local | hub
     path: Optional[str] = None    # JSON or JSONL file(s) in the case's schema (source=local)
     subdomains: int = 4
-    train_samples: int = 2000     # pooled device training data
-    test_samples: int = 200
-    public_samples: int = 400     # the server's public data (used by part 2)
+    train_samples: int = MISSING  # pooled device training data (set by the scale)
+    test_samples: int = MISSING
+    public_samples: int = MISSING  # the server's public data
     partition: str = "random_uneven"
     size_sigma: float = 1.0       # random_uneven: log-normal spread of device sizes
     dirichlet_alpha: float = 0.1  # dirichlet: concentration over sub-domains
@@ -102,11 +102,11 @@ class DataConf:
 
 @dataclass
 class DeviceConf:
-    mode: str = "full"            # full | lora | qlora, for every type ...
+    mode: str = MISSING           # full | lora | qlora, for every type (set by the scale) ...
     modes: dict[str, str] = field(default_factory=dict)   # ... unless set per type here
     lora_r: int = 8
     lora_alpha: int = 16
-    epochs: float = 4.0          # passes over the device's own data ("until converged")
+    epochs: float = MISSING       # passes over the device's own data (set by the scale)
     batch_size: int = 16
     lr: float = 3e-3
     init_seed: int = 0            # every device of a type starts from the same weights
@@ -129,7 +129,7 @@ class EmbedderConf:
 
 @dataclass
 class TuneConf:
-    steps: int = 100              # Phase III steps (experts frozen)
+    steps: int = MISSING          # Phase III steps, experts frozen (set by the scale)
     lr: float = 3e-3
     aux_loss: float = 0.001       # router load-balancing loss coefficient (transformers' default)
 
@@ -137,7 +137,7 @@ class TuneConf:
 @dataclass
 class JudgeConf:
     name: str = "lexical"         # lexical (offline default) | gemini
-    samples: int = 0              # test answers generated and judged; 0 = no judging
+    samples: int = MISSING        # test answers generated and judged; 0 = no judging (set by the scale)
     max_new_tokens: int = 32
 
 

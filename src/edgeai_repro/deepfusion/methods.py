@@ -26,7 +26,7 @@ from torch import nn
 
 from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.core.trainer import Trainers
-from edgeai_repro.deepfusion import align, catalog, comm, moe, pipeline
+from edgeai_repro.deepfusion import align, catalog, comm, moe, on_device, phase1
 from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, loader
 from edgeai_repro.deepfusion.config import KDConf
 from edgeai_repro.deepfusion.distill import Distiller, KDDataset, add_teacher, kd_loader
@@ -40,14 +40,12 @@ class Server:
 
     c: DictConfig
     seed: int
-    corpus: pipeline.Corpus
-    devices: list[pipeline.Device]
+    corpus: on_device.Corpus
+    devices: list[on_device.Device]
     cache: Path
     trainers: Trainers
     moe_config: object            # K experts
     moe_tok: object
-    curves: list[dict] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
 
     @property
     def kd(self) -> KDConf:
@@ -79,16 +77,25 @@ def _steps(epochs: float, samples: int, batch: int) -> int:
     return max(1, math.ceil(epochs * samples / batch))
 
 
-def _distill_domains(s: Server, kd: KDConf, label: str) -> list[nn.Module]:
+@dataclass
+class Fused:
+    """What a method returns: the global MoE, scalar diagnostics for the cell's record, and curves."""
+
+    model: nn.Module | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    curves: list[dict] = field(default_factory=list)
+
+
+def _distill_domains(s: Server, kd: KDConf, label: str, out: Fused) -> list[nn.Module]:
     """Phase I + II: one base model per knowledge domain, distilled from the domain's proxy."""
-    doms = pipeline.cluster(s.c, s.seed, s.corpus, s.devices)
-    s.extra.update(purity_domains=doms.purity_domains, purity_embedding=doms.purity_embedding)
+    doms = phase1.cluster(s.c, s.seed, s.corpus, s.devices)
+    out.metrics.update(purity_domains=doms.purity_domains, purity_embedding=doms.purity_embedding)
     init = s.init_moe()
-    bases = []
+    bases, per_domain = [], {"student_ppl_before": [], "student_ppl_after": [], "fm_first": [], "fm_last": []}
     for i, members in enumerate(doms.members(s.devices)):
         t = members[0].model_type
-        teacher = pipeline.proxy(s.c, t, [m.upload() for m in members])
-        teacher_tok = pipeline.tokenizer_for(s.c, t, s.corpus, s.cache)
+        teacher = phase1.proxy(s.c, t, [m.upload() for m in members])
+        teacher_tok = on_device.tokenizer_for(s.c, t, s.corpus, s.cache)
         mapping = align.vocab_map(teacher_tok, s.moe_tok, kd.tok_align)
         ds = KDDataset(s.corpus.public, s.moe_tok, kd.max_len)
         add_teacher(ds, s.corpus.public, teacher, teacher_tok, s.moe_tok, kd, mapping, with_features=True)
@@ -98,22 +105,23 @@ def _distill_domains(s: Server, kd: KDConf, label: str) -> list[nn.Module]:
         module = Distiller(student, kd, stages, heldout=s.heldout(), eval_every=max(1, kd.steps // 5))
         s.fit(module, kd_loader(ds, kd.batch_size, derive_seed("kd", i, s.seed) % 2**62), kd.steps)
         for step, h in enumerate(module.history):
-            s.curves += [{"method": label, "curve": f"L_{k} (domain {i})", "step": step, "value": h[k]}
-                         for k in ("ce", "fm", "kl")]
-        s.curves += [{"method": label, "curve": f"student held-out log-ppl (domain {i})", "step": st, "value": v}
-                     for st, v in module.heldout_curve]
-        first, last = module.heldout_curve[0][1], module.heldout_curve[-1][1]
-        s.extra.setdefault("student_ppl_before", []).append(first)
-        s.extra.setdefault("student_ppl_after", []).append(last)
+            out.curves += [{"method": label, "curve": f"L_{k} (domain {i})", "step": step, "value": h[k]}
+                           for k in ("ce", "fm", "kl")]
+        out.curves += [{"method": label, "curve": f"student held-out log-ppl (domain {i})", "step": st, "value": v}
+                       for st, v in module.heldout_curve]
+        per_domain["student_ppl_before"].append(module.heldout_curve[0][1])
+        per_domain["student_ppl_after"].append(module.heldout_curve[-1][1])
         fm = [h["fm"] for h in module.history]
         q = max(1, len(fm) // 5)
-        s.extra.setdefault("fm_first", []).append(sum(fm[:q]) / q)
-        s.extra.setdefault("fm_last", []).append(sum(fm[-q:]) / q)
+        per_domain["fm_first"].append(sum(fm[:q]) / q)
+        per_domain["fm_last"].append(sum(fm[-q:]) / q)
         bases.append(student)
+    out.metrics.update({k: sum(v) / len(v) for k, v in per_domain.items() if v})  # means over the domains
     return bases
 
 
-def tune(s: Server, model: nn.Module, steps: int, records, freeze: bool, label: str, lr: float) -> nn.Module:
+def tune(s: Server, model: nn.Module, steps: int, records, freeze: bool, label: str, lr: float,
+         out: Fused) -> nn.Module:
     """Phase III (experts frozen) or plain training of the MoE on `records` with the router's
     load-balancing loss."""
     if freeze:
@@ -126,28 +134,30 @@ def tune(s: Server, model: nn.Module, steps: int, records, freeze: bool, label: 
     conf = replace(s.kd, kd="none", alpha=0.0, beta=0.0, lr=lr, steps=steps)
     module = Distiller(model, conf)
     s.fit(module, kd_loader(ds, conf.batch_size, derive_seed("tune", label, s.seed) % 2**62), steps)
-    s.curves += [{"method": label, "curve": "tuning loss", "step": i, "value": h["ce"]}
-                 for i, h in enumerate(module.history)]
+    out.curves += [{"method": label, "curve": "tuning loss", "step": i, "value": h["ce"]}
+                   for i, h in enumerate(module.history)]
     model.config.output_router_logits = False
     return model
 
 
-def deepfusion(s: Server, label: str = "deepfusion", kd: KDConf | None = None) -> nn.Module:
-    bases = _distill_domains(s, kd or s.kd, label)
+def deepfusion(s: Server, label: str = "deepfusion", kd: KDConf | None = None) -> Fused:
+    out = Fused()
+    bases = _distill_domains(s, kd or s.kd, label, out)
     merged = moe.merge(bases, s.moe_config, seed=derive_seed("router", s.seed) % 2**62)
-    return tune(s, merged, s.c.tune.steps, s.corpus.public, freeze=True, label=label, lr=s.c.tune.lr)
+    out.model = tune(s, merged, s.c.tune.steps, s.corpus.public, freeze=True, label=label, lr=s.c.tune.lr, out=out)
+    return out
 
 
-def ofa_kd(s: Server) -> nn.Module:
+def ofa_kd(s: Server) -> Fused:
     return deepfusion(s, "ofa_kd", replace(s.kd, kd="ofa"))
 
 
-def fedmkt(s: Server) -> nn.Module:
+def fedmkt(s: Server) -> Fused:
     kd = replace(s.kd, kd="none", steps=s.kd.steps + s.c.tune.steps)
     ds = KDDataset(s.corpus.public, s.moe_tok, kd.max_len)
     for d in s.devices:
-        teacher = pipeline.proxy(s.c, d.model_type, [d.upload()])
-        tok = pipeline.tokenizer_for(s.c, d.model_type, s.corpus, s.cache)
+        teacher = phase1.proxy(s.c, d.model_type, [d.upload()])
+        tok = on_device.tokenizer_for(s.c, d.model_type, s.corpus, s.cache)
         add_teacher(ds, s.corpus.public, teacher, tok, s.moe_tok, kd, align.vocab_map(tok, s.moe_tok, kd.tok_align),
                     with_features=False)
         del teacher
@@ -156,12 +166,11 @@ def fedmkt(s: Server) -> nn.Module:
     model = s.init_moe()
     module = Distiller(model, kd)
     s.fit(module, kd_loader(ds, kd.batch_size, derive_seed("fedmkt", s.seed) % 2**62), kd.steps)
-    s.curves += [{"method": "fedmkt", "curve": f"L_{k}", "step": i, "value": h[k]}
-                 for i, h in enumerate(module.history) for k in ("ce", "kl")]
-    return model
+    return Fused(model, curves=[{"method": "fedmkt", "curve": f"L_{k}", "step": i, "value": h[k]}
+                                for i, h in enumerate(module.history) for k in ("ce", "kl")])
 
 
-def fedjets(s: Server) -> nn.Module:
+def fedjets(s: Server) -> Fused:
     """Rounds of: each device trains a local MoE pruned to `local_experts` experts (those its data
     routes to most under the current router) on its private data; the server averages every
     parameter over the devices that hold it, weighted by their data sizes."""
@@ -188,7 +197,7 @@ def fedjets(s: Server) -> nn.Module:
                 upd = torch.where((w > 0).reshape(-1, *([1] * (total.dim() - 1))), upd, state[name])
             state[name] = upd.to(state[name].dtype)
         global_model.load_state_dict(state)
-    return global_model
+    return Fused(global_model)
 
 
 @torch.no_grad()
@@ -226,10 +235,12 @@ def _accumulate(sums: dict, weights: dict, local: nn.Module, chosen: list[int], 
             weights[name] = weights.get(name, torch.tensor(0.0)) + w
 
 
-def centralized(s: Server) -> nn.Module:
-    model = s.init_moe()
+def centralized(s: Server) -> Fused:
+    out = Fused()
     steps = _steps(s.c.device.epochs, len(s.corpus.train), s.c.device.batch_size)
-    return tune(s, model, steps, s.corpus.train, freeze=False, label="centralized", lr=s.c.device.lr)
+    out.model = tune(s, s.init_moe(), steps, s.corpus.train, freeze=False, label="centralized", lr=s.c.device.lr,
+                     out=out)
+    return out
 
 
 @dataclass
@@ -242,7 +253,7 @@ class Method:
     needs_devices: bool = True   # False: the method never sees the devices (the centralised bound)
     traffic: str = "uploads"     # uploads (models + embeddings) | models (no embedding) | fedjets | none
 
-    def __call__(self, s: Server) -> nn.Module:
+    def __call__(self, s: Server) -> Fused:
         raise NotImplementedError
 
 
@@ -250,7 +261,7 @@ class Method:
 class DeepFusion(Method):
     name: str = "deepfusion"
 
-    def __call__(self, s: Server) -> nn.Module:
+    def __call__(self, s: Server) -> Fused:
         return deepfusion(s)
 
 
@@ -258,7 +269,7 @@ class DeepFusion(Method):
 class OfaKD(Method):
     name: str = "ofa_kd"
 
-    def __call__(self, s: Server) -> nn.Module:
+    def __call__(self, s: Server) -> Fused:
         return ofa_kd(s)
 
 
@@ -267,7 +278,7 @@ class FedMKT(Method):
     name: str = "fedmkt"
     traffic: str = "models"
 
-    def __call__(self, s: Server) -> nn.Module:
+    def __call__(self, s: Server) -> Fused:
         return fedmkt(s)
 
 
@@ -276,7 +287,7 @@ class FedJets(Method):
     name: str = "fedjets"
     traffic: str = "fedjets"
 
-    def __call__(self, s: Server) -> nn.Module:
+    def __call__(self, s: Server) -> Fused:
         return fedjets(s)
 
 
@@ -286,7 +297,7 @@ class Centralized(Method):
     needs_devices: bool = False
     traffic: str = "none"
 
-    def __call__(self, s: Server) -> nn.Module:
+    def __call__(self, s: Server) -> Fused:
         return centralized(s)
 
 

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.tasks import CellContext
-from edgeai_repro.deepfusion import catalog, comm, memory, pipeline
+from edgeai_repro.deepfusion import catalog, comm, memory, on_device, phase1
 from edgeai_repro.deepfusion import config as dfc
 from edgeai_repro.deepfusion.federation import assign_models
 
@@ -76,27 +76,27 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
     c, seed = cfg.deepfusion, int(cfg.seed)
     if c.models == "paper":
         raise ConfigError("deepfusion/phase1 at scale=paper downloads five checkpoints and trains them on GPUs; "
-                          "it is wired (pipeline.base_model) but not runnable offline: use scale=tiny.")
+                          "it is wired (on_device.base_model) but not runnable offline: use scale=tiny.")
     cache = Path(cfg.paths.cache) / "deepfusion"
-    corpus = pipeline.load_corpus(c, seed)
-    devices = pipeline.federation(c, seed, corpus, cache, ctx.trainers)
+    corpus = on_device.load_corpus(c, seed)
+    devices = on_device.federation(c, seed, corpus, cache, ctx.trainers)
     types = [d.model_type for d in devices]
     for d in devices:
         ctx.trainers.log({"device/samples": len(d.indices), "device/log_ppl": d.meta["test"]["log_ppl"]})
 
-    doms = pipeline.cluster(c, seed, corpus, devices)
+    doms = phase1.cluster(c, seed, corpus, devices)
     domains = doms.labels
     measured = (sum(d.meta["payload_bytes"] for d in devices)
                 + sum(d.meta["embedding_bytes"] for d in devices))
     accounted = comm.deepfusion_bytes(types, c.comm.upload_format, embedding_bytes(c),
                                       lambda t: catalog.model_config(c, t))["total_bytes"]
 
-    tokenizers = {t: pipeline.tokenizer_for(c, t, corpus, cache) for t in dict.fromkeys(types)}
+    tokenizers = {t: on_device.tokenizer_for(c, t, corpus, cache) for t in dict.fromkeys(types)}
     proxy_metrics = []
     for dom in sorted(set(domains)):
         members = [d for d, x in zip(devices, domains) if x == dom]
         t = members[0].model_type
-        model = pipeline.proxy(c, t, [m.upload() for m in members])
+        model = phase1.proxy(c, t, [m.upload() for m in members])
         test = loader(QADataset(corpus.test[:c.device.eval_samples], tokenizers[t], c.data.max_len), 32, 0, False)
         proxy_metrics.append({"domain": dom, "model_type": t, "members": [m.index for m in members],
                               "subdomains": [m.dominant for m in members], **evaluate(model, test)})
@@ -161,17 +161,18 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
         raise ConfigError("the DeepFusion server pipeline at scale=paper needs the hub checkpoints and GPUs; it is "
                           "configured (real checkpoint names) but not runnable offline: use scale=tiny.")
     cache = Path(cfg.paths.cache) / "deepfusion"
-    corpus = pipeline.load_corpus(c, seed)
+    corpus = on_device.load_corpus(c, seed)
     cs = dfc.case(c)
     types = assign_models(c.devices, list(cs.device_models), seed, c.assignment)
     method = methods.build(c.method)
-    devices = pipeline.federation(c, seed, corpus, cache, ctx.trainers) if method.needs_devices else []
+    devices = on_device.federation(c, seed, corpus, cache, ctx.trainers) if method.needs_devices else []
     k_total = sum(int(c.cluster.k_types.get(t, c.cluster.k_per_type)) for t in dict.fromkeys(types))
     moe_config = moe.with_experts(catalog.model_config(c, cs.moe), k_total)
     server = methods.Server(c, seed, corpus, devices, cache, ctx.trainers, moe_config,
-                            pipeline.tokenizer_for(c, cs.moe, corpus, cache))
+                            on_device.tokenizer_for(c, cs.moe, corpus, cache))
     label = variant_label(c, method.name)
-    model = method(server)
+    fused = method(server)
+    model = fused.model
     test = loader(QADataset(corpus.test, server.moe_tok, c.data.max_len), 32, 0, False)
     scores = evaluate(model, test)
     record = {"method": label, "log_ppl": scores["log_ppl"], "ppl": math.exp(scores["log_ppl"]),
@@ -180,16 +181,10 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     if c.judge.samples:
         record["judge_score"] = judge.judge_answers(model, server.moe_tok, corpus.test[:c.judge.samples],
                                                     judge.make(c.judge.name), c.judge.max_new_tokens)
-    ex = server.extra
-    for key in ("purity_domains", "purity_embedding"):
-        if key in ex:
-            record[key] = ex[key]
-    for key in ("student_ppl_before", "student_ppl_after", "fm_first", "fm_last"):
-        if key in ex:
-            record[key] = float(np.mean(ex[key]))
+    record.update(fused.metrics)
     if ctx.run_dir and cfg.deepfusion.get("save_model", False):
         model.save_pretrained(ctx.run_dir / "moe")
     ctx.trainers.log({f"test/{k}": v for k, v in record.items() if isinstance(v, float)})
-    return {"records": [record], "curves": server.curves}
+    return {"records": [record], "curves": fused.curves}
 
 

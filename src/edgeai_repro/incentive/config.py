@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 
 from edgeai_repro.core.errors import require
 
@@ -58,12 +58,12 @@ class CostConf:
 
 @dataclass
 class AsosaConf:
-    max_iters: int = 20
+    max_iters: int = MISSING       # set by the scale
     damping: float = 0.5           # eta_k = damping / (1 + decay k)
     decay: float = 0.5
     tol: float = 0.05              # fixed-point residual max_m |P_hat - P| / P below which ASOSA has converged
-    updates_first: int = 2000      # policy updates in the first outer iteration
-    updates_warm: int = 100        # ... and in each later one (warm start)
+    updates_first: int = MISSING   # policy updates in the first outer iteration (set by the scale)
+    updates_warm: int = MISSING    # ... and in each later one (warm start)
     eval_episodes: int = 16
 
 
