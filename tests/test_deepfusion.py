@@ -271,7 +271,7 @@ def test_packaged_minilm_embeds_offline_and_separates_topics() -> None:
     ("deepfusion.cases.medical.device_models=[gpt2,gpt5]", "device_models"),
     ("deepfusion.data.source=local", "deepfusion.data.path"),
     ("deepfusion.data.partition=iid", "deepfusion.data.partition"),
-    ("deepfusion.method._target_=null", "deepfusion.method"),
+    ("deepfusion.method.run=fedavg", "deepfusion.method.run"),
     ("deepfusion.kd.kd=attention", "deepfusion.kd.kd"),
 ])
 def test_bad_settings_are_one_sentence_naming_the_key(compose, override: str, key: str) -> None:

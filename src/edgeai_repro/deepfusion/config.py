@@ -24,6 +24,7 @@ ASSIGNMENTS = ("balanced", "random")                # how devices get their mode
 KD_MODES = ("vaa", "direct", "ofa", "none")         # Phase II feature paths (distill)
 ALIGN_MODES = ("med", "exact")                      # cross-tokenizer vocabulary maps (align)
 JUDGES = ("lexical", "gemini")                      # answer judges (judge)
+RUNS = ("deepfusion", "ofa_kd", "fedmkt", "fedjets", "centralized")  # methods.Method.run: the server-side methods
 
 
 @dataclass
@@ -144,8 +145,8 @@ class JudgeConf:
 @dataclass
 class DeepFusionConf:
     # The server-side method: a config group with `_target_` (conf/deepfusion/method/<name>.yaml).
-    method: Any = field(default_factory=lambda: {"_target_": "edgeai_repro.deepfusion.methods.DeepFusion",
-                                                 "name": "deepfusion"})
+    method: Any = field(default_factory=lambda: {"_target_": "edgeai_repro.deepfusion.methods.Method",
+                                                 "run": "deepfusion", "name": "deepfusion"})
     case: str = "medical"
     devices: int = 16
     assignment: str = "balanced"
@@ -264,6 +265,8 @@ def validate_fusion(cfg: DictConfig) -> None:
     require(isinstance(c.method, DictConfig) and "_target_" in c.method and "name" in c.method,
             "deepfusion.method has no _target_ and name; pick one with deepfusion/method=<name> (one YAML per "
             "method in conf/deepfusion/method/).")
+    require("run" not in c.method or c.method.run in RUNS,
+            f"deepfusion.method.run={c.method.get('run')!r} is unknown; use one of: {', '.join(RUNS)}.")
     k = c.kd
     require(k.kd in KD_MODES, f"deepfusion.kd.kd={k.kd!r} is unknown; use one of: {', '.join(KD_MODES)}.")
     require(k.tok_align in ALIGN_MODES, f"deepfusion.kd.tok_align={k.tok_align!r} is unknown; use one of: {', '.join(ALIGN_MODES)}.")

@@ -28,6 +28,7 @@ from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.core.trainer import Trainers
 from edgeai_repro.deepfusion import align, catalog, comm, moe, on_device, phase1
 from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, loader
+from edgeai_repro.deepfusion import config as dfc
 from edgeai_repro.deepfusion.config import KDConf
 from edgeai_repro.deepfusion.distill import Distiller, KDDataset, add_teacher, kd_loader
 
@@ -246,59 +247,16 @@ def centralized(s: Server) -> Fused:
 @dataclass
 class Method:
     """A server-side method, instantiated from its config option (conf/deepfusion/method/<name>.yaml,
-    `_target_`): it turns the trained devices into the global MoE. Adding a method is one such YAML
-    and one subclass."""
+    `_target_`): it turns the trained devices into the global MoE. The options here run one of this
+    module's functions (`run`); a new method is one YAML and one subclass overriding __call__."""
 
-    name: str = "method"
+    name: str = "deepfusion"
+    run: str = "deepfusion"      # deepfusion | ofa_kd | fedmkt | fedjets | centralized (a function of this module)
     needs_devices: bool = True   # False: the method never sees the devices (the centralised bound)
     traffic: str = "uploads"     # uploads (models + embeddings) | models (no embedding) | fedjets | none
 
     def __call__(self, s: Server) -> Fused:
-        raise NotImplementedError
-
-
-@dataclass
-class DeepFusion(Method):
-    name: str = "deepfusion"
-
-    def __call__(self, s: Server) -> Fused:
-        return deepfusion(s)
-
-
-@dataclass
-class OfaKD(Method):
-    name: str = "ofa_kd"
-
-    def __call__(self, s: Server) -> Fused:
-        return ofa_kd(s)
-
-
-@dataclass
-class FedMKT(Method):
-    name: str = "fedmkt"
-    traffic: str = "models"
-
-    def __call__(self, s: Server) -> Fused:
-        return fedmkt(s)
-
-
-@dataclass
-class FedJets(Method):
-    name: str = "fedjets"
-    traffic: str = "fedjets"
-
-    def __call__(self, s: Server) -> Fused:
-        return fedjets(s)
-
-
-@dataclass
-class Centralized(Method):
-    name: str = "centralized"
-    needs_devices: bool = False
-    traffic: str = "none"
-
-    def __call__(self, s: Server) -> Fused:
-        return centralized(s)
+        return RUNS[self.run](s)
 
 
 def build(node) -> Method:
@@ -309,3 +267,6 @@ def build(node) -> Method:
     if not isinstance(method, Method):
         raise TypeError(f"deepfusion.method builds a {type(method).__name__}, not a methods.Method")
     return method
+
+
+RUNS = {name: globals()[name] for name in dfc.RUNS}

@@ -175,7 +175,7 @@ def zero_violations(agg: pd.DataFrame, rows: pd.DataFrame | None, *, ours: str, 
         if not sel.empty:
             parts.append(f"{metric}={float(sel['total'].sum()):g}")
     checked = agg[(agg["metric"] == "users_checked") & (agg["method"] == ours)]["total"].sum()
-    text = f"{ours}: " + ", ".join(parts) + f" ({checked:g} misreports checked)"
+    text = f"{ours}: " + ", ".join(parts) + f" ({checked:g} users checked for misreports on random markets)"
     consensus = agg[(agg["metric"] == "consensus_rate") & (agg["method"] == ours)]["mean"]
     if len(consensus):
         text += f"; consensus reached in {100 * float(consensus.mean()):.1f}% of auctions"
