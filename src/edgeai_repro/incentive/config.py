@@ -64,7 +64,7 @@ class AsosaConf:
     tol: float = 0.05              # fixed-point residual max_m |P_hat - P| / P below which ASOSA has converged
     updates_first: int = MISSING   # policy updates in the first outer iteration (set by the scale)
     updates_warm: int = MISSING    # ... and in each later one (warm start)
-    eval_episodes: int = 16
+    eval_episodes: int = MISSING   # set by the scale
 
 
 @dataclass
