@@ -19,6 +19,17 @@ from edgeai_repro.core.trainer import Trainers
 log = logging.getLogger(__name__)
 
 
+def check_seed(seed: object) -> int:
+    """The seed as an int, or ConfigError naming the fix."""
+    try:
+        value = int(str(seed)) if not isinstance(seed, bool) else -1
+    except ValueError:
+        value = -1
+    if value < 0 or (isinstance(seed, float) and not float(seed).is_integer()):
+        raise ConfigError(f"seed={seed!r} must be a non-negative integer, for example seed=0.")
+    return value
+
+
 def validate(cfg: DictConfig) -> tasks.Task:
     """Check shared keys and the task's own settings; raise ConfigError on the first problem."""
     task = tasks.get(OmegaConf.select(cfg, "task.name"))

@@ -37,20 +37,22 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def cell_key(cfg: DictConfig) -> dict:
+def section_of(cfg: DictConfig) -> tuple[tasks.Task, dict | None]:
+    """The cell's task and its result-relevant config section, resolved to plain values."""
     task = tasks.get(OmegaConf.select(cfg, "task.name"))
     section = OmegaConf.select(cfg, task.section)
-    return {
-        "task": task.name,
-        "version": task.version,
-        "seed": int(cfg.seed),
-        "config": OmegaConf.to_container(section, resolve=True) if section is not None else None,
-    }
+    return task, (OmegaConf.to_container(section, resolve=True) if section is not None else None)
+
+
+def cell_id_of(task: tasks.Task, section: dict | None, seed: int) -> str:
+    """A cell's identity from its task, resolved section and seed (no config needed)."""
+    key = {"task": task.name, "version": task.version, "seed": int(seed), "config": section}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def cell_id(cfg: DictConfig) -> str:
-    blob = json.dumps(cell_key(cfg), sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    task, section = section_of(cfg)
+    return cell_id_of(task, section, int(cfg.seed))
 
 
 class CellStore:

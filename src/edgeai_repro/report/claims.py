@@ -45,17 +45,21 @@ def _points(agg: pd.DataFrame, metric: str, method: str) -> pd.DataFrame:
                          "n": sel["n_seeds"].to_numpy()}, index=labels)
 
 
-def _seeds(rows: pd.DataFrame | None, metric: str, method: str, key: str) -> pd.Series:
-    """Per-seed values of `metric` for `method` at point `key` (empty when there are none)."""
+Lookup = dict[tuple[str, str], pd.Series]
+
+
+def _lookup(rows: pd.DataFrame | None, metric: str) -> Lookup:
+    """Per-seed values of `metric` for every (point, method), indexed by seed: built once per check,
+    so that hundreds of paired comparisons do not each filter the whole table."""
     if rows is None or rows.empty or metric not in rows:
-        return pd.Series(dtype=float)
-    at = rows[(rows["_point"] == key) & (rows["method"] == method)]
-    return at.set_index("seed")[metric]
+        return {}
+    return {(str(p), str(m)): g.set_index("seed")[metric] for (p, m), g in rows.groupby(["_point", "method"], sort=False)}
 
 
-def _compare(rows: pd.DataFrame | None, metric: str, ours: str, base: str, key: str, alpha: float) -> Paired:
+def _compare(lookup: Lookup, ours: str, base: str, key: str, alpha: float) -> Paired:
     """Paired t-test of ours against base at one point, over their common seeds."""
-    return paired(_seeds(rows, metric, ours, key), _seeds(rows, metric, base, key), alpha)
+    empty = pd.Series(dtype=float)
+    return paired(lookup.get((key, ours), empty), lookup.get((key, base), empty), alpha)
 
 
 def _oriented(agg: pd.DataFrame, rows: pd.DataFrame | None, metric: str, lower_is_better: bool,
@@ -110,6 +114,7 @@ def beats_baselines(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str
     if mine.empty:
         return "not_testable", f"no {metric} results for {ours}"
     baselines = expand_methods(baselines, agg, exclude=ours)
+    lookup = _lookup(rows, metric)
     better = worse = compared = untestable = 0
     lost, never_ahead, margins, worst_p, ns = [], [], [], 0.0, set()
     for base in baselines:
@@ -119,7 +124,7 @@ def beats_baselines(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str
             if key not in theirs.index:
                 continue
             a, b = mine.loc[key], theirs.loc[key]
-            test = _compare(rows, metric, ours, base, key, alpha)
+            test = _compare(lookup, ours, base, key, alpha)
             if not test.testable:
                 untestable += 1
                 continue
@@ -280,10 +285,11 @@ def never_worse(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metrics: dict[s
     for metric, lower in metrics.items():
         a_agg, a_rows = _oriented(agg, rows, metric, lower, None)
         mine = _points(a_agg, metric, ours)
+        lookup = _lookup(a_rows, metric)
         tests = []
         for base in baselines:
             theirs = _points(a_agg, metric, base)
-            tests += [(f"{base} at {k}", _compare(a_rows, metric, ours, base, k, alpha))
+            tests += [(f"{base} at {k}", _compare(lookup, ours, base, k, alpha))
                       for k in mine.index if k in theirs.index]
         tests = [(k, t) for k, t in tests if t.testable]
         if not tests:

@@ -25,8 +25,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from edgeai_repro.core.errors import ConfigError
-from edgeai_repro.core.runner import validate
-from edgeai_repro.core.store import atomic_write_json, cell_id, store_for
+from edgeai_repro.core.runner import check_seed, validate
+from edgeai_repro.core.store import atomic_write_json, cell_id_of, section_of, store_for
 from edgeai_repro.report.schema import validate_report
 
 log = logging.getLogger(__name__)
@@ -98,19 +98,32 @@ class CachingSweeper(BasicSweeper):
 
         cells, todo, queued = [], [], set()
         compose = self._composer(parser, jobs)
+        # Cells that differ only by their seed share everything else: their config is composed and
+        # validated once, and each seed's cell id follows from the shared section (the seed is a
+        # key of its own in the hash). A 400-cell table of 20 seeds composes 20 configs.
+        seen: dict[tuple[str, ...], tuple] = {}
         for i, job in enumerate(jobs):
-            cfg = compose(job)
+            rest = tuple(o for o in job if o.split("=", 1)[0] != "seed")
+            seeds = [o.split("=", 1)[1] for o in job if o.split("=", 1)[0] == "seed"]
             try:
-                if i == 0:  # one report block per sweep: checked once, before any cell runs
-                    validate_report(cfg)
-                validate(cfg)
+                if rest not in seen or not seeds:
+                    cfg = compose(job)
+                    if i == 0:  # one report block per sweep: checked once, before any cell runs
+                        validate_report(cfg)
+                    validate(cfg)
+                    task, section = section_of(cfg)
+                    seen[rest] = (task, section, _coords(cfg, report_keys), bool(cfg.force), store_for(cfg))
+                    seed = int(cfg.seed)
+                else:
+                    seed = check_seed(seeds[-1])
             except ConfigError as exc:
                 raise SystemExit(f"error: {exc}") from None
-            cid = cell_id(cfg)
-            status = store_for(cfg).status(cid)
-            cells.append({"cell_id": cid, "overrides": list(job), "coords": _coords(cfg, report_keys),
+            task, section, coords, force, store = seen[rest]
+            cid = cell_id_of(task, section, seed)
+            status = store.status(cid)
+            cells.append({"cell_id": cid, "overrides": list(job), "coords": {**coords, **({"seed": seed} if "seed" in coords else {})},
                           "status_at_start": status})
-            if (status != "done" or cfg.force) and cid not in queued:
+            if (status != "done" or force) and cid not in queued:
                 queued.add(cid)  # two grid points with one identity are one computation
                 todo.append(list(job))
 
