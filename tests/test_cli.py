@@ -66,7 +66,8 @@ def test_rerun_does_no_new_work(workdir: Path) -> None:
 
 
 def test_killed_sweep_resumes_without_losing_or_repeating_cells(workdir: Path) -> None:
-    cmd = [sys.executable, "-m", "edgeai_repro", "experiment=aeria/competitive_ratio", "scale=smoke"]
+    cmd = [sys.executable, "-m", "edgeai_repro", "experiment=aeria/consensus_base", "scale=smoke",
+           "hydra/launcher=basic"]
     proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 120
@@ -75,12 +76,13 @@ def test_killed_sweep_resumes_without_losing_or_repeating_cells(workdir: Path) -
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = _cells(workdir)
-    assert 0 < len(done) < 20, "the sweep must be killed halfway for this test to mean anything"
-    resumed = launch(["experiment=aeria/competitive_ratio", "scale=smoke"], workdir)
+    total = 12  # 6 bases c x 2 seeds
+    assert 0 < len(done) < total, "the sweep must be killed halfway for this test to mean anything"
+    resumed = launch(["experiment=aeria/consensus_base", "scale=smoke", "hydra/launcher=basic"], workdir)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert _to_run(resumed.stderr + resumed.stdout) == 20 - len(done)
+    assert _to_run(resumed.stderr + resumed.stdout) == total - len(done)
     after = _cells(workdir)
-    assert len(after) == 20
+    assert len(after) == total
     assert all(after[p] == t for p, t in done.items())  # finished cells were not computed twice
 
 
