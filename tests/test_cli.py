@@ -49,7 +49,7 @@ def test_every_experiment_runs_at_smoke_scale(workdir: Path, name: str) -> None:
         import pandas as pd
 
         t = pd.read_csv(out / "table.csv")
-        aeria = t[t["method"] == "aeria"].set_index("metric")["total"]
+        aeria = t[t["method"] == "auto+core"].set_index("metric")["total"]
         assert aeria["truthfulness_violations"] == 0 and aeria["ir_violations"] == 0
         assert aeria["envy_in_consensus_auctions"] == 0  # envy only where the estimates disagree
         assert aeria["users_checked"] > 0

@@ -93,16 +93,16 @@ class Learner:
         return lambda env, obs: module.act(obs, 0.0)
 
 
-def _equilibrium_play(env_for_workers: IncentiveEnv) -> Behaviour:
+def _equilibrium_play(env_for_workers: IncentiveEnv, c: IncentiveConf) -> Behaviour:
     """Play the one-round game's Nash offers, computed on the evaluation workers."""
-    ne = game.nash(env_for_workers, game.Workers.of(env_for_workers))
+    ne = game.nash(env_for_workers, game.Workers.of(env_for_workers), max_iters=c.asosa.nash_iters)
     return lambda env, obs: ne.actions.float().unsqueeze(0).expand(obs.shape[0], -1, -1).clone()
 
 
 def references(env: IncentiveEnv, c: IncentiveConf, E: np.ndarray, eq: Equilibrium) -> dict:
     """The last game's exact references on the evaluation workers, as episode utilities."""
     workers = game.Workers.of(env)
-    ne = game.nash(env, workers)
+    ne = game.nash(env, workers, max_iters=c.asosa.nash_iters)
     h, active = env.conf.horizon, eq.active
     lmo_ne = h * ne.utility - np.where(active, E, 0.0)
     starts = [ne.actions, torch.full_like(ne.actions, 0.5), torch.zeros_like(ne.actions)]
@@ -136,7 +136,7 @@ def run(c: IncentiveConf, seed: int, trainers: Trainers | None = None, checkpoin
             updates = c.asosa.updates_first if k == 0 else c.asosa.updates_warm
             behaviour = learner.train(make(c.policy.envs, k), updates, k)
         elif isinstance(method, policies.Equilibrium):
-            behaviour = _equilibrium_play(make(c.asosa.eval_episodes, "eval"))
+            behaviour = _equilibrium_play(make(c.asosa.eval_episodes, "eval"), c)
         else:
             ctx.P = P
             behaviour = method.behaviour(ctx)

@@ -65,6 +65,7 @@ class AsosaConf:
     updates_first: int = MISSING   # policy updates in the first outer iteration (set by the scale)
     updates_warm: int = MISSING    # ... and in each later one (warm start)
     eval_episodes: int = MISSING   # set by the scale
+    nash_iters: int = MISSING      # rounds of iterated best response for the Nash reference (set by the scale)
 
 
 @dataclass
