@@ -34,8 +34,9 @@ def _to_run(stderr_and_out: str) -> int:
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_runs_at_smoke_scale(workdir: Path, name: str) -> None:
-    # Starting joblib workers costs more than a smoke run; one experiment keeps it to test that path.
-    launcher = [] if name == "incentive/convergence" else ["hydra/launcher=basic"]
+    # Starting joblib workers costs more than most smoke runs; the incentive ones (seconds a cell, one
+    # thread each) keep their parallel launcher, which also tests that path.
+    launcher = [] if name.startswith("incentive/") else ["hydra/launcher=basic"]
     run = launch([f"experiment={name}", "scale=smoke", *launcher], workdir)
     assert run.returncode == 0, run.stderr[-3000:]
     paper, short = name.split("/")
@@ -163,7 +164,7 @@ def test_wandb_publishes_cached_cells_once(workdir: Path) -> None:
     cells = [r for r in runs if r["job_type"] != "report"]
     assert len(cells) == 2 and len(runs) == 3
     for r in cells:  # from the stored record: config, the ASOSA curves as history, the results as summary
-        assert r["job_type"] == "asosa" and r["config"]["cached"] and r["config"]["incentive"]["method"] == "asosa"
+        assert r["job_type"] == "asosa" and r["config"]["cached"] and r["config"]["incentive"]["method"]["name"] == "asosa"
         assert any("asosa/tp_utility" in row for row in r["history"])
         assert "tp_utility" in r["summary"] and "converged" in r["summary"]
     third = launch(["experiment=incentive/convergence", "scale=smoke", "hydra/launcher=basic", "logger=wandb"], workdir)
@@ -212,11 +213,11 @@ def test_deepfusion_without_a_scale_stops_at_validation(workdir: Path) -> None:
 
 
 def test_a_sweep_prints_a_summary_not_one_line_per_cell(workdir: Path) -> None:
-    run = launch(["experiment=aeria/consensus_base", "scale=smoke"], workdir)
+    run = launch(["experiment=aeria/properties", "scale=smoke"], workdir)
     assert run.returncode == 0, run.stderr[-2000:]
     text = run.stdout + run.stderr
     assert "#0 :" not in text and "cells computed" in text
-    verbose = launch(["experiment=aeria/consensus_base", "scale=smoke", "force=true", "verbose=true"], workdir)
+    verbose = launch(["experiment=aeria/properties", "scale=smoke", "force=true", "verbose=true"], workdir)
     assert "#0 :" in verbose.stdout + verbose.stderr  # Hydra's job lines, on request
 
 

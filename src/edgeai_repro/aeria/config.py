@@ -89,7 +89,7 @@ class AeriaConf:
     # property checks
     users_checked: int = 8             # per market
     misreport_grid: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.01, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0])
-    integer_profiles_n: int = 5        # exhaustive truthfulness over {0..4}^n for n <= this (0: off)
+    integer_profiles_n: int = MISSING  # exhaustive truthfulness over {0..4}^n for n <= this, 0: off (set by the scale)
     # run time
     runtime_users: int = 1000
     runtime_repeats: int = MISSING     # set by the scale

@@ -84,4 +84,4 @@ class ReportCallback(Callback):
             first = (g.failed or g.missing)[0]
             raise SystemExit(
                 f"error: {len(g.failed)} cells failed and {len(g.missing)} are missing (first: {first['cell_id']}: "
-                f"{first.get('error') or 'no result'}); re-run the same command to retry only those.")
+                f"{(first.get('error') or 'no result').splitlines()[0]}); re-run the same command to retry only those.")
