@@ -20,26 +20,34 @@ def with_points(rows: pd.DataFrame, x: str | None, panel: str | list[str] | None
 
 
 def aggregate(rows: pd.DataFrame, x: str | None, panel: str | list[str] | None, metrics: list[str]) -> pd.DataFrame:
-    """Long table: panel, x, method, metric, mean, std, n_seeds, total."""
+    """Long table: panel, x, method, metric, mean, std, n_seeds, total (one grouped pass, vectorised)."""
+    columns = ["panel", "x", SERIES, "metric", "mean", "std", "n_seeds", "total"]
     if rows.empty:
-        return pd.DataFrame(columns=["panel", "x", SERIES, "metric", "mean", "std", "n_seeds", "total"])
+        return pd.DataFrame(columns=columns)
     frame = with_points(rows, x, panel)
-    out = []
-    for (p, xv, method), grp in frame.groupby(["panel", "x", SERIES], sort=False, dropna=False):
-        for metric in metrics:
-            if metric not in grp:
-                continue
-            vals = pd.to_numeric(grp[metric], errors="coerce").dropna()
-            out.append({"panel": p, "x": xv, SERIES: method, "metric": metric,
-                        "mean": vals.mean() if len(vals) else math.nan,
-                        "std": vals.std(ddof=1) if len(vals) > 1 else math.nan,
-                        "n_seeds": int(grp["seed"].nunique()), "total": vals.sum()})
-    agg = pd.DataFrame(out)
+    present = [m for m in metrics if m in frame]
+    # A swept value can be a list (an uplink range): grouped by a hashable copy, shown as it was.
+    frame["_xk"] = frame["x"].map(lambda v: tuple(v) if isinstance(v, list) else v)
+    values = frame[present].apply(pd.to_numeric, errors="coerce")
+    grouped = pd.concat([frame[["panel", "_xk", SERIES, "x", "seed"]], values], axis=1).groupby(
+        ["panel", "_xk", SERIES], sort=False, dropna=False)
+    first = grouped[["x"]].first().reset_index()
+    seeds = grouped["seed"].nunique().to_numpy()
+    stats = {k: getattr(grouped[present], k)().to_numpy() for k in ("mean", "sum")}
+    stats["std"] = grouped[present].std(ddof=1).to_numpy()
+    out = pd.DataFrame({
+        "panel": first["panel"].repeat(len(present)).to_numpy(),
+        "x": first["x"].repeat(len(present)).to_numpy(),
+        SERIES: first[SERIES].repeat(len(present)).to_numpy(),
+        "metric": present * len(first),
+        "mean": stats["mean"].ravel(), "std": stats["std"].ravel(),
+        "n_seeds": seeds.repeat(len(present)).astype(int), "total": stats["sum"].ravel(),
+    })
     try:
-        agg = agg.sort_values(["panel", "x"], kind="stable")
+        out = out.sort_values(["panel", "x"], kind="stable")
     except TypeError:  # mixed-type x (e.g. lists rendered as text): keep sweep order
         pass
-    return agg.reset_index(drop=True)
+    return out.reset_index(drop=True)
 
 
 def join_paper(agg: pd.DataFrame, paper_table: pd.DataFrame | None) -> pd.DataFrame:
