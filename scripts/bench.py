@@ -160,7 +160,6 @@ def deepfusion_benchmarks() -> Iterator[Line]:
 
     from edgeai_repro.core.trainer import Trainers
     from edgeai_repro.deepfusion import catalog, moe, on_device
-    from edgeai_repro.deepfusion import config as dfc
     from edgeai_repro.deepfusion.align import vocab_map
     from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf
     from edgeai_repro.deepfusion.config import KDConf

@@ -143,3 +143,26 @@ def test_replay_buffer_wraps_around() -> None:
         buf.push(torch.zeros(3, 2, OBS_DIM), torch.zeros(3, 2, ACT_DIM), torch.ones(3, 2), torch.zeros(3, 2, OBS_DIM), False)
     assert buf.size == 10 and buf.pos == 2
     assert next(iter(buf))["rew"].shape == (4, 2)
+
+
+def test_the_references_use_the_evaluation_episodes_workers() -> None:
+    """A fresh evaluation environment's first reset draws the workers the evaluation meets; the
+    equilibrium played on them scores its own reference utility (no gap)."""
+    from edgeai_repro.incentive import game
+
+    eq = solve(np.array([0.8, 1.0, 1.2]), np.zeros(3), 10, 2, 1)
+    conf = EnvConf()
+    make = lambda: IncentiveEnv(conf, eq.zeta, eq.rewards, World.from_equilibrium(conf, eq.zeta, eq.rewards),  # noqa: E731
+                                batch=4, seed=3)
+    workers = game.Workers.of(make())
+    evaluated = make()
+    evaluated.reset_batch()
+    assert torch.equal(workers.cost, evaluated.cost)
+    ne = game.nash(make(), workers)
+    env = make()
+    env.reset_batch()
+    total = torch.zeros(4, 3, dtype=torch.float64)
+    for _ in range(conf.horizon):
+        _, reward, _, _ = env.step_batch(ne.actions.float().unsqueeze(0).expand(4, -1, -1))
+        total += reward.double()
+    np.testing.assert_allclose(total.mean(0).numpy(), conf.horizon * ne.utility, rtol=1e-4)

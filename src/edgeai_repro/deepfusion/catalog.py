@@ -19,7 +19,6 @@ import torch
 import transformers
 from torch import nn
 
-from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.deepfusion.archs import ARCHS, Arch, get  # noqa: F401  (re-exported: catalog.get)
 
 

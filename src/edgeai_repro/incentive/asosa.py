@@ -93,14 +93,9 @@ class Learner:
         return lambda env, obs: module.act(obs, 0.0)
 
 
-def _equilibrium_play(env_for_workers: IncentiveEnv, c: IncentiveConf) -> Behaviour:
-    """Play the one-round game's Nash offers, computed on the evaluation workers."""
-    ne = game.nash(env_for_workers, game.Workers.of(env_for_workers), max_iters=c.asosa.nash_iters)
-    return lambda env, obs: ne.actions.float().unsqueeze(0).expand(obs.shape[0], -1, -1).clone()
-
-
 def references(env: IncentiveEnv, c: IncentiveConf, E: np.ndarray, eq: Equilibrium) -> dict:
-    """The last game's exact references on the evaluation workers, as episode utilities."""
+    """A game's exact references, as episode utilities, on the workers of `env`'s first reset: pass a
+    fresh evaluation environment, so that they are the workers the evaluation episodes meet."""
     workers = game.Workers.of(env)
     ne = game.nash(env, workers, max_iters=c.asosa.nash_iters)
     h, active = env.conf.horizon, eq.active
@@ -109,7 +104,7 @@ def references(env: IncentiveEnv, c: IncentiveConf, E: np.ndarray, eq: Equilibri
     _, welfare = game.welfare_optimum(env, workers, c.lam, c.alpha, c.beta, starts)
     welfare -= float(np.where(active, E, 0.0).sum())
     return {"lmo_ne": lmo_ne, "exploitability": ne.exploitability, "ne_converged": ne.converged,
-            "ne_iterations": ne.iterations, "welfare_opt": welfare}
+            "ne_iterations": ne.iterations, "welfare_opt": welfare, "actions": ne.actions}
 
 
 def run(c: IncentiveConf, seed: int, trainers: Trainers | None = None, checkpoint_dir: Path | None = None,
@@ -132,17 +127,19 @@ def run(c: IncentiveConf, seed: int, trainers: Trainers | None = None, checkpoin
         make = lambda batch, tag: IncentiveEnv(c.env, eq.zeta, eq.rewards, world, batch=batch,  # noqa: E731
                                                seed=derive_seed("incentive-env", seed, tag))
         eval_env = make(c.asosa.eval_episodes, "eval")
+        playing_nash = isinstance(method, policies.Equilibrium)
+        ref = references(make(c.asosa.eval_episodes, "eval"), c, E, eq) if k == 0 or playing_nash else None
         if learner is not None:
             updates = c.asosa.updates_first if k == 0 else c.asosa.updates_warm
             behaviour = learner.train(make(c.policy.envs, k), updates, k)
-        elif isinstance(method, policies.Equilibrium):
-            behaviour = _equilibrium_play(make(c.asosa.eval_episodes, "eval"), c)
+        elif playing_nash:
+            behaviour = lambda env, obs, a=ref["actions"]: a.float().unsqueeze(0).expand(obs.shape[0], -1, -1).clone()  # noqa: E731
         else:
             ctx.P = P
             behaviour = method.behaviour(ctx)
         outcome = evaluate(eval_env, behaviour, eq, E, c)
         if k == 0:
-            common = (outcome, references(eval_env, c, E, eq), eq, eval_env.n_workers)
+            common = (outcome, ref, eq, eval_env.n_workers)
         measured = np.where(eq.active & np.isfinite(outcome.unit_cost), outcome.unit_cost, P)
         residual = float(np.max(np.abs(measured - P) / P))  # how far P is from what stage 2 really costs
         curves += [{"curve": name, "step": k + 1, "value": float(v)} for name, v in (
