@@ -115,3 +115,46 @@ def test_schema_defaults_agree_with_the_yaml(compose, task: str, key: str, schem
             yield path, d, y
 
     assert [(p, d, y) for p, d, y in walk(defaults, yaml, key) if d != y] == []
+
+
+def test_a_new_model_family_is_one_yaml_in_a_config_folder_of_ones_own(compose, tmp_path: Path) -> None:
+    """DeepFusion's model families are config groups: a student from a folder on Hydra's search path
+    joins a case, validates and is built at tiny scale, with nothing under src/ touched."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from edgeai_repro.cli import conf_dir
+    from edgeai_repro.deepfusion import archs, catalog
+
+    folder = tmp_path / "conf" / "deepfusion" / "student"
+    folder.mkdir(parents=True)
+    (folder / "gpt2_mini.yaml").write_text(
+        "gpt2_mini:\n  _target_: edgeai_repro.deepfusion.archs.Arch\n  name: gpt2_mini\n  config_class: GPT2Config\n"
+        "  hub_id: my-org/gpt2-mini\n  tokenizer_family: gpt2\n"
+        "  paper: {n_embd: 256, n_layer: 4, n_head: 4, vocab_size: 50257}\n"
+        "  tiny: {n_embd: 32, n_layer: 1, n_head: 2, vocab_size: 512}\n")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=[
+            "experiment=deepfusion/table1_2", "scale=tiny", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+            "deepfusion/student=[tinyllama,olmo,bloom,gpt2_mini]", "deepfusion.case=finance",
+            "deepfusion.cases.finance.device_models=[tinyllama,gpt2_mini]"])
+    validate(cfg)
+    arch = archs.get(cfg.deepfusion, "gpt2_mini")
+    assert arch.hub_id == "my-org/gpt2-mini"
+    assert catalog.model_config(cfg.deepfusion, "gpt2_mini").n_embd == 32
+    with pytest.raises(ConfigError, match=r"deepfusion.cases.finance.device_models='gpt5' is not a known model type"):
+        validate(compose(["experiment=deepfusion/table1_2", "scale=tiny", "deepfusion.case=finance",
+                          "deepfusion.cases.finance.device_models=[tinyllama,gpt5]"]))
+
+
+def test_the_judge_is_a_config_group(compose) -> None:
+    from hydra.utils import instantiate
+
+    from edgeai_repro.deepfusion.judge import LexicalJudge
+
+    cfg = compose(["experiment=deepfusion/fig9_centralized", "scale=tiny"])
+    judge = instantiate(cfg.deepfusion.judge)
+    assert isinstance(judge, LexicalJudge) and judge.samples == cfg.scale.deepfusion.judge_samples
+    assert compose(["experiment=deepfusion/fig9_centralized", "scale=tiny", "deepfusion/judge=gemini"]
+                   ).deepfusion.judge._target_.endswith("GeminiJudge")

@@ -13,7 +13,7 @@ import torch
 from conftest import launch
 
 from edgeai_repro.core.errors import ConfigError
-from edgeai_repro.deepfusion import catalog, clustering, comm, data, memory, tokenization
+from edgeai_repro.deepfusion import archs, catalog, clustering, comm, data, memory, tokenization
 from edgeai_repro.deepfusion.device_llm import IGNORE, DeviceLLM, FinetuneConf, QADataset, evaluate, loader, merged
 
 TINY = {
@@ -29,7 +29,7 @@ TINY = {
 
 
 def tiny_config(name: str, vocab: int = 300):
-    return catalog.build_config(catalog.get(name), TINY[name], vocab_size=vocab)
+    return catalog.build_config(archs.packaged(name), TINY[name], vocab_size=vocab)
 
 
 # ------------------------------------------------------------------ catalog and accounting
@@ -38,21 +38,21 @@ def tiny_config(name: str, vocab: int = 300):
     ("gpt2", 124_439_808), ("gpt2_medium", 354_823_168), ("tinyllama", 1_100_048_384),
     ("bloom", 1_065_314_304), ("olmo", 1_176_764_416)])
 def test_meta_parameter_counts_match_the_published_models(name: str, published: int) -> None:
-    assert catalog.parameter_count(catalog.meta_model(catalog.get(name).config())) == published
+    assert catalog.parameter_count(catalog.meta_model(archs.packaged(name).config())) == published
 
 
 def test_moe_sizes_match_the_paper_and_split_into_experts() -> None:
-    qwen = catalog.meta_model(catalog.get("qwen_moe").config())
+    qwen = catalog.meta_model(archs.packaged("qwen_moe").config())
     per_expert, n, rest = catalog.expert_parameter_count(qwen)
     assert n == 60 and per_expert * n + rest == catalog.parameter_count(qwen)
     assert abs(catalog.parameter_count(qwen) / 1e9 - 14.3) < 0.05          # "Qwen1.5-MoE (14.3B Param.)"
-    deepseek = catalog.meta_model(catalog.get("deepseek_moe").config())
+    deepseek = catalog.meta_model(archs.packaged("deepseek_moe").config())
     assert abs(catalog.parameter_count(deepseek) / 1e9 - 16.4) < 0.05      # deepseek-moe-16b
 
 
 def test_unknown_model_type_is_one_sentence() -> None:
     with pytest.raises(ConfigError, match="is not a known model type"):
-        catalog.get("gpt5")
+        archs.packaged("gpt5")
 
 
 @pytest.mark.parametrize("name", list(TINY))
@@ -101,7 +101,7 @@ def test_memory_model_is_within_fifteen_percent_of_the_measured_peak(name: str, 
 
 
 def test_memory_model_orders_the_paper_settings() -> None:
-    cfg = catalog.build_config(catalog.get("gpt2"))
+    cfg = catalog.build_config(archs.packaged("gpt2"))
     qlora = memory.estimate(cfg, MemoryConf(mode="qlora"))
     full = memory.estimate(cfg, MemoryConf(mode="full"))
     assert qlora["weights"] < full["weights"] and qlora["optimizer"] < full["optimizer"] / 50

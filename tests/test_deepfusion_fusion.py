@@ -7,10 +7,10 @@ import pytest
 import torch
 import transformers
 
-from edgeai_repro.deepfusion import align, catalog, data, moe, tokenization
+from edgeai_repro.deepfusion import align, archs, catalog, data, moe, tokenization
 from edgeai_repro.deepfusion.config import KDConf
 from edgeai_repro.deepfusion.distill import VAA, Distiller, KDDataset, add_teacher, kd_loader, masked_pool
-from edgeai_repro.deepfusion.judge import LexicalJudge, judge_answers
+from edgeai_repro.deepfusion.judge import LexicalJudge, generate_answers, judge_answers
 from edgeai_repro.deepfusion.methods import _accumulate, _prune
 
 MOE = dict(hidden_size=32, intermediate_size=64, moe_intermediate_size=16, shared_expert_intermediate_size=32,
@@ -18,7 +18,7 @@ MOE = dict(hidden_size=32, intermediate_size=64, moe_intermediate_size=16, share
 
 
 def moe_config(name: str = "qwen_moe", vocab: int = 300):
-    return catalog.build_config(catalog.get(name), MOE, vocab_size=vocab)
+    return catalog.build_config(archs.packaged(name), MOE, vocab_size=vocab)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_distillation_logs_three_losses_and_lowers_heldout_perplexity(kd: str, t
     t, s = toks["teacher"], toks["student"]
     records = data.synthetic("finance", 96, 3, seed=1)
     torch.manual_seed(0)
-    teacher = catalog.real_model(catalog.build_config(catalog.get("tinyllama"), dict(
+    teacher = catalog.real_model(catalog.build_config(archs.packaged("tinyllama"), dict(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
         vocab_size=300))
     conf = KDConf(kd=kd, steps=40, stages=2, queries=8, d=32, heads=4, max_len=64, lr=1e-2)
@@ -151,3 +151,18 @@ def test_lexical_judge_and_generation(toks: dict) -> None:
     model = catalog.real_model(moe_config(vocab=len(toks["student"])))
     score = judge_answers(model, toks["student"], data.synthetic("finance", 2, 2, seed=0), judge, 4)
     assert 0 <= score <= 100
+
+
+@pytest.mark.parametrize("family", ["qwen_moe", "gpt2"])
+def test_batched_left_padded_answers_equal_one_at_a_time(toks: dict, family: str) -> None:
+    tok = toks["student"]
+    if family == "gpt2":
+        config = catalog.build_config(archs.packaged("gpt2"), archs.packaged("gpt2").tiny, vocab_size=len(tok))
+    else:
+        config = moe_config(vocab=len(tok))
+    torch.manual_seed(0)
+    model = catalog.real_model(config)
+    prompts = [data.prompt_and_answer(r)[0] for r in data.synthetic("finance", 5, 2, seed=1)]
+    prompts[1] = prompts[1][:12]  # prompts of different lengths, so the batch is padded
+    assert len({len(tok(p)["input_ids"]) for p in prompts}) > 1
+    assert generate_answers(model, tok, prompts, 6, 8) == generate_answers(model, tok, prompts, 6, 1)

@@ -6,24 +6,15 @@ runs one cell through the runner, and the report callback gathers the cells at t
 from __future__ import annotations
 
 import importlib
-import os
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from edgeai_repro.core.paths import conf_dir  # noqa: F401  (re-exported: tests and scripts use cli.conf_dir)
+
 # Each paper's registry is light: a task's code (and its heavy dependencies) loads when a cell computes.
 PAPER_PACKAGES = ("edgeai_repro.aeria.registry", "edgeai_repro.incentive.registry", "edgeai_repro.deepfusion.registry")
-
-
-def conf_dir() -> Path:
-    """The repo's conf/ folder (the project is installed in editable mode by scripts/setup.sh)."""
-    path = Path(os.environ.get("EDGEAI_REPRO_CONF", Path(__file__).resolve().parents[2] / "conf"))
-    if not (path / "config.yaml").exists():
-        sys.exit(f"error: no config.yaml in {path}; install the project with `pip install -e .` from the "
-                 "repo root or set EDGEAI_REPRO_CONF to its conf/ folder.")
-    return path
 
 
 def load_papers() -> None:

@@ -1,13 +1,22 @@
-"""The model architectures DeepFusion uses: each one's transformers config class, real checkpoint
-and published config.json values. Data only (no torch, no transformers), so that validating a
-config never loads the model stack; catalog.py builds models from these.
+"""The model architectures DeepFusion uses, as config groups: `conf/deepfusion/student/<name>.yaml`
+(on-device models) and `conf/deepfusion/teacher/<name>.yaml` (global MoEs), each instantiated into
+an `Arch` (its transformers config class, real checkpoint, published config.json values and the
+shrunken tiny-scale config). Data only (no torch, no transformers), so validating a config never
+loads the model stack; catalog.py builds models from these.
+
+Adding a model family is one YAML in either folder (plus its name in a case's `device_models` or
+`moe`): the transformers class is named by `config_class`, so no Python changes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 from edgeai_repro.core.errors import ConfigError
+
+GROUPS = ("student", "teacher")
 
 
 @dataclass(frozen=True)
@@ -20,6 +29,7 @@ class Arch:
     paper: dict[str, Any]  # published config.json values (what the hub would return)
     tokenizer_family: str  # models of one family share a tokenizer (GPT-2 and GPT-2 Medium do)
     moe: bool = False
+    tiny: dict[str, Any] = field(default_factory=dict)  # overrides of `paper` at scale=tiny
 
     def config(self, overrides: dict[str, Any] | None = None):
         import transformers
@@ -28,38 +38,44 @@ class Arch:
         return cls(**{**self.paper, **(overrides or {})})
 
 
-# Values from each checkpoint's config.json on the Hugging Face hub [external].
-ARCHS: dict[str, Arch] = {a.name: a for a in [
-    Arch("gpt2", "GPT2Config", "openai-community/gpt2", tokenizer_family="gpt2",
-         paper=dict(n_embd=768, n_layer=12, n_head=12, vocab_size=50257, n_positions=1024)),
-    Arch("gpt2_medium", "GPT2Config", "openai-community/gpt2-medium", tokenizer_family="gpt2",
-         paper=dict(n_embd=1024, n_layer=24, n_head=16, vocab_size=50257, n_positions=1024)),
-    Arch("tinyllama", "LlamaConfig", "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T", tokenizer_family="llama",
-         paper=dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
-                    num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048,
-                    tie_word_embeddings=False)),
-    Arch("olmo", "OlmoConfig", "allenai/OLMo-1B-hf", tokenizer_family="olmo",
-         paper=dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=16,
-                    num_key_value_heads=16, vocab_size=50304, max_position_embeddings=2048,
-                    tie_word_embeddings=True)),
-    Arch("bloom", "BloomConfig", "bigscience/bloom-1b1", tokenizer_family="bloom",
-         paper=dict(hidden_size=1536, n_layer=24, n_head=16, vocab_size=250880)),
-    Arch("qwen_moe", "Qwen2MoeConfig", "Qwen/Qwen1.5-MoE-A2.7B", tokenizer_family="qwen", moe=True,
-         paper=dict(hidden_size=2048, intermediate_size=5632, moe_intermediate_size=1408,
-                    shared_expert_intermediate_size=5632, num_experts=60, num_experts_per_tok=4,
-                    num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=16, vocab_size=151936,
-                    max_position_embeddings=8192, tie_word_embeddings=False, qkv_bias=True)),
-    Arch("deepseek_moe", "Qwen2MoeConfig", "deepseek-ai/deepseek-moe-16b-base", tokenizer_family="deepseek",
-         moe=True,
-         paper=dict(hidden_size=2048, intermediate_size=10944, moe_intermediate_size=1408,
-                    shared_expert_intermediate_size=2 * 1408, num_experts=64, num_experts_per_tok=6,
-                    mlp_only_layers=[0], num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=16,
-                    vocab_size=102400, max_position_embeddings=4096, tie_word_embeddings=False,
-                    qkv_bias=False, norm_topk_prob=False)),
-]}
+def _build(node: DictConfig | dict, key: str) -> Arch:
+    from hydra.utils import instantiate
+
+    try:
+        arch = instantiate(node, _convert_="all")
+    except Exception as exc:  # noqa: BLE001 - hydra wraps a bad key or class in its own error
+        raise ConfigError(f"{key} cannot be built ({exc}); see conf/deepfusion/student/gpt2.yaml for the fields.") from None
+    if not isinstance(arch, Arch):
+        raise ConfigError(f"{key}._target_ must be edgeai_repro.deepfusion.archs.Arch.")
+    return arch
 
 
-def get(name: str, key: str = "model") -> Arch:
-    if name not in ARCHS:
-        raise ConfigError(f"{key}={name!r} is not a known model type; use one of: {', '.join(ARCHS)}.")
-    return ARCHS[name]
+def table(c: DictConfig) -> dict[str, Arch]:
+    """Every model type this config knows: its student and teacher groups (c = the deepfusion node)."""
+    out: dict[str, Arch] = {}
+    for group in GROUPS:
+        for name, node in (c.get(group) or {}).items():
+            out[name] = _build(node, f"deepfusion.{group}.{name}")
+    return out
+
+
+def get(c: DictConfig, name: str, key: str = "model") -> Arch:
+    """The model type `name` of this config, or one sentence naming `key` and the known types."""
+    for group in GROUPS:
+        if name in (c.get(group) or {}):
+            return _build(c[group][name], f"deepfusion.{group}.{name}")
+    known = [n for g in GROUPS for n in (c.get(g) or {})]
+    raise ConfigError(f"{key}={name!r} is not a known model type; use one of: {', '.join(known)} "
+                      "(or add conf/deepfusion/student/<name>.yaml).")
+
+
+def packaged(name: str) -> Arch:
+    """A model type as the project ships it (its YAML in conf/), for tests and benchmarks without a
+    composed config."""
+    from edgeai_repro.core.paths import conf_dir
+
+    for group in GROUPS:
+        path = conf_dir() / "deepfusion" / group / f"{name}.yaml"
+        if path.exists():
+            return _build(OmegaConf.load(path)[name], f"deepfusion.{group}.{name}")
+    raise ConfigError(f"model={name!r} is not a known model type; add conf/deepfusion/student/{name}.yaml.")

@@ -19,7 +19,8 @@ import torch
 import transformers
 from torch import nn
 
-from edgeai_repro.deepfusion.archs import ARCHS, Arch, get  # noqa: F401  (re-exported: catalog.get)
+from edgeai_repro.deepfusion import archs
+from edgeai_repro.deepfusion.archs import Arch
 
 
 def build_config(arch: Arch, overrides: dict[str, Any] | None = None, vocab_size: int | None = None,
@@ -72,8 +73,5 @@ def expert_parameter_count(model: nn.Module) -> tuple[int, int, int]:
 
 def model_config(c, name: str, key: str = "model") -> transformers.PretrainedConfig:
     """The transformers config of a model type at this cell's scale (paper or tiny); c = the deepfusion node."""
-    from omegaconf import OmegaConf
-
-    arch = get(name, key)
-    overrides = OmegaConf.to_container(c.tiny_models[name]) if c.models == "tiny" else None
-    return build_config(arch, overrides)
+    arch = archs.get(c, name, key)
+    return build_config(arch, arch.tiny if c.models == "tiny" else None)

@@ -23,7 +23,6 @@ MODES = ("full", "lora", "qlora")                   # training modes (device_llm
 ASSIGNMENTS = ("balanced", "random")                # how devices get their model type (federation)
 KD_MODES = ("vaa", "direct", "ofa", "none")         # Phase II feature paths (distill)
 ALIGN_MODES = ("med", "exact")                      # cross-tokenizer vocabulary maps (align)
-JUDGES = ("lexical", "gemini")                      # answer judges (judge)
 RUNS = ("deepfusion", "ofa_kd", "fedmkt", "fedjets", "centralized")  # methods.Method.run: the server-side methods
 
 
@@ -136,23 +135,22 @@ class TuneConf:
 
 
 @dataclass
-class JudgeConf:
-    name: str = "lexical"         # lexical (offline default) | gemini
-    samples: int = MISSING        # test answers generated and judged; 0 = no judging (set by the scale)
-    max_new_tokens: int = 32
-
-
-@dataclass
 class DeepFusionConf:
     # The server-side method: a config group with `_target_` (conf/deepfusion/method/<name>.yaml).
     method: Any = field(default_factory=lambda: {"_target_": "edgeai_repro.deepfusion.methods.Method",
                                                  "run": "deepfusion", "name": "deepfusion"})
+    # The model families: config groups of `archs.Arch` (multi-select, keyed by file name).
+    student: dict[str, Any] = field(default_factory=dict)
+    teacher: dict[str, Any] = field(default_factory=dict)
+    # The answer judge: a config group with `_target_` (conf/deepfusion/judge/<name>.yaml).
+    judge: Any = field(default_factory=lambda: {"_target_": "edgeai_repro.deepfusion.judge.LexicalJudge",
+                                                "name": "lexical", "samples": MISSING, "max_new_tokens": 32,
+                                                "batch_size": 16})
     case: str = "medical"
     devices: int = 16
     assignment: str = "balanced"
     models: str = "paper"         # paper | tiny: which architecture sizes (set by the scale)
     cases: dict[str, CaseConf] = field(default_factory=dict)
-    tiny_models: dict[str, Any] = field(default_factory=dict)
     comm: CommConf = field(default_factory=CommConf)
     fedjets: FedJetsConf = field(default_factory=FedJetsConf)
     memory: MemoryConf = field(default_factory=MemoryConf)
@@ -162,7 +160,6 @@ class DeepFusionConf:
     embedder: EmbedderConf = field(default_factory=EmbedderConf)
     kd: KDConf = field(default_factory=KDConf)
     tune: TuneConf = field(default_factory=TuneConf)
-    judge: JudgeConf = field(default_factory=JudgeConf)
 
 
 ConfigStore.instance().store(group="deepfusion", name="schema", node=DeepFusionConf)
@@ -184,11 +181,13 @@ def validate_common(cfg: DictConfig) -> None:
     require(c.assignment in ASSIGNMENTS,
             f"deepfusion.assignment={c.assignment!r} is unknown; use one of: {', '.join(ASSIGNMENTS)}.")
     cs = case(c)
-    archs.get(cs.moe, f"deepfusion.cases.{c.case}.moe")
-    for m in cs.device_models:
-        archs.get(m, f"deepfusion.cases.{c.case}.device_models")
-        if c.models == "tiny":
-            require(m in c.tiny_models, f"deepfusion.tiny_models has no entry for {m!r}; add its shrunken config.")
+    teacher = archs.get(c, cs.moe, f"deepfusion.cases.{c.case}.moe")
+    require(teacher.moe, f"deepfusion.cases.{c.case}.moe={cs.moe!r} is not a mixture of experts; name a "
+                         "conf/deepfusion/teacher/ option.")
+    for m in [cs.moe, *cs.device_models]:
+        arch = archs.get(c, m, f"deepfusion.cases.{c.case}.device_models")
+        require(c.models != "tiny" or arch.tiny, f"deepfusion.{'teacher' if arch.moe else 'student'}.{m}.tiny is "
+                                                  "empty; add its shrunken config to run scale=tiny.")
     require(cs.domain in DOMAINS, f"deepfusion.cases.{c.case}.domain={cs.domain!r} must be one of: {', '.join(DOMAINS)}.")
     require(c.comm.upload_format in FORMATS and c.comm.embedding_format in FORMATS,
             f"deepfusion.comm.upload_format and embedding_format must be one of: {', '.join(FORMATS)}.")
@@ -202,11 +201,11 @@ def validate_memory(cfg: DictConfig) -> None:
     validate_common(cfg)
     m = cfg.deepfusion.memory
     if m.model.startswith("fedjets_"):
-        moe = archs.get(m.model.removeprefix("fedjets_"), "deepfusion.memory.model")
+        moe = archs.get(cfg.deepfusion, m.model.removeprefix("fedjets_"), "deepfusion.memory.model")
         require(moe.moe, f"deepfusion.memory.model={m.model!r}: {moe.name} is not an MoE; use fedjets_qwen_moe "
                          "or fedjets_deepseek_moe.")
     else:
-        archs.get(m.model, "deepfusion.memory.model")
+        archs.get(cfg.deepfusion, m.model, "deepfusion.memory.model")
     require(m.mode in MODES, f"deepfusion.memory.mode={m.mode!r} is unknown; use one of: {', '.join(MODES)}.")
     require(m.dtype in FORMATS, f"deepfusion.memory.dtype={m.dtype!r} is unknown; use one of: {', '.join(FORMATS)}.")
     require(m.attention in {"eager", "flash"}, f"deepfusion.memory.attention={m.attention!r}: use eager or flash.")
@@ -242,7 +241,7 @@ def validate_pipeline(cfg: DictConfig) -> None:
         require(mode != "qlora" or cfg.trainer.accelerator == "gpu",
                 f"deepfusion.device mode qlora for {m} needs bitsandbytes on a GPU; use trainer=gpu or mode lora.")
     for m in c.device.modes:
-        archs.get(m, "deepfusion.device.modes")
+        archs.get(c, m, "deepfusion.device.modes")
     require(c.device.epochs > 0 and c.device.batch_size >= 1 and c.device.lr > 0,
             "deepfusion.device needs epochs > 0, batch_size >= 1 and lr > 0.")
     require(c.cluster.k_per_type >= 1, "deepfusion.cluster.k_per_type must be at least 1.")
@@ -274,6 +273,9 @@ def validate_fusion(cfg: DictConfig) -> None:
     require(k.stages >= 1 and k.queries >= k.stages and k.d % k.heads == 0,
             f"deepfusion.kd needs stages >= 1, queries >= stages and d divisible by heads (got d={k.d}, heads={k.heads}).")
     require(k.steps >= 1 and c.tune.steps >= 1 and k.topk >= 1, "deepfusion.kd.steps, tune.steps and kd.topk must be positive.")
-    require(c.judge.name in JUDGES, f"deepfusion.judge.name={c.judge.name!r} is unknown; use one of: {', '.join(JUDGES)}.")
-    if c.models == "tiny":
-        require(case(c).moe in c.tiny_models, f"deepfusion.tiny_models has no entry for {case(c).moe!r}.")
+    j = c.judge
+    require(isinstance(j, DictConfig) and "_target_" in j and "name" in j,
+            "deepfusion.judge has no _target_ and name; pick one with deepfusion/judge=<name> (one YAML per judge "
+            "in conf/deepfusion/judge/).")
+    require(j.get("samples", 0) >= 0 and j.get("max_new_tokens", 1) >= 1 and j.get("batch_size", 1) >= 1,
+            "deepfusion.judge needs samples >= 0, max_new_tokens >= 1 and batch_size >= 1.")

@@ -23,7 +23,7 @@ from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.core.store import atomic_write_json
 from edgeai_repro.core.trainer import Trainers
-from edgeai_repro.deepfusion import catalog, comm, data, tokenization
+from edgeai_repro.deepfusion import archs, catalog, comm, data, tokenization
 from edgeai_repro.deepfusion.clustering import embedder
 from edgeai_repro.deepfusion import config as dfc
 from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, evaluate, loader, merged
@@ -59,11 +59,11 @@ def load_corpus(c: DictConfig, seed: int) -> Corpus:
 
 
 def tokenizer_for(c: DictConfig, model_type: str, corpus: Corpus, cache: Path):
-    arch = catalog.get(model_type)
+    arch = archs.get(c, model_type)
     if c.models == "paper":
         return tokenization.hub_tokenizer(arch.hub_id)
     texts = [data.text_of(r) for r in corpus.train + corpus.public]
-    return tokenization.tiny_tokenizer(arch.tokenizer_family, texts, int(c.tiny_models[model_type]["vocab_size"]),
+    return tokenization.tiny_tokenizer(arch.tokenizer_family, texts, int(arch.tiny["vocab_size"]),
                                        cache / "tokenizers")
 
 
@@ -79,7 +79,7 @@ def base_model(c: DictConfig, model_type: str, accelerator: str) -> torch.nn.Mod
             kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=torch.bfloat16)
-        return transformers.AutoModelForCausalLM.from_pretrained(catalog.get(model_type).hub_id, dtype=torch.bfloat16,
+        return transformers.AutoModelForCausalLM.from_pretrained(archs.get(c, model_type).hub_id, dtype=torch.bfloat16,
                                                                  **kwargs)
     torch.manual_seed(derive_seed("init", model_type, c.device.init_seed) % 2**62)
     return catalog.real_model(catalog.model_config(c, model_type))
@@ -103,8 +103,8 @@ class Device:
 
 def device_key(c: DictConfig, seed: int, index: int, model_type: str, indices: list[int]) -> str:
     """Everything a trained device depends on: its model, data, training settings and seed."""
-    blob = {"type": model_type, "models": c.models, "arch": OmegaConf.to_container(c.tiny_models[model_type])
-            if c.models == "tiny" else catalog.get(model_type).hub_id,
+    blob = {"type": model_type, "models": c.models, "arch": archs.get(c, model_type).tiny
+            if c.models == "tiny" else archs.get(c, model_type).hub_id,
             "data": OmegaConf.to_container(c.data, resolve=True), "case": dfc.case(c).domain,
             "indices": hashlib.sha256(json.dumps(indices).encode()).hexdigest(), "index": index,
             "device": OmegaConf.to_container(c.device, resolve=True), "mode": dfc.device_mode(c, model_type),

@@ -152,6 +152,8 @@ def method_comm_bytes(c: DictConfig, traffic: str, types: list[str], moe_config)
 
 def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     """One method of Tables I-II (or Fig. 9, or an ablation) for one case, N and seed."""
+    from hydra.utils import instantiate
+
     from edgeai_repro.deepfusion import judge, methods, moe
     from edgeai_repro.deepfusion.device_llm import QADataset, evaluate, loader
 
@@ -178,8 +180,8 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
               "token_acc": scores["token_acc"], "comm_gb": method_comm_bytes(c, method.traffic, types, moe_config) / GB,
               "experts": moe_config.num_experts}
     if c.judge.samples:
-        record["judge_score"] = judge.judge_answers(model, server.moe_tok, corpus.test[:c.judge.samples],
-                                                    judge.make(c.judge.name), c.judge.max_new_tokens)
+        grader = instantiate(c.judge, _convert_="all")
+        record["judge_score"] = judge.judge_answers(model, server.moe_tok, corpus.test[:grader.samples], grader)
     record.update(fused.metrics)
     if ctx.run_dir and cfg.deepfusion.get("save_model", False):
         model.save_pretrained(ctx.run_dir / "moe")

@@ -55,7 +55,7 @@ def train_tokenizer(family: str, texts: list[str], vocab_size: int) -> Tokenizer
     tok.train_from_iterator(texts, trainer=trainer)
     if tok.get_vocab_size() > vocab_size:
         raise ConfigError(f"the {family} tokenizer needs more than vocab_size={vocab_size} entries for its base "
-                          f"alphabet; raise vocab_size in deepfusion.tiny_models.")
+                          f"alphabet; raise the tiny vocab_size in its conf/deepfusion/student (or teacher) YAML.")
     return tok
 
 
