@@ -50,6 +50,29 @@ def test_one_lmos_offer_changes_another_lmos_reward_in_the_same_step(env: Incent
     assert torch.allclose(private.preview(base)[:, 1], private.preview(richer)[:, 1])  # the uncoupled reading
 
 
+def test_learning_workers_choose_on_experience_and_learn_from_offers(env: IncentiveEnv) -> None:
+    """worker_model=learning: workers are learning agents. Before any experience they choose
+    uniformly whatever is offered; a better offer from LMO 0 raises its workers' attraction, so its
+    share grows in the next round (not the same one), at the expense of the other LMOs."""
+    conf = EnvConf(worker_model="learning", adapt_rate=0.5)
+    learner = IncentiveEnv(conf, env.targets.numpy(), env.rewards.numpy(),
+                           World.from_equilibrium(conf, env.targets.numpy(), env.rewards.numpy()), batch=3, seed=0)
+    base = torch.full((3, 4, 2), 0.5)
+    richer = base.clone()
+    richer[:, 0, 1] = 0.9
+    shares = {}
+    for name, first in (("base", base), ("richer", richer)):
+        learner.reset_batch()
+        learner.step_batch(first)
+        round1 = learner.choice.clone()
+        learner.step_batch(base)                      # everyone posts the same offers in round 2
+        shares[name] = (round1, learner.choice.clone())
+    assert torch.allclose(shares["base"][0], shares["richer"][0])       # round 1: no experience yet
+    assert torch.allclose(shares["base"][0][..., :3], torch.full_like(shares["base"][0][..., :3], 1 / 4))
+    assert torch.all(shares["richer"][1][..., 0].sum(1) > shares["base"][1][..., 0].sum(1))  # LMO 0 gains
+    assert torch.all(shares["richer"][1][..., 1].sum(1) < shares["base"][1][..., 1].sum(1))  # LMO 1 loses
+
+
 def test_preview_does_not_change_the_state(env: IncentiveEnv) -> None:
     env.reset_batch()
     before = env.collected.clone()

@@ -24,7 +24,7 @@ class EnvConf:
     switching_cost: float = 0.0     # loyalty bonus for last round's LMO (same unit); 0: rounds are independent
     coupling: str = "shared"        # shared: one pool, workers choose among LMOs | private: one pool per LMO
     cost_drift: float = 0.0         # std of the log-normal drift of c_w per round
-    worker_model: str = "quantal"   # quantal | adaptive (choice probabilities move adapt_rate of the way)
+    worker_model: str = "quantal"   # quantal | adaptive (choice probabilities move adapt_rate of the way) | learning
     adapt_rate: float = 0.5
     welfare_weight: float = 0.0
 
@@ -122,8 +122,8 @@ def validate(cfg: DictConfig) -> None:
     require(e.theta >= 0, f"incentive.env.theta={e.theta} must not be negative.")
     _range("env.worker_cost", e.worker_cost, strict=True)
     _range("env.participation_cost", e.participation_cost)
-    require(e.worker_model in {"quantal", "adaptive"},
-            f"incentive.env.worker_model={e.worker_model!r} is unknown; use quantal or adaptive.")
+    require(e.worker_model in {"quantal", "adaptive", "learning"},
+            f"incentive.env.worker_model={e.worker_model!r} is unknown; use quantal, adaptive or learning.")
     require(e.coupling in {"shared", "private"}, f"incentive.env.coupling={e.coupling!r} is unknown; use shared or private.")
     require(e.choice_temperature > 0 and e.switching_cost >= 0,
             "incentive.env needs choice_temperature > 0 and switching_cost >= 0.")

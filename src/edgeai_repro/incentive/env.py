@@ -12,7 +12,13 @@ Our reconstruction (README, "stage 2"), in which the LMOs really interact:
   tau: P(w -> m) = exp(S_wm / tau) / (1 + sum_k exp(S_wk / tau)), so every offer moves every
   LMO's expected data, payments and rewards. (`coupling: private` gives each LMO its own pool:
   the uncoupled reading, kept for comparison.) `worker_model: adaptive` moves the choice
-  probabilities part of the way to the new logit response each round (inertia).
+  probabilities part of the way to the new logit response each round (inertia). `worker_model:
+  learning` makes the workers learning agents: each keeps an attraction Q_wm per LMO (its estimate
+  of the surplus of serving m, 0 before any experience), chooses by the logit of its attractions
+  rather than of the posted offers, and after the round updates the attraction of the LMO it served
+  toward the surplus it got, Q_wm += adapt_rate P(w -> m) (S_wm - Q_wm) (expected reinforcement
+  learning, a bandit learner per worker). The attractions are part of the state, so an LMO's offer
+  now moves its future supply too; the one-round references (game.py) assume quantal workers.
 - Transition: the state is each LMO's cumulative data, the round, last round's offers and outcomes
   and the workers' choice probabilities; worker costs drift log-normally between rounds when
   `cost_drift` > 0.
@@ -113,6 +119,7 @@ class IncentiveEnv:
         self.cost = self._uniform(self.conf.worker_cost, (b, w)) * self.cost_scale
         self.entry = self._uniform(self.conf.participation_cost, (b, w)) * self.budget_unit
         self.choice = torch.zeros(b, w, m, dtype=torch.float64, device=self.device)   # P(w -> m) last round
+        self.attraction = torch.zeros(b, w, m, dtype=torch.float64, device=self.device)  # learning workers' Q
         self.collected = torch.zeros(b, m, dtype=torch.float64, device=self.device)
         self.paid = torch.zeros(b, m, dtype=torch.float64, device=self.device)
         self.credited = torch.zeros(b, m, dtype=torch.float64, device=self.device)
@@ -133,10 +140,12 @@ class IncentiveEnv:
         return rho, price
 
     def outcome(self, action: torch.Tensor, cost: torch.Tensor, entry: torch.Tensor,
-                previous: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                previous: torch.Tensor | None = None, attraction: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """One round's expected outcome for offers `action` (B, M, 2) and workers (B, W); no state change.
+        `attraction` (B, W, M): learning workers' values, used when worker_model is learning.
 
-        Returns per LMO (B, M): data D, pay, credited data, workers' surplus and reward; `choice` (B, W, M).
+        Returns per LMO (B, M): data D, pay, credited data, workers' surplus and reward; `choice` (B, W, M)
+        (and the updated `attraction` for learning workers).
         """
         conf = self.conf
         rho, price = self.prices(action)
@@ -155,6 +164,14 @@ class IncentiveEnv:
         gain = tau * torch.logsumexp(full, dim=-1, keepdim=True)                           # (B, W, 1)
         if conf.worker_model == "adaptive" and previous is not None:
             choice = previous + conf.adapt_rate * (choice - previous)
+        learned = None
+        if conf.worker_model == "learning" and attraction is not None:
+            # Learning workers choose on what they have learned, not on this round's offers; their
+            # surplus is what the chosen offers actually pay them.
+            known = torch.where(self.reach.unsqueeze(0), attraction / tau, torch.full_like(attraction, -float("inf")))
+            choice = torch.softmax(torch.cat([torch.zeros_like(known[..., :1]), known], dim=-1), dim=-1)[..., 1:]
+            gain = (choice * surplus).sum(-1, keepdim=True)
+            learned = attraction + conf.adapt_rate * choice * (surplus - attraction)
         supply = p / c                                                                     # (B, W, M)
         data = (choice * supply).sum(1)
         pay = (choice * (base.unsqueeze(1) + p * supply)).sum(1)
@@ -162,10 +179,10 @@ class IncentiveEnv:
         credited = torch.minimum(data, self.quota.view(1, -1))
         reward = self.unit_value * credited - pay + conf.welfare_weight * welfare
         return {"rho": rho, "choice": choice, "data": data, "pay": pay, "welfare": welfare, "credited": credited,
-                "reward": reward}
+                "reward": reward, "attraction": learned}
 
     def _round(self, action: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.outcome(action, self.cost, self.entry, self.choice if self.t > 0 else None)
+        return self.outcome(action, self.cost, self.entry, self.choice if self.t > 0 else None, self.attraction)
 
     def preview(self, action: torch.Tensor) -> torch.Tensor:
         """Immediate reward (B, M) of `action` from the current state."""
@@ -176,6 +193,8 @@ class IncentiveEnv:
         conf = self.conf
         out = self._round(action)
         self.choice = out["choice"]
+        if out["attraction"] is not None:
+            self.attraction = out["attraction"]
         self.collected = self.collected + out["data"]
         self.paid, self.credited = self.paid + out["pay"], self.credited + out["credited"]
         self.worker_welfare = self.worker_welfare + out["welfare"]
