@@ -12,11 +12,25 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
 
+# The suite runs on every core with pytest-xdist (pyproject's addopts): the cores are split between
+# the workers and the launchers they start, so torch's thread pools never oversubscribe them (two
+# 2-thread pools on 2 cores run some tests ten times slower).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, _share)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(_share))
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def launch(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the launcher as a user would, in `cwd` (outputs/ and results/ land there)."""
+    """Run the launcher as a user would, in `cwd` (outputs/ and results/ land there). Cells run one
+    after another (`hydra/launcher=basic`) unless the test names a launcher: starting joblib's
+    workers costs more than most smoke sweeps, and the suite already runs tests side by side."""
+    if not any(a.startswith("hydra/launcher=") for a in args) and any(a.startswith("experiment=") for a in args):
+        args = [*args, "hydra/launcher=basic"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "edgeai_repro", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

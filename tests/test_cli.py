@@ -34,9 +34,9 @@ def _to_run(stderr_and_out: str) -> int:
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_runs_at_smoke_scale(workdir: Path, name: str) -> None:
-    # Starting joblib workers costs more than most smoke runs; the incentive ones (seconds a cell, one
-    # thread each) keep their parallel launcher, which also tests that path.
-    launcher = [] if name.startswith("incentive/") else ["hydra/launcher=basic"]
+    # launch() runs cells one after another; two experiments keep their parallel launcher (joblib),
+    # which tests that path end to end for a Lightning paper and a simulation one.
+    launcher = ["hydra/launcher=joblib"] if name in {"incentive/convergence", "aeria/properties"} else []
     run = launch([f"experiment={name}", "scale=smoke", *launcher], workdir)
     assert run.returncode == 0, run.stderr[-3000:]
     paper, short = name.split("/")
@@ -213,7 +213,7 @@ def test_deepfusion_without_a_scale_stops_at_validation(workdir: Path) -> None:
 
 
 def test_a_sweep_prints_a_summary_not_one_line_per_cell(workdir: Path) -> None:
-    run = launch(["experiment=aeria/properties", "scale=smoke"], workdir)
+    run = launch(["experiment=aeria/properties", "scale=smoke", "hydra/launcher=joblib"], workdir)
     assert run.returncode == 0, run.stderr[-2000:]
     text = run.stdout + run.stderr
     assert "#0 :" not in text and "cells computed" in text
@@ -246,7 +246,7 @@ def test_a_new_pricing_rule_is_one_yaml_and_one_class_outside_src(workdir: Path)
     (extra / "conf" / "aeria" / "pricing" / "half_top.yaml").write_text(
         "half_top:\n  _target_: my_rules.HalfTop\n")
     env_path = f"{extra}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
-    run = subprocess.run([sys.executable, "-m", "edgeai_repro", "experiment=aeria/properties", "scale=smoke",
+    run = subprocess.run([sys.executable, "-m", "edgeai_repro", "experiment=aeria/properties", "scale=smoke", "hydra/launcher=basic",
                           "aeria/pricing=[core,half_top]", f"hydra.searchpath=[file://{extra / 'conf'}]"],
                          cwd=workdir, env={**os.environ, "PYTHONPATH": env_path}, capture_output=True, text=True,
                          timeout=300)

@@ -189,3 +189,23 @@ def test_the_references_use_the_evaluation_episodes_workers() -> None:
         _, reward, _, _ = env.step_batch(ne.actions.float().unsqueeze(0).expand(4, -1, -1))
         total += reward.double()
     np.testing.assert_allclose(total.mean(0).numpy(), conf.horizon * ne.utility, rtol=1e-4)
+
+
+def test_references_are_computed_once_per_game_and_shared(tmp_path, monkeypatch) -> None:
+    """Every method of a seed plays the same game: its references are stored once and read back
+    exactly (floats round-trip through JSON), without solving the game again."""
+    from edgeai_repro.incentive import asosa, game
+    from edgeai_repro.incentive.config import IncentiveConf
+
+    c = IncentiveConf()
+    c.asosa.nash_iters, c.asosa.eval_episodes = 5, 2
+    eq = solve(np.array([0.8, 1.0, 1.2]), np.zeros(3), c.lam, c.alpha, c.beta)
+    world = World.from_equilibrium(c.env, eq.zeta, eq.rewards)
+    make = lambda: IncentiveEnv(c.env, eq.zeta, eq.rewards, world, batch=2, seed=7)  # noqa: E731
+    first = asosa.references(make(), c, np.zeros(3), eq, tmp_path, env_seed=7)
+    monkeypatch.setattr(game, "nash", lambda *a, **k: (_ for _ in ()).throw(AssertionError("solved twice")))
+    again = asosa.references(make(), c, np.zeros(3), eq, tmp_path, env_seed=7)
+    assert np.array_equal(first["lmo_ne"], again["lmo_ne"]) and torch.equal(first["actions"], again["actions"])
+    assert first["welfare_opt"] == again["welfare_opt"] and first["exploitability"] == again["exploitability"]
+    with pytest.raises(AssertionError, match="solved twice"):  # another game (workers) is solved afresh
+        asosa.references(make(), c, np.zeros(3), eq, tmp_path, env_seed=8)

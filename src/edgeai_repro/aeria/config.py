@@ -168,12 +168,12 @@ def validate(cfg: DictConfig) -> None:
             f"aeria.consensus_scope={a.consensus_scope!r} is unknown; use provider or market.")
     require(a.revenue in {"net", "gross"}, f"aeria.revenue={a.revenue!r} is unknown; use net or gross.")
     require(a.posted_samples >= 1, f"aeria.posted_samples={a.posted_samples} must be at least 1.")
-    from edgeai_repro.aeria.workloads import profile
+    from edgeai_repro.aeria.workloads import n_exits as exits_of
 
     for w in WORKLOADS:
         acc = a.exit_accuracy.get(w)
         require(acc is not None, f"aeria.exit_accuracy.{w} is missing; give one accuracy per exit.")
-        n_exits = len(profile(w).exit_unit)
+        n_exits = exits_of(w)
         require(len(acc) == n_exits,
                 f"aeria.exit_accuracy.{w} lists {len(acc)} accuracies but {w} has {n_exits} exits; give {n_exits}.")
         require(all(0 < x <= 1 for x in acc) and list(acc) == sorted(acc),

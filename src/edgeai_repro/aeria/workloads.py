@@ -249,6 +249,17 @@ def measure(net: MultiExitNet, image: tuple[int, int, int] = (3, 224, 224)) -> P
 
 
 @lru_cache(maxsize=None)
+def n_exits(name: str) -> int:
+    """How many exits workload `name` has (its side branches and the final one), without the forward
+    pass that `profile` runs: validation needs only this, and every launch validates."""
+    if name not in BUILDERS:
+        raise ConfigError(
+            f"aeria workload {name!r} is unknown; use one of {', '.join(sorted(BUILDERS))}.")
+    with torch.device("meta"):
+        return len(BUILDERS[name]().exit_after) + 1
+
+
+@lru_cache(maxsize=None)
 def profile(name: str) -> Profile:
     """The measured profile of workload `name` (cached per process)."""
     if name not in BUILDERS:

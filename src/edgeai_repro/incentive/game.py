@@ -5,8 +5,11 @@ round quota), so a stationary joint offer a = (a_1..a_M) earns each LMO H u_m(a)
 expected one-round reward over the evaluation episodes' workers. On that game:
 - `best_response`: LMO m's exact best offer to the others' (an 11 x 11 grid, then L-BFGS-B from
   the best grid point on the smooth logit payoff, with the exact gradient by autograd);
-- `nash`: iterated best response (Gauss-Seidel over LMOs) until no LMO can gain more than `tol`
-  of its utility by deviating (the exploitability, reported: that is the convergence check);
+- `nash`: iterated best response (Gauss-Seidel over LMOs) until a sweep leaves the offers in place
+  or no LMO gained more than tol/100 of the mean utility by its best response in the last sweep (a
+  payoff-flat direction can keep L-BFGS-B's answer moving by 1e-6 for ever); converged when no LMO
+  can gain more than `tol` of its utility by deviating (the exploitability, reported: that is the
+  convergence check);
 - `welfare_optimum`: the joint offer maximising TP + LMOs + workers over an episode,
   lambda g(H sum_m credited_m) - H sum_m pay_m + H sum_m surplus_m (payments to LMOs cancel).
 """
@@ -87,12 +90,16 @@ def nash(env: IncentiveEnv, workers: Workers, start: torch.Tensor | None = None,
     joint = start.clone().double() if start is not None else torch.full((m, ACT_DIM), 0.5, dtype=torch.float64)
     it = 0
     for it in range(1, max_iters + 1):
-        moved = 0.0
+        moved, gained = 0.0, 0.0
+        now = utilities(env, workers, joint.unsqueeze(0))[0]
+        scale = max(float(now[active].abs().mean()), 1e-12) if active else 1.0
         for i in active:
-            best, _ = best_response(env, workers, joint, i)
+            before = float(utilities(env, workers, joint.unsqueeze(0))[0, i]) if i != active[0] else float(now[i])
+            best, value = best_response(env, workers, joint, i)
             moved = max(moved, float((best - joint[i]).abs().max()))
+            gained = max(gained, (value - before) / scale)
             joint[i] = best
-        if moved < 1e-7:
+        if moved < 1e-7 or gained < tol / 100:
             break
     u = utilities(env, workers, joint.unsqueeze(0))[0].numpy()
     gains = [best_response(env, workers, joint, i)[1] - u[i] for i in active]

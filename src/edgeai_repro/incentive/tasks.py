@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 
@@ -20,7 +21,7 @@ def run_incentive(cfg: DictConfig, ctx: CellContext) -> dict:
     torch.set_num_threads(1)
     try:
         return asosa.run(conf, int(cfg.seed), ctx.trainers, checkpoint_dir=ctx.run_dir / "checkpoints",
-                         progress=log.debug)  # per-iteration lines at debug level; the curves go to CSV/W&B
+                         progress=log.debug, cache_dir=Path(cfg.paths.cache) / "incentive" / "references")  # per-iteration lines at debug level; the curves go to CSV/W&B
     except ConfigError as exc:
         # The settings passed validation, so this is one seed's random instance: a failed cell with
         # a clear record, while the other seeds still run.

@@ -10,7 +10,6 @@ import math
 from dataclasses import dataclass
 
 import pandas as pd
-from scipy import stats
 
 ALPHA = 0.05
 
@@ -54,6 +53,8 @@ def paired(ours: pd.Series, base: pd.Series, alpha: float = ALPHA) -> Paired:
         return Paired(n, 0.0, 1.0, 0)
     if float(d.std(ddof=1)) <= 1e-12 * scale:
         return Paired(n, float(d.mean()), 0.0, 1 if d.mean() > 0 else -1)
+    from scipy import stats  # here, not at import: scipy.stats costs every launch 0.6 s, even a cached one
+
     p = float(stats.ttest_rel(a.to_numpy(), b.to_numpy()).pvalue)
     sign = (1 if d.mean() > 0 else -1) if p < alpha else 0
     return Paired(n, float(d.mean()), p, sign)
