@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import launch
+from conftest import ROOT, launch
 
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.deepfusion import archs, catalog, clustering, comm, data, memory, tokenization
@@ -85,6 +85,56 @@ def test_deepfusion_traffic_is_one_upload_per_device() -> None:
     out = comm.deepfusion_bytes(types, "bf16", 768, tiny_config)
     sizes = {t: comm.model_bytes(catalog.meta_model(tiny_config(t)), "bf16") for t in set(types)}
     assert out["total_bytes"] == 2 * sizes["gpt2"] + sizes["bloom"] + 3 * 768
+
+
+class _Toy(torch.nn.Module):
+    """An embedding, one weight matrix with a bias, a norm and an untied head: what each format keeps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(100, 64)
+        self.proj = torch.nn.Linear(64, 32)
+        self.norm = torch.nn.LayerNorm(32)
+        self.head = torch.nn.Linear(32, 100, bias=False)
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self.head
+
+
+def test_quantised_formats_are_counted_as_bitsandbytes_stores_them() -> None:
+    toy = _Toy()
+    rest = (100 * 64 + 32 + 2 * 32 + 32 * 100) * 2                    # bf16: embedding, bias, norm, head
+    assert comm.model_bytes(toy, "int8") == 32 * 64 + 4 * 32 + rest     # int8 + one fp32 scale per row
+    blocks = 32 * 64 // 64                                              # 32 NF4 blocks of 64 weights
+    assert comm.model_bytes(toy, "nf4") == 32 * 64 // 2 + blocks + 4 + 4 + rest   # 8-bit absmax, 1 fp32 scale + offset
+    assert comm.model_bytes(toy, comm.Wire("nf4", double_quant=False)) == 32 * 64 // 2 + 4 * blocks + rest
+    every = comm.Wire("int8", quantize="all")                           # every tensor in int8 (an assumption)
+    assert comm.model_bytes(toy, every) == (100 * 64 + 4 * 100) + (32 * 64 + 4 * 32) + 32 + 4 + 2 * (32 + 4) \
+        + (32 * 100 + 4 * 100)
+    assert comm.model_bytes(toy, "bf16") == 2 * sum(p.numel() for p in toy.parameters())
+
+
+def test_fedjets_downloads_can_be_left_out() -> None:
+    full = tiny_config("qwen_moe")
+    both = comm.fedjets_bytes(4, full, FedJetsConf(local_experts=2), "bf16")["total_bytes"]
+    up = comm.fedjets_bytes(4, full, FedJetsConf(local_experts=2), "bf16", count_download=False)["total_bytes"]
+    assert both == 2 * up
+
+
+def test_the_fitted_preset_reproduces_every_fedjets_bar_within_two_percent(compose) -> None:
+    """Fig. 8's FedJETS bars, under the preset fitted to them (N = 16; every bar is linear in N)."""
+    import pandas as pd
+
+    from edgeai_repro.deepfusion.tasks import run_comm
+
+    paper = pd.read_csv(ROOT / "paper_results" / "deepfusion" / "fig8_comm.csv", comment="#")
+    for case in ("medical", "finance"):
+        cfg = compose(["task=deepfusion_comm", "deepfusion/accounting=fitted_fig8", f"deepfusion.case={case}",
+                       "deepfusion.devices=16", "seed=0"])
+        rows = {r["method"]: r for r in run_comm(cfg, None)["records"]}
+        ours = rows["fedjets (fitted to the paper's bars)"]["comm_gb"]
+        bar = paper.query("panel == @case and x == 16 and method == 'fedjets' and metric == 'comm_gb'")["value"].item()
+        assert abs(ours / bar - 1) < 0.02, (case, ours, bar)
 
 
 # ------------------------------------------------------------------ memory model

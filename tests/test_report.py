@@ -86,6 +86,17 @@ def test_magnitude_claims_are_judged_only_at_paper_scale() -> None:
     assert tiny["verdict"] == "not_testable" and "cannot test a magnitude" in tiny["evidence"]
 
 
+def test_a_claim_can_be_judged_again_under_a_named_setting() -> None:
+    """`<id>@<setting>` gives the claim a second verdict whose text names the setting (Fig. 8's preset
+    fitted to the paper), so one figure can judge a claim under several stated assumptions."""
+    agg = aggregate(_rows(), "n", None, ["revenue"])
+    spec = {"a": {"check": "near", "metric": "revenue", "method": "ours", "target": 24.0, "tol": 1.0},
+            "a@strict": {"check": "near", "metric": "revenue", "method": "ours", "target": 24.0, "tol": 1e-9}}
+    out = claims.evaluate([{"id": "a", "text": "A."}], spec, agg, scale="paper")
+    assert [o["id"] for o in out] == ["a", "a@strict"] and out[1]["claim"] == "A. [judged under strict]"
+    assert out[0]["verdict"] == "held"
+
+
 def test_competitive_ratio_is_a_worst_case() -> None:
     rows = _paired_rows(pd.DataFrame([{"n": 1, "seed": s, "method": "ours", "revenue_over_f2_min": v}
                                       for s, v in enumerate([0.6, 0.25, 0.5])]))

@@ -18,7 +18,8 @@ from edgeai_repro.deepfusion import archs
 SOURCES = ("synthetic", "local", "hub")
 PARTITIONS = ("random_uneven", "dirichlet")
 DOMAINS = ("medical", "finance")
-FORMATS = ("fp32", "bf16", "fp16")                 # transfer and storage formats (comm.DTYPES)
+FORMATS = ("fp32", "bf16", "fp16")                 # float storage formats (comm.DTYPES)
+TRANSFER_FORMATS = (*FORMATS, "int8", "nf4")        # what the accounting can count (comm.Wire)
 MODES = ("full", "lora", "qlora")                   # training modes (device_llm, memory)
 ASSIGNMENTS = ("balanced", "random")                # how devices get their model type (federation)
 KD_MODES = ("vaa", "direct", "ofa", "none")         # Phase II feature paths (distill)
@@ -36,9 +37,25 @@ class CaseConf:
 
 @dataclass
 class CommConf:
-    upload_format: str = "bf16"
+    upload_format: str = "bf16"             # fp32 | bf16 | fp16 | int8 | nf4 (comm.py counts each exactly)
+    formats: dict[str, str] = field(default_factory=dict)   # per model type, e.g. {bloom: nf4}
+    download_format: Optional[str] = None   # FedJETS' download; None = upload_format
+    count_download: bool = True
+    quantize: str = "linear"                # int8/nf4: linear (as bitsandbytes) | all (every tensor)
+    rest_format: str = "bf16"               # what bitsandbytes leaves unquantised travels in this
+    nf4_block: int = 64
+    double_quant: bool = True
     embedding_dim: int = 384
     embedding_format: str = "fp16"
+
+
+@dataclass
+class AccountingConf:
+    """A named set of Fig. 8 assumptions (conf/deepfusion/accounting/<name>.yaml); a preset other
+    than `default` labels its rows, e.g. "fedjets (fitted to the paper's bars)"."""
+
+    name: str = "default"
+    label: str = ""
 
 
 @dataclass
@@ -152,6 +169,7 @@ class DeepFusionConf:
     models: str = "paper"         # paper | tiny: which architecture sizes (set by the scale)
     cases: dict[str, CaseConf] = field(default_factory=dict)
     comm: CommConf = field(default_factory=CommConf)
+    accounting: AccountingConf = field(default_factory=AccountingConf)
     fedjets: FedJetsConf = field(default_factory=FedJetsConf)
     memory: MemoryConf = field(default_factory=MemoryConf)
     data: DataConf = field(default_factory=DataConf)
@@ -189,9 +207,18 @@ def validate_common(cfg: DictConfig) -> None:
         require(c.models != "tiny" or arch.tiny, f"deepfusion.{'teacher' if arch.moe else 'student'}.{m}.tiny is "
                                                   "empty; add its shrunken config to run scale=tiny.")
     require(cs.domain in DOMAINS, f"deepfusion.cases.{c.case}.domain={cs.domain!r} must be one of: {', '.join(DOMAINS)}.")
-    require(c.comm.upload_format in FORMATS and c.comm.embedding_format in FORMATS,
-            f"deepfusion.comm.upload_format and embedding_format must be one of: {', '.join(FORMATS)}.")
-    require(c.comm.embedding_dim >= 1, "deepfusion.comm.embedding_dim must be positive.")
+    cm = c.comm
+    for key in ("upload_format", *(["download_format"] if cm.download_format is not None else [])):
+        require(cm[key] in TRANSFER_FORMATS,
+                f"deepfusion.comm.{key}={cm[key]!r} is unknown; use one of: {', '.join(TRANSFER_FORMATS)}.")
+    for model, fmt in cm.formats.items():
+        archs.get(c, model, f"deepfusion.comm.formats.{model}")
+        require(fmt in TRANSFER_FORMATS,
+                f"deepfusion.comm.formats.{model}={fmt!r} is unknown; use one of: {', '.join(TRANSFER_FORMATS)}.")
+    for key in ("embedding_format", "rest_format"):
+        require(cm[key] in FORMATS, f"deepfusion.comm.{key}={cm[key]!r} is unknown; use one of: {', '.join(FORMATS)}.")
+    require(cm.quantize in {"linear", "all"}, f"deepfusion.comm.quantize={cm.quantize!r}: use linear or all.")
+    require(cm.nf4_block >= 1 and cm.embedding_dim >= 1, "deepfusion.comm.nf4_block and embedding_dim must be positive.")
     f = c.fedjets
     require(f.rounds >= 1 and 0 < f.participation <= 1,
             "deepfusion.fedjets needs rounds >= 1 and participation in (0, 1].")
@@ -225,6 +252,11 @@ def validate_pipeline(cfg: DictConfig) -> None:
             f"{cfg.get('experiment_name', 'this experiment')} trains billion-parameter models at scale={cfg.scale.name}: "
             "add scale=tiny to run it on a CPU, or run scale=paper with trainer=gpu on GPU nodes with hub access "
             "or local checkpoints.")
+    for model in {*case(c).device_models, case(c).moe}:
+        fmt = c.comm.formats.get(model, c.comm.upload_format)
+        require(fmt in FORMATS, f"deepfusion.comm upload format {fmt!r} for {model}: devices that train upload their "
+                                f"weights in a float format ({', '.join(FORMATS)}); int8 and nf4 are for the "
+                                "accounting of deepfusion/fig8_comm.")
     d = c.data
     require(d.source in SOURCES, f"deepfusion.data.source={d.source!r} is unknown; use one of: {', '.join(SOURCES)}.")
     require(d.source != "local" or d.path, "deepfusion.data.source=local needs deepfusion.data.path=<file.jsonl>.")

@@ -21,22 +21,39 @@ def embedding_bytes(c: DictConfig) -> int:
     return c.comm.embedding_dim * comm.bytes_per_element(c.comm.embedding_format)
 
 
+def wire(c: DictConfig, fmt: str | None = None) -> comm.Wire:
+    """The transfer format `fmt` (default: the upload format) with this config's quantisation settings."""
+    m = c.comm
+    return comm.Wire(fmt or m.upload_format, m.quantize, m.rest_format, int(m.nf4_block), bool(m.double_quant))
+
+
+def device_wire(c: DictConfig):
+    """Per model type: its own format if `comm.formats` names one, else the upload format."""
+    return lambda t: wire(c, c.comm.formats.get(t, c.comm.upload_format))
+
+
+def series(c: DictConfig, method: str) -> str:
+    """A method's row label: qualified by the accounting preset unless it is the default."""
+    return f"{method} ({c.accounting.label or c.accounting.name})" if c.accounting.name != "default" else method
+
+
 def run_comm(cfg: DictConfig, ctx: CellContext) -> dict:
     """Fig. 8: total traffic of DeepFusion and FedJETS for one case, N and model assignment."""
     c = cfg.deepfusion
     cs = dfc.case(c)
     types = assign_models(c.devices, list(cs.device_models), int(cfg.seed), c.assignment)
-    fmt = c.comm.upload_format
-    ours = comm.deepfusion_bytes(types, fmt, embedding_bytes(c), lambda t: catalog.model_config(c, t))
+    ours = comm.deepfusion_bytes(types, device_wire(c), embedding_bytes(c), lambda t: catalog.model_config(c, t))
     protocol = OmegaConf.to_object(c.fedjets)
     moe_config = catalog.model_config(c, cs.moe)
-    theirs = comm.fedjets_bytes(c.devices, moe_config, protocol, fmt)
+    fmt = c.comm.formats.get(cs.moe, c.comm.upload_format)
+    theirs = comm.fedjets_bytes(c.devices, moe_config, protocol, wire(c, fmt), wire(c, c.comm.download_format or fmt),
+                                bool(c.comm.count_download))
     reduction = 100 * (1 - ours["total_bytes"] / theirs["total_bytes"])
     return {"records": [
-        {"method": "deepfusion", "comm_gb": ours["total_bytes"] / GB, "per_device_gb": ours["per_device_bytes"] / GB,
-         "reduction_pct": reduction},
-        {"method": "fedjets", "comm_gb": theirs["total_bytes"] / GB, "per_device_gb": theirs["per_device_bytes"] / GB,
-         "local_moe_params_b": theirs["local_moe_params"] / 1e9},
+        {"method": series(c, "deepfusion"), "comm_gb": ours["total_bytes"] / GB,
+         "per_device_gb": ours["per_device_bytes"] / GB, "reduction_pct": reduction},
+        {"method": series(c, "fedjets"), "comm_gb": theirs["total_bytes"] / GB,
+         "per_device_gb": theirs["per_device_bytes"] / GB, "local_moe_params_b": theirs["local_moe_params"] / 1e9},
     ], "device_types": {t: types.count(t) for t in cs.device_models}}
 
 
@@ -87,7 +104,7 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
     domains = doms.labels
     measured = (sum(d.meta["payload_bytes"] for d in devices)
                 + sum(d.meta["embedding_bytes"] for d in devices))
-    accounted = comm.deepfusion_bytes(types, c.comm.upload_format, embedding_bytes(c),
+    accounted = comm.deepfusion_bytes(types, device_wire(c), embedding_bytes(c),
                                       lambda t: catalog.model_config(c, t))["total_bytes"]
 
     tokenizers = {t: on_device.tokenizer_for(c, t, corpus, cache) for t in dict.fromkeys(types)}
@@ -140,13 +157,14 @@ def variant_label(c: DictConfig, name: str) -> str:
 
 def method_comm_bytes(c: DictConfig, traffic: str, types: list[str], moe_config) -> float:
     """Bytes a method moves over the network, by part 1's accounting (nan: no federated traffic)."""
-    fmt = c.comm.upload_format
     if traffic in {"uploads", "models"}:
         emb = embedding_bytes(c) if traffic == "uploads" else 0
-        return comm.deepfusion_bytes(types, fmt, emb, lambda t: catalog.model_config(c, t))["total_bytes"]
+        return comm.deepfusion_bytes(types, device_wire(c), emb, lambda t: catalog.model_config(c, t))["total_bytes"]
     if traffic == "fedjets":
         protocol = OmegaConf.to_object(c.fedjets)
-        return comm.fedjets_bytes(len(types), moe_config, protocol, fmt)["total_bytes"]
+        fmt = c.comm.download_format or c.comm.upload_format
+        return comm.fedjets_bytes(len(types), moe_config, protocol, wire(c), wire(c, fmt),
+                                  bool(c.comm.count_download))["total_bytes"]
     return float("nan")
 
 

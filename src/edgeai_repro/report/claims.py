@@ -357,20 +357,25 @@ def point_labels(frame: pd.DataFrame) -> list[str]:
 def evaluate(claims: list[dict], tested: dict[str, dict], agg: pd.DataFrame,
              rows: pd.DataFrame | None = None, scale: str = "paper") -> list[dict]:
     """One {claim, verdict, evidence} per paper claim. `rows`: per-seed values with panel and x.
-    Magnitude checks are judged only at scale=paper; direction checks at every scale."""
+    Magnitude checks are judged only at scale=paper; direction checks at every scale. A claim may
+    also be judged under a named setting: an entry `<id>@<setting>` gives a second verdict, whose
+    claim text says which setting it was judged under (e.g. Fig. 8's preset fitted to the paper)."""
     if rows is not None and not rows.empty:
         rows = rows.assign(_point=point_labels(rows))
     out = []
     for claim in claims:
-        spec = dict(tested.get(claim["id"]) or {})
-        if not spec:
-            out.append({"claim": claim["text"], "id": claim["id"], "verdict": "not_testable",
-                        "evidence": f"not tested by this experiment; see {claim.get('tested_by', 'the README')}"})
-            continue
-        chk = CHECKS[spec.pop("check")]
-        if chk.magnitude and scale != "paper":
-            verdict, evidence = "not_testable", TINY_REASON.format(scale=scale)
-        else:
-            verdict, evidence = chk.fn(agg, rows, **spec)
-        out.append({"claim": claim["text"], "id": claim["id"], "verdict": verdict, "evidence": evidence})
+        keys = [k for k in tested if k == claim["id"] or k.startswith(claim["id"] + "@")] or [claim["id"]]
+        for key in keys:
+            spec = dict(tested.get(key) or {})
+            text = claim["text"] + (f" [judged under {key.split('@', 1)[1]}]" if "@" in key else "")
+            if not spec:
+                out.append({"claim": text, "id": key, "verdict": "not_testable",
+                            "evidence": f"not tested by this experiment; see {claim.get('tested_by', 'the README')}"})
+                continue
+            chk = CHECKS[spec.pop("check")]
+            if chk.magnitude and scale != "paper":
+                verdict, evidence = "not_testable", TINY_REASON.format(scale=scale)
+            else:
+                verdict, evidence = chk.fn(agg, rows, **spec)
+            out.append({"claim": text, "id": key, "verdict": verdict, "evidence": evidence})
     return out

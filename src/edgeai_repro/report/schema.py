@@ -81,7 +81,7 @@ def validate_report(cfg: DictConfig) -> None:
     paper = OmegaConf.select(cfg, "task.paper")
     known = {c["id"] for c in load_claims(Path(cfg.paths.paper_results), paper)} if paper else set()
     for claim_id, entry in (OmegaConf.to_container(spec.claims, resolve=True) or {}).items():
-        require(claim_id in known, f"report.claims.{claim_id} is not a claim of paper_results/{paper}/claims.yaml; "
+        require(claim_id.split("@", 1)[0] in known, f"report.claims.{claim_id} is not a claim of paper_results/{paper}/claims.yaml; "
                                    f"use one of: {', '.join(sorted(known))}.")
         require(isinstance(entry, dict) and "check" in entry,
                 f"report.claims.{claim_id} needs a `check:` naming one of: {', '.join(sorted(CHECKS))}.")

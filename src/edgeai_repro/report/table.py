@@ -61,7 +61,10 @@ def join_paper(agg: pd.DataFrame, paper_table: pd.DataFrame | None) -> pd.DataFr
     # Keys are compared as text so that 16 and "16" match.
     left = agg.drop(columns=["paper_value", "provenance"])
     right = paper_table[keys + ["value", "provenance"]].rename(columns={"value": "paper_value"})
-    left_k = left.assign(**{f"_{k}": left[k].astype(str) for k in keys})
+    # A series under a preset fitted to the paper ("fedjets (fitted to the paper's bars)") is
+    # compared with the paper's own series: that comparison is the fit's error per bar.
+    left_k = left.assign(**{f"_{k}": (left[k].astype(str).str.replace(r" \(fitted[^)]*\)$", "", regex=True)
+                                      if k == SERIES else left[k].astype(str)) for k in keys})
     right_k = right.assign(**{f"_{k}": right[k].astype(str) for k in keys}).drop(columns=keys)
     merged = left_k.merge(right_k, how="left", on=[f"_{k}" for k in keys]).drop(columns=[f"_{k}" for k in keys])
     merged["provenance"] = merged["provenance"].fillna("not printed")
