@@ -98,8 +98,26 @@ def test_vaa_shapes_and_ablation() -> None:
     assert not hasattr(direct, "attn") and direct(feats, mask)[0].shape == (2, 2, 24)
 
 
-@pytest.mark.parametrize("kd", ["vaa", "ofa"])
-def test_distillation_logs_three_losses_and_lowers_heldout_perplexity(kd: str, toks: dict, tmp_path: Path) -> None:
+def test_vaa_as_written_patchifies_by_a_strided_convolution_and_attends_without_a_residual() -> None:
+    """Eq. 7: C_j cuts each stage into P_q/J patches (kernel = stride = patch_len); Eq. 8: the
+    output is the attention itself (no residual, no norm); Eq. 9: split and projected per stage."""
+    vaa = VAA([24, 24], [16, 40], queries=8, d=32, heads=4, variant="paper", patch_len=3)
+    assert all(c.kernel_size == (3,) and c.stride == (3,) for c in vaa.proj_in)
+    assert isinstance(vaa.norm, torch.nn.Identity)
+    feats = [torch.randn(2, 10, 24), torch.randn(2, 10, 24)]
+    mask = torch.tensor([[1] * 10, [1] * 6 + [0] * 4])
+    out = vaa(feats, mask)
+    assert [tuple(o.shape) for o in out] == [(2, 4, 16), (2, 4, 40)]
+    with torch.no_grad():
+        vaa.attn.out_proj.weight.zero_()
+        vaa.attn.out_proj.bias.zero_()
+    # With the attention's output zeroed, the stage features vanish: nothing bypasses the attention.
+    assert all(torch.allclose(o, p.bias.expand_as(o)) for o, p in zip(vaa(feats, mask), vaa.proj_out))
+
+
+@pytest.mark.parametrize("kd,variant", [("vaa", "pooled"), ("vaa", "paper"), ("ofa", "pooled")])
+def test_distillation_logs_three_losses_and_lowers_heldout_perplexity(kd: str, variant: str, toks: dict,
+                                                                       tmp_path: Path) -> None:
     import lightning as L
 
     from edgeai_repro.deepfusion.device_llm import QADataset, loader
@@ -110,7 +128,7 @@ def test_distillation_logs_three_losses_and_lowers_heldout_perplexity(kd: str, t
     teacher = catalog.real_model(catalog.build_config(archs.packaged("tinyllama"), dict(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
         vocab_size=300))
-    conf = KDConf(kd=kd, steps=40, stages=2, queries=8, d=32, heads=4, max_len=64, lr=1e-2)
+    conf = KDConf(kd=kd, steps=40, stages=2, queries=8, d=32, heads=4, max_len=64, lr=1e-2, vaa_variant=variant)
     ds = KDDataset(records[:64], s, conf.max_len)
     add_teacher(ds, records[:64], teacher, t, s, conf, align.vocab_map(t, s), with_features=kd == "vaa")
     assert all(len(item["targets"]) == 1 and item["targets"][0]["pos"].numel() > 0 for item in ds.items)

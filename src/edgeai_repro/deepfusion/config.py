@@ -94,6 +94,8 @@ class KDConf:
     queries: int = 16           # P_q, over all stages (P_q / J per stage)
     d: int = 64                 # VAA attention width
     heads: int = 4
+    vaa_variant: str = "pooled"  # pooled (our earlier reading) | paper (Eqs. 7-8 as written; distill.py)
+    patch_len: int = 4          # vaa_variant=paper: resampled positions per patch (the Conv1d's kernel and stride)
     topk: int = 8               # teacher probabilities kept per aligned position
     tok_align: str = "med"      # med | exact
     lr: float = 3e-3
@@ -301,6 +303,8 @@ def validate_fusion(cfg: DictConfig) -> None:
     k = c.kd
     require(k.kd in KD_MODES, f"deepfusion.kd.kd={k.kd!r} is unknown; use one of: {', '.join(KD_MODES)}.")
     require(k.tok_align in ALIGN_MODES, f"deepfusion.kd.tok_align={k.tok_align!r} is unknown; use one of: {', '.join(ALIGN_MODES)}.")
+    require(k.vaa_variant in {"paper", "pooled"}, f"deepfusion.kd.vaa_variant={k.vaa_variant!r}: use paper or pooled.")
+    require(k.patch_len >= 1, f"deepfusion.kd.patch_len={k.patch_len} must be at least 1.")
     require(k.alpha >= 0 and k.beta >= 0 and k.temperature > 0, "deepfusion.kd needs alpha, beta >= 0 and temperature > 0.")
     require(k.stages >= 1 and k.queries >= k.stages and k.d % k.heads == 0,
             f"deepfusion.kd needs stages >= 1, queries >= stages and d divisible by heads (got d={k.d}, heads={k.heads}).")

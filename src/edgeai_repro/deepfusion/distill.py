@@ -6,8 +6,14 @@ stage) and its top-k next-token distributions at the positions aligned with the 
 tokenisation are cached, so a training step runs only the student.
 
 Losses: L = L_CE + alpha * L_FM + beta * L_KL. `kd` picks the feature path:
-  vaa    - the paper: per-stage Conv1d to d channels, multi-head self-attention across all stages'
-           queries (residual + LayerNorm), split, per-stage Linear to the teacher's width, MSE;
+  vaa    - View-Aligned Attention, in one of two variants (kd.vaa_variant):
+           paper:  Eqs. 7-8 as written: each stage's real tokens, resampled to P_q/J x patch_len
+                   positions, are cut into P_q/J patches by a Conv1d with kernel = stride = patch_len
+                   (C_j, to d channels), concatenated, passed through self-attention (softmax(QK^T/sqrt d)V,
+                   multi-head as the text says; no residual, no norm), split back and projected
+                   per stage to the teacher's width (Eq. 9), MSE;
+           pooled: our earlier reading: masked average pooling to P_q/J queries, a kernel-1 Conv1d,
+                   attention with a residual and LayerNorm, the same split and projection;
   direct - ablation "no VAA": per-stage Linear from student to teacher width, MSE;
   ofa    - OFA-KD: per-stage heads project student features into the student's logit space, each
            matched (KL) to the teacher's final distribution at aligned positions;
@@ -45,28 +51,33 @@ def masked_pool(h: torch.Tensor, mask: torch.Tensor, queries: int) -> torch.Tens
 
 
 class VAA(nn.Module):
-    """View-Aligned Attention (Fig. 5)."""
+    """View-Aligned Attention (Fig. 5, Eqs. 7-9); `variant` paper (as written) or pooled (module doc)."""
 
     def __init__(self, student_dims: list[int], teacher_dims: list[int], queries: int, d: int, heads: int,
-                 attention: bool = True) -> None:
+                 attention: bool = True, variant: str = "pooled", patch_len: int = 4) -> None:
         super().__init__()
         self.per_stage = max(1, queries // len(student_dims))
-        self.attention = attention
+        self.attention, self.variant, self.patch_len = attention, variant, patch_len
         if attention:
-            self.proj_in = nn.ModuleList(nn.Conv1d(h, d, kernel_size=1) for h in student_dims)
+            kernel = patch_len if variant == "paper" else 1
+            self.proj_in = nn.ModuleList(nn.Conv1d(h, d, kernel_size=kernel, stride=kernel) for h in student_dims)
             self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
-            self.norm = nn.LayerNorm(d)
+            self.norm = nn.LayerNorm(d) if variant == "pooled" else nn.Identity()
             self.proj_out = nn.ModuleList(nn.Linear(d, h) for h in teacher_dims)
         else:  # ablation: a direct projection per stage
             self.proj_out = nn.ModuleList(nn.Linear(hs, ht) for hs, ht in zip(student_dims, teacher_dims))
 
     def forward(self, feats: list[torch.Tensor], mask: torch.Tensor) -> list[torch.Tensor]:
-        pooled = [masked_pool(f, mask, self.per_stage) for f in feats]
         if not self.attention:
-            return [p(x) for p, x in zip(self.proj_out, pooled)]
-        x = torch.cat([c(p.transpose(1, 2)).transpose(1, 2) for c, p in zip(self.proj_in, pooled)], dim=1)
-        x = self.norm(x + self.attn(x, x, x, need_weights=False)[0])
-        return [p(chunk) for p, chunk in zip(self.proj_out, x.split(self.per_stage, dim=1))]
+            return [p(masked_pool(f, mask, self.per_stage)) for p, f in zip(self.proj_out, feats)]
+        # Eq. 7: C_j turns each stage into P_q/J patches of d channels (the paper variant's Conv1d
+        # strides over patch_len resampled positions per patch; the pooled one averages first).
+        width = self.per_stage * (self.patch_len if self.variant == "paper" else 1)
+        x = torch.cat([c(masked_pool(f, mask, width).transpose(1, 2)).transpose(1, 2)
+                       for c, f in zip(self.proj_in, feats)], dim=1)            # (B, P_q, d)
+        attended = self.attn(x, x, x, need_weights=False)[0]                     # Eq. 8
+        x = attended if self.variant == "paper" else self.norm(x + attended)
+        return [p(chunk) for p, chunk in zip(self.proj_out, x.split(self.per_stage, dim=1))]   # Eq. 9
 
 
 # ------------------------------------------------------------------ teacher targets, computed once
@@ -157,7 +168,8 @@ class Distiller(L.LightningModule):
         self.conf = conf
         self.layers = stage_layers(student.config.num_hidden_layers, conf.stages)
         dims = [student.config.hidden_size] * conf.stages
-        self.vaa = (VAA(dims, teacher_dims, conf.queries, conf.d, conf.heads, attention=conf.kd == "vaa")
+        self.vaa = (VAA(dims, teacher_dims, conf.queries, conf.d, conf.heads, attention=conf.kd == "vaa",
+                        variant=conf.vaa_variant, patch_len=conf.patch_len)
                     if conf.kd in {"vaa", "direct"} and teacher_dims else None)
         self.ofa_heads = (nn.ModuleList(nn.Linear(student.config.hidden_size, student.config.vocab_size)
                                         for _ in range(conf.stages)) if conf.kd == "ofa" else None)

@@ -150,7 +150,9 @@ def variant_label(c: DictConfig, name: str) -> str:
     """The row name of a cell: the method, plus what an ablation changed."""
     if name != "deepfusion":
         return name
-    parts = [name for name, on in [("no VAA", c.kd.kd == "direct"), ("alpha=0", c.kd.alpha == 0),
+    parts = [name for name, on in [("no VAA", c.kd.kd == "direct"),
+                                   ("VAA as written", c.kd.kd == "vaa" and c.kd.vaa_variant == "paper"),
+                                   ("alpha=0", c.kd.alpha == 0),
                                    ("beta=0", c.kd.beta == 0), ("no clustering", c.cluster.mode == "random")] if on]
     return "deepfusion" + (f" ({', '.join(parts)})" if parts else "")
 
