@@ -213,11 +213,11 @@ def test_deepfusion_without_a_scale_stops_at_validation(workdir: Path) -> None:
 
 
 def test_a_sweep_prints_a_summary_not_one_line_per_cell(workdir: Path) -> None:
-    run = launch(["experiment=aeria/properties", "scale=smoke", "hydra/launcher=joblib"], workdir)
+    run = launch(["experiment=aeria/properties", "scale=smoke", "hydra/launcher=joblib", "seed=0"], workdir)
     assert run.returncode == 0, run.stderr[-2000:]
     text = run.stdout + run.stderr
     assert "#0 :" not in text and "cells computed" in text
-    verbose = launch(["experiment=aeria/properties", "scale=smoke", "force=true", "verbose=true"], workdir)
+    verbose = launch(["experiment=aeria/properties", "scale=smoke", "force=true", "verbose=true", "seed=0"], workdir)
     assert "#0 :" in verbose.stdout + verbose.stderr  # Hydra's job lines, on request
 
 

@@ -89,12 +89,12 @@ def test_paying_more_buys_more_data(env: IncentiveEnv) -> None:
 
 def test_equilibrium_solver_on_an_instance_with_a_known_equilibrium() -> None:
     """With private pools each LMO's problem is separate, so the Nash equilibrium is every LMO's own
-    optimum: found here independently by brute force on a 201 x 201 grid. With a shared pool, the
+    optimum: found here independently by brute force on a 101 x 101 grid. With a shared pool, the
     solver's equilibrium leaves no LMO a profitable deviation on that grid either."""
     from edgeai_repro.incentive import game
 
     eq = solve(np.array([0.8, 1.0, 1.2]), np.zeros(3), 10, 2, 1)
-    fine = torch.linspace(0, 1, 201, dtype=torch.float64)
+    fine = torch.linspace(0, 1, 101, dtype=torch.float64)
     grid = torch.cartesian_prod(fine, fine)
     for coupling in ("private", "shared"):
         conf = EnvConf(coupling=coupling)
