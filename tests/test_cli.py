@@ -197,6 +197,9 @@ def test_help_and_a_bare_launcher_list_the_experiments(workdir: Path) -> None:
     assert bare.returncode == 2 and "task.name" not in bare.stdout + bare.stderr
     for name in EXPERIMENTS:
         assert name in helped.stdout and name in bare.stdout
+    # every component group with its options, read from conf/
+    assert "deepfusion/student=" in helped.stdout and "tinyllama" in helped.stdout
+    assert "aeria/pricing=" in helped.stdout and "incentive/method=" in helped.stdout
 
 
 def test_a_launcher_setting_joblib_rejects_is_one_sentence(workdir: Path) -> None:

@@ -21,6 +21,17 @@ def experiments(conf: Path) -> list[tuple[str, str, str]]:
     return out
 
 
+# The component groups a user swaps or sweeps (conf/<group>/<option>.yaml, each with a _target_).
+GROUPS = ("aeria/pricing", "incentive/method", "deepfusion/method", "deepfusion/student", "deepfusion/teacher",
+          "deepfusion/judge", "deepfusion/accounting")
+
+
+def component_list(conf: Path) -> str:
+    """One line per component group with its options, read from conf/ (a new YAML shows up here)."""
+    return "\n".join(f"  {g + '=':24s} {' | '.join(sorted(p.stem for p in (conf / g).glob('*.yaml')))}"
+                     for g in GROUPS if (conf / g).is_dir())
+
+
 def experiment_list(conf: Path) -> str:
     lines = []
     for paper, about in PAPERS.items():
@@ -41,6 +52,9 @@ Usage:
 
 Experiments (paper/name, what it reproduces):
 {experiment_list(conf)}
+
+Components (config groups; a list for aeria/pricing, deepfusion/student and deepfusion/teacher):
+{component_list(conf)}
 
 Scales:   paper (published sizes; the default), tiny (same code shrunk for a 2-core CPU), smoke (seconds)
 Loggers:  logger=csv (default) | wandb | many (both); W&B runs offline without an API key
