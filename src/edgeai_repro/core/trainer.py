@@ -88,10 +88,14 @@ class Trainers:
     def fit(self, module, data=None, steps: int = -1, callbacks: list | None = None, **overrides: Any) -> None:
         """Train `module` for `steps` optimizer steps (epochs repeat as needed); later modules of the
         same cell log after these steps."""
-        if data is not None and "log_every_n_steps" not in overrides and hasattr(data, "__len__"):
+        if data is not None and "log_every_n_steps" not in overrides:
             # Lightning warns (once per fit, on every device of a sweep) when an epoch has fewer
-            # batches than the logging interval; log at least once per epoch instead.
-            overrides["log_every_n_steps"] = max(1, min(50, len(data)))
+            # batches than the logging interval; log at least once per epoch instead. A loader
+            # over an iterable dataset has no length (len raises TypeError): keep the default.
+            try:
+                overrides["log_every_n_steps"] = max(1, min(50, len(data)))
+            except TypeError:
+                pass
         trainer = self(max_steps=steps, max_epochs=-1, callbacks=callbacks or [], **overrides)
         trainer.fit(module, data) if data is not None else trainer.fit(module)
         self.offset += int(trainer.global_step)

@@ -50,15 +50,6 @@ def _build(node: DictConfig | dict, key: str) -> Arch:
     return arch
 
 
-def table(c: DictConfig) -> dict[str, Arch]:
-    """Every model type this config knows: its student and teacher groups (c = the deepfusion node)."""
-    out: dict[str, Arch] = {}
-    for group in GROUPS:
-        for name, node in (c.get(group) or {}).items():
-            out[name] = _build(node, f"deepfusion.{group}.{name}")
-    return out
-
-
 def get(c: DictConfig, name: str, key: str = "model") -> Arch:
     """The model type `name` of this config, or one sentence naming `key` and the known types."""
     for group in GROUPS:

@@ -201,11 +201,12 @@ def validate_common(cfg: DictConfig) -> None:
     require(c.assignment in ASSIGNMENTS,
             f"deepfusion.assignment={c.assignment!r} is unknown; use one of: {', '.join(ASSIGNMENTS)}.")
     cs = case(c)
-    teacher = archs.get(c, cs.moe, f"deepfusion.cases.{c.case}.moe")
-    require(teacher.moe, f"deepfusion.cases.{c.case}.moe={cs.moe!r} is not a mixture of experts; name a "
-                         "conf/deepfusion/teacher/ option.")
-    for m in [cs.moe, *cs.device_models]:
-        arch = archs.get(c, m, f"deepfusion.cases.{c.case}.device_models")
+    models = {cs.moe: f"deepfusion.cases.{c.case}.moe",
+              **{m: f"deepfusion.cases.{c.case}.device_models" for m in cs.device_models}}
+    for m, key in models.items():
+        arch = archs.get(c, m, key)
+        require(m != cs.moe or arch.moe, f"{key}={m!r} is not a mixture of experts; name a conf/deepfusion/teacher/ "
+                                         "option.")
         require(c.models != "tiny" or arch.tiny, f"deepfusion.{'teacher' if arch.moe else 'student'}.{m}.tiny is "
                                                   "empty; add its shrunken config to run scale=tiny.")
     require(cs.domain in DOMAINS, f"deepfusion.cases.{c.case}.domain={cs.domain!r} must be one of: {', '.join(DOMAINS)}.")

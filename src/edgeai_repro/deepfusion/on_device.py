@@ -103,8 +103,8 @@ class Device:
 
 def device_key(c: DictConfig, seed: int, index: int, model_type: str, indices: list[int]) -> str:
     """Everything a trained device depends on: its model, data, training settings and seed."""
-    blob = {"type": model_type, "models": c.models, "arch": archs.get(c, model_type).tiny
-            if c.models == "tiny" else archs.get(c, model_type).hub_id,
+    arch = archs.get(c, model_type)
+    blob = {"type": model_type, "models": c.models, "arch": arch.tiny if c.models == "tiny" else arch.hub_id,
             "data": OmegaConf.to_container(c.data, resolve=True), "case": dfc.case(c).domain,
             "indices": hashlib.sha256(json.dumps(indices).encode()).hexdigest(), "index": index,
             "device": OmegaConf.to_container(c.device, resolve=True), "mode": dfc.device_mode(c, model_type),

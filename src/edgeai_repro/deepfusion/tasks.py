@@ -27,9 +27,22 @@ def wire(c: DictConfig, fmt: str | None = None) -> comm.Wire:
     return comm.Wire(fmt or m.upload_format, m.quantize, m.rest_format, int(m.nf4_block), bool(m.double_quant))
 
 
+def wire_for(c: DictConfig, model: str) -> comm.Wire:
+    """How model type `model` travels: its own format if `comm.formats` names one, else the upload format."""
+    return wire(c, c.comm.formats.get(model, c.comm.upload_format))
+
+
 def device_wire(c: DictConfig):
-    """Per model type: its own format if `comm.formats` names one, else the upload format."""
-    return lambda t: wire(c, c.comm.formats.get(t, c.comm.upload_format))
+    """`wire_for` as a function of the model type, for deepfusion_bytes."""
+    return lambda t: wire_for(c, t)
+
+
+def fedjets_traffic(c: DictConfig, n_devices: int, moe_config) -> dict:
+    """FedJETS' traffic by this config's protocol and formats (the case's MoE up, `download_format` down)."""
+    up = wire_for(c, dfc.case(c).moe)
+    down = wire(c, c.comm.download_format) if c.comm.download_format else up
+    return comm.fedjets_bytes(n_devices, moe_config, OmegaConf.to_object(c.fedjets), up, down,
+                              bool(c.comm.count_download))
 
 
 def series(c: DictConfig, method: str) -> str:
@@ -43,11 +56,7 @@ def run_comm(cfg: DictConfig, ctx: CellContext) -> dict:
     cs = dfc.case(c)
     types = assign_models(c.devices, list(cs.device_models), int(cfg.seed), c.assignment)
     ours = comm.deepfusion_bytes(types, device_wire(c), embedding_bytes(c), lambda t: catalog.model_config(c, t))
-    protocol = OmegaConf.to_object(c.fedjets)
-    moe_config = catalog.model_config(c, cs.moe)
-    fmt = c.comm.formats.get(cs.moe, c.comm.upload_format)
-    theirs = comm.fedjets_bytes(c.devices, moe_config, protocol, wire(c, fmt), wire(c, c.comm.download_format or fmt),
-                                bool(c.comm.count_download))
+    theirs = fedjets_traffic(c, c.devices, catalog.model_config(c, cs.moe))
     reduction = 100 * (1 - ours["total_bytes"] / theirs["total_bytes"])
     return {"records": [
         {"method": series(c, "deepfusion"), "comm_gb": ours["total_bytes"] / GB,
@@ -163,10 +172,7 @@ def method_comm_bytes(c: DictConfig, traffic: str, types: list[str], moe_config)
         emb = embedding_bytes(c) if traffic == "uploads" else 0
         return comm.deepfusion_bytes(types, device_wire(c), emb, lambda t: catalog.model_config(c, t))["total_bytes"]
     if traffic == "fedjets":
-        protocol = OmegaConf.to_object(c.fedjets)
-        fmt = c.comm.download_format or c.comm.upload_format
-        return comm.fedjets_bytes(len(types), moe_config, protocol, wire(c), wire(c, fmt),
-                                  bool(c.comm.count_download))["total_bytes"]
+        return fedjets_traffic(c, len(types), moe_config)["total_bytes"]
     return float("nan")
 
 

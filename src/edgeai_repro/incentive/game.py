@@ -91,10 +91,9 @@ def nash(env: IncentiveEnv, workers: Workers, start: torch.Tensor | None = None,
     it = 0
     for it in range(1, max_iters + 1):
         moved, gained = 0.0, 0.0
-        now = utilities(env, workers, joint.unsqueeze(0))[0]
-        scale = max(float(now[active].abs().mean()), 1e-12) if active else 1.0
+        scale = max(float(utilities(env, workers, joint.unsqueeze(0))[0, active].abs().mean()), 1e-12)
         for i in active:
-            before = float(utilities(env, workers, joint.unsqueeze(0))[0, i]) if i != active[0] else float(now[i])
+            before = float(utilities(env, workers, joint.unsqueeze(0))[0, i])
             best, value = best_response(env, workers, joint, i)
             moved = max(moved, float((best - joint[i]).abs().max()))
             gained = max(gained, (value - before) / scale)

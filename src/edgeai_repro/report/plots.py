@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from edgeai_repro.report.table import SERIES  # noqa: E402
+from edgeai_repro.report.table import SERIES, paper_series  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -118,9 +118,8 @@ def paper_bar_figure(agg: pd.DataFrame, metric: str, path: Path, x_label: str, y
         ticks = list(dict.fromkeys(part["x"].astype(str)))
         methods = list(dict.fromkeys(part[SERIES]))
         has_paper = "paper_value" in part and part["paper_value"].notna().any()
-        # A series fitted to the paper ("fedjets (fitted to the paper's bars)") is compared with the
-        # paper's own series: its paper bar is that series', drawn once.
-        series = [(m, False) for m in methods] + ([(m, True) for m in methods if "(fitted" not in m]
+        # A fitted series' paper bar is its paper series' bar (table.paper_series): drawn once.
+        series = [(m, False) for m in methods] + ([(m, True) for m in methods if paper_series(m) == m]
                                                  if has_paper else [])
         width = 0.8 / len(series)
         for j, (method, paper) in enumerate(series):
@@ -129,7 +128,8 @@ def paper_bar_figure(agg: pd.DataFrame, metric: str, path: Path, x_label: str, y
             heights = [float(grp[col].get(t, float("nan"))) for t in ticks]
             errors = None if paper else [float(grp["std"].fillna(0).get(t, 0)) for t in ticks]
             ax.bar([i + j * width for i in range(len(ticks))], heights, width, yerr=errors, capsize=2,
-                   label=f"{method} (paper, read-off)" if paper else (method if "(fitted" in method else f"{method} (ours)"),
+                   label=f"{method} (paper, read-off)" if paper else (f"{method} (ours)" if paper_series(method) == method
+                                                                     else method),
                    hatch="//" if paper else None, alpha=0.55 if paper else 0.9,
                    color=f"C{methods.index(method)}")
         ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(ticks))], ticks,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -50,6 +51,16 @@ def aggregate(rows: pd.DataFrame, x: str | None, panel: str | list[str] | None, 
     return out.reset_index(drop=True)
 
 
+# A series under a preset fitted to the paper ("fedjets (fitted to the paper's bars)") is compared
+# with the paper's own series ("fedjets"): that comparison is the fit's error per bar.
+FITTED = re.compile(r" \(fitted[^)]*\)$")
+
+
+def paper_series(name: str) -> str:
+    """The paper's series a series of ours is compared with (itself, unless it is a fitted variant)."""
+    return FITTED.sub("", name)
+
+
 def join_paper(agg: pd.DataFrame, paper_table: pd.DataFrame | None) -> pd.DataFrame:
     """Add paper_value and provenance columns where the paper prints a number for the cell."""
     agg = agg.copy()
@@ -61,10 +72,8 @@ def join_paper(agg: pd.DataFrame, paper_table: pd.DataFrame | None) -> pd.DataFr
     # Keys are compared as text so that 16 and "16" match.
     left = agg.drop(columns=["paper_value", "provenance"])
     right = paper_table[keys + ["value", "provenance"]].rename(columns={"value": "paper_value"})
-    # A series under a preset fitted to the paper ("fedjets (fitted to the paper's bars)") is
-    # compared with the paper's own series: that comparison is the fit's error per bar.
-    left_k = left.assign(**{f"_{k}": (left[k].astype(str).str.replace(r" \(fitted[^)]*\)$", "", regex=True)
-                                      if k == SERIES else left[k].astype(str)) for k in keys})
+    left_k = left.assign(**{f"_{k}": (left[k].astype(str).map(paper_series) if k == SERIES else left[k].astype(str))
+                            for k in keys})
     right_k = right.assign(**{f"_{k}": right[k].astype(str) for k in keys}).drop(columns=keys)
     merged = left_k.merge(right_k, how="left", on=[f"_{k}" for k in keys]).drop(columns=[f"_{k}" for k in keys])
     merged["provenance"] = merged["provenance"].fillna("not printed")
