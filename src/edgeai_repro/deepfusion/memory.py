@@ -1,11 +1,33 @@
-"""Peak on-device training memory: an analytic model, and a measurement to validate it.
+"""Peak on-device training memory: a model that simulates the training step on the meta device,
+and a measurement on a real (tiny) model to validate it.
 
-The model adds four terms: weights (by storage format), gradients and AdamW states of the trainable
-parameters, the activations autograd saves for the backward pass, and the transient fp32 logits of
-the loss. Saved activations are counted exactly by running the forward pass on the meta device
-under a saved-tensor hook (shapes and dtypes, no memory), so the count follows the real
-transformers code for any sequence length and batch. The measurement side runs one real training
-step on a tiny model under torch's MemTracker and reads its peak.
+The model adds: weights (by storage format: NF4 counted exactly, as bitsandbytes stores it), AdamW
+states of the trainable parameters, the peak of everything one training step allocates, and a
+fixed framework overhead. The step's peak is found by running the step -- forward, loss and
+backward, built exactly as the training code builds it -- on the meta device (shapes and dtypes,
+no memory) under a dispatch-mode tracker that adds each new tensor storage's bytes and subtracts
+them when the storage dies. So activations, the loss's logits, recomputation under gradient
+checkpointing and the gradients are whatever the real transformers code allocates, at any size,
+with no formula of ours in between; the same tracker over a real step on a tiny model gives the
+same peak (tests). What the meta device cannot run is emulated and said so: a fused attention
+kernel (attention=flash: each (.., seq, seq) tensor counts as the fp32 log-sum-exp per query the
+kernel keeps instead), NF4 (the 4-bit layers compute in bf16 from a dequantised copy, one layer's
+weight at a time: counted once), and an fp32 MoE (its grouped kernel runs on meta in bf16 only:
+counted at fp32 size).
+
+Options (MemoryConf) say which code path is modelled:
+  loss       - full: the logits of every position, upcast to fp32 by the loss (transformers'
+               `labels=` path, which device_llm runs); answer_only: the head reads only the answer
+               positions; chunked: the head and the loss run `loss_chunk` positions at a time and
+               are recomputed in the backward pass (a fused/chunked cross-entropy);
+  attention  - auto: what transformers runs for the family on a GPU: a fused SDPA kernel where the
+               class supports SDPA, eager where it does not (BLOOM); or flash / eager;
+  gradient_checkpointing / kbit_upcast - None: as the mode's code path does it; QLoRA's
+               `prepare_model_for_kbit_training` turns checkpointing on (re-entrant) and casts every
+               parameter bitsandbytes leaves unquantised (embeddings, norms, head) to fp32, after
+               which the residual stream runs in fp32 (4-bit layers cast their input to the compute
+               dtype and their output back);
+  overhead_gb - a fixed term (CUDA context, allocator slack): 0 by default, fitted in a preset.
 """
 from __future__ import annotations
 
@@ -14,8 +36,9 @@ from torch import nn
 
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.deepfusion import catalog
-from edgeai_repro.deepfusion.comm import dtype_of
-from edgeai_repro.deepfusion.config import MODES, MemoryConf
+from edgeai_repro.deepfusion.comm import GB, dtype_of
+from edgeai_repro.deepfusion.config import LOSS_PATHS, MODES, MemoryConf
+from edgeai_repro.deepfusion.device_llm import IGNORE
 
 ADAMW_STATE_BYTES = 8       # two fp32 moments per trainable parameter
 LORA_PARAM_BYTES = 4        # peft keeps adapters in fp32
@@ -31,74 +54,176 @@ def lora_wrap(model: nn.Module, r: int) -> nn.Module:
     return get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", lora_dropout=0.0))
 
 
-def _linear_weights(model: nn.Module) -> int:
-    """Parameters of the block linear layers, the ones QLoRA stores in NF4 (not embeddings, norms, head)."""
+def _block_linears(model: nn.Module) -> list[nn.Module]:
+    """The block linear layers, the ones bitsandbytes stores in NF4 (not embeddings, norms, head)."""
     from transformers.pytorch_utils import Conv1D
 
     head = model.get_output_embeddings()
-    return sum(m.weight.numel() for m in model.modules()
-               if isinstance(m, (nn.Linear, Conv1D)) and m is not head)
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, Conv1D)) and m is not head]
 
 
-def saved_activation_bytes(model: nn.Module, batch: int, seq_len: int, attention: str = "eager",
-                           bf16_as: torch.dtype = torch.bfloat16) -> int:
-    """Bytes autograd keeps for backward in one forward pass with labels, deduplicated by storage.
+def _linear_weights(model: nn.Module) -> int:
+    """Weights QLoRA stores in NF4: the block linear layers and an MoE's experts (fused
+    (experts, out, in) tensors in transformers; per-expert linear layers when QLoRA was written)."""
+    from edgeai_repro.deepfusion.moe import is_expert
 
-    The model runs eager attention; with attention="flash" each saved (batch, heads, seq, seq)
-    probability matrix is replaced by what a fused kernel keeps instead: one fp32 log-sum-exp per
-    query and head. `bf16_as` counts bf16 tensors at another dtype's size: MoE layers run on the
-    meta device only in bf16 (their grouped kernel), so an fp32 MoE is counted from a bf16 pass.
-    """
+    experts = sum(p.numel() for name, p in model.named_parameters() if is_expert(name))
+    return sum(m.weight.numel() for m in _block_linears(model)) + experts
+
+
+def kbit_code_path(model: nn.Module, compute: torch.dtype) -> nn.Module:
+    """QLoRA's numerics without bitsandbytes: every parameter it leaves unquantised in fp32 (as
+    prepare_model_for_kbit_training casts them) and each block linear layer computing in `compute`
+    and returning its input's dtype (as bnb's Linear4bit does). Weights stay in `compute` here: the
+    NF4 storage is counted analytically."""
+    linears = _block_linears(model)
+    quantised = {id(m.weight) for m in linears}
+    for p in model.parameters():
+        if id(p) not in quantised:
+            p.data = p.data.float()
+    for m in linears:
+        m.weight.data = m.weight.data.to(compute)
+        if getattr(m, "bias", None) is not None:
+            m.bias.data = m.bias.data.to(compute)
+        m.register_forward_pre_hook(lambda mod, args: (mod.__dict__.__setitem__("_in", args[0].dtype),
+                                                       (args[0].to(compute), *args[1:]))[1])
+        m.register_forward_hook(lambda mod, args, out: out.to(mod.__dict__.pop("_in")))
+    return model
+
+
+def training_loss(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, path: str = "full",
+                  chunk: int = 1024, answer_len: int = 64) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled positions, by one of three code paths
+    (module doc); all three give the same value, they differ in what they keep in memory.
+    answer_only reads the answer as the last `answer_len` positions of each row (answer_labels), a
+    fixed slice, so the same code runs on the meta device."""
+    mask = torch.ones_like(ids)
+    if path == "full":
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = base.base_model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+    target = labels[:, 1:]
+    head = base.get_output_embeddings()
+    if path == "answer_only":
+        h, y = hidden[:, -answer_len:], target[:, -answer_len:]
+        return nn.functional.cross_entropy(head(h).float().transpose(1, 2), y, ignore_index=IGNORE)
+    if path != "chunked":
+        raise ConfigError(f"deepfusion.memory.loss={path!r} is unknown; use one of: {', '.join(LOSS_PATHS)}.")
+    from torch.utils.checkpoint import checkpoint
+
+    def part(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(head(h).float(), y, ignore_index=IGNORE, reduction="sum")
+
+    h, y = hidden.reshape(-1, hidden.shape[-1]), target.reshape(-1)
+    total = sum(checkpoint(part, h[i:i + chunk], y[i:i + chunk], use_reentrant=False) for i in range(0, len(y), chunk))
+    return total / (y != IGNORE).sum().clamp_min(1)
+
+
+def answer_labels(ids: torch.Tensor, answer_len: int) -> torch.Tensor:
+    """Labels with the last `answer_len` positions of each row scored (the answer) and the prompt not."""
+    labels = ids.clone()
+    labels[:, : max(0, ids.shape[1] - answer_len)] = IGNORE
+    return labels
+
+
+def step_peak(model: nn.Module, batch: int, seq_len: int, attention: str = "eager",
+              bf16_as: torch.dtype = torch.bfloat16, loss: str = "full", chunk: int = 1024,
+              answer_len: int = 64) -> dict[str, int]:
+    """Peak bytes one training step (forward, loss, backward; not the optimizer) allocates, and the
+    bytes still live when the forward pass ends (saved activations and the loss), on the model's
+    device -- the meta device for the model, a real one for the measurement."""
     scale = torch.empty(0, dtype=bf16_as).element_size() / 2
-    if attention not in {"eager", "flash"}:
-        raise ConfigError(f"deepfusion.memory.attention={attention!r} is unknown; use eager or flash.")
-    saved: dict[int, int] = {}
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        size = storage.nbytes() if t.device.type != "meta" else t.numel() * t.element_size()
+    def size(t: torch.Tensor) -> int:
+        n = t.untyped_storage().nbytes() if t.device.type != "meta" else t.numel() * t.element_size()
         if t.dtype == torch.bfloat16:
-            size = int(size * scale)
+            n = int(n * scale)
         if attention == "flash" and t.dim() >= 3 and tuple(t.shape[-2:]) == (seq_len, seq_len):
-            size = t.numel() // seq_len * 4  # views of one matrix share a storage: same size each time
-        saved[storage._cdata] = size
-        return t
+            n = t.numel() // seq_len * 4
+        return n
 
     device = next(model.parameters()).device
-    ids = torch.zeros(batch, seq_len, dtype=torch.long, device=device)
-    params = {p.untyped_storage()._cdata for p in model.parameters()}
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids, labels=ids)
-    return sum(b for k, b in saved.items() if k not in params)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 2, (batch, seq_len), generator=g).to(device)
+    labels = answer_labels(ids, answer_len) if loss == "answer_only" else ids
+    tracker = _PeakTracker(size)
+    with tracker.mode:
+        value = training_loss(model, ids, labels, loss, chunk, answer_len)
+        forward = tracker.live
+        value.backward()
+    return {"peak": tracker.peak, "forward": forward}
+
+
+def attention_kernel(config, attention: str) -> str:
+    """auto: the fused kernel where the family's transformers class has SDPA, else eager."""
+    if attention != "auto":
+        return attention
+    import transformers
+
+    cls = transformers.AutoModelForCausalLM._model_mapping[type(config)]
+    return "flash" if getattr(cls, "_supports_sdpa", False) else "eager"
+
+
+def code_path(setup: MemoryConf) -> tuple[bool, bool]:
+    """(gradient checkpointing, k-bit upcasts) as the mode's code path does them unless set."""
+    qlora = setup.mode == "qlora"
+    ckpt = qlora if setup.gradient_checkpointing is None else bool(setup.gradient_checkpointing)
+    upcast = qlora if setup.kbit_upcast is None else bool(setup.kbit_upcast) and qlora
+    return ckpt, upcast
+
+
+def _prepared(config, setup: MemoryConf, dtype: torch.dtype, meta: bool) -> nn.Module:
+    """The model as the training step sees it: built, k-bit prepared, LoRA-wrapped, checkpointed."""
+    moe = bool(getattr(config, "num_experts", None))
+    ckpt, upcast = code_path(setup)
+    model = catalog.meta_model(config, dtype=torch.bfloat16 if moe else dtype) if meta else catalog.real_model(config, dtype)
+    if upcast and not moe:   # an MoE's grouped kernel runs only in bf16 on meta: its activations stay bf16
+        kbit_code_path(model, dtype)
+    if setup.mode != "full":
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model = lora_wrap(model, setup.lora_r)
+    if ckpt:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+        model.enable_input_require_grads()   # what peft does for a re-entrant checkpoint over frozen embeddings
+    return model
 
 
 def estimate(config, setup: MemoryConf) -> dict[str, float]:
     """Predicted peak training memory in bytes, by component, for a transformers config."""
     if setup.mode not in MODES:
         raise ConfigError(f"training mode {setup.mode!r} is unknown; use one of: {', '.join(MODES)}.")
-    if setup.gradient_checkpointing:
-        raise ConfigError("deepfusion.memory.gradient_checkpointing=true is not modelled yet; set it to false.")
+    if setup.loss not in LOSS_PATHS:
+        raise ConfigError(f"deepfusion.memory.loss={setup.loss!r} is unknown; use one of: {', '.join(LOSS_PATHS)}.")
     dtype = dtype_of(setup.dtype, "deepfusion.memory.dtype")
     elem = torch.empty(0, dtype=dtype).element_size()
-    moe = bool(getattr(config, "num_experts", None))
-    model = catalog.meta_model(config, dtype=torch.bfloat16 if moe else dtype)
-    params = catalog.parameter_count(model)
+    ckpt, upcast = code_path(setup)
+    base = catalog.meta_model(config, dtype=torch.bfloat16)
+    params = catalog.parameter_count(base)
+    linear = _linear_weights(base)
+    biggest = max((m.weight.numel() for m in _block_linears(base)), default=0)
     if setup.mode == "full":
         trainable, weights = params, params * elem
-        grads, optim = params * elem, params * ADAMW_STATE_BYTES
+        optim = params * ADAMW_STATE_BYTES
     else:
-        linear = _linear_weights(model)
-        weights = (linear * NF4_BYTES + (params - linear) * elem) if setup.mode == "qlora" else params * elem
-        model = lora_wrap(model, setup.lora_r)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        rest = (params - linear) * (4 if upcast else elem)
+        weights = (linear * NF4_BYTES if setup.mode == "qlora" else linear * elem) + rest
+        trainable = sum(p.numel() for p in lora_wrap(base, setup.lora_r).parameters() if p.requires_grad)
         weights += trainable * LORA_PARAM_BYTES
-        grads, optim = trainable * LORA_PARAM_BYTES, trainable * ADAMW_STATE_BYTES
-    activations = saved_activation_bytes(model, setup.batch, setup.seq_len, setup.attention, bf16_as=dtype)
-    # The loss upcasts the logits to fp32; their gradient of the same size exists at the backward's start.
-    transient = 2 * setup.batch * setup.seq_len * config.vocab_size * 4
-    total = weights + grads + optim + activations + transient
-    return {"weights": weights, "gradients": grads, "optimizer": optim, "activations": activations,
-            "transient": transient, "total": total, "params": params, "trainable": trainable}
+        optim = trainable * ADAMW_STATE_BYTES
+    attention = attention_kernel(config, setup.attention)
+    model = _prepared(config, setup, dtype, meta=True)
+    model.train()
+    step = step_peak(model, setup.batch, setup.seq_len, attention, bf16_as=dtype, loss=setup.loss,
+                     chunk=setup.loss_chunk, answer_len=setup.answer_len)
+    # NF4 layers compute from a bf16 copy of their weight, made per call and dropped after it.
+    dequant = biggest * 2 if setup.mode == "qlora" else 0
+    overhead = setup.overhead_gb * GB
+    total = weights + optim + step["peak"] + dequant + overhead
+    return {"weights": weights, "optimizer": optim, "activations": step["forward"],
+            "backward": step["peak"] - step["forward"] + dequant, "overhead": overhead, "total": total,
+            "params": params, "trainable": trainable, "attention": attention, "gradient_checkpointing": ckpt,
+            "kbit_upcast": upcast}
 
 
 class _PeakTracker:
@@ -109,13 +234,14 @@ class _PeakTracker:
     with frozen parameters, which LoRA has.)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, size=None) -> None:
         from torch.utils._python_dispatch import TorchDispatchMode
         from torch.utils.weak import WeakIdKeyDictionary
 
         tracker = self
         self.live = 0
         self.peak = 0
+        self._size = size
         self._seen = WeakIdKeyDictionary()
         self._refs: list = []
 
@@ -124,17 +250,18 @@ class _PeakTracker:
                 out = func(*args, **(kwargs or {}))
                 for t in torch.utils._pytree.tree_leaves(out):
                     if isinstance(t, torch.Tensor):
-                        tracker._add(t.untyped_storage())
+                        tracker._add(t)
                 return out
 
         self.mode = Mode()
 
-    def _add(self, storage: torch.UntypedStorage) -> None:
+    def _add(self, t: torch.Tensor) -> None:
         import weakref
 
+        storage = t.untyped_storage()
         if storage in self._seen:
             return
-        size = storage.nbytes()
+        size = self._size(t) if self._size else storage.nbytes()
         self._seen[storage] = size
         self.live += size
         self.peak = max(self.peak, self.live)
@@ -151,20 +278,23 @@ def _state_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, int
     return sum(weights.values()), sum(states.values())
 
 
-def measure_peak(model: nn.Module, setup: MemoryConf, vocab_size: int, seed: int = 0) -> dict[str, float]:
-    """Measured peak bytes of one AdamW training step, after a warm-up step has created the
-    optimizer states: weights and optimizer states (resident) plus the peak of everything the
-    step allocates (activations, gradients, temporaries), seen storage by storage."""
-    if setup.mode == "qlora":
-        raise ConfigError("QLoRA needs bitsandbytes on a GPU; measure at tiny scale with mode full or lora.")
-    if setup.mode == "lora":
-        model = lora_wrap(model, setup.lora_r)
+def measure_peak(config, setup: MemoryConf, seed: int = 0) -> dict[str, float]:
+    """Measured peak bytes of one AdamW training step on a real (tiny) model built as the step
+    sees it (_prepared: QLoRA's code path with bf16 in place of NF4 weights, since bitsandbytes
+    needs a GPU), after a warm-up step has created the optimizer states: weights and optimizer
+    states (resident) plus the peak of everything the step allocates (activations, gradients,
+    temporaries), seen storage by storage."""
+    dtype = dtype_of(setup.dtype, "deepfusion.memory.dtype")
+    torch.manual_seed(seed)
+    model = _prepared(config, setup, dtype, meta=False)
+    model.train()
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab_size, (setup.batch, setup.seq_len), generator=g)
+    ids = torch.randint(0, config.vocab_size, (setup.batch, setup.seq_len), generator=g)
+    labels = answer_labels(ids, setup.answer_len) if setup.loss == "answer_only" else ids
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step() -> None:
-        model(input_ids=ids, labels=ids).loss.backward()
+        training_loss(model, ids, labels, setup.loss, setup.loss_chunk, setup.answer_len).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 

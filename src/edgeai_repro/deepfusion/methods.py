@@ -5,29 +5,39 @@
   ofa_kd      - the same pipeline with OFA-KD's feature-to-logit distillation instead of VAA;
   fedmkt      - the global MoE distils the devices' final logits on the public data (the paper's
                 "FedKMT"), token-aligned, picking per sample the device with the lowest answer loss;
-  fedjets     - federated MoE: per round each device trains a local MoE pruned to a few experts on
-                its own data; the server averages each expert over the devices that trained it;
+  fedjets     - federated MoE: per round a sample of the devices each trains a local MoE (the
+                shared "anchor" expert plus the routed experts its data routes to most) on its own
+                data; the server averages each expert over the devices that trained it;
+  server_only - the global MoE trained on the public data alone, no devices (the floor a
+                knowledge-transfer claim must beat);
   centralized - the MoE trained on the pooled device data (the upper bound; DeepSpeed-MoE in the paper).
 
 Every method starts from the same global MoE initialisation (the stand-in for the pretrained
-checkpoint) and ends with the same architecture: K routed experts.
+checkpoint) and ends with the same architecture: K routed experts. The server-side learners
+(fedmkt, server_only) take as many optimizer steps as DeepFusion's server (`Server.budget`); OFA-KD
+runs DeepFusion's pipeline and so has its budget by construction.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Optional
 
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.core.trainer import Trainers
-from edgeai_repro.deepfusion import align, catalog, comm, moe, on_device, phase1
-from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, loader
+from edgeai_repro.deepfusion import align, catalog, comm, data, moe, on_device, phase1
+from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, evaluate, loader
 from edgeai_repro.deepfusion import config as dfc
 from edgeai_repro.deepfusion.config import KDConf
 from edgeai_repro.deepfusion.distill import Distiller, KDDataset, add_teacher, kd_loader
@@ -53,9 +63,32 @@ class Server:
         return KDConf(**{**OmegaConf.to_container(self.c.kd, resolve=True), "max_len": self.c.data.max_len})
 
     def init_moe(self) -> nn.Module:
-        """The global MoE's starting point: one seeded initialisation shared by every method."""
+        """The global MoE's starting point, shared by every method: the pretrained checkpoint's
+        stand-in. At scale=tiny a seeded initialisation trained for `pretrain.steps` on the server's
+        public data (it learns the language and the answer format, and, with hidden public
+        answers, no fact), stored once per (model, public data, seed) and loaded by every method.
+        A random start would not stand in for a pretrained one: K students trained apart from it
+        drift so far that averaging their shared weights (the merge) undoes them."""
         torch.manual_seed(derive_seed("moe-init", self.c.device.init_seed) % 2**62)
-        return catalog.real_model(self.moe_config)
+        model = catalog.real_model(self.moe_config)
+        steps = int(self.c.pretrain.steps)
+        if not steps:
+            return model
+        blob = {"config": self.moe_config.to_dict(), "public": [data.text_of(r) for r in self.corpus.public],
+                "pretrain": OmegaConf.to_container(self.c.pretrain, resolve=True), "tune": self.c.tune.aux_loss,
+                "batch": self.kd.batch_size, "max_len": self.c.data.max_len, "init_seed": self.c.device.init_seed,
+                "seed": self.seed, "version": 1}
+        key = hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        path = self.cache / "inits" / f"{key}.safetensors"
+        if path.exists():
+            model.load_state_dict(load_file(str(path)))
+            return model
+        tune(self, model, steps, self.corpus.public, freeze=False, label="pretrain", lr=self.c.pretrain.lr, out=Fused())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_suffix(f".tmp-{os.getpid()}")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(staging))
+        staging.replace(path)   # atomic: cells running side by side never read half a file
+        return model
 
     def base_model(self, init: nn.Module, expert: int) -> nn.Module:
         """M_i initialised from the global MoE's init: its shared parts and its expert `expert`."""
@@ -66,6 +99,13 @@ class Server:
             state[name] = src[expert:expert + 1] if moe.is_expert(name) else (value if moe.is_router(name) else src)
         base.load_state_dict(state)
         return base
+
+    @property
+    def budget(self) -> int:
+        """Server optimizer steps of a learning baseline: the method's `steps`, or DeepFusion's own
+        (K domains x kd.steps of distillation + tune.steps of Phase III)."""
+        steps = self.c.method.get("steps")
+        return int(steps) if steps else self.moe_config.num_experts * self.c.kd.steps + self.c.tune.steps
 
     def heldout(self, n: int = 64):
         return loader(QADataset(self.corpus.test[:n], self.moe_tok, self.c.data.max_len), 32, 0, False)
@@ -154,38 +194,56 @@ def ofa_kd(s: Server) -> Fused:
 
 
 def fedmkt(s: Server) -> Fused:
-    kd = replace(s.kd, kd="none", steps=s.kd.steps + s.c.tune.steps)
+    """Devices send their top-k next-token distributions on the public data (FedMKT's exchange;
+    the server computes them here from the uploads, which gives the same numbers); the global MoE
+    distils them, per sample from the device with the lowest answer loss. Traffic: what is sent,
+    an fp16 probability and an int32 token id per kept entry (the reverse, server-to-device
+    direction of FedMKT's mutual transfer is not run, so not counted)."""
+    kd = replace(s.kd, kd="none", steps=s.budget)
     ds = KDDataset(s.corpus.public, s.moe_tok, kd.max_len)
+    sent = 0
     for d in s.devices:
         teacher = phase1.proxy(s.c, d.model_type, [d.upload()])
         tok = on_device.tokenizer_for(s.c, d.model_type, s.corpus, s.cache)
         add_teacher(ds, s.corpus.public, teacher, tok, s.moe_tok, kd, align.vocab_map(tok, s.moe_tok, kd.tok_align),
                     with_features=False)
+        sent += sum(item["targets"][-1]["ids"].numel() for item in ds.items) * (2 + 4)
         del teacher
     for item in ds.items:  # FedMKT's selection: the device whose answer loss on this sample is lowest
         item["pick"] = min(range(len(item["targets"])), key=lambda j: item["targets"][j]["ce"])
     model = s.init_moe()
     module = Distiller(model, kd)
     s.fit(module, kd_loader(ds, kd.batch_size, derive_seed("fedmkt", s.seed) % 2**62), kd.steps)
-    return Fused(model, curves=[{"method": "fedmkt", "curve": f"L_{k}", "step": i, "value": h[k]}
-                                for i, h in enumerate(module.history) for k in ("ce", "kl")])
+    return Fused(model, metrics={"comm_gb": sent / comm.GB, "server_steps": float(kd.steps)},
+                 curves=[{"method": "fedmkt", "curve": f"L_{k}", "step": i, "value": h[k]}
+                         for i, h in enumerate(module.history) for k in ("ce", "kl")])
 
 
 def fedjets(s: Server) -> Fused:
-    """Rounds of: each device trains a local MoE pruned to `local_experts` experts (those its data
-    routes to most under the current router) on its private data; the server averages every
-    parameter over the devices that hold it, weighted by their data sizes."""
+    """FedJETS (Dun et al. 2023) as we read it: in each round a seeded sample of the devices
+    (`participation`) each downloads a local MoE holding the anchor expert every token uses (the
+    MoE's shared expert: trained by every participant, so it is averaged over all of them) and
+    the `local_experts` routed experts its data routes to most under the current gate, trains it
+    for `local_epochs` passes over its own data, and uploads it; the server averages every
+    parameter over the devices that hold it, weighted by their data sizes (FedAvg)."""
+    f = s.c.fedjets
     global_model = s.init_moe()
-    keep = comm.pruned_moe_config(s.moe_config, s.c.fedjets.local_experts).num_experts
-    for rnd in range(s.c.fedjets.rounds):
+    keep = comm.pruned_moe_config(s.moe_config, f.local_experts).num_experts
+    per_round = max(1, round(f.participation * len(s.devices)))
+    test = s.heldout()
+    curve = [{"method": "fedjets", "curve": "held-out log-ppl by round", "step": 0,
+              "value": evaluate(global_model, test)["log_ppl"]}]
+    for rnd in range(f.rounds):
+        rng = torch.Generator().manual_seed(derive_seed("fedjets-sample", rnd, s.seed) % 2**62)
+        chosen_devices = [s.devices[i] for i in sorted(torch.randperm(len(s.devices), generator=rng)[:per_round].tolist())]
         sums: dict[str, torch.Tensor] = {}
         weights: dict[str, torch.Tensor] = {}
-        for d in s.devices:
+        for d in chosen_devices:
             records = [s.corpus.train[i] for i in d.indices]
             ds = QADataset(records, s.moe_tok, s.c.data.max_len)
             chosen = _top_experts(global_model, ds, keep)
             local = _prune(global_model, s.moe_config, chosen)
-            steps = _steps(s.c.device.epochs, len(records), s.c.device.batch_size)
+            steps = _steps(f.local_epochs, len(records), s.c.device.batch_size)
             module = DeviceLLM(local, FinetuneConf(mode="full", lr=s.c.device.lr, steps=steps))
             s.fit(module, loader(ds, s.c.device.batch_size, derive_seed("fedjets", rnd, d.index, s.seed) % 2**62, True),
                   steps)
@@ -198,7 +256,9 @@ def fedjets(s: Server) -> Fused:
                 upd = torch.where((w > 0).reshape(-1, *([1] * (total.dim() - 1))), upd, state[name])
             state[name] = upd.to(state[name].dtype)
         global_model.load_state_dict(state)
-    return Fused(global_model)
+        curve.append({"method": "fedjets", "curve": "held-out log-ppl by round", "step": rnd + 1,
+                      "value": evaluate(global_model, test)["log_ppl"]})
+    return Fused(global_model, metrics={"rounds": float(f.rounds)}, curves=curve)
 
 
 @torch.no_grad()
@@ -244,6 +304,15 @@ def centralized(s: Server) -> Fused:
     return out
 
 
+def server_only(s: Server) -> Fused:
+    """The global MoE trained on the server's public data alone, for DeepFusion's step budget:
+    what the server knows without any device (the floor for "knowledge reached it from the devices")."""
+    out = Fused(metrics={"server_steps": float(s.budget)})
+    out.model = tune(s, s.init_moe(), s.budget, s.corpus.public, freeze=False, label="server_only", lr=s.c.kd.lr,
+                     out=out)
+    return out
+
+
 @dataclass
 class Method:
     """A server-side method, instantiated from its config option (conf/deepfusion/method/<name>.yaml,
@@ -251,9 +320,10 @@ class Method:
     module's functions (`run`); a new method is one YAML and one subclass overriding __call__."""
 
     name: str = "deepfusion"
-    run: str = "deepfusion"      # deepfusion | ofa_kd | fedmkt | fedjets | centralized (a function of this module)
-    needs_devices: bool = True   # False: the method never sees the devices (the centralised bound)
-    traffic: str = "uploads"     # uploads (models + embeddings) | models (no embedding) | fedjets | none
+    run: str = "deepfusion"      # deepfusion | ofa_kd | fedmkt | fedjets | server_only | centralized (a function here)
+    needs_devices: bool = True   # False: the method never sees the devices (centralised bound, server-only floor)
+    traffic: str = "uploads"     # uploads (models + embeddings) | models (no embedding) | fedjets | logits | none
+    steps: Optional[int] = None  # fedmkt, server_only: server optimizer steps; None = DeepFusion's (Server.budget)
 
     def __call__(self, s: Server) -> Fused:
         return RUNS[self.run](s)

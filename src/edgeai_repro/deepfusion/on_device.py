@@ -40,22 +40,35 @@ class Corpus:
 
 
 def load_corpus(c: DictConfig, seed: int) -> Corpus:
-    """Device pool, test set and the server's public data: disjoint, fixed by the data seed."""
+    """Device pool, test set and the server's public data: disjoint, fixed by the data seed.
+
+    data.public_answers=hidden: the public records ask the same kinds of questions about the same
+    entities but their answers carry no fact (synthetic: drawn independently of the entity; real
+    data: data.hide_answers), so whatever the global model knows of the test facts it learnt from
+    the devices. `given`: the public records keep their answers (the paper's setting)."""
     d, domain = c.data, dfc.case(c).domain
     sizes = (d.train_samples, d.test_samples, d.public_samples)
+    hidden = d.public_answers == "hidden"
+    drawn = d.source == "synthetic" and hidden   # public records generated apart, with no fact in them
+    need = sum(sizes) - (sizes[2] if drawn else 0)
     if d.source == "synthetic":
-        pool = data.synthetic(domain, sum(sizes), d.subdomains, seed=seed)
+        pool = data.synthetic(domain, need, d.subdomains, seed=seed)
     elif d.source == "local":
         pool = data.load_local(d.path, domain)
     else:
         pool = data.load_hub(dfc.case(c).hub_dataset, domain)
-    if len(pool) < sum(sizes):
+    if len(pool) < need:
         raise ConfigError(f"the {d.source} data holds {len(pool)} records but train, test and public samples need "
-                          f"{sum(sizes)}; lower deepfusion.data.train_samples/test_samples/public_samples.")
+                          f"{need}; lower deepfusion.data.train_samples/test_samples/public_samples.")
     order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(derive_seed("split", seed) % 2**62))
     pool = [pool[i] for i in order.tolist()]
     a, b = sizes[0], sizes[0] + sizes[1]
-    return Corpus(pool[:a], pool[a:b], pool[b:b + sizes[2]])
+    if drawn:
+        public = data.synthetic(domain, sizes[2], d.subdomains, seed=derive_seed("public", seed), random_answers=True)
+    else:
+        public = pool[b:b + sizes[2]]
+        public = data.hide_answers(public, seed) if hidden else public
+    return Corpus(pool[:a], pool[a:b], public)
 
 
 def tokenizer_for(c: DictConfig, model_type: str, corpus: Corpus, cache: Path):

@@ -2,9 +2,11 @@
 from edgeai_repro.core.tasks import Task, register
 from edgeai_repro.deepfusion import config  # noqa: F401  (its schema must be in Hydra's ConfigStore before composing)
 
-for _name, _validate, _method in (("comm", "validate_common", None), ("memory", "validate_memory", None),
-                                  ("phase1", "validate_pipeline", None),
-                                  ("fusion", "validate_fusion", "deepfusion.method.name")):
+# version 2 of memory: the loss path, gradient checkpointing, per-family attention and k-bit upcasts;
+# version 2 of fusion: fair baselines (FedJETS rounds, FedMKT's budget and traffic, OFA-KD's projector).
+for _name, _validate, _method, _version in (("comm", "validate_common", None, 1), ("memory", "validate_memory", None, 2),
+                                            ("phase1", "validate_pipeline", None, 1),
+                                            ("fusion", "validate_fusion", "deepfusion.method.name", 2)):
     register(Task(name=f"deepfusion_{_name}", paper="deepfusion", section="deepfusion",
                   run_target=f"edgeai_repro.deepfusion.tasks:run_{_name}",
-                  validate_target=f"edgeai_repro.deepfusion.config:{_validate}", method_key=_method))
+                  validate_target=f"edgeai_repro.deepfusion.config:{_validate}", method_key=_method, version=_version))

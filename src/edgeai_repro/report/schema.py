@@ -56,6 +56,7 @@ class ReportSpec:
     curve_figures: list[CurveFigureSpec] = field(default_factory=list)
     improvement: Optional[ImprovementSpec] = None
     claims: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)   # printed under the command in table.md (what the data holds, ...)
 
 
 FIGURE_KINDS = ("line", "bar", "bar_mean", "bar_x")

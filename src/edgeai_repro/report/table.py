@@ -134,6 +134,7 @@ def render_markdown(title: str, command: str, agg: pd.DataFrame, spec, gathered:
              f"{len(gathered.missing)} missing). Each entry is mean ± std over {seeds} seeds; "
              "— marks a method not run at that point (failed cells are listed below).", "",
              paper_note, ""]
+    parts += [line for note in spec.get("notes") or [] for line in (note, "")]
     for metric in spec["metrics"]:
         if (agg["metric"] == metric).any():
             parts += [f"## {metric}", "", metric_table(agg, metric, spec.get("x_label") or "x",
