@@ -139,26 +139,67 @@ def test_the_fitted_preset_reproduces_every_fedjets_bar_within_two_percent(compo
 
 # ------------------------------------------------------------------ memory model
 
-@pytest.mark.parametrize("name,mode", [("gpt2", "full"), ("tinyllama", "full"), ("tinyllama", "lora"),
-                                       ("qwen_moe", "full")])
-def test_memory_model_is_within_fifteen_percent_of_the_measured_peak(name: str, mode: str) -> None:
-    cfg = tiny_config(name, vocab=256)
-    setup = MemoryConf(mode=mode, batch=4, seq_len=48, dtype="fp32", lora_r=4, attention="eager")
-    predicted = memory.estimate(cfg, setup)["total"]
+MEMORY_OPTIONS = [
+    ("gpt2", 256, dict(mode="full")),
+    ("tinyllama", 256, dict(mode="lora")),
+    ("qwen_moe", 256, dict(mode="full", dtype="bf16")),
+    ("tinyllama", 4096, dict(mode="lora")),                                        # logits dominate: loss paths
+    ("tinyllama", 4096, dict(mode="lora", loss="answer_only", answer_len=8)),
+    ("gpt2", 4096, dict(mode="lora", loss="chunked", loss_chunk=32)),
+    ("bloom", 256, dict(mode="lora", gradient_checkpointing=True)),
+    ("tinyllama", 256, dict(mode="qlora", dtype="bf16")),                          # k-bit path: checkpointing,
+    ("bloom", 256, dict(mode="qlora", dtype="bf16", attention="auto")),            # fp32 upcasts, bf16 layers
+    ("qwen_moe", 256, dict(mode="qlora", dtype="bf16")),
+]
+
+
+@pytest.mark.parametrize("name,vocab,options", MEMORY_OPTIONS)
+def test_memory_model_is_within_fifteen_percent_of_the_measured_peak(name: str, vocab: int, options: dict) -> None:
+    """Every option of the memory model against one real training step on a tiny model. QLoRA is
+    measured with bf16 in place of NF4 weights (bitsandbytes needs a GPU): the weights, counted
+    exactly by format, are left out of that comparison."""
+    cfg = tiny_config(name, vocab=vocab)
+    setup = MemoryConf(**{"batch": 4, "seq_len": 48, "dtype": "fp32", "lora_r": 4, "attention": "eager", **options})
+    predicted = memory.estimate(cfg, setup)
+    measured = memory.measure_peak(cfg, setup)
+    drop = setup.mode == "qlora"
+    ratio = (predicted["total"] - drop * predicted["weights"]) / (measured["total"] - drop * measured["weights"])
+    assert 0.85 < ratio < 1.15, ratio
+
+
+def test_fused_attention_emulation_matches_a_cpu_flash_kernel() -> None:
+    """attention=flash counts each seq x seq tensor as the log-sum-exp a fused kernel keeps; the
+    CPU's own flash kernel (SDPA, long enough sequences, no padding mask) gives the same peak."""
+    import copy
+
+    cfg = catalog.build_config(archs.packaged("tinyllama"), dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4),
+        vocab_size=256)
+    setup = MemoryConf(batch=4, seq_len=256, lora_r=4, mode="lora", dtype="fp32", attention="flash")
+    sdpa = copy.deepcopy(cfg)
+    sdpa._attn_implementation = "sdpa"
     torch.manual_seed(0)
-    measured = memory.measure_peak(catalog.real_model(cfg), setup, 256)["total"]
-    assert 0.85 < predicted / measured < 1.15
+    model = memory._prepared(sdpa, setup, torch.float32, meta=False)
+    step = memory.step_peak(model.train(), 4, 256, "eager")
+    ratio = memory.estimate(cfg, setup)["total"] / (step["weights"] + step["optimizer"] + step["peak"])
+    assert 0.85 < ratio < 1.15, ratio
 
 
-def test_memory_model_orders_the_paper_settings() -> None:
+def test_memory_model_follows_the_code_path() -> None:
     cfg = catalog.build_config(archs.packaged("gpt2"))
     qlora = memory.estimate(cfg, MemoryConf(mode="qlora"))
     full = memory.estimate(cfg, MemoryConf(mode="full"))
     assert qlora["weights"] < full["weights"] and qlora["optimizer"] < full["optimizer"] / 50
-    eager = memory.estimate(cfg, MemoryConf(mode="qlora", attention="eager"))
-    assert eager["activations"] > qlora["activations"]  # the seq x seq matrices are kept
-    longer = memory.estimate(cfg, MemoryConf(mode="qlora", seq_len=1024))
-    assert longer["activations"] > 1.9 * qlora["activations"]  # linear in length without seq x seq terms
+    assert qlora["gradient_checkpointing"] and qlora["kbit_upcast"] and qlora["attention"] == "flash"
+    plain = memory.estimate(cfg, MemoryConf(mode="qlora", gradient_checkpointing=False))
+    assert plain["activations"] > 2 * qlora["activations"]   # checkpointing keeps only block inputs
+    eager = memory.estimate(cfg, MemoryConf(mode="qlora", attention="eager", gradient_checkpointing=False))
+    assert eager["activations"] > plain["activations"]       # the seq x seq matrices are kept
+    answer = memory.estimate(cfg, MemoryConf(mode="qlora", loss="answer_only"))
+    assert answer["total"] < qlora["total"]                  # the head reads 64 of 512 positions
+    bloom = memory.estimate(catalog.build_config(archs.packaged("bloom")), MemoryConf(mode="qlora"))
+    assert bloom["attention"] == "eager"                     # transformers' BLOOM has no SDPA
+    assert memory.estimate(cfg, MemoryConf(mode="qlora", overhead_gb=0.5))["total"] == qlora["total"] + 0.5e9
 
 
 # ------------------------------------------------------------------ data

@@ -129,9 +129,9 @@ def answer_labels(ids: torch.Tensor, answer_len: int) -> torch.Tensor:
 def step_peak(model: nn.Module, batch: int, seq_len: int, attention: str = "eager",
               bf16_as: torch.dtype = torch.bfloat16, loss: str = "full", chunk: int = 1024,
               answer_len: int = 64) -> dict[str, int]:
-    """Peak bytes one training step (forward, loss, backward; not the optimizer) allocates, and the
-    bytes still live when the forward pass ends (saved activations and the loss), on the model's
-    device -- the meta device for the model, a real one for the measurement."""
+    """Peak bytes one AdamW training step (forward, loss, backward, optimizer step) allocates after
+    a warm-up step, and the bytes still live when the forward pass ends (saved activations and the
+    loss), on the model's device: the meta device for the model."""
     scale = torch.empty(0, dtype=bf16_as).element_size() / 2
 
     def size(t: torch.Tensor) -> int:
@@ -146,12 +146,22 @@ def step_peak(model: nn.Module, batch: int, seq_len: int, attention: str = "eage
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 2, (batch, seq_len), generator=g).to(device)
     labels = answer_labels(ids, answer_len) if loss == "answer_only" else ids
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step(tracker: _PeakTracker | None = None) -> int:
+        value = training_loss(model, ids, labels, loss, chunk, answer_len)
+        forward = tracker.live if tracker else 0
+        value.backward()
+        opt.step()   # its temporaries count (full fine-tuning: the size of the parameters)
+        opt.zero_grad(set_to_none=True)
+        return forward
+
+    step()   # a warm-up step creates the optimizer states, which are counted apart (resident)
+    weights, optim = _state_bytes(model, opt)
     tracker = _PeakTracker(size)
     with tracker.mode:
-        value = training_loss(model, ids, labels, loss, chunk, answer_len)
-        forward = tracker.live
-        value.backward()
-    return {"peak": tracker.peak, "forward": forward}
+        forward = step(tracker)
+    return {"peak": tracker.peak, "forward": forward, "weights": weights, "optimizer": optim}
 
 
 def attention_kernel(config, attention: str) -> str:
@@ -281,27 +291,12 @@ def _state_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, int
 def measure_peak(config, setup: MemoryConf, seed: int = 0) -> dict[str, float]:
     """Measured peak bytes of one AdamW training step on a real (tiny) model built as the step
     sees it (_prepared: QLoRA's code path with bf16 in place of NF4 weights, since bitsandbytes
-    needs a GPU), after a warm-up step has created the optimizer states: weights and optimizer
-    states (resident) plus the peak of everything the step allocates (activations, gradients,
-    temporaries), seen storage by storage."""
-    dtype = dtype_of(setup.dtype, "deepfusion.memory.dtype")
+    needs a GPU): weights and optimizer states (resident) plus the peak of everything the step
+    allocates, seen storage by storage -- the same tracker as the model's, over real tensors."""
     torch.manual_seed(seed)
-    model = _prepared(config, setup, dtype, meta=False)
+    model = _prepared(config, setup, dtype_of(setup.dtype, "deepfusion.memory.dtype"), meta=False)
     model.train()
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, config.vocab_size, (setup.batch, setup.seq_len), generator=g)
-    labels = answer_labels(ids, setup.answer_len) if setup.loss == "answer_only" else ids
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-    def step() -> None:
-        training_loss(model, ids, labels, setup.loss, setup.loss_chunk, setup.answer_len).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    step()
-    weights, optim = _state_bytes(model, opt)
-    tracker = _PeakTracker()
-    with tracker.mode:
-        step()
-    return {"weights": weights, "optimizer": optim, "step_peak": tracker.peak,
-            "total": weights + optim + tracker.peak}
+    step = step_peak(model, setup.batch, setup.seq_len, "eager", loss=setup.loss, chunk=setup.loss_chunk,
+                     answer_len=setup.answer_len)
+    return {"weights": step["weights"], "optimizer": step["optimizer"], "step_peak": step["peak"],
+            "total": step["weights"] + step["optimizer"] + step["peak"]}

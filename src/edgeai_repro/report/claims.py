@@ -257,10 +257,13 @@ def near(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str, method: s
 
 @check(magnitude=True)
 def ratio_range(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str, numerator: str, low: float,
-                high: float, tol: float) -> Verdict:
+                high: float, tol: float, methods: list[str] | None = None) -> Verdict:
     """Held when `numerator`'s value over each other point's spans the paper's [low, high] range,
-    each end within a relative `tol` (for claims such as "3.3x to 9.3x more memory")."""
+    each end within a relative `tol` (for claims such as "3.3x to 9.3x more memory"). `methods`
+    keeps only those rows (one setting of several in the table)."""
     sel = agg[agg["metric"] == metric]
+    if methods:
+        sel = sel[sel["method"].isin(methods)]
     by_x = sel.groupby(sel["x"].astype(str))["mean"].mean()
     if numerator not in by_x.index or len(by_x) < 2:
         return "not_testable", f"no {metric} for {numerator} and at least one other point"
