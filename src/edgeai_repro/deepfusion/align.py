@@ -1,11 +1,15 @@
 """Cross-tokenizer alignment for logit distillation (FedMKT-style; the paper does not say how).
 
 Vocabulary: each teacher token maps to the student token with the same surface string, or, with
-mode "med", to the student token at minimum edit distance (FedMKT's MinED). Sequence: teacher and
+mode "med", to the student token at minimum edit distance (FedMKT's MinED), found exactly but fast
+(rapidfuzz, pruned by length) and stored on disk per pair of vocabularies. Sequence: teacher and
 student read the same text, so a student position and a teacher position are aligned when their
 tokens end at the same character: both then predict what follows that character.
 """
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import torch
 
@@ -19,51 +23,121 @@ def surface(tokenizer, token_id: int) -> str:
 
 
 def edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
+    from rapidfuzz.distance import Levenshtein
+
+    return Levenshtein.distance(a, b)
 
 
-_MAPS: dict[tuple[int, int, str], torch.Tensor] = {}
+def nearest(queries: list[str], pool: list[str]) -> list[str]:
+    """For each query, the pool string at minimum edit distance, ties broken by the smaller length
+    difference and then by the lexicographically smaller string. Exact: rapidfuzz's vectorised
+    Levenshtein over the pool grouped by length, searched outward from the query's length and
+    stopped once the length difference alone exceeds the best distance found (an edit distance
+    is never below the length difference)."""
+    import numpy as np
+    from rapidfuzz.distance import Levenshtein
+    from rapidfuzz.process import cdist
+
+    by_len: dict[int, list[str]] = {}
+    for t in sorted(set(pool)):
+        by_len.setdefault(len(t), []).append(t)   # each bucket sorted: argmin takes the smallest string
+    longest = max(by_len)
+    best: dict[str, tuple[int, int, str]] = {}
+    grouped: dict[int, list[str]] = {}
+    for q in dict.fromkeys(queries):
+        grouped.setdefault(len(q), []).append(q)
+    for n, active in grouped.items():
+        delta = 0
+        while active and delta <= max(n, longest):
+            for length in sorted({n - delta, n + delta}):
+                bucket = by_len.get(length)
+                if not bucket:
+                    continue
+                dist = cdist(active, bucket, scorer=Levenshtein.distance, dtype=np.int32, workers=-1)
+                idx = dist.argmin(1)
+                for q, j, d in zip(active, idx.tolist(), dist[np.arange(len(active)), idx].tolist()):
+                    key = (d, delta, bucket[j])
+                    if q not in best or key < best[q]:
+                        best[q] = key
+            delta += 1
+            # a candidate at a larger length difference ties at best on distance and then loses
+            active = [q for q in active if q not in best or best[q][0] > delta]
+    return [best[q][2] for q in queries]
 
 
-def vocab_map(teacher_tok, student_tok, mode: str = "med") -> torch.Tensor:
+def med_map(teacher: list[str], student: list[str]) -> list[int]:
+    """For each teacher surface, the index of a student surface: the same text (its first index),
+    else the one at minimum edit distance (nearest) among the student surfaces that share its first
+    character, or among all of them if none does. Whitespace-only surfaces without an exact match
+    get -1 (the caller decides)."""
+    first: dict[str, int] = {}
+    for i, text in enumerate(student):
+        first.setdefault(text, i)
+    groups: dict[str, list[str]] = {}
+    for text in first:
+        groups.setdefault(text[:1], []).append(text)
+    todo: dict[str, list[str]] = {}
+    for t in dict.fromkeys(teacher):
+        if t not in first and t.strip():
+            todo.setdefault(t[:1], []).append(t)
+    found: dict[str, int] = {}
+    for head, queries in todo.items():
+        found.update((q, first[s]) for q, s in zip(queries, nearest(queries, groups.get(head) or list(first))))
+    return [first.get(t, found.get(t, -1)) for t in teacher]
+
+
+def _fingerprint(tokenizer) -> str:
+    """A tokenizer's identity for the map cache: its vocabulary and special ids, hashed."""
+    import hashlib
+    import json
+
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    blob = json.dumps([type(tokenizer).__name__, vocab, tokenizer.eos_token_id, tokenizer.pad_token_id])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_MAPS: dict[tuple[str, str, str], torch.Tensor] = {}
+
+
+def vocab_map(teacher_tok, student_tok, mode: str = "med", cache: Path | None = None) -> torch.Tensor:
     """Student id for every teacher id (-1: unmapped, only in mode "exact"); computed once per
-    tokenizer pair and process."""
-    key = (id(teacher_tok), id(student_tok), mode)
-    if key not in _MAPS:
-        _MAPS[key] = _vocab_map(teacher_tok, student_tok, mode)
+    pair of vocabularies (keyed by their hashes), kept in memory and, with `cache`, on disk under
+    cache/vocab_maps/ for every later cell and process."""
+    key = (_fingerprint(teacher_tok), _fingerprint(student_tok), mode)
+    if key in _MAPS:
+        return _MAPS[key]
+    path = cache / "vocab_maps" / f"{'-'.join(key)}.pt" if cache is not None else None
+    if path is not None and path.exists():
+        _MAPS[key] = torch.load(path)
+        return _MAPS[key]
+    _MAPS[key] = _vocab_map(teacher_tok, student_tok, mode)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_suffix(f".tmp-{os.getpid()}")
+        torch.save(_MAPS[key], staging)
+        staging.replace(path)   # atomic: cells side by side never read half a file
     return _MAPS[key]
 
 
 def _vocab_map(teacher_tok, student_tok, mode: str) -> torch.Tensor:
     if mode not in MODES:
         raise ValueError(f"tok_align={mode!r}: use one of {MODES}")
-    student = {}
-    for sid in range(len(student_tok)):
-        student.setdefault(surface(student_tok, sid), sid)
-    by_first: dict[str, list[str]] = {}
-    for s in student:
-        by_first.setdefault(s[:1], []).append(s)
-    out = torch.full((len(teacher_tok),), -1, dtype=torch.long)
-    special = {teacher_tok.eos_token_id: student_tok.eos_token_id, teacher_tok.pad_token_id: student_tok.pad_token_id}
-    for tid in range(len(teacher_tok)):
-        text = surface(teacher_tok, tid)
-        if tid in special:  # end of text means end of text, whatever each family spells it
-            out[tid] = special[tid]
-        elif text in student:
-            out[tid] = student[text]
-        elif mode == "med" and text.strip():
-            # Candidates sharing the first character keep the search cheap for real vocabularies.
-            pool = by_first.get(text[:1]) or list(student)
-            best = min(pool, key=lambda s: (edit_distance(text, s), abs(len(s) - len(text)), s))
-            out[tid] = student[best]
-        elif mode == "med":  # a bare word-boundary marker: the student's space, if it has one
-            out[tid] = student.get(" ", student.get(text, -1))
+    student = [surface(student_tok, sid) for sid in range(len(student_tok))]
+    teacher = [surface(teacher_tok, tid) for tid in range(len(teacher_tok))]
+    exact: dict[str, int] = {}
+    for sid, text in enumerate(student):
+        exact.setdefault(text, sid)
+    if mode == "med":
+        out = torch.tensor(med_map(teacher, student), dtype=torch.long)
+        for tid, text in enumerate(teacher):   # a bare word-boundary marker: the student's space, if any
+            if not text.strip() and text not in exact:
+                out[tid] = exact.get(" ", -1)
+    else:
+        out = torch.tensor([exact.get(t, -1) for t in teacher], dtype=torch.long)
+    # end of text means end of text, whatever each family spells it
+    for t, s in ((teacher_tok.eos_token_id, student_tok.eos_token_id), (teacher_tok.pad_token_id, student_tok.pad_token_id)):
+        if t is not None:
+            out[t] = s
     return out
 
 

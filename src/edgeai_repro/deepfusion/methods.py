@@ -137,7 +137,7 @@ def _distill_domains(s: Server, kd: KDConf, label: str, out: Fused) -> list[nn.M
         t = members[0].model_type
         teacher = phase1.proxy(s.c, t, [m.upload() for m in members])
         teacher_tok = on_device.tokenizer_for(s.c, t, s.corpus, s.cache)
-        mapping = align.vocab_map(teacher_tok, s.moe_tok, kd.tok_align)
+        mapping = align.vocab_map(teacher_tok, s.moe_tok, kd.tok_align, cache=s.cache)
         ds = KDDataset(s.corpus.public, s.moe_tok, kd.max_len)
         add_teacher(ds, s.corpus.public, teacher, teacher_tok, s.moe_tok, kd, mapping, with_features=True)
         stages = [teacher.config.hidden_size] * kd.stages
@@ -205,8 +205,8 @@ def fedmkt(s: Server) -> Fused:
     for d in s.devices:
         teacher = phase1.proxy(s.c, d.model_type, [d.upload()])
         tok = on_device.tokenizer_for(s.c, d.model_type, s.corpus, s.cache)
-        add_teacher(ds, s.corpus.public, teacher, tok, s.moe_tok, kd, align.vocab_map(tok, s.moe_tok, kd.tok_align),
-                    with_features=False)
+        mapping = align.vocab_map(tok, s.moe_tok, kd.tok_align, cache=s.cache)
+        add_teacher(ds, s.corpus.public, teacher, tok, s.moe_tok, kd, mapping, with_features=False)
         sent += sum(item["targets"][-1]["ids"].numel() for item in ds.items) * (2 + 4)
         del teacher
     for item in ds.items:  # FedMKT's selection: the device whose answer loss on this sample is lowest
