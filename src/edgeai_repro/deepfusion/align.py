@@ -135,7 +135,9 @@ def _vocab_map(teacher_tok, student_tok, mode: str) -> torch.Tensor:
     else:
         out = torch.tensor([exact.get(t, -1) for t in teacher], dtype=torch.long)
     # end of text means end of text, whatever each family spells it
-    for t, s in ((teacher_tok.eos_token_id, student_tok.eos_token_id), (teacher_tok.pad_token_id, student_tok.pad_token_id)):
+    specials = ((teacher_tok.eos_token_id, student_tok.eos_token_id),
+                (teacher_tok.pad_token_id, student_tok.pad_token_id))
+    for t, s in specials:
         if t is not None:
             out[t] = s
     return out

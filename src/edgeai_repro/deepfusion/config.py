@@ -27,7 +27,8 @@ ATTENTION = ("auto", "flash", "eager")              # attention kernels the memo
 ASSIGNMENTS = ("balanced", "random")                # how devices get their model type (federation)
 KD_MODES = ("vaa", "direct", "ofa", "none")         # Phase II feature paths (distill)
 ALIGN_MODES = ("med", "exact")                      # cross-tokenizer vocabulary maps (align)
-RUNS = ("deepfusion", "ofa_kd", "fedmkt", "fedjets", "server_only", "centralized")  # methods.Method.run: the server-side methods
+# methods.Method.run: the server-side methods
+RUNS = ("deepfusion", "ofa_kd", "fedmkt", "fedjets", "server_only", "centralized")
 
 
 @dataclass

@@ -186,7 +186,10 @@ def _prepared(config, setup: MemoryConf, dtype: torch.dtype, meta: bool) -> nn.M
     """The model as the training step sees it: built, k-bit prepared, LoRA-wrapped, checkpointed."""
     moe = bool(getattr(config, "num_experts", None))
     ckpt, upcast = code_path(setup)
-    model = catalog.meta_model(config, dtype=torch.bfloat16 if moe else dtype) if meta else catalog.real_model(config, dtype)
+    if meta:
+        model = catalog.meta_model(config, dtype=torch.bfloat16 if moe else dtype)
+    else:
+        model = catalog.real_model(config, dtype)
     if upcast and not moe:   # an MoE's grouped kernel runs only in bf16 on meta: its activations stay bf16
         kbit_code_path(model, dtype)
     if setup.mode != "full":
@@ -200,7 +203,9 @@ def _prepared(config, setup: MemoryConf, dtype: torch.dtype, meta: bool) -> nn.M
 
 
 def estimate(config, setup: MemoryConf) -> dict[str, float]:
-    """Predicted peak training memory in bytes, by component, for a transformers config."""
+    """Predicted peak training memory in bytes for a transformers config: resident weights (by
+    format) and optimizer states, plus the peak of one training step run on the meta device
+    (`activations`: live when the forward pass ends; `backward`: the rest of the peak)."""
     if setup.mode not in MODES:
         raise ConfigError(f"training mode {setup.mode!r} is unknown; use one of: {', '.join(MODES)}.")
     if setup.loss not in LOSS_PATHS:
