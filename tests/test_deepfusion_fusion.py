@@ -294,3 +294,108 @@ def test_batched_left_padded_answers_equal_one_at_a_time(toks: dict, family: str
     prompts[1] = prompts[1][:12]  # prompts of different lengths, so the batch is padded
     assert len({len(tok(p)["input_ids"]) for p in prompts}) > 1
     assert generate_answers(model, tok, prompts, 6, 8) == generate_answers(model, tok, prompts, 6, 1)
+
+
+def deepseek_checkpoint(folder: Path) -> dict:
+    """A tiny checkpoint in DeepSeek-MoE's own layout (config.json keys and tensor names of
+    deepseek-ai/deepseek-moe-16b-base): 1 dense layer, then MoE layers of 4 routed experts, top-2,
+    2 shared experts."""
+    from safetensors.torch import save_file
+
+    raw = {"architectures": ["DeepseekForCausalLM"], "model_type": "deepseek", "hidden_size": 32,
+           "intermediate_size": 64, "moe_intermediate_size": 8, "n_routed_experts": 4, "n_shared_experts": 2,
+           "num_experts_per_tok": 2, "first_k_dense_replace": 1, "moe_layer_freq": 1, "norm_topk_prob": False,
+           "scoring_func": "softmax", "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 4,
+           "vocab_size": 120, "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+           "tie_word_embeddings": False, "attention_bias": False}
+    g = torch.Generator().manual_seed(0)
+    r = lambda *shape: torch.randn(*shape, generator=g) * 0.1  # noqa: E731
+    h, inter, moe_inter = 32, 64, 8
+    state = {"model.embed_tokens.weight": r(120, h), "model.norm.weight": 1 + r(h), "lm_head.weight": r(120, h)}
+    for i in range(3):
+        p = f"model.layers.{i}."
+        state.update({p + f"self_attn.{n}.weight": r(h, h) for n in ("q_proj", "k_proj", "v_proj", "o_proj")})
+        state.update({p + "input_layernorm.weight": 1 + r(h), p + "post_attention_layernorm.weight": 1 + r(h)})
+        if i == 0:
+            state.update({p + "mlp.gate_proj.weight": r(inter, h), p + "mlp.up_proj.weight": r(inter, h),
+                          p + "mlp.down_proj.weight": r(h, inter)})
+            continue
+        for j in range(4):
+            e = p + f"mlp.experts.{j}."
+            state.update({e + "gate_proj.weight": r(moe_inter, h), e + "up_proj.weight": r(moe_inter, h),
+                          e + "down_proj.weight": r(h, moe_inter)})
+        state[p + "mlp.gate.weight"] = r(4, h)
+        s = p + "mlp.shared_experts."
+        state.update({s + "gate_proj.weight": r(2 * moe_inter, h), s + "up_proj.weight": r(2 * moe_inter, h),
+                      s + "down_proj.weight": r(h, 2 * moe_inter)})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(__import__("json").dumps(raw))
+    save_file(state, str(folder / "model.safetensors"))
+    return state
+
+
+def test_deepseek_moe_checkpoint_maps_onto_qwen2_moe(tmp_path: Path) -> None:
+    """DeepSeek-MoE's own layout loads into Qwen2-MoE and each MoE block computes DeepSeek's
+    function: softmax router, top-2 without renormalisation, plus the unscaled shared experts."""
+    from edgeai_repro.core.errors import ConfigError
+    from edgeai_repro.deepfusion.checkpoints import load_deepseek_moe
+
+    state = deepseek_checkpoint(tmp_path / "ds")
+    model = load_deepseek_moe(tmp_path / "ds", dtype=torch.float32)
+    assert model.config.mlp_only_layers == [0] and model.config.num_experts == 4
+    x = torch.randn(5, 32, generator=torch.Generator().manual_seed(1))
+    p = "model.layers.1.mlp."
+    mlp = lambda pre, v: torch.nn.functional.linear(  # noqa: E731
+        torch.nn.functional.silu(v @ state[pre + "gate_proj.weight"].T) * (v @ state[pre + "up_proj.weight"].T),
+        state[pre + "down_proj.weight"])
+    scores = torch.softmax(x @ state[p + "gate.weight"].T, -1)
+    weights, chosen = scores.topk(2, -1)
+    expected = mlp(p + "shared_experts.", x)
+    for row in range(5):
+        for w, j in zip(weights[row], chosen[row]):
+            expected[row] += w * mlp(p + f"experts.{int(j)}.", x[row:row + 1])[0]
+    with torch.no_grad():
+        got = model.model.layers[1].mlp(x[None])[0]
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.equal(model.model.layers[0].mlp.up_proj.weight, state["model.layers.0.mlp.up_proj.weight"])
+    ids = torch.tensor([[1, 5, 9]])
+    out = model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=0)
+    assert out.shape == (1, 6)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="config.json lacks"):
+        load_deepseek_moe(tmp_path / "bad")
+
+
+def test_pretrained_checkpoints_load_from_local_folders_and_keep_the_most_used_experts(tmp_path: Path) -> None:
+    """Paper scale's loading path on small checkpoints of the real classes: a Qwen2-MoE and a GPT-2
+    saved with save_pretrained, and a DeepSeek-MoE in its own layout, each from a local folder
+    (paths.checkpoints); the global MoE keeps, per layer, the experts the public data uses most."""
+    from edgeai_repro.core.errors import ConfigError
+    from edgeai_repro.deepfusion.checkpoints import expert_usage, keep_experts, pretrained
+
+    torch.manual_seed(0)
+    qwen = catalog.real_model(moe_config(vocab=100))
+    qwen.save_pretrained(tmp_path / "qwen")
+    gpt2 = catalog.real_model(catalog.build_config(archs.packaged("gpt2"), dict(n_embd=32, n_layer=2, n_head=4),
+                                                   vocab_size=100))
+    gpt2.save_pretrained(tmp_path / "gpt2")
+    deepseek_checkpoint(tmp_path / "ds")
+    loaded = pretrained(archs.packaged("qwen_moe"), str(tmp_path / "qwen"), dtype=torch.float32)
+    assert torch.equal(loaded.model.layers[1].mlp.experts.down_proj, qwen.model.layers[1].mlp.experts.down_proj)
+    assert type(pretrained(archs.packaged("gpt2"), str(tmp_path / "gpt2"))).__name__ == "GPT2LMHeadModel"
+    ds = pretrained(archs.packaged("deepseek_moe"), str(tmp_path / "ds"), dtype=torch.float32)
+    assert type(ds).__name__ == "Qwen2MoeForCausalLM"
+    with pytest.raises(ConfigError, match="paths.checkpoints.gpt2"):
+        pretrained(archs.packaged("gpt2"), str(tmp_path / "missing"))
+
+    batch = {"input_ids": torch.randint(0, 100, (4, 12), generator=torch.Generator().manual_seed(0)),
+             "attention_mask": torch.ones(4, 12, dtype=torch.long)}
+    usage = expert_usage(loaded, [batch])
+    assert set(usage) == {0, 1, 2} and all(u.shape == (4,) for u in usage.values())
+    small = keep_experts(loaded, moe.with_experts(loaded.config, 2), usage)
+    top = usage[1].argsort(descending=True)[:2]
+    assert torch.equal(small.model.layers[1].mlp.experts.gate_up_proj,
+                       loaded.model.layers[1].mlp.experts.gate_up_proj[top])
+    assert torch.equal(small.model.layers[1].mlp.gate.weight, loaded.model.layers[1].mlp.gate.weight[top])
+    assert small(input_ids=batch["input_ids"]).logits.shape == (4, 12, 100)

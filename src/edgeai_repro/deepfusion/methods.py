@@ -36,7 +36,7 @@ from torch import nn
 
 from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.core.trainer import Trainers
-from edgeai_repro.deepfusion import align, catalog, comm, data, moe, on_device, phase1
+from edgeai_repro.deepfusion import align, archs, catalog, comm, data, moe, on_device, phase1
 from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, evaluate, loader
 from edgeai_repro.deepfusion import config as dfc
 from edgeai_repro.deepfusion.config import KDConf
@@ -57,6 +57,7 @@ class Server:
     trainers: Trainers
     moe_config: object            # K experts
     moe_tok: object
+    checkpoints: dict = field(default_factory=dict)   # local checkpoint folders by model (paths.checkpoints)
 
     @property
     def kd(self) -> KDConf:
@@ -69,6 +70,8 @@ class Server:
         answers, no fact), stored once per (model, public data, seed) and loaded by every method.
         A random start would not stand in for a pretrained one: K students trained apart from it
         drift so far that averaging their shared weights (the merge) undoes them."""
+        if self.c.models == "paper":  # pragma: no cover - needs the published weights
+            return self._published_moe()
         torch.manual_seed(derive_seed("moe-init", self.c.device.init_seed) % 2**62)
         model = catalog.real_model(self.moe_config)
         steps = int(self.c.pretrain.steps)
@@ -99,6 +102,17 @@ class Server:
             state[name] = src[expert:expert + 1] if moe.is_expert(name) else (value if moe.is_router(name) else src)
         base.load_state_dict(state)
         return base
+
+    def _published_moe(self) -> nn.Module:
+        """Paper scale: the published MoE (checkpoints.pretrained), keeping in every layer the K
+        experts the public data routes to most, so that DeepFusion's K domains start from them."""
+        from edgeai_repro.deepfusion import checkpoints
+
+        name = dfc.case(self.c).moe
+        full = checkpoints.pretrained(archs.get(self.c, name), self.checkpoints.get(name))
+        ds = QADataset(self.corpus.public[:64], self.moe_tok, self.c.data.max_len)
+        usage = checkpoints.expert_usage(full, list(loader(ds, 16, 0, False)))
+        return checkpoints.keep_experts(full, self.moe_config, usage)
 
     @property
     def budget(self) -> int:

@@ -80,20 +80,21 @@ def tokenizer_for(c: DictConfig, model_type: str, corpus: Corpus, cache: Path):
                                        cache / "tokenizers")
 
 
-def base_model(c: DictConfig, model_type: str, accelerator: str) -> torch.nn.Module:
-    """The checkpoint every device of a type starts from: the hub weights at paper scale, a seeded
+def base_model(c: DictConfig, model_type: str, checkpoints: dict | None = None) -> torch.nn.Module:
+    """The checkpoint every device of a type starts from: the published weights at paper scale
+    (a local folder from `paths.checkpoints.<type>`, else the hub id; NF4 for QLoRA), a seeded
     random init of the shrunken config at tiny scale (one per type, so proxies can average)."""
-    if c.models == "paper":  # pragma: no cover - needs network
+    if c.models == "paper":  # pragma: no cover - needs the weights and, for QLoRA, a GPU
         import transformers
 
-        mode = dfc.device_mode(c, model_type)
+        from edgeai_repro.deepfusion.checkpoints import pretrained
+
         kwargs = {}
-        if mode == "qlora":
+        if dfc.device_mode(c, model_type) == "qlora":
             kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=torch.bfloat16)
-        return transformers.AutoModelForCausalLM.from_pretrained(archs.get(c, model_type).hub_id, dtype=torch.bfloat16,
-                                                                 **kwargs)
+        return pretrained(archs.get(c, model_type), (checkpoints or {}).get(model_type), torch.bfloat16, **kwargs)
     torch.manual_seed(derive_seed("init", model_type, c.device.init_seed) % 2**62)
     return catalog.real_model(catalog.model_config(c, model_type))
 
@@ -126,7 +127,8 @@ def device_key(c: DictConfig, seed: int, index: int, model_type: str, indices: l
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def train_device(c: DictConfig, seed: int, dev: Device, corpus: Corpus, tokenizer, trainers: Trainers) -> None:
+def train_device(c: DictConfig, seed: int, dev: Device, corpus: Corpus, tokenizer, trainers: Trainers,
+                 checkpoints: dict | None = None) -> None:
     """Train one device and store its upload atomically (folder renamed into place when complete)."""
     steps = max(1, math.ceil(c.device.epochs * len(dev.indices) / c.device.batch_size))
     conf = FinetuneConf(mode=dfc.device_mode(c, dev.model_type), lr=c.device.lr, steps=steps,
@@ -134,7 +136,7 @@ def train_device(c: DictConfig, seed: int, dev: Device, corpus: Corpus, tokenize
     local = [corpus.train[i] for i in dev.indices]
     ds = QADataset(local, tokenizer, c.data.max_len)
     torch.manual_seed(derive_seed("device", dev.index, seed) % 2**62)
-    module = DeviceLLM(base_model(c, dev.model_type, trainers.accelerator), conf)
+    module = DeviceLLM(base_model(c, dev.model_type, checkpoints), conf)
     losses: list[float] = []
 
     class Record(L.Callback):
@@ -168,7 +170,8 @@ def train_device(c: DictConfig, seed: int, dev: Device, corpus: Corpus, tokenize
     dev.meta = json.loads((dev.folder / "meta.json").read_text())
 
 
-def federation(c: DictConfig, seed: int, corpus: Corpus, cache: Path, trainers: Trainers) -> list[Device]:
+def federation(c: DictConfig, seed: int, corpus: Corpus, cache: Path, trainers: Trainers,
+               checkpoints: dict | None = None) -> list[Device]:
     """The N devices with trained uploads: loaded from the device store, or trained one after
     another (one model in memory at a time)."""
     cs = dfc.case(c)
@@ -192,6 +195,6 @@ def federation(c: DictConfig, seed: int, corpus: Corpus, cache: Path, trainers: 
             if t not in tokenizers:
                 tokenizers[t] = tokenizer_for(c, t, corpus, cache)
             log.info("training device %d/%d (%s, %d samples)", i + 1, c.devices, t, len(idx))
-            train_device(c, seed, dev, corpus, tokenizers[t], trainers)
+            train_device(c, seed, dev, corpus, tokenizers[t], trainers, checkpoints)
         devices.append(dev)
     return devices

@@ -100,6 +100,12 @@ def run_memory(cfg: DictConfig, ctx: CellContext) -> dict:
     return {"records": [record]}
 
 
+def checkpoints_of(cfg: DictConfig) -> dict[str, str]:
+    """Local checkpoint folders by model name (`paths.checkpoints`; outside the cell's identity:
+    where the weights lie does not change what they are)."""
+    return dict(cfg.paths.get("checkpoints") or {})
+
+
 def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
     """Devices train and upload; the server embeds, clusters and averages (Phase I)."""
     from edgeai_repro.deepfusion.device_llm import QADataset, evaluate, loader
@@ -110,7 +116,7 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
                           "it is wired (on_device.base_model) but not runnable offline: use scale=tiny.")
     cache = Path(cfg.paths.cache) / "deepfusion"
     corpus = on_device.load_corpus(c, seed)
-    devices = on_device.federation(c, seed, corpus, cache, ctx.trainers)
+    devices = on_device.federation(c, seed, corpus, cache, ctx.trainers, checkpoints_of(cfg))
     types = [d.model_type for d in devices]
     for d in devices:
         ctx.trainers.log({"device/samples": len(d.indices), "device/log_ppl": d.meta["test"]["log_ppl"]})
@@ -198,11 +204,12 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     cs = dfc.case(c)
     types = assign_models(c.devices, list(cs.device_models), seed, c.assignment)
     method = methods.build(c.method)
-    devices = on_device.federation(c, seed, corpus, cache, ctx.trainers) if method.needs_devices else []
+    devices = (on_device.federation(c, seed, corpus, cache, ctx.trainers, checkpoints_of(cfg))
+               if method.needs_devices else [])
     k_total = sum(int(c.cluster.k_types.get(t, c.cluster.k_per_type)) for t in dict.fromkeys(types))
     moe_config = moe.with_experts(catalog.model_config(c, cs.moe), k_total)
     server = methods.Server(c, seed, corpus, devices, cache, ctx.trainers, moe_config,
-                            on_device.tokenizer_for(c, cs.moe, corpus, cache))
+                            on_device.tokenizer_for(c, cs.moe, corpus, cache), checkpoints_of(cfg))
     label = variant_label(c, method.name)
     fused = method(server)
     model = fused.model

@@ -1,0 +1,183 @@
+"""Pretrained checkpoints in the layout their publishers ship, mapped onto the classes we run.
+
+DeepSeek-MoE (deepseek-ai/deepseek-moe-16b-base) ships as remote code (`DeepseekForCausalLM`),
+which cannot run offline and which transformers has no class for. We run it as transformers'
+Qwen2-MoE, whose block computes the same function once the weights are mapped:
+  - embeddings, attention (no bias), norms, the dense first layer(s) and the head keep their names;
+  - routed experts `mlp.experts.<j>.{gate,up,down}_proj` become the fused tensors
+    `mlp.experts.gate_up_proj` (experts, 2 x inter, hidden; gate rows first) and
+    `mlp.experts.down_proj` (experts, hidden, inter);
+  - the router `mlp.gate.weight` is the same softmax-then-top-k router (DeepSeek does not
+    renormalise the top-k weights: norm_topk_prob = false);
+  - the shared experts `mlp.shared_experts.*` (one MLP n_shared x moe_inter wide) become
+    `mlp.shared_expert.*`. Qwen2-MoE scales the shared output by sigmoid(shared_expert_gate(x));
+    DeepSeek adds it unscaled. With the gate's weight at zero the scale is exactly 1/2, so the
+    shared down-projection is stored doubled: the sum is DeepSeek's, to rounding.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgeai_repro.core.errors import ConfigError
+from edgeai_repro.deepfusion import archs
+
+_EXPERT = "model.layers.{i}.mlp.experts.{j}.{p}.weight"
+
+
+def deepseek_moe_config(raw: dict):
+    """A Qwen2-MoE config computing DeepSeek-MoE's function, from DeepSeek's config.json."""
+    try:
+        every = int(raw.get("moe_layer_freq", 1))
+        dense = [i for i in range(raw["num_hidden_layers"])
+                 if i < raw.get("first_k_dense_replace", 0) or i % every != 0]
+        values = {
+            "hidden_size": raw["hidden_size"], "intermediate_size": raw["intermediate_size"],
+            "moe_intermediate_size": raw["moe_intermediate_size"],
+            "shared_expert_intermediate_size": raw["moe_intermediate_size"] * raw.get("n_shared_experts", 0),
+            "num_experts": raw["n_routed_experts"], "num_experts_per_tok": raw["num_experts_per_tok"],
+            "num_hidden_layers": raw["num_hidden_layers"], "num_attention_heads": raw["num_attention_heads"],
+            "num_key_value_heads": raw.get("num_key_value_heads", raw["num_attention_heads"]),
+            "vocab_size": raw["vocab_size"], "max_position_embeddings": raw["max_position_embeddings"],
+            "rms_norm_eps": raw.get("rms_norm_eps", 1e-6), "rope_theta": raw.get("rope_theta", 10000.0),
+            "mlp_only_layers": dense, "norm_topk_prob": bool(raw.get("norm_topk_prob", False)),
+            "tie_word_embeddings": bool(raw.get("tie_word_embeddings", False)), "qkv_bias": False,
+        }
+    except KeyError as exc:
+        raise ConfigError(f"the DeepSeek-MoE config.json lacks {exc.args[0]!r}; point the checkpoint at a "
+                          "deepseek-moe folder (config.json + safetensors).") from None
+    if raw.get("scoring_func", "softmax") != "softmax":
+        raise ConfigError(f"DeepSeek-MoE scoring_func={raw['scoring_func']!r} is not softmax; only DeepSeek-MoE "
+                          "v1 checkpoints (softmax routing) map onto Qwen2-MoE.")
+    config = archs.packaged("deepseek_moe").config(values)
+    config._attn_implementation = "sdpa"
+    return config
+
+
+def deepseek_to_qwen2moe(state: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
+    """DeepSeek-MoE tensor names and layout -> Qwen2-MoE's (module doc)."""
+    out: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+    for i in range(config.num_hidden_layers):
+        if i in config.mlp_only_layers:
+            continue
+        prefix = f"model.layers.{i}.mlp."
+        gate = [state[_EXPERT.format(i=i, j=j, p="gate_proj")] for j in range(config.num_experts)]
+        up = [state[_EXPERT.format(i=i, j=j, p="up_proj")] for j in range(config.num_experts)]
+        down = [state[_EXPERT.format(i=i, j=j, p="down_proj")] for j in range(config.num_experts)]
+        out[prefix + "experts.gate_up_proj"] = torch.stack([torch.cat([g, u], 0) for g, u in zip(gate, up)])
+        out[prefix + "experts.down_proj"] = torch.stack(down)
+        used |= {_EXPERT.format(i=i, j=j, p=p) for j in range(config.num_experts)
+                 for p in ("gate_proj", "up_proj", "down_proj")}
+        for p in ("gate_proj", "up_proj", "down_proj"):
+            src = state[prefix + f"shared_experts.{p}.weight"]
+            out[prefix + f"shared_expert.{p}.weight"] = src * 2 if p == "down_proj" else src
+            used.add(prefix + f"shared_experts.{p}.weight")
+        out[prefix + "shared_expert_gate.weight"] = torch.zeros(1, config.hidden_size, dtype=gate[0].dtype)
+    for name, value in state.items():
+        if name not in used:
+            out.setdefault(name, value)
+    return out
+
+
+def load_deepseek_moe(folder: str | Path, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """A DeepSeek-MoE checkpoint folder (its config.json and safetensors shards, as the hub ships
+    them) as a Qwen2MoeForCausalLM with the same function."""
+    import transformers
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"{folder} has no config.json; point the DeepSeek-MoE checkpoint at its downloaded folder.")
+    config = deepseek_moe_config(json.loads((folder / "config.json").read_text()))
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(str(shard)))
+    if not state:
+        raise ConfigError(f"{folder} holds no .safetensors weights; download the checkpoint's safetensors shards.")
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
+    mapped = {k: v.to(dtype) for k, v in deepseek_to_qwen2moe(state, config).items()}
+    missing, unexpected = model.load_state_dict(mapped, strict=False, assign=True)
+    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise ConfigError(f"{folder} does not match the DeepSeek-MoE layout (missing {missing[:3]}, unexpected "
+                          f"{unexpected[:3]}); it must be a deepseek-moe checkpoint.")
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    # Built on the meta device so that no random initialisation of 16B parameters is paid for;
+    # buffers computed at construction (the rotary frequencies) are rebuilt for real.
+    model.model.rotary_emb = type(model.model.rotary_emb)(config=config)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise ConfigError(f"{folder}: {left[0]} was not in the checkpoint; it must be a complete deepseek-moe "
+                          "checkpoint.")
+    return model
+
+
+def pretrained(arch: archs.Arch, folder: str | None = None, dtype: torch.dtype = torch.bfloat16,
+               **kwargs) -> nn.Module:
+    """The published checkpoint of `arch`, from a local folder when one is given (a pre-filled
+    cache, an offline mirror: `paths.checkpoints.<model>`), else from its hub id. A checkpoint in
+    DeepSeek-MoE's layout (config.json model_type "deepseek") is mapped onto Qwen2-MoE."""
+    import transformers
+
+    source = folder or arch.hub_id
+    local = Path(source).is_dir()
+    if folder and not local:
+        raise ConfigError(f"paths.checkpoints.{arch.name}={folder!r} is not a folder; point it at the downloaded "
+                          "checkpoint (config.json + weights) or remove it to use the hub.")
+    if local:
+        raw = json.loads((Path(source) / "config.json").read_text()) if (Path(source) / "config.json").is_file() else {}
+    else:  # pragma: no cover - needs the hub
+        import huggingface_hub
+
+        raw = json.loads(Path(huggingface_hub.hf_hub_download(source, "config.json")).read_text())
+    if raw.get("model_type") == "deepseek":
+        if not local:  # pragma: no cover - needs the hub
+            import huggingface_hub
+
+            source = huggingface_hub.snapshot_download(source, allow_patterns=["*.json", "*.safetensors"])
+        return load_deepseek_moe(source, dtype)
+    return transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+
+
+@torch.no_grad()
+def expert_usage(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[int, torch.Tensor]:
+    """Per MoE layer, the routing probability mass each expert receives over the real tokens of
+    `batches` (public data)."""
+    usage: dict[int, torch.Tensor] = {}
+    device = next(model.parameters()).device
+    for batch in batches:
+        mask = batch["attention_mask"].to(device).reshape(-1).bool()
+        out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                    output_router_logits=True)
+        moe_layers = [i for i in range(model.config.num_hidden_layers) if i not in model.config.mlp_only_layers]
+        for layer, logits in zip(moe_layers, out.router_logits):
+            mass = torch.softmax(logits.float(), -1)[mask].sum(0).cpu()
+            usage[layer] = usage.get(layer, 0) + mass
+    return usage
+
+
+def keep_experts(model: nn.Module, config, usage: dict[int, torch.Tensor]) -> nn.Module:
+    """A copy of a pretrained MoE keeping, in every MoE layer, the `config.num_experts` experts the
+    public data routes to most (most used first) with their router rows: the K-expert global MoE
+    DeepFusion merges into, started from the pretrained one. Expert i of each layer is then what
+    the dense student M_i starts from (methods.Server.base_model)."""
+    from edgeai_repro.deepfusion import catalog, moe
+
+    k = config.num_experts
+    chosen = {layer: mass.argsort(descending=True)[:k] for layer, mass in usage.items()}
+    out = catalog.meta_model(config, dtype=next(model.parameters()).dtype)
+    state = {}
+    for name, value in model.state_dict().items():
+        layer = int(name.split(".")[2]) if name.startswith("model.layers.") else None
+        if layer in chosen and (moe.is_expert(name) or moe.is_router(name)):
+            value = value[chosen[layer]]
+        state[name] = value
+    out.load_state_dict(state, assign=True)
+    out.model.rotary_emb = type(out.model.rotary_emb)(config=config)
+    return out
