@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,17 +20,28 @@ from edgeai_repro.core import tasks
 Status = Literal["done", "failed", "missing"]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see half a file."""
+def content_key(obj: Any, length: int = 16) -> str:
+    """A stable hex key for JSON-able content (sorted keys; other objects by str): what the cell
+    store and the DeepFusion and incentive caches file their entries under."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Let `write` fill a temp file in the same folder, then rename it onto `path`, so readers
+    (cells running side by side) never see half a file; the temp file goes if `write` fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -46,8 +57,7 @@ def section_of(cfg: DictConfig) -> tuple[tasks.Task, dict | None]:
 
 def cell_id_of(task: tasks.Task, section: dict | None, seed: int) -> str:
     """A cell's identity from its task, resolved section and seed (no config needed)."""
-    key = {"task": task.name, "version": task.version, "seed": int(seed), "config": section}
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return content_key({"task": task.name, "version": task.version, "seed": int(seed), "config": section})
 
 
 def cell_id(cfg: DictConfig) -> str:

@@ -8,11 +8,11 @@ tokens end at the same character: both then predict what follows that character.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from edgeai_repro.core.store import atomic_write, content_key
 from edgeai_repro.deepfusion.config import ALIGN_MODES as MODES
 
 
@@ -88,12 +88,8 @@ def med_map(teacher: list[str], student: list[str]) -> list[int]:
 
 def _fingerprint(tokenizer) -> str:
     """A tokenizer's identity for the map cache: its vocabulary and special ids, hashed."""
-    import hashlib
-    import json
-
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-    blob = json.dumps([type(tokenizer).__name__, vocab, tokenizer.eos_token_id, tokenizer.pad_token_id])
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return content_key([type(tokenizer).__name__, vocab, tokenizer.eos_token_id, tokenizer.pad_token_id])
 
 
 _MAPS: dict[tuple[str, str, str], torch.Tensor] = {}
@@ -110,13 +106,10 @@ def vocab_map(teacher_tok, student_tok, mode: str = "med", cache: Path | None = 
     if path is not None and path.exists():
         _MAPS[key] = torch.load(path)
         return _MAPS[key]
-    _MAPS[key] = _vocab_map(teacher_tok, student_tok, mode)
+    _MAPS[key] = mapping = _vocab_map(teacher_tok, student_tok, mode)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_suffix(f".tmp-{os.getpid()}")
-        torch.save(_MAPS[key], staging)
-        staging.replace(path)   # atomic: cells side by side never read half a file
-    return _MAPS[key]
+        atomic_write(path, lambda tmp: torch.save(mapping, tmp))
+    return mapping
 
 
 def _vocab_map(teacher_tok, student_tok, mode: str) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from edgeai_repro.core.errors import ConfigError
-from edgeai_repro.deepfusion import archs
+from edgeai_repro.deepfusion import archs, catalog
 
 _EXPERT = "model.layers.{i}.mlp.experts.{j}.{p}.weight"
 
@@ -86,7 +86,6 @@ def deepseek_to_qwen2moe(state: dict[str, torch.Tensor], config) -> dict[str, to
 def load_deepseek_moe(folder: str | Path, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
     """A DeepSeek-MoE checkpoint folder (its config.json and safetensors shards, as the hub ships
     them) as a Qwen2MoeForCausalLM with the same function."""
-    import transformers
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -98,8 +97,8 @@ def load_deepseek_moe(folder: str | Path, dtype: torch.dtype = torch.bfloat16) -
         state.update(load_file(str(shard)))
     if not state:
         raise ConfigError(f"{folder} holds no .safetensors weights; download the checkpoint's safetensors shards.")
-    with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
+    # Built on the meta device so that no random initialisation of 16B parameters is paid for.
+    model = catalog.meta_model(config, dtype=dtype)
     mapped = {k: v.to(dtype) for k, v in deepseek_to_qwen2moe(state, config).items()}
     missing, unexpected = model.load_state_dict(mapped, strict=False, assign=True)
     missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
@@ -108,13 +107,16 @@ def load_deepseek_moe(folder: str | Path, dtype: torch.dtype = torch.bfloat16) -
                           f"{unexpected[:3]}); it must be a deepseek-moe checkpoint.")
     if config.tie_word_embeddings:
         model.tie_weights()
-    # Built on the meta device so that no random initialisation of 16B parameters is paid for;
-    # buffers computed at construction (the rotary frequencies) are rebuilt for real.
+    return _materialised(model, config, f"{folder} must be a complete deepseek-moe checkpoint")
+
+
+def _materialised(model: nn.Module, config, what: str) -> nn.Module:
+    """A model built on the meta device and loaded with `assign=True`, made whole: the buffers
+    computed at construction (the rotary frequencies) rebuilt for real, nothing left on meta."""
     model.model.rotary_emb = type(model.model.rotary_emb)(config=config)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
-        raise ConfigError(f"{folder}: {left[0]} was not in the checkpoint; it must be a complete deepseek-moe "
-                          "checkpoint.")
+        raise ConfigError(f"{left[0]} was not loaded; {what}.")
     return model
 
 
@@ -123,6 +125,7 @@ def pretrained(arch: archs.Arch, folder: str | None = None, dtype: torch.dtype =
     """The published checkpoint of `arch`, from a local folder when one is given (a pre-filled
     cache, an offline mirror: `paths.checkpoints.<model>`), else from its hub id. A checkpoint in
     DeepSeek-MoE's layout (config.json model_type "deepseek") is mapped onto Qwen2-MoE."""
+    import huggingface_hub
     import transformers
 
     source = folder or arch.hub_id
@@ -130,16 +133,10 @@ def pretrained(arch: archs.Arch, folder: str | None = None, dtype: torch.dtype =
     if folder and not local:
         raise ConfigError(f"paths.checkpoints.{arch.name}={folder!r} is not a folder; point it at the downloaded "
                           "checkpoint (config.json + weights) or remove it to use the hub.")
-    if local:
-        raw = json.loads((Path(source) / "config.json").read_text()) if (Path(source) / "config.json").is_file() else {}
-    else:  # pragma: no cover - needs the hub
-        import huggingface_hub
-
-        raw = json.loads(Path(huggingface_hub.hf_hub_download(source, "config.json")).read_text())
+    config_file = Path(source) / "config.json" if local else Path(huggingface_hub.hf_hub_download(source, "config.json"))
+    raw = json.loads(config_file.read_text()) if config_file.is_file() else {}
     if raw.get("model_type") == "deepseek":
         if not local:  # pragma: no cover - needs the hub
-            import huggingface_hub
-
             source = huggingface_hub.snapshot_download(source, allow_patterns=["*.json", "*.safetensors"])
         return load_deepseek_moe(source, dtype)
     return transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
@@ -151,11 +148,11 @@ def expert_usage(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> di
     `batches` (public data)."""
     usage: dict[int, torch.Tensor] = {}
     device = next(model.parameters()).device
+    moe_layers = [i for i in range(model.config.num_hidden_layers) if i not in model.config.mlp_only_layers]
     for batch in batches:
         mask = batch["attention_mask"].to(device).reshape(-1).bool()
         out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
                     output_router_logits=True)
-        moe_layers = [i for i in range(model.config.num_hidden_layers) if i not in model.config.mlp_only_layers]
         for layer, logits in zip(moe_layers, out.router_logits):
             mass = torch.softmax(logits.float(), -1)[mask].sum(0).cpu()
             usage[layer] = usage.get(layer, 0) + mass
@@ -167,7 +164,7 @@ def keep_experts(model: nn.Module, config, usage: dict[int, torch.Tensor]) -> nn
     public data routes to most (most used first) with their router rows: the K-expert global MoE
     DeepFusion merges into, started from the pretrained one. Expert i of each layer is then what
     the dense student M_i starts from (methods.Server.base_model)."""
-    from edgeai_repro.deepfusion import catalog, moe
+    from edgeai_repro.deepfusion import moe
 
     k = config.num_experts
     chosen = {layer: mass.argsort(descending=True)[:k] for layer, mass in usage.items()}
@@ -179,5 +176,4 @@ def keep_experts(model: nn.Module, config, usage: dict[int, torch.Tensor]) -> nn
             value = value[chosen[layer]]
         state[name] = value
     out.load_state_dict(state, assign=True)
-    out.model.rotary_emb = type(out.model.rotary_emb)(config=config)
-    return out
+    return _materialised(out, config, "the pretrained MoE must have every weight of the global MoE's architecture")

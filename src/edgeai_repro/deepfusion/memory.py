@@ -183,7 +183,8 @@ def code_path(setup: MemoryConf) -> tuple[bool, bool]:
 
 
 def _prepared(config, setup: MemoryConf, dtype: torch.dtype, meta: bool) -> nn.Module:
-    """The model as the training step sees it: built, k-bit prepared, LoRA-wrapped, checkpointed."""
+    """The model as the training step sees it: built, k-bit prepared, in training mode, LoRA-wrapped,
+    checkpointed."""
     moe = bool(getattr(config, "num_experts", None))
     ckpt, upcast = code_path(setup)
     if meta:
@@ -192,6 +193,7 @@ def _prepared(config, setup: MemoryConf, dtype: torch.dtype, meta: bool) -> nn.M
         model = catalog.real_model(config, dtype)
     if upcast and not moe:   # an MoE's grouped kernel runs only in bf16 on meta: its activations stay bf16
         kbit_code_path(model, dtype)
+    model.train()
     if setup.mode != "full":
         for p in model.parameters():
             p.requires_grad_(False)
@@ -208,8 +210,6 @@ def estimate(config, setup: MemoryConf) -> dict[str, float]:
     (`activations`: live when the forward pass ends; `backward`: the rest of the peak)."""
     if setup.mode not in MODES:
         raise ConfigError(f"training mode {setup.mode!r} is unknown; use one of: {', '.join(MODES)}.")
-    if setup.loss not in LOSS_PATHS:
-        raise ConfigError(f"deepfusion.memory.loss={setup.loss!r} is unknown; use one of: {', '.join(LOSS_PATHS)}.")
     dtype = dtype_of(setup.dtype, "deepfusion.memory.dtype")
     elem = torch.empty(0, dtype=dtype).element_size()
     ckpt, upcast = code_path(setup)
@@ -227,9 +227,7 @@ def estimate(config, setup: MemoryConf) -> dict[str, float]:
         weights += trainable * LORA_PARAM_BYTES
         optim = trainable * ADAMW_STATE_BYTES
     attention = attention_kernel(config, setup.attention)
-    model = _prepared(config, setup, dtype, meta=True)
-    model.train()
-    step = step_peak(model, setup.batch, setup.seq_len, attention, bf16_as=dtype, loss=setup.loss,
+    step = step_peak(_prepared(config, setup, dtype, meta=True), setup.batch, setup.seq_len, attention, bf16_as=dtype, loss=setup.loss,
                      chunk=setup.loss_chunk, answer_len=setup.answer_len)
     # NF4 layers compute from a bf16 copy of their weight, made per call and dropped after it.
     dequant = biggest * 2 if setup.mode == "qlora" else 0
@@ -300,7 +298,6 @@ def measure_peak(config, setup: MemoryConf, seed: int = 0) -> dict[str, float]:
     allocates, seen storage by storage -- the same tracker as the model's, over real tensors."""
     torch.manual_seed(seed)
     model = _prepared(config, setup, dtype_of(setup.dtype, "deepfusion.memory.dtype"), meta=False)
-    model.train()
     step = step_peak(model, setup.batch, setup.seq_len, "eager", loss=setup.loss, chunk=setup.loss_chunk,
                      answer_len=setup.answer_len)
     return {"weights": step["weights"], "optimizer": step["optimizer"], "step_peak": step["peak"],

@@ -19,11 +19,8 @@ runs DeepFusion's pipeline and so has its budget by construction.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
@@ -35,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from edgeai_repro.core.seeding import derive_seed
+from edgeai_repro.core.store import atomic_write, content_key
 from edgeai_repro.core.trainer import Trainers
 from edgeai_repro.deepfusion import align, archs, catalog, comm, data, moe, on_device, phase1
 from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, evaluate, loader
@@ -81,16 +79,13 @@ class Server:
                 "pretrain": OmegaConf.to_container(self.c.pretrain, resolve=True), "tune": self.c.tune.aux_loss,
                 "batch": self.kd.batch_size, "max_len": self.c.data.max_len, "init_seed": self.c.device.init_seed,
                 "seed": self.seed, "version": 1}
-        key = hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        path = self.cache / "inits" / f"{key}.safetensors"
+        path = self.cache / "inits" / f"{content_key(blob)}.safetensors"
         if path.exists():
             model.load_state_dict(load_file(str(path)))
             return model
         tune(self, model, steps, self.corpus.public, freeze=False, label="pretrain", lr=self.c.pretrain.lr, out=Fused())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_suffix(f".tmp-{os.getpid()}")
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(staging))
-        staging.replace(path)   # atomic: cells running side by side never read half a file
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        atomic_write(path, lambda tmp: save_file(state, str(tmp)))
         return model
 
     def base_model(self, init: nn.Module, expert: int) -> nn.Module:
@@ -249,7 +244,8 @@ def fedjets(s: Server) -> Fused:
               "value": evaluate(global_model, test)["log_ppl"]}]
     for rnd in range(f.rounds):
         rng = torch.Generator().manual_seed(derive_seed("fedjets-sample", rnd, s.seed) % 2**62)
-        chosen_devices = [s.devices[i] for i in sorted(torch.randperm(len(s.devices), generator=rng)[:per_round].tolist())]
+        picked = sorted(torch.randperm(len(s.devices), generator=rng)[:per_round].tolist())
+        chosen_devices = [s.devices[i] for i in picked]
         sums: dict[str, torch.Tensor] = {}
         weights: dict[str, torch.Tensor] = {}
         for d in chosen_devices:

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.seeding import derive_seed
-from edgeai_repro.core.store import atomic_write_json
+from edgeai_repro.core.store import atomic_write_json, content_key
 from edgeai_repro.core.trainer import Trainers
 from edgeai_repro.deepfusion import archs, catalog, comm, data, tokenization
 from edgeai_repro.deepfusion.clustering import embedder
@@ -124,7 +124,7 @@ def device_key(c: DictConfig, seed: int, index: int, model_type: str, indices: l
             "device": OmegaConf.to_container(c.device, resolve=True), "mode": dfc.device_mode(c, model_type),
             "upload": c.comm.upload_format, "embedder": OmegaConf.to_container(c.embedder),
             "embedding": c.comm.embedding_format, "seed": seed, "version": 5}
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+    return content_key(blob)
 
 
 def train_device(c: DictConfig, seed: int, dev: Device, corpus: Corpus, tokenizer, trainers: Trainers,

@@ -12,7 +12,6 @@ The steps, the damping and the stopping rule are our reconstruction (README).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from edgeai_repro.core.seeding import derive_seed, generator
-from edgeai_repro.core.store import atomic_write_json
+from edgeai_repro.core.store import atomic_write_json, content_key
 from edgeai_repro.core.trainer import Trainers
 from edgeai_repro.incentive import game, policies
 from edgeai_repro.incentive.config import IncentiveConf
@@ -114,8 +113,7 @@ def references(env: IncentiveEnv, c: IncentiveConf, E: np.ndarray, eq: Equilibri
                "alpha": c.alpha, "beta": c.beta, "nash_iters": c.asosa.nash_iters,
                "episodes": c.asosa.eval_episodes, "zeta": eq.zeta.tolist(), "rewards": eq.rewards.tolist(),
                "E": E.tolist()}
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
-        path = cache_dir / f"{digest}.json"
+        path = cache_dir / f"{content_key(key, 20)}.json"
         if path.exists():
             try:
                 r = json.loads(path.read_text())
