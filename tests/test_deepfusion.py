@@ -6,6 +6,7 @@ from edgeai_repro.core.trainer import Trainers  # noqa: E402
 from edgeai_repro.deepfusion.config import FedJetsConf, MemoryConf  # noqa: E402
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -253,13 +254,73 @@ def test_prompt_and_answer_split() -> None:
     assert prompt.endswith("Answer:") and answer == f" {r.answer_idx}. {r.options[r.answer_idx]}"
 
 
+def _mmedbench(folder: Path, languages: dict[str, int]) -> Path:
+    """An archive in MMedBench.zip's layout (MMedBench/{Train,Test}/<Language>.jsonl)."""
+    import zipfile
+
+    path = folder / "MMedBench.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for split, scale in (("Train", 3), ("Test", 1)):
+            for lang, n in languages.items():
+                rows = [{"question": f"{lang} {split} case {i}. Which drug?", "options": {"A": "x", "B": "y", "C": "z"},
+                         "answer_idx": "ABC"[i % 3], "rationale": "r", "human_checked": 0} for i in range(n * scale)]
+                rows.append({"question": "two answers", "options": {"A": "x", "B": "y"}, "answer_idx": "A,B"})
+                zf.writestr(f"MMedBench/{split}/{lang}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_mmedbench_archive_keeps_its_split_and_languages(tmp_path: Path) -> None:
+    archive = _mmedbench(tmp_path, {"English": 4, "French": 2})
+    pools = data.mmedbench_records(archive, ["English", "French"])
+    assert (len(pools.train), len(pools.test), pools.skipped) == (18, 6, 4)   # multi-answer rows skipped
+    assert {r.subdomain for r in pools.train} == {"English", "French"}
+    assert all("Train" in r.question for r in pools.train) and all("Test" in r.question for r in pools.test)
+    assert len(data.mmedbench_records(archive, ["English"]).train) == 12
+    with pytest.raises(ConfigError, match="languages"):
+        data.mmedbench_records(archive, ["Klingon"])
+    with pytest.raises(ConfigError, match="Spanish"):
+        data.mmedbench_records(archive, ["Spanish"])
+    rows = [{"instruction": "Share your insights.", "input": "Is a Roth worth it? I am 30.", "output": "Yes."}]
+    assert data.fiqa_records(rows).train[0].input.startswith("Is a Roth")
+
+
+def test_a_split_source_keeps_its_test_records_and_each_case_reads_its_own_files(compose, tmp_path: Path) -> None:
+    from edgeai_repro.deepfusion import on_device
+
+    fin, med = tmp_path / "fin", tmp_path / "med.jsonl"
+    fin.mkdir()
+    data.save_jsonl(data.synthetic("finance", 300, 2, seed=1), fin / "train.jsonl")
+    data.save_jsonl([replace(r, subdomain="held-out") for r in data.synthetic("finance", 40, 2, seed=2)],
+                    fin / "test.jsonl")
+    data.save_jsonl(data.synthetic("medical", 320, 2, seed=3), med)
+    common = ["experiment=deepfusion/table1_2", "scale=smoke", "deepfusion.data.source=local",
+              f"deepfusion.cases.finance.path={fin}", f"deepfusion.cases.medical.path={med}"]
+    c = compose([*common, "deepfusion.case=finance"]).deepfusion
+    corpus = on_device.load_corpus(c, 0)
+    assert len(corpus.test) == 32 and all(r.subdomain == "held-out" for r in corpus.test)
+    assert not any(r.subdomain == "held-out" for r in corpus.train + corpus.public)
+    c = compose([*common, "deepfusion.case=medical"]).deepfusion
+    assert isinstance(on_device.load_corpus(c, 0).train[0], data.MedicalQA)
+    small = compose([*common, "deepfusion.case=finance", "deepfusion.data.test_samples=41"]).deepfusion
+    with pytest.raises(ConfigError, match="test_samples"):
+        on_device.load_corpus(small, 0)
+
+
+def test_paper_scale_sample_counts_are_the_papers_per_case(compose) -> None:
+    med = compose(["experiment=deepfusion/table1_2", "scale=paper", "deepfusion.case=medical"]).deepfusion.data
+    fin = compose(["experiment=deepfusion/table1_2", "scale=paper", "deepfusion.case=finance"]).deepfusion.data
+    assert (med.train_samples, med.test_samples, fin.train_samples, fin.test_samples) == (30429, 7669, 10618, 1248)
+    assert fin.train_samples + fin.test_samples + fin.public_samples <= 17110   # FiQA's rows
+    assert med.max_len == 512
+
+
 def test_local_files_round_trip_and_bad_files_stop_clearly(tmp_path: Path) -> None:
     records = data.synthetic("finance", 5, 2, seed=0)
     data.save_jsonl(records, tmp_path / "f.jsonl")
-    assert data.load_local(tmp_path / "f.jsonl", "finance") == records
+    assert data.load_local(tmp_path / "f.jsonl", "finance") == data.Pools(records)
     (tmp_path / "list.json").write_text(json.dumps([{"question": "q", "options": {"A": "x", "B": "y"},
                                                      "answer_idx": "B"}]))
-    assert data.load_local(tmp_path / "list.json", "medical")[0].answer_idx == "B"
+    assert data.load_local(tmp_path / "list.json", "medical").train[0].answer_idx == "B"
     with pytest.raises(ConfigError, match="does not exist"):
         data.load_local(tmp_path / "missing.jsonl", "finance")
     (tmp_path / "bad.jsonl").write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n')
@@ -315,11 +376,37 @@ def test_only_answer_tokens_are_scored(texts: list[str], tmp_path: Path) -> None
     scored = [x for x in labels if x != IGNORE]
     assert tok.decode(scored[:-1]) == answer and scored[-1] == tok.eos_token_id
     assert tok.decode([x for x, y in zip(ids, labels) if y == IGNORE]) == prompt
-    ds = QADataset(records, tok, max_len=32)  # long prompts lose their start, never the answer
+    ds = QADataset(records, tok, max_len=32)  # too long: the vignette goes first, never the answer
     short_ids, short_labels = ds[0]
     assert len(short_ids) == 32 and [x for x in short_labels if x != IGNORE] == scored
     batch = ds.collate([ds[0], ds[1]])
     assert batch["input_ids"].shape == batch["labels"].shape
+
+
+@pytest.mark.parametrize("domain", ["medical", "finance"])
+def test_truncation_cuts_the_context_and_keeps_question_and_answer(domain: str, texts: list[str],
+                                                                    tmp_path: Path) -> None:
+    from edgeai_repro.deepfusion.device_llm import encode
+
+    tok = tokenization.tiny_tokenizer("gpt2", texts, 300, tmp_path)
+    vignette = " ".join(f"On day {i} the patient reported mild fatigue and a low fever." for i in range(8))
+    record = (data.MedicalQA(f"{vignette} Which drug treats malaria?", {"A": "artemisinin", "B": "insulin"}, "A")
+              if domain == "medical" else
+              data.FinanceQA("Answer in one sentence.", f"Is a bond fund safe? {vignette}", "It carries rate risk."))
+    p = data.prompt_of(record)
+    full_ids, full_labels, _ = encode(tok, p, max_len=10_000)
+    ids, labels, _ = encode(tok, p, max_len=len(full_ids) - 40)
+    text = tok.decode(ids)
+    assert len(ids) == len(full_ids) - 40 and labels[-len(p.answer) // 4:] == full_labels[-len(p.answer) // 4:]
+    assert [x for x in labels if x != IGNORE] == [x for x in full_labels if x != IGNORE]   # the answer, whole
+    question = "Which drug treats malaria?" if domain == "medical" else "Is a bond fund safe?"
+    assert question in text and p.answer.strip() in text
+    kept = "On day 7" if domain == "medical" else "On day 0"      # medical keeps the vignette's end
+    lost = "On day 0" if domain == "medical" else "On day 7"      # finance keeps the details' start
+    assert kept in text and lost not in text
+    tiny_ids, tiny_labels, _ = encode(tok, p, max_len=12)   # shorter than question + answer: the answer's start stays
+    scored, full = [x for x in tiny_labels if x != IGNORE], [x for x in full_labels if x != IGNORE]
+    assert len(tiny_ids) == 12 and scored and scored == full[:len(scored)]
 
 
 @pytest.mark.parametrize("mode", ["full", "lora"])

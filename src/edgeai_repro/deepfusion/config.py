@@ -37,6 +37,8 @@ class CaseConf:
     device_models: list[str] = field(default_factory=lambda: ["gpt2", "gpt2_medium", "tinyllama"])
     domain: str = "medical"
     hub_dataset: str = "???"
+    languages: list[str] = field(default_factory=list)   # MMedBench's language files (data.source=hub)
+    path: Optional[str] = None    # data.source=local: this case's file or train/test folder (else data.path)
 
 
 @dataclass
@@ -120,7 +122,7 @@ class KDConf:
 @dataclass
 class DataConf:
     source: str = "synthetic"     # synthetic | local | hub
-    path: Optional[str] = None    # JSON or JSONL file(s) in the case's schema (source=local)
+    path: Optional[str] = None    # JSON/JSONL file or train/test folder (source=local) for cases without their own
     subdomains: int = 4
     train_samples: int = MISSING  # pooled device training data (set by the scale)
     test_samples: int = MISSING
@@ -130,7 +132,7 @@ class DataConf:
     size_sigma: float = 1.0       # random_uneven: log-normal spread of device sizes
     dirichlet_alpha: float = 0.1  # dirichlet: concentration over sub-domains
     min_device_samples: int = 8
-    max_len: int = 96
+    max_len: int = MISSING        # prompt + answer tokens (set by the scale)
 
 
 @dataclass
@@ -210,6 +212,13 @@ def case(c: DictConfig) -> DictConfig:
     return c.cases[c.case]
 
 
+def data_path(c: DictConfig) -> tuple[Optional[str], str]:
+    """The local data of this cell's case and the key that names it: `cases.<case>.path`, else
+    `data.path` (one file for every case)."""
+    own = case(c).get("path")
+    return (own, f"deepfusion.cases.{c.case}.path") if own else (c.data.path, "deepfusion.data.path")
+
+
 def device_mode(c: DictConfig, model: str) -> str:
     return c.device.modes.get(model, c.device.mode)
 
@@ -286,7 +295,10 @@ def validate_pipeline(cfg: DictConfig) -> None:
                                 "accounting of deepfusion/fig8_comm.")
     d = c.data
     require(d.source in SOURCES, f"deepfusion.data.source={d.source!r} is unknown; use one of: {', '.join(SOURCES)}.")
-    require(d.source != "local" or d.path, "deepfusion.data.source=local needs deepfusion.data.path=<file.jsonl>.")
+    require(d.source != "local" or data_path(c)[0],
+            f"deepfusion.data.source=local needs deepfusion.cases.{c.case}.path (or deepfusion.data.path for every "
+            "case) =<file.jsonl or a folder with train.jsonl and test.jsonl>.")
+    require(d.max_len >= 8, f"deepfusion.data.max_len={d.max_len} must be at least 8 tokens.")
     require(d.public_answers in PUBLIC_ANSWERS, f"deepfusion.data.public_answers={d.public_answers!r} is unknown; "
                                                 f"use one of: {', '.join(PUBLIC_ANSWERS)}.")
     require(d.partition in PARTITIONS,

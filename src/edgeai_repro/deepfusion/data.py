@@ -7,6 +7,7 @@ FinGPT fiqa_qa (instruction, input, output). `subdomain` is the hidden topic of 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,16 +42,50 @@ SCHEMAS: dict[str, type] = {"medical": MedicalQA, "finance": FinanceQA}
 
 # ---------------------------------------------------------------- prompts: what is scored is the answer
 
-def prompt_and_answer(record: Record) -> tuple[str, str]:
+@dataclass(frozen=True)
+class Prompt:
+    """A record as the model reads it: the prompt, the answer it must produce, and the span of the
+    prompt that may be cut when prompt + answer exceed `max_len` (`context`: character offsets,
+    cut from `cut_from`'s side). The question and the answer are never inside it."""
+
+    text: str
+    answer: str
+    context: tuple[int, int] = (0, 0)
+    cut_from: str = "left"       # left: keep the context's end; right: keep its start
+
+
+_SENTENCE = re.compile(r"(?<=[.?!])\s+")
+
+
+def prompt_of(record: Record) -> Prompt:
     """The prompt the model reads and the answer it must produce (loss and metrics cover only the
     answer). A multiple-choice answer is the letter and the option's text ("B. levodopa"): our
-    choice, as the paper does not say; the letter alone would make a one-token answer."""
+    choice, as the paper does not say; the letter alone would make a one-token answer.
+
+    The context that may be cut: a medical question's stem before its last sentence (the case
+    vignette; the last sentence asks the question), cut from its start; a finance record's input
+    after its first sentence (FiQA's input opens with the question, then the asker's details), cut
+    from its end."""
     if isinstance(record, MedicalQA):
         options = "\n".join(f"{k}. {v}" for k, v in sorted(record.options.items()))
         answer = f" {record.answer_idx}. {record.options[record.answer_idx]}"
-        return f"Question: {record.question}\nOptions:\n{options}\nAnswer:", answer
-    context = f"\nContext: {record.input}" if record.input else ""
-    return f"Instruction: {record.instruction}{context}\nAnswer:", f" {record.output}"
+        head = "Question: "
+        sentences = _SENTENCE.split(record.question.strip())
+        stem = record.question[: len(record.question) - len(sentences[-1])] if len(sentences) > 1 else ""
+        text = f"{head}{record.question}\nOptions:\n{options}\nAnswer:"
+        return Prompt(text, answer, (len(head), len(head) + len(stem)), "left")
+    head = f"Instruction: {record.instruction}"
+    if not record.input:
+        return Prompt(f"{head}\nAnswer:", f" {record.output}", (0, 0))
+    first = _SENTENCE.split(record.input.strip(), maxsplit=1)[0]
+    start = len(head) + len("\nContext: ") + record.input.index(first) + len(first)
+    text = f"{head}\nContext: {record.input}\nAnswer:"
+    return Prompt(text, f" {record.output}", (start, len(head) + len("\nContext: ") + len(record.input)), "right")
+
+
+def prompt_and_answer(record: Record) -> tuple[str, str]:
+    p = prompt_of(record)
+    return p.text, p.answer
 
 
 def text_of(record: Record) -> str:
@@ -77,11 +112,17 @@ def _record(domain: str, raw: dict, where: str) -> Record:
         raise ConfigError(f"{where} is not a {domain} record ({exc}); each record needs the fields {fields}.") from None
 
 
-def load_local(path: str | Path, domain: str) -> list[Record]:
-    """Records from a JSON list or a JSONL file in the case's schema."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"deepfusion.data.path={str(path)!r} does not exist; point it at a .json or .jsonl file.")
+@dataclass
+class Pools:
+    """Records a source holds: one pool (split by us into devices, test and public data) or, when
+    the source has its own test split, the train pool (devices and public data) and the test pool."""
+
+    train: list[Record]
+    test: list[Record] | None = None
+    skipped: int = 0              # rows that are not a record of the case (e.g. multi-answer questions)
+
+
+def _rows(path: Path) -> list:
     text = path.read_text(errors="strict") if path.stat().st_size else ""
     try:
         if path.suffix == ".jsonl":
@@ -93,22 +134,98 @@ def load_local(path: str | Path, domain: str) -> list[Record]:
                           "fix the file or regenerate it.") from None
     if not isinstance(rows, list) or not rows:
         raise ConfigError(f"{path} holds no records; it needs a non-empty JSON list or one JSON object per line.")
-    return [_record(domain, r, f"{path} record {i}") for i, r in enumerate(rows)]
+    return rows
 
 
-def load_hub(repo: str, domain: str, split: str = "train") -> list[Record]:  # pragma: no cover - needs network
-    """Records from the Hugging Face hub (paper scale). MMedBench's English split and FinGPT's
-    fiqa_qa both map onto the schemas field by field."""
+def _split_file(folder: Path, split: str) -> Path | None:
+    found = [folder / f"{split}{ext}" for ext in (".jsonl", ".json") if (folder / f"{split}{ext}").is_file()]
+    return found[0] if found else None
+
+
+def load_local(path: str | Path, domain: str, key: str = "deepfusion.data.path") -> Pools:
+    """Records in the case's schema from a JSON list or JSONL file (one pool), or from a folder
+    holding train.jsonl and test.jsonl (.json also read): the folder's split is kept."""
+    path = Path(path)
+    if path.is_dir():
+        train, test = _split_file(path, "train"), _split_file(path, "test")
+        if train is None or test is None:
+            raise ConfigError(f"{key}={str(path)!r} is a folder without train.jsonl and test.jsonl; put the two "
+                              "splits there or point the key at one .jsonl file.")
+        return Pools(*[[_record(domain, r, f"{f} record {i}") for i, r in enumerate(_rows(f))] for f in (train, test)])
+    if not path.is_file():
+        raise ConfigError(f"{key}={str(path)!r} does not exist; point it at a .json or .jsonl file (or a folder "
+                          "with train.jsonl and test.jsonl).")
+    return Pools([_record(domain, r, f"{path} record {i}") for i, r in enumerate(_rows(path))])
+
+
+# The hub datasets the paper names, as they are published.
+MMEDBENCH_LANGUAGES = ("English", "Chinese", "Japanese", "French", "Russian", "Spanish")
+
+
+def mmedbench_records(archive: str | Path, languages: list[str]) -> Pools:
+    """MMedBench's official split from its archive as the hub ships it (MMedBench.zip:
+    MMedBench/Train/<Language>.jsonl and MMedBench/Test/<Language>.jsonl) or from that folder
+    unpacked. Each record's language is its sub-domain. Questions whose answer is not one option
+    (some Japanese ones have several) are skipped and counted."""
+    import zipfile
+
+    unknown = [lang for lang in languages if lang not in MMEDBENCH_LANGUAGES]
+    if unknown or not languages:
+        raise ConfigError(f"deepfusion.cases.<case>.languages={list(languages)} names no MMedBench language or an "
+                          f"unknown one ({', '.join(unknown)}); use some of: {', '.join(MMEDBENCH_LANGUAGES)}.")
+    archive = Path(archive)
+    if archive.is_dir():
+        names = [str(p.relative_to(archive)) for p in archive.rglob("*.jsonl")]
+        read = lambda name: (archive / name).read_text()  # noqa: E731
+    else:
+        zf = zipfile.ZipFile(archive)
+        names = zf.namelist()
+        read = lambda name: zf.read(name).decode()  # noqa: E731
+    pools, skipped = {}, 0
+    for split in ("Train", "Test"):
+        out: list[Record] = []
+        for lang in languages:
+            name = next((n for n in names if n.endswith(f"{split}/{lang}.jsonl")), None)
+            if name is None:
+                raise ConfigError(f"{archive} has no {split}/{lang}.jsonl; it must be MMedBench's archive "
+                                  "(MMedBench.zip) or that archive unpacked.")
+            for line in read(name).splitlines():
+                if not line.strip():
+                    continue
+                raw = json.loads(line)
+                if not isinstance(raw.get("options"), dict) or raw.get("answer_idx") not in raw["options"]:
+                    skipped += 1
+                    continue
+                out.append(_record("medical", {**raw, "subdomain": lang}, f"{archive} {split}/{lang}"))
+        pools[split] = out
+    return Pools(pools["Train"], pools["Test"], skipped)
+
+
+def fiqa_records(rows) -> Pools:
+    """FinGPT's fiqa_qa rows (instruction, input, output; one `train` split of 17,110 rows): one
+    pool, split by us."""
+    return Pools([_record("finance", dict(r), f"fiqa_qa row {i}") for i, r in enumerate(rows)])
+
+
+def load_hub(repo: str, domain: str, languages: list[str] | None = None) -> Pools:  # pragma: no cover - network
+    """The case's hub dataset: MMedBench's archive (its official split, `languages`) or FiQA's
+    rows (one pool). Offline: a pre-filled HF cache works; otherwise one sentence."""
     try:
+        if domain == "medical":
+            import huggingface_hub
+
+            return mmedbench_records(huggingface_hub.hf_hub_download(repo, "MMedBench.zip", repo_type="dataset"),
+                                     list(languages or ["English"]))
         import datasets
+
+        return fiqa_records(datasets.load_dataset(repo, split="train"))
     except ImportError:
-        raise ConfigError("deepfusion.data.source=hub needs the `datasets` package; pip install datasets.") from None
-    try:
-        rows = datasets.load_dataset(repo, split=split)
+        raise ConfigError("deepfusion.data.source=hub needs the `datasets` package; pip install -e '.[paper]'.") from None
+    except ConfigError:
+        raise
     except Exception as exc:  # noqa: BLE001 - offline, gated or renamed: one sentence either way
         raise ConfigError(f"could not load {repo!r} from the hub ({type(exc).__name__}); with no network use "
-                          "deepfusion.data.source=synthetic or a local file (source=local).") from None
-    return [_record(domain, dict(r), f"{repo} row {i}") for i, r in enumerate(rows)]
+                          "deepfusion.data.source=synthetic or your own files (source=local).") from None
 
 
 def save_jsonl(records: list[Record], path: str | Path) -> None:

@@ -14,27 +14,47 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from edgeai_repro.core.errors import ConfigError
-from edgeai_repro.deepfusion.data import Record, prompt_and_answer
+from edgeai_repro.deepfusion.data import Prompt, Record, prompt_of
 
 IGNORE = -100
 
 
-def encode(tokenizer, prompt: str, answer: str, max_len: int) -> tuple[list[int], list[int], list[int]]:
+def encode(tokenizer, prompt: str | Prompt, answer: str | None = None,
+           max_len: int = 512) -> tuple[list[int], list[int], list[int]]:
     """Token ids of prompt + answer + end-of-text, the labels (-100 on the prompt) and each token's
-    end character (for cross-tokenizer alignment). The prompt is cut from the left when too long."""
-    enc = tokenizer(prompt + answer, add_special_tokens=False, return_offsets_mapping=True)
+    end character (for cross-tokenizer alignment).
+
+    Too long for `max_len`: tokens of the prompt's context (`Prompt.context`, from its `cut_from`
+    side) are dropped first, so the question and the answer stay whole; only if that is not
+    enough is the rest of the prompt cut from the left, and an answer longer than `max_len` alone
+    keeps its beginning. A plain string prompt has no context: it is cut from the left."""
+    p = prompt if isinstance(prompt, Prompt) else Prompt(prompt, answer or "")
+    text = p.text + p.answer
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    spans = list(enc["offset_mapping"]) + [(len(text), len(text) + 1)]
     ids = list(enc["input_ids"]) + [tokenizer.eos_token_id]
-    ends = [e for _, e in enc["offset_mapping"]] + [len(prompt) + len(answer) + 1]
-    labels = [t if e > len(prompt) else IGNORE for t, e in zip(ids, ends)]
-    cut = max(0, len(ids) - max_len)
-    return ids[cut:], labels[cut:], ends[cut:]
+    ends = [e for _, e in spans]
+    labels = [t if e > len(p.text) else IGNORE for t, e in zip(ids, ends)]
+    excess = len(ids) - max_len
+    if excess <= 0:
+        return ids, labels, ends
+    lo, hi = p.context
+    inside = [k for k, (a, b) in enumerate(spans) if a >= lo and b <= hi and b > a]
+    drop = set(inside[:excess] if p.cut_from == "left" else inside[::-1][:excess])
+    keep = [k for k in range(len(ids)) if k not in drop]
+    rest = len(keep) - max_len
+    if rest > 0:  # still too long: the rest of the prompt from the left, then the answer's tail
+        prompt_pos = [k for k in keep if labels[k] == IGNORE]
+        cut = set(prompt_pos[:rest])
+        keep = [k for k in keep if k not in cut][:max_len]
+    return [ids[k] for k in keep], [labels[k] for k in keep], [ends[k] for k in keep]
 
 
 class QADataset(Dataset):
     """Tokenised (prompt, answer) records; loss and metrics see only the answer's tokens."""
 
     def __init__(self, records: list[Record], tokenizer, max_len: int) -> None:
-        self.items = [encode(tokenizer, *prompt_and_answer(r), max_len)[:2] for r in records]
+        self.items = [encode(tokenizer, prompt_of(r), max_len=max_len)[:2] for r in records]
         self.pad_id = tokenizer.pad_token_id
 
     def __len__(self) -> int:

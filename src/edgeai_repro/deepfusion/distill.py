@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from edgeai_repro.deepfusion import align
-from edgeai_repro.deepfusion.data import Record, prompt_and_answer
+from edgeai_repro.deepfusion.data import Record, prompt_of
 from edgeai_repro.deepfusion.config import KDConf
 from edgeai_repro.deepfusion.device_llm import IGNORE, encode, pad_batch
 
@@ -93,7 +93,7 @@ class KDDataset(Dataset):
         self.vocab = len(student_tok)
         self.items = []
         for r in records:
-            ids, labels, ends = encode(student_tok, *prompt_and_answer(r), max_len)
+            ids, labels, ends = encode(student_tok, prompt_of(r), max_len=max_len)
             self.items.append({"ids": ids, "labels": labels, "ends": ends, "targets": []})
 
     def __len__(self) -> int:
@@ -125,7 +125,7 @@ def add_teacher(ds: KDDataset, records: list[Record], teacher: nn.Module, teache
     per_stage = max(1, conf.queries // conf.stages)
     for start in range(0, len(records), conf.batch_size):
         chunk = records[start:start + conf.batch_size]
-        enc = [encode(teacher_tok, *prompt_and_answer(r), conf.max_len) for r in chunk]
+        enc = [encode(teacher_tok, prompt_of(r), max_len=conf.max_len) for r in chunk]
         padded = pad_batch([(e[0], e[1]) for e in enc], teacher_tok.pad_token_id)
         ids, mask = padded["input_ids"], padded["attention_mask"]
         out = teacher(input_ids=ids, attention_mask=mask, output_hidden_states=True)

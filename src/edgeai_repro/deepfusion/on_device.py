@@ -39,8 +39,18 @@ class Corpus:
     public: list[data.Record]
 
 
+def load_pools(c: DictConfig) -> data.Pools:
+    d, cs = c.data, dfc.case(c)
+    if d.source == "local":
+        path, key = dfc.data_path(c)
+        return data.load_local(path, cs.domain, key)
+    return data.load_hub(cs.hub_dataset, cs.domain, list(cs.languages))
+
+
 def load_corpus(c: DictConfig, seed: int) -> Corpus:
     """Device pool, test set and the server's public data: disjoint, fixed by the data seed.
+    A source with its own test split (MMedBench, a local train/test folder) keeps it: the test set
+    is drawn from its test records, devices and public data from its train records.
 
     data.public_answers=hidden: the public records ask the same kinds of questions about the same
     entities but their answers carry no fact (synthetic: drawn independently of the entity; real
@@ -51,17 +61,25 @@ def load_corpus(c: DictConfig, seed: int) -> Corpus:
     hidden = d.public_answers == "hidden"
     drawn = d.source == "synthetic" and hidden   # public records generated apart, with no fact in them
     need = sum(sizes) - (sizes[2] if drawn else 0)
-    if d.source == "synthetic":
-        pool = data.synthetic(domain, need, d.subdomains, seed=seed)
-    elif d.source == "local":
-        pool = data.load_local(d.path, domain)
-    else:
-        pool = data.load_hub(dfc.case(c).hub_dataset, domain)
+    pools = (data.Pools(data.synthetic(domain, need, d.subdomains, seed=seed)) if d.source == "synthetic"
+             else load_pools(c))
+    if pools.skipped:
+        log.info("%d %s records are not single-answer questions and were skipped", pools.skipped, domain)
+    shuffle = lambda records, tag: [records[i] for i in torch.randperm(  # noqa: E731
+        len(records), generator=torch.Generator().manual_seed(derive_seed(*tag, seed) % 2**62)).tolist()]
+    if pools.test is not None:
+        if len(pools.train) < sizes[0] + sizes[2] or len(pools.test) < sizes[1]:
+            raise ConfigError(f"the {d.source} data holds {len(pools.train)} train and {len(pools.test)} test records but "
+                              f"the scale asks for {sizes[0]} + {sizes[2]} (devices + public) and {sizes[1]}; lower "
+                              "deepfusion.data.train_samples/public_samples/test_samples.")
+        train, test = shuffle(pools.train, ("split",)), shuffle(pools.test, ("split", "test"))
+        public = train[sizes[0]:sizes[0] + sizes[2]]
+        return Corpus(train[:sizes[0]], test[:sizes[1]], data.hide_answers(public, seed) if hidden else public)
+    pool = pools.train
     if len(pool) < need:
         raise ConfigError(f"the {d.source} data holds {len(pool)} records but train, test and public samples need "
                           f"{need}; lower deepfusion.data.train_samples/test_samples/public_samples.")
-    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(derive_seed("split", seed) % 2**62))
-    pool = [pool[i] for i in order.tolist()]
+    pool = shuffle(pool, ("split",))
     a, b = sizes[0], sizes[0] + sizes[1]
     if drawn:
         public = data.synthetic(domain, sizes[2], d.subdomains, seed=derive_seed("public", seed), random_answers=True)
@@ -124,6 +142,9 @@ def device_key(c: DictConfig, seed: int, index: int, model_type: str, indices: l
             "device": OmegaConf.to_container(c.device, resolve=True), "mode": dfc.device_mode(c, model_type),
             "upload": c.comm.upload_format, "embedder": OmegaConf.to_container(c.embedder),
             "embedding": c.comm.embedding_format, "seed": seed, "version": 5}
+    if c.data.source != "synthetic":   # where the records came from (absent for synthetic data: same keys as before)
+        cs = dfc.case(c)
+        blob["source"] = {"path": dfc.data_path(c)[0], "hub": cs.hub_dataset, "languages": list(cs.languages)}
     return content_key(blob)
 
 
