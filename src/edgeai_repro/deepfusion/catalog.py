@@ -29,6 +29,9 @@ def build_config(arch: Arch, overrides: dict[str, Any] | None = None, vocab_size
     extra = dict(overrides or {})
     if vocab_size is not None:
         extra["vocab_size"] = vocab_size
+    if overrides:  # shrunken: the published special-token ids may lie outside the tiny vocabulary (the
+        # tokenizer trained for the run names its own; generation is given them explicitly)
+        extra = {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None, **extra}
     cfg = arch.config(extra)
     cfg._attn_implementation = attn_implementation
     if arch.config_class == "GPT2Config":  # dropout off: training is deterministic and memory is comparable

@@ -120,6 +120,72 @@ def _materialised(model: nn.Module, config, what: str) -> nn.Module:
     return model
 
 
+def config_of(folder: str | Path):
+    """The transformers config of a local checkpoint folder (DeepSeek-MoE's mapped onto Qwen2-MoE)."""
+    import transformers
+
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{folder} has no config.json; point paths.checkpoints.<model> at the downloaded checkpoint.")
+    raw = json.loads(path.read_text())
+    return deepseek_moe_config(raw) if raw.get("model_type") == "deepseek" else transformers.AutoConfig.from_pretrained(folder)
+
+
+def model_config(c, name: str, folders: dict | None = None):
+    """The config of model type `name` for this cell: at paper scale with a local checkpoint
+    (`paths.checkpoints.<name>`) the checkpoint's own, else catalog.model_config (the published
+    config.json values, or the tiny one)."""
+    folder = (folders or {}).get(name)
+    return config_of(folder) if c.models == "paper" and folder else catalog.model_config(c, name)
+
+
+def parameters_of(c, name: str, folders: dict | None = None) -> int:
+    """Parameter count of model type `name` as this cell would load it (built on the meta device)."""
+    return catalog.parameter_count(catalog.meta_model(model_config(c, name, folders)))
+
+
+def hub_cached(hub_id: str) -> bool:
+    """Whether the HF cache already holds `hub_id`'s config (an offline run can load it)."""
+    import huggingface_hub
+
+    return isinstance(huggingface_hub.try_to_load_from_cache(hub_id, "config.json"), str)
+
+
+# The largest model a cell trains on a CPU: the paper code path runs there on small checkpoints of
+# the real classes (its test); a published 1B model, let alone a 16B MoE, would take days.
+CPU_PARAMETERS = 300_000_000
+
+
+def check_paper_sources(cfg) -> None:
+    """At scale=paper, stop at validation, in one sentence, unless every model of the case can be
+    loaded (a local folder in paths.checkpoints, or the hub: online, or in the HF cache) and
+    trained (a GPU, or checkpoints small enough for a CPU)."""
+    import os
+
+    c = cfg.deepfusion
+    case = c.cases[c.case]
+    folders = dict(cfg.paths.get("checkpoints") or {})
+    names = list(dict.fromkeys([*case.device_models, case.moe]))
+    for n in names:
+        if n in folders and not (Path(folders[n]) / "config.json").is_file():
+            raise ConfigError(f"paths.checkpoints.{n}={folders[n]!r} holds no config.json; point it at the downloaded "
+                              "checkpoint folder, or remove it to load from the hub.")
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
+    unreachable = [n for n in names if n not in folders and offline and not hub_cached(archs.get(c, n).hub_id)]
+    big = [] if cfg.trainer.accelerator == "gpu" else [
+        (n, p) for n in names if (p := parameters_of(c, n, folders)) > CPU_PARAMETERS]
+    needs = []
+    if unreachable:
+        needs.append(f"the checkpoints of {', '.join(unreachable)} (HF_HUB_OFFLINE is set and the HF cache lacks them: "
+                     "set paths.checkpoints.<model>=<folder> or allow the hub)")
+    if big:
+        needs.append(f"a GPU for {', '.join(f'{n} ({p / 1e9:.1f}B parameters)' for n, p in big)} (trainer=gpu on "
+                     "GPU nodes)")
+    if needs:
+        raise ConfigError(f"{cfg.get('experiment_name') or 'this experiment'} at scale=paper needs "
+                          f"{' and '.join(needs)}; on a CPU, use scale=tiny.")
+
+
 def pretrained(arch: archs.Arch, folder: str | None = None, dtype: torch.dtype = torch.bfloat16,
                **kwargs) -> nn.Module:
     """The published checkpoint of `arch`, from a local folder when one is given (a pre-filled

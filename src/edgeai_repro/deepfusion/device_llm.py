@@ -88,11 +88,12 @@ def loader(ds: QADataset, batch_size: int, seed: int, shuffle: bool) -> DataLoad
 
 def token_stats(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sum of NLL, number of correct argmax tokens, number of scored tokens) over answer positions."""
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    labels = labels[:, 1:]
     mask = labels != IGNORE
-    nll = nn.functional.cross_entropy(logits.transpose(1, 2), labels.clamp_min(0), reduction="none")
-    correct = (logits.argmax(-1) == labels) & mask
-    return (nll * mask).sum(), correct.sum(), mask.sum()
+    # Only the answer positions are read: a 150k vocabulary makes the full (B, L, V) fp32 copy the cost.
+    scored, target = logits[:, :-1][mask].float(), labels[mask]
+    nll = nn.functional.cross_entropy(scored, target, reduction="sum")
+    return nll, (scored.argmax(-1) == target).sum(), mask.sum()
 
 
 @torch.no_grad()
@@ -134,9 +135,78 @@ def with_adapters(model: nn.Module, conf: FinetuneConf) -> nn.Module:
                                             target_modules="all-linear", task_type="CAUSAL_LM"))
 
 
+def is_4bit(module: nn.Module) -> bool:
+    """A bitsandbytes 4-bit layer (its weight carries the NF4 quantisation state)."""
+    return hasattr(getattr(module, "weight", None), "quant_state")
+
+
+def qlora_runs() -> bool:
+    """Whether QLoRA can run here: bitsandbytes installed and able to quantise on this machine
+    (on a GPU, or on a CPU since bitsandbytes 0.45's CPU backend)."""
+    try:
+        import bitsandbytes.functional as bnbf
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        packed, state = bnbf.quantize_4bit(torch.ones(64, 64, device=device, dtype=torch.bfloat16), quant_type="nf4")
+        return bool(bnbf.dequantize_4bit(packed, state).float().sub(1).abs().max() < 0.1)
+    except Exception:  # noqa: BLE001 - not installed, no backend for this device: LoRA on bf16 instead
+        return False
+
+
+def _bf16_merged(lora) -> nn.Module:
+    """One LoRA layer over a 4-bit base as a plain bf16 layer: the base dequantised (the NF4
+    weights the device trained against) plus the adapter's update, summed in fp32. A GPT-2
+    Conv1D (which transformers quantises transposed) comes back as a Conv1D."""
+    import bitsandbytes.functional as bnbf
+    from transformers.pytorch_utils import Conv1D
+
+    base = lora.get_base_layer()
+    weight = bnbf.dequantize_4bit(base.weight.data, base.weight.quant_state).float()
+    for name in lora.active_adapters:
+        weight = weight + lora.get_delta_weight(name).float().to(weight.device)
+    bias = base.bias.detach() if base.bias is not None else None
+    out_f, in_f = weight.shape
+    if issubclass(getattr(base, "source_cls", nn.Linear), Conv1D):
+        layer = Conv1D(out_f, in_f)
+        weight = weight.T
+    else:
+        layer = nn.Linear(in_f, out_f, bias=bias is not None)
+    layer = layer.to(device=weight.device, dtype=torch.bfloat16)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+    return layer
+
+
 def merged(model: nn.Module) -> nn.Module:
-    """The plain transformers model a device uploads: adapters merged into the weights."""
-    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    """The plain transformers model a device uploads: adapters merged into the weights.
+
+    QLoRA: each 4-bit base layer is dequantised into a bf16 copy and the adapter merged into
+    that (`_bf16_merged`); peft's own merge would re-quantise the sum to NF4, dropping most of the
+    adapter's small update, and leave packed uint8 tensors no other architecture can load. The
+    upload is then the bf16 model, counted as such by comm (upload_format bf16)."""
+    if not hasattr(model, "merge_and_unload"):
+        return model
+    from peft.tuners.lora import LoraLayer
+
+    quantized = False
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer) and is_4bit(module.get_base_layer()):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, _bf16_merged(module))
+            quantized = True
+    plain = model.merge_and_unload()
+    if quantized:  # the rest (norms, embeddings: fp32 after prepare_model_for_kbit_training) to bf16 as well,
+        # tensor by tensor (transformers refuses .to() on a model it loaded in 4 bits), and no longer marked quantised
+        for tensor in [*plain.parameters(), *plain.buffers()]:
+            if tensor.is_floating_point():
+                tensor.data = tensor.data.to(torch.bfloat16)
+        for attr in ("hf_quantizer", "is_loaded_in_4bit", "quantization_method"):
+            plain.__dict__.pop(attr, None)
+        plain.is_quantized = False
+        plain.config.__dict__.pop("quantization_config", None)
+    return plain
 
 
 class DeviceLLM(L.LightningModule):

@@ -68,7 +68,7 @@ class Server:
         answers, no fact), stored once per (model, public data, seed) and loaded by every method.
         A random start would not stand in for a pretrained one: K students trained apart from it
         drift so far that averaging their shared weights (the merge) undoes them."""
-        if self.c.models == "paper":  # pragma: no cover - needs the published weights
+        if self.c.models == "paper":
             return self._published_moe()
         torch.manual_seed(derive_seed("moe-init", self.c.device.init_seed) % 2**62)
         model = catalog.real_model(self.moe_config)
@@ -144,8 +144,8 @@ def _distill_domains(s: Server, kd: KDConf, label: str, out: Fused) -> list[nn.M
     bases, per_domain = [], {"student_ppl_before": [], "student_ppl_after": [], "fm_first": [], "fm_last": []}
     for i, members in enumerate(doms.members(s.devices)):
         t = members[0].model_type
-        teacher = phase1.proxy(s.c, t, [m.upload() for m in members])
-        teacher_tok = on_device.tokenizer_for(s.c, t, s.corpus, s.cache)
+        teacher = phase1.proxy(s.c, t, [m.upload() for m in members], s.checkpoints)
+        teacher_tok = on_device.tokenizer_for(s.c, t, s.corpus, s.cache, s.checkpoints)
         mapping = align.vocab_map(teacher_tok, s.moe_tok, kd.tok_align, cache=s.cache)
         ds = KDDataset(s.corpus.public, s.moe_tok, kd.max_len)
         add_teacher(ds, s.corpus.public, teacher, teacher_tok, s.moe_tok, kd, mapping, with_features=True)
@@ -212,8 +212,8 @@ def fedmkt(s: Server) -> Fused:
     ds = KDDataset(s.corpus.public, s.moe_tok, kd.max_len)
     sent = 0
     for d in s.devices:
-        teacher = phase1.proxy(s.c, d.model_type, [d.upload()])
-        tok = on_device.tokenizer_for(s.c, d.model_type, s.corpus, s.cache)
+        teacher = phase1.proxy(s.c, d.model_type, [d.upload()], s.checkpoints)
+        tok = on_device.tokenizer_for(s.c, d.model_type, s.corpus, s.cache, s.checkpoints)
         mapping = align.vocab_map(tok, s.moe_tok, kd.tok_align, cache=s.cache)
         add_teacher(ds, s.corpus.public, teacher, tok, s.moe_tok, kd, mapping, with_features=False)
         sent += sum(item["targets"][-1]["ids"].numel() for item in ds.items) * (2 + 4)

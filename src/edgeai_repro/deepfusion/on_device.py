@@ -3,6 +3,7 @@ artifact, shared by every cell and method that needs it), uploads with measured 
 embeddings. The server's Phase I (clustering, proxies) is in phase1.py."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -26,7 +27,7 @@ from edgeai_repro.core.trainer import Trainers
 from edgeai_repro.deepfusion import archs, catalog, comm, data, tokenization
 from edgeai_repro.deepfusion.clustering import embedder
 from edgeai_repro.deepfusion import config as dfc
-from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, evaluate, loader, merged
+from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, evaluate, loader, merged, qlora_runs
 from edgeai_repro.deepfusion.federation import assign_models
 
 log = logging.getLogger(__name__)
@@ -89,32 +90,56 @@ def load_corpus(c: DictConfig, seed: int) -> Corpus:
     return Corpus(pool[:a], pool[a:b], public)
 
 
-def tokenizer_for(c: DictConfig, model_type: str, corpus: Corpus, cache: Path):
+def tokenizer_for(c: DictConfig, model_type: str, corpus: Corpus, cache: Path, folders: dict | None = None):
+    """The model type's tokenizer: the checkpoint's own at paper scale (its local folder, else the
+    hub), one trained on the run's text at tiny scale."""
     arch = archs.get(c, model_type)
     if c.models == "paper":
-        return tokenization.hub_tokenizer(arch.hub_id)
+        return tokenization.hub_tokenizer((folders or {}).get(model_type) or arch.hub_id)
     texts = [data.text_of(r) for r in corpus.train + corpus.public]
     return tokenization.tiny_tokenizer(arch.tokenizer_family, texts, int(arch.tiny["vocab_size"]),
                                        cache / "tokenizers")
 
 
+@functools.lru_cache(maxsize=1)
+def _qlora_runs() -> bool:
+    return qlora_runs()
+
+
+def training_mode(c: DictConfig, model_type: str) -> str:
+    """The mode a device of this type trains in: its configured one, except QLoRA where
+    bitsandbytes cannot quantise on this machine, which runs as LoRA on a bf16 base (said once
+    in the log and recorded in each device's meta as `mode`)."""
+    mode = dfc.device_mode(c, model_type)
+    if mode == "qlora" and not _qlora_runs():
+        log.warning("QLoRA for %s needs bitsandbytes (a CUDA GPU, or bitsandbytes >= 0.45 on a CPU): training LoRA "
+                    "on a bf16 base instead", model_type)
+        return "lora"
+    return mode
+
+
 def base_model(c: DictConfig, model_type: str, checkpoints: dict | None = None) -> torch.nn.Module:
     """The checkpoint every device of a type starts from: the published weights at paper scale
-    (a local folder from `paths.checkpoints.<type>`, else the hub id; NF4 for QLoRA), a seeded
-    random init of the shrunken config at tiny scale (one per type, so proxies can average)."""
-    if c.models == "paper":  # pragma: no cover - needs the weights and, for QLoRA, a GPU
-        import transformers
+    (a local folder from `paths.checkpoints.<type>`, else the hub id) in bf16, NF4 for QLoRA; a
+    seeded random init of the shrunken config at tiny scale (one per type, so proxies can average)."""
+    import transformers
 
-        from edgeai_repro.deepfusion.checkpoints import pretrained
+    from edgeai_repro.deepfusion.checkpoints import pretrained
 
-        kwargs = {}
-        if dfc.device_mode(c, model_type) == "qlora":
-            kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16)
-        return pretrained(archs.get(c, model_type), (checkpoints or {}).get(model_type), torch.bfloat16, **kwargs)
+    qlora = training_mode(c, model_type) == "qlora"
+    kwargs = {"quantization_config": transformers.BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16)} if qlora else {}
+    arch = archs.get(c, model_type)
+    if c.models == "paper":
+        return pretrained(arch, (checkpoints or {}).get(model_type), torch.bfloat16, **kwargs)
     torch.manual_seed(derive_seed("init", model_type, c.device.init_seed) % 2**62)
-    return catalog.real_model(catalog.model_config(c, model_type))
+    model = catalog.real_model(catalog.model_config(c, model_type))
+    if not qlora:
+        return model
+    with tempfile.TemporaryDirectory() as folder:   # quantised as a checkpoint is: saved, then loaded in NF4
+        model.save_pretrained(folder)
+        return pretrained(arch, folder, torch.bfloat16, **kwargs)
 
 
 @dataclass
@@ -139,7 +164,7 @@ def device_key(c: DictConfig, seed: int, index: int, model_type: str, indices: l
     blob = {"type": model_type, "models": c.models, "arch": arch.tiny if c.models == "tiny" else arch.hub_id,
             "data": OmegaConf.to_container(c.data, resolve=True), "case": dfc.case(c).domain,
             "indices": hashlib.sha256(json.dumps(indices).encode()).hexdigest(), "index": index,
-            "device": OmegaConf.to_container(c.device, resolve=True), "mode": dfc.device_mode(c, model_type),
+            "device": OmegaConf.to_container(c.device, resolve=True), "mode": training_mode(c, model_type),
             "upload": c.comm.upload_format, "embedder": OmegaConf.to_container(c.embedder),
             "embedding": c.comm.embedding_format, "seed": seed, "version": 5}
     if c.data.source != "synthetic":   # where the records came from (absent for synthetic data: same keys as before)
@@ -152,7 +177,7 @@ def train_device(c: DictConfig, seed: int, dev: Device, corpus: Corpus, tokenize
                  checkpoints: dict | None = None) -> None:
     """Train one device and store its upload atomically (folder renamed into place when complete)."""
     steps = max(1, math.ceil(c.device.epochs * len(dev.indices) / c.device.batch_size))
-    conf = FinetuneConf(mode=dfc.device_mode(c, dev.model_type), lr=c.device.lr, steps=steps,
+    conf = FinetuneConf(mode=training_mode(c, dev.model_type), lr=c.device.lr, steps=steps,
                         lora_r=c.device.lora_r, lora_alpha=c.device.lora_alpha)
     local = [corpus.train[i] for i in dev.indices]
     ds = QADataset(local, tokenizer, c.data.max_len)
@@ -214,7 +239,7 @@ def federation(c: DictConfig, seed: int, corpus: Corpus, cache: Path, trainers: 
             if dev.folder.exists():  # damaged or half-written: set aside and retrain
                 dev.folder.rename(dev.folder.with_name(f"{dev.folder.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"))
             if t not in tokenizers:
-                tokenizers[t] = tokenizer_for(c, t, corpus, cache)
+                tokenizers[t] = tokenizer_for(c, t, corpus, cache, checkpoints)
             log.info("training device %d/%d (%s, %d samples)", i + 1, c.devices, t, len(idx))
             train_device(c, seed, dev, corpus, tokenizers[t], trainers, checkpoints)
         devices.append(dev)

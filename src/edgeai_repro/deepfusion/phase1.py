@@ -57,9 +57,11 @@ def cluster(c: DictConfig, seed: int, corpus: Corpus, devices: list[Device]) -> 
     return Domains(labels, embeddings, clustering.purity(labels, truth), clustering.purity(free, truth), chance)
 
 
-def proxy(c: DictConfig, model_type: str, uploads: list[dict]) -> torch.nn.Module:
+def proxy(c: DictConfig, model_type: str, uploads: list[dict], folders: dict | None = None) -> torch.nn.Module:
     """A proxy model built from the uploads of one domain (what the server holds, in upload precision)."""
-    model = catalog.real_model(catalog.model_config(c, model_type))
+    from edgeai_repro.deepfusion.checkpoints import model_config
+
+    model = catalog.real_model(model_config(c, model_type, folders))
     missing, unexpected = model.load_state_dict(average_state_dicts(uploads), strict=False)
     tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in catalog.unique_parameters(model)}
     if unexpected or set(missing) - tied - {n for n, _ in model.named_buffers()}:

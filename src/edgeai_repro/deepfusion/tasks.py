@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.tasks import CellContext
-from edgeai_repro.deepfusion import catalog, comm, memory, on_device, phase1
+from edgeai_repro.deepfusion import catalog, checkpoints, comm, memory, on_device, phase1
 from edgeai_repro.deepfusion import config as dfc
 from edgeai_repro.deepfusion.federation import assign_models
 
@@ -111,9 +110,6 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
     from edgeai_repro.deepfusion.device_llm import QADataset, evaluate, loader
 
     c, seed = cfg.deepfusion, int(cfg.seed)
-    if c.models == "paper":
-        raise ConfigError("deepfusion/phase1 at scale=paper downloads five checkpoints and trains them on GPUs; "
-                          "it is wired (on_device.base_model) but not runnable offline: use scale=tiny.")
     cache = Path(cfg.paths.cache) / "deepfusion"
     corpus = on_device.load_corpus(c, seed)
     devices = on_device.federation(c, seed, corpus, cache, ctx.trainers, checkpoints_of(cfg))
@@ -125,15 +121,16 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
     domains = doms.labels
     measured = (sum(d.meta["payload_bytes"] for d in devices)
                 + sum(d.meta["embedding_bytes"] for d in devices))
+    folders = checkpoints_of(cfg)
     accounted = comm.deepfusion_bytes(types, device_wire(c), embedding_bytes(c),
-                                      lambda t: catalog.model_config(c, t))["total_bytes"]
+                                      lambda t: checkpoints.model_config(c, t, folders))["total_bytes"]
 
-    tokenizers = {t: on_device.tokenizer_for(c, t, corpus, cache) for t in dict.fromkeys(types)}
+    tokenizers = {t: on_device.tokenizer_for(c, t, corpus, cache, folders) for t in dict.fromkeys(types)}
     proxy_metrics = []
     for dom in sorted(set(domains)):
         members = [d for d, x in zip(devices, domains) if x == dom]
         t = members[0].model_type
-        model = phase1.proxy(c, t, [m.upload() for m in members])
+        model = phase1.proxy(c, t, [m.upload() for m in members], folders)
         test = loader(QADataset(corpus.test[:c.device.eval_samples], tokenizers[t], c.data.max_len), 32, 0, False)
         proxy_metrics.append({"domain": dom, "model_type": t, "members": [m.index for m in members],
                               "subdomains": [m.dominant for m in members], **evaluate(model, test)})
@@ -178,11 +175,12 @@ def variant_label(c: DictConfig, name: str) -> str:
     return "deepfusion" + (f" ({', '.join(parts)})" if parts else "")
 
 
-def method_comm_bytes(c: DictConfig, traffic: str, types: list[str], moe_config) -> float:
+def method_comm_bytes(c: DictConfig, traffic: str, types: list[str], moe_config, folders: dict | None = None) -> float:
     """Bytes a method moves over the network, by part 1's accounting (nan: no federated traffic)."""
     if traffic in {"uploads", "models"}:
         emb = embedding_bytes(c) if traffic == "uploads" else 0
-        return comm.deepfusion_bytes(types, device_wire(c), emb, lambda t: catalog.model_config(c, t))["total_bytes"]
+        return comm.deepfusion_bytes(types, device_wire(c), emb,
+                                     lambda t: checkpoints.model_config(c, t, folders))["total_bytes"]
     if traffic == "fedjets":
         return fedjets_traffic(c, len(types), moe_config)["total_bytes"]
     return float("nan")   # logits: the method measures what it sends (its comm_gb); none: no federated traffic
@@ -196,27 +194,25 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     from edgeai_repro.deepfusion.device_llm import QADataset, evaluate, loader
 
     c, seed = cfg.deepfusion, int(cfg.seed)
-    if c.models == "paper":
-        raise ConfigError("the DeepFusion server pipeline at scale=paper needs the hub checkpoints and GPUs; it is "
-                          "configured (real checkpoint names) but not runnable offline: use scale=tiny.")
     cache = Path(cfg.paths.cache) / "deepfusion"
     corpus = on_device.load_corpus(c, seed)
     cs = dfc.case(c)
     types = assign_models(c.devices, list(cs.device_models), seed, c.assignment)
     method = methods.build(c.method)
-    devices = (on_device.federation(c, seed, corpus, cache, ctx.trainers, checkpoints_of(cfg))
+    folders = checkpoints_of(cfg)
+    devices = (on_device.federation(c, seed, corpus, cache, ctx.trainers, folders)
                if method.needs_devices else [])
     k_total = sum(int(c.cluster.k_types.get(t, c.cluster.k_per_type)) for t in dict.fromkeys(types))
-    moe_config = moe.with_experts(catalog.model_config(c, cs.moe), k_total)
+    moe_config = moe.with_experts(checkpoints.model_config(c, cs.moe, folders), k_total)
     server = methods.Server(c, seed, corpus, devices, cache, ctx.trainers, moe_config,
-                            on_device.tokenizer_for(c, cs.moe, corpus, cache), checkpoints_of(cfg))
+                            on_device.tokenizer_for(c, cs.moe, corpus, cache, folders), folders)
     label = variant_label(c, method.name)
     fused = method(server)
     model = fused.model
     test = loader(QADataset(corpus.test, server.moe_tok, c.data.max_len), 32, 0, False)
     scores = evaluate(model, test)
     record = {"method": label, "log_ppl": scores["log_ppl"], "ppl": math.exp(scores["log_ppl"]),
-              "token_acc": scores["token_acc"], "comm_gb": method_comm_bytes(c, method.traffic, types, moe_config) / GB,
+              "token_acc": scores["token_acc"], "comm_gb": method_comm_bytes(c, method.traffic, types, moe_config, folders) / GB,
               "experts": moe_config.num_experts}
     if c.judge.samples:
         grader = instantiate(c.judge, _convert_="all")

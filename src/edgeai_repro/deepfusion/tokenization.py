@@ -81,12 +81,14 @@ def _tiny_tokenizer(family: str, texts: list[str], vocab_size: int, path: Path) 
     return _cached(path, family)
 
 
-def hub_tokenizer(hub_id: str) -> PreTrainedTokenizerFast:  # pragma: no cover - needs network or a cache
+def hub_tokenizer(source: str) -> PreTrainedTokenizerFast:
+    """A published checkpoint's own tokenizer, from its local folder or its hub id."""
     try:
-        tok = AutoTokenizer.from_pretrained(hub_id)
-    except OSError as exc:
-        raise ConfigError(f"could not load the tokenizer of {hub_id!r} ({exc.__class__.__name__}); paper scale needs "
-                          "the hub or a local cache; use scale=tiny offline.") from None
+        tok = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"could not load the tokenizer of {source!r} ({exc.__class__.__name__}); paper scale needs "
+                          "the hub, a pre-filled HF cache or a checkpoint folder with its tokenizer files "
+                          "(paths.checkpoints.<model>).") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
