@@ -271,6 +271,34 @@ def test_fedjets_gets_better_with_rounds(compose, tmp_path: Path) -> None:
     assert len(curve) == 5 and curve[4] < curve[1] < curve[0], curve
 
 
+def test_teacher_targets_are_computed_once_and_read_back(compose, tmp_path: Path, monkeypatch) -> None:
+    """The teacher's targets on the public data are stored per (teacher, public data, settings):
+    a second method over the same devices reads them back, equal, without building the teacher."""
+    from edgeai_repro.core.trainer import Trainers
+    from edgeai_repro.deepfusion import methods, on_device, phase1
+    from edgeai_repro.deepfusion.config import case
+    from edgeai_repro.deepfusion.distill import KDDataset
+
+    c = compose(["experiment=deepfusion/table1_2", "scale=smoke"]).deepfusion
+    corpus = on_device.load_corpus(c, 0)
+    devices = on_device.federation(c, 0, corpus, tmp_path, Trainers())
+    server = methods.Server(c, 0, corpus, devices, tmp_path, Trainers(),
+                            moe.with_experts(catalog.model_config(c, case(c).moe), 4),
+                            on_device.tokenizer_for(c, case(c).moe, corpus, tmp_path))
+    first = KDDataset(corpus.public, server.moe_tok, c.data.max_len)
+    server.add_targets(first, devices[:2], server.kd, with_features=True)
+    assert len(list((tmp_path / "targets").glob("*.pt"))) == 1
+    monkeypatch.setattr(phase1, "proxy", lambda *a, **k: pytest.fail("a cache hit must not build the teacher"))
+    again = KDDataset(corpus.public, server.moe_tok, c.data.max_len)
+    server.add_targets(again, devices[:2], server.kd, with_features=True)
+    for a, b in zip(first.items, again.items):
+        x, y = a["targets"][0], b["targets"][0]
+        assert x["ce"] == y["ce"] and torch.equal(x["probs"], y["probs"]) and torch.equal(x["ids"], y["ids"])
+        assert all(torch.equal(f, g) for f, g in zip(x["feats"], y["feats"]))
+    with pytest.raises(pytest.fail.Exception):   # another teacher (other members) is another file
+        server.add_targets(KDDataset(corpus.public, server.moe_tok, c.data.max_len), devices[:1], server.kd, True)
+
+
 def test_lexical_judge_and_generation(toks: dict) -> None:
     judge = LexicalJudge()
     assert judge.score("q", "bonds pay coupons", "bonds pay coupons") == 100

@@ -86,7 +86,7 @@ def med_map(teacher: list[str], student: list[str]) -> list[int]:
     return [first.get(t, found.get(t, -1)) for t in teacher]
 
 
-def _fingerprint(tokenizer) -> str:
+def fingerprint(tokenizer) -> str:
     """A tokenizer's identity for the map cache: its vocabulary and special ids, hashed."""
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     return content_key([type(tokenizer).__name__, vocab, tokenizer.eos_token_id, tokenizer.pad_token_id])
@@ -99,7 +99,7 @@ def vocab_map(teacher_tok, student_tok, mode: str = "med", cache: Path | None = 
     """Student id for every teacher id (-1: unmapped, only in mode "exact"); computed once per
     pair of vocabularies (keyed by their hashes), kept in memory and, with `cache`, on disk under
     cache/vocab_maps/ for every later cell and process."""
-    key = (_fingerprint(teacher_tok), _fingerprint(student_tok), mode)
+    key = (fingerprint(teacher_tok), fingerprint(student_tok), mode)
     if key in _MAPS:
         return _MAPS[key]
     path = cache / "vocab_maps" / f"{'-'.join(key)}.pt" if cache is not None else None

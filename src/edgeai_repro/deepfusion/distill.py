@@ -118,21 +118,23 @@ class KDDataset(Dataset):
 
 @torch.no_grad()
 def add_teacher(ds: KDDataset, records: list[Record], teacher: nn.Module, teacher_tok, student_tok,
-                conf: KDConf, mapping: torch.Tensor, with_features: bool) -> None:
-    """Run the teacher once over the public data and append its targets to every item."""
+                conf: KDConf, mapping: torch.Tensor, with_features: bool, device: str = "cpu") -> None:
+    """Run the teacher once over the public data, batched on `device`, and append its targets
+    (on the CPU) to every item."""
     teacher.eval()
+    teacher.to(device)
     layers = stage_layers(teacher.config.num_hidden_layers, conf.stages)
     per_stage = max(1, conf.queries // conf.stages)
     for start in range(0, len(records), conf.batch_size):
         chunk = records[start:start + conf.batch_size]
         enc = [encode(teacher_tok, prompt_of(r), max_len=conf.max_len) for r in chunk]
         padded = pad_batch([(e[0], e[1]) for e in enc], teacher_tok.pad_token_id)
-        ids, mask = padded["input_ids"], padded["attention_mask"]
+        ids, mask = padded["input_ids"].to(device), padded["attention_mask"].to(device)
         out = teacher(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         probs = F.softmax(out.logits.float() / conf.temperature, -1)
-        top_p, top_i = probs.topk(min(conf.topk, probs.shape[-1]), -1)
-        nll = -F.log_softmax(out.logits.float(), -1)
-        feats = ([F.layer_norm(masked_pool(out.hidden_states[j], mask, per_stage), (out.hidden_states[j].shape[-1],))
+        top_p, top_i = (t.cpu() for t in probs.topk(min(conf.topk, probs.shape[-1]), -1))
+        nll = -F.log_softmax(out.logits.float(), -1)   # read at the answer positions only, where it lies
+        feats = ([F.layer_norm(masked_pool(out.hidden_states[j], mask, per_stage), (out.hidden_states[j].shape[-1],)).cpu()
                   for j in layers] if with_features else None)
         for row, (t_ids, t_labels, t_ends) in enumerate(enc):
             item = ds.items[start + row]

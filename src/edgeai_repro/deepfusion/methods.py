@@ -122,6 +122,39 @@ class Server:
     def fit(self, module: L.LightningModule, data, steps: int) -> None:
         self.trainers.fit(module, data, steps)
 
+    @property
+    def device(self) -> str:
+        """Where the server's forward-only passes run (teacher targets): the cell's accelerator."""
+        return "cuda" if self.trainers.accelerator == "gpu" and torch.cuda.is_available() else "cpu"
+
+    def add_targets(self, ds: KDDataset, members: list[on_device.Device], kd: KDConf, with_features: bool) -> None:
+        """Append to every public item the targets of the teacher made of `members`' uploads (their
+        proxy), computed batched on the accelerator once per (teacher, public data, settings) and
+        stored under the cell store (`targets/`): DeepFusion, OFA-KD and every ablation over the
+        same devices read the same file, and a cache hit builds no teacher."""
+        t = members[0].model_type
+        teacher_tok = on_device.tokenizer_for(self.c, t, self.corpus, self.cache, self.checkpoints)
+        blob = {"teacher": sorted(m.folder.name for m in members), "type": t,
+                "public": content_key([data.text_of(r) for r in self.corpus.public]),
+                "student_tok": align.fingerprint(self.moe_tok), "teacher_tok": align.fingerprint(teacher_tok),
+                "kd": {k: getattr(kd, k) for k in ("topk", "temperature", "stages", "queries", "tok_align", "max_len",
+                                                   "batch_size")},
+                "features": with_features, "version": 1}
+        path = self.cache / "targets" / f"{content_key(blob)}.pt"
+        try:
+            stored = torch.load(path, weights_only=True) if path.exists() else None
+        except Exception:  # noqa: BLE001 - a damaged file is recomputed, not trusted
+            stored = None
+        if stored is not None and len(stored) == len(ds.items):
+            for item, target in zip(ds.items, stored):
+                item["targets"].append(target)
+            return
+        teacher = phase1.proxy(self.c, t, [m.upload() for m in members], self.checkpoints)
+        mapping = align.vocab_map(teacher_tok, self.moe_tok, kd.tok_align, cache=self.cache)
+        add_teacher(ds, self.corpus.public, teacher, teacher_tok, self.moe_tok, kd, mapping, with_features, self.device)
+        targets = [item["targets"][-1] for item in ds.items]
+        atomic_write(path, lambda tmp: torch.save(targets, tmp))
+
 
 def _steps(epochs: float, samples: int, batch: int) -> int:
     return max(1, math.ceil(epochs * samples / batch))
@@ -143,14 +176,9 @@ def _distill_domains(s: Server, kd: KDConf, label: str, out: Fused) -> list[nn.M
     init = s.init_moe()
     bases, per_domain = [], {"student_ppl_before": [], "student_ppl_after": [], "fm_first": [], "fm_last": []}
     for i, members in enumerate(doms.members(s.devices)):
-        t = members[0].model_type
-        teacher = phase1.proxy(s.c, t, [m.upload() for m in members], s.checkpoints)
-        teacher_tok = on_device.tokenizer_for(s.c, t, s.corpus, s.cache, s.checkpoints)
-        mapping = align.vocab_map(teacher_tok, s.moe_tok, kd.tok_align, cache=s.cache)
         ds = KDDataset(s.corpus.public, s.moe_tok, kd.max_len)
-        add_teacher(ds, s.corpus.public, teacher, teacher_tok, s.moe_tok, kd, mapping, with_features=True)
-        stages = [teacher.config.hidden_size] * kd.stages
-        del teacher
+        s.add_targets(ds, members, kd, with_features=True)
+        stages = [int(f.shape[-1]) for f in ds.items[0]["targets"][-1]["feats"]]   # the teacher's width per stage
         student = s.base_model(init, i % s.moe_config.num_experts)
         module = Distiller(student, kd, stages, heldout=s.heldout(), eval_every=max(1, kd.steps // 5))
         s.fit(module, kd_loader(ds, kd.batch_size, derive_seed("kd", i, s.seed) % 2**62), kd.steps)
@@ -212,12 +240,8 @@ def fedmkt(s: Server) -> Fused:
     ds = KDDataset(s.corpus.public, s.moe_tok, kd.max_len)
     sent = 0
     for d in s.devices:
-        teacher = phase1.proxy(s.c, d.model_type, [d.upload()], s.checkpoints)
-        tok = on_device.tokenizer_for(s.c, d.model_type, s.corpus, s.cache, s.checkpoints)
-        mapping = align.vocab_map(tok, s.moe_tok, kd.tok_align, cache=s.cache)
-        add_teacher(ds, s.corpus.public, teacher, tok, s.moe_tok, kd, mapping, with_features=False)
+        s.add_targets(ds, [d], kd, with_features=False)
         sent += sum(item["targets"][-1]["ids"].numel() for item in ds.items) * (2 + 4)
-        del teacher
     for item in ds.items:  # FedMKT's selection: the device whose answer loss on this sample is lowest
         item["pick"] = min(range(len(item["targets"])), key=lambda j: item["targets"][j]["ce"])
     model = s.init_moe()
