@@ -150,3 +150,17 @@ def test_paper_scale_on_a_cpu_stops_at_validation_naming_what_is_missing(compose
     # Local small checkpoints: the same command passes validation on a CPU.
     validate(compose(["experiment=deepfusion/table1_2", "scale=paper",
                       *[f"+paths.checkpoints.{k}={v}" for k, v in checkpoints.items()]]))
+
+
+def test_the_gpu_check_script_runs_its_steps_at_tiny_size(tmp_path: Path) -> None:
+    """scripts/gpu_check.py (run on a GPU at paper size) kept working: the same steps on tiny configs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).parents[1] / "scripts" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    rows = gpu_check.main(["--tiny", "--models", "gpt2,bloom", "--out", str(tmp_path)])
+    assert [r["check"] for r in rows] == ["qlora_train", "qlora_train", "vaa_step", "merge_phase3"]
+    assert all(r["model_gb"] > 0 for r in rows[:2]) and all(0 < r["loss"] < 20 for r in rows if "loss" in r)
+    assert all(r[f"L_{k}"] >= 0 for k in ("ce", "fm", "kl") for r in rows[2:3])
+    assert json.loads((tmp_path / "gpu_check.json").read_text())["rows"][-1]["check"] == "merge_phase3"
