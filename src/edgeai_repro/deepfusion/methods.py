@@ -104,10 +104,10 @@ class Server:
         from edgeai_repro.deepfusion import checkpoints
 
         name = dfc.case(self.c).moe
-        full = checkpoints.pretrained(archs.get(self.c, name), self.checkpoints.get(name))
+        full = checkpoints.pretrained(archs.get(self.c, name), self.checkpoints.get(name)).to(self.device)
         ds = QADataset(self.corpus.public[:64], self.moe_tok, self.c.data.max_len)
         usage = checkpoints.expert_usage(full, list(loader(ds, 16, 0, False)))
-        return checkpoints.keep_experts(full, self.moe_config, usage)
+        return checkpoints.keep_experts(full, self.moe_config, usage).cpu()   # Lightning moves what trains
 
     @property
     def budget(self) -> int:
@@ -179,6 +179,9 @@ def _distill_domains(s: Server, kd: KDConf, label: str, out: Fused) -> list[nn.M
         ds = KDDataset(s.corpus.public, s.moe_tok, kd.max_len)
         s.add_targets(ds, members, kd, with_features=True)
         stages = [int(f.shape[-1]) for f in ds.items[0]["targets"][-1]["feats"]]   # the teacher's width per stage
+        # The student's and VAA's random parts from their own seed: a cell's result must not depend on
+        # whether the teacher was built (a targets-cache miss) or read back (a hit).
+        torch.manual_seed(derive_seed("distill", i, s.seed) % 2**62)
         student = s.base_model(init, i % s.moe_config.num_experts)
         module = Distiller(student, kd, stages, heldout=s.heldout(), eval_every=max(1, kd.steps // 5))
         s.fit(module, kd_loader(ds, kd.batch_size, derive_seed("kd", i, s.seed) % 2**62), kd.steps)
