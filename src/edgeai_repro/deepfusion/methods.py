@@ -78,7 +78,7 @@ class Server:
         blob = {"config": self.moe_config.to_dict(), "public": [data.text_of(r) for r in self.corpus.public],
                 "pretrain": OmegaConf.to_container(self.c.pretrain, resolve=True), "tune": self.c.tune.aux_loss,
                 "batch": self.kd.batch_size, "max_len": self.c.data.max_len, "init_seed": self.c.device.init_seed,
-                "seed": self.seed, "version": 1}
+                "seed": self.seed, "version": 2}   # 2: context-first truncation
         path = self.cache / "inits" / f"{content_key(blob)}.safetensors"
         if path.exists():
             model.load_state_dict(load_file(str(path)))

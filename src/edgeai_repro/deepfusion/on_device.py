@@ -166,7 +166,7 @@ def device_key(c: DictConfig, seed: int, index: int, model_type: str, indices: l
             "indices": hashlib.sha256(json.dumps(indices).encode()).hexdigest(), "index": index,
             "device": OmegaConf.to_container(c.device, resolve=True), "mode": training_mode(c, model_type),
             "upload": c.comm.upload_format, "embedder": OmegaConf.to_container(c.embedder),
-            "embedding": c.comm.embedding_format, "seed": seed, "version": 5}
+            "embedding": c.comm.embedding_format, "seed": seed, "version": 6}   # 6: context-first truncation
     if c.data.source != "synthetic":   # where the records came from (absent for synthetic data: same keys as before)
         cs = dfc.case(c)
         blob["source"] = {"path": dfc.data_path(c)[0], "hub": cs.hub_dataset, "languages": list(cs.languages)}
