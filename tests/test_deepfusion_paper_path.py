@@ -68,7 +68,11 @@ def checkpoints(tmp_path_factory) -> dict[str, str]:
 
 
 def paper_overrides(checkpoints: dict[str, str], cache: Path) -> list[str]:
+    # Three devices (one per model type), one domain each: K = 3 experts; a 151,936-token
+    # vocabulary makes every forward pass of the MoE cost what the whole tiny pipeline costs.
     return ["experiment=deepfusion/table1_2", "scale=smoke", "deepfusion.models=paper", "deepfusion.case=medical",
+            "deepfusion.devices=3", "deepfusion.cluster.k_per_type=1", "deepfusion.kd.steps=2", "deepfusion.tune.steps=2",
+            "deepfusion.data.test_samples=16",
             "deepfusion.device.mode=qlora", "deepfusion.data.max_len=64", "deepfusion.kd.batch_size=4",
             "deepfusion.judge.samples=2", "deepfusion.judge.max_new_tokens=4", f"paths.cache={cache}",
             *[f"+paths.checkpoints.{k}={v}" for k, v in checkpoints.items()]]
@@ -88,9 +92,9 @@ def test_the_paper_path_runs_end_to_end_on_real_classes(compose, checkpoints, tm
     validate(cfg)
     result = tasks.run_fusion(cfg, CellContext(tmp_path / "run", "paper-path", trainers=Trainers(cfg.trainer)))
     record = result["records"][0]
-    assert record["method"] == "deepfusion" and record["experts"] == 6 and 0 < record["log_ppl"] < 20 and 0 <= record["judge_score"] <= 100
+    assert record["method"] == "deepfusion" and record["experts"] == 3 and 0 < record["log_ppl"] < 20 and 0 <= record["judge_score"] <= 100
     devices = sorted((tmp_path / "cells" / "deepfusion" / "devices").glob("*/meta.json"))
-    assert len(devices) == 6
+    assert len(devices) == 3
     metas = [json.loads(p.read_text()) for p in devices]
     assert {m["mode"] for m in metas} == {"qlora" if qlora_runs() else "lora"}
     # What a device uploads is its architecture's plain bf16 state, loadable by the published class.
@@ -102,7 +106,7 @@ def test_the_paper_path_runs_end_to_end_on_real_classes(compose, checkpoints, tm
     # The global MoE saves, reloads with its class and generates with Qwen's tokenizer.
     saved = tmp_path / "run" / "moe"
     model = transformers.AutoModelForCausalLM.from_pretrained(saved)
-    assert model.config.num_experts == 6 and type(model).__name__ == "Qwen2MoeForCausalLM"
+    assert model.config.num_experts == 3 and type(model).__name__ == "Qwen2MoeForCausalLM"
     tok = transformers.AutoTokenizer.from_pretrained(checkpoints["qwen_moe"])
     ids = tok("Question: which drug treats malaria?\nAnswer:", return_tensors="pt")["input_ids"]
     out = model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
