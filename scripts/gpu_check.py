@@ -31,7 +31,7 @@ import transformers
 from edgeai_repro.core.paths import conf_dir
 from edgeai_repro.deepfusion import archs, catalog, memory, moe
 from edgeai_repro.deepfusion.config import KDConf, MemoryConf
-from edgeai_repro.deepfusion.device_llm import FinetuneConf, qlora_runs, with_adapters
+from edgeai_repro.deepfusion.device_llm import FinetuneConf, nf4_config, qlora_runs, with_adapters
 from edgeai_repro.deepfusion.distill import Distiller, masked_pool, stage_layers
 
 GB = 1e9
@@ -80,9 +80,7 @@ def qlora_step(name: str, tiny: bool, batch: int, seq: int, workdir: Path) -> di
     del model
     qlora = qlora_runs()
     _reset_peak(dev)
-    kwargs = {"quantization_config": transformers.BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16)} if qlora else {}
+    kwargs = {"quantization_config": nf4_config()} if qlora else {}
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16, device_map={"": dev},
                                                               **kwargs)
     model = with_adapters(model, FinetuneConf(mode="qlora" if qlora else "lora", lora_r=16, lora_alpha=16))

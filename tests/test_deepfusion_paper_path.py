@@ -117,12 +117,11 @@ def test_a_qlora_upload_is_the_bf16_base_plus_the_adapter(checkpoints) -> None:
     """QLoRA's upload: every 4-bit layer dequantised into bf16 with the adapter merged in (peft's
     own merge re-quantises to NF4 and leaves packed uint8 tensors); it computes what the trained
     4-bit model computes."""
-    from edgeai_repro.deepfusion.device_llm import FinetuneConf, merged, qlora_runs, with_adapters
+    from edgeai_repro.deepfusion.device_llm import FinetuneConf, merged, nf4_config, qlora_runs, with_adapters
 
     if not qlora_runs():
         pytest.skip("bitsandbytes cannot quantise on this machine (the upload then is LoRA's, tested elsewhere)")
-    quant = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                            bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
+    quant = nf4_config()
     for name in ("gpt2", "tinyllama"):   # GPT-2's Conv1D is quantised transposed: it must come back as a Conv1D
         base = transformers.AutoModelForCausalLM.from_pretrained(checkpoints[name], quantization_config=quant,
                                                                  dtype=torch.bfloat16)

@@ -89,9 +89,7 @@ def load_deepseek_moe(folder: str | Path, dtype: torch.dtype = torch.bfloat16) -
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise ConfigError(f"{folder} has no config.json; point the DeepSeek-MoE checkpoint at its downloaded folder.")
-    config = deepseek_moe_config(json.loads((folder / "config.json").read_text()))
+    config = deepseek_moe_config(_raw_config(folder))
     state: dict[str, torch.Tensor] = {}
     for shard in sorted(folder.glob("*.safetensors")):
         state.update(load_file(str(shard)))
@@ -120,15 +118,25 @@ def _materialised(model: nn.Module, config, what: str) -> nn.Module:
     return model
 
 
+def folders_of(cfg) -> dict[str, str]:
+    """Local checkpoint folders by model name (`paths.checkpoints`; outside the cell's identity:
+    where the weights lie does not change what they are)."""
+    return dict(cfg.paths.get("checkpoints") or {})
+
+
 def config_of(folder: str | Path):
     """The transformers config of a local checkpoint folder (DeepSeek-MoE's mapped onto Qwen2-MoE)."""
     import transformers
 
+    raw = _raw_config(folder)
+    return deepseek_moe_config(raw) if raw.get("model_type") == "deepseek" else transformers.AutoConfig.from_pretrained(folder)
+
+
+def _raw_config(folder: str | Path) -> dict:
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{folder} has no config.json; point paths.checkpoints.<model> at the downloaded checkpoint.")
-    raw = json.loads(path.read_text())
-    return deepseek_moe_config(raw) if raw.get("model_type") == "deepseek" else transformers.AutoConfig.from_pretrained(folder)
+    return json.loads(path.read_text())
 
 
 def model_config(c, name: str, folders: dict | None = None):
@@ -164,7 +172,7 @@ def check_paper_sources(cfg) -> None:
 
     c = cfg.deepfusion
     case = c.cases[c.case]
-    folders = dict(cfg.paths.get("checkpoints") or {})
+    folders = folders_of(cfg)
     names = list(dict.fromkeys([*case.device_models, case.moe]))
     for n in names:
         if n in folders and not (Path(folders[n]) / "config.json").is_file():

@@ -5,6 +5,7 @@ Loss and metrics cover the answer tokens only: prompt positions carry the label 
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -140,6 +141,7 @@ def is_4bit(module: nn.Module) -> bool:
     return hasattr(getattr(module, "weight", None), "quant_state")
 
 
+@functools.lru_cache(maxsize=1)
 def qlora_runs() -> bool:
     """Whether QLoRA can run here: bitsandbytes installed and able to quantise on this machine
     (on a GPU, or on a CPU since bitsandbytes 0.45's CPU backend)."""
@@ -151,6 +153,14 @@ def qlora_runs() -> bool:
         return bool(bnbf.dequantize_4bit(packed, state).float().sub(1).abs().max() < 0.1)
     except Exception:  # noqa: BLE001 - not installed, no backend for this device: LoRA on bf16 instead
         return False
+
+
+def nf4_config():
+    """QLoRA's base-weight quantisation: NF4 with double quantisation, bf16 compute (bitsandbytes)."""
+    import transformers
+
+    return transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                           bnb_4bit_compute_dtype=torch.bfloat16)
 
 
 def _bf16_merged(lora) -> nn.Module:

@@ -34,7 +34,7 @@ from torch import nn
 from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.core.store import atomic_write, content_key
 from edgeai_repro.core.trainer import Trainers
-from edgeai_repro.deepfusion import align, archs, catalog, comm, data, moe, on_device, phase1
+from edgeai_repro.deepfusion import align, archs, catalog, checkpoints, comm, data, moe, on_device, phase1
 from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, evaluate, loader
 from edgeai_repro.deepfusion import config as dfc
 from edgeai_repro.deepfusion.config import KDConf
@@ -101,8 +101,6 @@ class Server:
     def _published_moe(self) -> nn.Module:
         """Paper scale: the published MoE (checkpoints.pretrained), keeping in every layer the K
         experts the public data routes to most, so that DeepFusion's K domains start from them."""
-        from edgeai_repro.deepfusion import checkpoints
-
         name = dfc.case(self.c).moe
         full = checkpoints.pretrained(archs.get(self.c, name), self.checkpoints.get(name)).to(self.device)
         ds = QADataset(self.corpus.public[:64], self.moe_tok, self.c.data.max_len)

@@ -3,7 +3,6 @@ artifact, shared by every cell and method that needs it), uploads with measured 
 embeddings. The server's Phase I (clustering, proxies) is in phase1.py."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -25,9 +24,10 @@ from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.core.store import atomic_write_json, content_key
 from edgeai_repro.core.trainer import Trainers
 from edgeai_repro.deepfusion import archs, catalog, comm, data, tokenization
+from edgeai_repro.deepfusion.checkpoints import pretrained
 from edgeai_repro.deepfusion.clustering import embedder
 from edgeai_repro.deepfusion import config as dfc
-from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, evaluate, loader, merged, qlora_runs
+from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf, QADataset, evaluate, loader, merged, nf4_config, qlora_runs
 from edgeai_repro.deepfusion.federation import assign_models
 
 log = logging.getLogger(__name__)
@@ -101,17 +101,12 @@ def tokenizer_for(c: DictConfig, model_type: str, corpus: Corpus, cache: Path, f
                                        cache / "tokenizers")
 
 
-@functools.lru_cache(maxsize=1)
-def _qlora_runs() -> bool:
-    return qlora_runs()
-
-
 def training_mode(c: DictConfig, model_type: str) -> str:
     """The mode a device of this type trains in: its configured one, except QLoRA where
     bitsandbytes cannot quantise on this machine, which runs as LoRA on a bf16 base (said once
     in the log and recorded in each device's meta as `mode`)."""
     mode = dfc.device_mode(c, model_type)
-    if mode == "qlora" and not _qlora_runs():
+    if mode == "qlora" and not qlora_runs():
         log.warning("QLoRA for %s needs bitsandbytes (a CUDA GPU, or bitsandbytes >= 0.45 on a CPU): training LoRA "
                     "on a bf16 base instead", model_type)
         return "lora"
@@ -122,14 +117,8 @@ def base_model(c: DictConfig, model_type: str, checkpoints: dict | None = None) 
     """The checkpoint every device of a type starts from: the published weights at paper scale
     (a local folder from `paths.checkpoints.<type>`, else the hub id) in bf16, NF4 for QLoRA; a
     seeded random init of the shrunken config at tiny scale (one per type, so proxies can average)."""
-    import transformers
-
-    from edgeai_repro.deepfusion.checkpoints import pretrained
-
     qlora = training_mode(c, model_type) == "qlora"
-    kwargs = {"quantization_config": transformers.BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16)} if qlora else {}
+    kwargs = {"quantization_config": nf4_config()} if qlora else {}
     arch = archs.get(c, model_type)
     if c.models == "paper":
         return pretrained(arch, (checkpoints or {}).get(model_type), torch.bfloat16, **kwargs)

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.seeding import derive_seed
-from edgeai_repro.deepfusion import catalog
+from edgeai_repro.deepfusion import catalog, checkpoints
 from edgeai_repro.deepfusion.clustering import average_state_dicts
 from edgeai_repro.deepfusion.on_device import Corpus, Device
 
@@ -59,9 +59,7 @@ def cluster(c: DictConfig, seed: int, corpus: Corpus, devices: list[Device]) -> 
 
 def proxy(c: DictConfig, model_type: str, uploads: list[dict], folders: dict | None = None) -> torch.nn.Module:
     """A proxy model built from the uploads of one domain (what the server holds, in upload precision)."""
-    from edgeai_repro.deepfusion.checkpoints import model_config
-
-    model = catalog.real_model(model_config(c, model_type, folders))
+    model = catalog.real_model(checkpoints.model_config(c, model_type, folders))
     missing, unexpected = model.load_state_dict(average_state_dicts(uploads), strict=False)
     tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in catalog.unique_parameters(model)}
     if unexpected or set(missing) - tied - {n for n, _ in model.named_buffers()}:

@@ -99,12 +99,6 @@ def run_memory(cfg: DictConfig, ctx: CellContext) -> dict:
     return {"records": [record]}
 
 
-def checkpoints_of(cfg: DictConfig) -> dict[str, str]:
-    """Local checkpoint folders by model name (`paths.checkpoints`; outside the cell's identity:
-    where the weights lie does not change what they are)."""
-    return dict(cfg.paths.get("checkpoints") or {})
-
-
 def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
     """Devices train and upload; the server embeds, clusters and averages (Phase I)."""
     from edgeai_repro.deepfusion.device_llm import QADataset, evaluate, loader
@@ -112,7 +106,8 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
     c, seed = cfg.deepfusion, int(cfg.seed)
     cache = Path(cfg.paths.cache) / "deepfusion"
     corpus = on_device.load_corpus(c, seed)
-    devices = on_device.federation(c, seed, corpus, cache, ctx.trainers, checkpoints_of(cfg))
+    folders = checkpoints.folders_of(cfg)
+    devices = on_device.federation(c, seed, corpus, cache, ctx.trainers, folders)
     types = [d.model_type for d in devices]
     for d in devices:
         ctx.trainers.log({"device/samples": len(d.indices), "device/log_ppl": d.meta["test"]["log_ppl"]})
@@ -121,7 +116,6 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
     domains = doms.labels
     measured = (sum(d.meta["payload_bytes"] for d in devices)
                 + sum(d.meta["embedding_bytes"] for d in devices))
-    folders = checkpoints_of(cfg)
     accounted = comm.deepfusion_bytes(types, device_wire(c), embedding_bytes(c),
                                       lambda t: checkpoints.model_config(c, t, folders))["total_bytes"]
 
@@ -199,7 +193,7 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     cs = dfc.case(c)
     types = assign_models(c.devices, list(cs.device_models), seed, c.assignment)
     method = methods.build(c.method)
-    folders = checkpoints_of(cfg)
+    folders = checkpoints.folders_of(cfg)
     devices = (on_device.federation(c, seed, corpus, cache, ctx.trainers, folders)
                if method.needs_devices else [])
     k_total = sum(int(c.cluster.k_types.get(t, c.cluster.k_per_type)) for t in dict.fromkeys(types))
