@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from edgeai_repro.core.errors import ConfigError
+from edgeai_repro.core.errors import ConfigError, composition_message
 from edgeai_repro.core.runner import validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -79,11 +79,22 @@ def test_experiment_files_start_with_their_command(name: str) -> None:
     ("incentive_asosa", "trainer=gpu", "trainer"),
 ])
 def test_bad_values_name_the_key(compose, task: str, override: str, key: str) -> None:
-    cfg = compose([f"task={task}", override])
+    message = refusal(compose, [f"task={task}", override])
+    assert key in message and message.count(". ") == 0 and message.endswith(".")  # one sentence
+
+
+def refusal(compose, overrides: list[str]) -> str:
+    """The one sentence a bad setting is refused with: at composition (a value outside its option
+    set, which the launcher reports through core.errors.composition_message) or at validation."""
+    try:
+        cfg = compose(overrides)
+    except Exception as exc:  # noqa: BLE001
+        message = composition_message(exc)
+        assert message is not None, f"{overrides} raised {exc!r}, not a one-sentence refusal"
+        return message
     with pytest.raises(ConfigError) as err:
         validate(cfg)
-    message = str(err.value)
-    assert key in message and message.count(". ") == 0 and message.endswith(".")  # one sentence
+    return str(err.value)
 
 
 def test_no_task_is_a_clear_error(compose) -> None:

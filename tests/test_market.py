@@ -7,14 +7,14 @@ from omegaconf import OmegaConf
 
 from edgeai_repro.aeria.config import AeriaConf
 from edgeai_repro.aeria.market import choose_service, sample_markets
-from edgeai_repro.aeria.simulator import plain
+from edgeai_repro.aeria.config import settings
 from edgeai_repro.aeria.workloads import profile
 from edgeai_repro.core.seeding import generator
 
 
 @pytest.fixture
 def cfg(compose):
-    return plain(compose(["task=aeria_revenue", "scale=smoke"]).aeria)
+    return settings(compose(["task=aeria_revenue", "scale=smoke"]))
 
 
 def test_markets_are_seeded_and_vectorised(cfg) -> None:
@@ -111,13 +111,3 @@ def test_energy_budget_only_removes_options(cfg) -> None:
     cfg.market.energy_budget_j = 0.05
     tight = choose_service(m, cfg)
     assert tight.feasible.sum() < free.feasible.sum()
-
-
-def test_schema_defaults_match_the_yaml_defaults(compose) -> None:
-    # The dataclass is the type; conf/aeria/default.yaml is where values are set. They must agree
-    # so that a user reading either sees the truth.
-    yaml_cfg = OmegaConf.to_container(compose(["task=aeria_revenue", "scale=paper"]).aeria.market, resolve=True)
-    schema = OmegaConf.to_container(OmegaConf.structured(AeriaConf).market)
-    schema["valuation"]["dist"] = str(schema["valuation"]["dist"].value)
-    yaml_cfg["valuation"]["dist"] = str(yaml_cfg["valuation"]["dist"].value) if hasattr(yaml_cfg["valuation"]["dist"], "value") else yaml_cfg["valuation"]["dist"]
-    assert yaml_cfg == schema

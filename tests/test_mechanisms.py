@@ -121,8 +121,8 @@ def test_posted_price_ignores_the_bids() -> None:
 
 
 def test_the_approach_matrix_pairs_every_service_with_every_rule(compose) -> None:
-    from edgeai_repro.aeria.simulator import plain
+    from edgeai_repro.aeria.config import settings
 
-    cfg = plain(compose(["task=aeria_revenue", "aeria/pricing=[core,dop]", "aeria.services=[auto,uniform]"]).aeria)
+    cfg = settings(compose(["task=aeria_revenue", "aeria/pricing=[core,dop]", "aeria.services=[auto,uniform]"]))
     names = [a.name for a in M.approaches(cfg)]
     assert names == ["auto+core", "auto+dop", "uniform+core", "uniform+dop"] and M.AERIA in names

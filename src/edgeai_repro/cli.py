@@ -58,7 +58,32 @@ def main() -> None:
               + experiment_list(conf_dir()) + "\n(`edgeai-repro --help` says more.)")
         sys.exit(2)
     load_papers()
+    _one_sentence_composition_errors()
     hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_app)()
+
+
+def _one_sentence_composition_errors() -> None:
+    """A value Hydra refuses while composing (an option outside its set) is reported as one
+    sentence naming the key and the options, like every other bad input, instead of Hydra's
+    multi-line report. Everything else goes through Hydra's own reporting unchanged."""
+    import hydra._internal.utils as hydra_utils
+
+    from edgeai_repro.core.errors import composition_message
+
+    report = hydra_utils.run_and_report
+
+    def run_and_report(func):
+        def guarded():
+            try:
+                return func()
+            except Exception as exc:  # noqa: BLE001 - only composition errors are rewritten
+                message = composition_message(exc)
+                if message is None:
+                    raise
+                raise SystemExit(f"error: {message}") from None
+        return report(guarded)
+
+    hydra_utils.run_and_report = run_and_report
 
 
 if __name__ == "__main__":

@@ -6,19 +6,86 @@ them in the "our choices" table.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from edgeai_repro.core.errors import require
+from edgeai_repro.core.schema import Option, check_all, check_range, typed
 
 
-class Valuation(str, Enum):
+class Valuation(Option):
     uniform = "uniform"
     normal = "normal"
     lognormal = "lognormal"
+    pareto = "pareto"
+
+
+class Workload(Option):
+    """The four multi-exit DNNs (aeria/workloads.py), or `mixed`: providers cycle through them."""
+
+    alexnet = "alexnet"
+    vgg16 = "vgg16"
+    resnet50 = "resnet50"
+    mobilenetv2 = "mobilenetv2"
+    mixed = "mixed"
+
+
+WORKLOADS = tuple(w.value for w in Workload if w is not Workload.mixed)
+
+
+class Service(Option):
+    """Service models (market.choose_service): who chooses the partition and exit, and how."""
+
+    auto = "auto"
+    edge_only = "edge_only"
+    device_only = "device_only"
+    partition_only = "partition_only"
+    uniform = "uniform"
+
+
+class MarketProfile(Option):
+    """How the users' values relate to their requirements (market.sample_markets)."""
+
+    iid = "iid"
+    tiered = "tiered"
+    two_class = "two_class"
+
+
+class CapacitySplit(Option):
+    demand = "demand"    # the EIP splits its capacity in proportion to the providers' declared demand
+    equal = "equal"
+
+
+class CapacityRule(Option):
+    prefilter = "prefilter"
+    ignore = "ignore"
+
+
+class DeviceOnlyUsers(Option):
+    auction = "auction"  # served at zero edge cost
+    exclude = "exclude"
+
+
+class ConsensusScope(Option):
+    provider = "provider"  # one u per provider's auction
+    market = "market"      # one u per market
+
+
+class RevenueBasis(Option):
+    net = "net"      # payments minus the lease paid to the EIP
+    gross = "gross"  # payments
+
+
+class WorstProfile(Option):
+    """Fixed net-bid profiles of aeria/competitive_ratio (aeria/worst_case.py)."""
+
+    equal_revenue = "equal_revenue"
+    equal = "equal"
+    whale = "whale"
+    two_class = "two_class"
+    uniform = "uniform"
     pareto = "pareto"
 
 
@@ -35,18 +102,24 @@ class ValuationConf:
     pareto_alpha: float = 2.5  # heavy tail; scaled so that the mean equals `mean`
     accuracy_weighted: bool = False  # value x achieved accuracy / best exit accuracy
 
+    def check(self, key: str) -> None:
+        require(self.low >= 0 and self.high > self.low,
+                f"{key} low={self.low}, high={self.high} need 0 <= low < high.")
+        require(self.mean > 0 and self.std > 0, f"{key}.mean and .std must be positive.")
+        require(self.pareto_alpha > 1, f"{key}.pareto_alpha={self.pareto_alpha} must exceed 1 (finite mean).")
+
 
 @dataclass
 class MarketConf:
-    workload: str = "mixed"   # one of the four workloads, or mixed (providers cycle through them)
+    workload: Workload = Workload.mixed
     providers: int = 4
     users_per_provider: int = 50
-    profile: str = "iid"      # iid | tiered | two_class: how values relate to the users' requirements
+    profile: MarketProfile = MarketProfile.iid
     premium_share: float = 0.2   # two_class: share of premium users
     premium_ratio: float = 5.0   # two_class: a premium user's value over a basic user's
     edge_capacity_tflops: float = 20.0
-    capacity_split: str = "demand"     # demand | equal: the EIP's allocation among providers
-    capacity_rule: str = "prefilter"   # prefilter | ignore
+    capacity_split: CapacitySplit = CapacitySplit.demand   # the EIP's allocation among providers
+    capacity_rule: CapacityRule = CapacityRule.prefilter
     lease_price: float = 0.01          # currency per GFLOP/s leased for one slot
     slot_s: float = 1.0
     device_gflops: list[float] = field(default_factory=lambda: [5.0, 20.0])
@@ -59,17 +132,47 @@ class MarketConf:
     energy_budget_j: Optional[float] = None
     device_power_w: float = 5.0
     tx_power_w: float = 1.0
-    device_only_users: str = "auction"  # auction (served at zero edge cost) | exclude
+    device_only_users: DeviceOnlyUsers = DeviceOnlyUsers.auction
     valuation: ValuationConf = field(default_factory=ValuationConf)
+
+    def check(self, key: str) -> None:
+        require(self.providers >= 1, f"{key}.providers={self.providers} must be at least 1.")
+        require(self.users_per_provider >= 1,
+                f"{key}.users_per_provider={self.users_per_provider} must be a positive number of users.")
+        require(0 < self.premium_share < 1 and self.premium_ratio >= 1,
+                f"{key} needs 0 < premium_share < 1 and premium_ratio >= 1 (got {self.premium_share}, "
+                f"{self.premium_ratio}).")
+        require(self.edge_capacity_tflops > 0, f"{key}.edge_capacity_tflops={self.edge_capacity_tflops} must be positive.")
+        require(self.lease_price >= 0, f"{key}.lease_price={self.lease_price} must not be negative.")
+        require(self.slot_s > 0, f"{key}.slot_s={self.slot_s} must be positive.")
+        for name in ("device_gflops", "uplink_mbps", "deadline_ms", "input_scale"):
+            check_range(f"{key}.{name}", getattr(self, name))
+        check_range(f"{key}.accuracy_floor", self.accuracy_floor, positive=False)
+        require(0 <= self.accuracy_floor[0] and self.accuracy_floor[1] <= 1,
+                f"{key}.accuracy_floor={list(self.accuracy_floor)} are quantiles and must lie in [0, 1].")
 
 
 @dataclass
 class WorstCaseConf:
     """Net-bid profiles for the worst-case competitive ratio (aeria/competitive_ratio)."""
 
-    profile: str = "equal_revenue"   # see aeria/worst_case.py PROFILES
+    profile: WorstProfile = WorstProfile.equal_revenue
     users: int = 10
     coin_draws: int = 512            # draws of the coins per profile: E[revenue] is their mean
+
+    def check(self, key: str) -> None:
+        require(self.users >= 2 and self.coin_draws >= 1, f"{key} needs users >= 2 and coin_draws >= 1.")
+
+
+# Top-1 accuracy per exit (our choice, not measured: no training here). The final exits are the
+# usual ImageNet figures of these architectures; early exits are set lower, in the range reported
+# for BranchyNet-style side branches.
+EXIT_ACCURACY = {
+    "alexnet": [0.34, 0.45, 0.52, 0.565],
+    "vgg16": [0.45, 0.58, 0.67, 0.716],
+    "resnet50": [0.48, 0.62, 0.71, 0.761],
+    "mobilenetv2": [0.44, 0.57, 0.66, 0.719],
+}
 
 
 @dataclass
@@ -77,12 +180,12 @@ class AeriaConf:
     market: MarketConf = field(default_factory=MarketConf)
     # The approaches are every service model x every pricing rule (a Hydra config group with
     # `_target_`, conf/aeria/pricing/); the approach named "auto+core" is AERIA.
-    services: list[str] = field(default_factory=lambda: ["auto", "edge_only", "device_only", "partition_only", "uniform"])
+    services: list[Service] = field(default_factory=lambda: list(Service))
     pricing: dict[str, Any] = field(default_factory=dict)
-    consensus_scope: str = "provider"   # provider | market: where one u is drawn
-    revenue: str = "net"                # net (payments - lease cost) | gross (payments)
+    consensus_scope: ConsensusScope = ConsensusScope.provider   # where one u is drawn
+    revenue: RevenueBasis = RevenueBasis.net
     posted_samples: int = 16            # prior draws per user for posted pricing
-    exit_accuracy: dict[str, list[float]] = field(default_factory=dict)
+    exit_accuracy: dict[str, list[float]] = field(default_factory=lambda: {k: list(v) for k, v in EXIT_ACCURACY.items()})
     markets: int = MISSING             # random markets per cell (per seed): set by the scale
     markets_per_batch: int = 25
     coin_draws: int = 1                # replays of each market under fresh coins (expected revenue)
@@ -96,24 +199,50 @@ class AeriaConf:
     naive_max_users: int = 10000
     worst_case: WorstCaseConf = field(default_factory=WorstCaseConf)
 
+    def check(self, key: str) -> None:
+        require(len(self.services) > 0, f"{key}.services is empty; list at least one service model, e.g. [auto].")
+        require(len(self.pricing) > 0, f"{key}.pricing is empty; select at least one rule, e.g. aeria/pricing=[core].")
+        for name, node in self.pricing.items():
+            require(isinstance(node, dict) and "_target_" in node,
+                    f"{key}.pricing.{name} has no _target_; a pricing rule is a YAML in conf/aeria/pricing/ naming its "
+                    "class.")
+            if "c" in node:
+                require(node["c"] > 1, f"{key}.pricing.{name}.c={node['c']} must be greater than 1 (base of the "
+                                       "consensus grid).")
+            if "estimate" in node:
+                require(node["estimate"] in {"f", "f2"},
+                        f"{key}.pricing.{name}.estimate={node['estimate']!r} is unknown; use f or f2.")
+            if "fraction" in node:
+                require(0 < node["fraction"] <= 1, f"{key}.pricing.{name}.fraction={node['fraction']} must lie in (0, 1].")
+        require(self.posted_samples >= 1, f"{key}.posted_samples={self.posted_samples} must be at least 1.")
+        from edgeai_repro.aeria.workloads import n_exits   # builds each network on the meta device (no weights)
+
+        for w in WORKLOADS:
+            acc = self.exit_accuracy.get(w)
+            require(acc is not None, f"{key}.exit_accuracy.{w} is missing; give one accuracy per exit.")
+            exits = n_exits(w)
+            require(len(acc) == exits,
+                    f"{key}.exit_accuracy.{w} lists {len(acc)} accuracies but {w} has {exits} exits; give {exits}.")
+            require(all(0 < x <= 1 for x in acc) and list(acc) == sorted(acc),
+                    f"{key}.exit_accuracy.{w}={list(acc)} must be non-decreasing accuracies in (0, 1].")
+        require(self.markets >= 1 and self.markets_per_batch >= 1, f"{key}.markets and {key}.markets_per_batch must "
+                                                                   "be positive.")
+        require(self.coin_draws >= 1, f"{key}.coin_draws={self.coin_draws} must be at least 1.")
+        require(self.users_checked >= 1, f"{key}.users_checked={self.users_checked} must be at least 1.")
+        require(0 <= self.integer_profiles_n <= 6, f"{key}.integer_profiles_n={self.integer_profiles_n} must lie in 0..6.")
+        require(self.runtime_users >= 2, f"{key}.runtime_users={self.runtime_users} must be at least 2.")
+        require(self.runtime_repeats >= 1, f"{key}.runtime_repeats={self.runtime_repeats} must be at least 1.")
+
 
 ConfigStore.instance().store(group="aeria", name="schema", node=AeriaConf)
 
-WORKLOADS = ("alexnet", "vgg16", "resnet50", "mobilenetv2")
-
-
-def _range(key: str, value: Any, positive: bool = True) -> None:
-    require(len(value) == 2 and value[0] <= value[1],
-            f"aeria.market.{key}={list(value)} must be [low, high] with low <= high.")
-    if positive:
-        require(value[0] > 0, f"aeria.market.{key}={list(value)} must be positive; use values above 0.")
+def settings(cfg: DictConfig) -> AeriaConf:
+    """The cell's `aeria` section as its dataclass: what the tasks pass down (never the raw config)."""
+    return typed(cfg.aeria)
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the key and the fix for any impossible AERIA setting."""
-    from edgeai_repro.aeria.market import PROFILES, SERVICES
-    from edgeai_repro.aeria.worst_case import PROFILES as WORST
-
     t = cfg.trainer
     require(t.devices in (1, "1") and t.strategy == "auto",
             f"trainer devices={t.devices}, strategy={t.strategy} does not apply to AERIA: a simulation cell runs on one "
@@ -121,69 +250,4 @@ def validate(cfg: DictConfig) -> None:
     require(str(t.precision) in {"32-true", "32", "64-true", "64"},
             f"trainer.precision={t.precision} does not apply to AERIA: its auctions compute in float64 whatever the "
             "trainer; use trainer.precision=32-true.")
-    a = cfg.aeria
-    m = a.market
-    require(m.workload == "mixed" or m.workload in WORKLOADS,
-            f"aeria.market.workload={m.workload!r} is unknown; use one of {', '.join(WORKLOADS)} or mixed.")
-    require(m.providers >= 1, f"aeria.market.providers={m.providers} must be at least 1.")
-    require(m.users_per_provider >= 1,
-            f"aeria.market.users_per_provider={m.users_per_provider} must be a positive number of users.")
-    require(m.profile in PROFILES, f"aeria.market.profile={m.profile!r} is unknown; use one of {', '.join(PROFILES)}.")
-    require(0 < m.premium_share < 1 and m.premium_ratio >= 1,
-            f"aeria.market needs 0 < premium_share < 1 and premium_ratio >= 1 (got {m.premium_share}, {m.premium_ratio}).")
-    require(m.edge_capacity_tflops > 0,
-            f"aeria.market.edge_capacity_tflops={m.edge_capacity_tflops} must be positive.")
-    require(m.capacity_split in {"demand", "equal"},
-            f"aeria.market.capacity_split={m.capacity_split!r} is unknown; use demand or equal.")
-    require(m.capacity_rule in {"prefilter", "ignore"},
-            f"aeria.market.capacity_rule={m.capacity_rule!r} is unknown; use prefilter or ignore.")
-    require(m.device_only_users in {"auction", "exclude"},
-            f"aeria.market.device_only_users={m.device_only_users!r} is unknown; use auction or exclude.")
-    require(m.lease_price >= 0, f"aeria.market.lease_price={m.lease_price} must not be negative.")
-    require(m.slot_s > 0, f"aeria.market.slot_s={m.slot_s} must be positive.")
-    for key in ("device_gflops", "uplink_mbps", "deadline_ms", "input_scale"):
-        _range(key, m[key])
-    _range("accuracy_floor", m.accuracy_floor, positive=False)
-    require(0 <= m.accuracy_floor[0] and m.accuracy_floor[1] <= 1,
-            f"aeria.market.accuracy_floor={list(m.accuracy_floor)} are quantiles and must lie in [0, 1].")
-    v = m.valuation
-    require(v.low >= 0 and v.high > v.low,
-            f"aeria.market.valuation low={v.low}, high={v.high} need 0 <= low < high.")
-    require(v.mean > 0 and v.std > 0, "aeria.market.valuation.mean and .std must be positive.")
-    require(v.pareto_alpha > 1, f"aeria.market.valuation.pareto_alpha={v.pareto_alpha} must exceed 1 (finite mean).")
-    require(len(a.services) > 0, "aeria.services is empty; list at least one service model, e.g. [auto].")
-    for name in a.services:
-        require(name in SERVICES, f"aeria.services contains unknown service model {name!r}; choose from {', '.join(SERVICES)}.")
-    require(len(a.pricing) > 0, "aeria.pricing is empty; select at least one rule, e.g. aeria/pricing=[core].")
-    for name, node in a.pricing.items():
-        require(isinstance(node, DictConfig) and "_target_" in node,
-                f"aeria.pricing.{name} has no _target_; a pricing rule is a YAML in conf/aeria/pricing/ naming its class.")
-        if "c" in node:
-            require(node.c > 1, f"aeria.pricing.{name}.c={node.c} must be greater than 1 (base of the consensus grid).")
-        if "estimate" in node:
-            require(node.estimate in {"f", "f2"}, f"aeria.pricing.{name}.estimate={node.estimate!r} is unknown; use f or f2.")
-        if "fraction" in node:
-            require(0 < node.fraction <= 1, f"aeria.pricing.{name}.fraction={node.fraction} must lie in (0, 1].")
-    require(a.consensus_scope in {"provider", "market"},
-            f"aeria.consensus_scope={a.consensus_scope!r} is unknown; use provider or market.")
-    require(a.revenue in {"net", "gross"}, f"aeria.revenue={a.revenue!r} is unknown; use net or gross.")
-    require(a.posted_samples >= 1, f"aeria.posted_samples={a.posted_samples} must be at least 1.")
-    from edgeai_repro.aeria.workloads import n_exits as exits_of
-
-    for w in WORKLOADS:
-        acc = a.exit_accuracy.get(w)
-        require(acc is not None, f"aeria.exit_accuracy.{w} is missing; give one accuracy per exit.")
-        n_exits = exits_of(w)
-        require(len(acc) == n_exits,
-                f"aeria.exit_accuracy.{w} lists {len(acc)} accuracies but {w} has {n_exits} exits; give {n_exits}.")
-        require(all(0 < x <= 1 for x in acc) and list(acc) == sorted(acc),
-                f"aeria.exit_accuracy.{w}={list(acc)} must be non-decreasing accuracies in (0, 1].")
-    require(a.markets >= 1 and a.markets_per_batch >= 1, "aeria.markets and aeria.markets_per_batch must be positive.")
-    require(a.coin_draws >= 1, f"aeria.coin_draws={a.coin_draws} must be at least 1.")
-    require(a.users_checked >= 1, f"aeria.users_checked={a.users_checked} must be at least 1.")
-    require(0 <= a.integer_profiles_n <= 6, f"aeria.integer_profiles_n={a.integer_profiles_n} must lie in 0..6.")
-    require(a.runtime_users >= 2, f"aeria.runtime_users={a.runtime_users} must be at least 2.")
-    require(a.runtime_repeats >= 1, f"aeria.runtime_repeats={a.runtime_repeats} must be at least 1.")
-    w = a.worst_case
-    require(w.profile in WORST, f"aeria.worst_case.profile={w.profile!r} is unknown; use one of {', '.join(WORST)}.")
-    require(w.users >= 2 and w.coin_draws >= 1, "aeria.worst_case needs users >= 2 and coin_draws >= 1.")
+    check_all(settings(cfg), "aeria")

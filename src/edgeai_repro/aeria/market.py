@@ -14,11 +14,11 @@ from functools import lru_cache
 
 import torch
 
-from edgeai_repro.aeria.config import WORKLOADS
+from edgeai_repro.aeria.config import WORKLOADS, MarketProfile, Service
 from edgeai_repro.aeria.workloads import profile
 
-SERVICES = ("auto", "edge_only", "device_only", "partition_only", "uniform")
-PROFILES = ("iid", "tiered", "two_class")
+SERVICES = Service.values()
+PROFILES = MarketProfile.values()
 
 
 @dataclass(frozen=True)

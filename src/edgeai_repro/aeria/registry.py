@@ -2,7 +2,6 @@
 from edgeai_repro.aeria import config  # noqa: F401  (its schema must be in Hydra's ConfigStore before composing)
 from edgeai_repro.core.tasks import Task, register
 
-# version 3: approaches = service model x pricing rule, the EIP's demand split, profiles, c by argument
 for _name in ("revenue", "properties", "runtime", "worst_case"):
     register(Task(name=f"aeria_{_name}", paper="aeria", section="aeria", run_target=f"edgeai_repro.aeria.tasks:run_{_name}",
-                  validate_target="edgeai_repro.aeria.config:validate", version=3))
+                  validate_target="edgeai_repro.aeria.config:validate"))

@@ -15,21 +15,16 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from edgeai_repro.aeria import pricing
+from edgeai_repro.aeria.config import AeriaConf
 from edgeai_repro.aeria.market import (Market, Service, choose_service, prior_values, repeat_markets, sample_markets,
                                       service_options)
 from edgeai_repro.aeria.mechanisms import Approach, Auction, Noise, PricingRule, approaches, draw_noise
 from edgeai_repro.core.seeding import derive_seed, generator
 
 METRICS = ("revenue", "eip_revenue", "welfare", "served", "utilisation", "f2", "revenue_over_f2", "runtime_ms")
-
-
-def plain(cfg):
-    """The aeria config as a typed dataclass: attribute access in hot loops without OmegaConf cost."""
-    return OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
 
 
 @dataclass
@@ -101,9 +96,9 @@ def market_metrics(out: Outcome, market: Market, cfg) -> dict[str, torch.Tensor]
 class AuctionSimulator(L.LightningModule):
     """Evaluates `cfg.markets` random markets per cell, in batches, for every approach."""
 
-    def __init__(self, cfg, seed: int) -> None:
+    def __init__(self, cfg: AeriaConf, seed: int) -> None:
         super().__init__()
-        self.cfg = plain(cfg)
+        self.cfg = cfg
         self.seed = seed
         self.approaches: list[Approach] = approaches(self.cfg)
         self.rows: list[dict] = []

@@ -14,7 +14,8 @@ from edgeai_repro.aeria import reference, worst_case
 from edgeai_repro.aeria.market import sample_markets
 from edgeai_repro.aeria.mechanisms import Auction, PricingRule, approaches, build_rules, draw_noise
 from edgeai_repro.aeria.properties import check_market, integer_profile_violations
-from edgeai_repro.aeria.simulator import METRICS, AuctionSimulator, plain
+from edgeai_repro.aeria.config import AeriaConf, settings
+from edgeai_repro.aeria.simulator import METRICS, AuctionSimulator
 from edgeai_repro.core.seeding import derive_seed, generator
 from edgeai_repro.core.tasks import CellContext
 
@@ -44,7 +45,7 @@ def _ratio_tails(rows: list[dict], records: list[dict]) -> None:
 
 
 def run_revenue(cfg: DictConfig, ctx: CellContext) -> dict:
-    sim = AuctionSimulator(cfg.aeria, int(cfg.seed))
+    sim = AuctionSimulator(settings(cfg), int(cfg.seed))
     ctx.trainers().test(sim, dataloaders=sim.dataloader(), verbose=False)
     records = _by_method(sim.rows, METRICS, count="markets")
     _ratio_tails(sim.rows, records)
@@ -57,9 +58,9 @@ class PropertyChecker(L.LightningModule):
     CHECKS = ("truthfulness_violations", "users_checked", "envy_violations", "ir_violations", "winners",
               "consensus_rate", "envy_in_consensus_auctions")
 
-    def __init__(self, cfg, seed: int) -> None:
+    def __init__(self, cfg: AeriaConf, seed: int) -> None:
         super().__init__()
-        self.cfg, self.seed, self.rows = plain(cfg), seed, []
+        self.cfg, self.seed, self.rows = cfg, seed, []
         self.approaches = approaches(self.cfg)
 
     def test_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
@@ -75,8 +76,9 @@ class PropertyChecker(L.LightningModule):
 
 
 def run_properties(cfg: DictConfig, ctx: CellContext) -> dict:
-    checker = PropertyChecker(cfg.aeria, int(cfg.seed))
-    loader = AuctionSimulator(cfg.aeria, int(cfg.seed)).dataloader()
+    a = settings(cfg)
+    checker = PropertyChecker(a, int(cfg.seed))
+    loader = AuctionSimulator(a, int(cfg.seed)).dataloader()
     ctx.trainers().test(checker, dataloaders=loader, verbose=False)
     summed = tuple(k for k in PropertyChecker.CHECKS if k != "consensus_rate")
     records = _by_method(checker.rows, PropertyChecker.CHECKS, summed=summed)
@@ -87,7 +89,7 @@ def run_properties(cfg: DictConfig, ctx: CellContext) -> dict:
         if ap.pricing not in exhaustive:
             gen = generator(derive_seed("aeria-integer-profiles", int(cfg.seed), ap.pricing))
             found = [integer_profile_violations(ap.rule, n, gen, draws=1)
-                     for n in range(2, int(cfg.aeria.integer_profiles_n) + 1)]
+                     for n in range(2, int(a.integer_profiles_n) + 1)]
             exhaustive[ap.pricing] = (sum(b for b, _ in found), sum(c for _, c in found))
     for rec, ap in zip(records, checker.approaches):
         rec["integer_profile_violations"], rec["integer_profiles_checked"] = map(float, exhaustive[ap.pricing])
@@ -122,7 +124,7 @@ def time_naive(n: int, seed: int, repeats: int, c: float) -> float:
 
 
 def run_runtime(cfg: DictConfig, ctx: CellContext) -> dict:
-    a = plain(cfg.aeria)
+    a = settings(cfg)
     n, seed = int(a.runtime_users), int(cfg.seed)
     rules = build_rules(a.pricing)
     records = [{"method": name, "runtime_s": time_rule(rule, n, seed, int(a.runtime_repeats))}
@@ -136,7 +138,7 @@ def run_runtime(cfg: DictConfig, ctx: CellContext) -> dict:
 
 def run_worst_case(cfg: DictConfig, ctx: CellContext) -> dict:
     """E[revenue]/F2 of every pricing rule on one fixed net-bid profile (drawn from the seed when random)."""
-    a = plain(cfg.aeria)
+    a = settings(cfg)
     w = a.worst_case
     gen = generator(derive_seed("aeria-worst-case", int(cfg.seed), w.profile, w.users))
     s = worst_case.profile(w.profile, int(w.users), gen)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import torch
 
 from edgeai_repro.aeria import pricing
+from edgeai_repro.aeria.config import WorstProfile
 from edgeai_repro.aeria.mechanisms import Auction, Noise, PricingRule
 
-PROFILES = ("equal_revenue", "equal", "whale", "two_class", "uniform", "pareto")
+PROFILES = WorstProfile.values()
 
 
 def profile(name: str, n: int, gen: torch.Generator) -> torch.Tensor:

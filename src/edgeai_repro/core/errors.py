@@ -1,4 +1,5 @@
-"""One error type for every bad input the user can fix."""
+"""One error type for every bad input the user can fix, and one sentence for values refused at composition."""
+import re
 
 
 class ConfigError(ValueError):
@@ -13,3 +14,21 @@ def require(condition: bool, message: str) -> None:
     """Raise ConfigError(message) unless condition holds."""
     if not condition:
         raise ConfigError(message)
+
+
+def composition_message(exc: BaseException) -> str | None:
+    """One sentence for a value refused while the config is composed (an option outside its set, a
+    string where a number goes), naming the key and the fix; None for any other error."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    cause = exc if isinstance(exc, OmegaConfBaseException) else exc.__cause__
+    if not isinstance(cause, OmegaConfBaseException):
+        return None
+    key = getattr(cause, "full_key", None) or "the config"
+    text = str(cause).splitlines()[0].rstrip(".")
+    choices = re.search(r"expected one of \[(.*)\]", text)
+    if choices:
+        value = re.search(r"Invalid value '([^']*)'", text)
+        shown = f"={value.group(1)!r}" if value else ""
+        return f"{key}{shown} is not an option; use one of: {choices.group(1)}."
+    return f"{key}: {text[0].lower() + text[1:]}; fix the value of {key}."

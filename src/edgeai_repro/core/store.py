@@ -56,8 +56,15 @@ def section_of(cfg: DictConfig) -> tuple[tasks.Task, dict | None]:
 
 
 def cell_id_of(task: tasks.Task, section: dict | None, seed: int) -> str:
-    """A cell's identity from its task, resolved section and seed (no config needed)."""
-    return content_key({"task": task.name, "version": task.version, "seed": int(seed), "config": section})
+    """A cell's identity from its task, resolved section and seed (no config needed), and the
+    versions of the caches its task reads (core/cache.py), so that bumping one recomputes the cells
+    computed from it."""
+    from edgeai_repro.core.cache import versions
+
+    blob = {"task": task.name, "version": task.version, "seed": int(seed), "config": section}
+    if task.reads:
+        blob["caches"] = versions(task.reads)
+    return content_key(blob)
 
 
 def cell_id(cfg: DictConfig) -> str:

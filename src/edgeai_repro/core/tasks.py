@@ -53,8 +53,15 @@ class Task:
     section: str  # config node holding every result-relevant setting of a cell
     run_target: str | TaskFn        # "module:function" (imported when a cell computes) or a callable
     validate_target: str | ValidateFn
-    version: int = 1  # bump when the task's semantics change, so cached cells are recomputed
     method_key: str | None = None  # config key naming the cell's method, for W&B job_type
+    reads: tuple[str, ...] = ()     # the caches (core/cache.py) its cells read: their versions join the cell id
+
+    @property
+    def version(self) -> int:
+        """The version of the task's cells: the cache "cells/<name>" of core/cache.py's table."""
+        from edgeai_repro.core.cache import get
+
+        return get(f"cells/{self.name}").version
 
     def run(self, cfg: DictConfig, ctx: CellContext) -> dict:
         return resolve(self.run_target)(cfg, ctx)

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from edgeai_repro.core.seeding import derive_seed, generator
-from edgeai_repro.core.store import atomic_write_json, content_key
+from edgeai_repro.core import cache
+from edgeai_repro.core.store import atomic_write_json
 from edgeai_repro.core.trainer import Trainers
 from edgeai_repro.incentive import game, policies
 from edgeai_repro.incentive.config import IncentiveConf
@@ -95,32 +96,28 @@ class Learner:
         return lambda env, obs: module.act(obs, 0.0)
 
 
-REFERENCE_VERSION = 2  # bump when game.py's solvers change, so cached references are recomputed
+REFERENCES = cache.get("incentive/references")
 
 
 def references(env: IncentiveEnv, c: IncentiveConf, E: np.ndarray, eq: Equilibrium,
-               cache_dir: Path | None = None, env_seed: int | None = None) -> dict:
+               store: Path | None = None, env_seed: int | None = None) -> dict:
     """A game's exact references, as episode utilities, on the workers of `env`'s first reset: pass a
     fresh evaluation environment, so that they are the workers the evaluation episodes meet.
 
     They depend on the game (stage-1 solution, environment settings, evaluation workers), not on
-    the method, so every method of a seed shares them: with `cache_dir` they are stored there once,
-    keyed by everything they depend on, and read back by the other cells (a tenth of the cost of
-    incentive/baselines)."""
+    the method, so every method of a seed shares them: with `store` (the cell store's root) they are
+    stored once in the cache "incentive/references", keyed by everything they depend on, and read
+    back by the other cells (a tenth of the cost of incentive/baselines)."""
     path = None
-    if cache_dir is not None and env_seed is not None:
-        key = {"version": REFERENCE_VERSION, "env": asdict(c.env), "env_seed": env_seed, "lam": c.lam,
+    if store is not None and env_seed is not None:
+        key = {"env": asdict(c.env), "env_seed": env_seed, "lam": c.lam,
                "alpha": c.alpha, "beta": c.beta, "nash_iters": c.asosa.nash_iters,
                "episodes": c.asosa.eval_episodes, "zeta": eq.zeta.tolist(), "rewards": eq.rewards.tolist(),
                "E": E.tolist()}
-        path = cache_dir / f"{content_key(key, 20)}.json"
-        if path.exists():
-            try:
-                r = json.loads(path.read_text())
-                return {**r, "lmo_ne": np.asarray(r["lmo_ne"]),
-                        "actions": torch.tensor(r["actions"], dtype=torch.float64)}
-            except (ValueError, KeyError):
-                pass  # a torn or foreign file: recompute and overwrite it
+        path = REFERENCES.path(store, key, ".json")
+        r = REFERENCES.read(path, lambda p: json.loads(p.read_text()))
+        if r is not None and {"lmo_ne", "actions"} <= set(r):
+            return {**r, "lmo_ne": np.asarray(r["lmo_ne"]), "actions": torch.tensor(r["actions"], dtype=torch.float64)}
     workers = game.Workers.of(env)
     ne = game.nash(env, workers, max_iters=c.asosa.nash_iters)
     h, active = env.conf.horizon, eq.active
@@ -132,14 +129,14 @@ def references(env: IncentiveEnv, c: IncentiveConf, E: np.ndarray, eq: Equilibri
            "ne_iterations": ne.iterations, "welfare_opt": welfare, "actions": ne.actions}
     if path is not None:
         atomic_write_json(path, {**out, "lmo_ne": lmo_ne.tolist(), "actions": ne.actions.tolist(),
-                                 "ne_converged": bool(ne.converged), "key": key})
+                                 "ne_converged": bool(ne.converged), "key": {**key, "version": REFERENCES.version}})
     return out
 
 
 
 
 def run(c: IncentiveConf, seed: int, trainers: Trainers | None = None, checkpoint_dir: Path | None = None,
-        progress: Callable[[str], None] = lambda s: None, cache_dir: Path | None = None) -> dict:
+        progress: Callable[[str], None] = lambda s: None, store: Path | None = None) -> dict:
     """One ASOSA run (or a baseline) for one seed; returns the result record and the curves."""
     trainers = trainers if trainers is not None else Trainers()
     method = policies.build(c.method)
@@ -159,7 +156,7 @@ def run(c: IncentiveConf, seed: int, trainers: Trainers | None = None, checkpoin
                                                seed=derive_seed("incentive-env", seed, tag))
         eval_env = make(c.asosa.eval_episodes, "eval")
         playing_nash = isinstance(method, policies.Equilibrium)
-        ref = (references(make(c.asosa.eval_episodes, "eval"), c, E, eq, cache_dir,
+        ref = (references(make(c.asosa.eval_episodes, "eval"), c, E, eq, store,
                           derive_seed("incentive-env", seed, "eval")) if k == 0 or playing_nash else None)
         if learner is not None:
             updates = c.asosa.updates_first if k == 0 else c.asosa.updates_warm

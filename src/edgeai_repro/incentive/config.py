@@ -9,7 +9,33 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from edgeai_repro.core.errors import require
+from edgeai_repro.core.schema import Option, check_all, typed
 
+
+class Coupling(Option):
+    shared = "shared"     # one pool: each worker chooses among the LMOs' offers
+    private = "private"   # one pool per LMO: stage 2 splits into independent one-buyer problems
+
+
+class WorkerModel(Option):
+    quantal = "quantal"     # logit choice among this round's offers
+    adaptive = "adaptive"   # choice probabilities move adapt_rate of the way each round (inertia)
+    learning = "learning"   # workers learn per-LMO attractions from their experience
+
+
+class Algorithm(Option):
+    maddpg = "maddpg"
+    td3 = "td3"
+
+
+class Critic(Option):
+    centralized = "centralized"
+    independent = "independent"
+
+
+def _range(key: str, value, strict: bool = False) -> None:
+    ok = len(value) == 2 and value[0] <= value[1] and (value[0] > 0 if strict else value[0] >= 0)
+    require(ok, f"{key}={list(value)} must be [low, high] with {'0 < ' if strict else '0 <= '}low <= high.")
 
 
 @dataclass
@@ -22,19 +48,28 @@ class EnvConf:
     max_price: float = 2.0          # price ceiling in units of the LMO's value per data unit
     choice_temperature: float = 0.1  # workers' logit temperature, in units of the mean round budget per worker
     switching_cost: float = 0.0     # loyalty bonus for last round's LMO (same unit); 0: rounds are independent
-    coupling: str = "shared"        # shared: one pool, workers choose among LMOs | private: one pool per LMO
+    coupling: Coupling = Coupling.shared
     cost_drift: float = 0.0         # std of the log-normal drift of c_w per round
-    worker_model: str = "quantal"   # quantal | adaptive (choice probabilities move adapt_rate of the way) | learning
+    worker_model: WorkerModel = WorkerModel.quantal
     adapt_rate: float = 0.5
     welfare_weight: float = 0.0
+
+    def check(self, key: str) -> None:
+        require(self.workers >= 1 and self.horizon >= 1, f"{key}.workers and {key}.horizon must be positive.")
+        require(self.theta >= 0, f"{key}.theta={self.theta} must not be negative.")
+        _range(f"{key}.worker_cost", self.worker_cost, strict=True)
+        _range(f"{key}.participation_cost", self.participation_cost)
+        require(self.choice_temperature > 0 and self.switching_cost >= 0,
+                f"{key} needs choice_temperature > 0 and switching_cost >= 0.")
+        require(self.cost_drift >= 0 and self.max_price > 0, f"{key}.cost_drift must be >= 0 and max_price > 0.")
 
 
 @dataclass
 class PolicyConf:
-    algorithm: str = "maddpg"     # maddpg | td3
-    critic: str = "centralized"   # centralized | independent
+    algorithm: Algorithm = Algorithm.maddpg
+    critic: Critic = Critic.centralized
     hidden: int = 64
-    actor_lr: float = 3e-4
+    actor_lr: float = 3e-4        # actor_lr and critic_lr tuned on incentive.tuning_seeds (docs/incentive.md)
     critic_lr: float = 3e-3
     gamma: float = 0.9
     polyak: float = 0.01
@@ -49,11 +84,19 @@ class PolicyConf:
     target_noise: float = 0.1     # TD3 only
     logit_penalty: float = 1e-2
 
+    def check(self, key: str) -> None:
+        require(self.batch_size >= 1 and self.buffer_size >= self.batch_size,
+                f"{key}.buffer_size must be >= batch_size >= 1.")
+
 
 @dataclass
 class CostConf:
     unit: list[float] = field(default_factory=lambda: [0.5, 1.5])   # initial unit data cost P_m ~ U
     fixed: list[float] = field(default_factory=lambda: [0.0, 0.1])  # fixed cost E_m ~ U
+
+    def check(self, key: str) -> None:
+        _range(f"{key}.unit", self.unit, strict=True)
+        _range(f"{key}.fixed", self.fixed)
 
 
 @dataclass
@@ -66,6 +109,10 @@ class AsosaConf:
     updates_warm: int = MISSING    # ... and in each later one (warm start)
     eval_episodes: int = MISSING   # set by the scale
     nash_iters: int = MISSING      # rounds of iterated best response for the Nash reference (set by the scale)
+
+    def check(self, key: str) -> None:
+        require(self.max_iters >= 1 and self.tol > 0 and 0 < self.damping <= 1,
+                f"{key} needs max_iters >= 1, tol > 0 and damping in (0, 1].")
 
 
 @dataclass
@@ -84,13 +131,27 @@ class IncentiveConf:
     policy: PolicyConf = field(default_factory=PolicyConf)
     asosa: AsosaConf = field(default_factory=AsosaConf)
 
+    def check(self, key: str) -> None:
+        require(isinstance(self.method, dict) and "_target_" in self.method and "name" in self.method,
+                f"{key}.method has no _target_ and name; pick a method with incentive/method=<name> "
+                "(one YAML per method in conf/incentive/method/).")
+        require(self.lmos >= 2, f"{key}.lmos={self.lmos} must be at least 2 (zero or one LMO has no Stackelberg game).")
+        require(min(self.lam, self.alpha, self.beta) > 0, f"{key}.lam, {key}.alpha and {key}.beta must be positive.")
+        value = self.lam * self.alpha * self.beta
+        require(value * (self.lmos - 1) > self.lmos * self.cost.unit[1] or self.allow_dropout,
+                f"{key}.lam*alpha*beta*(lmos-1) = {value * (self.lmos - 1):g} does not exceed the largest possible sum "
+                f"of unit costs ({self.lmos * self.cost.unit[1]:g}); raise {key}.lam or set {key}.allow_dropout=true.")
+        require(value > 2 * self.cost.unit[0],
+                f"{key}.lam*alpha*beta = {value:g} is too small for even two of the cheapest LMOs to be paid; raise "
+                f"{key}.lam.")
+
 
 ConfigStore.instance().store(group="incentive", name="schema", node=IncentiveConf)
 
 
-def _range(key: str, value, low: float = 0.0, strict: bool = False) -> None:
-    ok = len(value) == 2 and value[0] <= value[1] and (value[0] > low if strict else value[0] >= low)
-    require(ok, f"incentive.{key}={list(value)} must be [low, high] with {'0 < ' if strict else '0 <= '}low <= high.")
+def settings(cfg: DictConfig) -> IncentiveConf:
+    """The cell's `incentive` section as its dataclass: what the task passes down."""
+    return typed(cfg.incentive)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -100,41 +161,8 @@ def validate(cfg: DictConfig) -> None:
     require(str(cfg.trainer.precision) in {"32-true", "32"},
             f"trainer.precision={cfg.trainer.precision} does not apply to the incentive tasks: their small networks "
             "train in fp32; use trainer.precision=32-true.")
-    c = cfg.incentive
-    require(isinstance(c.method, DictConfig) and "_target_" in c.method and "name" in c.method,
-            "incentive.method has no _target_ and name; pick a method with incentive/method=<name> "
-            "(one YAML per method in conf/incentive/method/).")
+    c = settings(cfg)
     require(int(cfg.seed) not in set(c.tuning_seeds),
             f"seed={cfg.seed} is one of incentive.tuning_seeds={list(c.tuning_seeds)}, where the hyper-parameters were "
             "tuned; evaluate on other seeds (or set incentive.tuning_seeds=[] for a tuning run).")
-    require(c.lmos >= 2, f"incentive.lmos={c.lmos} must be at least 2 (zero or one LMO has no Stackelberg game).")
-    _range("cost.unit", c.cost.unit, strict=True)
-    _range("cost.fixed", c.cost.fixed)
-    require(min(c.lam, c.alpha, c.beta) > 0, "incentive.lam, incentive.alpha and incentive.beta must be positive.")
-    require(c.lam * c.alpha * c.beta * (c.lmos - 1) > c.lmos * c.cost.unit[1] or c.allow_dropout,
-            f"incentive.lam*alpha*beta*(lmos-1) = {c.lam * c.alpha * c.beta * (c.lmos - 1):g} does not exceed the largest "
-            f"possible sum of unit costs ({c.lmos * c.cost.unit[1]:g}); raise incentive.lam or set incentive.allow_dropout=true.")
-    require(c.lam * c.alpha * c.beta > 2 * c.cost.unit[0],
-            f"incentive.lam*alpha*beta = {c.lam * c.alpha * c.beta:g} is too small for even two of the cheapest LMOs to "
-            "be paid; raise incentive.lam.")
-    e = c.env
-    require(e.workers >= 1 and e.horizon >= 1, "incentive.env.workers and incentive.env.horizon must be positive.")
-    require(e.theta >= 0, f"incentive.env.theta={e.theta} must not be negative.")
-    _range("env.worker_cost", e.worker_cost, strict=True)
-    _range("env.participation_cost", e.participation_cost)
-    require(e.worker_model in {"quantal", "adaptive", "learning"},
-            f"incentive.env.worker_model={e.worker_model!r} is unknown; use quantal, adaptive or learning.")
-    require(e.coupling in {"shared", "private"}, f"incentive.env.coupling={e.coupling!r} is unknown; use shared or private.")
-    require(e.choice_temperature > 0 and e.switching_cost >= 0,
-            "incentive.env needs choice_temperature > 0 and switching_cost >= 0.")
-    require(e.cost_drift >= 0 and e.max_price > 0, "incentive.env.cost_drift must be >= 0 and max_price > 0.")
-    p = c.policy
-    require(p.algorithm in {"maddpg", "td3"}, f"incentive.policy.algorithm={p.algorithm!r} is unknown; use maddpg or td3.")
-    require(p.critic in {"centralized", "independent"},
-            f"incentive.policy.critic={p.critic!r} is unknown; use centralized or independent.")
-    require(p.batch_size >= 1 and p.buffer_size >= p.batch_size, "incentive.policy.buffer_size must be >= batch_size >= 1.")
-    a = c.asosa
-    require(a.max_iters >= 1 and a.tol > 0 and 0 < a.damping <= 1,
-            "incentive.asosa needs max_iters >= 1, tol > 0 and damping in (0, 1].")
-
-
+    check_all(c, "incentive")

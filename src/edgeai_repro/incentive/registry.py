@@ -5,7 +5,4 @@ from edgeai_repro.incentive import config  # noqa: F401  (its schema must be in 
 register(Task(name="incentive_asosa", paper="incentive", section="incentive",
               run_target="edgeai_repro.incentive.tasks:run_incentive",
               validate_target="edgeai_repro.incentive.config:validate", method_key="incentive.method.name",
-              # 2: the Nash and welfare references are computed on the evaluation episodes' own workers;
-              # 3: iterated best response also stops when a sweep gains < tol/100 (a payoff-flat direction
-              # kept it running to nash_iters), and MADDPG logs its losses once per logging interval
-              version=3))
+              reads=("incentive/references",)))

@@ -24,7 +24,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from edgeai_repro.core.errors import ConfigError
+from edgeai_repro.core.errors import ConfigError, composition_message
 from edgeai_repro.core.runner import check_seed, validate
 from edgeai_repro.core.store import atomic_write_json, cell_id_of, section_of, store_for
 from edgeai_repro.report.schema import validate_report
@@ -118,6 +118,11 @@ class CachingSweeper(BasicSweeper):
                     seed = check_seed(seeds[-1])
             except ConfigError as exc:
                 raise SystemExit(f"error: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - a value refused while composing this cell
+                message = composition_message(exc)
+                if message is None:
+                    raise
+                raise SystemExit(f"error: {message}") from None
             task, section, coords, force, store = seen[rest]
             cid = cell_id_of(task, section, seed)
             status = store.status(cid)

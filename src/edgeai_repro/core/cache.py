@@ -1,0 +1,169 @@
+"""Every content-addressed store of the project, declared in one table.
+
+A cache holds what is expensive to recompute and shared between cells: finished cells, trained
+devices, the global MoE's pretrained stand-in, teacher targets, vocabulary maps, tokenizers, the
+incentive game's exact references. Each is a `Cache`: a name (its folder under `paths.cache`), a
+version, and the code that fills it. An entry's key is the hash of the typed inputs it depends on
+plus the cache's version, so bumping a version recomputes every entry of that cache, and a cell's
+own id includes the versions of the caches it reads (core/store.py), so a cached cell never
+outlives the data it was computed from.
+
+Forgetting a bump would serve stale numbers. `tests/test_caches.py` guards it: each cache records
+the fingerprint of the code that fills it (the syntax tree of the named functions, without
+comments or docstrings, so that formatting does not count), and the test fails when that code
+changes while the recorded fingerprint does not, naming the cache to bump. It covers the functions
+listed in `fills`, not everything they call: a change deeper down is the reviewer's to catch, and
+the fill lists name the functions where a change of output would show.
+
+The table names code as "module:qualname" strings and imports nothing, so core stays below the
+papers; only the fingerprint test imports the named functions.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import inspect
+import os
+import shutil
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+from edgeai_repro.core.store import atomic_write, content_key
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Cache:
+    """One content-addressed store. `fills` names the code whose output it stores ("module:qualname");
+    `fingerprint` is that code's recorded fingerprint (see the module docstring)."""
+
+    name: str
+    version: int
+    fills: tuple[str, ...]
+    fingerprint: str
+    key_length: int = 16
+
+    def key(self, inputs: dict[str, Any]) -> str:
+        """The entry key of `inputs` (a dict of JSON-able typed inputs) at this cache's version."""
+        return content_key({**inputs, "version": self.version}, self.key_length)
+
+    def folder(self, root: str | Path) -> Path:
+        return Path(root) / self.name
+
+    def path(self, root: str | Path, inputs: dict[str, Any], suffix: str = "") -> Path:
+        return self.folder(root) / f"{self.key(inputs)}{suffix}"
+
+    def read(self, path: Path, load: Callable[[Path], T]) -> T | None:
+        """The entry at `path` loaded by `load`, or None when absent; a damaged entry is set aside
+        (renamed `*.corrupt-<time>`, kept for inspection) and None returned, so it is recomputed."""
+        if not path.exists():
+            return None
+        try:
+            return load(path)
+        except Exception:  # noqa: BLE001 - whatever the damage, the entry is recomputed, never trusted
+            path.rename(path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"))
+            return None
+
+    def write(self, path: Path, save: Callable[[Path], None]) -> None:
+        """Write a file entry atomically (readers never see half a file)."""
+        atomic_write(path, save)
+
+    def write_folder(self, path: Path, fill: Callable[[Path], None]) -> bool:
+        """Fill a folder entry in a staging folder and rename it into place; when another process
+        finished the same entry first, keep theirs. Returns whether this call's entry was kept."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        try:
+            fill(staging)
+            if path.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+                return False
+            os.replace(staging, path)
+            return True
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+
+def _cache(name: str, version: int, fills: Iterable[str], fingerprint: str, key_length: int = 16) -> Cache:
+    return Cache(name, version, tuple(fills), fingerprint, key_length)
+
+
+# The one table. A task's cells are the cache "cells/<task>"; the others are the stores the tasks
+# read. Bump `version` when the output of the code in `fills` changes (and record the fingerprint
+# the test prints); the history of each bump is in the git log of this file.
+CACHES: dict[str, Cache] = {c.name: c for c in (
+    # aeria v3: approaches = service model x pricing rule, the EIP's demand split, profiles, c by argument
+    _cache("cells/aeria_revenue", 3, ["edgeai_repro.aeria.tasks:run_revenue"], "3c0f726df5a5"),
+    _cache("cells/aeria_properties", 3, ["edgeai_repro.aeria.tasks:run_properties"], "84d797d79d32"),
+    _cache("cells/aeria_runtime", 3, ["edgeai_repro.aeria.tasks:run_runtime"], "2924adac8049"),
+    _cache("cells/aeria_worst_case", 3, ["edgeai_repro.aeria.tasks:run_worst_case"], "1f7d53256851"),
+    _cache("cells/deepfusion_comm", 1, ["edgeai_repro.deepfusion.tasks:run_comm"], "3d91a6054af4"),
+    # memory v3: the training step simulated on the meta device; loss path, checkpointing, attention, upcasts
+    _cache("cells/deepfusion_memory", 3, ["edgeai_repro.deepfusion.tasks:run_memory"], "8a70213b822a"),
+    _cache("cells/deepfusion_phase1", 1, ["edgeai_repro.deepfusion.tasks:run_phase1"], "aeece48bd7e9"),
+    # fusion v2: fair baselines (FedJETS rounds, FedMKT's budget and traffic, OFA-KD's projector);
+    # v3: each domain's student and VAA seeded apart (results independent of the teacher-targets cache)
+    _cache("cells/deepfusion_fusion", 3, ["edgeai_repro.deepfusion.tasks:run_fusion"], "5c7d63705296"),
+    # incentive v2: references on the evaluation episodes' own workers; v3: best response stops when a
+    # sweep gains < tol/100, MADDPG logs its losses once per logging interval
+    _cache("cells/incentive_asosa", 3, ["edgeai_repro.incentive.asosa:run"], "a9a551b8d1a2"),
+    # devices v6: context-first truncation (the question and answer are never cut)
+    _cache("deepfusion/devices", 6, ["edgeai_repro.deepfusion.on_device:train_device",
+                                     "edgeai_repro.deepfusion.on_device:base_model"], "e6ba8f09a4ec"),
+    # inits v2: context-first truncation
+    _cache("deepfusion/inits", 2, ["edgeai_repro.deepfusion.methods:Server.init_moe",
+                                   "edgeai_repro.deepfusion.methods:tune"], "5ec897e7b0fb"),
+    _cache("deepfusion/targets", 1, ["edgeai_repro.deepfusion.distill:add_teacher",
+                                     "edgeai_repro.deepfusion.phase1:proxy"], "454af1791317"),
+    _cache("deepfusion/vocab_maps", 1, ["edgeai_repro.deepfusion.align:_vocab_map",
+                                        "edgeai_repro.deepfusion.align:med_map"], "1310098e71de"),
+    _cache("deepfusion/tokenizers", 1, ["edgeai_repro.deepfusion.tokenization:train_tokenizer"], "6b76433eca3b"),
+    # references v2: iterated best response's stopping rule
+    _cache("incentive/references", 2, ["edgeai_repro.incentive.asosa:references",
+                                       "edgeai_repro.incentive.game:nash",
+                                       "edgeai_repro.incentive.game:welfare_optimum"], "ac9d479b3d9e", 20),
+)}
+
+
+def get(name: str) -> Cache:
+    return CACHES[name]
+
+
+def versions(names: Iterable[str]) -> dict[str, int]:
+    """The versions of the named caches (what a cell's id includes for the caches it reads)."""
+    return {n: CACHES[n].version for n in sorted(names)}
+
+
+def _resolve(target: str) -> Any:
+    module, _, qualname = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def code_fingerprint(targets: Iterable[str]) -> str:
+    """A hash of the named functions' syntax trees (comments, docstrings and layout excluded)."""
+    parts = []
+    for target in targets:
+        source = textwrap.dedent(inspect.getsource(_resolve(target)))
+        tree = _without_docstrings(ast.parse(source))
+        parts.append(ast.dump(tree, annotate_fields=False, include_attributes=False))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
