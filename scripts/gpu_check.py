@@ -29,10 +29,12 @@ import torch
 import transformers
 
 from edgeai_repro.core.paths import conf_dir
-from edgeai_repro.deepfusion import archs, catalog, memory, moe
+from edgeai_repro.deepfusion.accounting import memory
 from edgeai_repro.deepfusion.config import KDConf, MemoryConf
-from edgeai_repro.deepfusion.device_llm import FinetuneConf, nf4_config, qlora_runs, with_adapters
-from edgeai_repro.deepfusion.distill import Distiller, masked_pool, stage_layers
+from edgeai_repro.deepfusion.devices.training import FinetuneConf, nf4_config, qlora_runs, with_adapters
+from edgeai_repro.deepfusion.models import catalog, moe
+from edgeai_repro.deepfusion.models import families as archs
+from edgeai_repro.deepfusion.server.distill import Distiller, masked_pool, stage_layers
 
 GB = 1e9
 DEVICE_MODELS = ("gpt2", "gpt2_medium", "tinyllama", "olmo", "bloom")

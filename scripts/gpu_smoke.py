@@ -72,12 +72,12 @@ def main(argv: list[str]) -> int:
     lines.append(("aeria_auction_1e6_winners_gpu", int(wins.sum()), "count"))
 
     from edgeai_repro.core.trainer import Trainers
-    from edgeai_repro.deepfusion import catalog
-    from edgeai_repro.deepfusion.archs import get
-    from edgeai_repro.deepfusion.device_llm import DeviceLLM, FinetuneConf
+    from edgeai_repro.deepfusion.devices.training import DeviceLLM, FinetuneConf
+    from edgeai_repro.deepfusion.models import catalog
+    from edgeai_repro.deepfusion.models.families import packaged
 
     torch.manual_seed(0)
-    config = catalog.build_config(get("tinyllama"), {"hidden_size": 96, "intermediate_size": 256, "num_hidden_layers": 3,
+    config = catalog.build_config(packaged("tinyllama"), {"hidden_size": 96, "intermediate_size": 256, "num_hidden_layers": 3,
                                                      "num_attention_heads": 4, "num_key_value_heads": 2,
                                                      "vocab_size": 448, "max_position_embeddings": 256})
     module = DeviceLLM(catalog.real_model(config), FinetuneConf(mode="full", steps=40, lr=3e-3))

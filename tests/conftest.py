@@ -56,3 +56,16 @@ def compose():
             return hydra_compose("config", overrides=overrides, return_hydra_config=return_hydra_config)
 
     return _compose
+
+
+@pytest.fixture
+def df_setup(compose, tmp_path: Path):
+    """A DeepFusion cell's Setup from launcher overrides, with its cell store in a temporary folder."""
+    from dataclasses import replace
+
+    from edgeai_repro.deepfusion.setup import Setup
+
+    def make(overrides: list[str], store: Path | None = None) -> Setup:
+        return replace(Setup.of(compose(overrides)), store=store or tmp_path)
+
+    return make

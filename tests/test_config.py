@@ -108,30 +108,30 @@ def test_lambda_too_small_without_dropout_is_refused(compose) -> None:
         validate(cfg)
 
 
-@pytest.mark.parametrize("task,key,schema", [
-    ("aeria_revenue", "aeria", "edgeai_repro.aeria.config:AeriaConf"),
-    ("incentive_asosa", "incentive", "edgeai_repro.incentive.config:IncentiveConf"),
-    ("deepfusion_fusion", "deepfusion", "edgeai_repro.deepfusion.config:DeepFusionConf"),
+@pytest.mark.parametrize("paper,schema", [
+    ("aeria", "edgeai_repro.aeria.config:AeriaConf"),
+    ("incentive", "edgeai_repro.incentive.config:IncentiveConf"),
+    ("deepfusion", "edgeai_repro.deepfusion.config:DeepFusionConf"),
 ])
-def test_schema_defaults_agree_with_the_yaml(compose, task: str, key: str, schema: str) -> None:
-    """Every concrete default of a schema equals the value its YAML sets at the default scale;
-    values the scale sets are MISSING in the schema (as BenchMARL does), so the two never disagree."""
-    from omegaconf import OmegaConf
+def test_yaml_only_overrides_the_schema(paper: str, schema: str) -> None:
+    """A setting's default lives in its dataclass: conf/<paper>/default.yaml sets only what differs
+    (or comes from the scale), so no value is stated twice and the two can never disagree."""
+    import dataclasses
 
     from edgeai_repro.core.tasks import resolve
 
-    yaml = OmegaConf.to_container(compose([f"task={task}", "scale=paper"])[key], resolve=True, enum_to_str=True)
-    defaults = OmegaConf.to_container(OmegaConf.structured(resolve(schema)), enum_to_str=True)
+    def walk(obj, node, path):
+        for f in dataclasses.fields(obj):
+            if f.name not in node:
+                continue
+            value, default = node[f.name], getattr(obj, f.name)
+            if dataclasses.is_dataclass(default):
+                yield from walk(default, value, f"{path}.{f.name}")
+            elif not (isinstance(value, str) and value.startswith("${")) and value == default:
+                yield f"{path}.{f.name}"
 
-    def walk(d, y, path):
-        if isinstance(d, dict) and d:
-            for k, v in d.items():
-                if k in y:
-                    yield from walk(v, y[k], f"{path}.{k}")
-        elif d != "???" and d != {}:
-            yield path, d, y
-
-    assert [(p, d, y) for p, d, y in walk(defaults, yaml, key) if d != y] == []
+    raw = OmegaConf.to_container(OmegaConf.load(CONF / paper / "default.yaml"))
+    assert list(walk(resolve(schema)(), raw, paper)) == []
 
 
 def test_a_new_model_family_is_one_yaml_in_a_config_folder_of_ones_own(compose, tmp_path: Path) -> None:
@@ -141,12 +141,12 @@ def test_a_new_model_family_is_one_yaml_in_a_config_folder_of_ones_own(compose, 
     from hydra import compose as hydra_compose, initialize_config_dir
 
     from edgeai_repro.cli import conf_dir
-    from edgeai_repro.deepfusion import archs, catalog
+    from edgeai_repro.deepfusion.setup import Setup
 
     folder = tmp_path / "conf" / "deepfusion" / "student"
     folder.mkdir(parents=True)
     (folder / "gpt2_mini.yaml").write_text(
-        "gpt2_mini:\n  _target_: edgeai_repro.deepfusion.archs.Arch\n  name: gpt2_mini\n  config_class: GPT2Config\n"
+        "gpt2_mini:\n  _target_: edgeai_repro.deepfusion.models.families.Arch\n  name: gpt2_mini\n  config_class: GPT2Config\n"
         "  hub_id: my-org/gpt2-mini\n  tokenizer_family: gpt2\n"
         "  paper: {n_embd: 256, n_layer: 4, n_head: 4, vocab_size: 50257}\n"
         "  tiny: {n_embd: 32, n_layer: 1, n_head: 2, vocab_size: 512}\n")
@@ -157,9 +157,9 @@ def test_a_new_model_family_is_one_yaml_in_a_config_folder_of_ones_own(compose, 
             "deepfusion/student=[tinyllama,olmo,bloom,gpt2_mini]", "deepfusion.case=finance",
             "deepfusion.cases.finance.device_models=[tinyllama,gpt2_mini]"])
     validate(cfg)
-    arch = archs.get(cfg.deepfusion, "gpt2_mini")
-    assert arch.hub_id == "my-org/gpt2-mini"
-    assert catalog.model_config(cfg.deepfusion, "gpt2_mini").n_embd == 32
+    setup = Setup.of(cfg)
+    assert setup.family("gpt2_mini").hub_id == "my-org/gpt2-mini"
+    assert setup.model_config("gpt2_mini").n_embd == 32
     with pytest.raises(ConfigError, match=r"deepfusion.cases.finance.device_models='gpt5' is not a known model type"):
         validate(compose(["experiment=deepfusion/table1_2", "scale=tiny", "deepfusion.case=finance",
                           "deepfusion.cases.finance.device_models=[tinyllama,gpt5]"]))
@@ -168,7 +168,7 @@ def test_a_new_model_family_is_one_yaml_in_a_config_folder_of_ones_own(compose, 
 def test_the_judge_is_a_config_group(compose) -> None:
     from hydra.utils import instantiate
 
-    from edgeai_repro.deepfusion.judge import LexicalJudge
+    from edgeai_repro.deepfusion.evaluation.judge import LexicalJudge
 
     cfg = compose(["experiment=deepfusion/fig9_centralized", "scale=tiny"])
     judge = instantiate(cfg.deepfusion.judge)

@@ -7,12 +7,16 @@ import pytest
 import torch
 import transformers
 
-from edgeai_repro.deepfusion import align, archs, catalog, data, moe, tokenization
+from edgeai_repro.deepfusion import data
 from edgeai_repro.deepfusion.config import KDConf
-from edgeai_repro.deepfusion.distill import (VAA, Distiller, KDDataset, add_teacher, kd_loader, masked_pool,
-                                            ofa_to_targets)
-from edgeai_repro.deepfusion.judge import LexicalJudge, generate_answers, judge_answers
-from edgeai_repro.deepfusion.methods import _accumulate, _prune
+from edgeai_repro.deepfusion.data import tokenizers as tokenization
+from edgeai_repro.deepfusion.evaluation.judge import LexicalJudge, generate_answers, judge_answers
+from edgeai_repro.deepfusion.models import catalog, moe
+from edgeai_repro.deepfusion.models import families as archs
+from edgeai_repro.deepfusion.server import align
+from edgeai_repro.deepfusion.server.distill import (VAA, Distiller, KDDataset, add_teacher, kd_loader, masked_pool,
+                                                   ofa_to_targets)
+from edgeai_repro.deepfusion.server.methods.fedjets import _accumulate, _prune
 
 MOE = dict(hidden_size=32, intermediate_size=64, moe_intermediate_size=16, shared_expert_intermediate_size=32,
            num_experts=4, num_experts_per_tok=2, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4)
@@ -142,13 +146,13 @@ def test_vocabulary_maps_are_stored_on_disk_per_pair(toks: dict, tmp_path: Path)
     t, s = toks["teacher"], toks["student"]
     align._MAPS.clear()
     try:
-        first = align.vocab_map(t, s, "med", cache=tmp_path)
-        stored = list((tmp_path / "vocab_maps").glob("*.pt"))
+        first = align.vocab_map(t, s, "med", store=tmp_path)
+        stored = list((tmp_path / "deepfusion" / "vocab_maps").glob("*.pt"))
         assert len(stored) == 1
         align._MAPS.clear()   # a new process: the map is read back from disk, not recomputed
         torch.save(torch.full_like(first, 7), stored[0])
-        assert torch.equal(align.vocab_map(t, s, "med", cache=tmp_path), torch.full_like(first, 7))
-        assert torch.equal(align.vocab_map(s, t, "med", cache=tmp_path), align._vocab_map(s, t, "med"))
+        assert torch.equal(align.vocab_map(t, s, "med", store=tmp_path), torch.full_like(first, 7))
+        assert torch.equal(align.vocab_map(s, t, "med", store=tmp_path), align._vocab_map(s, t, "med"))
     finally:
         align._MAPS.clear()   # the doctored map must not reach later tests in this process
 
@@ -191,7 +195,7 @@ def test_distillation_logs_three_losses_and_lowers_heldout_perplexity(kd: str, v
                                                                        tmp_path: Path) -> None:
     import lightning as L
 
-    from edgeai_repro.deepfusion.device_llm import QADataset, loader
+    from edgeai_repro.deepfusion.data.encoding import QADataset, loader
 
     t, s = toks["teacher"], toks["student"]
     records = data.synthetic("finance", 96, 3, seed=1)
@@ -250,45 +254,40 @@ def test_ofa_loss_enhances_the_ground_truth_token() -> None:
     assert torch.allclose(enhanced, -(weights * logq).sum(-1).mean())
 
 
-def test_fedjets_gets_better_with_rounds(compose, tmp_path: Path) -> None:
+def test_fedjets_gets_better_with_rounds(df_setup) -> None:
     """FedJETS from the shared initial MoE, all devices every round: the held-out log-perplexity
     after four rounds is below that after one, itself below the initial model's."""
     from types import SimpleNamespace
 
     from edgeai_repro.core.trainer import Trainers
-    from edgeai_repro.deepfusion import methods, on_device
-    from edgeai_repro.deepfusion.config import case
+    from edgeai_repro.deepfusion.server.methods.base import Server
+    from edgeai_repro.deepfusion.server.methods.fedjets import FedJETS
 
-    c = compose(["experiment=deepfusion/table1_2", "scale=smoke", "deepfusion/method=fedjets",
-                 "deepfusion.fedjets.rounds=4", "deepfusion.fedjets.participation=1.0"]).deepfusion
-    corpus = on_device.load_corpus(c, 0)
-    parts = data.partition(corpus.train, c.devices, "random_uneven", 0, min_size=8)
+    s = df_setup(["experiment=deepfusion/table1_2", "scale=smoke", "deepfusion/method=fedjets",
+                  "deepfusion.fedjets.rounds=4", "deepfusion.fedjets.participation=1.0"])
+    parts = data.partition(s.corpus.train, s.conf.devices, "random_uneven", 0, min_size=8)
     devices = [SimpleNamespace(index=i, indices=p) for i, p in enumerate(parts)]
-    server = methods.Server(c, 0, corpus, devices, tmp_path, Trainers(),
-                            moe.with_experts(catalog.model_config(c, case(c).moe), 4),
-                            on_device.tokenizer_for(c, case(c).moe, corpus, tmp_path))
-    curve = [r["value"] for r in methods.fedjets(server).curves]
+    server = Server(s, devices, Trainers(), moe.with_experts(s.model_config(s.case.moe), 4), s.tokenizer(s.case.moe))
+    curve = [r["value"] for r in FedJETS()(server).curves]
     assert len(curve) == 5 and curve[4] < curve[1] < curve[0], curve
 
 
-def test_teacher_targets_are_computed_once_and_read_back(compose, tmp_path: Path, monkeypatch) -> None:
+def test_teacher_targets_are_computed_once_and_read_back(df_setup, tmp_path: Path, monkeypatch) -> None:
     """The teacher's targets on the public data are stored per (teacher, public data, settings):
     a second method over the same devices reads them back, equal, without building the teacher."""
     from edgeai_repro.core.trainer import Trainers
-    from edgeai_repro.deepfusion import methods, on_device, phase1
-    from edgeai_repro.deepfusion.config import case
-    from edgeai_repro.deepfusion.distill import KDDataset
+    from edgeai_repro.deepfusion.devices.federation import federation
+    from edgeai_repro.deepfusion.server.methods import base
 
-    c = compose(["experiment=deepfusion/table1_2", "scale=smoke"]).deepfusion
-    corpus = on_device.load_corpus(c, 0)
-    devices = on_device.federation(c, 0, corpus, tmp_path, Trainers())
-    server = methods.Server(c, 0, corpus, devices, tmp_path, Trainers(),
-                            moe.with_experts(catalog.model_config(c, case(c).moe), 4),
-                            on_device.tokenizer_for(c, case(c).moe, corpus, tmp_path))
+    s = df_setup(["experiment=deepfusion/table1_2", "scale=smoke"])
+    corpus, c = s.corpus, s.conf
+    devices = federation(s, Trainers())
+    server = base.Server(s, devices, Trainers(), moe.with_experts(s.model_config(s.case.moe), 4),
+                         s.tokenizer(s.case.moe))
     first = KDDataset(corpus.public, server.moe_tok, c.data.max_len)
     server.add_targets(first, devices[:2], server.kd, with_features=True)
-    assert len(list((tmp_path / "targets").glob("*.pt"))) == 1
-    monkeypatch.setattr(phase1, "proxy", lambda *a, **k: pytest.fail("a cache hit must not build the teacher"))
+    assert len(list((tmp_path / "deepfusion" / "targets").glob("*.pt"))) == 1
+    monkeypatch.setattr(base, "proxy", lambda *a, **k: pytest.fail("a cache hit must not build the teacher"))
     again = KDDataset(corpus.public, server.moe_tok, c.data.max_len)
     server.add_targets(again, devices[:2], server.kd, with_features=True)
     for a, b in zip(first.items, again.items):
@@ -366,7 +365,7 @@ def test_deepseek_moe_checkpoint_maps_onto_qwen2_moe(tmp_path: Path) -> None:
     """DeepSeek-MoE's own layout loads into Qwen2-MoE and each MoE block computes DeepSeek's
     function: softmax router, top-2 without renormalisation, plus the unscaled shared experts."""
     from edgeai_repro.core.errors import ConfigError
-    from edgeai_repro.deepfusion.checkpoints import load_deepseek_moe
+    from edgeai_repro.deepfusion.models.checkpoints import load_deepseek_moe
 
     state = deepseek_checkpoint(tmp_path / "ds")
     model = load_deepseek_moe(tmp_path / "ds", dtype=torch.float32)
@@ -400,7 +399,7 @@ def test_pretrained_checkpoints_load_from_local_folders_and_keep_the_most_used_e
     saved with save_pretrained, and a DeepSeek-MoE in its own layout, each from a local folder
     (paths.checkpoints); the global MoE keeps, per layer, the experts the public data uses most."""
     from edgeai_repro.core.errors import ConfigError
-    from edgeai_repro.deepfusion.checkpoints import expert_usage, keep_experts, pretrained
+    from edgeai_repro.deepfusion.models.checkpoints import expert_usage, keep_experts, pretrained
 
     torch.manual_seed(0)
     qwen = catalog.real_model(moe_config(vocab=100))

@@ -14,7 +14,9 @@ import torch
 import transformers
 
 from edgeai_repro.core.errors import ConfigError
-from edgeai_repro.deepfusion import archs, data, tokenization
+from edgeai_repro.deepfusion import data
+from edgeai_repro.deepfusion.data import tokenizers as tokenization
+from edgeai_repro.deepfusion.models import families as archs
 
 # Qwen's pre-tokenisation pattern (its tokenizer.json); digits are split one by one.
 QWEN_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
@@ -85,10 +87,11 @@ def test_the_paper_path_runs_end_to_end_on_real_classes(compose, checkpoints, tm
     from edgeai_repro.core.runner import validate
     from edgeai_repro.core.tasks import CellContext
     from edgeai_repro.core.trainer import Trainers
-    from edgeai_repro.deepfusion import on_device, tasks
-    from edgeai_repro.deepfusion.device_llm import qlora_runs
+    from edgeai_repro.deepfusion import tasks
+    from edgeai_repro.deepfusion.devices.federation import Device
+    from edgeai_repro.deepfusion.devices.training import qlora_runs
 
-    cfg = compose([*paper_overrides(checkpoints, tmp_path / "cells"), "+deepfusion.save_model=true"])
+    cfg = compose([*paper_overrides(checkpoints, tmp_path / "cells"), "deepfusion.save_model=true"])
     validate(cfg)
     result = tasks.run_fusion(cfg, CellContext(tmp_path / "run", "paper-path", trainers=Trainers(cfg.trainer)))
     record = result["records"][0]
@@ -98,7 +101,7 @@ def test_the_paper_path_runs_end_to_end_on_real_classes(compose, checkpoints, tm
     metas = [json.loads(p.read_text()) for p in devices]
     assert {m["mode"] for m in metas} == {"qlora" if qlora_runs() else "lora"}
     # What a device uploads is its architecture's plain bf16 state, loadable by the published class.
-    upload = on_device.Device(0, metas[0]["model_type"], [], "", devices[0].parent).upload()
+    upload = Device(0, metas[0]["model_type"], [], "", devices[0].parent).upload()
     assert all(t.dtype == torch.bfloat16 for t in upload.values())
     fresh = transformers.AutoModelForCausalLM.from_pretrained(checkpoints[metas[0]["model_type"]])
     missing, unexpected = fresh.load_state_dict(upload, strict=False)
@@ -117,7 +120,7 @@ def test_a_qlora_upload_is_the_bf16_base_plus_the_adapter(checkpoints) -> None:
     """QLoRA's upload: every 4-bit layer dequantised into bf16 with the adapter merged in (peft's
     own merge re-quantises to NF4 and leaves packed uint8 tensors); it computes what the trained
     4-bit model computes."""
-    from edgeai_repro.deepfusion.device_llm import FinetuneConf, merged, nf4_config, qlora_runs, with_adapters
+    from edgeai_repro.deepfusion.devices.training import FinetuneConf, merged, nf4_config, qlora_runs, with_adapters
 
     if not qlora_runs():
         pytest.skip("bitsandbytes cannot quantise on this machine (the upload then is LoRA's, tested elsewhere)")

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
-from edgeai_repro.core.store import atomic_write, content_key
+from edgeai_repro.core.files import atomic_write, content_key
 
 T = TypeVar("T")
 
@@ -104,27 +104,27 @@ CACHES: dict[str, Cache] = {c.name: c for c in (
     _cache("cells/aeria_properties", 3, ["edgeai_repro.aeria.tasks:run_properties"], "84d797d79d32"),
     _cache("cells/aeria_runtime", 3, ["edgeai_repro.aeria.tasks:run_runtime"], "2924adac8049"),
     _cache("cells/aeria_worst_case", 3, ["edgeai_repro.aeria.tasks:run_worst_case"], "1f7d53256851"),
-    _cache("cells/deepfusion_comm", 1, ["edgeai_repro.deepfusion.tasks:run_comm"], "3d91a6054af4"),
+    _cache("cells/deepfusion_comm", 1, ["edgeai_repro.deepfusion.tasks:run_comm"], "e0783a58c042"),
     # memory v3: the training step simulated on the meta device; loss path, checkpointing, attention, upcasts
-    _cache("cells/deepfusion_memory", 3, ["edgeai_repro.deepfusion.tasks:run_memory"], "8a70213b822a"),
-    _cache("cells/deepfusion_phase1", 1, ["edgeai_repro.deepfusion.tasks:run_phase1"], "aeece48bd7e9"),
+    _cache("cells/deepfusion_memory", 3, ["edgeai_repro.deepfusion.tasks:run_memory"], "37fffa81c3d7"),
+    _cache("cells/deepfusion_phase1", 1, ["edgeai_repro.deepfusion.tasks:run_phase1"], "a9d170b937e8"),
     # fusion v2: fair baselines (FedJETS rounds, FedMKT's budget and traffic, OFA-KD's projector);
     # v3: each domain's student and VAA seeded apart (results independent of the teacher-targets cache)
-    _cache("cells/deepfusion_fusion", 3, ["edgeai_repro.deepfusion.tasks:run_fusion"], "5c7d63705296"),
+    _cache("cells/deepfusion_fusion", 3, ["edgeai_repro.deepfusion.tasks:run_fusion"], "4356e83ede8c"),
     # incentive v2: references on the evaluation episodes' own workers; v3: best response stops when a
     # sweep gains < tol/100, MADDPG logs its losses once per logging interval
     _cache("cells/incentive_asosa", 3, ["edgeai_repro.incentive.asosa:run"], "a9a551b8d1a2"),
     # devices v6: context-first truncation (the question and answer are never cut)
-    _cache("deepfusion/devices", 6, ["edgeai_repro.deepfusion.on_device:train_device",
-                                     "edgeai_repro.deepfusion.on_device:base_model"], "e6ba8f09a4ec"),
+    _cache("deepfusion/devices", 6, ["edgeai_repro.deepfusion.devices.federation:train_device",
+                                     "edgeai_repro.deepfusion.devices.federation:base_model"], "4cd737cf80cf"),
     # inits v2: context-first truncation
-    _cache("deepfusion/inits", 2, ["edgeai_repro.deepfusion.methods:Server.init_moe",
-                                   "edgeai_repro.deepfusion.methods:tune"], "5ec897e7b0fb"),
-    _cache("deepfusion/targets", 1, ["edgeai_repro.deepfusion.distill:add_teacher",
-                                     "edgeai_repro.deepfusion.phase1:proxy"], "454af1791317"),
-    _cache("deepfusion/vocab_maps", 1, ["edgeai_repro.deepfusion.align:_vocab_map",
-                                        "edgeai_repro.deepfusion.align:med_map"], "1310098e71de"),
-    _cache("deepfusion/tokenizers", 1, ["edgeai_repro.deepfusion.tokenization:train_tokenizer"], "6b76433eca3b"),
+    _cache("deepfusion/inits", 2, ["edgeai_repro.deepfusion.server.methods.base:Server.init_moe",
+                                   "edgeai_repro.deepfusion.server.methods.base:tune"], "f1b0d0bf8c43"),
+    _cache("deepfusion/targets", 1, ["edgeai_repro.deepfusion.server.distill:add_teacher",
+                                     "edgeai_repro.deepfusion.server.clustering:proxy"], "ae2ef8ed756c"),
+    _cache("deepfusion/vocab_maps", 1, ["edgeai_repro.deepfusion.server.align:_vocab_map",
+                                        "edgeai_repro.deepfusion.server.align:med_map"], "1310098e71de"),
+    _cache("deepfusion/tokenizers", 1, ["edgeai_repro.deepfusion.data.tokenizers:train_tokenizer"], "6b76433eca3b"),
     # references v2: iterated best response's stopping rule
     _cache("incentive/references", 2, ["edgeai_repro.incentive.asosa:references",
                                        "edgeai_repro.incentive.game:nash",

@@ -110,7 +110,7 @@ def published(store_folder: Path, settings: dict) -> bool:
 
 
 def mark_published(store_folder: Path, settings: dict, run_id: str) -> None:
-    from edgeai_repro.core.store import atomic_write_json
+    from edgeai_repro.core.files import atomic_write_json
 
     path = store_folder / "wandb.json"
     try:

@@ -13,7 +13,8 @@ from edgeai_repro.core import tasks
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.loggers import build_loggers, finish_cell_run, finish_wandb
 from edgeai_repro.core.seeding import seed_everything
-from edgeai_repro.core.store import atomic_write_json, cell_id, store_for
+from edgeai_repro.core.files import atomic_write_json
+from edgeai_repro.core.store import cell_id, store_for
 from edgeai_repro.core.trainer import Trainers
 
 log = logging.getLogger(__name__)

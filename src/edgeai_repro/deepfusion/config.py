@@ -1,7 +1,11 @@
-"""Typed config of the DeepFusion tasks and its validation.
+"""DeepFusion's typed settings: every setting's type, default and check, defined once (no torch).
 
-The paper leaves most settings out; every default that is our choice is listed in the README's
-"Our choices" table for DeepFusion.
+The paper leaves most settings out; every default that is our choice is listed in docs/deepfusion.md
+("Our choices"). YAML files (conf/deepfusion/) only select components and take sizes from the
+scale. Option sets are `Option` enums, refused at composition when outside their set; each
+dataclass checks its own fields in `check(key)`. A task turns its `deepfusion` section into a
+`DeepFusionConf` once (`settings`) and builds a per-cell `setup.Setup` from it; nothing below a
+task reads the raw config.
 """
 from __future__ import annotations
 
@@ -11,53 +15,139 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from edgeai_repro.core.errors import require
-from edgeai_repro.deepfusion import archs
+from edgeai_repro.core.errors import ConfigError, require
+from edgeai_repro.core.schema import Option, check_all, typed
 
-# The option names every module validates against (each runtime module imports its own from here).
-SOURCES = ("synthetic", "local", "hub")
-PARTITIONS = ("random_uneven", "dirichlet")
-PUBLIC_ANSWERS = ("hidden", "given")                 # does the server's public data carry the facts (on_device)
-DOMAINS = ("medical", "finance")
-FORMATS = ("fp32", "bf16", "fp16")                 # float storage formats (comm.DTYPES)
-TRANSFER_FORMATS = (*FORMATS, "int8", "nf4")        # what the accounting can count (comm.Wire)
-MODES = ("full", "lora", "qlora")                   # training modes (device_llm, memory)
-LOSS_PATHS = ("full", "chunked", "answer_only")      # how the loss reads the logits (memory)
-ATTENTION = ("auto", "flash", "eager")              # attention kernels the memory model knows
-ASSIGNMENTS = ("balanced", "random")                # how devices get their model type (federation)
-KD_MODES = ("vaa", "direct", "ofa", "none")         # Phase II feature paths (distill)
-ALIGN_MODES = ("med", "exact")                      # cross-tokenizer vocabulary maps (align)
-# methods.Method.run: the server-side methods
-RUNS = ("deepfusion", "ofa_kd", "fedmkt", "fedjets", "server_only", "centralized")
+
+class Source(Option):
+    synthetic = "synthetic"   # our generator (facts fixed by a seed): the tiny benchmark
+    local = "local"           # the user's files (cases.<case>.path or data.path)
+    hub = "hub"               # the paper's datasets (MMedBench, FiQA)
+
+
+class Partition(Option):
+    random_uneven = "random_uneven"   # the paper's "randomly and unevenly": log-normal device sizes
+    dirichlet = "dirichlet"           # sub-domain mixes ~ Dirichlet(alpha): topic skew
+
+
+class PublicAnswers(Option):
+    hidden = "hidden"   # public answers carry no fact: only the devices know the test facts
+    given = "given"     # public records keep their answers (the paper's setting)
+
+
+class Domain(Option):
+    medical = "medical"   # multiple-choice QA (MMedBench's schema)
+    finance = "finance"   # open-ended QA (FiQA's schema)
+
+
+class Format(Option):
+    """Float storage formats a model travels or trains in."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class TransferFormat(Option):
+    """What the communication accounting can count: the float formats and bitsandbytes' int8/nf4."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    int8 = "int8"
+    nf4 = "nf4"
+
+
+class Quantize(Option):
+    linear = "linear"   # the weight matrices only, as bitsandbytes
+    all = "all"         # every tensor (an assumption, not what bitsandbytes does)
+
+
+class Mode(Option):
+    """Training modes of a device model (devices/training.py) and of the memory model."""
+
+    full = "full"
+    lora = "lora"
+    qlora = "qlora"
+
+
+class LossPath(Option):
+    full = "full"               # every position's logits, upcast to fp32 (transformers' labels= path)
+    chunked = "chunked"         # head and loss `loss_chunk` positions at a time, recomputed in backward
+    answer_only = "answer_only"  # the head reads the answer positions only
+
+
+class Attention(Option):
+    auto = "auto"     # what transformers runs for the family (fused SDPA, eager where unsupported)
+    flash = "flash"   # a fused kernel: no (seq x seq) tensor
+    eager = "eager"
+
+
+class Assignment(Option):
+    balanced = "balanced"   # a shuffled round-robin list: every type has at least N // #types devices
+    random = "random"       # each device draws its type (the paper's wording)
+
+
+class KDMode(Option):
+    vaa = "vaa"         # View-Aligned Attention (the paper)
+    direct = "direct"   # projected feature MSE without VAA (ablation)
+    ofa = "ofa"         # OFA-KD's feature-to-logit branches
+    none = "none"       # logits and hard labels only
+
+
+class AlignMode(Option):
+    med = "med"       # exact token, else minimum edit distance (FedMKT's MinED)
+    exact = "exact"   # exact surface only
+
+
+class VAAVariant(Option):
+    pooled = "pooled"   # our reading: adaptive pooling per stage, residual + norm
+    paper = "paper"     # Eqs. 7-8 as written: strided patch convolution, attention without residual
+
+
+class ClusterMode(Option):
+    kmeans = "kmeans"
+    random = "random"   # ablation: the same domain sizes, members shuffled within each type
+
+
+class Models(Option):
+    paper = "paper"   # the published architectures (GPUs, checkpoints)
+    tiny = "tiny"     # the same classes shrunk for a CPU
 
 
 @dataclass
 class CaseConf:
     moe: str = "qwen_moe"
     device_models: list[str] = field(default_factory=lambda: ["gpt2", "gpt2_medium", "tinyllama"])
-    domain: str = "medical"
+    domain: Domain = Domain.medical
     hub_dataset: str = "???"
     languages: list[str] = field(default_factory=list)   # MMedBench's language files (data.source=hub)
     path: Optional[str] = None    # data.source=local: this case's file or train/test folder (else data.path)
 
+    def check(self, key: str) -> None:
+        require(len(self.device_models) > 0, f"{key}.device_models is empty; name at least one on-device model type.")
+
 
 @dataclass
 class CommConf:
-    upload_format: str = "bf16"             # fp32 | bf16 | fp16 | int8 | nf4 (comm.py counts each exactly)
-    formats: dict[str, str] = field(default_factory=dict)   # per model type, e.g. {bloom: nf4}
-    download_format: Optional[str] = None   # FedJETS' download; None = upload_format
-    count_download: bool = True
-    quantize: str = "linear"                # int8/nf4: linear (as bitsandbytes) | all (every tensor)
-    rest_format: str = "bf16"               # what bitsandbytes leaves unquantised travels in this
-    nf4_block: int = 64
-    double_quant: bool = True
-    embedding_dim: int = 384
-    embedding_format: str = "fp16"
+    upload_format: TransferFormat = TransferFormat.bf16   # accounting/comm.py counts each exactly
+    formats: dict[str, TransferFormat] = field(default_factory=dict)   # per model type, e.g. {bloom: nf4}
+    download_format: Optional[TransferFormat] = None   # FedJETS' download; None = upload_format
+    count_download: bool = True         # FedJETS' downloads of the local MoE count as traffic
+    quantize: Quantize = Quantize.linear
+    rest_format: Format = Format.bf16   # int8/nf4 with quantize=linear: embeddings, head, norms, biases
+    nf4_block: int = 64                 # weights per NF4 absmax block (bitsandbytes' default)
+    double_quant: bool = True           # NF4 absmax stored in 8 bits (QLoRA's double quantisation)
+    embedding_dim: int = 384            # all-MiniLM-L6-v2's output
+    embedding_format: Format = Format.fp16
+
+    def check(self, key: str) -> None:
+        require(self.nf4_block >= 1 and self.embedding_dim >= 1, f"{key}.nf4_block and embedding_dim must be positive.")
 
 
 @dataclass
 class AccountingConf:
-    """A named set of Fig. 8 assumptions (conf/deepfusion/accounting/<name>.yaml); a preset other
+    """A named set of Fig. 7/8 assumptions (conf/deepfusion/accounting/<name>.yaml); a preset other
     than `default` labels its rows, e.g. "fedjets (fitted to the paper's bars)"."""
 
     name: str = "default"
@@ -66,41 +156,52 @@ class AccountingConf:
 
 @dataclass
 class FedJetsConf:
-    """FedJETS' protocol, as methods.fedjets runs it and comm.fedjets_bytes counts it: in each
-    round each participating device downloads a local MoE pruned from the global one (every layer
-    keeps `local_experts` routed experts plus everything that is not a routed expert, the shared
-    anchor expert included), trains it `local_epochs` passes over its data and uploads it back.
-    Defaults: 12 rounds x 25% participation x 1 epoch = 3 passes per device on average, the
-    passes DeepFusion's devices make (device.epochs at scale=tiny): the same on-device budget."""
+    """FedJETS' protocol, as its method runs it and the accounting counts it: in each round each
+    participating device downloads a local MoE pruned from the global one (every layer keeps
+    `local_experts` routed experts plus everything that is not a routed expert, the shared anchor
+    expert included), trains it `local_epochs` passes over its data and uploads it back.
+    Defaults: 12 rounds x 25% participation x 1 epoch = 3 passes per device on average, the passes
+    DeepFusion's devices make (device.epochs at scale=tiny): the same on-device budget."""
 
     rounds: int = 12
-    participation: float = 0.25
-    local_experts: Optional[int] = None
+    participation: float = 0.25   # fraction of devices per round (seeded sample)
+    local_experts: Optional[int] = None   # routed experts kept per layer; None = the global top-k
     local_epochs: float = 1.0       # passes over a participant's data per round (training only)
+
+    def check(self, key: str) -> None:
+        require(self.rounds >= 1 and 0 < self.participation <= 1 and self.local_epochs > 0,
+                f"{key} needs rounds >= 1, participation in (0, 1] and local_epochs > 0.")
 
 
 @dataclass
 class MemoryConf:
-    """Fig. 7's training setup (memory.estimate and memory.measure_peak take this object)."""
+    """Fig. 7's training setup (accounting.memory.estimate and measure_peak take this object)."""
 
     model: str = "tinyllama"      # an on-device type, or fedjets_<moe> for FedJETS' local MoE
-    mode: str = "qlora"           # full | lora | qlora
+    mode: Mode = Mode.qlora       # the paper: "bf16 and NF4"
     batch: int = 4
     seq_len: int = 512
-    dtype: str = "bf16"           # compute (and, for full/lora, storage) dtype
+    dtype: Format = Format.bf16   # compute (and, for full/lora, storage) dtype
     lora_r: int = 16
-    attention: str = "auto"       # auto (per family, as transformers runs it) | flash (fused: no seq x seq) | eager
-    loss: str = "full"            # full | chunked | answer_only (memory.py: what the loss keeps)
+    attention: Attention = Attention.auto
+    loss: LossPath = LossPath.full
     loss_chunk: int = 1024        # loss=chunked: positions per chunk
     answer_len: int = 64          # loss=answer_only: answer tokens per sample
     gradient_checkpointing: Optional[bool] = None   # None: as the mode's code path (on for qlora)
     kbit_upcast: Optional[bool] = None              # None: as the mode's code path (on for qlora)
-    overhead_gb: float = 0.0      # fixed framework overhead (CUDA context, allocator)
+    overhead_gb: float = 0.0      # fixed framework overhead (CUDA context, allocator); fitted in a preset
+
+    def check(self, key: str) -> None:
+        require(self.batch >= 1 and self.seq_len >= 2 and self.lora_r >= 1 and self.loss_chunk >= 1
+                and self.answer_len >= 1 and self.overhead_gb >= 0,
+                f"{key} needs batch >= 1, seq_len >= 2, lora_r, loss_chunk and answer_len >= 1 and overhead_gb >= 0.")
 
 
 @dataclass
 class KDConf:
-    kd: str = "vaa"
+    """Phase II (and the KD baselines); none of these is given by the paper."""
+
+    kd: KDMode = KDMode.vaa
     alpha: float = 1.0          # weight of L_FM (feature matching; OFA's stage losses for kd=ofa)
     beta: float = 1.0           # weight of L_KL
     temperature: float = 2.0
@@ -108,52 +209,77 @@ class KDConf:
     queries: int = 16           # P_q, over all stages (P_q / J per stage)
     d: int = 64                 # VAA attention width
     heads: int = 4
-    vaa_variant: str = "pooled"  # pooled (our earlier reading) | paper (Eqs. 7-8 as written; distill.py)
+    vaa_variant: VAAVariant = VAAVariant.pooled   # the ablations show both
     patch_len: int = 4          # vaa_variant=paper: resampled positions per patch (the Conv1d's kernel and stride)
-    ofa_eps: float = 1.5        # kd=ofa: OFA's target-enhancement exponent (1 = plain KD)
+    ofa_eps: float = 1.5        # kd=ofa: OFA-KD's target-enhancement exponent (its ImageNet setting; 1 = plain KD)
     topk: int = 8               # teacher probabilities kept per aligned position
-    tok_align: str = "med"      # med | exact
+    tok_align: AlignMode = AlignMode.med
     lr: float = 3e-3
-    steps: int = MISSING          # set by the scale
+    steps: int = MISSING        # set by the scale
     batch_size: int = 16
-    max_len: int = 96
+    max_len: int = 96           # the cell's data.max_len (Setup.kd sets it)
+
+    def check(self, key: str) -> None:
+        require(self.patch_len >= 1, f"{key}.patch_len={self.patch_len} must be at least 1.")
+        require(self.ofa_eps >= 1, f"{key}.ofa_eps={self.ofa_eps} must be at least 1 (1 is plain KD).")
+        require(self.alpha >= 0 and self.beta >= 0 and self.temperature > 0,
+                f"{key} needs alpha, beta >= 0 and temperature > 0.")
+        require(self.stages >= 1 and self.queries >= self.stages and self.d % self.heads == 0,
+                f"{key} needs stages >= 1, queries >= stages and d divisible by heads (got d={self.d}, "
+                f"heads={self.heads}).")
+        require(self.steps >= 1 and self.topk >= 1, f"{key}.steps and {key}.topk must be positive.")
 
 
 @dataclass
 class DataConf:
-    source: str = "synthetic"     # synthetic | local | hub
+    source: Source = Source.synthetic
     path: Optional[str] = None    # JSON/JSONL file or train/test folder (source=local) for cases without their own
     subdomains: int = 4
     train_samples: int = MISSING  # pooled device training data (set by the scale)
     test_samples: int = MISSING
     public_samples: int = MISSING  # the server's public data
-    public_answers: str = MISSING  # hidden | given: do the public records carry their answers (set by the scale)
-    partition: str = "random_uneven"
+    public_answers: PublicAnswers = MISSING  # do the public records carry their answers (set by the scale)
+    partition: Partition = Partition.random_uneven
     size_sigma: float = 1.0       # random_uneven: log-normal spread of device sizes
     dirichlet_alpha: float = 0.1  # dirichlet: concentration over sub-domains
     min_device_samples: int = 8
-    max_len: int = MISSING        # prompt + answer tokens (set by the scale)
+    max_len: int = MISSING        # prompt + answer tokens (set by the scale); the prompt's context is cut first
+
+    def check(self, key: str) -> None:
+        require(self.max_len >= 8, f"{key}.max_len={self.max_len} must be at least 8 tokens.")
+        require(self.subdomains >= 1 and self.dirichlet_alpha > 0 and self.size_sigma >= 0,
+                f"{key} needs subdomains >= 1, dirichlet_alpha > 0 and size_sigma >= 0.")
 
 
 @dataclass
 class DeviceConf:
-    mode: str = MISSING           # full | lora | qlora, for every type (set by the scale) ...
-    modes: dict[str, str] = field(default_factory=dict)   # ... unless set per type here
+    mode: Mode = MISSING          # for every type (set by the scale) ...
+    modes: dict[str, Mode] = field(default_factory=dict)   # ... unless set per type here
     lora_r: int = 8
     lora_alpha: int = 16
-    epochs: float = MISSING       # passes over the device's own data (set by the scale)
+    epochs: float = MISSING       # passes over the device's own data (set by the scale): steps = epochs x samples / batch
     batch_size: int = 16
     lr: float = 3e-3
     init_seed: int = 0            # every device of a type starts from the same weights
     eval_samples: int = 64        # test records each trained device (and proxy) is scored on
 
+    def check(self, key: str) -> None:
+        require(self.epochs > 0 and self.batch_size >= 1 and self.lr > 0,
+                f"{key} needs epochs > 0, batch_size >= 1 and lr > 0.")
+
 
 @dataclass
 class ClusterConf:
-    mode: str = "kmeans"          # kmeans | random (ablation: same domain sizes, members shuffled)
+    mode: ClusterMode = ClusterMode.kmeans
     k_per_type: int = 2
     k_types: dict[str, int] = field(default_factory=dict)
     n_init: int = 10
+
+    def check(self, key: str) -> None:
+        require(self.k_per_type >= 1, f"{key}.k_per_type must be at least 1.")
+
+    def k_of(self, model_type: str) -> int:
+        return int(self.k_types.get(model_type, self.k_per_type))
 
 
 @dataclass
@@ -164,33 +290,44 @@ class EmbedderConf:
 
 @dataclass
 class PretrainConf:
-    steps: int = MISSING          # the global MoE's init trained on the public data first (tiny); 0: none
+    """The global MoE's starting point (every method's): the pretrained checkpoint's stand-in."""
+
+    steps: int = MISSING          # tiny: the seeded init trained on the public data; paper: 0 (hub weights)
     lr: float = 3e-3
+
+    def check(self, key: str) -> None:
+        require(self.steps >= 0 and self.lr > 0, f"{key} needs steps >= 0 and lr > 0.")
 
 
 @dataclass
 class TuneConf:
-    steps: int = MISSING          # Phase III steps, experts frozen (set by the scale)
+    """Phase III: experts frozen."""
+
+    steps: int = MISSING          # set by the scale
     lr: float = 3e-3
     aux_loss: float = 0.001       # router load-balancing loss coefficient (transformers' default)
+
+    def check(self, key: str) -> None:
+        require(self.steps >= 1, f"{key}.steps must be positive.")
 
 
 @dataclass
 class DeepFusionConf:
-    # The server-side method: a config group with `_target_` (conf/deepfusion/method/<name>.yaml).
-    method: Any = field(default_factory=lambda: {"_target_": "edgeai_repro.deepfusion.methods.Method",
-                                                 "run": "deepfusion", "name": "deepfusion"})
-    # The model families: config groups of `archs.Arch` (multi-select, keyed by file name).
+    # The server-side method: a config group with `_target_` naming its class
+    # (conf/deepfusion/method/<name>.yaml; server/methods/).
+    method: Any = field(default_factory=lambda: {
+        "_target_": "edgeai_repro.deepfusion.server.methods.deepfusion.DeepFusion", "name": "deepfusion"})
+    # The model families: config groups of `models.families.Arch` (multi-select, keyed by file name).
     student: dict[str, Any] = field(default_factory=dict)
     teacher: dict[str, Any] = field(default_factory=dict)
     # The answer judge: a config group with `_target_` (conf/deepfusion/judge/<name>.yaml).
-    judge: Any = field(default_factory=lambda: {"_target_": "edgeai_repro.deepfusion.judge.LexicalJudge",
+    judge: Any = field(default_factory=lambda: {"_target_": "edgeai_repro.deepfusion.evaluation.judge.LexicalJudge",
                                                 "name": "lexical", "samples": MISSING, "max_new_tokens": 32,
                                                 "batch_size": 16})
     case: str = "medical"
-    devices: int = 16
-    assignment: str = "balanced"
-    models: str = "paper"         # paper | tiny: which architecture sizes (set by the scale)
+    devices: int = 16             # N
+    assignment: Assignment = Assignment.balanced
+    models: Models = Models.paper  # set by the scale
     cases: dict[str, CaseConf] = field(default_factory=dict)
     comm: CommConf = field(default_factory=CommConf)
     accounting: AccountingConf = field(default_factory=AccountingConf)
@@ -203,154 +340,147 @@ class DeepFusionConf:
     kd: KDConf = field(default_factory=KDConf)
     tune: TuneConf = field(default_factory=TuneConf)
     pretrain: PretrainConf = field(default_factory=PretrainConf)
+    save_model: bool = False      # a fusion cell saves its global MoE (save_pretrained) under its run folder
+
+    @property
+    def this_case(self) -> CaseConf:
+        return self.cases[self.case]
+
+    def data_path(self) -> tuple[Optional[str], str]:
+        """The local data of this cell's case and the key that names it: `cases.<case>.path`, else
+        `data.path` (one file for every case)."""
+        own = self.this_case.path
+        return (own, f"deepfusion.cases.{self.case}.path") if own else (self.data.path, "deepfusion.data.path")
+
+    def device_mode(self, model: str) -> Mode:
+        return self.device.modes.get(model, self.device.mode)
+
+    def check(self, key: str) -> None:
+        require(self.case in self.cases, f"{key}.case={self.case!r} is unknown; use one of: {', '.join(self.cases)}.")
+        require(self.devices >= 1, f"{key}.devices={self.devices} must be at least 1.")
 
 
 ConfigStore.instance().store(group="deepfusion", name="schema", node=DeepFusionConf)
 
 
-def case(c: DictConfig) -> DictConfig:
-    return c.cases[c.case]
+def settings(cfg: DictConfig) -> DeepFusionConf:
+    """The cell's `deepfusion` section as its dataclass (what a task passes down)."""
+    return typed(cfg.deepfusion)
 
 
-def data_path(c: DictConfig) -> tuple[Optional[str], str]:
-    """The local data of this cell's case and the key that names it: `cases.<case>.path`, else
-    `data.path` (one file for every case)."""
-    own = case(c).get("path")
-    return (own, f"deepfusion.cases.{c.case}.path") if own else (c.data.path, "deepfusion.data.path")
+def families(c: DeepFusionConf) -> dict[str, Any]:
+    """Every model family of the config (student and teacher groups), built once: name -> Arch."""
+    from edgeai_repro.deepfusion.models.families import build
+
+    return {name: build(node, f"deepfusion.{group}.{name}")
+            for group in ("student", "teacher") for name, node in (getattr(c, group) or {}).items()}
 
 
-def device_mode(c: DictConfig, model: str) -> str:
-    return c.device.modes.get(model, c.device.mode)
+def family(c: DeepFusionConf, built: dict[str, Any], name: str, key: str):
+    """The family `name`, or one sentence naming `key` and the known families."""
+    if name not in built:
+        raise ConfigError(f"{key}={name!r} is not a known model type; use one of: {', '.join(built)} "
+                          "(or add conf/deepfusion/student/<name>.yaml).")
+    return built[name]
 
 
-def validate_common(cfg: DictConfig) -> None:
-    c = cfg.deepfusion
-    require(c.case in c.cases, f"deepfusion.case={c.case!r} is unknown; use one of: {', '.join(c.cases)}.")
-    require(c.models in {"paper", "tiny"}, f"deepfusion.models={c.models!r} must be paper or tiny.")
-    require(c.devices >= 1, f"deepfusion.devices={c.devices} must be at least 1.")
-    require(c.assignment in ASSIGNMENTS,
-            f"deepfusion.assignment={c.assignment!r} is unknown; use one of: {', '.join(ASSIGNMENTS)}.")
-    cs = case(c)
+# ---------------------------------------------------------------- validation, one entry per task
+
+def _check_models(c: DeepFusionConf) -> dict[str, Any]:
+    check_all(c, "deepfusion")
+    built = families(c)
+    cs = c.this_case
     models = {cs.moe: f"deepfusion.cases.{c.case}.moe",
               **{m: f"deepfusion.cases.{c.case}.device_models" for m in cs.device_models}}
     for m, key in models.items():
-        arch = archs.get(c, m, key)
+        arch = family(c, built, m, key)
         require(m != cs.moe or arch.moe, f"{key}={m!r} is not a mixture of experts; name a conf/deepfusion/teacher/ "
                                          "option.")
         require(c.models != "tiny" or arch.tiny, f"deepfusion.{'teacher' if arch.moe else 'student'}.{m}.tiny is "
-                                                  "empty; add its shrunken config to run scale=tiny.")
-    require(cs.domain in DOMAINS, f"deepfusion.cases.{c.case}.domain={cs.domain!r} must be one of: {', '.join(DOMAINS)}.")
-    cm = c.comm
-    for key in ("upload_format", *(["download_format"] if cm.download_format is not None else [])):
-        require(cm[key] in TRANSFER_FORMATS,
-                f"deepfusion.comm.{key}={cm[key]!r} is unknown; use one of: {', '.join(TRANSFER_FORMATS)}.")
-    for model, fmt in cm.formats.items():
-        archs.get(c, model, f"deepfusion.comm.formats.{model}")
-        require(fmt in TRANSFER_FORMATS,
-                f"deepfusion.comm.formats.{model}={fmt!r} is unknown; use one of: {', '.join(TRANSFER_FORMATS)}.")
-    for key in ("embedding_format", "rest_format"):
-        require(cm[key] in FORMATS, f"deepfusion.comm.{key}={cm[key]!r} is unknown; use one of: {', '.join(FORMATS)}.")
-    require(cm.quantize in {"linear", "all"}, f"deepfusion.comm.quantize={cm.quantize!r}: use linear or all.")
-    require(cm.nf4_block >= 1 and cm.embedding_dim >= 1, "deepfusion.comm.nf4_block and embedding_dim must be positive.")
-    f = c.fedjets
-    require(f.rounds >= 1 and 0 < f.participation <= 1 and f.local_epochs > 0,
-            "deepfusion.fedjets needs rounds >= 1, participation in (0, 1] and local_epochs > 0.")
+                                                 "empty; add its shrunken config to run scale=tiny.")
+    for model in c.comm.formats:
+        family(c, built, model, f"deepfusion.comm.formats.{model}")
+    return built
+
+
+def validate_common(cfg: DictConfig) -> None:
+    _check_models(settings(cfg))
 
 
 def validate_memory(cfg: DictConfig) -> None:
-    validate_common(cfg)
-    m = cfg.deepfusion.memory
-    if m.model.startswith("fedjets_"):
-        moe = archs.get(cfg.deepfusion, m.model.removeprefix("fedjets_"), "deepfusion.memory.model")
-        require(moe.moe, f"deepfusion.memory.model={m.model!r}: {moe.name} is not an MoE; use fedjets_qwen_moe "
+    c = settings(cfg)
+    built = _check_models(c)
+    name = c.memory.model
+    if name.startswith("fedjets_"):
+        moe = family(c, built, name.removeprefix("fedjets_"), "deepfusion.memory.model")
+        require(moe.moe, f"deepfusion.memory.model={name!r}: {moe.name} is not an MoE; use fedjets_qwen_moe "
                          "or fedjets_deepseek_moe.")
     else:
-        archs.get(cfg.deepfusion, m.model, "deepfusion.memory.model")
-    require(m.mode in MODES, f"deepfusion.memory.mode={m.mode!r} is unknown; use one of: {', '.join(MODES)}.")
-    require(m.dtype in FORMATS, f"deepfusion.memory.dtype={m.dtype!r} is unknown; use one of: {', '.join(FORMATS)}.")
-    require(m.attention in ATTENTION, f"deepfusion.memory.attention={m.attention!r} is unknown; use one of: "
-                                      f"{', '.join(ATTENTION)}.")
-    require(m.loss in LOSS_PATHS, f"deepfusion.memory.loss={m.loss!r} is unknown; use one of: {', '.join(LOSS_PATHS)}.")
-    require(m.batch >= 1 and m.seq_len >= 2 and m.lora_r >= 1 and m.loss_chunk >= 1 and m.answer_len >= 1
-            and m.overhead_gb >= 0, "deepfusion.memory needs batch >= 1, seq_len >= 2, lora_r, loss_chunk and "
-                                    "answer_len >= 1 and overhead_gb >= 0.")
+        family(c, built, name, "deepfusion.memory.model")
 
 
-def validate_pipeline(cfg: DictConfig) -> None:
-    validate_common(cfg)
-    c = cfg.deepfusion
+def validate_pipeline(cfg: DictConfig, c: DeepFusionConf | None = None) -> None:
+    c = c or settings(cfg)
+    built = _check_models(c)
     t = cfg.trainer
     require(t.devices in (1, "1") and t.strategy == "auto",
             f"trainer devices={t.devices}, strategy={t.strategy}: a DeepFusion cell trains its models one at a time on "
             "one device (several GPUs per cell are not supported yet); use trainer=cpu or trainer=gpu, and run cells "
             "side by side with hydra/launcher=joblib or submitit.")
     if c.models == "paper":   # loads torch and reads checkpoint configs: only where the paper's models are asked for
-        from edgeai_repro.deepfusion.checkpoints import check_paper_sources
+        from edgeai_repro.deepfusion.models.checkpoints import check_paper_sources
 
-        check_paper_sources(cfg)
-    for model in {*case(c).device_models, case(c).moe}:
+        check_paper_sources(c, built, dict(cfg.paths.get("checkpoints") or {}), str(t.accelerator),
+                            cfg.get("experiment_name"))
+    cs = c.this_case
+    for model in {*cs.device_models, cs.moe}:
         fmt = c.comm.formats.get(model, c.comm.upload_format)
-        require(fmt in FORMATS, f"deepfusion.comm upload format {fmt!r} for {model}: devices that train upload their "
-                                f"weights in a float format ({', '.join(FORMATS)}); int8 and nf4 are for the "
-                                "accounting of deepfusion/fig8_comm.")
+        require(fmt in Format.values(), f"deepfusion.comm upload format {fmt!r} for {model}: devices that train upload "
+                                        f"their weights in a float format ({', '.join(Format.values())}); int8 and nf4 "
+                                        "are for the accounting of deepfusion/fig8_comm.")
     d = c.data
-    require(d.source in SOURCES, f"deepfusion.data.source={d.source!r} is unknown; use one of: {', '.join(SOURCES)}.")
-    require(d.source != "local" or data_path(c)[0],
+    require(d.source != "local" or c.data_path()[0],
             f"deepfusion.data.source=local needs deepfusion.cases.{c.case}.path (or deepfusion.data.path for every "
             "case) =<file.jsonl or a folder with train.jsonl and test.jsonl>.")
-    require(d.max_len >= 8, f"deepfusion.data.max_len={d.max_len} must be at least 8 tokens.")
-    require(d.public_answers in PUBLIC_ANSWERS, f"deepfusion.data.public_answers={d.public_answers!r} is unknown; "
-                                                f"use one of: {', '.join(PUBLIC_ANSWERS)}.")
-    require(d.partition in PARTITIONS,
-            f"deepfusion.data.partition={d.partition!r} is unknown; use one of: {', '.join(PARTITIONS)}.")
-    require(d.subdomains >= 1 and d.dirichlet_alpha > 0 and d.size_sigma >= 0,
-            "deepfusion.data needs subdomains >= 1, dirichlet_alpha > 0 and size_sigma >= 0.")
     require(d.train_samples >= c.devices * d.min_device_samples,
             f"deepfusion.data.train_samples={d.train_samples} cannot give {c.devices} devices "
             f"{d.min_device_samples} samples each; raise train_samples or lower min_device_samples.")
-    for m in case(c).device_models:
-        mode = device_mode(c, m)
-        require(mode in MODES, f"deepfusion.device.modes.{m}={mode!r} is unknown; use one of: {', '.join(MODES)}.")
     for m in c.device.modes:
-        archs.get(c, m, "deepfusion.device.modes")
-    require(c.device.epochs > 0 and c.device.batch_size >= 1 and c.device.lr > 0,
-            "deepfusion.device needs epochs > 0, batch_size >= 1 and lr > 0.")
-    require(c.cluster.k_per_type >= 1, "deepfusion.cluster.k_per_type must be at least 1.")
-    require(c.cluster.mode in {"kmeans", "random"}, f"deepfusion.cluster.mode={c.cluster.mode!r}: use kmeans or random.")
-    types = list(case(c).device_models)
-    for t in c.cluster.k_types:
-        require(t in types, f"deepfusion.cluster.k_types.{t}: {t} is not a device model of case {c.case}.")
+        family(c, built, m, "deepfusion.device.modes")
+    types = list(cs.device_models)
+    for t_name in c.cluster.k_types:
+        require(t_name in types, f"deepfusion.cluster.k_types.{t_name}: {t_name} is not a device model of case {c.case}.")
     if c.assignment == "balanced":  # every type gets at least N // #types devices; random is checked at run time
         per = c.devices // len(types)
-        for t in types:
-            k = c.cluster.k_types.get(t, c.cluster.k_per_type)
-            require(k <= per, f"deepfusion.cluster asks for {k} domains of {t} but only {per} of the "
-                              f"deepfusion.devices={c.devices} devices run {t}; lower deepfusion.cluster.k_per_type "
+        for t_name in types:
+            k = c.cluster.k_of(t_name)
+            require(k <= per, f"deepfusion.cluster asks for {k} domains of {t_name} but only {per} of the "
+                              f"deepfusion.devices={c.devices} devices run {t_name}; lower deepfusion.cluster.k_per_type "
                               "(or k_types) or raise deepfusion.devices.")
 
 
 def validate_fusion(cfg: DictConfig) -> None:
-    validate_pipeline(cfg)
-    c = cfg.deepfusion
-    require(isinstance(c.method, DictConfig) and "_target_" in c.method and "name" in c.method,
+    c = settings(cfg)
+    validate_pipeline(cfg, c)
+    require(isinstance(c.method, dict) and "_target_" in c.method and "name" in c.method,
             "deepfusion.method has no _target_ and name; pick one with deepfusion/method=<name> (one YAML per "
             "method in conf/deepfusion/method/).")
-    require("run" not in c.method or c.method.run in RUNS,
-            f"deepfusion.method.run={c.method.get('run')!r} is unknown; use one of: {', '.join(RUNS)}.")
-    k = c.kd
-    require(k.kd in KD_MODES, f"deepfusion.kd.kd={k.kd!r} is unknown; use one of: {', '.join(KD_MODES)}.")
-    require(k.tok_align in ALIGN_MODES, f"deepfusion.kd.tok_align={k.tok_align!r} is unknown; use one of: {', '.join(ALIGN_MODES)}.")
-    require(k.vaa_variant in {"paper", "pooled"}, f"deepfusion.kd.vaa_variant={k.vaa_variant!r}: use paper or pooled.")
-    require(k.patch_len >= 1, f"deepfusion.kd.patch_len={k.patch_len} must be at least 1.")
-    require(k.ofa_eps >= 1, f"deepfusion.kd.ofa_eps={k.ofa_eps} must be at least 1 (1 is plain KD).")
-    require(k.alpha >= 0 and k.beta >= 0 and k.temperature > 0, "deepfusion.kd needs alpha, beta >= 0 and temperature > 0.")
-    require(k.stages >= 1 and k.queries >= k.stages and k.d % k.heads == 0,
-            f"deepfusion.kd needs stages >= 1, queries >= stages and d divisible by heads (got d={k.d}, heads={k.heads}).")
-    require(k.steps >= 1 and c.tune.steps >= 1 and k.topk >= 1, "deepfusion.kd.steps, tune.steps and kd.topk must be positive.")
-    require(c.pretrain.steps >= 0 and c.pretrain.lr > 0, "deepfusion.pretrain needs steps >= 0 and lr > 0.")
     j = c.judge
-    require(isinstance(j, DictConfig) and "_target_" in j and "name" in j,
+    require(isinstance(j, dict) and "_target_" in j and "name" in j,
             "deepfusion.judge has no _target_ and name; pick one with deepfusion/judge=<name> (one YAML per judge "
             "in conf/deepfusion/judge/).")
     require(j.get("samples", 0) >= 0 and j.get("max_new_tokens", 1) >= 1 and j.get("batch_size", 1) >= 1,
             "deepfusion.judge needs samples >= 0, max_new_tokens >= 1 and batch_size >= 1.")
+    for key, node in (("deepfusion.method", c.method), ("deepfusion.judge", j)):
+        _locatable(key, node["_target_"])
+
+
+def _locatable(key: str, target: str) -> None:
+    """A component's `_target_` must name an importable class: refused here, not in every cell."""
+    from hydra.utils import get_class
+
+    try:
+        get_class(target)
+    except Exception:  # noqa: BLE001 - hydra raises its own error types for a missing module or name
+        raise ConfigError(f"{key}._target_={target!r} names no importable class; fix the _target_ of its YAML "
+                          "(e.g. conf/deepfusion/method/deepfusion.yaml).") from None

@@ -1,87 +1,54 @@
 """The DeepFusion tasks a cell can run: communication (Fig. 8), memory (Fig. 7), Phase I, and the
-server-side fusion of one method (Tables I-II, Fig. 9, ablations)."""
+server-side fusion of one method (Tables I-II, Fig. 9, ablations, transfer).
+
+Each task reads its raw config once, into a typed `Setup` (setup.py), and passes that down."""
 from __future__ import annotations
 
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from edgeai_repro.core.tasks import CellContext
-from edgeai_repro.deepfusion import catalog, checkpoints, comm, memory, on_device, phase1
-from edgeai_repro.deepfusion import config as dfc
-from edgeai_repro.deepfusion.federation import assign_models
+from edgeai_repro.deepfusion.accounting import comm, memory
+from edgeai_repro.deepfusion.config import DeepFusionConf, settings
+from edgeai_repro.deepfusion.setup import Setup
 
 GB = comm.GB
 
 
-def embedding_bytes(c: DictConfig) -> int:
-    return c.comm.embedding_dim * comm.bytes_per_element(c.comm.embedding_format)
-
-
-def wire(c: DictConfig, fmt: str | None = None) -> comm.Wire:
-    """The transfer format `fmt` (default: the upload format) with this config's quantisation settings."""
-    m = c.comm
-    return comm.Wire(fmt or m.upload_format, m.quantize, m.rest_format, int(m.nf4_block), bool(m.double_quant))
-
-
-def wire_for(c: DictConfig, model: str) -> comm.Wire:
-    """How model type `model` travels: its own format if `comm.formats` names one, else the upload format."""
-    return wire(c, c.comm.formats.get(model, c.comm.upload_format))
-
-
-def device_wire(c: DictConfig):
-    """`wire_for` as a function of the model type, for deepfusion_bytes."""
-    return lambda t: wire_for(c, t)
-
-
-def fedjets_traffic(c: DictConfig, n_devices: int, moe_config) -> dict:
-    """FedJETS' traffic by this config's protocol and formats (the case's MoE up, `download_format` down)."""
-    up = wire_for(c, dfc.case(c).moe)
-    down = wire(c, c.comm.download_format) if c.comm.download_format else up
-    return comm.fedjets_bytes(n_devices, moe_config, OmegaConf.to_object(c.fedjets), up, down,
-                              bool(c.comm.count_download))
-
-
-def series(c: DictConfig, method: str) -> str:
+def series(c: DeepFusionConf, method: str) -> str:
     """A method's row label: qualified by the accounting preset unless it is the default."""
     return f"{method} ({c.accounting.label or c.accounting.name})" if c.accounting.name != "default" else method
 
 
 def run_comm(cfg: DictConfig, ctx: CellContext) -> dict:
     """Fig. 8: total traffic of DeepFusion and FedJETS for one case, N and model assignment."""
-    c = cfg.deepfusion
-    cs = dfc.case(c)
-    types = assign_models(c.devices, list(cs.device_models), int(cfg.seed), c.assignment)
-    ours = comm.deepfusion_bytes(types, device_wire(c), embedding_bytes(c), lambda t: catalog.model_config(c, t))
-    theirs = fedjets_traffic(c, c.devices, catalog.model_config(c, cs.moe))
+    s = Setup.of(cfg)
+    c, cs = s.conf, s.case
+    ours = comm.deepfusion_bytes(s.types, lambda t: comm.wire_for(c.comm, t), comm.embedding_bytes(c.comm),
+                                 s.model_config)
+    theirs = comm.fedjets_traffic(c.comm, c.fedjets, cs.moe, c.devices, s.model_config(cs.moe))
     reduction = 100 * (1 - ours["total_bytes"] / theirs["total_bytes"])
     return {"records": [
         {"method": series(c, "deepfusion"), "comm_gb": ours["total_bytes"] / GB,
          "per_device_gb": ours["per_device_bytes"] / GB, "reduction_pct": reduction},
         {"method": series(c, "fedjets"), "comm_gb": theirs["total_bytes"] / GB,
          "per_device_gb": theirs["per_device_bytes"] / GB, "local_moe_params_b": theirs["local_moe_params"] / 1e9},
-    ], "device_types": {t: types.count(t) for t in cs.device_models}}
-
-
-def memory_config(c: DictConfig):
-    name = c.memory.model
-    if name.startswith("fedjets_"):
-        moe = name.removeprefix("fedjets_")
-        return comm.pruned_moe_config(catalog.model_config(c, moe), c.fedjets.local_experts)
-    return catalog.model_config(c, name)
+    ], "device_types": {t: s.types.count(t) for t in cs.device_models}}
 
 
 def run_memory(cfg: DictConfig, ctx: CellContext) -> dict:
     """Fig. 7: predicted peak training memory of one model; at tiny scale, also measured (QLoRA
     with bf16 weights in place of NF4, so the weights are compared apart from the rest)."""
-    c = cfg.deepfusion
-    m = c.memory
-    setup = OmegaConf.to_object(m)
-    config = memory_config(c)
-    est = memory.estimate(config, setup)
+    s = Setup.of(cfg)
+    c, m = s.conf, s.conf.memory
+    if m.model.startswith("fedjets_"):
+        config = comm.pruned_moe_config(s.model_config(m.model.removeprefix("fedjets_")), c.fedjets.local_experts)
+    else:
+        config = s.model_config(m.model)
+    est = memory.estimate(config, m)
     record = {"method": series(c, "deepfusion" if not m.model.startswith("fedjets_") else "fedjets"),
               "peak_gb": est["total"] / GB, "params_b": est["params"] / 1e9, "trainable_m": est["trainable"] / 1e6,
               **{f"{k}_gb": est[k] / GB for k in ("weights", "optimizer", "activations", "backward", "overhead")},
@@ -90,8 +57,8 @@ def run_memory(cfg: DictConfig, ctx: CellContext) -> dict:
     if c.models == "tiny":
         # The CPU runs eager attention: the model is compared under the kernel the measurement runs
         # (the fused-kernel emulation is checked where a CPU's own flash kernel runs, in the tests).
-        same = est if est["attention"] == "eager" else memory.estimate(config, replace(setup, attention="eager"))
-        measured = memory.measure_peak(config, setup, seed=int(cfg.seed))
+        same = est if est["attention"] == "eager" else memory.estimate(config, replace(m, attention="eager"))
+        measured = memory.measure_peak(config, m, seed=s.seed)
         record["measured_gb"] = measured["total"] / GB
         drop = m.mode == "qlora"   # measured with bf16 in place of NF4 weights: compare the rest
         record["model_over_measured"] = ((same["total"] - same["overhead"] - drop * same["weights"])
@@ -101,31 +68,31 @@ def run_memory(cfg: DictConfig, ctx: CellContext) -> dict:
 
 def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
     """Devices train and upload; the server embeds, clusters and averages (Phase I)."""
-    from edgeai_repro.deepfusion.device_llm import QADataset, evaluate, loader
+    from edgeai_repro.deepfusion.data.encoding import QADataset, loader
+    from edgeai_repro.deepfusion.devices.federation import federation
+    from edgeai_repro.deepfusion.evaluation.scores import evaluate
+    from edgeai_repro.deepfusion.server.clustering import cluster, proxy
 
-    c, seed = cfg.deepfusion, int(cfg.seed)
-    cache = Path(cfg.paths.cache) / "deepfusion"
-    corpus = on_device.load_corpus(c, seed)
-    folders = checkpoints.folders_of(cfg)
-    devices = on_device.federation(c, seed, corpus, cache, ctx.trainers, folders)
+    s = Setup.of(cfg)
+    c, corpus = s.conf, s.corpus
+    devices = federation(s, ctx.trainers)
     types = [d.model_type for d in devices]
     for d in devices:
         ctx.trainers.log({"device/samples": len(d.indices), "device/log_ppl": d.meta["test"]["log_ppl"]})
 
-    doms = phase1.cluster(c, seed, corpus, devices)
+    doms = cluster(c.cluster, c.comm.embedding_dim, s.seed, devices)
     domains = doms.labels
     measured = (sum(d.meta["payload_bytes"] for d in devices)
                 + sum(d.meta["embedding_bytes"] for d in devices))
-    accounted = comm.deepfusion_bytes(types, device_wire(c), embedding_bytes(c),
-                                      lambda t: checkpoints.model_config(c, t, folders))["total_bytes"]
+    accounted = comm.deepfusion_bytes(types, lambda t: comm.wire_for(c.comm, t), comm.embedding_bytes(c.comm),
+                                      s.model_config)["total_bytes"]
 
-    tokenizers = {t: on_device.tokenizer_for(c, t, corpus, cache, folders) for t in dict.fromkeys(types)}
     proxy_metrics = []
     for dom in sorted(set(domains)):
         members = [d for d, x in zip(devices, domains) if x == dom]
         t = members[0].model_type
-        model = phase1.proxy(c, t, [m.upload() for m in members], folders)
-        test = loader(QADataset(corpus.test[:c.device.eval_samples], tokenizers[t], c.data.max_len), 32, 0, False)
+        model = proxy(s.model_config(t), t, [m.upload() for m in members])
+        test = loader(QADataset(corpus.test[:c.device.eval_samples], s.tokenizer(t), c.data.max_len), 32, 0, False)
         proxy_metrics.append({"domain": dom, "model_type": t, "members": [m.index for m in members],
                               "subdomains": [m.dominant for m in members], **evaluate(model, test)})
         del model
@@ -156,9 +123,7 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
                          "domain": dom, "train_s": d.meta["train_s"], **d.meta["test"]} for d, dom in zip(devices, domains)]}
 
 
-
-
-def variant_label(c: DictConfig, name: str) -> str:
+def variant_label(c: DeepFusionConf, name: str) -> str:
     """The row name of a cell: the method, plus what an ablation changed."""
     if name != "deepfusion":
         return name
@@ -169,52 +134,50 @@ def variant_label(c: DictConfig, name: str) -> str:
     return "deepfusion" + (f" ({', '.join(parts)})" if parts else "")
 
 
-def method_comm_bytes(c: DictConfig, traffic: str, types: list[str], moe_config, folders: dict | None = None) -> float:
+def method_comm_bytes(s: Setup, traffic: str, moe_config) -> float:
     """Bytes a method moves over the network, by part 1's accounting (nan: no federated traffic)."""
+    c = s.conf
     if traffic in {"uploads", "models"}:
-        emb = embedding_bytes(c) if traffic == "uploads" else 0
-        return comm.deepfusion_bytes(types, device_wire(c), emb,
-                                     lambda t: checkpoints.model_config(c, t, folders))["total_bytes"]
+        emb = comm.embedding_bytes(c.comm) if traffic == "uploads" else 0
+        return comm.deepfusion_bytes(s.types, lambda t: comm.wire_for(c.comm, t), emb, s.model_config)["total_bytes"]
     if traffic == "fedjets":
-        return fedjets_traffic(c, len(types), moe_config)["total_bytes"]
+        return comm.fedjets_traffic(c.comm, c.fedjets, s.case.moe, len(s.types), moe_config)["total_bytes"]
     return float("nan")   # logits: the method measures what it sends (its comm_gb); none: no federated traffic
 
 
 def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
-    """One method of Tables I-II (or Fig. 9, or an ablation) for one case, N and seed."""
+    """One method of Tables I-II (or Fig. 9, an ablation, transfer) for one case, N and seed."""
     from hydra.utils import instantiate
 
-    from edgeai_repro.deepfusion import judge, methods, moe
-    from edgeai_repro.deepfusion.device_llm import QADataset, evaluate, loader
+    from edgeai_repro.deepfusion.data.encoding import QADataset, loader
+    from edgeai_repro.deepfusion.devices.federation import federation
+    from edgeai_repro.deepfusion.evaluation import judge
+    from edgeai_repro.deepfusion.evaluation.scores import evaluate
+    from edgeai_repro.deepfusion.models import moe
+    from edgeai_repro.deepfusion.server.methods.base import Server, build
 
-    c, seed = cfg.deepfusion, int(cfg.seed)
-    cache = Path(cfg.paths.cache) / "deepfusion"
-    corpus = on_device.load_corpus(c, seed)
-    cs = dfc.case(c)
-    types = assign_models(c.devices, list(cs.device_models), seed, c.assignment)
-    method = methods.build(c.method)
-    folders = checkpoints.folders_of(cfg)
-    devices = (on_device.federation(c, seed, corpus, cache, ctx.trainers, folders)
-               if method.needs_devices else [])
-    k_total = sum(int(c.cluster.k_types.get(t, c.cluster.k_per_type)) for t in dict.fromkeys(types))
-    moe_config = moe.with_experts(checkpoints.model_config(c, cs.moe, folders), k_total)
-    server = methods.Server(c, seed, corpus, devices, cache, ctx.trainers, moe_config,
-                            on_device.tokenizer_for(c, cs.moe, corpus, cache, folders), folders)
-    label = variant_label(c, method.name)
+    s = Setup.of(cfg)
+    c, cs = s.conf, s.case
+    method = build(c.method)
+    devices = federation(s, ctx.trainers) if method.needs_devices else []
+    k_total = sum(c.cluster.k_of(t) for t in dict.fromkeys(s.types))
+    moe_config = moe.with_experts(s.model_config(cs.moe), k_total)
+    server = Server(s, devices, ctx.trainers, moe_config, s.tokenizer(cs.moe), method.steps)
     fused = method(server)
     model = fused.model
-    test = loader(QADataset(corpus.test, server.moe_tok, c.data.max_len), 32, 0, False)
+    test = loader(QADataset(s.corpus.test, server.moe_tok, c.data.max_len), 32, 0, False)
     scores = evaluate(model, test)
-    record = {"method": label, "log_ppl": scores["log_ppl"], "ppl": math.exp(scores["log_ppl"]),
-              "token_acc": scores["token_acc"], "comm_gb": method_comm_bytes(c, method.traffic, types, moe_config, folders) / GB,
+    record = {"method": variant_label(c, method.name), "log_ppl": scores["log_ppl"], "ppl": math.exp(scores["log_ppl"]),
+              "token_acc": scores["token_acc"], "comm_gb": method_comm_bytes(s, method.traffic, moe_config) / GB,
               "experts": moe_config.num_experts}
-    if c.judge.samples:
+    if c.judge["samples"]:
         grader = instantiate(c.judge, _convert_="all")
-        record["judge_score"] = judge.judge_answers(model, server.moe_tok, corpus.test[:grader.samples], grader)
+        record["judge_score"] = judge.judge_answers(model, server.moe_tok, s.corpus.test[:grader.samples], grader)
     record.update(fused.metrics)
-    if ctx.run_dir and cfg.deepfusion.get("save_model", False):
+    if ctx.run_dir and c.save_model:
         model.save_pretrained(ctx.run_dir / "moe")
     ctx.trainers.log({f"test/{k}": v for k, v in record.items() if isinstance(v, float)})
     return {"records": [record], "curves": fused.curves}
 
 
+__all__ = ["run_comm", "run_memory", "run_phase1", "run_fusion", "settings"]

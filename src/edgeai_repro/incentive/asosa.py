@@ -22,7 +22,7 @@ import torch
 
 from edgeai_repro.core.seeding import derive_seed, generator
 from edgeai_repro.core import cache
-from edgeai_repro.core.store import atomic_write_json
+from edgeai_repro.core.files import atomic_write_json
 from edgeai_repro.core.trainer import Trainers
 from edgeai_repro.incentive import game, policies
 from edgeai_repro.incentive.config import IncentiveConf

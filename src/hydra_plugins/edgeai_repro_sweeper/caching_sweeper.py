@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from edgeai_repro.core.errors import ConfigError, composition_message
 from edgeai_repro.core.runner import check_seed, validate
-from edgeai_repro.core.store import atomic_write_json, cell_id_of, section_of, store_for
+from edgeai_repro.core.files import atomic_write_json
+from edgeai_repro.core.store import cell_id_of, section_of, store_for
 from edgeai_repro.report.schema import validate_report
 
 log = logging.getLogger(__name__)

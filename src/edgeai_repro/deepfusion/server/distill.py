@@ -31,10 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from edgeai_repro.deepfusion import align
-from edgeai_repro.deepfusion.data import Record, prompt_of
 from edgeai_repro.deepfusion.config import KDConf
-from edgeai_repro.deepfusion.device_llm import IGNORE, encode, pad_batch
+from edgeai_repro.deepfusion.data.encoding import IGNORE, encode, pad_batch
+from edgeai_repro.deepfusion.data.records import Record, prompt_of
+from edgeai_repro.deepfusion.evaluation.scores import evaluate
+from edgeai_repro.deepfusion.server import align
 
 def stage_layers(n_layers: int, stages: int) -> list[int]:
     """Hidden-state indices of the J stage outputs, evenly spaced, ending at the last block."""
@@ -218,7 +219,6 @@ class Distiller(L.LightningModule):
 
     def _eval(self, step: int) -> None:
         if self.heldout is not None and (not self.heldout_curve or self.heldout_curve[-1][0] != step):
-            from edgeai_repro.deepfusion.device_llm import evaluate
 
             self.heldout_curve.append((step, evaluate(self.student, self.heldout)["log_ppl"]))
 

@@ -19,8 +19,7 @@ import torch
 import transformers
 from torch import nn
 
-from edgeai_repro.deepfusion import archs
-from edgeai_repro.deepfusion.archs import Arch
+from edgeai_repro.deepfusion.models.families import Arch
 
 
 def build_config(arch: Arch, overrides: dict[str, Any] | None = None, vocab_size: int | None = None,
@@ -74,7 +73,7 @@ def expert_parameter_count(model: nn.Module) -> tuple[int, int, int]:
     return routed // n_experts, n_experts, parameter_count(model) - routed
 
 
-def model_config(c, name: str, key: str = "model") -> transformers.PretrainedConfig:
-    """The transformers config of a model type at this cell's scale (paper or tiny); c = the deepfusion node."""
-    arch = archs.get(c, name, key)
-    return build_config(arch, arch.tiny if c.models == "tiny" else None)
+def family_config(arch: Arch, models: str) -> transformers.PretrainedConfig:
+    """The transformers config of a family at a scale: `paper` (its published config.json values) or
+    `tiny` (the same class shrunk)."""
+    return build_config(arch, arch.tiny if models == "tiny" else None)

@@ -12,8 +12,12 @@ from pathlib import Path
 
 import torch
 
-from edgeai_repro.core.store import atomic_write, content_key
-from edgeai_repro.deepfusion.config import ALIGN_MODES as MODES
+from edgeai_repro.core import cache
+from edgeai_repro.core.files import content_key
+from edgeai_repro.deepfusion.config import AlignMode
+
+MODES = AlignMode.values()
+VOCAB_MAPS = cache.get("deepfusion/vocab_maps")
 
 
 
@@ -95,20 +99,21 @@ def fingerprint(tokenizer) -> str:
 _MAPS: dict[tuple[str, str, str], torch.Tensor] = {}
 
 
-def vocab_map(teacher_tok, student_tok, mode: str = "med", cache: Path | None = None) -> torch.Tensor:
+def vocab_map(teacher_tok, student_tok, mode: str = "med", store: Path | None = None) -> torch.Tensor:
     """Student id for every teacher id (-1: unmapped, only in mode "exact"); computed once per
-    pair of vocabularies (keyed by their hashes), kept in memory and, with `cache`, on disk under
-    cache/vocab_maps/ for every later cell and process."""
-    key = (fingerprint(teacher_tok), fingerprint(student_tok), mode)
+    pair of vocabularies (keyed by their hashes), kept in memory and, with `store` (the cell store's
+    root), in the cache "deepfusion/vocab_maps" for every later cell and process."""
+    key = (fingerprint(teacher_tok), fingerprint(student_tok), str(mode))
     if key in _MAPS:
         return _MAPS[key]
-    path = cache / "vocab_maps" / f"{'-'.join(key)}.pt" if cache is not None else None
-    if path is not None and path.exists():
-        _MAPS[key] = torch.load(path)
-        return _MAPS[key]
+    path = VOCAB_MAPS.path(store, {"teacher": key[0], "student": key[1], "mode": key[2]}, ".pt") if store else None
+    stored = VOCAB_MAPS.read(path, lambda p: torch.load(p)) if path is not None else None
+    if stored is not None:
+        _MAPS[key] = stored
+        return stored
     _MAPS[key] = mapping = _vocab_map(teacher_tok, student_tok, mode)
     if path is not None:
-        atomic_write(path, lambda tmp: torch.save(mapping, tmp))
+        VOCAB_MAPS.write(path, lambda tmp: torch.save(mapping, tmp))
     return mapping
 
 

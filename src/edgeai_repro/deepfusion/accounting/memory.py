@@ -35,10 +35,11 @@ import torch
 from torch import nn
 
 from edgeai_repro.core.errors import ConfigError
-from edgeai_repro.deepfusion import catalog
-from edgeai_repro.deepfusion.comm import GB, dtype_of
-from edgeai_repro.deepfusion.config import LOSS_PATHS, MODES, MemoryConf
-from edgeai_repro.deepfusion.device_llm import IGNORE
+from edgeai_repro.deepfusion.accounting.comm import GB, dtype_of
+from edgeai_repro.deepfusion.config import LossPath, MemoryConf, Mode
+from edgeai_repro.deepfusion.data.encoding import IGNORE
+from edgeai_repro.deepfusion.models import catalog
+from edgeai_repro.deepfusion.models.moe import is_expert
 
 ADAMW_STATE_BYTES = 8       # two fp32 moments per trainable parameter
 LORA_PARAM_BYTES = 4        # peft keeps adapters in fp32
@@ -65,7 +66,6 @@ def _block_linears(model: nn.Module) -> list[nn.Module]:
 def _linear_weights(model: nn.Module) -> int:
     """Weights QLoRA stores in NF4: the block linear layers and an MoE's experts (fused
     (experts, out, in) tensors in transformers; per-expert linear layers when QLoRA was written)."""
-    from edgeai_repro.deepfusion.moe import is_expert
 
     experts = sum(p.numel() for name, p in model.named_parameters() if is_expert(name))
     return sum(m.weight.numel() for m in _block_linears(model)) + experts
@@ -108,7 +108,7 @@ def training_loss(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, pat
         h, y = hidden[:, -answer_len:], target[:, -answer_len:]
         return nn.functional.cross_entropy(head(h).float().transpose(1, 2), y, ignore_index=IGNORE)
     if path != "chunked":
-        raise ConfigError(f"deepfusion.memory.loss={path!r} is unknown; use one of: {', '.join(LOSS_PATHS)}.")
+        raise ConfigError(f"deepfusion.memory.loss={path!r} is unknown; use one of: {', '.join(LossPath.values())}.")
     from torch.utils.checkpoint import checkpoint
 
     def part(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -208,8 +208,8 @@ def estimate(config, setup: MemoryConf) -> dict[str, float]:
     """Predicted peak training memory in bytes for a transformers config: resident weights (by
     format) and optimizer states, plus the peak of one training step run on the meta device
     (`activations`: live when the forward pass ends; `backward`: the rest of the peak)."""
-    if setup.mode not in MODES:
-        raise ConfigError(f"training mode {setup.mode!r} is unknown; use one of: {', '.join(MODES)}.")
+    if setup.mode not in Mode.values():
+        raise ConfigError(f"training mode {setup.mode!r} is unknown; use one of: {', '.join(Mode.values())}.")
     dtype = dtype_of(setup.dtype, "deepfusion.memory.dtype")
     elem = torch.empty(0, dtype=dtype).element_size()
     ckpt, upcast = code_path(setup)

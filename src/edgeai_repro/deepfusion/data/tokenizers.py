@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from edgeai_repro.core.errors import ConfigError
-from edgeai_repro.core.store import atomic_write_text
+from edgeai_repro.core import cache
 
 # family -> (style, end-of-text token, padding token)
 FAMILIES = {
@@ -59,26 +59,24 @@ def train_tokenizer(family: str, texts: list[str], vocab_size: int) -> Tokenizer
     return tok
 
 
-def tiny_tokenizer(family: str, texts: list[str], vocab_size: int, cache: Path) -> PreTrainedTokenizerFast:
-    """Train (or reuse from `cache`) the family's tokenizer on `texts`."""
+TOKENIZERS = cache.get("deepfusion/tokenizers")
+
+
+def tiny_tokenizer(family: str, texts: list[str], vocab_size: int, store: Path) -> PreTrainedTokenizerFast:
+    """Train (or reuse from the cache "deepfusion/tokenizers" under `store`) the family's tokenizer on `texts`."""
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
-    return _tiny_tokenizer(family, texts, vocab_size, Path(cache) / f"{family}-{vocab_size}-{digest}.json")
+    path = TOKENIZERS.path(store, {"family": family, "vocab_size": vocab_size, "texts": digest}, ".json")
+    tok = TOKENIZERS.read(path, lambda p: _cached(p, family))
+    if tok is None:
+        trained = train_tokenizer(family, texts, vocab_size)
+        TOKENIZERS.write(path, lambda tmp: tmp.write_text(trained.to_str()))
+        tok = _cached(path, family)
+    return tok
 
 
 @functools.lru_cache(maxsize=32)
 def _cached(path: Path, family: str) -> PreTrainedTokenizerFast:
     return _wrap(Tokenizer.from_file(str(path)), family)
-
-
-def _tiny_tokenizer(family: str, texts: list[str], vocab_size: int, path: Path) -> PreTrainedTokenizerFast:
-    if path.exists():
-        try:
-            return _cached(path, family)
-        except Exception:  # noqa: BLE001 - a damaged cache file is retrained, not trusted
-            path.unlink(missing_ok=True)
-    tok = train_tokenizer(family, texts, vocab_size)
-    atomic_write_text(path, tok.to_str())
-    return _cached(path, family)
 
 
 def hub_tokenizer(source: str) -> PreTrainedTokenizerFast:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 
-from edgeai_repro.deepfusion import catalog
+from edgeai_repro.deepfusion.models import catalog
 
 EXPERT_KEYS = (".mlp.experts.",)
 

@@ -1,8 +1,9 @@
-"""The model architectures DeepFusion uses, as config groups: `conf/deepfusion/student/<name>.yaml`
+"""The model families DeepFusion uses, as config groups: `conf/deepfusion/student/<name>.yaml`
 (on-device models) and `conf/deepfusion/teacher/<name>.yaml` (global MoEs), each instantiated into
 an `Arch` (its transformers config class, real checkpoint, published config.json values and the
 shrunken tiny-scale config). Data only (no torch, no transformers), so validating a config never
-loads the model stack; catalog.py builds models from these.
+loads the model stack; catalog.py builds models from these. A cell builds its families once
+(config.families, held by setup.Setup).
 
 Adding a model family is one YAML in either folder (plus its name in a case's `device_models` or
 `moe`): the transformers class is named by `config_class`, so no Python changes.
@@ -38,7 +39,8 @@ class Arch:
         return cls(**{**self.paper, **(overrides or {})})
 
 
-def _build(node: DictConfig | dict, key: str) -> Arch:
+def build(node: DictConfig | dict, key: str) -> Arch:
+    """The Arch a family's config node describes, or one sentence naming `key`."""
     from hydra.utils import instantiate
 
     try:
@@ -46,27 +48,17 @@ def _build(node: DictConfig | dict, key: str) -> Arch:
     except Exception as exc:  # noqa: BLE001 - hydra wraps a bad key or class in its own error
         raise ConfigError(f"{key} cannot be built ({exc}); see conf/deepfusion/student/gpt2.yaml for the fields.") from None
     if not isinstance(arch, Arch):
-        raise ConfigError(f"{key}._target_ must be edgeai_repro.deepfusion.archs.Arch.")
+        raise ConfigError(f"{key}._target_ must be edgeai_repro.deepfusion.models.families.Arch.")
     return arch
 
 
-def get(c: DictConfig, name: str, key: str = "model") -> Arch:
-    """The model type `name` of this config, or one sentence naming `key` and the known types."""
-    for group in GROUPS:
-        if name in (c.get(group) or {}):
-            return _build(c[group][name], f"deepfusion.{group}.{name}")
-    known = [n for g in GROUPS for n in (c.get(g) or {})]
-    raise ConfigError(f"{key}={name!r} is not a known model type; use one of: {', '.join(known)} "
-                      "(or add conf/deepfusion/student/<name>.yaml).")
-
-
 def packaged(name: str) -> Arch:
-    """A model type as the project ships it (its YAML in conf/), for tests and benchmarks without a
+    """A model family as the project ships it (its YAML in conf/), for tests and benchmarks without a
     composed config."""
     from edgeai_repro.core.paths import conf_dir
 
     for group in GROUPS:
         path = conf_dir() / "deepfusion" / group / f"{name}.yaml"
         if path.exists():
-            return _build(OmegaConf.load(path)[name], f"deepfusion.{group}.{name}")
+            return build(OmegaConf.load(path)[name], f"deepfusion.{group}.{name}")
     raise ConfigError(f"model={name!r} is not a known model type; add conf/deepfusion/student/{name}.yaml.")

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from edgeai_repro.core.errors import ConfigError
-from edgeai_repro.deepfusion import archs, catalog
+from edgeai_repro.deepfusion.models import catalog, families, moe
 
 _EXPERT = "model.layers.{i}.mlp.experts.{j}.{p}.weight"
 
@@ -52,7 +52,7 @@ def deepseek_moe_config(raw: dict):
     if raw.get("scoring_func", "softmax") != "softmax":
         raise ConfigError(f"DeepSeek-MoE scoring_func={raw['scoring_func']!r} is not softmax; only DeepSeek-MoE "
                           "v1 checkpoints (softmax routing) map onto Qwen2-MoE.")
-    config = archs.packaged("deepseek_moe").config(values)
+    config = families.packaged("deepseek_moe").config(values)
     config._attn_implementation = "sdpa"
     return config
 
@@ -118,12 +118,6 @@ def _materialised(model: nn.Module, config, what: str) -> nn.Module:
     return model
 
 
-def folders_of(cfg) -> dict[str, str]:
-    """Local checkpoint folders by model name (`paths.checkpoints`; outside the cell's identity:
-    where the weights lie does not change what they are)."""
-    return dict(cfg.paths.get("checkpoints") or {})
-
-
 def config_of(folder: str | Path):
     """The transformers config of a local checkpoint folder (DeepSeek-MoE's mapped onto Qwen2-MoE)."""
     import transformers
@@ -139,17 +133,16 @@ def _raw_config(folder: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def model_config(c, name: str, folders: dict | None = None):
-    """The config of model type `name` for this cell: at paper scale with a local checkpoint
-    (`paths.checkpoints.<name>`) the checkpoint's own, else catalog.model_config (the published
-    config.json values, or the tiny one)."""
-    folder = (folders or {}).get(name)
-    return config_of(folder) if c.models == "paper" and folder else catalog.model_config(c, name)
+def model_config(arch: families.Arch, models: str, folder: str | None = None):
+    """The config of family `arch` for a cell at scale `models`: at paper scale with a local checkpoint
+    folder (`paths.checkpoints.<name>`) the checkpoint's own, else catalog.family_config (the
+    published config.json values, or the tiny one)."""
+    return config_of(folder) if models == "paper" and folder else catalog.family_config(arch, models)
 
 
-def parameters_of(c, name: str, folders: dict | None = None) -> int:
-    """Parameter count of model type `name` as this cell would load it (built on the meta device)."""
-    return catalog.parameter_count(catalog.meta_model(model_config(c, name, folders)))
+def parameters_of(arch: families.Arch, models: str, folder: str | None = None) -> int:
+    """Parameter count of family `arch` as a cell would load it (built on the meta device)."""
+    return catalog.parameter_count(catalog.meta_model(model_config(arch, models, folder)))
 
 
 def hub_cached(hub_id: str) -> bool:
@@ -164,24 +157,24 @@ def hub_cached(hub_id: str) -> bool:
 CPU_PARAMETERS = 300_000_000
 
 
-def check_paper_sources(cfg) -> None:
+def check_paper_sources(c, built: dict[str, families.Arch], folders: dict[str, str], accelerator: str,
+                        experiment: str | None) -> None:
     """At scale=paper, stop at validation, in one sentence, unless every model of the case can be
     loaded (a local folder in paths.checkpoints, or the hub: online, or in the HF cache) and
-    trained (a GPU, or checkpoints small enough for a CPU)."""
+    trained (a GPU, or checkpoints small enough for a CPU). `c`: the typed DeepFusion settings,
+    `built`: its families by name."""
     import os
 
-    c = cfg.deepfusion
     case = c.cases[c.case]
-    folders = folders_of(cfg)
     names = list(dict.fromkeys([*case.device_models, case.moe]))
     for n in names:
         if n in folders and not (Path(folders[n]) / "config.json").is_file():
             raise ConfigError(f"paths.checkpoints.{n}={folders[n]!r} holds no config.json; point it at the downloaded "
                               "checkpoint folder, or remove it to load from the hub.")
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
-    unreachable = [n for n in names if n not in folders and offline and not hub_cached(archs.get(c, n).hub_id)]
-    big = [] if cfg.trainer.accelerator == "gpu" else [
-        (n, p) for n in names if (p := parameters_of(c, n, folders)) > CPU_PARAMETERS]
+    unreachable = [n for n in names if n not in folders and offline and not hub_cached(built[n].hub_id)]
+    big = [] if accelerator == "gpu" else [
+        (n, p) for n in names if (p := parameters_of(built[n], c.models, folders.get(n))) > CPU_PARAMETERS]
     needs = []
     if unreachable:
         needs.append(f"the checkpoints of {', '.join(unreachable)} (HF_HUB_OFFLINE is set and the HF cache lacks them: "
@@ -190,11 +183,11 @@ def check_paper_sources(cfg) -> None:
         needs.append(f"a GPU for {', '.join(f'{n} ({p / 1e9:.1f}B parameters)' for n, p in big)} (trainer=gpu on "
                      "GPU nodes)")
     if needs:
-        raise ConfigError(f"{cfg.get('experiment_name') or 'this experiment'} at scale=paper needs "
+        raise ConfigError(f"{experiment or 'this experiment'} at scale=paper needs "
                           f"{' and '.join(needs)}; on a CPU, use scale=tiny.")
 
 
-def pretrained(arch: archs.Arch, folder: str | None = None, dtype: torch.dtype = torch.bfloat16,
+def pretrained(arch: families.Arch, folder: str | None = None, dtype: torch.dtype = torch.bfloat16,
                **kwargs) -> nn.Module:
     """The published checkpoint of `arch`, from a local folder when one is given (a pre-filled
     cache, an offline mirror: `paths.checkpoints.<model>`), else from its hub id. A checkpoint in
@@ -237,9 +230,7 @@ def keep_experts(model: nn.Module, config, usage: dict[int, torch.Tensor]) -> nn
     """A copy of a pretrained MoE keeping, in every MoE layer, the `config.num_experts` experts the
     public data routes to most (most used first) with their router rows: the K-expert global MoE
     DeepFusion merges into, started from the pretrained one. Expert i of each layer is then what
-    the dense student M_i starts from (methods.Server.base_model)."""
-    from edgeai_repro.deepfusion import moe
-
+    the dense student M_i starts from (server.methods.base.Server.base_model)."""
     k = config.num_experts
     chosen = {layer: mass.argsort(descending=True)[:k] for layer, mass in usage.items()}
     out = catalog.meta_model(config, dtype=next(model.parameters()).dtype)

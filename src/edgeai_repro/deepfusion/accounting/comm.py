@@ -26,11 +26,11 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from edgeai_repro.core.errors import ConfigError
-from edgeai_repro.deepfusion import catalog
-from edgeai_repro.deepfusion.config import FedJetsConf
+from edgeai_repro.deepfusion.config import CommConf, FedJetsConf
+from edgeai_repro.deepfusion.models import catalog
+from edgeai_repro.deepfusion.models.moe import with_experts
 
 GB = 1e9   # the paper's figures are in decimal GB
-from edgeai_repro.deepfusion.moe import with_experts
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 QUANTIZED = ("int8", "nf4")
@@ -132,3 +132,27 @@ def deepfusion_bytes(device_types: list[str], fmt: str | Wire | Callable[[str], 
     total = models + embedding_bytes * len(device_types)
     return {"total_bytes": total, "model_bytes": models, "per_type_bytes": sizes,
             "per_device_bytes": total / len(device_types)}
+
+
+# ---------------------------------------------------------------- a cell's accounting settings (CommConf)
+
+def embedding_bytes(conf: CommConf) -> int:
+    return conf.embedding_dim * bytes_per_element(conf.embedding_format)
+
+
+def wire(conf: CommConf, fmt: str | None = None) -> Wire:
+    """The transfer format `fmt` (default: the upload format) with these quantisation settings."""
+    return Wire(str(fmt or conf.upload_format), str(conf.quantize), str(conf.rest_format), int(conf.nf4_block),
+                bool(conf.double_quant))
+
+
+def wire_for(conf: CommConf, model: str) -> Wire:
+    """How model type `model` travels: its own format if `formats` names one, else the upload format."""
+    return wire(conf, conf.formats.get(model, conf.upload_format))
+
+
+def fedjets_traffic(conf: CommConf, protocol: FedJetsConf, moe: str, n_devices: int, moe_config) -> dict:
+    """FedJETS' traffic by its protocol and these formats (the case's MoE up, `download_format` down)."""
+    up = wire_for(conf, moe)
+    down = wire(conf, conf.download_format) if conf.download_format else up
+    return fedjets_bytes(n_devices, moe_config, protocol, up, down, bool(conf.count_download))

@@ -3,7 +3,7 @@ config group `deepfusion/judge=<name>` (conf/deepfusion/judge/<name>.yaml, built
 
 The paper uses Gemini 2.5 as an LLM judge. Offline (the default, and in every test) we use a
 lexical judge of our own: the token-level F1 between the generated and the reference answer, the
-SQuAD-style overlap score. It is a deviation, documented in the README; `gemini` calls the real API
+SQuAD-style overlap score. It is a deviation, documented in docs/deepfusion.md; `gemini` calls the real API
 when a key and network are available. A judge carries its own generation budget (how many test
 answers, how many new tokens, how many per batch), so a new judge is one YAML plus one class.
 """
@@ -18,6 +18,7 @@ from typing import Protocol
 import torch
 
 from edgeai_repro.core.errors import ConfigError
+from edgeai_repro.deepfusion.data.records import prompt_and_answer
 
 PROMPT = ("You are grading an answer to a finance question. Question: {question}\nReference answer: {reference}\n"
           "Candidate answer: {answer}\nHow well does the candidate address the question, from 0 to 100? "
@@ -101,8 +102,6 @@ def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, 
 
 def judge_answers(model, tokenizer, records, judge: Judge, max_new_tokens: int | None = None) -> float:
     """Mean judge score of the model's greedy answers to `records`."""
-    from edgeai_repro.deepfusion.data import prompt_and_answer
-
     pairs = [prompt_and_answer(r) for r in records]
     answers = generate_answers(model, tokenizer, [p for p, _ in pairs], max_new_tokens or judge.max_new_tokens,
                                judge.batch_size)

@@ -1,0 +1,100 @@
+"""FedJETS (Dun et al. 2023) as we read it: rounds of local MoEs pruned to a few experts, averaged
+per expert on the server."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edgeai_repro.core.seeding import derive_seed
+from edgeai_repro.deepfusion.accounting import comm
+from edgeai_repro.deepfusion.data.encoding import QADataset, loader
+from edgeai_repro.deepfusion.devices.training import DeviceLLM, FinetuneConf
+from edgeai_repro.deepfusion.evaluation.scores import evaluate
+from edgeai_repro.deepfusion.models import catalog, moe
+from edgeai_repro.deepfusion.server.methods.base import Fused, Method, Server, epochs_to_steps
+
+
+@dataclass
+class FedJETS(Method):
+    """FedJETS (Dun et al. 2023) as we read it: in each round a seeded sample of the devices
+    (`participation`) each downloads a local MoE holding the anchor expert every token uses (the
+    MoE's shared expert: trained by every participant, so it is averaged over all of them) and
+    the `local_experts` routed experts its data routes to most under the current gate, trains it
+    for `local_epochs` passes over its own data, and uploads it; the server averages every
+    parameter over the devices that hold it, weighted by their data sizes (FedAvg)."""
+
+    name: str = "fedjets"
+    traffic: str = "fedjets"
+
+    def __call__(self, s: Server) -> Fused:
+        f = s.conf.fedjets
+        global_model = s.init_moe()
+        keep = comm.pruned_moe_config(s.moe_config, f.local_experts).num_experts
+        per_round = max(1, round(f.participation * len(s.devices)))
+        test = s.heldout()
+        curve = [{"method": "fedjets", "curve": "held-out log-ppl by round", "step": 0,
+                  "value": evaluate(global_model, test)["log_ppl"]}]
+        for rnd in range(f.rounds):
+            rng = torch.Generator().manual_seed(derive_seed("fedjets-sample", rnd, s.seed) % 2**62)
+            picked = sorted(torch.randperm(len(s.devices), generator=rng)[:per_round].tolist())
+            chosen_devices = [s.devices[i] for i in picked]
+            sums: dict[str, torch.Tensor] = {}
+            weights: dict[str, torch.Tensor] = {}
+            for d in chosen_devices:
+                records = [s.corpus.train[i] for i in d.indices]
+                ds = QADataset(records, s.moe_tok, s.conf.data.max_len)
+                chosen = _top_experts(global_model, ds, keep)
+                local = _prune(global_model, s.moe_config, chosen)
+                steps = epochs_to_steps(f.local_epochs, len(records), s.conf.device.batch_size)
+                module = DeviceLLM(local, FinetuneConf(mode="full", lr=s.conf.device.lr, steps=steps))
+                s.fit(module, loader(ds, s.conf.device.batch_size, derive_seed("fedjets", rnd, d.index, s.seed) % 2**62, True),
+                      steps)
+                _accumulate(sums, weights, local, chosen, s.moe_config.num_experts, float(len(records)))
+            state = global_model.state_dict()
+            for name, total in sums.items():
+                w = weights[name]
+                upd = total / w.clamp_min(1e-12).reshape(-1, *([1] * (total.dim() - 1))) if w.dim() else total / w
+                if w.dim():  # experts nobody trained keep their weights
+                    upd = torch.where((w > 0).reshape(-1, *([1] * (total.dim() - 1))), upd, state[name])
+                state[name] = upd.to(state[name].dtype)
+            global_model.load_state_dict(state)
+            curve.append({"method": "fedjets", "curve": "held-out log-ppl by round", "step": rnd + 1,
+                          "value": evaluate(global_model, test)["log_ppl"]})
+        return Fused(global_model, metrics={"rounds": float(f.rounds)}, curves=curve)
+
+
+@torch.no_grad()
+def _top_experts(model: nn.Module, ds: QADataset, keep: int) -> list[int]:
+    usage = torch.zeros(model.config.num_experts)
+    batch = ds.collate([ds[i] for i in range(min(len(ds), 32))])
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_router_logits=True)
+    for logits in out.router_logits or []:
+        usage += torch.softmax(logits.float(), -1).sum(0)
+    return sorted(usage.topk(keep).indices.tolist())
+
+
+def _prune(model: nn.Module, config, chosen: list[int]) -> nn.Module:
+    local = catalog.real_model(moe.with_experts(config, len(chosen)))
+    state = {}
+    for name, value in model.state_dict().items():
+        state[name] = value[chosen] if moe.is_expert(name) or moe.is_router(name) else value
+    local.load_state_dict(state)
+    return local
+
+
+def _accumulate(sums: dict, weights: dict, local: nn.Module, chosen: list[int], n_global: int, w: float) -> None:
+    """Add a device's local MoE, weighted by its data size: experts and router rows into their
+    global slots, everything else into one running sum."""
+    idx = torch.tensor(chosen)
+    for name, value in local.state_dict().items():
+        if moe.is_expert(name) or moe.is_router(name):
+            if name not in sums:
+                sums[name] = torch.zeros((n_global, *value.shape[1:]))
+                weights[name] = torch.zeros(n_global)
+            sums[name].index_add_(0, idx, value.float() * w)
+            weights[name].index_add_(0, idx, torch.full((len(chosen),), w))
+        else:
+            sums[name] = sums.get(name, 0) + value.float() * w
+            weights[name] = weights.get(name, torch.tensor(0.0)) + w

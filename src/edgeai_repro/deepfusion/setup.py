@@ -1,0 +1,111 @@
+"""One DeepFusion cell's resolved setup, built once by its task and passed down.
+
+A task reads its raw config once (`Setup.of`): the typed settings, where the cell store and the
+local checkpoints are, the accelerator, the model families (built once, not per lookup), each
+device's model type (assigned once) and, on first use, the corpus, each family's config and
+tokenizer. Everything below the task takes this object or the typed settings it holds.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from edgeai_repro.deepfusion.config import DeepFusionConf, KDConf, Mode, families, family, settings
+from edgeai_repro.deepfusion.devices.assignment import assign_models
+from edgeai_repro.deepfusion.models.families import Arch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Setup:
+    conf: DeepFusionConf
+    seed: int
+    store: Path                     # the cell store's root (paths.cache): every cache lives under it
+    folders: dict[str, str]         # local checkpoint folders by model name (paths.checkpoints; not part of a cell's identity)
+    accelerator: str = "cpu"        # the cell's trainer accelerator (cpu | gpu)
+    families: dict[str, Arch] = field(default_factory=dict)
+    _tokenizers: dict[str, Any] = field(default_factory=dict, repr=False)
+    _configs: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, cfg: DictConfig) -> "Setup":
+        """The only place a DeepFusion cell reads its raw config."""
+        conf = settings(cfg)
+        return cls(conf, int(cfg.seed), Path(cfg.paths.cache), dict(cfg.paths.get("checkpoints") or {}),
+                   str(cfg.trainer.accelerator), families(conf))
+
+    @property
+    def case(self):
+        return self.conf.this_case
+
+    @cached_property
+    def types(self) -> list[str]:
+        """Each device's model type (devices/assignment.py), drawn once per cell."""
+        c = self.conf
+        return assign_models(c.devices, list(self.case.device_models), self.seed, c.assignment)
+
+    def family(self, name: str, key: str = "model") -> Arch:
+        return family(self.conf, self.families, name, key)
+
+    def model_config(self, name: str):
+        """The transformers config of model `name` as this cell loads it (the local checkpoint's own
+        at paper scale, else the published or tiny values), built once."""
+        if name not in self._configs:
+            from edgeai_repro.deepfusion.models.checkpoints import model_config
+
+            self._configs[name] = model_config(self.family(name), self.conf.models, self.folders.get(name))
+        return self._configs[name]
+
+    @cached_property
+    def corpus(self):
+        """Device pool, test set and public data (data/corpus.py), loaded once."""
+        from edgeai_repro.deepfusion.data.corpus import load_corpus
+
+        return load_corpus(self.conf, self.seed)
+
+    def tokenizer(self, name: str):
+        """Model `name`'s tokenizer: the checkpoint's own at paper scale (its local folder, else the
+        hub), one trained on the run's text at tiny scale (cached under the store)."""
+        if name not in self._tokenizers:
+            from edgeai_repro.deepfusion.data import tokenizers
+            from edgeai_repro.deepfusion.data.records import text_of
+
+            arch = self.family(name)
+            if self.conf.models == "paper":
+                tok = tokenizers.hub_tokenizer(self.folders.get(name) or arch.hub_id)
+            else:
+                texts = [text_of(r) for r in self.corpus.train + self.corpus.public]
+                tok = tokenizers.tiny_tokenizer(arch.tokenizer_family, texts, int(arch.tiny["vocab_size"]), self.store)
+            self._tokenizers[name] = tok
+        return self._tokenizers[name]
+
+    def training_mode(self, model_type: str) -> Mode:
+        """The mode a device of this type trains in: its configured one, except QLoRA where
+        bitsandbytes cannot quantise on this machine, which runs as LoRA on a bf16 base (said once
+        in the log and recorded in each device's meta as `mode`)."""
+        from edgeai_repro.deepfusion.devices.training import qlora_runs
+
+        mode = self.conf.device_mode(model_type)
+        if mode == "qlora" and not qlora_runs():
+            log.warning("QLoRA for %s needs bitsandbytes (a CUDA GPU, or bitsandbytes >= 0.45 on a CPU): training "
+                        "LoRA on a bf16 base instead", model_type)
+            return Mode.lora
+        return mode
+
+    @property
+    def kd(self) -> KDConf:
+        """Phase II's settings with the cell's sequence length."""
+        return replace(self.conf.kd, max_len=self.conf.data.max_len)
+
+    @property
+    def device(self) -> str:
+        """Where forward-only passes run (teacher targets, scoring): the cell's accelerator."""
+        import torch
+
+        return "cuda" if self.accelerator == "gpu" and torch.cuda.is_available() else "cpu"
