@@ -19,8 +19,8 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 
@@ -50,8 +50,10 @@ def aeria_benchmarks() -> Iterator[Line]:
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
     yield "aeria_growth_exponent_vs_nlogn", slope, "ratio"  # 1 = exactly n log n
     naive = time_naive(10**4, seed=0, repeats=1, c=core.c)
-    numpy_sort = min(_timed(lambda x=__import__("numpy").random.default_rng(0).random(10**6): __import__("numpy").sort(x))
-                     for _ in range(5))
+    import numpy as np
+
+    floats = np.random.default_rng(0).random(10**6)
+    numpy_sort = min(_timed(lambda: np.sort(floats)) for _ in range(5))
     yield "aeria_auction_1e6_over_numpy_sort", times[10**6] / numpy_sort, "x"  # goal: 10x numpy's sort of 10^6 floats
     yield "aeria_naive_1e4_bidders", naive, "s"
     yield "aeria_speedup_vs_naive_1e4", naive / times[10**4], "x"
@@ -85,9 +87,8 @@ def _market_throughput() -> Iterator[Line]:
 def incentive_benchmarks() -> Iterator[Line]:
     import numpy as np
 
-    from edgeai_repro.incentive.config import IncentiveConf
+    from edgeai_repro.incentive.config import IncentiveConf, PolicyConf
     from edgeai_repro.incentive.env import IncentiveEnv, World
-    from edgeai_repro.incentive.config import PolicyConf
     from edgeai_repro.incentive.maddpg import MADDPG, ReplayBuffer, optimizers
     from edgeai_repro.incentive.stackelberg import solve
 

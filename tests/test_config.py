@@ -88,7 +88,7 @@ def refusal(compose, overrides: list[str]) -> str:
     set, which the launcher reports through core.errors.composition_message) or at validation."""
     try:
         cfg = compose(overrides)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         message = composition_message(exc)
         assert message is not None, f"{overrides} raised {exc!r}, not a one-sentence refusal"
         return message
@@ -98,7 +98,7 @@ def refusal(compose, overrides: list[str]) -> str:
 
 
 def test_no_task_is_a_clear_error(compose) -> None:
-    with pytest.raises(ConfigError, match="task.name=None is not a known task"):
+    with pytest.raises(ConfigError, match=r"task\.name=None is not a known task"):
         validate(compose([]))
 
 
@@ -137,8 +137,9 @@ def test_yaml_only_overrides_the_schema(paper: str, schema: str) -> None:
 def test_a_new_model_family_is_one_yaml_in_a_config_folder_of_ones_own(compose, tmp_path: Path) -> None:
     """DeepFusion's model families are config groups: a student from a folder on Hydra's search path
     joins a case, validates and is built at tiny scale, with nothing under src/ touched."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra import compose as hydra_compose, initialize_config_dir
 
     from edgeai_repro.cli import conf_dir
     from edgeai_repro.deepfusion.setup import Setup

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, launch
 
+from conftest import ROOT, launch
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.trainer import Trainers
 from edgeai_repro.deepfusion import data

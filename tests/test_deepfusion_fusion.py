@@ -14,8 +14,15 @@ from edgeai_repro.deepfusion.evaluation.judge import LexicalJudge, generate_answ
 from edgeai_repro.deepfusion.models import catalog, moe
 from edgeai_repro.deepfusion.models import families as archs
 from edgeai_repro.deepfusion.server import align
-from edgeai_repro.deepfusion.server.distill import (VAA, Distiller, KDDataset, add_teacher, kd_loader, masked_pool,
-                                                   ofa_to_targets)
+from edgeai_repro.deepfusion.server.distill import (
+    VAA,
+    Distiller,
+    KDDataset,
+    add_teacher,
+    kd_loader,
+    masked_pool,
+    ofa_to_targets,
+)
 from edgeai_repro.deepfusion.server.methods.fedjets import _accumulate, _prune
 
 MOE = dict(hidden_size=32, intermediate_size=64, moe_intermediate_size=16, shared_expert_intermediate_size=32,
@@ -336,7 +343,7 @@ def deepseek_checkpoint(folder: Path) -> dict:
            "vocab_size": 120, "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
            "tie_word_embeddings": False, "attention_bias": False}
     g = torch.Generator().manual_seed(0)
-    r = lambda *shape: torch.randn(*shape, generator=g) * 0.1  # noqa: E731
+    r = lambda *shape: torch.randn(*shape, generator=g) * 0.1
     h, inter, moe_inter = 32, 64, 8
     state = {"model.embed_tokens.weight": r(120, h), "model.norm.weight": 1 + r(h), "lm_head.weight": r(120, h)}
     for i in range(3):
@@ -372,7 +379,7 @@ def test_deepseek_moe_checkpoint_maps_onto_qwen2_moe(tmp_path: Path) -> None:
     assert model.config.mlp_only_layers == [0] and model.config.num_experts == 4
     x = torch.randn(5, 32, generator=torch.Generator().manual_seed(1))
     p = "model.layers.1.mlp."
-    mlp = lambda pre, v: torch.nn.functional.linear(  # noqa: E731
+    mlp = lambda pre, v: torch.nn.functional.linear(
         torch.nn.functional.silu(v @ state[pre + "gate_proj.weight"].T) * (v @ state[pre + "up_proj.weight"].T),
         state[pre + "down_proj.weight"])
     scores = torch.softmax(x @ state[p + "gate.weight"].T, -1)
@@ -390,7 +397,7 @@ def test_deepseek_moe_checkpoint_maps_onto_qwen2_moe(tmp_path: Path) -> None:
     assert out.shape == (1, 6)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text("{}")
-    with pytest.raises(ConfigError, match="config.json lacks"):
+    with pytest.raises(ConfigError, match=r"config\.json lacks"):
         load_deepseek_moe(tmp_path / "bad")
 
 
@@ -413,7 +420,7 @@ def test_pretrained_checkpoints_load_from_local_folders_and_keep_the_most_used_e
     assert type(pretrained(archs.packaged("gpt2"), str(tmp_path / "gpt2"))).__name__ == "GPT2LMHeadModel"
     ds = pretrained(archs.packaged("deepseek_moe"), str(tmp_path / "ds"), dtype=torch.float32)
     assert type(ds).__name__ == "Qwen2MoeForCausalLM"
-    with pytest.raises(ConfigError, match="paths.checkpoints.gpt2"):
+    with pytest.raises(ConfigError, match=r"paths\.checkpoints\.gpt2"):
         pretrained(archs.packaged("gpt2"), str(tmp_path / "missing"))
 
     batch = {"input_ids": torch.randint(0, 100, (4, 12), generator=torch.Generator().manual_seed(0)),

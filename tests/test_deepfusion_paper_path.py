@@ -120,7 +120,13 @@ def test_a_qlora_upload_is_the_bf16_base_plus_the_adapter(checkpoints) -> None:
     """QLoRA's upload: every 4-bit layer dequantised into bf16 with the adapter merged in (peft's
     own merge re-quantises to NF4 and leaves packed uint8 tensors); it computes what the trained
     4-bit model computes."""
-    from edgeai_repro.deepfusion.devices.training import FinetuneConf, merged, nf4_config, qlora_runs, with_adapters
+    from edgeai_repro.deepfusion.devices.training import (
+        FinetuneConf,
+        merged,
+        nf4_config,
+        qlora_runs,
+        with_adapters,
+    )
 
     if not qlora_runs():
         pytest.skip("bitsandbytes cannot quantise on this machine (the upload then is LoRA's, tested elsewhere)")
@@ -151,7 +157,7 @@ def test_paper_scale_on_a_cpu_stops_at_validation_naming_what_is_missing(compose
                                           r"\(14\.3B parameters\)") as err:
         validate(compose(["experiment=deepfusion/table1_2", "scale=paper"]))
     assert str(err.value).count(". ") == 0 and "scale=tiny" in str(err.value)
-    with pytest.raises(ConfigError, match="paths.checkpoints.gpt2=.*holds no config.json"):
+    with pytest.raises(ConfigError, match=r"paths\.checkpoints\.gpt2=.*holds no config\.json"):
         validate(compose(["experiment=deepfusion/table1_2", "scale=paper", "+paths.checkpoints.gpt2=/nowhere"]))
     # Local small checkpoints: the same command passes validation on a CPU.
     validate(compose(["experiment=deepfusion/table1_2", "scale=paper",

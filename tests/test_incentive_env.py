@@ -18,10 +18,10 @@ def env() -> IncentiveEnv:
 
 
 def test_parallel_api(env: IncentiveEnv) -> None:
-    obs, infos = env.reset(seed=1)
+    obs, _infos = env.reset(seed=1)
     assert set(obs) == set(env.possible_agents) and all(o.shape == (OBS_DIM,) for o in obs.values())
     assert env.action_space("lmo_0").shape == (ACT_DIM,)
-    for t in range(env.conf.horizon):
+    for _t in range(env.conf.horizon):
         obs, rew, term, trunc, info = env.step({a: env.action_space(a).sample() for a in env.agents})
         assert set(rew) == set(term) == set(trunc) == set(info)
     assert all(term.values()) and env.agents == []
@@ -175,7 +175,7 @@ def test_the_references_use_the_evaluation_episodes_workers() -> None:
 
     eq = solve(np.array([0.8, 1.0, 1.2]), np.zeros(3), 10, 2, 1)
     conf = EnvConf()
-    make = lambda: IncentiveEnv(conf, eq.zeta, eq.rewards, World.from_equilibrium(conf, eq.zeta, eq.rewards),  # noqa: E731
+    make = lambda: IncentiveEnv(conf, eq.zeta, eq.rewards, World.from_equilibrium(conf, eq.zeta, eq.rewards),
                                 batch=4, seed=3)
     workers = game.Workers.of(make())
     evaluated = make()
@@ -201,7 +201,7 @@ def test_references_are_computed_once_per_game_and_shared(tmp_path, monkeypatch)
     c.asosa.nash_iters, c.asosa.eval_episodes = 5, 2
     eq = solve(np.array([0.8, 1.0, 1.2]), np.zeros(3), c.lam, c.alpha, c.beta)
     world = World.from_equilibrium(c.env, eq.zeta, eq.rewards)
-    make = lambda: IncentiveEnv(c.env, eq.zeta, eq.rewards, world, batch=2, seed=7)  # noqa: E731
+    make = lambda: IncentiveEnv(c.env, eq.zeta, eq.rewards, world, batch=2, seed=7)
     first = asosa.references(make(), c, np.zeros(3), eq, tmp_path, env_seed=7)
     monkeypatch.setattr(game, "nash", lambda *a, **k: (_ for _ in ()).throw(AssertionError("solved twice")))
     again = asosa.references(make(), c, np.zeros(3), eq, tmp_path, env_seed=7)

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from edgeai_repro.aeria.config import AeriaConf
-from edgeai_repro.aeria.market import choose_service, sample_markets
 from edgeai_repro.aeria.config import settings
+from edgeai_repro.aeria.market import choose_service, sample_markets
 from edgeai_repro.aeria.workloads import profile
 from edgeai_repro.core.seeding import generator
 

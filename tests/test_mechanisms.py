@@ -105,7 +105,7 @@ def test_global_estimate_is_envy_free_on_every_draw() -> None:
 
 def test_aeria_extracts_the_common_target_under_consensus() -> None:
     s = np.full(50, 1.0)  # F = 50 and every F(s_-i) = 49: one grid cell for most u
-    wins, premium = M.Core(c=2.0).price(_auction(s, 0.5, np.zeros(50, bool)))
+    _wins, premium = M.Core(c=2.0).price(_auction(s, 0.5, np.zeros(50, bool)))
     target = 2.0 ** (np.floor(np.log2(49.0) - 0.5) + 0.5)
     assert float(premium.sum()) == pytest.approx(target)
 

@@ -42,7 +42,7 @@ def _paired_rows(rows: pd.DataFrame, x: str | None = "n") -> pd.DataFrame:
 
 def test_claim_checks_give_honest_verdicts() -> None:
     agg, rows = aggregate(_rows(), "n", None, ["revenue"]), _paired_rows(_rows())
-    beats = lambda ours, base, **kw: claims.beats_baselines(agg, rows, metric="revenue", ours=ours,  # noqa: E731
+    beats = lambda ours, base, **kw: claims.beats_baselines(agg, rows, metric="revenue", ours=ours,
                                                             baselines=base, **kw)[0]
     assert beats("ours", ["base"]) == "held"
     assert beats("base", ["ours"]) == "not_held"

@@ -11,15 +11,16 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from edgeai_repro.core.paths import conf_dir  # noqa: F401  (re-exported: tests and scripts use cli.conf_dir)
+from edgeai_repro.core.paths import conf_dir
 
 # Each paper's registry is light: a task's code (and its heavy dependencies) loads when a cell computes.
 PAPER_PACKAGES = ("edgeai_repro.aeria.registry", "edgeai_repro.incentive.registry", "edgeai_repro.deepfusion.registry")
 
 
 def load_papers() -> None:
-    import hydra_plugins.edgeai_repro_sweeper.caching_sweeper  # noqa: F401  (hydra/sweeper=caching)
     from omegaconf import OmegaConf
+
+    import hydra_plugins.edgeai_repro_sweeper.caching_sweeper  # noqa: F401  (hydra/sweeper=caching)
 
     # ${repo:paper_results} points into the checkout whatever the working directory is.
     OmegaConf.register_new_resolver("repo", lambda rel: str(conf_dir().parent / rel), replace=True)
@@ -76,7 +77,7 @@ def _one_sentence_composition_errors() -> None:
         def guarded():
             try:
                 return func()
-            except Exception as exc:  # noqa: BLE001 - only composition errors are rewritten
+            except Exception as exc:
                 message = composition_message(exc)
                 if message is None:
                     raise

@@ -6,7 +6,7 @@ them in the "our choices" table.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
@@ -129,7 +129,7 @@ class MarketConf:
     input_scale: list[float] = field(default_factory=lambda: [0.5, 1.5])    # task complexity
     input_bits: int = 8
     feature_bits: int = 32
-    energy_budget_j: Optional[float] = None
+    energy_budget_j: float | None = None
     device_power_w: float = 5.0
     tx_power_w: float = 1.0
     device_only_users: DeviceOnlyUsers = DeviceOnlyUsers.auction
@@ -148,7 +148,7 @@ class MarketConf:
         for name in ("device_gflops", "uplink_mbps", "deadline_ms", "input_scale"):
             check_range(f"{key}.{name}", getattr(self, name))
         check_range(f"{key}.accuracy_floor", self.accuracy_floor, positive=False)
-        require(0 <= self.accuracy_floor[0] and self.accuracy_floor[1] <= 1,
+        require(self.accuracy_floor[0] >= 0 and self.accuracy_floor[1] <= 1,
                 f"{key}.accuracy_floor={list(self.accuracy_floor)} are quantiles and must lie in [0, 1].")
 
 
@@ -215,7 +215,9 @@ class AeriaConf:
             if "fraction" in node:
                 require(0 < node["fraction"] <= 1, f"{key}.pricing.{name}.fraction={node['fraction']} must lie in (0, 1].")
         require(self.posted_samples >= 1, f"{key}.posted_samples={self.posted_samples} must be at least 1.")
-        from edgeai_repro.aeria.workloads import n_exits   # builds each network on the meta device (no weights)
+        from edgeai_repro.aeria.workloads import (
+            n_exits,  # builds each network on the meta device (no weights)
+        )
 
         for w in WORKLOADS:
             acc = self.exit_accuracy.get(w)

@@ -64,7 +64,7 @@ def _candidates(workloads: tuple[str, ...], accuracy: tuple[tuple[float, ...], .
     width = max(len(c) for c in per)
     pad = (0.0, 0.0, 0.0, 0.0, False, False, False)  # padding columns are masked out by `present`
     rows = [c + [pad] * (width - len(c)) for c in per]
-    t = lambda i, dt: torch.tensor([[col[i] for col in r] for r in rows], dtype=dt)  # noqa: E731
+    t = lambda i, dt: torch.tensor([[col[i] for col in r] for r in rows], dtype=dt)
     present = torch.tensor([[j < len(c) for j in range(width)] for c in per])
     return Candidates(t(0, torch.float64), t(1, torch.float64), t(2, torch.float64), t(3, torch.float64),
                       t(4, torch.bool), t(5, torch.bool), t(6, torch.bool), present)
@@ -217,8 +217,8 @@ def service_options(market: Market, cfg) -> Options:
     cand = _candidates(market.workloads, tuple(tuple(cfg.exit_accuracy[w]) for w in market.workloads),
                        int(m.input_bits), int(m.feature_bits))
     dev = market.value.device
-    col = lambda t: t.to(dev).unsqueeze(0).unsqueeze(2)  # noqa: E731  (M, C) -> (1, M, 1, C)
-    x = lambda t: t.unsqueeze(-1)  # noqa: E731  (B, M, n) -> (B, M, n, 1)
+    col = lambda t: t.to(dev).unsqueeze(0).unsqueeze(2)
+    x = lambda t: t.unsqueeze(-1)
     scale = x(market.input_scale)
     t_dev = scale * col(cand.dev_flops) / x(market.device_flops)
     t_tx = scale * col(cand.tx_bits) / x(market.uplink_bps)

@@ -25,7 +25,7 @@ class Noise:
     u: torch.Tensor     # (..., 1) grid offset in [0, 1), one per auction (or per market)
     coin: torch.Tensor  # (..., n) fair coins for random-sampling mechanisms
 
-    def expand(self, reps: int) -> "Noise":
+    def expand(self, reps: int) -> Noise:
         """Repeat along a new leading axis, to replay one draw under `reps` bid profiles."""
         return Noise(self.u.expand(reps, *self.u.shape[1:]), self.coin.expand(reps, *self.coin.shape[1:]))
 

@@ -64,7 +64,7 @@ def check_market(ap: Approach, market: Market, noise: Noise, cfg, gen: torch.Gen
     service = choose_service(market, cfg, ap.service)
     prior = prior_net(market, service, cfg, gen) if ap.rule.needs_prior else None
     truthful = run_rule(ap.rule, market, noise, cfg, service, prior=prior)
-    b, m, n = market.shape
+    b, _m, _n = market.shape
     candidates = service.admitted.nonzero()
     k = min(int(cfg.users_checked) * b, len(candidates))
     pick = candidates[torch.randperm(len(candidates), generator=gen, device=candidates.device)[:k]]

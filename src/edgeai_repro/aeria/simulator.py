@@ -19,8 +19,15 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from edgeai_repro.aeria import pricing
 from edgeai_repro.aeria.config import AeriaConf
-from edgeai_repro.aeria.market import (Market, Service, choose_service, prior_values, repeat_markets, sample_markets,
-                                      service_options)
+from edgeai_repro.aeria.market import (
+    Market,
+    Service,
+    choose_service,
+    prior_values,
+    repeat_markets,
+    sample_markets,
+    service_options,
+)
 from edgeai_repro.aeria.mechanisms import Approach, Auction, Noise, PricingRule, approaches, draw_noise
 from edgeai_repro.core.seeding import derive_seed, generator
 

@@ -11,10 +11,10 @@ import torch
 from omegaconf import DictConfig
 
 from edgeai_repro.aeria import reference, worst_case
+from edgeai_repro.aeria.config import AeriaConf, settings
 from edgeai_repro.aeria.market import sample_markets
 from edgeai_repro.aeria.mechanisms import Auction, PricingRule, approaches, build_rules, draw_noise
 from edgeai_repro.aeria.properties import check_market, integer_profile_violations
-from edgeai_repro.aeria.config import AeriaConf, settings
 from edgeai_repro.aeria.simulator import METRICS, AuctionSimulator
 from edgeai_repro.core.seeding import derive_seed, generator
 from edgeai_repro.core.tasks import CellContext

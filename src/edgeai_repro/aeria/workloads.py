@@ -8,7 +8,7 @@ by forward hooks on the real layers, run on the meta device (shapes only, no wei
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import torch
 from torch import nn
@@ -248,7 +248,7 @@ def measure(net: MultiExitNet, image: tuple[int, int, int] = (3, 224, 224)) -> P
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def n_exits(name: str) -> int:
     """How many exits workload `name` has (its side branches and the final one), without the forward
     pass that `profile` runs: validation needs only this, and every launch validates."""
@@ -259,7 +259,7 @@ def n_exits(name: str) -> int:
         return len(BUILDERS[name]().exit_after) + 1
 
 
-@lru_cache(maxsize=None)
+@cache
 def profile(name: str) -> Profile:
     """The measured profile of workload `name` (cached per process)."""
     if name not in BUILDERS:

@@ -29,9 +29,10 @@ import shutil
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from edgeai_repro.core.files import atomic_write, content_key
 
@@ -66,7 +67,7 @@ class Cache:
             return None
         try:
             return load(path)
-        except Exception:  # noqa: BLE001 - whatever the damage, the entry is recomputed, never trusted
+        except Exception:
             path.rename(path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"))
             return None
 

@@ -11,9 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from edgeai_repro.core import tasks
 from edgeai_repro.core.errors import ConfigError
+from edgeai_repro.core.files import atomic_write_json
 from edgeai_repro.core.loggers import build_loggers, finish_cell_run, finish_wandb
 from edgeai_repro.core.seeding import seed_everything
-from edgeai_repro.core.files import atomic_write_json
 from edgeai_repro.core.store import cell_id, store_for
 from edgeai_repro.core.trainer import Trainers
 
@@ -98,7 +98,7 @@ def run_cell(cfg: DictConfig) -> dict:
         finish_cell_run(result, store.folder(cid), cfg)
     except (ConfigError, KeyboardInterrupt):
         raise
-    except Exception as exc:  # noqa: BLE001 - a failed cell must not stop the other cells
+    except Exception as exc:
         failure = {
             **pointer,
             "status": "failed",

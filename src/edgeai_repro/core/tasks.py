@@ -9,9 +9,10 @@ defines its cells, so the cell id hashes exactly the result-relevant settings.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from omegaconf import DictConfig
 

@@ -8,16 +8,18 @@ cell's curves reach CSV and W&B on one increasing step axis, each phase under it
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 DEFAULT = {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu", "devices": 1, "strategy": "auto",
            "precision": "32-true"}
 
 
-def _offset_logger(inner: Any, trainers: "Trainers") -> Any:
+def _offset_logger(inner: Any, trainers: Trainers) -> Any:
     """A Lightning logger that shifts every step by the cell's steps so far, then delegates."""
     from lightning.pytorch.loggers import Logger
 
@@ -92,10 +94,8 @@ class Trainers:
             # Lightning warns (once per fit, on every device of a sweep) when an epoch has fewer
             # batches than the logging interval; log at least once per epoch instead. A loader
             # over an iterable dataset has no length (len raises TypeError): keep the default.
-            try:
+            with contextlib.suppress(TypeError):
                 overrides["log_every_n_steps"] = max(1, min(50, len(data)))
-            except TypeError:
-                pass
         trainer = self(max_steps=steps, max_epochs=-1, callbacks=callbacks or [], **overrides)
         trainer.fit(module, data) if data is not None else trainer.fit(module)
         self.offset += int(trainer.global_step)

@@ -10,7 +10,7 @@ task reads the raw config.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
@@ -122,7 +122,7 @@ class CaseConf:
     domain: Domain = Domain.medical
     hub_dataset: str = "???"
     languages: list[str] = field(default_factory=list)   # MMedBench's language files (data.source=hub)
-    path: Optional[str] = None    # data.source=local: this case's file or train/test folder (else data.path)
+    path: str | None = None    # data.source=local: this case's file or train/test folder (else data.path)
 
     def check(self, key: str) -> None:
         require(len(self.device_models) > 0, f"{key}.device_models is empty; name at least one on-device model type.")
@@ -132,7 +132,7 @@ class CaseConf:
 class CommConf:
     upload_format: TransferFormat = TransferFormat.bf16   # accounting/comm.py counts each exactly
     formats: dict[str, TransferFormat] = field(default_factory=dict)   # per model type, e.g. {bloom: nf4}
-    download_format: Optional[TransferFormat] = None   # FedJETS' download; None = upload_format
+    download_format: TransferFormat | None = None   # FedJETS' download; None = upload_format
     count_download: bool = True         # FedJETS' downloads of the local MoE count as traffic
     quantize: Quantize = Quantize.linear
     rest_format: Format = Format.bf16   # int8/nf4 with quantize=linear: embeddings, head, norms, biases
@@ -165,7 +165,7 @@ class FedJetsConf:
 
     rounds: int = 12
     participation: float = 0.25   # fraction of devices per round (seeded sample)
-    local_experts: Optional[int] = None   # routed experts kept per layer; None = the global top-k
+    local_experts: int | None = None   # routed experts kept per layer; None = the global top-k
     local_epochs: float = 1.0       # passes over a participant's data per round (training only)
 
     def check(self, key: str) -> None:
@@ -187,8 +187,8 @@ class MemoryConf:
     loss: LossPath = LossPath.full
     loss_chunk: int = 1024        # loss=chunked: positions per chunk
     answer_len: int = 64          # loss=answer_only: answer tokens per sample
-    gradient_checkpointing: Optional[bool] = None   # None: as the mode's code path (on for qlora)
-    kbit_upcast: Optional[bool] = None              # None: as the mode's code path (on for qlora)
+    gradient_checkpointing: bool | None = None   # None: as the mode's code path (on for qlora)
+    kbit_upcast: bool | None = None              # None: as the mode's code path (on for qlora)
     overhead_gb: float = 0.0      # fixed framework overhead (CUDA context, allocator); fitted in a preset
 
     def check(self, key: str) -> None:
@@ -233,7 +233,7 @@ class KDConf:
 @dataclass
 class DataConf:
     source: Source = Source.synthetic
-    path: Optional[str] = None    # JSON/JSONL file or train/test folder (source=local) for cases without their own
+    path: str | None = None    # JSON/JSONL file or train/test folder (source=local) for cases without their own
     subdomains: int = 4
     train_samples: int = MISSING  # pooled device training data (set by the scale)
     test_samples: int = MISSING
@@ -346,7 +346,7 @@ class DeepFusionConf:
     def this_case(self) -> CaseConf:
         return self.cases[self.case]
 
-    def data_path(self) -> tuple[Optional[str], str]:
+    def data_path(self) -> tuple[str | None, str]:
         """The local data of this cell's case and the key that names it: `cases.<case>.path`, else
         `data.path` (one file for every case)."""
         own = self.this_case.path
@@ -391,7 +391,7 @@ def _check_models(c: DeepFusionConf) -> dict[str, Any]:
     built = families(c)
     cs = c.this_case
     models = {cs.moe: f"deepfusion.cases.{c.case}.moe",
-              **{m: f"deepfusion.cases.{c.case}.device_models" for m in cs.device_models}}
+              **dict.fromkeys(cs.device_models, f"deepfusion.cases.{c.case}.device_models")}
     for m, key in models.items():
         arch = family(c, built, m, key)
         require(m != cs.moe or arch.moe, f"{key}={m!r} is not a mixture of experts; name a conf/deepfusion/teacher/ "
@@ -481,6 +481,6 @@ def _locatable(key: str, target: str) -> None:
 
     try:
         get_class(target)
-    except Exception:  # noqa: BLE001 - hydra raises its own error types for a missing module or name
+    except Exception:
         raise ConfigError(f"{key}._target_={target!r} names no importable class; fix the _target_ of its YAML "
                           "(e.g. conf/deepfusion/method/deepfusion.yaml).") from None

@@ -34,7 +34,7 @@ class Setup:
     _configs: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def of(cls, cfg: DictConfig) -> "Setup":
+    def of(cls, cfg: DictConfig) -> Setup:
         """The only place a DeepFusion cell reads its raw config."""
         conf = settings(cfg)
         return cls(conf, int(cfg.seed), Path(cfg.paths.cache), dict(cfg.paths.get("checkpoints") or {}),

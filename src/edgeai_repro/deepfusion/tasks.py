@@ -105,7 +105,7 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
                     for d in devices if d.model_type == t and d.meta["losses"]]
         curves += [{"method": "deepfusion", "curve": f"device loss ({t})", "step": int(100 * g), "value": float(v)}
                    for g, v in zip(grid, np.mean(curves_t, axis=0))]
-    mean = lambda xs: float(np.mean(xs))  # noqa: E731
+    mean = lambda xs: float(np.mean(xs))
     record = {
         "method": "deepfusion",
         "purity_domains": doms.purity_domains,
@@ -180,4 +180,4 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     return {"records": [record], "curves": fused.curves}
 
 
-__all__ = ["run_comm", "run_memory", "run_phase1", "run_fusion", "settings"]
+__all__ = ["run_comm", "run_fusion", "run_memory", "run_phase1", "settings"]

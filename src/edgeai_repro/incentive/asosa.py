@@ -13,16 +13,16 @@ The steps, the damping and the stopping rule are our reconstruction (README).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from edgeai_repro.core.seeding import derive_seed, generator
 from edgeai_repro.core import cache
 from edgeai_repro.core.files import atomic_write_json
+from edgeai_repro.core.seeding import derive_seed, generator
 from edgeai_repro.core.trainer import Trainers
 from edgeai_repro.incentive import game, policies
 from edgeai_repro.incentive.config import IncentiveConf
@@ -50,7 +50,7 @@ class Outcome:
 def evaluate(env: IncentiveEnv, behaviour: Behaviour, eq: Equilibrium, E: np.ndarray, c: IncentiveConf) -> Outcome:
     obs = env.reset_batch()
     for _ in range(env.conf.horizon):
-        obs, _, done, _ = env.step_batch(behaviour(env, obs))
+        obs, _, _done, _ = env.step_batch(behaviour(env, obs))
     tot = {k: v.numpy() for k, v in env.episode_totals().items()}
     credited = tot["credited"].sum(-1)                        # per episode
     tp = np.mean([tp_utility(paid, z, c.lam, c.alpha, c.beta) for paid, z in zip(tot["income"].sum(-1), credited)])
@@ -152,8 +152,8 @@ def run(c: IncentiveConf, seed: int, trainers: Trainers | None = None, checkpoin
     common = None  # (outcome, references, stage-1 solution) on the first game, which every method shares
     for k in range(iters):
         eq = solve(P, E, c.lam, c.alpha, c.beta, c.allow_dropout)
-        make = lambda batch, tag: IncentiveEnv(c.env, eq.zeta, eq.rewards, world, batch=batch,  # noqa: E731
-                                               seed=derive_seed("incentive-env", seed, tag))
+        make = lambda batch, tag, eq=eq: IncentiveEnv(c.env, eq.zeta, eq.rewards, world, batch=batch,
+                                                      seed=derive_seed("incentive-env", seed, tag))
         eval_env = make(c.asosa.eval_episodes, "eval")
         playing_nash = isinstance(method, policies.Equilibrium)
         ref = (references(make(c.asosa.eval_episodes, "eval"), c, E, eq, store,
@@ -162,7 +162,7 @@ def run(c: IncentiveConf, seed: int, trainers: Trainers | None = None, checkpoin
             updates = c.asosa.updates_first if k == 0 else c.asosa.updates_warm
             behaviour = learner.train(make(c.policy.envs, k), updates, k)
         elif playing_nash:
-            behaviour = lambda env, obs, a=ref["actions"]: a.float().unsqueeze(0).expand(obs.shape[0], -1, -1).clone()  # noqa: E731
+            behaviour = lambda env, obs, a=ref["actions"]: a.float().unsqueeze(0).expand(obs.shape[0], -1, -1).clone()
         else:
             ctx.P = P
             behaviour = method.behaviour(ctx)

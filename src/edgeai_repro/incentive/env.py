@@ -31,7 +31,7 @@ surplus is the logit consumer surplus, tau log(1 + sum_k exp(S_wk / tau)).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ class World:
     budget_unit: float
 
     @classmethod
-    def from_equilibrium(cls, conf: EnvConf, targets: np.ndarray, rewards: np.ndarray) -> "World":
+    def from_equilibrium(cls, conf: EnvConf, targets: np.ndarray, rewards: np.ndarray) -> World:
         active = targets > 0
         fallback = rewards.sum() / max(targets.sum(), 1e-12)
         unit = np.where(active, rewards / np.where(active, targets, 1.0), fallback)
@@ -72,7 +72,7 @@ class World:
 class IncentiveEnv:
     """Batched over `batch` independent copies (vectorised rollouts), PettingZoo-style API."""
 
-    metadata = {"name": "hierarchical_incentive_v1", "render_modes": []}
+    metadata: ClassVar[dict] = {"name": "hierarchical_incentive_v1", "render_modes": []}
 
     def __init__(self, conf: EnvConf, targets: np.ndarray, rewards: np.ndarray, world: World,
                  batch: int = 1, seed: int = 0, device: str | torch.device = "cpu") -> None:
@@ -221,13 +221,13 @@ class IncentiveEnv:
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         act = torch.tensor(np.stack([np.asarray(actions[a], dtype=np.float32) for a in self.possible_agents]))[None]
-        obs, reward, done, info = self.step_batch(act)
+        obs, reward, done, _info = self.step_batch(act)
         o, r = obs[0].numpy(), reward[0].numpy()
         agents = list(self.agents)
         if done:
             self.agents = []
         return ({a: o[i] for i, a in enumerate(agents)}, {a: float(r[i]) for i, a in enumerate(agents)},
-                {a: done for a in agents}, {a: False for a in agents}, {a: {} for a in agents})
+                dict.fromkeys(agents, done), dict.fromkeys(agents, False), {a: {} for a in agents})
 
     def episode_totals(self) -> dict[str, torch.Tensor]:
         """Per copy and LMO: data collected and credited, paid to workers, workers' welfare, LMO

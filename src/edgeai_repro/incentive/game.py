@@ -34,7 +34,7 @@ class Workers:
     entry: torch.Tensor
 
     @classmethod
-    def of(cls, env: IncentiveEnv) -> "Workers":
+    def of(cls, env: IncentiveEnv) -> Workers:
         env.reset_batch()
         return cls(env.cost.clone(), env.entry.clone())
 
@@ -89,7 +89,7 @@ def nash(env: IncentiveEnv, workers: Workers, start: torch.Tensor | None = None,
     active = [i for i in range(m) if bool(env.active[i])]
     joint = start.clone().double() if start is not None else torch.full((m, ACT_DIM), 0.5, dtype=torch.float64)
     it = 0
-    for it in range(1, max_iters + 1):
+    for it in range(1, max_iters + 1):  # noqa: B007 - `it` is read after the loop: the rounds it took
         moved, gained = 0.0, 0.0
         scale = max(float(utilities(env, workers, joint.unsqueeze(0))[0, active].abs().mean()), 1e-12)
         for i in active:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import lightning as L
 import torch
@@ -67,7 +67,7 @@ class ReplayBuffer(IterableDataset):
             yield self.sample()
 
 
-def optimizers(module: "MADDPG") -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+def optimizers(module: MADDPG) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """Adam for the actors and for the critics; the fused kernel updates all of an ensemble's tensors
     in one call, which matters at these sizes (the optimizer step is a large share of an update):
     1,070 agent-updates/s against 920 with the multi-tensor (foreach) kernels on 2 cores."""

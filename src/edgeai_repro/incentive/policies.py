@@ -7,8 +7,8 @@ environment and the observations to the LMOs' offers.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch

@@ -5,7 +5,6 @@ import logging
 from pathlib import Path
 
 import torch
-
 from omegaconf import DictConfig
 
 from edgeai_repro.core.errors import ConfigError

@@ -16,7 +16,7 @@ from edgeai_repro.report import claims as claim_checks
 from edgeai_repro.report.gather import Gathered, gather
 from edgeai_repro.report.paper import load_claims, load_table
 from edgeai_repro.report.plots import bar_figure, curve_figure, line_figure, paper_bar_figure
-from edgeai_repro.report.table import aggregate, join_paper, with_points, render_markdown
+from edgeai_repro.report.table import aggregate, join_paper, render_markdown, with_points
 
 
 def _publish(staging: Path, final: Path) -> None:

@@ -69,7 +69,7 @@ class ReportCallback(Callback):
                     _log_to_wandb(config, folder)
                 except ConfigError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - Hydra would only warn; the run must not look fine
+                except Exception as exc:
                     log.exception("the report could not be built")
                     broken, folder, g = exc, None, gather(manifest, store)
         except ConfigError as exc:

@@ -42,7 +42,7 @@ def gather(manifest: dict, store: CellStore) -> Gathered:
             (failed if failure else missing).append({**cell, "error": (failure or {}).get("error")})
             continue
         scales.add(result.get("scale", "?"))
-        coords = {k: v for k, v in cell["coords"].items()}
+        coords = dict(cell["coords"])
         coords["seed"] = result["seed"]
         for record in result["records"]:
             rows.append({**coords, **record, "cell_id": cid})

@@ -6,10 +6,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from edgeai_repro.report.table import SERIES, paper_series  # noqa: E402
+from edgeai_repro.report.table import SERIES, paper_series
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:

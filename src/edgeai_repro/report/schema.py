@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -20,10 +20,10 @@ from edgeai_repro.core.errors import ConfigError, require
 @dataclass
 class FigureSpec:
     kind: str = "line"            # line | bar | bar_mean | bar_x
-    metric: Optional[str] = None
-    metrics: Optional[list[str]] = None
-    file: Optional[str] = None
-    ylabel: Optional[str] = None
+    metric: str | None = None
+    metrics: list[str] | None = None
+    file: str | None = None
+    ylabel: str | None = None
     logx: bool = False
     logy: bool = False
 
@@ -45,16 +45,16 @@ class ImprovementSpec:
 
 @dataclass
 class ReportSpec:
-    title: Optional[str] = None
-    x: Optional[str] = None
-    x_label: Optional[str] = None
+    title: str | None = None
+    x: str | None = None
+    x_label: str | None = None
     panel: Any = None             # a swept key, a list of keys (combined), or null
     metrics: list[str] = field(default_factory=list)
     show_total: bool = False
-    figure: Optional[FigureSpec] = None
+    figure: FigureSpec | None = None
     figures: list[FigureSpec] = field(default_factory=list)
     curve_figures: list[CurveFigureSpec] = field(default_factory=list)
-    improvement: Optional[ImprovementSpec] = None
+    improvement: ImprovementSpec | None = None
     claims: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)   # printed under the command in table.md (what the data holds, ...)
 

@@ -1,6 +1,7 @@
 """Aggregate cell rows over seeds, join the paper's printed values, write CSV and Markdown."""
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 
@@ -44,10 +45,8 @@ def aggregate(rows: pd.DataFrame, x: str | None, panel: str | list[str] | None, 
         "mean": stats["mean"].ravel(), "std": stats["std"].ravel(),
         "n_seeds": seeds.repeat(len(present)).astype(int), "total": stats["sum"].ravel(),
     })
-    try:
+    with contextlib.suppress(TypeError):  # mixed-type x (e.g. lists rendered as text): keep sweep order
         out = out.sort_values(["panel", "x"], kind="stable")
-    except TypeError:  # mixed-type x (e.g. lists rendered as text): keep sweep order
-        pass
     return out.reset_index(drop=True)
 
 

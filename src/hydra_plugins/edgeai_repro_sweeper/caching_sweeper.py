@@ -15,9 +15,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
@@ -25,8 +26,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from edgeai_repro.core.errors import ConfigError, composition_message
-from edgeai_repro.core.runner import check_seed, validate
 from edgeai_repro.core.files import atomic_write_json
+from edgeai_repro.core.runner import check_seed, validate
 from edgeai_repro.core.store import cell_id_of, section_of, store_for
 from edgeai_repro.report.schema import validate_report
 
@@ -36,8 +37,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class CachingSweeperConf:
     _target_: str = "hydra_plugins.edgeai_repro_sweeper.caching_sweeper.CachingSweeper"
-    max_batch_size: Optional[int] = None
-    params: Optional[Dict[str, str]] = None
+    max_batch_size: int | None = None
+    params: dict[str, str] | None = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="caching", node=CachingSweeperConf)
@@ -61,7 +62,7 @@ class CachingSweeper(BasicSweeper):
         """
         if not jobs:
             return self._full
-        base = OmegaConf.masked_copy(self.config, [k for k in self.config.keys() if k != "hydra"])
+        base = OmegaConf.masked_copy(self.config, [k for k in self.config if k != "hydra"])
 
         choices = OmegaConf.to_container(self.config.hydra.runtime.choices)
 
@@ -83,13 +84,13 @@ class CachingSweeper(BasicSweeper):
             probe = fast(jobs[0])
             reference = self._full(jobs[0])
             same = OmegaConf.to_container(probe, resolve=True) == OmegaConf.to_container(
-                OmegaConf.masked_copy(reference, [k for k in reference.keys() if k != "hydra"]), resolve=True)
-        except Exception:  # noqa: BLE001 - any doubt: compose every cell the slow, exact way
+                OmegaConf.masked_copy(reference, [k for k in reference if k != "hydra"]), resolve=True)
+        except Exception:
             same = False
         log.info("composing cells %s", "by setting swept values (checked on the first cell)" if same else "with Hydra")
         return fast if same else self._full
 
-    def sweep(self, arguments: List[str]) -> Any:
+    def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         params = self._parse_config() + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
@@ -119,7 +120,7 @@ class CachingSweeper(BasicSweeper):
                     seed = check_seed(seeds[-1])
             except ConfigError as exc:
                 raise SystemExit(f"error: {exc}") from None
-            except Exception as exc:  # noqa: BLE001 - a value refused while composing this cell
+            except Exception as exc:
                 message = composition_message(exc)
                 if message is None:
                     raise
@@ -182,7 +183,7 @@ class CachingSweeper(BasicSweeper):
 def _status(ret: Any) -> str:
     try:
         value = ret.return_value  # raises when the job itself raised
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "failed"
     return value.get("status", "failed") if isinstance(value, dict) else "failed"
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from safetensors.torch import save as safetensors_save

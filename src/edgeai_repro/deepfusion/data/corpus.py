@@ -10,9 +10,9 @@ import torch
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.deepfusion.config import DeepFusionConf
+from edgeai_repro.deepfusion.data.generator import hide_answers, synthetic
 from edgeai_repro.deepfusion.data.records import Record
 from edgeai_repro.deepfusion.data.sources import Pools, load_hub, load_local
-from edgeai_repro.deepfusion.data.generator import hide_answers, synthetic
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def load_corpus(c: DeepFusionConf, seed: int) -> Corpus:
              else load_pools(c))
     if pools.skipped:
         log.info("%d %s records are not single-answer questions and were skipped", pools.skipped, domain)
-    shuffle = lambda records, tag: [records[i] for i in torch.randperm(  # noqa: E731
+    shuffle = lambda records, tag: [records[i] for i in torch.randperm(
         len(records), generator=torch.Generator().manual_seed(derive_seed(*tag, seed) % 2**62)).tolist()]
     if pools.test is not None:
         if len(pools.train) < sizes[0] + sizes[2] or len(pools.test) < sizes[1]:

@@ -74,11 +74,11 @@ def mmedbench_records(archive: str | Path, languages: list[str]) -> Pools:
     archive = Path(archive)
     if archive.is_dir():
         names = [str(p.relative_to(archive)) for p in archive.rglob("*.jsonl")]
-        read = lambda name: (archive / name).read_text()  # noqa: E731
+        read = lambda name: (archive / name).read_text()
     else:
         zf = zipfile.ZipFile(archive)
         names = zf.namelist()
-        read = lambda name: zf.read(name).decode()  # noqa: E731
+        read = lambda name: zf.read(name).decode()
     pools, skipped = {}, 0
     for split in ("Train", "Test"):
         out: list[Record] = []
@@ -121,7 +121,7 @@ def load_hub(repo: str, domain: str, languages: list[str] | None = None) -> Pool
         raise ConfigError("deepfusion.data.source=hub needs the `datasets` package; pip install -e '.[paper]'.") from None
     except ConfigError:
         raise
-    except Exception as exc:  # noqa: BLE001 - offline, gated or renamed: one sentence either way
+    except Exception as exc:
         raise ConfigError(f"could not load {repo!r} from the hub ({type(exc).__name__}); with no network use "
                           "deepfusion.data.source=synthetic or your own files (source=local).") from None
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core import cache
+from edgeai_repro.core.errors import ConfigError
 
 # family -> (style, end-of-text token, padding token)
 FAMILIES = {

@@ -17,11 +17,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from edgeai_repro.core import cache
-from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.core.files import atomic_write_json
+from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.core.trainer import Trainers
 from edgeai_repro.deepfusion.accounting import comm
-from edgeai_repro.deepfusion.data.corpus import Corpus
 from edgeai_repro.deepfusion.data.encoding import QADataset, loader
 from edgeai_repro.deepfusion.data.partitions import dominant_subdomain, partition
 from edgeai_repro.deepfusion.data.records import text_of

@@ -45,7 +45,7 @@ def build(node: DictConfig | dict, key: str) -> Arch:
 
     try:
         arch = instantiate(node, _convert_="all")
-    except Exception as exc:  # noqa: BLE001 - hydra wraps a bad key or class in its own error
+    except Exception as exc:
         raise ConfigError(f"{key} cannot be built ({exc}); see conf/deepfusion/student/gpt2.yaml for the fields.") from None
     if not isinstance(arch, Arch):
         raise ConfigError(f"{key}._target_ must be edgeai_repro.deepfusion.models.families.Arch.")

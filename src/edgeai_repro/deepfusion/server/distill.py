@@ -25,6 +25,7 @@ Losses: L = L_CE + alpha * L_FM + beta * L_KL. `kd` picks the feature path:
 from __future__ import annotations
 
 import math
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,7 @@ from edgeai_repro.deepfusion.data.encoding import IGNORE, encode, pad_batch
 from edgeai_repro.deepfusion.data.records import Record, prompt_of
 from edgeai_repro.deepfusion.evaluation.scores import evaluate
 from edgeai_repro.deepfusion.server import align
+
 
 def stage_layers(n_layers: int, stages: int) -> list[int]:
     """Hidden-state indices of the J stage outputs, evenly spaced, ending at the last block."""
@@ -226,9 +228,9 @@ class Distiller(L.LightningModule):
         out = self.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                            labels=batch["labels"], output_hidden_states=self.conf.kd != "none")
         if self.ofa_heads is not None:  # OFA: its loss on the output and on every branch
-            match = lambda logits: ofa_to_targets(logits, batch, self.conf.temperature, self.conf.ofa_eps)  # noqa: E731
+            match = lambda logits: ofa_to_targets(logits, batch, self.conf.temperature, self.conf.ofa_eps)
         else:
-            match = lambda logits: kl_to_targets(logits, batch, self.conf.temperature)  # noqa: E731
+            match = lambda logits: kl_to_targets(logits, batch, self.conf.temperature)
         parts = {"ce": out.loss, "kl": match(out.logits)}
         fm = out.loss * 0
         if self.vaa is not None and "t_feats" in batch:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Optional
 
 import lightning as L
 import torch
@@ -18,8 +17,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from edgeai_repro.core import cache
-from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.core.files import content_key
+from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.core.trainer import Trainers
 from edgeai_repro.deepfusion.config import KDConf
 from edgeai_repro.deepfusion.data.encoding import QADataset, loader
@@ -53,7 +52,7 @@ class Server:
     trainers: Trainers
     moe_config: object            # K experts
     moe_tok: object
-    budget_steps: Optional[int] = None   # the method's own server steps (None: DeepFusion's budget)
+    budget_steps: int | None = None   # the method's own server steps (None: DeepFusion's budget)
 
     @property
     def conf(self):
@@ -197,7 +196,7 @@ class Method:
     name: str = "method"
     needs_devices: bool = True   # False: the method never sees the devices (centralised bound, server-only floor)
     traffic: str = "uploads"     # uploads (models + embeddings) | models (no embedding) | fedjets | logits | none
-    steps: Optional[int] = None  # learning baselines: server optimizer steps; None = DeepFusion's (Server.budget)
+    steps: int | None = None  # learning baselines: server optimizer steps; None = DeepFusion's (Server.budget)
 
     def __call__(self, s: Server) -> Fused:
         raise NotImplementedError(f"{type(self).__name__} does not implement __call__")
