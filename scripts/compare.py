@@ -5,6 +5,7 @@
 
 Reads results/<paper>/*/ only (never runs anything); exits 1 if an experiment has no results.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,9 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("paper")
     parser.add_argument("--results", default="results")
     parser.add_argument("--tables", action="store_true", help="also print each experiment's first table")

@@ -15,6 +15,7 @@
 It prints a markdown table and writes gpu_check.json to --out. Where bitsandbytes cannot quantise,
 step 1 runs LoRA on a bf16 base and says so in its rows.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,9 @@ def _peak_gb(dev: torch.device) -> float | None:
 
 def _config(name: str, tiny: bool):
     arch = archs.packaged(name)
-    return catalog.build_config(arch, arch.tiny if tiny else None, attn_implementation="sdpa"
-                                if name != "bloom" else "eager")   # what transformers runs per family
+    return catalog.build_config(
+        arch, arch.tiny if tiny else None, attn_implementation="sdpa" if name != "bloom" else "eager"
+    )  # what transformers runs per family
 
 
 def _paper_bars() -> dict[str, float]:
@@ -75,7 +77,7 @@ def qlora_step(name: str, tiny: bool, batch: int, seq: int, workdir: Path) -> di
     """Peak memory of QLoRA training of one on-device model (weights loaded as a checkpoint is)."""
     dev = _device()
     config = _config(name, tiny)
-    with torch.device(dev):   # random init where it is fast; saved, then loaded quantised
+    with torch.device(dev):  # random init where it is fast; saved, then loaded quantised
         model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     folder = workdir / name
     model.save_pretrained(folder)
@@ -83,14 +85,15 @@ def qlora_step(name: str, tiny: bool, batch: int, seq: int, workdir: Path) -> di
     qlora = qlora_runs()
     _reset_peak(dev)
     kwargs = {"quantization_config": nf4_config()} if qlora else {}
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16, device_map={"": dev},
-                                                              **kwargs)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch.bfloat16, device_map={"": dev}, **kwargs
+    )
     model = with_adapters(model, FinetuneConf(mode="qlora" if qlora else "lora", lora_r=16, lora_alpha=16))
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids = torch.randint(0, config.vocab_size, (batch, seq), device=dev)
     start = time.perf_counter()
-    for _ in range(2):   # the second step holds the optimizer's states, as the memory model does
+    for _ in range(2):  # the second step holds the optimizer's states, as the memory model does
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         opt.step()
@@ -98,11 +101,21 @@ def qlora_step(name: str, tiny: bool, batch: int, seq: int, workdir: Path) -> di
     seconds = (time.perf_counter() - start) / 2
     peak = _peak_gb(dev)
     del model, opt
-    setup = MemoryConf(model=name, mode="qlora" if qlora else "lora", batch=batch, seq_len=seq, dtype="bf16", lora_r=16)
-    arch = archs.packaged(name)   # the memory model takes the eager-built config and picks the kernel itself
+    setup = MemoryConf(
+        model=name, mode="qlora" if qlora else "lora", batch=batch, seq_len=seq, dtype="bf16", lora_r=16
+    )
+    arch = archs.packaged(name)  # the memory model takes the eager-built config and picks the kernel itself
     predicted = memory.estimate(catalog.build_config(arch, arch.tiny if tiny else None), setup)["total"] / GB
-    return {"check": "qlora_train", "model": name, "mode": setup.mode, "measured_gb": peak, "model_gb": predicted,
-            "ratio": peak / predicted if peak else None, "step_s": seconds, "loss": float(loss.detach())}
+    return {
+        "check": "qlora_train",
+        "model": name,
+        "mode": setup.mode,
+        "measured_gb": peak,
+        "model_gb": predicted,
+        "ratio": peak / predicted if peak else None,
+        "step_s": seconds,
+        "loss": float(loss.detach()),
+    }
 
 
 def vaa_step(tiny: bool, batch: int, seq: int, experts: int) -> tuple[dict, torch.nn.Module]:
@@ -110,28 +123,45 @@ def vaa_step(tiny: bool, batch: int, seq: int, experts: int) -> tuple[dict, torc
     dev = _device()
     moe_config = moe.with_experts(_config("qwen_moe", tiny), experts)
     teacher_config = _config("tinyllama", tiny)
-    kd = KDConf(steps=1, batch_size=batch, max_len=seq) if not tiny else KDConf(steps=1, batch_size=batch, max_len=seq,
-                                                                              queries=8, d=32, heads=4)
+    kd = (
+        KDConf(steps=1, batch_size=batch, max_len=seq)
+        if not tiny
+        else KDConf(steps=1, batch_size=batch, max_len=seq, queries=8, d=32, heads=4)
+    )
     _reset_peak(dev)
     with torch.device(dev):
         teacher = transformers.AutoModelForCausalLM.from_config(teacher_config, dtype=torch.bfloat16).eval()
-        student = transformers.AutoModelForCausalLM.from_config(moe.base_config(moe_config), dtype=torch.bfloat16)
+        student = transformers.AutoModelForCausalLM.from_config(
+            moe.base_config(moe_config), dtype=torch.bfloat16
+        )
     ids_t = torch.randint(0, teacher_config.vocab_size, (batch, seq), device=dev)
     ids_s = torch.randint(0, moe_config.vocab_size, (batch, seq), device=dev)
     mask = torch.ones_like(ids_s)
-    with torch.no_grad():   # the cached targets: top-k per position (identity alignment) and pooled stage features
+    with (
+        torch.no_grad()
+    ):  # the cached targets: top-k per position (identity alignment) and pooled stage features
         out = teacher(input_ids=ids_t, output_hidden_states=True)
         top_p, _ = torch.softmax(out.logits.float() / kd.temperature, -1).topk(kd.topk, -1)
         per_stage = max(1, kd.queries // kd.stages)
-        feats = [torch.nn.functional.layer_norm(masked_pool(out.hidden_states[j], mask, per_stage),
-                                                (teacher_config.hidden_size,))
-                 for j in stage_layers(teacher_config.num_hidden_layers, kd.stages)]
+        feats = [
+            torch.nn.functional.layer_norm(
+                masked_pool(out.hidden_states[j], mask, per_stage), (teacher_config.hidden_size,)
+            )
+            for j in stage_layers(teacher_config.num_hidden_layers, kd.stages)
+        ]
     del teacher, out
-    rows, cols = torch.meshgrid(torch.arange(batch, device=dev), torch.arange(seq - 1, device=dev), indexing="ij")
-    batch_in = {"input_ids": ids_s, "attention_mask": mask, "labels": ids_s,
-                "kd_pos": torch.stack([rows.reshape(-1), cols.reshape(-1)], 1),
-                "kd_ids": torch.randint(0, moe_config.vocab_size, (batch * (seq - 1), kd.topk), device=dev),
-                "kd_probs": top_p[:, :-1].reshape(-1, kd.topk), "t_feats": feats}
+    rows, cols = torch.meshgrid(
+        torch.arange(batch, device=dev), torch.arange(seq - 1, device=dev), indexing="ij"
+    )
+    batch_in = {
+        "input_ids": ids_s,
+        "attention_mask": mask,
+        "labels": ids_s,
+        "kd_pos": torch.stack([rows.reshape(-1), cols.reshape(-1)], 1),
+        "kd_ids": torch.randint(0, moe_config.vocab_size, (batch * (seq - 1), kd.topk), device=dev),
+        "kd_probs": top_p[:, :-1].reshape(-1, kd.topk),
+        "t_feats": feats,
+    }
     module = Distiller(student, kd, [teacher_config.hidden_size] * kd.stages).to(dev)
     module.vaa.to(torch.bfloat16)
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
@@ -143,9 +173,13 @@ def vaa_step(tiny: bool, batch: int, seq: int, experts: int) -> tuple[dict, torc
     opt.zero_grad(set_to_none=True)
     if dev.type == "cuda":
         torch.cuda.synchronize()
-    row = {"check": "vaa_step", "model": f"qwen_moe base M_i ({catalog.parameter_count(student) / 1e9:.2f}B) <- tinyllama",
-           "measured_gb": _peak_gb(dev), "step_s": time.perf_counter() - start,
-           **{f"L_{k}": float(parts[k]) for k in ("ce", "fm", "kl")}}
+    row = {
+        "check": "vaa_step",
+        "model": f"qwen_moe base M_i ({catalog.parameter_count(student) / 1e9:.2f}B) <- tinyllama",
+        "measured_gb": _peak_gb(dev),
+        "step_s": time.perf_counter() - start,
+        **{f"L_{k}": float(parts[k]) for k in ("ce", "fm", "kl")},
+    }
     del opt, module
     return row, student
 
@@ -173,9 +207,14 @@ def merge_and_tune(student: torch.nn.Module, tiny: bool, experts: int, batch: in
     opt.step()
     if dev.type == "cuda":
         torch.cuda.synchronize()
-    return {"check": "merge_phase3", "model": f"qwen_moe K={experts} ({catalog.parameter_count(merged) / 1e9:.2f}B)",
-            "measured_gb": _peak_gb(dev), "step_s": time.perf_counter() - start, "merge_s": merge_s,
-            "loss": float(loss.detach())}
+    return {
+        "check": "merge_phase3",
+        "model": f"qwen_moe K={experts} ({catalog.parameter_count(merged) / 1e9:.2f}B)",
+        "measured_gb": _peak_gb(dev),
+        "step_s": time.perf_counter() - start,
+        "merge_s": merge_s,
+        "loss": float(loss.detach()),
+    }
 
 
 def _fmt(v) -> str:
@@ -199,22 +238,32 @@ def main(argv: list[str] | None = None) -> list[dict]:
             row = qlora_step(name, args.tiny, batch, seq, Path(tmp))
             row["paper_gb"] = bars.get(name) if not args.tiny else None
             rows.append(row)
-            print(f"{row['check']} {name}: {_fmt(row['measured_gb'])} GB measured, {row['model_gb']:.2f} GB model",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{row['check']} {name}: {_fmt(row['measured_gb'])} GB measured, {row['model_gb']:.2f} GB model",
+                file=sys.stderr,
+                flush=True,
+            )
     row, student = vaa_step(args.tiny, batch, seq, experts)
     rows.append(row)
     rows.append(merge_and_tune(student, args.tiny, experts, batch, seq))
     total = time.perf_counter() - started
     print(f"# DeepFusion GPU check on {card} (batch {batch}, sequence {seq}; {total:.0f} s)\n")
-    print("| check | model | mode | measured peak GB | memory model GB | measured / model | paper bar GB | step s |")
+    print(
+        "| check | model | mode | measured peak GB | memory model GB | measured / model | paper bar GB | step s |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['check']} | {r['model']} | {r.get('mode', '')} | {_fmt(r['measured_gb'])} | "
-              f"{_fmt(r.get('model_gb'))} | {_fmt(r.get('ratio'))} | {_fmt(r.get('paper_gb'))} | {_fmt(r['step_s'])} |")
+        print(
+            f"| {r['check']} | {r['model']} | {r.get('mode', '')} | {_fmt(r['measured_gb'])} | "
+            f"{_fmt(r.get('model_gb'))} | {_fmt(r.get('ratio'))} | {_fmt(r.get('paper_gb'))} | {_fmt(r['step_s'])} |"
+        )
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "gpu_check.json").write_text(json.dumps({"card": card, "batch": batch, "seq_len": seq,
-                                                             "seconds": total, "rows": rows}, indent=1))
+        (args.out / "gpu_check.json").write_text(
+            json.dumps(
+                {"card": card, "batch": batch, "seq_len": seq, "seconds": total, "rows": rows}, indent=1
+            )
+        )
     return rows
 
 

@@ -7,6 +7,7 @@
 The table is the aggregated `table.csv` (mean ± std over seeds) restricted to --methods when given;
 the claims are `claims.json`; --copy-figures copies the figures to docs/figures/<paper>/<name>/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,17 +44,25 @@ def main(argv: list[str]) -> int:
     has_x = sel["x"].notna().any() and (sel["x"].astype(str) != "nan").any()
     from omegaconf import OmegaConf
 
-    x_label = OmegaConf.select(OmegaConf.load(ROOT / "conf" / "experiment" / paper / f"{name}.yaml"), "report.x_label")
+    x_label = OmegaConf.select(
+        OmegaConf.load(ROOT / "conf" / "experiment" / paper / f"{name}.yaml"), "report.x_label"
+    )
     head = (["panel"] if has_panel else []) + ([x_label or "x"] if has_x else []) + methods
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (p, x), grp in sel.groupby(["panel", "x"], sort=False, dropna=False):
         by = grp.set_index("method")
-        cells = [f"{by.loc[m, 'mean']:.4g} ± {by.loc[m, 'std']:.2g}" if m in by.index else "—" for m in methods]
-        lines.append("| " + " | ".join(([str(p)] if has_panel else []) + ([str(x)] if has_x else []) + cells) + " |")
+        cells = [
+            f"{by.loc[m, 'mean']:.4g} ± {by.loc[m, 'std']:.2g}" if m in by.index else "—" for m in methods
+        ]
+        lines.append(
+            "| " + " | ".join(([str(p)] if has_panel else []) + ([str(x)] if has_x else []) + cells) + " |"
+        )
     print(f"#### `{paper}/{name}`\n\n{about}\n\n```bash\n.venv/bin/{command}\n```\n")
     if args.wall:
         print(f"Wall time on 2 CPU cores: {args.wall}.\n")
-    print(f"`{args.metric}` (mean ± std over seeds; every metric and approach in `results/{paper}/{name}/table.md`):\n")
+    print(
+        f"`{args.metric}` (mean ± std over seeds; every metric and approach in `results/{paper}/{name}/table.md`):\n"
+    )
     print("\n".join(lines) + "\n")
     for c in json.loads((folder / "claims.json").read_text()):
         if not c["evidence"].startswith("not tested by this experiment"):

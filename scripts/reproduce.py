@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Run every experiment of one paper (or all): a thin loop over the launcher.
 
-    .venv/bin/python scripts/reproduce.py aeria [scale=tiny] [extra overrides ...]
+.venv/bin/python scripts/reproduce.py aeria [scale=tiny] [extra overrides ...]
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -18,8 +19,10 @@ def experiments(paper: str) -> list[str]:
     papers = [p.name for p in base.iterdir() if p.is_dir()] if paper == "all" else [paper]
     found = sorted(f"{p}/{f.stem}" for p in papers for f in (base / p).glob("*.yaml"))
     if not found:
-        sys.exit(f"error: no experiments for paper {paper!r}; use one of "
-                 f"{', '.join(sorted(p.name for p in base.iterdir()))} or all.")
+        sys.exit(
+            f"error: no experiments for paper {paper!r}; use one of "
+            f"{', '.join(sorted(p.name for p in base.iterdir()))} or all."
+        )
     return found
 
 
@@ -32,8 +35,10 @@ def main(argv: list[str]) -> int:
     for name in experiments(paper):
         start = time.perf_counter()
         rc = subprocess.call([*launcher, f"experiment={name}", *extra], cwd=ROOT)
-        print(f"reproduce: {name}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in {time.perf_counter() - start:.1f} s",
-              flush=True)
+        print(
+            f"reproduce: {name}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in {time.perf_counter() - start:.1f} s",
+            flush=True,
+        )
         status = status or rc
     return status
 

@@ -1,4 +1,5 @@
 """Shared fixtures. Tests never touch the network: hub and W&B are forced offline."""
+
 from __future__ import annotations
 
 import os
@@ -29,11 +30,19 @@ def launch(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Compl
     """Run the launcher as a user would, in `cwd` (outputs/ and results/ land there). Cells run one
     after another (`hydra/launcher=basic`) unless the test names a launcher: starting joblib's
     workers costs more than most smoke sweeps, and the suite already runs tests side by side."""
-    if not any(a.startswith("hydra/launcher=") for a in args) and any(a.startswith("experiment=") for a in args):
+    if not any(a.startswith("hydra/launcher=") for a in args) and any(
+        a.startswith("experiment=") for a in args
+    ):
         args = [*args, "hydra/launcher=basic"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "edgeai_repro", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "edgeai_repro", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture

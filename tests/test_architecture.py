@@ -1,5 +1,6 @@
 """The layout's rules, checked on the source: no import circle, papers over core only, DeepFusion by
 concept, schemas without torch, methods as classes."""
+
 from __future__ import annotations
 
 import ast
@@ -27,7 +28,9 @@ def imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             found.add(base)
             found |= {f"{base}.{a.name}" for a in node.names}
     return {m for m in found if m.startswith("edgeai_repro")}
@@ -39,9 +42,9 @@ def graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         targets = set()
         for m in imports(path):
-            while m and m not in modules:   # `from pkg import name` may name a module or a member
+            while m and m not in modules:  # `from pkg import name` may name a module or a member
                 m = m.rpartition(".")[0]
-            if m and m != name and not name.startswith(m + "."):   # a package's own __init__ is not a cycle
+            if m and m != name and not name.startswith(m + "."):  # a package's own __init__ is not a cycle
                 targets.add(m)
         edges[name] = targets
     return edges
@@ -100,15 +103,19 @@ def test_deepfusion_is_split_by_concept_and_its_schema_loads_no_torch() -> None:
     assert {"models", "data", "devices", "server", "accounting", "evaluation"} <= packages
     flat = [p.name for p in (PACKAGE / "deepfusion").glob("*.py")]
     assert len(flat) <= 6, f"deepfusion/ holds {flat}: a module belongs in the sub-package of its concept"
-    code = ("import sys, edgeai_repro.deepfusion.config, edgeai_repro.aeria.config, edgeai_repro.incentive.config; "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys, edgeai_repro.deepfusion.config, edgeai_repro.aeria.config, edgeai_repro.incentive.config; "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_no_component_is_looked_up_by_name_in_globals() -> None:
     for path in PACKAGE.rglob("*.py"):
-        assert "globals()" not in path.read_text(), f"{path} looks code up in globals(); name its class in YAML"
+        assert "globals()" not in path.read_text(), (
+            f"{path} looks code up in globals(); name its class in YAML"
+        )
 
 
 def test_every_deepfusion_method_yaml_names_its_own_class() -> None:

@@ -1,4 +1,5 @@
 """Every content-addressed store is declared once (core/cache.py) and cannot silently go stale."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,7 +17,8 @@ def test_the_code_that_fills_a_cache_matches_its_recorded_fingerprint(name: str)
     now = cache.code_fingerprint(entry.fills)
     assert now == entry.fingerprint, (
         f"the code that fills cache {name!r} ({', '.join(entry.fills)}) changed: fingerprint {now}, recorded "
-        f"{entry.fingerprint} (version {entry.version}); bump its version if its output changes, then record {now}")
+        f"{entry.fingerprint} (version {entry.version}); bump its version if its output changes, then record {now}"
+    )
 
 
 def test_every_task_has_a_cell_cache_and_reads_only_declared_caches() -> None:
@@ -30,13 +32,21 @@ def test_every_task_has_a_cell_cache_and_reads_only_declared_caches() -> None:
 
 
 def test_a_cell_id_changes_with_the_versions_of_the_caches_it_reads(monkeypatch) -> None:
-    task = tasks.Task(name="aeria_revenue", paper="aeria", section="aeria", run_target="x:y", validate_target="x:y",
-                      reads=("incentive/references",))
+    task = tasks.Task(
+        name="aeria_revenue",
+        paper="aeria",
+        section="aeria",
+        run_target="x:y",
+        validate_target="x:y",
+        reads=("incentive/references",),
+    )
     before = cell_id_of(task, {"a": 1}, 0)
     bumped = cache.Cache("incentive/references", cache.CACHES["incentive/references"].version + 1, (), "")
     monkeypatch.setitem(cache.CACHES, "incentive/references", bumped)
     assert cell_id_of(task, {"a": 1}, 0) != before
-    plain = tasks.Task(name="aeria_revenue", paper="aeria", section="aeria", run_target="x:y", validate_target="x:y")
+    plain = tasks.Task(
+        name="aeria_revenue", paper="aeria", section="aeria", run_target="x:y", validate_target="x:y"
+    )
     assert cell_id_of(plain, {"a": 1}, 0) == cell_id_of(plain, {"a": 1}, 0)
 
 

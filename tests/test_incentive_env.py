@@ -1,4 +1,5 @@
 """The LMO-worker environment and the MADDPG module."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +15,9 @@ from edgeai_repro.incentive.stackelberg import solve
 def env() -> IncentiveEnv:
     eq = solve(np.array([0.8, 1.0, 1.2, 6.0]), np.zeros(4), 10, 2, 1)  # the last LMO drops out
     conf = EnvConf()
-    return IncentiveEnv(conf, eq.zeta, eq.rewards, World.from_equilibrium(conf, eq.zeta, eq.rewards), batch=3, seed=0)
+    return IncentiveEnv(
+        conf, eq.zeta, eq.rewards, World.from_equilibrium(conf, eq.zeta, eq.rewards), batch=3, seed=0
+    )
 
 
 def test_parallel_api(env: IncentiveEnv) -> None:
@@ -40,12 +43,20 @@ def test_one_lmos_offer_changes_another_lmos_reward_in_the_same_step(env: Incent
     env.reset_batch()
     base = torch.full((3, 4, 2), 0.5)
     richer = base.clone()
-    richer[:, 0, 1] = 0.9                      # LMO 0 raises its price
+    richer[:, 0, 1] = 0.9  # LMO 0 raises its price
     before, after = env.preview(base), env.preview(richer)
     assert torch.all((after[:, 1] - before[:, 1]).abs() > 1e-9)  # LMO 1's reward moves with LMO 0's offer
-    assert torch.all(env._round(richer)["data"][:, 1] < env._round(base)["data"][:, 1])  # it loses workers to LMO 0
-    private = IncentiveEnv(EnvConf(coupling="private"), env.targets.numpy(), env.rewards.numpy(),
-                           World.from_equilibrium(EnvConf(), env.targets.numpy(), env.rewards.numpy()), batch=3, seed=0)
+    assert torch.all(
+        env._round(richer)["data"][:, 1] < env._round(base)["data"][:, 1]
+    )  # it loses workers to LMO 0
+    private = IncentiveEnv(
+        EnvConf(coupling="private"),
+        env.targets.numpy(),
+        env.rewards.numpy(),
+        World.from_equilibrium(EnvConf(), env.targets.numpy(), env.rewards.numpy()),
+        batch=3,
+        seed=0,
+    )
     private.reset_batch()
     assert torch.allclose(private.preview(base)[:, 1], private.preview(richer)[:, 1])  # the uncoupled reading
 
@@ -55,8 +66,14 @@ def test_learning_workers_choose_on_experience_and_learn_from_offers(env: Incent
     uniformly whatever is offered; a better offer from LMO 0 raises its workers' attraction, so its
     share grows in the next round (not the same one), at the expense of the other LMOs."""
     conf = EnvConf(worker_model="learning", adapt_rate=0.5)
-    learner = IncentiveEnv(conf, env.targets.numpy(), env.rewards.numpy(),
-                           World.from_equilibrium(conf, env.targets.numpy(), env.rewards.numpy()), batch=3, seed=0)
+    learner = IncentiveEnv(
+        conf,
+        env.targets.numpy(),
+        env.rewards.numpy(),
+        World.from_equilibrium(conf, env.targets.numpy(), env.rewards.numpy()),
+        batch=3,
+        seed=0,
+    )
     base = torch.full((3, 4, 2), 0.5)
     richer = base.clone()
     richer[:, 0, 1] = 0.9
@@ -65,9 +82,9 @@ def test_learning_workers_choose_on_experience_and_learn_from_offers(env: Incent
         learner.reset_batch()
         learner.step_batch(first)
         round1 = learner.choice.clone()
-        learner.step_batch(base)                      # everyone posts the same offers in round 2
+        learner.step_batch(base)  # everyone posts the same offers in round 2
         shares[name] = (round1, learner.choice.clone())
-    assert torch.allclose(shares["base"][0], shares["richer"][0])       # round 1: no experience yet
+    assert torch.allclose(shares["base"][0], shares["richer"][0])  # round 1: no experience yet
     assert torch.allclose(shares["base"][0][..., :3], torch.full_like(shares["base"][0][..., :3], 1 / 4))
     assert torch.all(shares["richer"][1][..., 0].sum(1) > shares["base"][1][..., 0].sum(1))  # LMO 0 gains
     assert torch.all(shares["richer"][1][..., 1].sum(1) < shares["base"][1][..., 1].sum(1))  # LMO 1 loses
@@ -98,7 +115,9 @@ def test_equilibrium_solver_on_an_instance_with_a_known_equilibrium() -> None:
     grid = torch.cartesian_prod(fine, fine)
     for coupling in ("private", "shared"):
         conf = EnvConf(coupling=coupling)
-        env = IncentiveEnv(conf, eq.zeta, eq.rewards, World.from_equilibrium(conf, eq.zeta, eq.rewards), batch=4, seed=1)
+        env = IncentiveEnv(
+            conf, eq.zeta, eq.rewards, World.from_equilibrium(conf, eq.zeta, eq.rewards), batch=4, seed=1
+        )
         workers = game.Workers.of(env)
         ne = game.nash(env, workers)
         assert ne.converged and ne.exploitability <= 1e-4
@@ -117,7 +136,9 @@ def test_welfare_optimum_is_at_least_the_equilibrium_welfare() -> None:
 
     eq = solve(np.array([0.8, 1.0, 1.2]), np.zeros(3), 10, 2, 1)
     conf = EnvConf()
-    env = IncentiveEnv(conf, eq.zeta, eq.rewards, World.from_equilibrium(conf, eq.zeta, eq.rewards), batch=4, seed=2)
+    env = IncentiveEnv(
+        conf, eq.zeta, eq.rewards, World.from_equilibrium(conf, eq.zeta, eq.rewards), batch=4, seed=2
+    )
     workers = game.Workers.of(env)
     ne = game.nash(env, workers)
     _, best = game.welfare_optimum(env, workers, 10, 2, 1, [ne.actions])
@@ -126,9 +147,13 @@ def test_welfare_optimum_is_at_least_the_equilibrium_welfare() -> None:
 
 def _batch(n: int, agents: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return {"obs": torch.randn(n, agents, OBS_DIM, generator=g), "act": torch.rand(n, agents, ACT_DIM, generator=g),
-            "rew": torch.randn(n, agents, generator=g), "next_obs": torch.randn(n, agents, OBS_DIM, generator=g),
-            "done": torch.zeros(n)}
+    return {
+        "obs": torch.randn(n, agents, OBS_DIM, generator=g),
+        "act": torch.rand(n, agents, ACT_DIM, generator=g),
+        "rew": torch.randn(n, agents, generator=g),
+        "next_obs": torch.randn(n, agents, OBS_DIM, generator=g),
+        "done": torch.zeros(n),
+    }
 
 
 @pytest.mark.parametrize("critic", ["centralized", "independent"])
@@ -139,10 +164,13 @@ def test_each_actor_learns_only_from_its_own_critic(critic: str) -> None:
     new = m.policy(batch["obs"])
     own = torch.eye(3, dtype=torch.bool).view(3, 1, 3, 1)
     joint = torch.where(own, new.unsqueeze(0), batch["act"].unsqueeze(0))
-    q_in = (torch.cat([batch["obs"].flatten(-2).unsqueeze(0).expand(3, -1, -1), joint.flatten(-2)], -1)
-            if critic == "centralized" else m._critic_in(batch["obs"], new))
+    q_in = (
+        torch.cat([batch["obs"].flatten(-2).unsqueeze(0).expand(3, -1, -1), joint.flatten(-2)], -1)
+        if critic == "centralized"
+        else m._critic_in(batch["obs"], new)
+    )
     q = m.critics[0](q_in)  # (A, B, 1)
-    q[0].sum().backward()   # agent 0's objective
+    q[0].sum().backward()  # agent 0's objective
     grad = m.actor[0].weight.grad
     assert grad[0].abs().sum() > 0 and grad[1:].abs().sum() == 0
 
@@ -151,7 +179,10 @@ def test_critic_fits_a_fixed_batch() -> None:
     torch.manual_seed(0)
     m = MADDPG(2, PolicyConf())
     m._trainer = None
-    actor_opt, critic_opt = (torch.optim.Adam(m.actor.parameters(), 1e-3), torch.optim.Adam(m.critics.parameters(), 3e-3))
+    actor_opt, critic_opt = (
+        torch.optim.Adam(m.actor.parameters(), 1e-3),
+        torch.optim.Adam(m.critics.parameters(), 3e-3),
+    )
     m.manual_backward = lambda loss: loss.backward()
     batch = _batch(128, 2)
     first = m.update(batch, actor_opt, critic_opt)["critic_loss"]
@@ -163,7 +194,13 @@ def test_critic_fits_a_fixed_batch() -> None:
 def test_replay_buffer_wraps_around() -> None:
     buf = ReplayBuffer(10, 2, 4, torch.Generator().manual_seed(0))
     for _ in range(4):
-        buf.push(torch.zeros(3, 2, OBS_DIM), torch.zeros(3, 2, ACT_DIM), torch.ones(3, 2), torch.zeros(3, 2, OBS_DIM), False)
+        buf.push(
+            torch.zeros(3, 2, OBS_DIM),
+            torch.zeros(3, 2, ACT_DIM),
+            torch.ones(3, 2),
+            torch.zeros(3, 2, OBS_DIM),
+            False,
+        )
     assert buf.size == 10 and buf.pos == 2
     assert next(iter(buf))["rew"].shape == (4, 2)
 
@@ -175,8 +212,9 @@ def test_the_references_use_the_evaluation_episodes_workers() -> None:
 
     eq = solve(np.array([0.8, 1.0, 1.2]), np.zeros(3), 10, 2, 1)
     conf = EnvConf()
-    make = lambda: IncentiveEnv(conf, eq.zeta, eq.rewards, World.from_equilibrium(conf, eq.zeta, eq.rewards),
-                                batch=4, seed=3)
+    make = lambda: IncentiveEnv(
+        conf, eq.zeta, eq.rewards, World.from_equilibrium(conf, eq.zeta, eq.rewards), batch=4, seed=3
+    )
     workers = game.Workers.of(make())
     evaluated = make()
     evaluated.reset_batch()
@@ -205,7 +243,9 @@ def test_references_are_computed_once_per_game_and_shared(tmp_path, monkeypatch)
     first = asosa.references(make(), c, np.zeros(3), eq, tmp_path, env_seed=7)
     monkeypatch.setattr(game, "nash", lambda *a, **k: (_ for _ in ()).throw(AssertionError("solved twice")))
     again = asosa.references(make(), c, np.zeros(3), eq, tmp_path, env_seed=7)
-    assert np.array_equal(first["lmo_ne"], again["lmo_ne"]) and torch.equal(first["actions"], again["actions"])
+    assert np.array_equal(first["lmo_ne"], again["lmo_ne"]) and torch.equal(
+        first["actions"], again["actions"]
+    )
     assert first["welfare_opt"] == again["welfare_opt"] and first["exploitability"] == again["exploitability"]
     with pytest.raises(AssertionError, match="solved twice"):  # another game (workers) is solved afresh
         asosa.references(make(), c, np.zeros(3), eq, tmp_path, env_seed=8)

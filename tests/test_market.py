@@ -1,4 +1,5 @@
 """Market sampling and the bid-independent partition/exit choice."""
+
 from __future__ import annotations
 
 import pytest
@@ -42,7 +43,9 @@ def test_the_service_choice_never_reads_values(cfg) -> None:
     before = choose_service(m, cfg)
     m.value = m.value * 100 + 1
     after = choose_service(m, cfg)
-    assert torch.equal(before.edge_flops_s, after.edge_flops_s) and torch.equal(before.admitted, after.admitted)
+    assert torch.equal(before.edge_flops_s, after.edge_flops_s) and torch.equal(
+        before.admitted, after.admitted
+    )
 
 
 @pytest.mark.parametrize("mode", ["edge_only", "device_only", "partition_only", "uniform"])
@@ -82,7 +85,9 @@ def test_demand_split_follows_declared_demand_and_never_reads_values(cfg) -> Non
     s = choose_service(m, cfg)
     shares = capacity_shares(s.edge_flops_s, s.feasible, m.capacity_flops, "demand")
     declared = torch.where(s.feasible, s.edge_flops_s, torch.zeros_like(s.edge_flops_s)).sum(-1, keepdim=True)
-    assert torch.allclose(shares.sum(1), torch.full_like(shares.sum(1), m.capacity_flops))  # all capacity allotted
+    assert torch.allclose(
+        shares.sum(1), torch.full_like(shares.sum(1), m.capacity_flops)
+    )  # all capacity allotted
     assert torch.allclose(shares / shares.sum(1, keepdim=True), declared / declared.sum(1, keepdim=True))
     used = torch.where(s.admitted, s.edge_flops_s, torch.zeros_like(s.edge_flops_s)).sum(-1, keepdim=True)
     assert torch.all(used <= shares * (1 + 1e-9))

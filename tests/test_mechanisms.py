@@ -1,5 +1,6 @@
 """Every pricing rule on small auctions: truthfulness by brute-force misreports (random and every
 integer profile with ties), IR, envy; and the pricing config group instantiates each rule."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,9 +14,17 @@ from edgeai_repro.aeria import mechanisms as M
 from edgeai_repro.aeria.mechanisms import Auction, Noise
 from edgeai_repro.aeria.properties import integer_profile_violations
 
-RULES = {"core": M.Core(), "core_f2": M.Core(estimate="f2"), "core_global": M.CoreGlobal(), "rsop": M.Rsop(),
-         "rspe": M.Rspe(), "dop": M.Dop(), "kplus1": M.KPlusOne(), "optimal_f": M.OptimalF(),
-         "optimal_f2": M.OptimalF2()}
+RULES = {
+    "core": M.Core(),
+    "core_f2": M.Core(estimate="f2"),
+    "core_global": M.CoreGlobal(),
+    "rsop": M.Rsop(),
+    "rspe": M.Rspe(),
+    "dop": M.Dop(),
+    "kplus1": M.KPlusOne(),
+    "optimal_f": M.OptimalF(),
+    "optimal_f2": M.OptimalF2(),
+}
 CONF = Path(__file__).resolve().parents[1] / "conf" / "aeria" / "pricing"
 
 
@@ -35,7 +44,7 @@ def test_every_pricing_option_instantiates_its_class() -> None:
 
     built = {}
     for path in sorted(CONF.glob("*.yaml")):
-        (name, node), = OmegaConf.load(path).items()
+        ((name, node),) = OmegaConf.load(path).items()
         assert name == path.stem, "an option's single key is its file name (the multi-select package)"
         built[name] = instantiate(node)
     assert {"core", "rsop", "dop", "kplus1", "posted"} <= set(built)
@@ -63,7 +72,7 @@ def test_no_profitable_misreport_on_any_integer_profile(name: str) -> None:
     gen = torch.Generator().manual_seed(0)
     for n in range(2, 6):  # every profile in {0..4}^n, ties everywhere; several draws of the coins
         bad, checked = integer_profile_violations(rule, n, gen, draws=2)
-        assert checked == 2 * n * 5 ** n and bad == 0, (name, n, bad)
+        assert checked == 2 * n * 5**n and bad == 0, (name, n, bad)
 
 
 def test_the_integer_check_catches_a_non_truthful_rule() -> None:
@@ -99,7 +108,7 @@ def test_global_estimate_is_envy_free_on_every_draw() -> None:
         wins, premium = RULES["core_global"].price(_auction(s, float(rng.uniform()), np.zeros(len(s), bool)))
         if wins.any():
             p = premium[wins]
-            assert torch.allclose(p, p[0].expand_as(p))            # one premium for all winners
+            assert torch.allclose(p, p[0].expand_as(p))  # one premium for all winners
             assert torch.all(torch.tensor(s)[~wins[0]] < p[0] + 1e-12)  # losers cannot afford it
 
 
@@ -117,12 +126,16 @@ def test_posted_price_ignores_the_bids() -> None:
     _, p1 = M.Posted().price(Auction(a.s, a.valid, a.cost, a.admitted, a.noise, prior))
     a2 = _auction(s * 10, 0.5, np.zeros(4, bool))
     _, p2 = M.Posted().price(Auction(a2.s, a2.valid, a2.cost, a2.admitted, a2.noise, prior))
-    assert float(p2.max()) == 5.0 and float(p1.max()) == 0.0  # price 5 (3 x 5 = 15 from the prior): only 10x bids pay
+    assert (
+        float(p2.max()) == 5.0 and float(p1.max()) == 0.0
+    )  # price 5 (3 x 5 = 15 from the prior): only 10x bids pay
 
 
 def test_the_approach_matrix_pairs_every_service_with_every_rule(compose) -> None:
     from edgeai_repro.aeria.config import settings
 
-    cfg = settings(compose(["task=aeria_revenue", "aeria/pricing=[core,dop]", "aeria.services=[auto,uniform]"]))
+    cfg = settings(
+        compose(["task=aeria_revenue", "aeria/pricing=[core,dop]", "aeria.services=[auto,uniform]"])
+    )
     names = [a.name for a in M.approaches(cfg)]
     assert names == ["auto+core", "auto+dop", "uniform+core", "uniform+dop"] and M.AERIA in names

@@ -1,4 +1,5 @@
 """The quick start, CI and the two dependency lists stay in step."""
+
 from __future__ import annotations
 
 import re
@@ -18,7 +19,9 @@ def _name(req: str) -> str:
 
 def test_environment_yml_matches_pyproject() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_name(r) for r in project["dependencies"]} | {_name(r) for r in project["optional-dependencies"]["dev"]}
+    wanted = {_name(r) for r in project["dependencies"]} | {
+        _name(r) for r in project["optional-dependencies"]["dev"]
+    }
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     listed = {_name(r) for r in pip if not r.startswith("-e")}

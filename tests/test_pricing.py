@@ -1,4 +1,5 @@
 """The vectorised pricing primitives against straightforward per-bidder definitions."""
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,7 @@ def test_leave_one_out_revenue_matches_definition(ties: bool) -> None:
 
 def test_optimal_revenue_f_and_f2() -> None:
     s = torch.tensor([[10.0, 1.0, 1.0, 1.0]])
-    assert float(pricing.optimal_revenue(s)) == 10.0          # sell to the top bidder alone
+    assert float(pricing.optimal_revenue(s)) == 10.0  # sell to the top bidder alone
     assert float(pricing.optimal_revenue(s, min_winners=2)) == 4.0  # F2: at least two winners
     assert float(pricing.optimal_price(s)) == 10.0
 

@@ -1,4 +1,5 @@
 """Tables, claim checks, paper files and figures, on hand-made cell results."""
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,10 @@ def _rows() -> pd.DataFrame:
     rows = []
     for seed, (a, b) in enumerate([(10.0, 8.0), (12.0, 9.0), (14.0, 10.0)]):
         for x in (1, 2):
-            rows += [{"n": x, "seed": seed, "method": "ours", "revenue": a * x},
-                     {"n": x, "seed": seed, "method": "base", "revenue": b * x}]
+            rows += [
+                {"n": x, "seed": seed, "method": "ours", "revenue": a * x},
+                {"n": x, "seed": seed, "method": "base", "revenue": b * x},
+            ]
     return pd.DataFrame(rows)
 
 
@@ -42,8 +45,9 @@ def _paired_rows(rows: pd.DataFrame, x: str | None = "n") -> pd.DataFrame:
 
 def test_claim_checks_give_honest_verdicts() -> None:
     agg, rows = aggregate(_rows(), "n", None, ["revenue"]), _paired_rows(_rows())
-    beats = lambda ours, base, **kw: claims.beats_baselines(agg, rows, metric="revenue", ours=ours,
-                                                            baselines=base, **kw)[0]
+    beats = lambda ours, base, **kw: claims.beats_baselines(
+        agg, rows, metric="revenue", ours=ours, baselines=base, **kw
+    )[0]
     assert beats("ours", ["base"]) == "held"
     assert beats("base", ["ours"]) == "not_held"
     assert beats("ours", ["absent"]) == "not_testable"
@@ -52,16 +56,35 @@ def test_claim_checks_give_honest_verdicts() -> None:
 
 
 def test_one_seed_is_not_testable_and_two_noisy_seeds_are_indistinguishable() -> None:
-    one = pd.DataFrame([{"n": 1, "seed": 0, "method": "ours", "revenue": 10.0},
-                        {"n": 1, "seed": 0, "method": "base", "revenue": 1.0}])
-    verdict, evidence = claims.beats_baselines(aggregate(one, "n", None, ["revenue"]), _paired_rows(one),
-                                               metric="revenue", ours="ours", baselines=["base"])
+    one = pd.DataFrame(
+        [
+            {"n": 1, "seed": 0, "method": "ours", "revenue": 10.0},
+            {"n": 1, "seed": 0, "method": "base", "revenue": 1.0},
+        ]
+    )
+    verdict, evidence = claims.beats_baselines(
+        aggregate(one, "n", None, ["revenue"]),
+        _paired_rows(one),
+        metric="revenue",
+        ours="ours",
+        baselines=["base"],
+    )
     assert verdict == "not_testable" and "2 seeds" in evidence
     # ours leads by about one standard deviation of the values, with per-seed differences that disagree
-    two = pd.DataFrame([{"n": 1, "seed": s, "method": m, "revenue": v}
-                        for s, (a, b) in enumerate([(1.0, 0.5), (3.0, 0.5)]) for m, v in (("ours", a), ("base", b))])
-    verdict, evidence = claims.beats_baselines(aggregate(two, "n", None, ["revenue"]), _paired_rows(two),
-                                               metric="revenue", ours="ours", baselines=["base"])
+    two = pd.DataFrame(
+        [
+            {"n": 1, "seed": s, "method": m, "revenue": v}
+            for s, (a, b) in enumerate([(1.0, 0.5), (3.0, 0.5)])
+            for m, v in (("ours", a), ("base", b))
+        ]
+    )
+    verdict, evidence = claims.beats_baselines(
+        aggregate(two, "n", None, ["revenue"]),
+        _paired_rows(two),
+        metric="revenue",
+        ours="ours",
+        baselines=["base"],
+    )
     assert verdict == "not_held" and "indistinguishable in 1 of 1" in evidence and "n = 2" in evidence
     assert "p = 0.3" in evidence  # t = 1.5 on 1 degree of freedom
 
@@ -90,37 +113,67 @@ def test_a_claim_can_be_judged_again_under_a_named_setting() -> None:
     """`<id>@<setting>` gives the claim a second verdict whose text names the setting (Fig. 8's preset
     fitted to the paper), so one figure can judge a claim under several stated assumptions."""
     agg = aggregate(_rows(), "n", None, ["revenue"])
-    spec = {"a": {"check": "near", "metric": "revenue", "method": "ours", "target": 24.0, "tol": 1.0},
-            "a@strict": {"check": "near", "metric": "revenue", "method": "ours", "target": 24.0, "tol": 1e-9}}
+    spec = {
+        "a": {"check": "near", "metric": "revenue", "method": "ours", "target": 24.0, "tol": 1.0},
+        "a@strict": {"check": "near", "metric": "revenue", "method": "ours", "target": 24.0, "tol": 1e-9},
+    }
     out = claims.evaluate([{"id": "a", "text": "A."}], spec, agg, scale="paper")
     assert [o["id"] for o in out] == ["a", "a@strict"] and out[1]["claim"] == "A. [judged under strict]"
     assert out[0]["verdict"] == "held"
 
 
 def test_competitive_ratio_is_a_worst_case() -> None:
-    rows = _paired_rows(pd.DataFrame([{"n": 1, "seed": s, "method": "ours", "revenue_over_f2_min": v}
-                                      for s, v in enumerate([0.6, 0.25, 0.5])]))
+    rows = _paired_rows(
+        pd.DataFrame(
+            [
+                {"n": 1, "seed": s, "method": "ours", "revenue_over_f2_min": v}
+                for s, v in enumerate([0.6, 0.25, 0.5])
+            ]
+        )
+    )
     agg = aggregate(rows, "n", None, ["revenue_over_f2_min"])
-    assert claims.competitive_ratio(agg, rows, ours="ours", bound=3.39, source="s")[0] == "not_held"  # 0.25 < 0.295
+    assert (
+        claims.competitive_ratio(agg, rows, ours="ours", bound=3.39, source="s")[0] == "not_held"
+    )  # 0.25 < 0.295
     assert claims.competitive_ratio(agg, rows, ours="ours", bound=4.0, source="s")[0] == "held"
 
 
 def test_every_paper_claim_gets_a_verdict() -> None:
     paper = [{"id": "a", "text": "A."}, {"id": "b", "text": "B.", "tested_by": "x"}]
     agg = aggregate(_rows(), "n", None, ["revenue"])
-    out = claims.evaluate(paper, {"a": {"check": "beats_baselines", "metric": "revenue", "ours": "ours",
-                                        "baselines": ["base"]}}, agg, _paired_rows(_rows()))
+    out = claims.evaluate(
+        paper,
+        {"a": {"check": "beats_baselines", "metric": "revenue", "ours": "ours", "baselines": ["base"]}},
+        agg,
+        _paired_rows(_rows()),
+    )
     assert [c["verdict"] for c in out] == ["held", "not_testable"]
 
 
-@pytest.mark.parametrize("report,fragment", [
-    ({"metrics": ["m"], "colour": "red"}, "report.colour"),
-    ({"metrics": ["m"], "claims": {"no_such_claim": {"check": "vague", "reason": "r"}}}, "report.claims.no_such_claim"),
-    ({"metrics": ["m"], "claims": {"truthful": {"check": "no_such_check"}}}, "check='no_such_check'"),
-    ({"metrics": ["m"], "claims": {"truthful": {"check": "zero_violations", "ours": "aeria", "metrics": ["x"],
-                                               "metirc": "y"}}}, "passes metirc"),
-    ({"metrics": ["m"], "claims": {"truthful": {"check": "zero_violations", "ours": "aeria"}}}, "missing metrics"),
-])
+@pytest.mark.parametrize(
+    "report,fragment",
+    [
+        ({"metrics": ["m"], "colour": "red"}, "report.colour"),
+        (
+            {"metrics": ["m"], "claims": {"no_such_claim": {"check": "vague", "reason": "r"}}},
+            "report.claims.no_such_claim",
+        ),
+        ({"metrics": ["m"], "claims": {"truthful": {"check": "no_such_check"}}}, "check='no_such_check'"),
+        (
+            {
+                "metrics": ["m"],
+                "claims": {
+                    "truthful": {"check": "zero_violations", "ours": "aeria", "metrics": ["x"], "metirc": "y"}
+                },
+            },
+            "passes metirc",
+        ),
+        (
+            {"metrics": ["m"], "claims": {"truthful": {"check": "zero_violations", "ours": "aeria"}}},
+            "missing metrics",
+        ),
+    ],
+)
 def test_report_blocks_are_typed(compose, report: dict, fragment: str) -> None:
     from omegaconf import OmegaConf
 
@@ -171,7 +224,11 @@ def test_gather_lists_failed_and_missing_cells(tmp_path: Path) -> None:
     store.save_failure("b", {"error": "boom"})
     manifest = {"cells": [{"cell_id": c, "overrides": [], "coords": {}} for c in "abc"]}
     g = gather(manifest, store)
-    assert len(g.rows) == 1 and [c["cell_id"] for c in g.failed] == ["b"] and [c["cell_id"] for c in g.missing] == ["c"]
+    assert (
+        len(g.rows) == 1
+        and [c["cell_id"] for c in g.failed] == ["b"]
+        and [c["cell_id"] for c in g.missing] == ["c"]
+    )
 
 
 def test_figures_are_drawn_from_the_table(tmp_path: Path) -> None:
@@ -182,9 +239,20 @@ def test_figures_are_drawn_from_the_table(tmp_path: Path) -> None:
 
 def test_paired_seeds_detect_a_consistent_small_gain() -> None:
     # Seeds differ a lot, but ours beats base by 0.1 on every seed (same instances: common random numbers).
-    rows = pd.DataFrame([{"n": 1, "seed": s, "method": m, "revenue": 10.0 * s + (0.1 if m == "ours" else 0.0)}
-                         for s in range(5) for m in ("ours", "base")])
+    rows = pd.DataFrame(
+        [
+            {"n": 1, "seed": s, "method": m, "revenue": 10.0 * s + (0.1 if m == "ours" else 0.0)}
+            for s in range(5)
+            for m in ("ours", "base")
+        ]
+    )
     agg = aggregate(rows, "n", None, ["revenue"])
-    assert claims.beats_baselines(agg, _paired_rows(rows), metric="revenue", ours="ours", baselines=["base"])[0] == "held"
+    assert (
+        claims.beats_baselines(agg, _paired_rows(rows), metric="revenue", ours="ours", baselines=["base"])[0]
+        == "held"
+    )
     # without per-seed values there is nothing to pair: not testable rather than a guess
-    assert claims.beats_baselines(agg, None, metric="revenue", ours="ours", baselines=["base"])[0] == "not_testable"
+    assert (
+        claims.beats_baselines(agg, None, metric="revenue", ours="ours", baselines=["base"])[0]
+        == "not_testable"
+    )

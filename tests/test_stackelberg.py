@@ -1,4 +1,5 @@
 """Stage 1: the closed form against an independent numerical solver, and its error cases."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,13 +40,16 @@ def test_too_expensive_lmo_drops_out_and_the_rest_is_recomputed() -> None:
     assert numeric.tau == pytest.approx(eq.tau, rel=1e-6) and numeric.zeta[3] < 1e-9
 
 
-@pytest.mark.parametrize("P,E,lam,dropout,match", [
-    (np.array([1.0, 1.0]), np.zeros(2), 0.5, True, "lambda\\*alpha\\*beta"),     # TP would not pay
-    (np.array([1.0, 1.0, 9.0]), np.zeros(3), 10, False, "allow_dropout"),
-    (np.array([1.0, -1.0]), np.zeros(2), 10, True, "positive"),
-    (np.array([1.0]), np.zeros(1), 10, True, "at least 2"),
-    (np.array([]), np.zeros(0), 10, True, "at least 2"),
-])
+@pytest.mark.parametrize(
+    "P,E,lam,dropout,match",
+    [
+        (np.array([1.0, 1.0]), np.zeros(2), 0.5, True, "lambda\\*alpha\\*beta"),  # TP would not pay
+        (np.array([1.0, 1.0, 9.0]), np.zeros(3), 10, False, "allow_dropout"),
+        (np.array([1.0, -1.0]), np.zeros(2), 10, True, "positive"),
+        (np.array([1.0]), np.zeros(1), 10, True, "at least 2"),
+        (np.array([]), np.zeros(0), 10, True, "at least 2"),
+    ],
+)
 def test_invalid_instances_are_clear_errors(P, E, lam, dropout, match) -> None:
     with pytest.raises(ConfigError, match=match):
         solve(P, E, lam, 1.0, 1.0, allow_dropout=dropout)

@@ -1,4 +1,5 @@
 """The four multi-exit workloads: hooks measure the FLOPs the layer shapes imply."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,15 @@ from edgeai_repro.core.errors import ConfigError
 
 
 def test_hooks_count_conv_and_linear_flops_exactly() -> None:
-    net = MultiExitNet([("conv", nn.Conv2d(3, 8, 3, padding=1)), ("pool", nn.AdaptiveAvgPool2d(1)),
-                        ("fc", nn.Sequential(nn.Flatten(), nn.Linear(8, 10)))], exit_after=[0], classes=10)
+    net = MultiExitNet(
+        [
+            ("conv", nn.Conv2d(3, 8, 3, padding=1)),
+            ("pool", nn.AdaptiveAvgPool2d(1)),
+            ("fc", nn.Sequential(nn.Flatten(), nn.Linear(8, 10))),
+        ],
+        exit_after=[0],
+        classes=10,
+    )
     p = measure(net, image=(3, 16, 16))
     conv = 2 * 3 * 3 * 3 * 8 * 16 * 16 + 8 * 16 * 16  # MACs x 2 + bias
     assert p.unit_flops[0] == conv
@@ -20,7 +28,9 @@ def test_hooks_count_conv_and_linear_flops_exactly() -> None:
     assert p.exit_unit == (0, 2) and p.branch_flops[-1] == 0.0
 
 
-@pytest.mark.parametrize("name,gflops", [("alexnet", 1.43), ("vgg16", 30.9), ("resnet50", 8.2), ("mobilenetv2", 0.6)])
+@pytest.mark.parametrize(
+    "name,gflops", [("alexnet", 1.43), ("vgg16", 30.9), ("resnet50", 8.2), ("mobilenetv2", 0.6)]
+)
 def test_profiles_match_the_known_size_of_each_network(name: str, gflops: float) -> None:
     p = profile(name)
     assert p.total_flops / 1e9 == pytest.approx(gflops, rel=0.06)  # FLOPs = 2 x multiply-adds

@@ -2,6 +2,7 @@
 would upload. The format is W&B's LevelDB-style log: a 7-byte header (":W&B", magic 0xBEE1, a
 version byte), then 32 KiB blocks of records, each with a 4-byte checksum, a 2-byte length, a
 1-byte type (full, first, middle, last) and a protobuf `Record` payload."""
+
 from __future__ import annotations
 
 import json
@@ -22,11 +23,11 @@ def records(path: Path) -> list:
         if room < 7:  # block trailer padding
             pos += room
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if length == 0 and kind == 0:
             pos += room
             continue
-        chunk = data[pos + 7:pos + 7 + length]
+        chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         pending = chunk if kind in (1, 2) else pending + chunk
         if kind in (1, 4):
@@ -48,7 +49,11 @@ def summarize(path: Path) -> dict:
         elif kind == "config":
             config.update({i.key: json.loads(i.value_json) for i in rec.config.update})
         elif kind == "summary":
-            summary.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.summary.update})
+            summary.update(
+                {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.summary.update}
+            )
         elif kind == "history":
-            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
+            history.append(
+                {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item}
+            )
     return {**run, "config": config, "summary": summary, "history": history}

@@ -3,6 +3,7 @@
 Every table or figure is an experiment config that turns this into a Hydra multirun; each job
 runs one cell through the runner, and the report callback gathers the cells at the end.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -14,7 +15,11 @@ from omegaconf import DictConfig
 from edgeai_repro.core.paths import conf_dir
 
 # Each paper's registry is light: a task's code (and its heavy dependencies) loads when a cell computes.
-PAPER_PACKAGES = ("edgeai_repro.aeria.registry", "edgeai_repro.incentive.registry", "edgeai_repro.deepfusion.registry")
+PAPER_PACKAGES = (
+    "edgeai_repro.aeria.registry",
+    "edgeai_repro.incentive.registry",
+    "edgeai_repro.deepfusion.registry",
+)
 
 
 def load_papers() -> None:
@@ -54,9 +59,13 @@ def main() -> None:
         print(help_text(conf_dir()))
         return
     if not any(a.split("=", 1)[0] in {"experiment", "+experiment", "task"} for a in args) and not any(
-            a.startswith("-") for a in args):
-        print("edgeai-repro: name an experiment, e.g. `edgeai-repro experiment=aeria/revenue_vs_users`; they are:\n"
-              + experiment_list(conf_dir()) + "\n(`edgeai-repro --help` says more.)")
+        a.startswith("-") for a in args
+    ):
+        print(
+            "edgeai-repro: name an experiment, e.g. `edgeai-repro experiment=aeria/revenue_vs_users`; they are:\n"
+            + experiment_list(conf_dir())
+            + "\n(`edgeai-repro --help` says more.)"
+        )
         sys.exit(2)
     load_papers()
     _one_sentence_composition_errors()
@@ -82,6 +91,7 @@ def _one_sentence_composition_errors() -> None:
                 if message is None:
                     raise
                 raise SystemExit(f"error: {message}") from None
+
         return report(guarded)
 
     hydra_utils.run_and_report = run_and_report

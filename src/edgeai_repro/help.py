@@ -1,4 +1,5 @@
 """The launcher's own help and experiment list (what `edgeai-repro --help` and a bare `edgeai-repro` print)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,14 +23,24 @@ def experiments(conf: Path) -> list[tuple[str, str, str]]:
 
 
 # The component groups a user swaps or sweeps (conf/<group>/<option>.yaml, each with a _target_).
-GROUPS = ("aeria/pricing", "incentive/method", "deepfusion/method", "deepfusion/student", "deepfusion/teacher",
-          "deepfusion/judge", "deepfusion/accounting")
+GROUPS = (
+    "aeria/pricing",
+    "incentive/method",
+    "deepfusion/method",
+    "deepfusion/student",
+    "deepfusion/teacher",
+    "deepfusion/judge",
+    "deepfusion/accounting",
+)
 
 
 def component_list(conf: Path) -> str:
     """One line per component group with its options, read from conf/ (a new YAML shows up here)."""
-    return "\n".join(f"  {g + '=':24s} {' | '.join(sorted(p.stem for p in (conf / g).glob('*.yaml')))}"
-                     for g in GROUPS if (conf / g).is_dir())
+    return "\n".join(
+        f"  {g + '=':24s} {' | '.join(sorted(p.stem for p in (conf / g).glob('*.yaml')))}"
+        for g in GROUPS
+        if (conf / g).is_dir()
+    )
 
 
 def experiment_list(conf: Path) -> str:

@@ -7,6 +7,7 @@ The EIP splits capacity among providers in proportion to their declared demand (
 equally (`equal`); both are bid-independent, which keeps the auctions truthful.
 Shapes are (markets, providers, users).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
@@ -29,17 +30,19 @@ class Candidates:
     argmin over edge demand breaks ties toward the earlier exit and the later partition point.
     """
 
-    dev_flops: torch.Tensor   # (M, C) FLOPs run on the device (input_scale 1)
-    tx_bits: torch.Tensor     # (M, C) bits sent uplink
+    dev_flops: torch.Tensor  # (M, C) FLOPs run on the device (input_scale 1)
+    tx_bits: torch.Tensor  # (M, C) bits sent uplink
     edge_flops: torch.Tensor  # (M, C) FLOPs run at the edge
-    accuracy: torch.Tensor    # (M, C)
+    accuracy: torch.Tensor  # (M, C)
     device_only: torch.Tensor  # (M, C) bool
     final_exit: torch.Tensor  # (M, C) bool
-    edge_only: torch.Tensor   # (M, C) bool: partition point 0 (the raw input is sent)
-    present: torch.Tensor     # (M, C) bool: False for padding
+    edge_only: torch.Tensor  # (M, C) bool: partition point 0 (the raw input is sent)
+    present: torch.Tensor  # (M, C) bool: False for padding
 
 
-def _workload_columns(name: str, accuracy: tuple[float, ...], input_bits: int, feature_bits: int) -> list[tuple]:
+def _workload_columns(
+    name: str, accuracy: tuple[float, ...], input_bits: int, feature_bits: int
+) -> list[tuple]:
     prof = profile(name)
     prefix = [0.0]
     for f in prof.unit_flops:
@@ -50,7 +53,11 @@ def _workload_columns(name: str, accuracy: tuple[float, ...], input_bits: int, f
         upto = u + 1  # units 0..u are needed for exit e
         for p in range(upto, -1, -1):  # p units on the device
             dev_only = p == upto
-            tx = 0.0 if dev_only else (input_bits * prof.input_elems if p == 0 else feature_bits * prof.unit_out_elems[p - 1])
+            tx = (
+                0.0
+                if dev_only
+                else (input_bits * prof.input_elems if p == 0 else feature_bits * prof.unit_out_elems[p - 1])
+            )
             dev = prefix[p] + (br if dev_only else 0.0)
             edge = 0.0 if dev_only else prefix[upto] - prefix[p] + br
             cols.append((dev, tx, edge, accuracy[e], dev_only, e == last, p == 0))
@@ -58,16 +65,25 @@ def _workload_columns(name: str, accuracy: tuple[float, ...], input_bits: int, f
 
 
 @lru_cache(maxsize=32)
-def _candidates(workloads: tuple[str, ...], accuracy: tuple[tuple[float, ...], ...], input_bits: int,
-                feature_bits: int) -> Candidates:
+def _candidates(
+    workloads: tuple[str, ...], accuracy: tuple[tuple[float, ...], ...], input_bits: int, feature_bits: int
+) -> Candidates:
     per = [_workload_columns(w, acc, input_bits, feature_bits) for w, acc in zip(workloads, accuracy)]
     width = max(len(c) for c in per)
     pad = (0.0, 0.0, 0.0, 0.0, False, False, False)  # padding columns are masked out by `present`
     rows = [c + [pad] * (width - len(c)) for c in per]
     t = lambda i, dt: torch.tensor([[col[i] for col in r] for r in rows], dtype=dt)
     present = torch.tensor([[j < len(c) for j in range(width)] for c in per])
-    return Candidates(t(0, torch.float64), t(1, torch.float64), t(2, torch.float64), t(3, torch.float64),
-                      t(4, torch.bool), t(5, torch.bool), t(6, torch.bool), present)
+    return Candidates(
+        t(0, torch.float64),
+        t(1, torch.float64),
+        t(2, torch.float64),
+        t(3, torch.float64),
+        t(4, torch.bool),
+        t(5, torch.bool),
+        t(6, torch.bool),
+        present,
+    )
 
 
 def provider_workloads(market_cfg) -> tuple[str, ...]:
@@ -83,14 +99,16 @@ class Market:
     caller replaces them (the property checks do)."""
 
     workloads: tuple[str, ...]
-    device_flops: torch.Tensor   # (B, M, n) FLOP/s
-    uplink_bps: torch.Tensor     # (B, M, n)
-    deadline_s: torch.Tensor     # (B, M, n)
-    acc_floor: torch.Tensor      # (B, M, n)
-    input_scale: torch.Tensor    # (B, M, n)
-    value: torch.Tensor          # (B, M, n)
-    capacity_flops: float        # whole edge, FLOP/s
-    value_scale: torch.Tensor | None = None  # (B, M, n) public factor of each value (profile x reference cost)
+    device_flops: torch.Tensor  # (B, M, n) FLOP/s
+    uplink_bps: torch.Tensor  # (B, M, n)
+    deadline_s: torch.Tensor  # (B, M, n)
+    acc_floor: torch.Tensor  # (B, M, n)
+    input_scale: torch.Tensor  # (B, M, n)
+    value: torch.Tensor  # (B, M, n)
+    capacity_flops: float  # whole edge, FLOP/s
+    value_scale: torch.Tensor | None = (
+        None  # (B, M, n) public factor of each value (profile x reference cost)
+    )
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -153,7 +171,9 @@ def _requirements(m, shape, gen, device) -> tuple[torch.Tensor, torch.Tensor, to
     premium = torch.rand(shape, generator=gen, device=device, dtype=torch.float64) < share
     q = torch.where(premium, 0.75 + 0.25 * q, 0.5 * q)
     span = hi - lo
-    deadline = torch.where(premium, lo + 0.25 * span * (deadline - lo) / span, lo + span * (0.5 + 0.5 * (deadline - lo) / span))
+    deadline = torch.where(
+        premium, lo + 0.25 * span * (deadline - lo) / span, lo + span * (0.5 + 0.5 * (deadline - lo) / span)
+    )
     norm = share * ratio + (1 - share)
     return q, deadline, torch.where(premium, ratio / norm, 1 / norm)
 
@@ -195,27 +215,31 @@ def prior_values(market: Market, cfg, samples: int, gen: torch.Generator) -> tor
 class Service:
     """The chosen (partition, exit) per user, and what it costs. Never reads a bid."""
 
-    feasible: torch.Tensor   # (B, M, n) bool
+    feasible: torch.Tensor  # (B, M, n) bool
     edge_flops_s: torch.Tensor  # (B, M, n) minimum edge FLOP/s that meets the deadline
-    cost: torch.Tensor       # (B, M, n) lease cost of that allocation
-    accuracy: torch.Tensor   # (B, M, n) accuracy of the chosen exit
-    admitted: torch.Tensor   # (B, M, n) bool: feasible and within the provider's capacity share
+    cost: torch.Tensor  # (B, M, n) lease cost of that allocation
+    accuracy: torch.Tensor  # (B, M, n) accuracy of the chosen exit
+    admitted: torch.Tensor  # (B, M, n) bool: feasible and within the provider's capacity share
 
 
 @dataclass
 class Options:
     """Every (partition, exit) pair of every user: its edge demand and whether it is allowed."""
 
-    demand: torch.Tensor     # (B, M, n, C) edge FLOP/s needed to meet the deadline
-    allowed: torch.Tensor    # (B, M, n, C) feasible for accuracy, deadline (and energy)
+    demand: torch.Tensor  # (B, M, n, C) edge FLOP/s needed to meet the deadline
+    allowed: torch.Tensor  # (B, M, n, C) feasible for accuracy, deadline (and energy)
     cand: Candidates
 
 
 def service_options(market: Market, cfg) -> Options:
     """Latency model of every candidate for every user (shared by all partition modes)."""
     m = cfg.market
-    cand = _candidates(market.workloads, tuple(tuple(cfg.exit_accuracy[w]) for w in market.workloads),
-                       int(m.input_bits), int(m.feature_bits))
+    cand = _candidates(
+        market.workloads,
+        tuple(tuple(cfg.exit_accuracy[w]) for w in market.workloads),
+        int(m.input_bits),
+        int(m.feature_bits),
+    )
     dev = market.value.device
     col = lambda t: t.to(dev).unsqueeze(0).unsqueeze(2)
     x = lambda t: t.unsqueeze(-1)
@@ -230,7 +254,9 @@ def service_options(market: Market, cfg) -> Options:
         allowed &= m.device_power_w * t_dev + m.tx_power_w * t_tx <= m.energy_budget_j
     if m.device_only_users == "exclude":
         allowed &= ~dev_only
-    demand = torch.where(dev_only, torch.zeros_like(slack), scale * col(cand.edge_flops) / slack.clamp_min(1e-12))
+    demand = torch.where(
+        dev_only, torch.zeros_like(slack), scale * col(cand.edge_flops) / slack.clamp_min(1e-12)
+    )
     return Options(demand, allowed, cand)
 
 
@@ -245,8 +271,13 @@ def choose_service(market: Market, cfg, mode: str = "auto", options: Options | N
     m = cfg.market
     opt = options if options is not None else service_options(market, cfg)
     dev = market.value.device
-    masks = {"auto": None, "uniform": None, "edge_only": opt.cand.edge_only, "device_only": opt.cand.device_only,
-             "partition_only": opt.cand.final_exit}
+    masks = {
+        "auto": None,
+        "uniform": None,
+        "edge_only": opt.cand.edge_only,
+        "device_only": opt.cand.device_only,
+        "partition_only": opt.cand.final_exit,
+    }
     if mode not in masks:
         raise ValueError(f"unknown service model {mode!r}; use one of {SERVICES}")
     allowed = opt.allowed
@@ -254,9 +285,9 @@ def choose_service(market: Market, cfg, mode: str = "auto", options: Options | N
         allowed = allowed & masks[mode].to(dev).unsqueeze(0).unsqueeze(2)
     demand = torch.where(allowed, opt.demand, torch.full_like(opt.demand, float("inf")))
     if mode == "uniform":
-        count = allowed.sum(2).to(torch.float64)                                   # (B, M, C)
+        count = allowed.sum(2).to(torch.float64)  # (B, M, C)
         load = torch.where(allowed, opt.demand, torch.zeros_like(opt.demand)).sum(2)
-        key = count - load / (load.amax(-1, keepdim=True) + 1.0)                  # most users, then least load
+        key = count - load / (load.amax(-1, keepdim=True) + 1.0)  # most users, then least load
         key = torch.where(opt.cand.present.to(dev).unsqueeze(0), key, torch.full_like(key, -float("inf")))
         best = key.argmax(-1).view(*key.shape[:2], 1, 1).expand(*demand.shape[:3], 1)
     else:
@@ -264,8 +295,9 @@ def choose_service(market: Market, cfg, mode: str = "auto", options: Options | N
     edge = demand.gather(-1, best).squeeze(-1)
     feasible = torch.isfinite(edge)
     edge = torch.where(feasible, edge, torch.zeros_like(edge))
-    accuracy = opt.cand.accuracy.to(dev)[torch.arange(len(market.workloads), device=dev).view(1, -1, 1),
-                                         best.squeeze(-1)]
+    accuracy = opt.cand.accuracy.to(dev)[
+        torch.arange(len(market.workloads), device=dev).view(1, -1, 1), best.squeeze(-1)
+    ]
     cost = m.lease_price * edge / 1e9 * m.slot_s
     shares = capacity_shares(edge, feasible, market.capacity_flops, m.capacity_split)
     admitted = feasible & _within_capacity(edge, feasible, shares, m.capacity_rule)
@@ -282,32 +314,42 @@ def capacity_shares(edge: torch.Tensor, feasible: torch.Tensor, capacity: float,
     providers = edge.shape[1]
     if split == "equal":
         return torch.full((*edge.shape[:2], 1), capacity / providers, dtype=edge.dtype, device=edge.device)
-    declared = torch.where(feasible, edge, torch.zeros_like(edge)).sum(-1, keepdim=True)      # (B, M, 1)
+    declared = torch.where(feasible, edge, torch.zeros_like(edge)).sum(-1, keepdim=True)  # (B, M, 1)
     total = declared.sum(1, keepdim=True)
     scale = torch.where(total > capacity, capacity / total.clamp_min(1e-300), torch.ones_like(total))
     return declared * scale
 
 
-def _within_capacity(edge: torch.Tensor, feasible: torch.Tensor, share: torch.Tensor, rule: str) -> torch.Tensor:
+def _within_capacity(
+    edge: torch.Tensor, feasible: torch.Tensor, share: torch.Tensor, rule: str
+) -> torch.Tensor:
     """Admit users by increasing edge demand until the provider's share is full (bid-independent)."""
     if rule == "ignore":
         return torch.ones_like(feasible)
     key = torch.where(feasible, edge, torch.full_like(edge, float("inf")))
     sorted_edge, order = torch.sort(key, dim=-1, stable=True)
-    used = torch.cumsum(torch.where(torch.isfinite(sorted_edge), sorted_edge, torch.zeros_like(sorted_edge)), -1)
+    used = torch.cumsum(
+        torch.where(torch.isfinite(sorted_edge), sorted_edge, torch.zeros_like(sorted_edge)), -1
+    )
     ok_sorted = used <= share * (1 + 1e-12)
     return torch.empty_like(ok_sorted).scatter_(-1, order, ok_sorted)
 
 
 def _map_tensors(obj, fn):
     """A copy of a Market/Service dataclass with `fn` applied to each of its tensor fields."""
-    return replace(obj, **{f.name: fn(getattr(obj, f.name)) for f in fields(obj)
-                           if isinstance(getattr(obj, f.name), torch.Tensor)})
+    return replace(
+        obj,
+        **{
+            f.name: fn(getattr(obj, f.name))
+            for f in fields(obj)
+            if isinstance(getattr(obj, f.name), torch.Tensor)
+        },
+    )
 
 
 def replicate(obj, b: int, reps: int):
     """Market b of a batched Market/Service, repeated `reps` times along the batch axis (a view)."""
-    return _map_tensors(obj, lambda t: t[b:b + 1].expand(reps, *t.shape[1:]))
+    return _map_tensors(obj, lambda t: t[b : b + 1].expand(reps, *t.shape[1:]))
 
 
 def repeat_markets(obj, reps: int):

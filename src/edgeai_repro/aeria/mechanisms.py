@@ -10,6 +10,7 @@ property checks replay one realisation under many misreports, which is how unive
 Adding a pricing rule is one class here (or anywhere importable) and one YAML in
 conf/aeria/pricing/ whose `_target_` names it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from edgeai_repro.aeria import pricing
 
 @dataclass(frozen=True)
 class Noise:
-    u: torch.Tensor     # (..., 1) grid offset in [0, 1), one per auction (or per market)
+    u: torch.Tensor  # (..., 1) grid offset in [0, 1), one per auction (or per market)
     coin: torch.Tensor  # (..., n) fair coins for random-sampling mechanisms
 
     def expand(self, reps: int) -> Noise:
@@ -41,12 +42,14 @@ def draw_noise(shape: tuple[int, ...], scope: str, gen: torch.Generator, device:
 
 @dataclass(frozen=True)
 class Auction:
-    s: torch.Tensor         # (..., n) net bids, 0 where invalid
-    valid: torch.Tensor     # (..., n) bool: feasible, admitted, positive net bid
-    cost: torch.Tensor      # (..., n) serving cost
+    s: torch.Tensor  # (..., n) net bids, 0 where invalid
+    valid: torch.Tensor  # (..., n) bool: feasible, admitted, positive net bid
+    cost: torch.Tensor  # (..., n) serving cost
     admitted: torch.Tensor  # (..., n) bool: feasible and admitted by the (bid-independent) capacity rule
     noise: Noise
-    prior: torch.Tensor | None = None  # (..., n*K) net values drawn from the provider's prior (posted pricing)
+    prior: torch.Tensor | None = (
+        None  # (..., n*K) net values drawn from the provider's prior (posted pricing)
+    )
 
 
 def _finish(a: Auction, wins: torch.Tensor, premium: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,8 +70,13 @@ def _halves(a: Auction) -> tuple[torch.Tensor, torch.Tensor]:
 ESTIMATES = {"f": 1, "f2": 2}
 
 
-def consensus_targets(s: torch.Tensor, u: torch.Tensor, c: float, estimate: str = "f",
-                      presorted: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+def consensus_targets(
+    s: torch.Tensor,
+    u: torch.Tensor,
+    c: float,
+    estimate: str = "f",
+    presorted: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Each bidder's revenue target: F (or F2) of the others' bids, rounded down to the random grid."""
     return pricing.consensus_round(pricing.leave_one_out_revenue(s, ESTIMATES[estimate], presorted), u, c)
 
@@ -76,9 +84,9 @@ def consensus_targets(s: torch.Tensor, u: torch.Tensor, c: float, estimate: str 
 class PricingRule:
     """Turns one batch of auctions into (wins, premium over serving cost; 0 for losers)."""
 
-    truthful: ClassVar[bool] = True        # what the rule is designed to be (checked, not assumed)
+    truthful: ClassVar[bool] = True  # what the rule is designed to be (checked, not assumed)
     consensus_base: ClassVar[bool] = False  # prices come from a consensus estimate (has a base c)
-    needs_prior: ClassVar[bool] = False     # reads samples of the provider's prior (Auction.prior)
+    needs_prior: ClassVar[bool] = False  # reads samples of the provider's prior (Auction.prior)
 
     def price(self, a: Auction) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -151,8 +159,9 @@ class Rsop(PricingRule):
 
     def price(self, a: Auction) -> tuple[torch.Tensor, torch.Tensor]:
         s_a, s_b = _halves(a)
-        price = torch.where(a.noise.coin, pricing.optimal_price(s_b).unsqueeze(-1),
-                            pricing.optimal_price(s_a).unsqueeze(-1))
+        price = torch.where(
+            a.noise.coin, pricing.optimal_price(s_b).unsqueeze(-1), pricing.optimal_price(s_a).unsqueeze(-1)
+        )
         return _single_price(a, price)
 
 
@@ -181,7 +190,9 @@ class KPlusOne(PricingRule):
         sd, order = pricing.sort_desc(a.s, stable=True)  # ties rank by position: the earlier bidder wins
         padded = torch.cat([sd, torch.zeros_like(sd[..., :1])], dim=-1)
         price = padded.gather(-1, k)
-        rank = torch.empty_like(order).scatter_(-1, order, torch.arange(n, device=a.s.device).expand_as(order))
+        rank = torch.empty_like(order).scatter_(
+            -1, order, torch.arange(n, device=a.s.device).expand_as(order)
+        )
         wins = (rank < k) & (a.s > price)
         return _finish(a, wins, price.expand_as(a.s))
 

@@ -7,6 +7,7 @@ because every price below is positive or the bidder is masked out by the caller.
 The leave-one-out optimal revenue F(s_-i) for all i costs one sort and two scans: removing the
 bidder at sorted position r leaves k*s_(k) for k < r and k*s_(k+1) for k >= r.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,7 +37,7 @@ def optimal_revenue(s: torch.Tensor, min_winners: int = 1) -> torch.Tensor:
     rev = _k(s.shape[-1], s) * sd
     if rev.shape[-1] < min_winners:
         return torch.zeros(s.shape[:-1], dtype=s.dtype, device=s.device)
-    return rev[..., min_winners - 1:].amax(dim=-1).clamp_min(0)
+    return rev[..., min_winners - 1 :].amax(dim=-1).clamp_min(0)
 
 
 def optimal_price(s: torch.Tensor) -> torch.Tensor:
@@ -56,7 +57,7 @@ def _suffix_cummax(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     suffix maximum only drops right after an element that attains it), found by binary search.
     """
     n = x.shape[-1]
-    vals = torch.cummax(x.flip(-1), dim=-1).values.flip(-1)        # non-increasing
+    vals = torch.cummax(x.flip(-1), dim=-1).values.flip(-1)  # non-increasing
     ascending = vals.flip(-1).contiguous()
     first = torch.searchsorted(ascending, vals.contiguous(), right=False)  # first ascending index >= v
     return vals, (n - 1 - first).clamp(0, n - 1)
@@ -73,13 +74,13 @@ def _leave_one_out_sorted(sd: torch.Tensor, min_winners: int = 1) -> tuple[torch
     """
     n = sd.shape[-1]
     k = _k(n, sd)
-    a = k * sd                                            # k*s_(k): bidders before r stay in place
+    a = k * sd  # k*s_(k): bidders before r stay in place
     b = torch.zeros_like(sd)
-    b[..., :-1] = k[:-1] * sd[..., 1:]                    # k*s_(k+1): bidders after r move up
-    if min_winners == 2:                                  # k = 1 is a_1 (prefix) or b_1 (suffix, r = 0)
+    b[..., :-1] = k[:-1] * sd[..., 1:]  # k*s_(k+1): bidders after r move up
+    if min_winners == 2:  # k = 1 is a_1 (prefix) or b_1 (suffix, r = 0)
         a[..., 0] = 0.0
         b[..., 0] = 0.0
-    pa_vals, pa_idx = torch.cummax(a, dim=-1)             # inclusive prefix max, last index on ties
+    pa_vals, pa_idx = torch.cummax(a, dim=-1)  # inclusive prefix max, last index on ties
     prefix = torch.zeros_like(sd)
     prefix[..., 1:] = pa_vals[..., :-1]
     prefix_price = torch.zeros_like(sd)
@@ -87,7 +88,7 @@ def _leave_one_out_sorted(sd: torch.Tensor, min_winners: int = 1) -> tuple[torch
     suffix, sb_idx = _suffix_cummax(b)
     suffix_price = torch.zeros_like(sd)
     suffix_price[..., :-1] = sd.gather(-1, (sb_idx[..., :-1] + 1).clamp_max(n - 1))
-    use_prefix = prefix > suffix                          # equal: the suffix's larger k wins
+    use_prefix = prefix > suffix  # equal: the suffix's larger k wins
     f_loo = torch.where(use_prefix, prefix, suffix)
     price = torch.where(use_prefix, prefix_price, suffix_price)
     return f_loo, price
@@ -98,8 +99,9 @@ def _unsort(values_sorted: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     return out.scatter_(-1, order, values_sorted)
 
 
-def leave_one_out_revenue(s: torch.Tensor, min_winners: int = 1,
-                          presorted: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+def leave_one_out_revenue(
+    s: torch.Tensor, min_winners: int = 1, presorted: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> torch.Tensor:
     """F(s_-i) (or F2(s_-i) with min_winners=2) for every bidder i, in the bidders' original order.
     O(n log n); `presorted` = sort_desc(s) when the caller has it."""
     sd, order = sort_desc(s) if presorted is None else presorted
@@ -125,8 +127,9 @@ def consensus_round(x: torch.Tensor, u: torch.Tensor, c: float) -> torch.Tensor:
     return torch.where(x > 0, r, torch.zeros_like(x))
 
 
-def cost_share_winners(s: torch.Tensor, target: torch.Tensor,
-                       sd: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def cost_share_winners(
+    s: torch.Tensor, target: torch.Tensor, sd: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Equal-share profit extraction of `target` (one value per bidder, bid-independent).
 
     Bidder i is offered the price target_i / k where k is the largest number of bidders that
@@ -136,7 +139,7 @@ def cost_share_winners(s: torch.Tensor, target: torch.Tensor,
     """
     n = s.shape[-1]
     sd = sort_desc(s)[0] if sd is None else sd
-    a = _k(n, s) * sd                                      # k*s_(k): k bidders can each pay t iff a_k >= t*k
+    a = _k(n, s) * sd  # k*s_(k): k bidders can each pay t iff a_k >= t*k
     suffix = torch.cummax(a.flip(-1), dim=-1).values.flip(-1)  # suffix maxima: non-increasing in k
     # K(t) = #{k : max_{k'>=k} a_k' >= t} = largest k with a_k >= t, via binary search.
     ascending = suffix.flip(-1).contiguous()

@@ -8,6 +8,7 @@ everywhere (`integer_profile_violations`). Envy is defined on the premium (payme
 serving cost), because services differ across users: user i envies winner j when i's true net
 value minus j's premium exceeds i's utility. IR: no winner pays more than its bid.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -28,7 +29,11 @@ def envious(out: Outcome) -> torch.Tensor:
     inf = torch.full_like(out.premium, float("inf"))
     min_premium = torch.where(out.wins, out.premium, inf).amin(dim=-1, keepdim=True)
     own_net = out.value - out.service.cost
-    envy = out.service.admitted & torch.isfinite(min_premium) & (own_net - min_premium > out.utility() + _tol(out.value))
+    envy = (
+        out.service.admitted
+        & torch.isfinite(min_premium)
+        & (own_net - min_premium > out.utility() + _tol(out.value))
+    )
     return envy.sum(-1)
 
 
@@ -36,16 +41,30 @@ def ir_violations(out: Outcome) -> int:
     return int((out.wins & (out.payment() > out.bid + _tol(out.bid))).sum())
 
 
-def truthfulness_violations(rule: PricingRule, market: Market, noise: Noise, cfg, truthful: Outcome,
-                            users: torch.Tensor, grid: torch.Tensor, prior: torch.Tensor | None) -> int:
+def truthfulness_violations(
+    rule: PricingRule,
+    market: Market,
+    noise: Noise,
+    cfg,
+    truthful: Outcome,
+    users: torch.Tensor,
+    grid: torch.Tensor,
+    prior: torch.Tensor | None,
+) -> int:
     """Count checked users with a strictly profitable misreport. `users`: (K, 3) indices (b, m, i)."""
     count, g = 0, len(grid)
     for b, m, i in users.tolist():
-        bids = truthful.value[b:b + 1].expand(g, -1, -1).clone()
+        bids = truthful.value[b : b + 1].expand(g, -1, -1).clone()
         bids[:, m, i] = grid * truthful.value[b, m, i]
-        out = run_rule(rule, replicate(market, b, g), Noise(noise.u[b:b + 1], noise.coin[b:b + 1]).expand(g), cfg,
-                       service=replicate(truthful.service, b, g), bids=bids,
-                       prior=None if prior is None else prior[b:b + 1].expand(g, *prior.shape[1:]))
+        out = run_rule(
+            rule,
+            replicate(market, b, g),
+            Noise(noise.u[b : b + 1], noise.coin[b : b + 1]).expand(g),
+            cfg,
+            service=replicate(truthful.service, b, g),
+            bids=bids,
+            prior=None if prior is None else prior[b : b + 1].expand(g, *prior.shape[1:]),
+        )
         if float(out.utility()[:, m, i].max()) > float(truthful.utility()[b, m, i]) + _tol(truthful.value):
             count += 1
     return count
@@ -71,8 +90,9 @@ def check_market(ap: Approach, market: Market, noise: Noise, cfg, gen: torch.Gen
     grid = torch.tensor(list(cfg.misreport_grid), dtype=market.value.dtype, device=market.value.device)
     envy = envious(truthful)
     result = {
-        "truthfulness_violations": float(truthfulness_violations(ap.rule, market, noise, cfg, truthful, pick, grid,
-                                                                 prior)),
+        "truthfulness_violations": float(
+            truthfulness_violations(ap.rule, market, noise, cfg, truthful, pick, grid, prior)
+        ),
         "users_checked": float(k),
         "envy_violations": float(envy.sum()),
         "ir_violations": float(ir_violations(truthful)),
@@ -92,8 +112,9 @@ def integer_profiles(n: int, top: int = 4) -> torch.Tensor:
     return torch.tensor(list(itertools.product(range(top + 1), repeat=n)), dtype=torch.float64)
 
 
-def integer_profile_violations(rule: PricingRule, n: int, gen: torch.Generator, top: int = 4,
-                               draws: int = 4) -> tuple[int, int]:
+def integer_profile_violations(
+    rule: PricingRule, n: int, gen: torch.Generator, top: int = 4, draws: int = 4
+) -> tuple[int, int]:
     """(profitable misreports, (profile, bidder, draw) triples checked) over all profiles in
     {0..top}^n: bidder i with true net value v_i re-bids every value in {0..top} and half-integers,
     everyone else and the coins fixed. Digital goods (no capacity limit), zero serving cost, and
@@ -101,7 +122,7 @@ def integer_profile_violations(rule: PricingRule, n: int, gen: torch.Generator, 
     exactly: the posted price then still ignores the bidder's own report)."""
     profiles = integer_profiles(n, top)
     p = len(profiles)
-    lies = torch.arange(0, 2 * top + 1, dtype=torch.float64) / 2                   # 0, 0.5, ..., top
+    lies = torch.arange(0, 2 * top + 1, dtype=torch.float64) / 2  # 0, 0.5, ..., top
     # One batch per draw: the honest profiles, then for each bidder i every profile with i's bid replaced by each lie.
     variants = [profiles]
     for i in range(n):
@@ -111,19 +132,29 @@ def integer_profile_violations(rule: PricingRule, n: int, gen: torch.Generator, 
     bids = torch.cat(variants)
     reps = bids.shape[0] // p
     valid = bids > 0
-    owner = torch.arange(n).repeat_interleave(len(lies) * p)                        # whose lie each lied row is
+    owner = torch.arange(n).repeat_interleave(len(lies) * p)  # whose lie each lied row is
     bad = 0
     for _ in range(draws):
         u = torch.rand((p, 1), generator=gen, dtype=torch.float64)
         coin = torch.rand((p, n), generator=gen) < 0.5
         noise = Noise(u.repeat(reps, 1), coin.repeat(reps, 1))
         prior = profiles.repeat(reps, 1) if rule.needs_prior else None
-        wins, premium = rule.price(Auction(torch.where(valid, bids, 0.0), valid, torch.zeros_like(bids),
-                                           torch.ones_like(valid), noise, prior))
+        wins, premium = rule.price(
+            Auction(
+                torch.where(valid, bids, 0.0),
+                valid,
+                torch.zeros_like(bids),
+                torch.ones_like(valid),
+                noise,
+                prior,
+            )
+        )
         value = profiles.repeat(reps, 1)
-        utility = torch.where(wins, value - premium, torch.zeros_like(value))     # (reps * p, n)
-        honest = utility[:p]                                                       # (p, n)
-        lied_u = utility[p:].gather(1, owner.view(-1, 1)).view(n, len(lies), p)    # bidder i's utility when i lies
-        best = lied_u.amax(1).T                                                    # (p, n)
+        utility = torch.where(wins, value - premium, torch.zeros_like(value))  # (reps * p, n)
+        honest = utility[:p]  # (p, n)
+        lied_u = (
+            utility[p:].gather(1, owner.view(-1, 1)).view(n, len(lies), p)
+        )  # bidder i's utility when i lies
+        best = lied_u.amax(1).T  # (p, n)
         bad += int((best > honest + 1e-9).sum())
     return bad, draws * n * p

@@ -3,6 +3,7 @@
 Written for clarity, not speed: each bidder's offer is computed from an explicit copy of the
 other bids, exactly as the mechanism is defined.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,7 +16,7 @@ def optimal_revenue(bids: np.ndarray, min_winners: int = 1) -> float:
     if len(o) < min_winners:
         return 0.0
     rev = np.arange(1, len(o) + 1) * o
-    return float(max(rev[min_winners - 1:].max(), 0.0))
+    return float(max(rev[min_winners - 1 :].max(), 0.0))
 
 
 def consensus_round(x: float, u: float, c: float) -> float:

@@ -8,6 +8,7 @@ utilisation, revenue / F2 and run time per market. With `coin_draws` > 1 every m
 under that many independent draws of the mechanisms' coins, and each market's figures are the
 means over them: the expected revenue of a randomised mechanism on that fixed profile.
 """
+
 from __future__ import annotations
 
 import time
@@ -31,7 +32,16 @@ from edgeai_repro.aeria.market import (
 from edgeai_repro.aeria.mechanisms import Approach, Auction, Noise, PricingRule, approaches, draw_noise
 from edgeai_repro.core.seeding import derive_seed, generator
 
-METRICS = ("revenue", "eip_revenue", "welfare", "served", "utilisation", "f2", "revenue_over_f2", "runtime_ms")
+METRICS = (
+    "revenue",
+    "eip_revenue",
+    "welfare",
+    "served",
+    "utilisation",
+    "f2",
+    "revenue_over_f2",
+    "runtime_ms",
+)
 
 
 @dataclass
@@ -54,8 +64,11 @@ def user_values(market: Market, service: Service, cfg) -> torch.Tensor:
     """Private values; optionally scaled by the accuracy the chosen exit achieves."""
     if not cfg.market.valuation.accuracy_weighted:
         return market.value
-    best = torch.tensor([max(cfg.exit_accuracy[w]) for w in market.workloads], dtype=market.value.dtype,
-                        device=market.value.device).view(1, -1, 1)
+    best = torch.tensor(
+        [max(cfg.exit_accuracy[w]) for w in market.workloads],
+        dtype=market.value.dtype,
+        device=market.value.device,
+    ).view(1, -1, 1)
     return market.value * service.accuracy / best
 
 
@@ -66,8 +79,15 @@ def prior_net(market: Market, service: Service, cfg, gen: torch.Generator) -> to
     return s.flatten(-2)
 
 
-def run_rule(rule: PricingRule, market: Market, noise: Noise, cfg, service: Service,
-             bids: torch.Tensor | None = None, prior: torch.Tensor | None = None) -> Outcome:
+def run_rule(
+    rule: PricingRule,
+    market: Market,
+    noise: Noise,
+    cfg,
+    service: Service,
+    bids: torch.Tensor | None = None,
+    prior: torch.Tensor | None = None,
+) -> Outcome:
     """Price one batch of markets on a given service; bids default to the true values."""
     value = user_values(market, service, cfg)
     bid = value if bids is None else bids
@@ -84,7 +104,9 @@ def market_metrics(out: Outcome, market: Market, cfg) -> dict[str, torch.Tensor]
     premium = out.premium.sum(dim=(1, 2))
     lease = torch.where(out.wins, out.service.cost, torch.zeros_like(out.premium)).sum(dim=(1, 2))
     revenue = premium if cfg.revenue == "net" else premium + lease
-    true_net = torch.where(out.service.admitted, (out.value - out.service.cost).clamp_min(0), torch.zeros_like(out.value))
+    true_net = torch.where(
+        out.service.admitted, (out.value - out.service.cost).clamp_min(0), torch.zeros_like(out.value)
+    )
     f2 = pricing.optimal_revenue(true_net, min_winners=2).sum(dim=1)
     welfare = torch.where(out.wins, out.value - out.service.cost, torch.zeros_like(out.value)).sum(dim=(1, 2))
     users = m.providers * m.users_per_provider
@@ -96,7 +118,9 @@ def market_metrics(out: Outcome, market: Market, cfg) -> dict[str, torch.Tensor]
         "served": out.wins.sum(dim=(1, 2)).to(revenue.dtype) / users,
         "utilisation": used / market.capacity_flops,
         "f2": f2,
-        "revenue_over_f2": torch.where(f2 > 0, premium / f2.clamp_min(1e-300), torch.full_like(f2, float("nan"))),
+        "revenue_over_f2": torch.where(
+            f2 > 0, premium / f2.clamp_min(1e-300), torch.full_like(f2, float("nan"))
+        ),
     }
 
 
@@ -111,7 +135,9 @@ class AuctionSimulator(L.LightningModule):
         self.rows: list[dict] = []
 
     def dataloader(self) -> DataLoader:
-        return DataLoader(TensorDataset(torch.arange(self.cfg.markets)), batch_size=self.cfg.markets_per_batch)
+        return DataLoader(
+            TensorDataset(torch.arange(self.cfg.markets)), batch_size=self.cfg.markets_per_batch
+        )
 
     def test_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
         (idx,) = batch
@@ -129,16 +155,31 @@ class AuctionSimulator(L.LightningModule):
             if ap.service not in services:
                 services[ap.service] = choose_service(market, self.cfg, ap.service, options)
             if ap.rule.needs_prior and ap.service not in priors:
-                prior_gen = generator(derive_seed("aeria-prior", self.seed, batch_idx, ap.service), self.device)
+                prior_gen = generator(
+                    derive_seed("aeria-prior", self.seed, batch_idx, ap.service), self.device
+                )
                 priors[ap.service] = prior_net(market, services[ap.service], self.cfg, prior_gen)
-            out = run_rule(ap.rule, market, noise, self.cfg, services[ap.service], prior=priors.get(ap.service))
+            out = run_rule(
+                ap.rule, market, noise, self.cfg, services[ap.service], prior=priors.get(ap.service)
+            )
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             elapsed_ms = (time.perf_counter() - start) * 1e3 / len(idx)
-            metrics = {k: v.view(len(idx), draws).mean(1) for k, v in market_metrics(out, market, self.cfg).items()}
+            metrics = {
+                k: v.view(len(idx), draws).mean(1) for k, v in market_metrics(out, market, self.cfg).items()
+            }
             for b in range(len(idx)):
-                self.rows.append({"method": ap.name, "market": int(idx[b]),
-                                  **{k: float(v[b]) for k, v in metrics.items()}, "runtime_ms": elapsed_ms})
-            self.log_dict({f"{ap.name}/{k}": v.float().nanmean() for k, v in metrics.items()},
-                          batch_size=len(idx), on_epoch=True)
+                self.rows.append(
+                    {
+                        "method": ap.name,
+                        "market": int(idx[b]),
+                        **{k: float(v[b]) for k, v in metrics.items()},
+                        "runtime_ms": elapsed_ms,
+                    }
+                )
+            self.log_dict(
+                {f"{ap.name}/{k}": v.float().nanmean() for k, v in metrics.items()},
+                batch_size=len(idx),
+                on_epoch=True,
+            )
             self.log(f"{ap.name}/runtime_ms", elapsed_ms, batch_size=len(idx), on_epoch=True)

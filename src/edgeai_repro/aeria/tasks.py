@@ -1,5 +1,6 @@
 """The AERIA tasks a cell can run: revenue simulation, property checks, run time, worst case
 (registered in aeria/registry.py)."""
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,12 @@ from edgeai_repro.core.seeding import derive_seed, generator
 from edgeai_repro.core.tasks import CellContext
 
 
-def _by_method(rows: list[dict], keys: tuple[str, ...] | list[str], summed: tuple[str, ...] = (),
-               count: str | None = None) -> list[dict]:
+def _by_method(
+    rows: list[dict],
+    keys: tuple[str, ...] | list[str],
+    summed: tuple[str, ...] = (),
+    count: str | None = None,
+) -> list[dict]:
     """One record per method: the mean of each key over the cell's rows (NaNs skipped), or the sum
     for the `summed` keys (violation counts); `count` names a field holding the number of rows."""
     out = []
@@ -38,7 +43,9 @@ def _by_method(rows: list[dict], keys: tuple[str, ...] | list[str], summed: tupl
 def _ratio_tails(rows: list[dict], records: list[dict]) -> None:
     """Add the 5th percentile and the minimum of revenue / F2 over the cell's markets to each record."""
     for rec in records:
-        vals = torch.tensor([r["revenue_over_f2"] for r in rows if r["method"] == rec["method"]], dtype=torch.float64)
+        vals = torch.tensor(
+            [r["revenue_over_f2"] for r in rows if r["method"] == rec["method"]], dtype=torch.float64
+        )
         vals = vals[~torch.isnan(vals)]
         rec["revenue_over_f2_p5"] = float(torch.quantile(vals, 0.05)) if len(vals) else math.nan
         rec["revenue_over_f2_min"] = float(vals.min()) if len(vals) else math.nan
@@ -55,8 +62,15 @@ def run_revenue(cfg: DictConfig, ctx: CellContext) -> dict:
 class PropertyChecker(L.LightningModule):
     """Runs the truthfulness, envy and IR checks on batches of random markets, for every approach."""
 
-    CHECKS = ("truthfulness_violations", "users_checked", "envy_violations", "ir_violations", "winners",
-              "consensus_rate", "envy_in_consensus_auctions")
+    CHECKS = (
+        "truthfulness_violations",
+        "users_checked",
+        "envy_violations",
+        "ir_violations",
+        "winners",
+        "consensus_rate",
+        "envy_in_consensus_auctions",
+    )
 
     def __init__(self, cfg: AeriaConf, seed: int) -> None:
         super().__init__()
@@ -71,8 +85,12 @@ class PropertyChecker(L.LightningModule):
         for ap in self.approaches:
             res = check_market(ap, market, noise, self.cfg, gen)
             self.rows.append({"method": ap.name, **res})
-            self.log_dict({f"{ap.name}/{k}": float(v) for k, v in res.items() if not math.isnan(v)},
-                          batch_size=len(idx), reduce_fx="sum", on_epoch=True)
+            self.log_dict(
+                {f"{ap.name}/{k}": float(v) for k, v in res.items() if not math.isnan(v)},
+                batch_size=len(idx),
+                reduce_fx="sum",
+                on_epoch=True,
+            )
 
 
 def run_properties(cfg: DictConfig, ctx: CellContext) -> dict:
@@ -88,11 +106,15 @@ def run_properties(cfg: DictConfig, ctx: CellContext) -> dict:
     for ap in checker.approaches:
         if ap.pricing not in exhaustive:
             gen = generator(derive_seed("aeria-integer-profiles", int(cfg.seed), ap.pricing))
-            found = [integer_profile_violations(ap.rule, n, gen, draws=1)
-                     for n in range(2, int(a.integer_profiles_n) + 1)]
+            found = [
+                integer_profile_violations(ap.rule, n, gen, draws=1)
+                for n in range(2, int(a.integer_profiles_n) + 1)
+            ]
             exhaustive[ap.pricing] = (sum(b for b, _ in found), sum(c for _, c in found))
     for rec, ap in zip(records, checker.approaches):
-        rec["integer_profile_violations"], rec["integer_profiles_checked"] = map(float, exhaustive[ap.pricing])
+        rec["integer_profile_violations"], rec["integer_profiles_checked"] = map(
+            float, exhaustive[ap.pricing]
+        )
     return {"records": records}
 
 
@@ -101,8 +123,14 @@ def time_rule(rule: PricingRule, n: int, seed: int, repeats: int) -> float:
     gen = generator(derive_seed("aeria-runtime", seed, n))
     s = torch.rand((1, 1, n), generator=gen, dtype=torch.float64) + 1e-9
     noise = draw_noise((1, 1, n), "provider", gen, "cpu")
-    auction = Auction(s, torch.ones_like(s, dtype=torch.bool), torch.zeros_like(s), torch.ones_like(s, dtype=torch.bool),
-                      noise, s.flatten(-2) if rule.needs_prior else None)
+    auction = Auction(
+        s,
+        torch.ones_like(s, dtype=torch.bool),
+        torch.zeros_like(s),
+        torch.ones_like(s, dtype=torch.bool),
+        noise,
+        s.flatten(-2) if rule.needs_prior else None,
+    )
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -127,10 +155,14 @@ def run_runtime(cfg: DictConfig, ctx: CellContext) -> dict:
     a = settings(cfg)
     n, seed = int(a.runtime_users), int(cfg.seed)
     rules = build_rules(a.pricing)
-    records = [{"method": name, "runtime_s": time_rule(rule, n, seed, int(a.runtime_repeats))}
-               for name, rule in rules.items()]
+    records = [
+        {"method": name, "runtime_s": time_rule(rule, n, seed, int(a.runtime_repeats))}
+        for name, rule in rules.items()
+    ]
     if n <= a.naive_max_users and "core" in rules:
-        records.append({"method": "core_naive_loop", "runtime_s": time_naive(n, seed, 1, float(rules["core"].c))})
+        records.append(
+            {"method": "core_naive_loop", "runtime_s": time_naive(n, seed, 1, float(rules["core"].c))}
+        )
     for logger in ctx.loggers:
         logger.log_metrics({f"{r['method']}/runtime_s": r["runtime_s"] for r in records})
     return {"records": records}

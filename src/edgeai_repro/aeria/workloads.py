@@ -5,6 +5,7 @@ The networks follow the layer shapes of AlexNet, VGG-16, ResNet-50 and MobileNet
 partition points. Side-branch exits hang after chosen units. FLOPs and tensor sizes are measured
 by forward hooks on the real layers, run on the meta device (shapes only, no weights in memory).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,13 +29,19 @@ class Bottleneck(nn.Module):
         super().__init__()
         cout = mid * 4
         self.body = nn.Sequential(
-            nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(),
-            nn.Conv2d(mid, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(),
-            nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout),
+            nn.Conv2d(cin, mid, 1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(),
+            nn.Conv2d(mid, mid, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(),
+            nn.Conv2d(mid, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
         )
         self.short = (
             nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-            if stride != 1 or cin != cout else nn.Identity()
+            if stride != 1 or cin != cout
+            else nn.Identity()
         )
         self.add, self.act = Add(), nn.ReLU()
 
@@ -50,8 +57,11 @@ class InvertedResidual(nn.Module):
         if expand != 1:
             layers += [nn.Conv2d(cin, hid, 1, bias=False), nn.BatchNorm2d(hid), nn.ReLU6()]
         layers += [
-            nn.Conv2d(hid, hid, 3, stride, 1, groups=hid, bias=False), nn.BatchNorm2d(hid), nn.ReLU6(),
-            nn.Conv2d(hid, cout, 1, bias=False), nn.BatchNorm2d(cout),
+            nn.Conv2d(hid, hid, 3, stride, 1, groups=hid, bias=False),
+            nn.BatchNorm2d(hid),
+            nn.ReLU6(),
+            nn.Conv2d(hid, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
         ]
         self.body = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
@@ -69,8 +79,13 @@ def _conv(cin: int, cout: int, k: int, s: int = 1, p: int = 0) -> nn.Sequential:
 def _branch(channels: int, classes: int) -> nn.Module:
     # A light exit classifier: 1x1 conv bottleneck, global pooling, linear layer.
     width = min(channels, 128)
-    return nn.Sequential(nn.Conv2d(channels, width, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(width, classes))
+    return nn.Sequential(
+        nn.Conv2d(channels, width, 1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(width, classes),
+    )
 
 
 class MultiExitNet(nn.Module):
@@ -80,7 +95,9 @@ class MultiExitNet(nn.Module):
     network's own classifier and counts as the final exit (no branch).
     """
 
-    def __init__(self, units: list[tuple[str, nn.Module]], exit_after: list[int], classes: int = 1000) -> None:
+    def __init__(
+        self, units: list[tuple[str, nn.Module]], exit_after: list[int], classes: int = 1000
+    ) -> None:
         super().__init__()
         self.unit_names = [n for n, _ in units]
         self.units = nn.ModuleList([m for _, m in units])
@@ -104,10 +121,14 @@ class MultiExitNet(nn.Module):
 
 def alexnet() -> MultiExitNet:
     units = [
-        ("conv1", _conv(3, 64, 11, 4, 2)), ("pool1", nn.MaxPool2d(3, 2)),
-        ("conv2", _conv(64, 192, 5, 1, 2)), ("pool2", nn.MaxPool2d(3, 2)),
-        ("conv3", _conv(192, 384, 3, 1, 1)), ("conv4", _conv(384, 256, 3, 1, 1)),
-        ("conv5", _conv(256, 256, 3, 1, 1)), ("pool5", nn.MaxPool2d(3, 2)),
+        ("conv1", _conv(3, 64, 11, 4, 2)),
+        ("pool1", nn.MaxPool2d(3, 2)),
+        ("conv2", _conv(64, 192, 5, 1, 2)),
+        ("pool2", nn.MaxPool2d(3, 2)),
+        ("conv3", _conv(192, 384, 3, 1, 1)),
+        ("conv4", _conv(384, 256, 3, 1, 1)),
+        ("conv5", _conv(256, 256, 3, 1, 1)),
+        ("pool5", nn.MaxPool2d(3, 2)),
         ("fc6", nn.Sequential(nn.Flatten(), nn.Linear(256 * 6 * 6, 4096), nn.ReLU())),
         ("fc7", nn.Sequential(nn.Linear(4096, 4096), nn.ReLU())),
         ("fc8", nn.Linear(4096, 1000)),
@@ -136,9 +157,14 @@ def vgg16() -> MultiExitNet:
 
 
 def resnet50() -> MultiExitNet:
-    units: list[tuple[str, nn.Module]] = [(
-        "stem", nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-                              nn.MaxPool2d(3, 2, 1)))]
+    units: list[tuple[str, nn.Module]] = [
+        (
+            "stem",
+            nn.Sequential(
+                nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+            ),
+        )
+    ]
     cin, ends = 64, []
     for stage, (mid, blocks, stride) in enumerate([(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)], 1):
         for b in range(blocks):
@@ -150,16 +176,25 @@ def resnet50() -> MultiExitNet:
 
 
 def mobilenetv2() -> MultiExitNet:
-    units: list[tuple[str, nn.Module]] = [(
-        "stem", nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6()))]
+    units: list[tuple[str, nn.Module]] = [
+        ("stem", nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6()))
+    ]
     cin = 32
-    for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                       (6, 160, 3, 2), (6, 320, 1, 1)]:
+    for t, c, n, s in [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ]:
         for i in range(n):
             units.append((f"block{len(units)}", InvertedResidual(cin, c, s if i == 0 else 1, t)))
             cin = c
-    units.append(("conv_last", nn.Sequential(nn.Conv2d(320, 1280, 1, bias=False), nn.BatchNorm2d(1280),
-                                             nn.ReLU6())))
+    units.append(
+        ("conv_last", nn.Sequential(nn.Conv2d(320, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU6()))
+    )
     units.append(("head", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, 1000))))
     # Exits after the 32-, 64- and 160-channel stages.
     return MultiExitNet(units, exit_after=[6, 10, 16])
@@ -196,7 +231,10 @@ def _leaf_flops(module: nn.Module, inputs: tuple, output: torch.Tensor) -> float
         per_out = 2 * (module.in_channels // module.groups) * kh * kw
         return float(out * per_out + (out if module.bias is not None else 0))
     if isinstance(module, nn.Linear):
-        return float(2 * module.in_features * module.out_features + (module.out_features if module.bias is not None else 0))
+        return float(
+            2 * module.in_features * module.out_features
+            + (module.out_features if module.bias is not None else 0)
+        )
     if isinstance(module, nn.MaxPool2d):
         k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
         return float(out * k * k)
@@ -253,8 +291,7 @@ def n_exits(name: str) -> int:
     """How many exits workload `name` has (its side branches and the final one), without the forward
     pass that `profile` runs: validation needs only this, and every launch validates."""
     if name not in BUILDERS:
-        raise ConfigError(
-            f"aeria workload {name!r} is unknown; use one of {', '.join(sorted(BUILDERS))}.")
+        raise ConfigError(f"aeria workload {name!r} is unknown; use one of {', '.join(sorted(BUILDERS))}.")
     with torch.device("meta"):
         return len(BUILDERS[name]().exit_after) + 1
 
@@ -263,10 +300,10 @@ def n_exits(name: str) -> int:
 def profile(name: str) -> Profile:
     """The measured profile of workload `name` (cached per process)."""
     if name not in BUILDERS:
-        raise ConfigError(
-            f"aeria workload {name!r} is unknown; use one of {', '.join(sorted(BUILDERS))}.")
+        raise ConfigError(f"aeria workload {name!r} is unknown; use one of {', '.join(sorted(BUILDERS))}.")
     with torch.device("meta"):
         net = BUILDERS[name]()
     p = measure(net)
-    return Profile(name, p.unit_names, p.unit_flops, p.unit_out_elems, p.input_elems, p.exit_unit,
-                   p.branch_flops)
+    return Profile(
+        name, p.unit_names, p.unit_flops, p.unit_out_elems, p.input_elems, p.exit_unit, p.branch_flops
+    )

@@ -8,6 +8,7 @@ The profiles are the ones that stress prior-free auctions: the equal-revenue pro
 price earns the same, the classic worst case for sampling auctions), all-equal bids (ties), a
 whale among equal bidders, two classes, and i.i.d. uniform and heavy-tailed draws.
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,10 +28,14 @@ def profile(name: str, n: int, gen: torch.Generator) -> torch.Tensor:
     if name == "equal":
         return torch.ones(n, dtype=torch.float64)
     if name == "whale":  # one bidder worth 4x what all the others together pay at price 1
-        return torch.cat([torch.tensor([4.0 * n], dtype=torch.float64), torch.ones(n - 1, dtype=torch.float64)])
+        return torch.cat(
+            [torch.tensor([4.0 * n], dtype=torch.float64), torch.ones(n - 1, dtype=torch.float64)]
+        )
     if name == "two_class":  # a fifth of the bidders value the service 10x
         k = max(1, n // 5)
-        return torch.cat([torch.full((k,), 10.0, dtype=torch.float64), torch.ones(n - k, dtype=torch.float64)])
+        return torch.cat(
+            [torch.full((k,), 10.0, dtype=torch.float64), torch.ones(n - k, dtype=torch.float64)]
+        )
     if name == "uniform":
         return torch.rand(n, generator=gen, dtype=torch.float64)
     if name == "pareto":  # tail index 1.5: a few bidders dominate
@@ -42,9 +47,14 @@ def expected_ratio(rule: PricingRule, s: torch.Tensor, draws: int, gen: torch.Ge
     """E over the rule's coins of its revenue on profile s, over F2(s)."""
     n = s.shape[-1]
     bids = s.expand(draws, n)
-    noise = Noise(torch.rand((draws, 1), generator=gen, dtype=torch.float64), torch.rand((draws, n), generator=gen) < 0.5)
+    noise = Noise(
+        torch.rand((draws, 1), generator=gen, dtype=torch.float64),
+        torch.rand((draws, n), generator=gen) < 0.5,
+    )
     valid = bids > 0
     prior = bids if rule.needs_prior else None  # a prior that knows the profile exactly
-    _, premium = rule.price(Auction(bids, valid, torch.zeros_like(bids), torch.ones_like(valid), noise, prior))
+    _, premium = rule.price(
+        Auction(bids, valid, torch.zeros_like(bids), torch.ones_like(valid), noise, prior)
+    )
     f2 = float(pricing.optimal_revenue(s, min_winners=2))
     return float(premium.sum(-1).mean()) / f2 if f2 > 0 else float("nan")

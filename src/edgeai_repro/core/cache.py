@@ -18,6 +18,7 @@ the fill lists name the functions where a change of output would show.
 The table names code as "module:qualname" strings and imports nothing, so core stays below the
 papers; only the fingerprint test imports the named functions.
 """
+
 from __future__ import annotations
 
 import ast
@@ -99,38 +100,82 @@ def _cache(name: str, version: int, fills: Iterable[str], fingerprint: str, key_
 # The one table. A task's cells are the cache "cells/<task>"; the others are the stores the tasks
 # read. Bump `version` when the output of the code in `fills` changes (and record the fingerprint
 # the test prints); the history of each bump is in the git log of this file.
-CACHES: dict[str, Cache] = {c.name: c for c in (
-    # aeria v3: approaches = service model x pricing rule, the EIP's demand split, profiles, c by argument
-    _cache("cells/aeria_revenue", 3, ["edgeai_repro.aeria.tasks:run_revenue"], "3c0f726df5a5"),
-    _cache("cells/aeria_properties", 3, ["edgeai_repro.aeria.tasks:run_properties"], "84d797d79d32"),
-    _cache("cells/aeria_runtime", 3, ["edgeai_repro.aeria.tasks:run_runtime"], "2924adac8049"),
-    _cache("cells/aeria_worst_case", 3, ["edgeai_repro.aeria.tasks:run_worst_case"], "1f7d53256851"),
-    _cache("cells/deepfusion_comm", 1, ["edgeai_repro.deepfusion.tasks:run_comm"], "e0783a58c042"),
-    # memory v3: the training step simulated on the meta device; loss path, checkpointing, attention, upcasts
-    _cache("cells/deepfusion_memory", 3, ["edgeai_repro.deepfusion.tasks:run_memory"], "37fffa81c3d7"),
-    _cache("cells/deepfusion_phase1", 1, ["edgeai_repro.deepfusion.tasks:run_phase1"], "a9d170b937e8"),
-    # fusion v2: fair baselines (FedJETS rounds, FedMKT's budget and traffic, OFA-KD's projector);
-    # v3: each domain's student and VAA seeded apart (results independent of the teacher-targets cache)
-    _cache("cells/deepfusion_fusion", 3, ["edgeai_repro.deepfusion.tasks:run_fusion"], "4356e83ede8c"),
-    # incentive v2: references on the evaluation episodes' own workers; v3: best response stops when a
-    # sweep gains < tol/100, MADDPG logs its losses once per logging interval
-    _cache("cells/incentive_asosa", 3, ["edgeai_repro.incentive.asosa:run"], "a9a551b8d1a2"),
-    # devices v6: context-first truncation (the question and answer are never cut)
-    _cache("deepfusion/devices", 6, ["edgeai_repro.deepfusion.devices.federation:train_device",
-                                     "edgeai_repro.deepfusion.devices.federation:base_model"], "4cd737cf80cf"),
-    # inits v2: context-first truncation
-    _cache("deepfusion/inits", 2, ["edgeai_repro.deepfusion.server.methods.base:Server.init_moe",
-                                   "edgeai_repro.deepfusion.server.methods.base:tune"], "f1b0d0bf8c43"),
-    _cache("deepfusion/targets", 1, ["edgeai_repro.deepfusion.server.distill:add_teacher",
-                                     "edgeai_repro.deepfusion.server.clustering:proxy"], "ae2ef8ed756c"),
-    _cache("deepfusion/vocab_maps", 1, ["edgeai_repro.deepfusion.server.align:_vocab_map",
-                                        "edgeai_repro.deepfusion.server.align:med_map"], "1310098e71de"),
-    _cache("deepfusion/tokenizers", 1, ["edgeai_repro.deepfusion.data.tokenizers:train_tokenizer"], "6b76433eca3b"),
-    # references v2: iterated best response's stopping rule
-    _cache("incentive/references", 2, ["edgeai_repro.incentive.asosa:references",
-                                       "edgeai_repro.incentive.game:nash",
-                                       "edgeai_repro.incentive.game:welfare_optimum"], "ac9d479b3d9e", 20),
-)}
+CACHES: dict[str, Cache] = {
+    c.name: c
+    for c in (
+        # aeria v3: approaches = service model x pricing rule, the EIP's demand split, profiles, c by argument
+        _cache("cells/aeria_revenue", 3, ["edgeai_repro.aeria.tasks:run_revenue"], "3c0f726df5a5"),
+        _cache("cells/aeria_properties", 3, ["edgeai_repro.aeria.tasks:run_properties"], "84d797d79d32"),
+        _cache("cells/aeria_runtime", 3, ["edgeai_repro.aeria.tasks:run_runtime"], "2924adac8049"),
+        _cache("cells/aeria_worst_case", 3, ["edgeai_repro.aeria.tasks:run_worst_case"], "1f7d53256851"),
+        _cache("cells/deepfusion_comm", 1, ["edgeai_repro.deepfusion.tasks:run_comm"], "e0783a58c042"),
+        # memory v3: the training step simulated on the meta device; loss path, checkpointing, attention, upcasts
+        _cache("cells/deepfusion_memory", 3, ["edgeai_repro.deepfusion.tasks:run_memory"], "37fffa81c3d7"),
+        _cache("cells/deepfusion_phase1", 1, ["edgeai_repro.deepfusion.tasks:run_phase1"], "a9d170b937e8"),
+        # fusion v2: fair baselines (FedJETS rounds, FedMKT's budget and traffic, OFA-KD's projector);
+        # v3: each domain's student and VAA seeded apart (results independent of the teacher-targets cache)
+        _cache("cells/deepfusion_fusion", 3, ["edgeai_repro.deepfusion.tasks:run_fusion"], "4356e83ede8c"),
+        # incentive v2: references on the evaluation episodes' own workers; v3: best response stops when a
+        # sweep gains < tol/100, MADDPG logs its losses once per logging interval
+        _cache("cells/incentive_asosa", 3, ["edgeai_repro.incentive.asosa:run"], "717a445ede99"),
+        # devices v6: context-first truncation (the question and answer are never cut)
+        _cache(
+            "deepfusion/devices",
+            6,
+            [
+                "edgeai_repro.deepfusion.devices.federation:train_device",
+                "edgeai_repro.deepfusion.devices.federation:base_model",
+            ],
+            "4cd737cf80cf",
+        ),
+        # inits v2: context-first truncation
+        _cache(
+            "deepfusion/inits",
+            2,
+            [
+                "edgeai_repro.deepfusion.server.methods.base:Server.init_moe",
+                "edgeai_repro.deepfusion.server.methods.base:tune",
+            ],
+            "f1b0d0bf8c43",
+        ),
+        _cache(
+            "deepfusion/targets",
+            1,
+            [
+                "edgeai_repro.deepfusion.server.distill:add_teacher",
+                "edgeai_repro.deepfusion.server.clustering:proxy",
+            ],
+            "ae2ef8ed756c",
+        ),
+        _cache(
+            "deepfusion/vocab_maps",
+            1,
+            [
+                "edgeai_repro.deepfusion.server.align:_vocab_map",
+                "edgeai_repro.deepfusion.server.align:med_map",
+            ],
+            "1310098e71de",
+        ),
+        _cache(
+            "deepfusion/tokenizers",
+            1,
+            ["edgeai_repro.deepfusion.data.tokenizers:train_tokenizer"],
+            "6b76433eca3b",
+        ),
+        # references v2: iterated best response's stopping rule
+        _cache(
+            "incentive/references",
+            2,
+            [
+                "edgeai_repro.incentive.asosa:references",
+                "edgeai_repro.incentive.game:nash",
+                "edgeai_repro.incentive.game:welfare_optimum",
+            ],
+            "ac9d479b3d9e",
+            20,
+        ),
+    )
+}
 
 
 def get(name: str) -> Cache:
@@ -153,9 +198,13 @@ def _resolve(target: str) -> Any:
 def _without_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant)
-                and isinstance(body[0].value.value, str)):
+        if (
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(getattr(body[0], "value", None), ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]
     return tree
 

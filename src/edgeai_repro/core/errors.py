@@ -1,4 +1,5 @@
 """One error type for every bad input the user can fix, and one sentence for values refused at composition."""
+
 import re
 
 

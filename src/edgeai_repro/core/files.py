@@ -1,4 +1,5 @@
 """Content keys and atomic writes: the two primitives every store of the project is built on."""
+
 from __future__ import annotations
 
 import hashlib

@@ -7,6 +7,7 @@ summary), whether it was computed now or earlier: a cached cell is published fro
 record. A marker in the cell's store folder (wandb.json, keyed by entity/project) keeps a cell from
 being published twice to the same project.
 """
+
 from __future__ import annotations
 
 import json
@@ -97,8 +98,13 @@ def summary_of(result: dict) -> dict[str, float]:
     out = {}
     for rec in records:
         prefix = f"{rec['method']}/" if len(records) > 1 and "method" in rec else ""
-        out.update({f"{prefix}{k}": float(v) for k, v in rec.items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"})
+        out.update(
+            {
+                f"{prefix}{k}": float(v)
+                for k, v in rec.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"
+            }
+        )
     return out
 
 
@@ -142,8 +148,14 @@ def publish_cached(record: dict, job_type: str, cfg: DictConfig, store_folder: P
     import wandb
 
     config = {**record.get("config", {}), "cell_id": record["cell_id"], "cached": True}
-    run = wandb.init(name=run_name(job_type, record["cell_id"], int(record["seed"])), job_type=job_type,
-                     config=config, dir=str(directory), reinit="finish_previous", **settings)
+    run = wandb.init(
+        name=run_name(job_type, record["cell_id"], int(record["seed"])),
+        job_type=job_type,
+        config=config,
+        dir=str(directory),
+        reinit="finish_previous",
+        **settings,
+    )
     for point in sorted(record.get("curves", []), key=lambda c: c["step"]):
         key = f"{point['method']}/{point['curve']}" if "method" in point else point["curve"]
         run.log({key: point["value"]}, step=int(point["step"]))

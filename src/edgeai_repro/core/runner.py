@@ -1,4 +1,5 @@
 """Runs one cell: validate, skip if cached, run the task, store the result or a failure record."""
+
 from __future__ import annotations
 
 import logging
@@ -89,9 +90,13 @@ def run_cell(cfg: DictConfig) -> dict:
     job_type = job_type_of(task, cfg)
     loggers = build_loggers(cfg, run_dir, cid, job_type)
     progress = bool(cfg.progress) and sys.stderr.isatty()
-    ctx = tasks.CellContext(run_dir=run_dir, cell_id=cid, loggers=loggers, progress=progress,
-                            trainers=Trainers(OmegaConf.to_container(cfg.trainer, resolve=True), loggers, progress,
-                                              run_dir))
+    ctx = tasks.CellContext(
+        run_dir=run_dir,
+        cell_id=cid,
+        loggers=loggers,
+        progress=progress,
+        trainers=Trainers(OmegaConf.to_container(cfg.trainer, resolve=True), loggers, progress, run_dir),
+    )
     started = time.perf_counter()
     try:
         result = task.run(cfg, ctx)

@@ -7,6 +7,7 @@ turns that into one sentence), and at run time a member behaves exactly as its p
 compares, hashes, prints, formats, serialises and reprs as the string), so seeds derived from it
 and cache keys built from it are those of the string.
 """
+
 from __future__ import annotations
 
 from dataclasses import fields, is_dataclass
@@ -63,6 +64,8 @@ def check_all(obj: Any, key: str) -> None:
 
 def check_range(key: str, value: list[float], positive: bool = True) -> None:
     """A [low, high] pair with low <= high (and low > 0 when `positive`)."""
-    require(len(value) == 2 and value[0] <= value[1], f"{key}={list(value)} must be [low, high] with low <= high.")
+    require(
+        len(value) == 2 and value[0] <= value[1], f"{key}={list(value)} must be [low, high] with low <= high."
+    )
     if positive:
         require(value[0] > 0, f"{key}={list(value)} must be positive; use values above 0.")

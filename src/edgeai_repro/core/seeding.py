@@ -1,4 +1,5 @@
 """Seeding: every random draw of a cell flows from its swept seed."""
+
 from __future__ import annotations
 
 import hashlib

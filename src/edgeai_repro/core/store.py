@@ -3,6 +3,7 @@
 A cell's identity is the hash of its task, task version, seed and resolved config section, so the
 same cell shared by two experiments is computed once, and a re-run skips what is done.
 """
+
 from __future__ import annotations
 
 import json

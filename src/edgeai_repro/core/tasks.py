@@ -6,6 +6,7 @@ whose cells are all cached never imports a paper's heavy dependencies (Lightning
 scikit-learn), and an AERIA table never imports DeepFusion's. A task names the config section that
 defines its cells, so the cell id hashes exactly the result-relevant settings.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -52,10 +53,10 @@ class Task:
     name: str
     paper: str
     section: str  # config node holding every result-relevant setting of a cell
-    run_target: str | TaskFn        # "module:function" (imported when a cell computes) or a callable
+    run_target: str | TaskFn  # "module:function" (imported when a cell computes) or a callable
     validate_target: str | ValidateFn
     method_key: str | None = None  # config key naming the cell's method, for W&B job_type
-    reads: tuple[str, ...] = ()     # the caches (core/cache.py) its cells read: their versions join the cell id
+    reads: tuple[str, ...] = ()  # the caches (core/cache.py) its cells read: their versions join the cell id
 
     @property
     def version(self) -> int:

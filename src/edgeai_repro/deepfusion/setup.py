@@ -5,6 +5,7 @@ local checkpoints are, the accelerator, the model families (built once, not per 
 device's model type (assigned once) and, on first use, the corpus, each family's config and
 tokenizer. Everything below the task takes this object or the typed settings it holds.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,9 +27,11 @@ log = logging.getLogger(__name__)
 class Setup:
     conf: DeepFusionConf
     seed: int
-    store: Path                     # the cell store's root (paths.cache): every cache lives under it
-    folders: dict[str, str]         # local checkpoint folders by model name (paths.checkpoints; not part of a cell's identity)
-    accelerator: str = "cpu"        # the cell's trainer accelerator (cpu | gpu)
+    store: Path  # the cell store's root (paths.cache): every cache lives under it
+    folders: dict[
+        str, str
+    ]  # local checkpoint folders by model name (paths.checkpoints; not part of a cell's identity)
+    accelerator: str = "cpu"  # the cell's trainer accelerator (cpu | gpu)
     families: dict[str, Arch] = field(default_factory=dict)
     _tokenizers: dict[str, Any] = field(default_factory=dict, repr=False)
     _configs: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -37,8 +40,14 @@ class Setup:
     def of(cls, cfg: DictConfig) -> Setup:
         """The only place a DeepFusion cell reads its raw config."""
         conf = settings(cfg)
-        return cls(conf, int(cfg.seed), Path(cfg.paths.cache), dict(cfg.paths.get("checkpoints") or {}),
-                   str(cfg.trainer.accelerator), families(conf))
+        return cls(
+            conf,
+            int(cfg.seed),
+            Path(cfg.paths.cache),
+            dict(cfg.paths.get("checkpoints") or {}),
+            str(cfg.trainer.accelerator),
+            families(conf),
+        )
 
     @property
     def case(self):
@@ -81,7 +90,9 @@ class Setup:
                 tok = tokenizers.hub_tokenizer(self.folders.get(name) or arch.hub_id)
             else:
                 texts = [text_of(r) for r in self.corpus.train + self.corpus.public]
-                tok = tokenizers.tiny_tokenizer(arch.tokenizer_family, texts, int(arch.tiny["vocab_size"]), self.store)
+                tok = tokenizers.tiny_tokenizer(
+                    arch.tokenizer_family, texts, int(arch.tiny["vocab_size"]), self.store
+                )
             self._tokenizers[name] = tok
         return self._tokenizers[name]
 
@@ -93,8 +104,11 @@ class Setup:
 
         mode = self.conf.device_mode(model_type)
         if mode == "qlora" and not qlora_runs():
-            log.warning("QLoRA for %s needs bitsandbytes (a CUDA GPU, or bitsandbytes >= 0.45 on a CPU): training "
-                        "LoRA on a bf16 base instead", model_type)
+            log.warning(
+                "QLoRA for %s needs bitsandbytes (a CUDA GPU, or bitsandbytes >= 0.45 on a CPU): training "
+                "LoRA on a bf16 base instead",
+                model_type,
+            )
             return Mode.lora
         return mode
 

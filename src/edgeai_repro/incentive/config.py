@@ -1,5 +1,6 @@
 """Typed config of the incentive tasks and its validation (schemas only: no torch, no runtime classes).
 Every value is our choice (README)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,14 +14,14 @@ from edgeai_repro.core.schema import Option, check_all, typed
 
 
 class Coupling(Option):
-    shared = "shared"     # one pool: each worker chooses among the LMOs' offers
-    private = "private"   # one pool per LMO: stage 2 splits into independent one-buyer problems
+    shared = "shared"  # one pool: each worker chooses among the LMOs' offers
+    private = "private"  # one pool per LMO: stage 2 splits into independent one-buyer problems
 
 
 class WorkerModel(Option):
-    quantal = "quantal"     # logit choice among this round's offers
-    adaptive = "adaptive"   # choice probabilities move adapt_rate of the way each round (inertia)
-    learning = "learning"   # workers learn per-LMO attractions from their experience
+    quantal = "quantal"  # logit choice among this round's offers
+    adaptive = "adaptive"  # choice probabilities move adapt_rate of the way each round (inertia)
+    learning = "learning"  # workers learn per-LMO attractions from their experience
 
 
 class Algorithm(Option):
@@ -40,16 +41,20 @@ def _range(key: str, value, strict: bool = False) -> None:
 
 @dataclass
 class EnvConf:
-    workers: int = 10               # workers per LMO: the shared pool holds workers x LMOs
+    workers: int = 10  # workers per LMO: the shared pool holds workers x LMOs
     horizon: int = 10
-    theta: float = 1.0              # base reward scale, in units of the LMO's round budget per worker
-    worker_cost: list[float] = field(default_factory=lambda: [0.5, 2.0])         # kappa_w (see env.World)
-    participation_cost: list[float] = field(default_factory=lambda: [0.0, 0.2])  # e_w / mean round budget per worker
-    max_price: float = 2.0          # price ceiling in units of the LMO's value per data unit
-    choice_temperature: float = 0.1  # workers' logit temperature, in units of the mean round budget per worker
-    switching_cost: float = 0.0     # loyalty bonus for last round's LMO (same unit); 0: rounds are independent
+    theta: float = 1.0  # base reward scale, in units of the LMO's round budget per worker
+    worker_cost: list[float] = field(default_factory=lambda: [0.5, 2.0])  # kappa_w (see env.World)
+    participation_cost: list[float] = field(
+        default_factory=lambda: [0.0, 0.2]
+    )  # e_w / mean round budget per worker
+    max_price: float = 2.0  # price ceiling in units of the LMO's value per data unit
+    choice_temperature: float = (
+        0.1  # workers' logit temperature, in units of the mean round budget per worker
+    )
+    switching_cost: float = 0.0  # loyalty bonus for last round's LMO (same unit); 0: rounds are independent
     coupling: Coupling = Coupling.shared
-    cost_drift: float = 0.0         # std of the log-normal drift of c_w per round
+    cost_drift: float = 0.0  # std of the log-normal drift of c_w per round
     worker_model: WorkerModel = WorkerModel.quantal
     adapt_rate: float = 0.5
     welfare_weight: float = 0.0
@@ -59,9 +64,13 @@ class EnvConf:
         require(self.theta >= 0, f"{key}.theta={self.theta} must not be negative.")
         _range(f"{key}.worker_cost", self.worker_cost, strict=True)
         _range(f"{key}.participation_cost", self.participation_cost)
-        require(self.choice_temperature > 0 and self.switching_cost >= 0,
-                f"{key} needs choice_temperature > 0 and switching_cost >= 0.")
-        require(self.cost_drift >= 0 and self.max_price > 0, f"{key}.cost_drift must be >= 0 and max_price > 0.")
+        require(
+            self.choice_temperature > 0 and self.switching_cost >= 0,
+            f"{key} needs choice_temperature > 0 and switching_cost >= 0.",
+        )
+        require(
+            self.cost_drift >= 0 and self.max_price > 0, f"{key}.cost_drift must be >= 0 and max_price > 0."
+        )
 
 
 @dataclass
@@ -69,29 +78,31 @@ class PolicyConf:
     algorithm: Algorithm = Algorithm.maddpg
     critic: Critic = Critic.centralized
     hidden: int = 64
-    actor_lr: float = 3e-4        # actor_lr and critic_lr tuned on incentive.tuning_seeds (docs/incentive.md)
+    actor_lr: float = 3e-4  # actor_lr and critic_lr tuned on incentive.tuning_seeds (docs/incentive.md)
     critic_lr: float = 3e-3
     gamma: float = 0.9
     polyak: float = 0.01
     batch_size: int = 256
     buffer_size: int = 50000
-    warmup: int = 512             # random transitions before learning
+    warmup: int = 512  # random transitions before learning
     explore_std: float = 0.1
     explore_decay: float = 0.999  # per update
-    envs: int = 16                # parallel env copies for collection
-    steps_per_update: int = 1     # vectorised env steps between updates
-    policy_delay: int = 2         # TD3 only
-    target_noise: float = 0.1     # TD3 only
+    envs: int = 16  # parallel env copies for collection
+    steps_per_update: int = 1  # vectorised env steps between updates
+    policy_delay: int = 2  # TD3 only
+    target_noise: float = 0.1  # TD3 only
     logit_penalty: float = 1e-2
 
     def check(self, key: str) -> None:
-        require(self.batch_size >= 1 and self.buffer_size >= self.batch_size,
-                f"{key}.buffer_size must be >= batch_size >= 1.")
+        require(
+            self.batch_size >= 1 and self.buffer_size >= self.batch_size,
+            f"{key}.buffer_size must be >= batch_size >= 1.",
+        )
 
 
 @dataclass
 class CostConf:
-    unit: list[float] = field(default_factory=lambda: [0.5, 1.5])   # initial unit data cost P_m ~ U
+    unit: list[float] = field(default_factory=lambda: [0.5, 1.5])  # initial unit data cost P_m ~ U
     fixed: list[float] = field(default_factory=lambda: [0.0, 0.1])  # fixed cost E_m ~ U
 
     def check(self, key: str) -> None:
@@ -101,24 +112,28 @@ class CostConf:
 
 @dataclass
 class AsosaConf:
-    max_iters: int = MISSING       # set by the scale
-    damping: float = 0.5           # eta_k = damping / (1 + decay k)
+    max_iters: int = MISSING  # set by the scale
+    damping: float = 0.5  # eta_k = damping / (1 + decay k)
     decay: float = 0.5
-    tol: float = 0.05              # fixed-point residual max_m |P_hat - P| / P below which ASOSA has converged
-    updates_first: int = MISSING   # policy updates in the first outer iteration (set by the scale)
-    updates_warm: int = MISSING    # ... and in each later one (warm start)
-    eval_episodes: int = MISSING   # set by the scale
-    nash_iters: int = MISSING      # rounds of iterated best response for the Nash reference (set by the scale)
+    tol: float = 0.05  # fixed-point residual max_m |P_hat - P| / P below which ASOSA has converged
+    updates_first: int = MISSING  # policy updates in the first outer iteration (set by the scale)
+    updates_warm: int = MISSING  # ... and in each later one (warm start)
+    eval_episodes: int = MISSING  # set by the scale
+    nash_iters: int = MISSING  # rounds of iterated best response for the Nash reference (set by the scale)
 
     def check(self, key: str) -> None:
-        require(self.max_iters >= 1 and self.tol > 0 and 0 < self.damping <= 1,
-                f"{key} needs max_iters >= 1, tol > 0 and damping in (0, 1].")
+        require(
+            self.max_iters >= 1 and self.tol > 0 and 0 < self.damping <= 1,
+            f"{key} needs max_iters >= 1, tol > 0 and damping in (0, 1].",
+        )
 
 
 @dataclass
 class IncentiveConf:
     # The stage-2 method: a Hydra config group with `_target_` (conf/incentive/method/<name>.yaml).
-    method: Any = field(default_factory=lambda: {"_target_": "edgeai_repro.incentive.policies.Learned", "name": "asosa"})
+    method: Any = field(
+        default_factory=lambda: {"_target_": "edgeai_repro.incentive.policies.Learned", "name": "asosa"}
+    )
     lmos: int = 5
     lam: float = 10.0
     alpha: float = 2.0
@@ -132,18 +147,30 @@ class IncentiveConf:
     asosa: AsosaConf = field(default_factory=AsosaConf)
 
     def check(self, key: str) -> None:
-        require(isinstance(self.method, dict) and "_target_" in self.method and "name" in self.method,
-                f"{key}.method has no _target_ and name; pick a method with incentive/method=<name> "
-                "(one YAML per method in conf/incentive/method/).")
-        require(self.lmos >= 2, f"{key}.lmos={self.lmos} must be at least 2 (zero or one LMO has no Stackelberg game).")
-        require(min(self.lam, self.alpha, self.beta) > 0, f"{key}.lam, {key}.alpha and {key}.beta must be positive.")
+        require(
+            isinstance(self.method, dict) and "_target_" in self.method and "name" in self.method,
+            f"{key}.method has no _target_ and name; pick a method with incentive/method=<name> "
+            "(one YAML per method in conf/incentive/method/).",
+        )
+        require(
+            self.lmos >= 2,
+            f"{key}.lmos={self.lmos} must be at least 2 (zero or one LMO has no Stackelberg game).",
+        )
+        require(
+            min(self.lam, self.alpha, self.beta) > 0,
+            f"{key}.lam, {key}.alpha and {key}.beta must be positive.",
+        )
         value = self.lam * self.alpha * self.beta
-        require(value * (self.lmos - 1) > self.lmos * self.cost.unit[1] or self.allow_dropout,
-                f"{key}.lam*alpha*beta*(lmos-1) = {value * (self.lmos - 1):g} does not exceed the largest possible sum "
-                f"of unit costs ({self.lmos * self.cost.unit[1]:g}); raise {key}.lam or set {key}.allow_dropout=true.")
-        require(value > 2 * self.cost.unit[0],
-                f"{key}.lam*alpha*beta = {value:g} is too small for even two of the cheapest LMOs to be paid; raise "
-                f"{key}.lam.")
+        require(
+            value * (self.lmos - 1) > self.lmos * self.cost.unit[1] or self.allow_dropout,
+            f"{key}.lam*alpha*beta*(lmos-1) = {value * (self.lmos - 1):g} does not exceed the largest possible sum "
+            f"of unit costs ({self.lmos * self.cost.unit[1]:g}); raise {key}.lam or set {key}.allow_dropout=true.",
+        )
+        require(
+            value > 2 * self.cost.unit[0],
+            f"{key}.lam*alpha*beta = {value:g} is too small for even two of the cheapest LMOs to be paid; raise "
+            f"{key}.lam.",
+        )
 
 
 ConfigStore.instance().store(group="incentive", name="schema", node=IncentiveConf)
@@ -155,14 +182,20 @@ def settings(cfg: DictConfig) -> IncentiveConf:
 
 
 def validate(cfg: DictConfig) -> None:
-    require(cfg.trainer.accelerator == "cpu" and cfg.trainer.devices in (1, "1"),
-            f"trainer accelerator={cfg.trainer.accelerator}, devices={cfg.trainer.devices} does not apply to the "
-            "incentive tasks: their networks are small and run on one CPU thread per cell; use trainer=cpu.")
-    require(str(cfg.trainer.precision) in {"32-true", "32"},
-            f"trainer.precision={cfg.trainer.precision} does not apply to the incentive tasks: their small networks "
-            "train in fp32; use trainer.precision=32-true.")
+    require(
+        cfg.trainer.accelerator == "cpu" and cfg.trainer.devices in (1, "1"),
+        f"trainer accelerator={cfg.trainer.accelerator}, devices={cfg.trainer.devices} does not apply to the "
+        "incentive tasks: their networks are small and run on one CPU thread per cell; use trainer=cpu.",
+    )
+    require(
+        str(cfg.trainer.precision) in {"32-true", "32"},
+        f"trainer.precision={cfg.trainer.precision} does not apply to the incentive tasks: their small networks "
+        "train in fp32; use trainer.precision=32-true.",
+    )
     c = settings(cfg)
-    require(int(cfg.seed) not in set(c.tuning_seeds),
-            f"seed={cfg.seed} is one of incentive.tuning_seeds={list(c.tuning_seeds)}, where the hyper-parameters were "
-            "tuned; evaluate on other seeds (or set incentive.tuning_seeds=[] for a tuning run).")
+    require(
+        int(cfg.seed) not in set(c.tuning_seeds),
+        f"seed={cfg.seed} is one of incentive.tuning_seeds={list(c.tuning_seeds)}, where the hyper-parameters were "
+        "tuned; evaluate on other seeds (or set incentive.tuning_seeds=[] for a tuning run).",
+    )
     check_all(c, "incentive")

@@ -28,6 +28,7 @@ Our reconstruction (README, "stage 2"), in which the LMOs really interact:
 All quantities are expectations over the workers' logit choices (smooth in the offers); a worker's
 surplus is the logit consumer surplus, tau log(1 + sum_k exp(S_wk / tau)).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -74,12 +75,20 @@ class IncentiveEnv:
 
     metadata: ClassVar[dict] = {"name": "hierarchical_incentive_v1", "render_modes": []}
 
-    def __init__(self, conf: EnvConf, targets: np.ndarray, rewards: np.ndarray, world: World,
-                 batch: int = 1, seed: int = 0, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        conf: EnvConf,
+        targets: np.ndarray,
+        rewards: np.ndarray,
+        world: World,
+        batch: int = 1,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.conf, self.batch, self.device = conf, batch, torch.device(device)
         f64 = dict(dtype=torch.float64, device=self.device)
-        self.targets = torch.as_tensor(targets, **f64)   # (M,)
-        self.rewards = torch.as_tensor(rewards, **f64)   # (M,) B_m
+        self.targets = torch.as_tensor(targets, **f64)  # (M,)
+        self.rewards = torch.as_tensor(rewards, **f64)  # (M,) B_m
         self.n_agents = m = len(targets)
         self.n_workers = conf.workers * m
         self.possible_agents = [f"lmo_{i}" for i in range(m)]
@@ -89,7 +98,7 @@ class IncentiveEnv:
         self.active = self.targets > 0
         safe = torch.where(self.active, self.targets, torch.ones_like(self.targets))
         self.unit_value = torch.where(self.active, self.rewards / safe, torch.zeros_like(self.targets))  # v_m
-        self.quota = self.targets / conf.horizon                      # data paid for per round
+        self.quota = self.targets / conf.horizon  # data paid for per round
         self.round_budget = self.rewards / conf.horizon / conf.workers  # per worker
         self.price_unit = torch.as_tensor(world.price_unit, **f64)
         self.cost_scale, self.budget_unit = float(world.cost_scale), float(world.budget_unit)
@@ -118,7 +127,7 @@ class IncentiveEnv:
         self.t = 0
         self.cost = self._uniform(self.conf.worker_cost, (b, w)) * self.cost_scale
         self.entry = self._uniform(self.conf.participation_cost, (b, w)) * self.budget_unit
-        self.choice = torch.zeros(b, w, m, dtype=torch.float64, device=self.device)   # P(w -> m) last round
+        self.choice = torch.zeros(b, w, m, dtype=torch.float64, device=self.device)  # P(w -> m) last round
         self.attraction = torch.zeros(b, w, m, dtype=torch.float64, device=self.device)  # learning workers' Q
         self.collected = torch.zeros(b, m, dtype=torch.float64, device=self.device)
         self.paid = torch.zeros(b, m, dtype=torch.float64, device=self.device)
@@ -130,17 +139,29 @@ class IncentiveEnv:
     def _obs(self) -> torch.Tensor:
         progress = self.collected / self.targets.clamp_min(1e-12)
         time = torch.full_like(progress, self.t / self.conf.horizon)
-        return torch.cat([progress.unsqueeze(-1), time.unsqueeze(-1), self.last], dim=-1).float()  # (B, M, OBS)
+        return torch.cat(
+            [progress.unsqueeze(-1), time.unsqueeze(-1), self.last], dim=-1
+        ).float()  # (B, M, OBS)
 
     def prices(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Share and absolute price; LMOs that dropped out in stage 1 (target 0) offer nothing."""
         active = self.active.view(1, -1)
         rho = torch.where(active, action[..., 0].double().clamp(0, 1), 0.0)
-        price = torch.where(active, action[..., 1].double().clamp(0, 1) * self.conf.max_price * self.price_unit.view(1, -1), 0.0)
+        price = torch.where(
+            active,
+            action[..., 1].double().clamp(0, 1) * self.conf.max_price * self.price_unit.view(1, -1),
+            0.0,
+        )
         return rho, price
 
-    def outcome(self, action: torch.Tensor, cost: torch.Tensor, entry: torch.Tensor,
-                previous: torch.Tensor | None = None, attraction: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def outcome(
+        self,
+        action: torch.Tensor,
+        cost: torch.Tensor,
+        entry: torch.Tensor,
+        previous: torch.Tensor | None = None,
+        attraction: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """One round's expected outcome for offers `action` (B, M, 2) and workers (B, W); no state change.
         `attraction` (B, W, M): learning workers' values, used when worker_model is learning.
 
@@ -149,46 +170,64 @@ class IncentiveEnv:
         """
         conf = self.conf
         rho, price = self.prices(action)
-        base = conf.theta * rho * self.round_budget.view(1, -1)                          # (B, M) per worker
-        p = price.unsqueeze(1)                                                            # (B, 1, M)
-        c = cost.unsqueeze(-1)                                                            # (B, W, 1)
-        surplus = base.unsqueeze(1) + p ** 2 / (2 * c) - entry.unsqueeze(-1)              # (B, W, M)
-        utility = surplus + (conf.switching_cost * self.budget_unit * previous if previous is not None else 0.0)
+        base = conf.theta * rho * self.round_budget.view(1, -1)  # (B, M) per worker
+        p = price.unsqueeze(1)  # (B, 1, M)
+        c = cost.unsqueeze(-1)  # (B, W, 1)
+        surplus = base.unsqueeze(1) + p**2 / (2 * c) - entry.unsqueeze(-1)  # (B, W, M)
+        utility = surplus + (
+            conf.switching_cost * self.budget_unit * previous if previous is not None else 0.0
+        )
         tau = conf.choice_temperature * self.budget_unit
         logits = torch.where(self.reach.unsqueeze(0), utility / tau, torch.full_like(utility, -float("inf")))
-        full = torch.cat([torch.zeros_like(logits[..., :1]), logits], dim=-1)             # staying out: utility 0
-        choice = torch.softmax(full, dim=-1)[..., 1:]                                      # (B, W, M)
+        full = torch.cat([torch.zeros_like(logits[..., :1]), logits], dim=-1)  # staying out: utility 0
+        choice = torch.softmax(full, dim=-1)[..., 1:]  # (B, W, M)
         # A worker's expected surplus under logit choice is tau * logsumexp (the standard logit
         # consumer surplus, >= 0: staying out is always possible); it is attributed to the LMOs in
         # proportion to the worker's choice probabilities.
-        gain = tau * torch.logsumexp(full, dim=-1, keepdim=True)                           # (B, W, 1)
+        gain = tau * torch.logsumexp(full, dim=-1, keepdim=True)  # (B, W, 1)
         if conf.worker_model == "adaptive" and previous is not None:
             choice = previous + conf.adapt_rate * (choice - previous)
         learned = None
         if conf.worker_model == "learning" and attraction is not None:
             # Learning workers choose on what they have learned, not on this round's offers; their
             # surplus is what the chosen offers actually pay them.
-            known = torch.where(self.reach.unsqueeze(0), attraction / tau, torch.full_like(attraction, -float("inf")))
-            choice = torch.softmax(torch.cat([torch.zeros_like(known[..., :1]), known], dim=-1), dim=-1)[..., 1:]
+            known = torch.where(
+                self.reach.unsqueeze(0), attraction / tau, torch.full_like(attraction, -float("inf"))
+            )
+            choice = torch.softmax(torch.cat([torch.zeros_like(known[..., :1]), known], dim=-1), dim=-1)[
+                ..., 1:
+            ]
             gain = (choice * surplus).sum(-1, keepdim=True)
             learned = attraction + conf.adapt_rate * choice * (surplus - attraction)
-        supply = p / c                                                                     # (B, W, M)
+        supply = p / c  # (B, W, M)
         data = (choice * supply).sum(1)
         pay = (choice * (base.unsqueeze(1) + p * supply)).sum(1)
         welfare = (choice * gain / choice.sum(-1, keepdim=True).clamp_min(1e-300)).sum(1)
         credited = torch.minimum(data, self.quota.view(1, -1))
         reward = self.unit_value * credited - pay + conf.welfare_weight * welfare
-        return {"rho": rho, "choice": choice, "data": data, "pay": pay, "welfare": welfare, "credited": credited,
-                "reward": reward, "attraction": learned}
+        return {
+            "rho": rho,
+            "choice": choice,
+            "data": data,
+            "pay": pay,
+            "welfare": welfare,
+            "credited": credited,
+            "reward": reward,
+            "attraction": learned,
+        }
 
     def _round(self, action: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.outcome(action, self.cost, self.entry, self.choice if self.t > 0 else None, self.attraction)
+        return self.outcome(
+            action, self.cost, self.entry, self.choice if self.t > 0 else None, self.attraction
+        )
 
     def preview(self, action: torch.Tensor) -> torch.Tensor:
         """Immediate reward (B, M) of `action` from the current state."""
         return self._round(action)["reward"]
 
-    def step_batch(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool, dict[str, torch.Tensor]]:
+    def step_batch(
+        self, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, bool, dict[str, torch.Tensor]]:
         """action: (B, M, 2) in [0, 1]. Returns obs, reward (B, M), done, info."""
         conf = self.conf
         out = self._round(action)
@@ -199,9 +238,13 @@ class IncentiveEnv:
         self.paid, self.credited = self.paid + out["pay"], self.credited + out["credited"]
         self.worker_welfare = self.worker_welfare + out["welfare"]
         share = out["choice"].sum(1) / self.n_workers
-        others = (action[..., 1].double().sum(-1, keepdim=True) - action[..., 1].double()) / max(self.n_agents - 1, 1)
-        self.last = torch.stack([out["rho"], action[..., 1].double(), share,
-                                 out["data"] / self.quota.clamp_min(1e-12), others], dim=-1)
+        others = (action[..., 1].double().sum(-1, keepdim=True) - action[..., 1].double()) / max(
+            self.n_agents - 1, 1
+        )
+        self.last = torch.stack(
+            [out["rho"], action[..., 1].double(), share, out["data"] / self.quota.clamp_min(1e-12), others],
+            dim=-1,
+        )
         if conf.cost_drift > 0:
             noise = torch.randn(self.cost.shape, generator=self.gen, device=self.device, dtype=torch.float64)
             self.cost = self.cost * torch.exp(conf.cost_drift * noise)
@@ -220,18 +263,31 @@ class IncentiveEnv:
         return {a: obs[i] for i, a in enumerate(self.agents)}, {a: {} for a in self.agents}
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
-        act = torch.tensor(np.stack([np.asarray(actions[a], dtype=np.float32) for a in self.possible_agents]))[None]
+        act = torch.tensor(
+            np.stack([np.asarray(actions[a], dtype=np.float32) for a in self.possible_agents])
+        )[None]
         obs, reward, done, _info = self.step_batch(act)
         o, r = obs[0].numpy(), reward[0].numpy()
         agents = list(self.agents)
         if done:
             self.agents = []
-        return ({a: o[i] for i, a in enumerate(agents)}, {a: float(r[i]) for i, a in enumerate(agents)},
-                dict.fromkeys(agents, done), dict.fromkeys(agents, False), {a: {} for a in agents})
+        return (
+            {a: o[i] for i, a in enumerate(agents)},
+            {a: float(r[i]) for i, a in enumerate(agents)},
+            dict.fromkeys(agents, done),
+            dict.fromkeys(agents, False),
+            {a: {} for a in agents},
+        )
 
     def episode_totals(self) -> dict[str, torch.Tensor]:
         """Per copy and LMO: data collected and credited, paid to workers, workers' welfare, LMO
         stage-2 utility (income from the TP minus payments to workers)."""
         income = self.unit_value * self.credited
-        return {"collected": self.collected, "credited": self.credited, "paid": self.paid,
-                "worker_welfare": self.worker_welfare, "lmo_utility": income - self.paid, "income": income}
+        return {
+            "collected": self.collected,
+            "credited": self.credited,
+            "paid": self.paid,
+            "worker_welfare": self.worker_welfare,
+            "lmo_utility": income - self.paid,
+            "income": income,
+        }

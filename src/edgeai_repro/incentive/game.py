@@ -13,6 +13,7 @@ expected one-round reward over the evaluation episodes' workers. On that game:
 - `welfare_optimum`: the joint offer maximising TP + LMOs + workers over an episode,
   lambda g(H sum_m credited_m) - H sum_m pay_m + H sum_m surplus_m (payments to LMOs cancel).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,7 +45,11 @@ def round_outcome(env: IncentiveEnv, workers: Workers, actions: torch.Tensor) ->
     k, e = actions.shape[0], workers.cost.shape[0]
     act = actions.repeat_interleave(e, dim=0)
     out = env.outcome(act, workers.cost.repeat(k, 1), workers.entry.repeat(k, 1))
-    return {key: v.view(k, e, -1).mean(1) for key, v in out.items() if key in {"reward", "pay", "welfare", "credited"}}
+    return {
+        key: v.view(k, e, -1).mean(1)
+        for key, v in out.items()
+        if key in {"reward", "pay", "welfare", "credited"}
+    }
 
 
 def utilities(env: IncentiveEnv, workers: Workers, actions: torch.Tensor) -> torch.Tensor:
@@ -52,9 +57,11 @@ def utilities(env: IncentiveEnv, workers: Workers, actions: torch.Tensor) -> tor
     return round_outcome(env, workers, actions)["reward"]
 
 
-def best_response(env: IncentiveEnv, workers: Workers, joint: torch.Tensor, m: int) -> tuple[torch.Tensor, float]:
+def best_response(
+    env: IncentiveEnv, workers: Workers, joint: torch.Tensor, m: int
+) -> tuple[torch.Tensor, float]:
     """LMO m's best offer against the others' offers in `joint` (M, 2), and its one-round utility."""
-    g = torch.cartesian_prod(GRID, GRID)                                   # (G, 2)
+    g = torch.cartesian_prod(GRID, GRID)  # (G, 2)
     cand = joint.unsqueeze(0).repeat(len(g), 1, 1)
     cand[:, m] = g
     u = utilities(env, workers, cand)[:, m]
@@ -62,32 +69,45 @@ def best_response(env: IncentiveEnv, workers: Workers, joint: torch.Tensor, m: i
 
     def negative(x: np.ndarray) -> tuple[float, np.ndarray]:
         mine = torch.as_tensor(x, dtype=torch.float64).requires_grad_(True)
-        a = torch.cat([joint[:m], mine.unsqueeze(0), joint[m + 1:]]).unsqueeze(0)
+        a = torch.cat([joint[:m], mine.unsqueeze(0), joint[m + 1 :]]).unsqueeze(0)
         value = -utilities(env, workers, a)[0, m]
         value.backward()
         return float(value.detach()), mine.grad.numpy().copy()
 
-    res = minimize(negative, start, jac=True, method="L-BFGS-B", bounds=[(0, 1)] * ACT_DIM,
-                   options={"ftol": 1e-12, "gtol": 1e-9})
+    res = minimize(
+        negative,
+        start,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(0, 1)] * ACT_DIM,
+        options={"ftol": 1e-12, "gtol": 1e-9},
+    )
     best = torch.as_tensor(res.x if -res.fun >= float(u.max()) else start, dtype=torch.float64)
     return best, max(-float(res.fun), float(u.max()))
 
 
 @dataclass(frozen=True)
 class Equilibrium:
-    actions: torch.Tensor       # (M, 2)
-    utility: np.ndarray         # (M,) one-round expected rewards at the equilibrium
-    exploitability: float       # max over LMOs of (best-response utility - utility), relative to mean |utility|
+    actions: torch.Tensor  # (M, 2)
+    utility: np.ndarray  # (M,) one-round expected rewards at the equilibrium
+    exploitability: float  # max over LMOs of (best-response utility - utility), relative to mean |utility|
     iterations: int
     converged: bool
 
 
-def nash(env: IncentiveEnv, workers: Workers, start: torch.Tensor | None = None, tol: float = 1e-4,
-         max_iters: int = 200) -> Equilibrium:
+def nash(
+    env: IncentiveEnv,
+    workers: Workers,
+    start: torch.Tensor | None = None,
+    tol: float = 1e-4,
+    max_iters: int = 200,
+) -> Equilibrium:
     """A Nash equilibrium of the one-round game by iterated best response, with its convergence check."""
     m = env.n_agents
     active = [i for i in range(m) if bool(env.active[i])]
-    joint = start.clone().double() if start is not None else torch.full((m, ACT_DIM), 0.5, dtype=torch.float64)
+    joint = (
+        start.clone().double() if start is not None else torch.full((m, ACT_DIM), 0.5, dtype=torch.float64)
+    )
     it = 0
     for it in range(1, max_iters + 1):  # noqa: B007 - `it` is read after the loop: the rounds it took
         moved, gained = 0.0, 0.0
@@ -107,8 +127,9 @@ def nash(env: IncentiveEnv, workers: Workers, start: torch.Tensor | None = None,
     return Equilibrium(joint, u, exploit, it, exploit <= tol)
 
 
-def episode_welfare(env: IncentiveEnv, workers: Workers, actions: torch.Tensor, lam: float, alpha: float,
-                    beta: float) -> torch.Tensor:
+def episode_welfare(
+    env: IncentiveEnv, workers: Workers, actions: torch.Tensor, lam: float, alpha: float, beta: float
+) -> torch.Tensor:
     """(K,) TP + LMOs + workers over an episode of H rounds of each stationary joint offer."""
     out = round_outcome(env, workers, actions)
     h = env.conf.horizon
@@ -116,8 +137,9 @@ def episode_welfare(env: IncentiveEnv, workers: Workers, actions: torch.Tensor, 
     return tp_value - h * out["pay"].sum(-1) + h * out["welfare"].sum(-1)
 
 
-def welfare_optimum(env: IncentiveEnv, workers: Workers, lam: float, alpha: float, beta: float,
-                    starts: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
+def welfare_optimum(
+    env: IncentiveEnv, workers: Workers, lam: float, alpha: float, beta: float, starts: list[torch.Tensor]
+) -> tuple[torch.Tensor, float]:
     """The stationary joint offer maximising episode welfare (multi-start L-BFGS-B over all 2M numbers)."""
     m = env.n_agents
 
@@ -129,8 +151,13 @@ def welfare_optimum(env: IncentiveEnv, workers: Workers, lam: float, alpha: floa
 
     best_x, best_v = None, -np.inf
     for s in starts:
-        res = minimize(negative, s.double().flatten().numpy(), jac=True, method="L-BFGS-B",
-                       bounds=[(0, 1)] * (m * ACT_DIM))
+        res = minimize(
+            negative,
+            s.double().flatten().numpy(),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=[(0, 1)] * (m * ACT_DIM),
+        )
         if -res.fun > best_v:
             best_x, best_v = res.x, -float(res.fun)
     return torch.as_tensor(best_x, dtype=torch.float64).view(m, ACT_DIM), best_v

@@ -6,6 +6,7 @@ per second possible on two CPU cores. `critic: independent` gives independent DD
 critic sees only its own observation and action); `algorithm: td3` adds twin critics, target
 smoothing and delayed actor updates.
 """
+
 from __future__ import annotations
 
 import copy
@@ -33,8 +34,13 @@ class EnsembleLinear(nn.Module):
 
 
 def ensemble_mlp(n: int, fin: int, hidden: int, fout: int) -> nn.Sequential:
-    return nn.Sequential(EnsembleLinear(n, fin, hidden), nn.ReLU(), EnsembleLinear(n, hidden, hidden), nn.ReLU(),
-                         EnsembleLinear(n, hidden, fout))
+    return nn.Sequential(
+        EnsembleLinear(n, fin, hidden),
+        nn.ReLU(),
+        EnsembleLinear(n, hidden, hidden),
+        nn.ReLU(),
+        EnsembleLinear(n, hidden, fout),
+    )
 
 
 class ReplayBuffer(IterableDataset):
@@ -49,7 +55,9 @@ class ReplayBuffer(IterableDataset):
         self.done = torch.zeros(capacity)
         self.size = self.pos = 0
 
-    def push(self, obs: torch.Tensor, act: torch.Tensor, rew: torch.Tensor, next_obs: torch.Tensor, done: bool) -> None:
+    def push(
+        self, obs: torch.Tensor, act: torch.Tensor, rew: torch.Tensor, next_obs: torch.Tensor, done: bool
+    ) -> None:
         n = obs.shape[0]
         idx = (self.pos + torch.arange(n)) % self.capacity
         self.obs[idx], self.act[idx], self.rew[idx], self.next_obs[idx] = obs, act, rew, next_obs
@@ -59,8 +67,13 @@ class ReplayBuffer(IterableDataset):
 
     def sample(self) -> dict[str, torch.Tensor]:
         idx = torch.randint(0, self.size, (self.batch_size,), generator=self.gen)
-        return {"obs": self.obs[idx], "act": self.act[idx], "rew": self.rew[idx], "next_obs": self.next_obs[idx],
-                "done": self.done[idx]}
+        return {
+            "obs": self.obs[idx],
+            "act": self.act[idx],
+            "rew": self.rew[idx],
+            "next_obs": self.next_obs[idx],
+            "done": self.done[idx],
+        }
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:
@@ -71,8 +84,10 @@ def optimizers(module: MADDPG) -> tuple[torch.optim.Optimizer, torch.optim.Optim
     """Adam for the actors and for the critics; the fused kernel updates all of an ensemble's tensors
     in one call, which matters at these sizes (the optimizer step is a large share of an update):
     1,070 agent-updates/s against 920 with the multi-tensor (foreach) kernels on 2 cores."""
-    return (torch.optim.Adam(module.actor.parameters(), lr=module.conf.actor_lr, fused=True),
-            torch.optim.Adam(module.critics.parameters(), lr=module.conf.critic_lr, fused=True))
+    return (
+        torch.optim.Adam(module.actor.parameters(), lr=module.conf.actor_lr, fused=True),
+        torch.optim.Adam(module.critics.parameters(), lr=module.conf.critic_lr, fused=True),
+    )
 
 
 class MADDPG(L.LightningModule):
@@ -82,12 +97,18 @@ class MADDPG(L.LightningModule):
         self.conf, self.n = conf, n_agents
         critic_in = n_agents * (OBS_DIM + ACT_DIM) if conf.critic == "centralized" else OBS_DIM + ACT_DIM
         self.actor = ensemble_mlp(n_agents, OBS_DIM, conf.hidden, ACT_DIM)
-        self.critics = nn.ModuleList([ensemble_mlp(n_agents, critic_in, conf.hidden, 1)
-                                      for _ in range(2 if conf.algorithm == "td3" else 1)])
+        self.critics = nn.ModuleList(
+            [
+                ensemble_mlp(n_agents, critic_in, conf.hidden, 1)
+                for _ in range(2 if conf.algorithm == "td3" else 1)
+            ]
+        )
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critics_target = copy.deepcopy(self.critics).requires_grad_(False)
         # rewards are in currency units that differ by LMO; learning sees them divided by this
-        self.register_buffer("reward_scale", reward_scale if reward_scale is not None else torch.ones(n_agents))
+        self.register_buffer(
+            "reward_scale", reward_scale if reward_scale is not None else torch.ones(n_agents)
+        )
         self.env: IncentiveEnv | None = None
         self.buffer: ReplayBuffer | None = None
         self.episode_returns: list[float] = []
@@ -114,7 +135,7 @@ class MADDPG(L.LightningModule):
         if self.conf.critic == "centralized":
             joint = torch.cat([obs.flatten(-2), act.flatten(-2)], dim=-1)  # (..., B, A*(o+a))
             return joint.unsqueeze(0).expand(self.n, *joint.shape) if joint.dim() == 2 else joint
-        return torch.cat([obs, act], dim=-1).transpose(0, 1)               # (A, B, o+a)
+        return torch.cat([obs, act], dim=-1).transpose(0, 1)  # (A, B, o+a)
 
     # -- data --
     def attach(self, env: IncentiveEnv, buffer: ReplayBuffer, gen: torch.Generator) -> None:
@@ -148,12 +169,20 @@ class MADDPG(L.LightningModule):
     # -- learning --
     def update(self, batch: dict[str, torch.Tensor], actor_opt, critic_opt) -> dict[str, float]:
         c = self.conf
-        obs, act, rew, next_obs, done = batch["obs"], batch["act"], batch["rew"], batch["next_obs"], batch["done"]
+        obs, act, rew, next_obs, done = (
+            batch["obs"],
+            batch["act"],
+            batch["rew"],
+            batch["next_obs"],
+            batch["done"],
+        )
         with torch.no_grad():
             next_act = self.policy(next_obs, target=True)
             if c.algorithm == "td3":
                 next_act = (next_act + c.target_noise * torch.randn_like(next_act)).clamp(0, 1)
-            q_next = torch.stack([q(self._critic_in(next_obs, next_act)) for q in self.critics_target]).amin(0)
+            q_next = torch.stack([q(self._critic_in(next_obs, next_act)) for q in self.critics_target]).amin(
+                0
+            )
             y = rew.T.unsqueeze(-1) + c.gamma * (1 - done).view(1, -1, 1) * q_next
         critic_in = self._critic_in(obs, act)
         critic_loss = sum(nn.functional.mse_loss(q(critic_in), y) for q in self.critics) * self.n
@@ -166,8 +195,12 @@ class MADDPG(L.LightningModule):
             new = torch.sigmoid(logits)
             if c.critic == "centralized":
                 own = torch.eye(self.n, dtype=torch.bool).view(self.n, 1, self.n, 1)
-                joint = torch.where(own, new.unsqueeze(0), act.unsqueeze(0))      # (A, B, A, ACT): only my action is new
-                q_in = torch.cat([obs.flatten(-2).unsqueeze(0).expand(self.n, -1, -1), joint.flatten(-2)], dim=-1)
+                joint = torch.where(
+                    own, new.unsqueeze(0), act.unsqueeze(0)
+                )  # (A, B, A, ACT): only my action is new
+                q_in = torch.cat(
+                    [obs.flatten(-2).unsqueeze(0).expand(self.n, -1, -1), joint.flatten(-2)], dim=-1
+                )
             else:
                 q_in = self._critic_in(obs, new)
             # The small logit penalty keeps the sigmoid out of saturation, where the actor's gradient
@@ -188,7 +221,7 @@ class MADDPG(L.LightningModule):
         return stats
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        noise = self.conf.explore_std * self.conf.explore_decay ** self.updates
+        noise = self.conf.explore_std * self.conf.explore_decay**self.updates
         self.collect(self.conf.steps_per_update, noise)
         actor_opt, critic_opt = self.optimizers()
         stats = self.update(batch, actor_opt, critic_opt)

@@ -5,6 +5,7 @@ A method says whether it learns (and with which algorithm and critic), whether A
 runs, and, when it does not learn, how the LMOs act: `behaviour(ctx)` returns a function from the
 environment and the observations to the LMOs' offers.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -97,7 +98,7 @@ class Myopic(Method):
     def behaviour(self, ctx: Context) -> Behaviour:
         last: dict[str, torch.Tensor] = {}
         levels = torch.linspace(0, 1, self.grid, dtype=torch.float64)
-        cands = torch.cartesian_prod(levels, levels)                      # (G, 2)
+        cands = torch.cartesian_prod(levels, levels)  # (G, 2)
 
         def act(env: IncentiveEnv, obs: torch.Tensor) -> torch.Tensor:
             b, m = obs.shape[0], env.n_agents
@@ -111,13 +112,19 @@ class Myopic(Method):
                 entry = torch.full_like(entry, (lo + hi) / 2 * env.budget_unit)
             # Every LMO's every candidate against the others' last offers, in one batched evaluation.
             g = len(cands)
-            trial = prev.view(b, 1, 1, m, ACT_DIM).repeat(1, m, g, 1, 1)        # (B, M, G, M, 2)
+            trial = prev.view(b, 1, 1, m, ACT_DIM).repeat(1, m, g, 1, 1)  # (B, M, G, M, 2)
             idx = torch.arange(m)
-            trial[:, idx, :, idx] = cands.view(1, 1, g, ACT_DIM).expand(m, b, g, ACT_DIM)  # (M, B, G, 2) by indexing rules
-            out = env.outcome(trial.view(b * m * g, m, ACT_DIM), cost.repeat_interleave(m * g, 0),
-                              entry.repeat_interleave(m * g, 0), None)
+            trial[:, idx, :, idx] = cands.view(1, 1, g, ACT_DIM).expand(
+                m, b, g, ACT_DIM
+            )  # (M, B, G, 2) by indexing rules
+            out = env.outcome(
+                trial.view(b * m * g, m, ACT_DIM),
+                cost.repeat_interleave(m * g, 0),
+                entry.repeat_interleave(m * g, 0),
+                None,
+            )
             own = out["reward"].view(b, m, g, m)[:, idx, :, idx].permute(1, 0, 2)  # (B, M, G): LMO i's reward
-            best = cands[own.argmax(-1)]                                           # (B, M, 2)
+            best = cands[own.argmax(-1)]  # (B, M, 2)
             last["a"] = best
             return best.float()
 

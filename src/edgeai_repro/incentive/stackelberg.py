@@ -14,6 +14,7 @@ iff (M - 1) P_m < S over the active set, so LMOs are dropped from the most expen
 `solve` is the closed form; `solve_numerically` is an independent best-response + scalar-search
 solver that the tests compare against.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,9 +26,9 @@ from edgeai_repro.core.errors import ConfigError
 
 @dataclass(frozen=True)
 class Equilibrium:
-    tau: float               # TP's total reward
-    zeta: np.ndarray         # (M,) data contributions, 0 for dropped LMOs
-    active: np.ndarray       # (M,) bool
+    tau: float  # TP's total reward
+    zeta: np.ndarray  # (M,) data contributions, 0 for dropped LMOs
+    active: np.ndarray  # (M,) bool
     tp_utility: float
     lmo_utility: np.ndarray  # (M,)
 
@@ -68,22 +69,32 @@ def active_set(P: np.ndarray) -> np.ndarray:
 def check(P: np.ndarray, E: np.ndarray, lam: float, alpha: float, beta: float, allow_dropout: bool) -> None:
     """Raise ConfigError for an instance with no interior equilibrium."""
     if len(P) < 2:
-        raise ConfigError(f"incentive: {len(P)} LMOs given; the Stackelberg game needs at least 2 (set incentive.lmos >= 2).")
+        raise ConfigError(
+            f"incentive: {len(P)} LMOs given; the Stackelberg game needs at least 2 (set incentive.lmos >= 2)."
+        )
     if np.any(P <= 0) or np.any(E < 0):
-        raise ConfigError("incentive: unit costs P must be positive and fixed costs E non-negative; fix incentive.cost ranges.")
+        raise ConfigError(
+            "incentive: unit costs P must be positive and fixed costs E non-negative; fix incentive.cost ranges."
+        )
     if min(lam, alpha, beta) <= 0:
         raise ConfigError("incentive: lambda, alpha and beta must be positive.")
     active = active_set(P) if allow_dropout else np.ones(len(P), dtype=bool)
     m, s = int(active.sum()), float(P[active].sum())
     if not allow_dropout and (len(P) - 1) * P.max() >= P.sum():
-        raise ConfigError("incentive: the most expensive LMO would contribute nothing ((M-1) P_max >= sum P); "
-                          "set incentive.allow_dropout=true or narrow incentive.cost.unit.")
+        raise ConfigError(
+            "incentive: the most expensive LMO would contribute nothing ((M-1) P_max >= sum P); "
+            "set incentive.allow_dropout=true or narrow incentive.cost.unit."
+        )
     if m < 2 or lam * alpha * beta * (m - 1) <= s:
-        raise ConfigError(f"incentive: lambda*alpha*beta*(M-1) = {lam * alpha * beta * max(m - 1, 0):.4g} must exceed "
-                          f"sum P = {s:.4g} for the TP to pay a positive reward; raise incentive.lam or lower the unit costs.")
+        raise ConfigError(
+            f"incentive: lambda*alpha*beta*(M-1) = {lam * alpha * beta * max(m - 1, 0):.4g} must exceed "
+            f"sum P = {s:.4g} for the TP to pay a positive reward; raise incentive.lam or lower the unit costs."
+        )
 
 
-def solve(P: np.ndarray, E: np.ndarray, lam: float, alpha: float, beta: float, allow_dropout: bool = True) -> Equilibrium:
+def solve(
+    P: np.ndarray, E: np.ndarray, lam: float, alpha: float, beta: float, allow_dropout: bool = True
+) -> Equilibrium:
     """The closed-form Stackelberg equilibrium (with drop-out of too-expensive LMOs)."""
     P, E = np.asarray(P, dtype=float), np.asarray(E, dtype=float)
     check(P, E, lam, alpha, beta, allow_dropout)
@@ -91,7 +102,9 @@ def solve(P: np.ndarray, E: np.ndarray, lam: float, alpha: float, beta: float, a
     m, s = int(active.sum()), float(P[active].sum())
     tau = lam * alpha - s / ((m - 1) * beta)
     zeta = np.where(active, (m - 1) * tau / s * (1 - (m - 1) * P / s), 0.0)
-    return Equilibrium(tau, zeta, active, tp_utility(tau, zeta.sum(), lam, alpha, beta), lmo_utilities(zeta, tau, P, E))
+    return Equilibrium(
+        tau, zeta, active, tp_utility(tau, zeta.sum(), lam, alpha, beta), lmo_utilities(zeta, tau, P, E)
+    )
 
 
 def lmo_nash(tau: float, P: np.ndarray, iters: int = 20000, tol: float = 1e-14) -> np.ndarray:
@@ -133,4 +146,6 @@ def solve_numerically(P: np.ndarray, E: np.ndarray, lam: float, alpha: float, be
             fb = leader(b)
     tau = (lo + hi) / 2
     zeta = lmo_nash(tau, P)
-    return Equilibrium(tau, zeta, zeta > 0, tp_utility(tau, zeta.sum(), lam, alpha, beta), lmo_utilities(zeta, tau, P, E))
+    return Equilibrium(
+        tau, zeta, zeta > 0, tp_utility(tau, zeta.sum(), lam, alpha, beta), lmo_utilities(zeta, tau, P, E)
+    )

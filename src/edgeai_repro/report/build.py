@@ -1,4 +1,5 @@
 """Build results/<paper>/<name>/ from a sweep: table.csv, table.md, figures, claims.json."""
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,12 @@ def _publish(staging: Path, final: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def improvement_table(agg: pd.DataFrame, metric: str, ours: str, exp: bool = True, paper: bool = True) -> pd.DataFrame:
+def improvement_table(
+    agg: pd.DataFrame, metric: str, ours: str, exp: bool = True, paper: bool = True
+) -> pd.DataFrame:
     """Per panel, x and baseline: ours' improvement in % (in perplexity space when `exp`: the
     metric is a log), from our means and, where printed, from the paper's values."""
+
     def gain(a: float, b: float) -> float:
         return 100 * (1 - math.exp(a) / math.exp(b)) if exp else 100 * (1 - a / b)
 
@@ -40,7 +44,12 @@ def improvement_table(agg: pd.DataFrame, metric: str, ours: str, exp: bool = Tru
         if ours not in by.index:
             continue
         for base in by.index.drop(ours):
-            row = {"panel": p, "x": x, "baseline": base, "ours_pct": gain(by.loc[ours, "mean"], by.loc[base, "mean"])}
+            row = {
+                "panel": p,
+                "x": x,
+                "baseline": base,
+                "ours_pct": gain(by.loc[ours, "mean"], by.loc[base, "mean"]),
+            }
             if paper and "paper_value" in by:
                 row["paper_pct"] = gain(by.loc[ours, "paper_value"], by.loc[base, "paper_value"])
             out.append(row)
@@ -51,8 +60,13 @@ def improvement_markdown(gains: pd.DataFrame, spec: dict) -> str:
     if gains.empty:
         return ""
     what = "perplexity (exp of the log values)" if spec.get("exp", True) else spec["metric"]
-    lines = ["", f"## Improvement of {spec['ours']} in {what}, % (positive: {spec['ours']} is better)", "",
-             "| panel | x | vs | ours | paper |", "|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"## Improvement of {spec['ours']} in {what}, % (positive: {spec['ours']} is better)",
+        "",
+        "| panel | x | vs | ours | paper |",
+        "|---|---|---|---|---|",
+    ]
     for _, r in gains.iterrows():
         paper = "n/a" if pd.isna(r.get("paper_pct", math.nan)) else f"{r['paper_pct']:+.2f}"
         lines.append(f"| {r['panel']} | {r['x']} | {r['baseline']} | {r['ours_pct']:+.2f} | {paper} |")
@@ -70,7 +84,9 @@ def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: st
     paper_claims = load_claims(paper_root, paper)
     per_seed = with_points(g.rows, spec.get("x"), spec.get("panel")) if not g.rows.empty else None
     scale = ", ".join(sorted(g.scales))
-    verdicts = claim_checks.evaluate(paper_claims, spec.get("claims") or {}, agg, per_seed, scale=scale or "paper")
+    verdicts = claim_checks.evaluate(
+        paper_claims, spec.get("claims") or {}, agg, per_seed, scale=scale or "paper"
+    )
 
     final = Path(config.paths.results) / paper / name
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -80,25 +96,58 @@ def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: st
     for fig in spec.get("figures") or ([spec["figure"]] if spec.get("figure") else []):
         file = fig.get("file", f"{fig['metric'] if fig.get('kind', 'line') == 'line' else 'properties'}.png")
         if fig.get("kind") == "bar_x":
-            paper_bar_figure(agg, fig["metric"], staging / file, spec.get("x_label") or "x",
-                             fig.get("ylabel", fig["metric"]), title, scale)
+            paper_bar_figure(
+                agg,
+                fig["metric"],
+                staging / file,
+                spec.get("x_label") or "x",
+                fig.get("ylabel", fig["metric"]),
+                title,
+                scale,
+            )
         elif fig.get("kind", "line") in {"bar", "bar_mean"}:
-            bar_figure(agg, fig["metrics"], staging / file, title, scale, stat="mean" if fig["kind"] == "bar_mean" else "total")
+            bar_figure(
+                agg,
+                fig["metrics"],
+                staging / file,
+                title,
+                scale,
+                stat="mean" if fig["kind"] == "bar_mean" else "total",
+            )
         else:
-            line_figure(agg, fig["metric"], staging / file, spec.get("x_label") or "x", fig.get("ylabel", fig["metric"]),
-                        title, bool(fig.get("logx")), bool(fig.get("logy")), scale)
+            line_figure(
+                agg,
+                fig["metric"],
+                staging / file,
+                spec.get("x_label") or "x",
+                fig.get("ylabel", fig["metric"]),
+                title,
+                bool(fig.get("logx")),
+                bool(fig.get("logy")),
+                scale,
+            )
         figures.append(file)
     for fig in spec.get("curve_figures") or []:
-        curve_figure(g.curves, fig["curves"], staging / fig["file"], fig.get("xlabel", "step"),
-                     fig.get("ylabel", "value"), title, scale)
+        curve_figure(
+            g.curves,
+            fig["curves"],
+            staging / fig["file"],
+            fig.get("xlabel", "step"),
+            fig.get("ylabel", "value"),
+            title,
+            scale,
+        )
         figures.append(fig["file"])
     if not g.curves.empty:
         g.curves.to_csv(staging / "curves.csv", index=False)
     agg.to_csv(staging / "table.csv", index=False)
     printed = "printed" in set(agg["provenance"]) or "read-off-from-chart" in set(agg["provenance"])
-    note = ("Paper values are shown in [brackets] with their provenance in table.csv." if printed else
-            f"The paper prints no numbers for this experiment: only its claims (claim-only provenance, "
-            f"paper_results/{paper}/claims.yaml) are compared, below.")
+    note = (
+        "Paper values are shown in [brackets] with their provenance in table.csv."
+        if printed
+        else f"The paper prints no numbers for this experiment: only its claims (claim-only provenance, "
+        f"paper_results/{paper}/claims.yaml) are compared, below."
+    )
     command = "edgeai-repro " + " ".join(manifest.get("arguments", []))
     text = render_markdown(title, command, agg, spec, g, verdicts, figures, note)
     if spec.get("improvement"):
@@ -106,7 +155,12 @@ def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: st
         gains.to_csv(staging / "improvement.csv", index=False)
         text += improvement_markdown(gains, spec["improvement"])
     (staging / "table.md").write_text(text)
-    (staging / "claims.json").write_text(json.dumps(
-        [{"claim": v["claim"], "verdict": v["verdict"], "evidence": v["evidence"]} for v in verdicts], indent=2) + "\n")
+    (staging / "claims.json").write_text(
+        json.dumps(
+            [{"claim": v["claim"], "verdict": v["verdict"], "evidence": v["evidence"]} for v in verdicts],
+            indent=2,
+        )
+        + "\n"
+    )
     _publish(staging, final)
     return final, g

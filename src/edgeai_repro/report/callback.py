@@ -1,4 +1,5 @@
 """The Hydra callback that turns a finished sweep into its table, figure and claim verdicts."""
+
 from __future__ import annotations
 
 import logging
@@ -45,10 +46,19 @@ def _log_to_wandb(config: DictConfig, folder: Path) -> None:
     import pandas as pd
     import wandb
 
-    run = wandb.init(job_type="report", name=f"report-{config.experiment_name.replace('/', '-')}",
-                     dir=str(Path(config.hydra.sweep.dir)), config={"experiment": config.experiment_name}, **settings)
-    run.log({"table": wandb.Table(dataframe=pd.read_csv(folder / "table.csv")),
-             **{f"figure/{p.stem}": wandb.Image(str(p)) for p in folder.glob("*.png")}})
+    run = wandb.init(
+        job_type="report",
+        name=f"report-{config.experiment_name.replace('/', '-')}",
+        dir=str(Path(config.hydra.sweep.dir)),
+        config={"experiment": config.experiment_name},
+        **settings,
+    )
+    run.log(
+        {
+            "table": wandb.Table(dataframe=pd.read_csv(folder / "table.csv")),
+            **{f"figure/{p.stem}": wandb.Image(str(p)) for p in folder.glob("*.png")},
+        }
+    )
     run.finish()
 
 
@@ -75,13 +85,19 @@ class ReportCallback(Callback):
         except ConfigError as exc:
             raise SystemExit(f"error: {exc}") from None
         done = g.total - len(g.failed) - len(g.missing)
-        print(f"{config.experiment_name}: {done}/{g.total} cells done"
-              + (f"; table in {folder}/table.md" if folder else ""), flush=True)
+        print(
+            f"{config.experiment_name}: {done}/{g.total} cells done"
+            + (f"; table in {folder}/table.md" if folder else ""),
+            flush=True,
+        )
         if broken is not None and not (g.failed or g.missing):
-            raise SystemExit(f"error: every cell finished but the report failed ({type(broken).__name__}: {broken}); "
-                             "the cells are stored, so re-running the same command only rebuilds the report.")
+            raise SystemExit(
+                f"error: every cell finished but the report failed ({type(broken).__name__}: {broken}); "
+                "the cells are stored, so re-running the same command only rebuilds the report."
+            )
         if g.failed or g.missing:
             first = (g.failed or g.missing)[0]
             raise SystemExit(
                 f"error: {len(g.failed)} cells failed and {len(g.missing)} are missing (first: {first['cell_id']}: "
-                f"{(first.get('error') or 'no result').splitlines()[0]}); re-run the same command to retry only those.")
+                f"{(first.get('error') or 'no result').splitlines()[0]}); re-run the same command to retry only those."
+            )

@@ -4,6 +4,7 @@ A claim comes from paper_results/<paper>/claims.yaml (what the paper states); an
 which claims it tests and with which check. Every claim of the paper gets a verdict in every
 table: those the experiment does not test are `not_testable` here, with a pointer.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -30,6 +31,7 @@ TINY_REASON = "{scale} scale cannot test a magnitude: it is judged at scale=pape
 
 def check(fn: Callable[..., Verdict] | None = None, *, magnitude: bool = False):
     """Register a claim check. Its keyword-only parameters are the schema of a `report.claims` entry."""
+
     def register(f: Callable[..., Verdict]) -> Callable[..., Verdict]:
         CHECKS[f.__name__] = Check(f, magnitude)
         return f
@@ -41,8 +43,14 @@ def _points(agg: pd.DataFrame, metric: str, method: str) -> pd.DataFrame:
     """mean, std, n_seeds of `metric` for `method`, indexed by a readable point label ("vgg16, 10")."""
     sel = agg[(agg["metric"] == metric) & (agg["method"] == method)]
     labels = point_labels(sel)
-    return pd.DataFrame({"mean": sel["mean"].to_numpy(), "std": sel["std"].fillna(0).to_numpy(),
-                         "n": sel["n_seeds"].to_numpy()}, index=labels)
+    return pd.DataFrame(
+        {
+            "mean": sel["mean"].to_numpy(),
+            "std": sel["std"].fillna(0).to_numpy(),
+            "n": sel["n_seeds"].to_numpy(),
+        },
+        index=labels,
+    )
 
 
 Lookup = dict[tuple[str, str], pd.Series]
@@ -53,7 +61,10 @@ def _lookup(rows: pd.DataFrame | None, metric: str) -> Lookup:
     so that hundreds of paired comparisons do not each filter the whole table."""
     if rows is None or rows.empty or metric not in rows:
         return {}
-    return {(str(p), str(m)): g.set_index("seed")[metric] for (p, m), g in rows.groupby(["_point", "method"], sort=False)}
+    return {
+        (str(p), str(m)): g.set_index("seed")[metric]
+        for (p, m), g in rows.groupby(["_point", "method"], sort=False)
+    }
 
 
 def _compare(lookup: Lookup, ours: str, base: str, key: str, alpha: float) -> Paired:
@@ -62,8 +73,9 @@ def _compare(lookup: Lookup, ours: str, base: str, key: str, alpha: float) -> Pa
     return paired(lookup.get((key, ours), empty), lookup.get((key, base), empty), alpha)
 
 
-def _oriented(agg: pd.DataFrame, rows: pd.DataFrame | None, metric: str, lower_is_better: bool,
-              only: str | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def _oriented(
+    agg: pd.DataFrame, rows: pd.DataFrame | None, metric: str, lower_is_better: bool, only: str | None
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The table (and per-seed rows) restricted to points whose label contains `only`, with the
     metric negated when lower is better, so that "higher" always means "better"."""
     if only is not None:
@@ -97,9 +109,18 @@ def _test_note(alpha: float) -> str:
 
 
 @check
-def beats_baselines(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str, ours: str, baselines: list[str],
-                    ties_allowed: bool = False, lower_is_better: bool = False, only: str | None = None,
-                    alpha: float = ALPHA) -> Verdict:
+def beats_baselines(
+    agg: pd.DataFrame,
+    rows: pd.DataFrame | None,
+    *,
+    metric: str,
+    ours: str,
+    baselines: list[str],
+    ties_allowed: bool = False,
+    lower_is_better: bool = False,
+    only: str | None = None,
+    alpha: float = ALPHA,
+) -> Verdict:
     """Held when `ours` is significantly better (paired t-test over seeds) than every baseline at
     every point (every point whose label contains `only`). Requiring every comparison to be
     significant at alpha is an intersection-union test, so no multiplicity correction is needed.
@@ -136,19 +157,29 @@ def beats_baselines(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str
             if b["mean"]:
                 margins.append((a["mean"] - b["mean"]) / abs(b["mean"]))
             if test.sign < 0 or (test.sign == 0 and not ties_allowed):
-                lost.append(f"{base} at {key}: {sign * b['mean']:.4g} vs {sign * a['mean']:.4g} ({test.describe()})")
+                lost.append(
+                    f"{base} at {key}: {sign * b['mean']:.4g} vs {sign * a['mean']:.4g} ({test.describe()})"
+                )
         if seen and ties_allowed and not ahead:
             never_ahead.append(base)
     if compared == 0:
         if untestable:
-            return "not_testable", (f"fewer than 2 common seeds at every point ({untestable} comparisons); "
-                                    "a paired test needs at least 2 seeds (run more seeds)")
+            return "not_testable", (
+                f"fewer than 2 common seeds at every point ({untestable} comparisons); "
+                "a paired test needs at least 2 seeds (run more seeds)"
+            )
         return "not_testable", f"none of {baselines} ran in this experiment"
     seeds = "/".join(str(n) for n in sorted(ns))
-    names = ", ".join(baselines) if len(baselines) <= 6 else f"{len(baselines)} approaches ({', '.join(baselines[:3])}, ...)"
-    summary = (f"{ours} {metric} vs {names}{f' ({only})' if only else ''}: significantly better in "
-               f"{better}, worse in {worse}, indistinguishable in {compared - better - worse} of {compared} "
-               f"comparisons (n = {seeds} seeds; {_test_note(alpha)})")
+    names = (
+        ", ".join(baselines)
+        if len(baselines) <= 6
+        else f"{len(baselines)} approaches ({', '.join(baselines[:3])}, ...)"
+    )
+    summary = (
+        f"{ours} {metric} vs {names}{f' ({only})' if only else ''}: significantly better in "
+        f"{better}, worse in {worse}, indistinguishable in {compared - better - worse} of {compared} "
+        f"comparisons (n = {seeds} seeds; {_test_note(alpha)})"
+    )
     if untestable:
         summary += f"; {untestable} comparisons with fewer than 2 common seeds not tested"
     if margins:
@@ -161,8 +192,9 @@ def beats_baselines(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str
 
 
 @check
-def zero_violations(agg: pd.DataFrame, rows: pd.DataFrame | None, *, ours: str, metrics: list[str],
-                    context: list[str] = ()) -> Verdict:
+def zero_violations(
+    agg: pd.DataFrame, rows: pd.DataFrame | None, *, ours: str, metrics: list[str], context: list[str] = ()
+) -> Verdict:
     """Held when the total of each violation count over all seeds is zero for `ours`.
 
     `context` metrics are reported in the evidence without deciding the verdict.
@@ -188,8 +220,15 @@ def zero_violations(agg: pd.DataFrame, rows: pd.DataFrame | None, *, ours: str, 
 
 
 @check(magnitude=True)
-def competitive_ratio(agg: pd.DataFrame, rows: pd.DataFrame | None, *, ours: str, bound: float, source: str,
-                      metric: str = "revenue_over_f2_min") -> Verdict:
+def competitive_ratio(
+    agg: pd.DataFrame,
+    rows: pd.DataFrame | None,
+    *,
+    ours: str,
+    bound: float,
+    source: str,
+    metric: str = "revenue_over_f2_min",
+) -> Verdict:
     """Held when the worst expected revenue / F2 of `ours` over every profile of every point and
     seed is at least 1/bound. `metric` must be a per-profile worst case (the expectation over the
     mechanism's coins on each fixed profile, minimised over profiles): a competitive ratio is a
@@ -202,13 +241,16 @@ def competitive_ratio(agg: pd.DataFrame, rows: pd.DataFrame | None, *, ours: str
         return "not_testable", f"no {metric} results for {ours}"
     where = mine.loc[values.idxmin(), "_point"]
     worst = float(values.min())
-    text = (f"worst expected revenue/F2 of {ours} over {len(values)} (point, seed) sets of profiles: {worst:.3f} "
-            f"(at {where}); the bound 1/{bound:g} = {1 / bound:.3f} ({source})")
+    text = (
+        f"worst expected revenue/F2 of {ours} over {len(values)} (point, seed) sets of profiles: {worst:.3f} "
+        f"(at {where}); the bound 1/{bound:g} = {1 / bound:.3f} ({source})"
+    )
     return ("held" if worst >= 1 / bound else "not_held"), text
 
 
-def _threshold(agg: pd.DataFrame, metric: str, ours: str, threshold: float, only: str | None,
-               at_least: bool) -> Verdict:
+def _threshold(
+    agg: pd.DataFrame, metric: str, ours: str, threshold: float, only: str | None, at_least: bool
+) -> Verdict:
     points = _points(agg, metric, ours)
     if only is not None:
         points = points[[only in str(k) for k in points.index]]
@@ -217,47 +259,85 @@ def _threshold(agg: pd.DataFrame, metric: str, ours: str, threshold: float, only
     bad = points[points["mean"] < threshold] if at_least else points[points["mean"] > threshold]
     worst = points["mean"].min() if at_least else points["mean"].max()
     best = points["mean"].max() if at_least else points["mean"].min()
-    text = (f"{ours} {metric}: mean {worst:.4g} (worst point) to {best:.4g} over {len(points)} points and "
-            f"{int(points['n'].max())} seeds; needed {'>=' if at_least else '<='} {threshold:g}")
+    text = (
+        f"{ours} {metric}: mean {worst:.4g} (worst point) to {best:.4g} over {len(points)} points and "
+        f"{int(points['n'].max())} seeds; needed {'>=' if at_least else '<='} {threshold:g}"
+    )
     if len(bad):
         return "not_held", text + f"; {'below' if at_least else 'above'} at " + ", ".join(bad.index[:5])
     return "held", text
 
 
 @check
-def all_at_least(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str, ours: str, threshold: float,
-                 only: str | None = None) -> Verdict:
+def all_at_least(
+    agg: pd.DataFrame,
+    rows: pd.DataFrame | None,
+    *,
+    metric: str,
+    ours: str,
+    threshold: float,
+    only: str | None = None,
+) -> Verdict:
     """Held when the mean of `metric` for `ours` is at least `threshold` at every point (or at every
     point whose label contains `only`, for claims about one setting)."""
     return _threshold(agg, metric, ours, threshold, only, at_least=True)
 
 
 @check
-def all_at_most(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str, ours: str, threshold: float,
-                only: str | None = None) -> Verdict:
+def all_at_most(
+    agg: pd.DataFrame,
+    rows: pd.DataFrame | None,
+    *,
+    metric: str,
+    ours: str,
+    threshold: float,
+    only: str | None = None,
+) -> Verdict:
     """Held when the mean of `metric` for `ours` is at most `threshold` at every point (a gap within
     a tolerance fixed before running)."""
     return _threshold(agg, metric, ours, threshold, only, at_least=False)
 
 
 @check(magnitude=True)
-def near(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str, method: str, target: float, tol: float,
-         reduce: str = "max", unit: str = "") -> Verdict:
+def near(
+    agg: pd.DataFrame,
+    rows: pd.DataFrame | None,
+    *,
+    metric: str,
+    method: str,
+    target: float,
+    tol: float,
+    reduce: str = "max",
+    unit: str = "",
+) -> Verdict:
     """Held when the max (or min, or mean) over points of `method`'s mean `metric` lies within an
     absolute `tol` of the paper's number (for claims such as "up to 71%")."""
     points = _points(agg, metric, method)["mean"].dropna()
     if points.empty:
         return "not_testable", f"no {metric} results for {method}"
     value = float(getattr(points, reduce)())
-    where = f" (at {points.idxmax() if reduce == 'max' else points.idxmin()})" if reduce in {"max", "min"} else ""
-    text = (f"{method} {metric}: {reduce} over {len(points)} points {value:.4g}{unit}{where}, range "
-            f"{points.min():.4g}{unit} to {points.max():.4g}{unit}; the paper's {target:g}{unit} ± {tol:g} needed")
+    where = (
+        f" (at {points.idxmax() if reduce == 'max' else points.idxmin()})" if reduce in {"max", "min"} else ""
+    )
+    text = (
+        f"{method} {metric}: {reduce} over {len(points)} points {value:.4g}{unit}{where}, range "
+        f"{points.min():.4g}{unit} to {points.max():.4g}{unit}; the paper's {target:g}{unit} ± {tol:g} needed"
+    )
     return ("held" if abs(value - target) <= tol else "not_held"), text
 
 
 @check(magnitude=True)
-def ratio_range(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str, numerator: str, low: float,
-                high: float, tol: float, methods: list[str] | None = None) -> Verdict:
+def ratio_range(
+    agg: pd.DataFrame,
+    rows: pd.DataFrame | None,
+    *,
+    metric: str,
+    numerator: str,
+    low: float,
+    high: float,
+    tol: float,
+    methods: list[str] | None = None,
+) -> Verdict:
     """Held when `numerator`'s value over each other point's spans the paper's [low, high] range,
     each end within a relative `tol` (for claims such as "3.3x to 9.3x more memory"). `methods`
     keeps only those rows (one setting of several in the table)."""
@@ -272,15 +352,24 @@ def ratio_range(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metric: str, nu
         return "not_testable", f"no point to compare {numerator} with"
     ratios = by_x[numerator] / others
     lo, hi = float(ratios.min()), float(ratios.max())
-    text = (f"{numerator} {metric} over the others: {lo:.2f}x ({ratios.idxmin()}) to {hi:.2f}x ({ratios.idxmax()}); "
-            f"the paper: {low:g}x to {high:g}x, each end within {100 * tol:.0f}% needed")
+    text = (
+        f"{numerator} {metric} over the others: {lo:.2f}x ({ratios.idxmin()}) to {hi:.2f}x ({ratios.idxmax()}); "
+        f"the paper: {low:g}x to {high:g}x, each end within {100 * tol:.0f}% needed"
+    )
     ok = abs(lo - low) <= tol * low and abs(hi - high) <= tol * high
     return ("held" if ok else "not_held"), text
 
 
 @check
-def never_worse(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metrics: dict[str, bool], ours: str,
-                baselines: list[str], alpha: float = ALPHA) -> Verdict:
+def never_worse(
+    agg: pd.DataFrame,
+    rows: pd.DataFrame | None,
+    *,
+    metrics: dict[str, bool],
+    ours: str,
+    baselines: list[str],
+    alpha: float = ALPHA,
+) -> Verdict:
     """Held when `ours` is not significantly worse than any baseline at any point, on every metric
     (`metrics` maps a metric to lower_is_better), each metric reported separately."""
     parts, bad, tested = [], [], 0
@@ -292,58 +381,100 @@ def never_worse(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metrics: dict[s
         tests = []
         for base in baselines:
             theirs = _points(a_agg, metric, base)
-            tests += [(f"{base} at {k}", _compare(lookup, ours, base, k, alpha))
-                      for k in mine.index if k in theirs.index]
+            tests += [
+                (f"{base} at {k}", _compare(lookup, ours, base, k, alpha))
+                for k in mine.index
+                if k in theirs.index
+            ]
         tests = [(k, t) for k, t in tests if t.testable]
         if not tests:
             continue
         tested += len(tests)
         worse = [(k, t) for k, t in tests if t.sign < 0]
         bad += [f"{metric} vs {k} ({t.describe()})" for k, t in worse]
-        parts.append(f"{metric}: better in {sum(t.sign > 0 for _, t in tests)}, worse in {len(worse)}, "
-                     f"indistinguishable in {sum(t.sign == 0 for _, t in tests)} of {len(tests)}")
+        parts.append(
+            f"{metric}: better in {sum(t.sign > 0 for _, t in tests)}, worse in {len(worse)}, "
+            f"indistinguishable in {sum(t.sign == 0 for _, t in tests)} of {len(tests)}"
+        )
     if not tested:
-        return "not_testable", (f"no metric of {ours} and {', '.join(baselines)} has 2 common seeds at a common point; "
-                                "a paired test needs at least 2 seeds")
+        return "not_testable", (
+            f"no metric of {ours} and {', '.join(baselines)} has 2 common seeds at a common point; "
+            "a paired test needs at least 2 seeds"
+        )
     text = f"{ours} vs {', '.join(baselines)} ({_test_note(alpha)}): " + "; ".join(parts)
-    return ("not_held", text + "; worse: " + "; ".join(bad[:4]) + (" ..." if len(bad) > 4 else "")) if bad else ("held", text)
+    return (
+        ("not_held", text + "; worse: " + "; ".join(bad[:4]) + (" ..." if len(bad) > 4 else ""))
+        if bad
+        else ("held", text)
+    )
 
 
 @check(magnitude=True)
-def gap_within(agg: pd.DataFrame, rows: pd.DataFrame | None, *, metrics: dict[str, str], ours: str,
-               reference: str, max_gap: float) -> Verdict:
+def gap_within(
+    agg: pd.DataFrame,
+    rows: pd.DataFrame | None,
+    *,
+    metrics: dict[str, str],
+    ours: str,
+    reference: str,
+    max_gap: float,
+) -> Verdict:
     """Held when `reference` (an upper bound) leads `ours` by at most `max_gap` at every point;
     `metrics` maps a panel to the metric judged there (e.g. token accuracy for one case, a judge
     score for the other)."""
     gaps = []
     for panel, metric in metrics.items():
         a, b = _points(agg, metric, ours), _points(agg, metric, reference)
-        gaps += [(k, float(b.loc[k, "mean"] - a.loc[k, "mean"]), metric) for k in a.index if k in b.index and panel in k]
+        gaps += [
+            (k, float(b.loc[k, "mean"] - a.loc[k, "mean"]), metric)
+            for k in a.index
+            if k in b.index and panel in k
+        ]
     if not gaps:
         return "not_testable", f"no results for both {ours} and {reference}"
     worst = max(gaps, key=lambda g: g[1])
-    text = (f"{reference} leads {ours} by {min(g[1] for g in gaps):.3g} to {worst[1]:.3g} points "
-            f"(largest: {worst[2]} at {worst[0]}); 'close' taken as at most {max_gap:g} points")
+    text = (
+        f"{reference} leads {ours} by {min(g[1] for g in gaps):.3g} to {worst[1]:.3g} points "
+        f"(largest: {worst[2]} at {worst[0]}); 'close' taken as at most {max_gap:g} points"
+    )
     return ("held" if worst[1] <= max_gap else "not_held"), text
 
 
 @check(magnitude=True)
-def ppl_improvement(agg: pd.DataFrame, rows: pd.DataFrame | None, *, ours: str, baselines: list[str], target: float,
-                    tol: float, only: str | None = None, metric: str = "log_ppl") -> Verdict:
+def ppl_improvement(
+    agg: pd.DataFrame,
+    rows: pd.DataFrame | None,
+    *,
+    ours: str,
+    baselines: list[str],
+    target: float,
+    tol: float,
+    only: str | None = None,
+    metric: str = "log_ppl",
+) -> Verdict:
     """Our largest improvement in perplexity space, 100 (1 - exp(ours) / exp(baseline)), over the
     baselines and points (with `only` in the label), against the paper's "up to `target`%"."""
-    sel = agg if only is None else agg[pd.Series(point_labels(agg), index=agg.index).str.contains(only, regex=False)]
+    sel = (
+        agg
+        if only is None
+        else agg[pd.Series(point_labels(agg), index=agg.index).str.contains(only, regex=False)]
+    )
     mine = _points(sel, metric, ours)
     gains = []
     for base in baselines:
         theirs = _points(sel, metric, base)
-        gains += [(100 * (1 - math.exp(mine.loc[k, "mean"]) / math.exp(theirs.loc[k, "mean"])), base, k)
-                  for k in mine.index if k in theirs.index]
+        gains += [
+            (100 * (1 - math.exp(mine.loc[k, "mean"]) / math.exp(theirs.loc[k, "mean"])), base, k)
+            for k in mine.index
+            if k in theirs.index
+        ]
     if not gains:
         return "not_testable", f"no {metric} results for {ours} and the baselines"
     best = max(gains)
-    text = (f"largest perplexity improvement of {ours}: {best[0]:+.2f}% (vs {best[1]} at {best[2]}); range "
-            f"{min(gains)[0]:+.2f}% to {best[0]:+.2f}%; the paper: up to {target:g}% (± {tol:g} needed)")
+    text = (
+        f"largest perplexity improvement of {ours}: {best[0]:+.2f}% (vs {best[1]} at {best[2]}); range "
+        f"{min(gains)[0]:+.2f}% to {best[0]:+.2f}%; the paper: up to {target:g}% (± {tol:g} needed)"
+    )
     return ("held" if abs(best[0] - target) <= tol else "not_held"), text
 
 
@@ -354,11 +485,18 @@ def vague(agg: pd.DataFrame, rows: pd.DataFrame | None, *, reason: str) -> Verdi
 
 
 def point_labels(frame: pd.DataFrame) -> list[str]:
-    return [", ".join(str(v) for v in (p, x) if str(v) != "") or "all" for p, x in zip(frame["panel"], frame["x"])]
+    return [
+        ", ".join(str(v) for v in (p, x) if str(v) != "") or "all" for p, x in zip(frame["panel"], frame["x"])
+    ]
 
 
-def evaluate(claims: list[dict], tested: dict[str, dict], agg: pd.DataFrame,
-             rows: pd.DataFrame | None = None, scale: str = "paper") -> list[dict]:
+def evaluate(
+    claims: list[dict],
+    tested: dict[str, dict],
+    agg: pd.DataFrame,
+    rows: pd.DataFrame | None = None,
+    scale: str = "paper",
+) -> list[dict]:
     """One {claim, verdict, evidence} per paper claim. `rows`: per-seed values with panel and x.
     Magnitude checks are judged only at scale=paper; direction checks at every scale. A claim may
     also be judged under a named setting: an entry `<id>@<setting>` gives a second verdict, whose
@@ -372,8 +510,14 @@ def evaluate(claims: list[dict], tested: dict[str, dict], agg: pd.DataFrame,
             spec = dict(tested.get(key) or {})
             text = claim["text"] + (f" [judged under {key.split('@', 1)[1]}]" if "@" in key else "")
             if not spec:
-                out.append({"claim": text, "id": key, "verdict": "not_testable",
-                            "evidence": f"not tested by this experiment; see {claim.get('tested_by', 'the README')}"})
+                out.append(
+                    {
+                        "claim": text,
+                        "id": key,
+                        "verdict": "not_testable",
+                        "evidence": f"not tested by this experiment; see {claim.get('tested_by', 'the README')}",
+                    }
+                )
                 continue
             chk = CHECKS[spec.pop("check")]
             if chk.magnitude and scale != "paper":

@@ -1,4 +1,5 @@
 """Collect a sweep's cells (from its manifest and the cell store) into one long table."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,9 @@ from edgeai_repro.core.store import CellStore
 
 @dataclass
 class Gathered:
-    rows: pd.DataFrame                     # one row per (cell, record)
+    rows: pd.DataFrame  # one row per (cell, record)
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per (cell, curve, step)
-    failed: list[dict] = field(default_factory=list)   # cells with a failure record
+    failed: list[dict] = field(default_factory=list)  # cells with a failure record
     missing: list[dict] = field(default_factory=list)  # cells with neither result nor failure
     total: int = 0
     scales: set[str] = field(default_factory=set)
@@ -26,8 +27,10 @@ def read_manifest(sweep_dir: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist; run the experiment with the caching sweeper "
-                          "(hydra/sweeper=caching, the default).") from None
+        raise ConfigError(
+            f"{path} does not exist; run the experiment with the caching sweeper "
+            "(hydra/sweeper=caching, the default)."
+        ) from None
     except ValueError:
         raise ConfigError(f"{path} is not valid JSON; re-run the experiment to rewrite it.") from None
 

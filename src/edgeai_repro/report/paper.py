@@ -1,4 +1,5 @@
 """What the papers print: paper_results/<paper>/claims.yaml and one CSV per table or figure."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,10 +20,14 @@ def load_claims(root: Path, paper: str) -> list[dict]:
         data = yaml.safe_load(path.read_text()) or {}
         claims = data["claims"]
     except (yaml.YAMLError, KeyError, TypeError):
-        raise ConfigError(f"{path} is not a valid claims file; it needs a top-level `claims:` list.") from None
+        raise ConfigError(
+            f"{path} is not a valid claims file; it needs a top-level `claims:` list."
+        ) from None
     for c in claims:
         if not {"id", "text", "provenance"} <= set(c) or c["provenance"] not in PROVENANCE:
-            raise ConfigError(f"{path}: claim {c.get('id')!r} needs id, text and a provenance in {sorted(PROVENANCE)}.")
+            raise ConfigError(
+                f"{path}: claim {c.get('id')!r} needs id, text and a provenance in {sorted(PROVENANCE)}."
+            )
     return claims
 
 
@@ -36,5 +41,7 @@ def load_table(root: Path, paper: str, name: str) -> pd.DataFrame | None:
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError):
         raise ConfigError(f"{path} is not a readable CSV; fix or restore it from git.") from None
     if not {"value", "provenance"} <= set(table.columns) or not set(table["provenance"]) <= PROVENANCE:
-        raise ConfigError(f"{path} needs `value` and `provenance` columns with provenance in {sorted(PROVENANCE)}.")
+        raise ConfigError(
+            f"{path} needs `value` and `provenance` columns with provenance in {sorted(PROVENANCE)}."
+        )
     return table

@@ -1,4 +1,5 @@
 """Figures regenerated from the aggregated table (never from a run's memory)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,17 @@ def _numeric(values: pd.Series) -> bool:
     return bool(pd.to_numeric(values, errors="coerce").notna().all())
 
 
-def line_figure(agg: pd.DataFrame, metric: str, path: Path, x_label: str, ylabel: str, title: str,
-                logx: bool = False, logy: bool = False, scale_label: str = "") -> Path:
+def line_figure(
+    agg: pd.DataFrame,
+    metric: str,
+    path: Path,
+    x_label: str,
+    ylabel: str,
+    title: str,
+    logx: bool = False,
+    logy: bool = False,
+    scale_label: str = "",
+) -> Path:
     """One panel per `panel` value; one line per method with a ±1 std band over seeds."""
     sel = agg[agg["metric"] == metric]
     panels = list(dict.fromkeys(sel["panel"])) or [""]
@@ -53,7 +63,7 @@ def line_figure(agg: pd.DataFrame, metric: str, path: Path, x_label: str, ylabel
         ax.set_xlabel(x_label)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
@@ -63,8 +73,9 @@ def line_figure(agg: pd.DataFrame, metric: str, path: Path, x_label: str, ylabel
     return _save(fig, path)
 
 
-def bar_figure(agg: pd.DataFrame, metrics: list[str], path: Path, title: str, scale_label: str = "",
-               stat: str = "total") -> Path:
+def bar_figure(
+    agg: pd.DataFrame, metrics: list[str], path: Path, title: str, scale_label: str = "", stat: str = "total"
+) -> Path:
     """One group of bars per method: totals over seeds (counts) or means with ±1 std (stat="mean")."""
     sel = agg[agg["metric"].isin(metrics)]
     methods = list(dict.fromkeys(sel[SERIES]))
@@ -74,9 +85,17 @@ def bar_figure(agg: pd.DataFrame, metrics: list[str], path: Path, title: str, sc
         part = sel[sel["metric"] == metric].groupby(SERIES, sort=False)
         heights = part[stat].sum() if stat == "total" else part["mean"].first()
         errors = None if stat == "total" else part["std"].first().fillna(0)
-        ax.bar([i + j * width for i in range(len(methods))], [heights.get(m, 0) for m in methods], width, label=metric,
-               yerr=None if errors is None else [errors.get(m, 0) for m in methods], capsize=2)
-    ax.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(methods))], methods, rotation=25, fontsize=8)
+        ax.bar(
+            [i + j * width for i in range(len(methods))],
+            [heights.get(m, 0) for m in methods],
+            width,
+            label=metric,
+            yerr=None if errors is None else [errors.get(m, 0) for m in methods],
+            capsize=2,
+        )
+    ax.set_xticks(
+        [i + width * (len(metrics) - 1) / 2 for i in range(len(methods))], methods, rotation=25, fontsize=8
+    )
     ax.set_ylabel("count (total over seeds)" if stat == "total" else "mean over seeds")
     ax.axhline(0, color="black", lw=0.6)
     ax.legend(fontsize=8)
@@ -86,12 +105,19 @@ def bar_figure(agg: pd.DataFrame, metrics: list[str], path: Path, title: str, sc
     return _save(fig, path)
 
 
-def curve_figure(curves: pd.DataFrame, names: list[str], path: Path, xlabel: str, ylabel: str, title: str,
-                 scale_label: str = "") -> Path:
+def curve_figure(
+    curves: pd.DataFrame,
+    names: list[str],
+    path: Path,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    scale_label: str = "",
+) -> Path:
     """Learning or convergence curves: mean ± std over seeds at each step, one line per curve and method."""
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     sel = curves[curves["curve"].isin(names)] if not curves.empty else curves
-    for (method, name), grp in (sel.groupby(["method", "curve"], sort=False) if not sel.empty else []):
+    for (method, name), grp in sel.groupby(["method", "curve"], sort=False) if not sel.empty else []:
         stats = grp.groupby("step")["value"].agg(["mean", "std"]).fillna(0)
         label = name if sel["method"].nunique() == 1 else f"{method}: {name}"
         ax.plot(stats.index, stats["mean"], label=label, lw=1.2)
@@ -106,8 +132,9 @@ def curve_figure(curves: pd.DataFrame, names: list[str], path: Path, xlabel: str
     return _save(fig, path)
 
 
-def paper_bar_figure(agg: pd.DataFrame, metric: str, path: Path, x_label: str, ylabel: str, title: str,
-                     scale_label: str = "") -> Path:
+def paper_bar_figure(
+    agg: pd.DataFrame, metric: str, path: Path, x_label: str, ylabel: str, title: str, scale_label: str = ""
+) -> Path:
     """Grouped bars per x: each method's mean ± std, and beside it the paper's value where the paper
     has one (hatched, labelled with its provenance), one panel per `panel` value."""
     sel = agg[agg["metric"] == metric]
@@ -119,21 +146,34 @@ def paper_bar_figure(agg: pd.DataFrame, metric: str, path: Path, x_label: str, y
         methods = list(dict.fromkeys(part[SERIES]))
         has_paper = "paper_value" in part and part["paper_value"].notna().any()
         # A fitted series' paper bar is its paper series' bar (table.paper_series): drawn once.
-        series = [(m, False) for m in methods] + ([(m, True) for m in methods if paper_series(m) == m]
-                                                 if has_paper else [])
+        series = [(m, False) for m in methods] + (
+            [(m, True) for m in methods if paper_series(m) == m] if has_paper else []
+        )
         width = 0.8 / len(series)
         for j, (method, paper) in enumerate(series):
             grp = part[part[SERIES] == method].set_index(part[part[SERIES] == method]["x"].astype(str))
             col = "paper_value" if paper else "mean"
             heights = [float(grp[col].get(t, float("nan"))) for t in ticks]
             errors = None if paper else [float(grp["std"].fillna(0).get(t, 0)) for t in ticks]
-            ax.bar([i + j * width for i in range(len(ticks))], heights, width, yerr=errors, capsize=2,
-                   label=f"{method} (paper, read-off)" if paper else (f"{method} (ours)" if paper_series(method) == method
-                                                                     else method),
-                   hatch="//" if paper else None, alpha=0.55 if paper else 0.9,
-                   color=f"C{methods.index(method)}")
-        ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(ticks))], ticks,
-                      rotation=20 if max(map(len, ticks)) > 6 else 0, fontsize=8)
+            ax.bar(
+                [i + j * width for i in range(len(ticks))],
+                heights,
+                width,
+                yerr=errors,
+                capsize=2,
+                label=f"{method} (paper, read-off)"
+                if paper
+                else (f"{method} (ours)" if paper_series(method) == method else method),
+                hatch="//" if paper else None,
+                alpha=0.55 if paper else 0.9,
+                color=f"C{methods.index(method)}",
+            )
+        ax.set_xticks(
+            [i + width * (len(series) - 1) / 2 for i in range(len(ticks))],
+            ticks,
+            rotation=20 if max(map(len, ticks)) > 6 else 0,
+            fontsize=8,
+        )
         ax.set_xlabel(x_label)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, axis="y")

@@ -4,6 +4,7 @@ The block's own keys are checked against `ReportSpec` (an unknown key is an erro
 each `claims:` entry names a claim of the paper's claims.yaml and a check whose keyword-only
 parameters are that entry's schema (see report/claims.py).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -19,7 +20,7 @@ from edgeai_repro.core.errors import ConfigError, require
 
 @dataclass
 class FigureSpec:
-    kind: str = "line"            # line | bar | bar_mean | bar_x
+    kind: str = "line"  # line | bar | bar_mean | bar_x
     metric: str | None = None
     metrics: list[str] | None = None
     file: str | None = None
@@ -48,7 +49,7 @@ class ReportSpec:
     title: str | None = None
     x: str | None = None
     x_label: str | None = None
-    panel: Any = None             # a swept key, a list of keys (combined), or null
+    panel: Any = None  # a swept key, a list of keys (combined), or null
     metrics: list[str] = field(default_factory=list)
     show_total: bool = False
     figure: FigureSpec | None = None
@@ -56,7 +57,9 @@ class ReportSpec:
     curve_figures: list[CurveFigureSpec] = field(default_factory=list)
     improvement: ImprovementSpec | None = None
     claims: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)   # printed under the command in table.md (what the data holds, ...)
+    notes: list[str] = field(
+        default_factory=list
+    )  # printed under the command in table.md (what the data holds, ...)
 
 
 FIGURE_KINDS = ("line", "bar", "bar_mean", "bar_x")
@@ -74,24 +77,44 @@ def validate_report(cfg: DictConfig) -> None:
         spec = OmegaConf.merge(OmegaConf.structured(ReportSpec), block)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "report"
-        raise ConfigError(f"report.{key.removeprefix('report.')} is not a valid report setting ({exc.msg.splitlines()[0]}); "
-                          f"allowed keys: {', '.join(ReportSpec.__dataclass_fields__)}.") from None
+        raise ConfigError(
+            f"report.{key.removeprefix('report.')} is not a valid report setting ({exc.msg.splitlines()[0]}); "
+            f"allowed keys: {', '.join(ReportSpec.__dataclass_fields__)}."
+        ) from None
     require(bool(spec.metrics), "report.metrics is empty; list the result metrics the table shows.")
     for fig in list(spec.figures) + ([spec.figure] if spec.figure is not None else []):
-        require(fig.kind in FIGURE_KINDS, f"report figure kind {fig.kind!r} is unknown; use one of {', '.join(FIGURE_KINDS)}.")
+        require(
+            fig.kind in FIGURE_KINDS,
+            f"report figure kind {fig.kind!r} is unknown; use one of {', '.join(FIGURE_KINDS)}.",
+        )
     paper = OmegaConf.select(cfg, "task.paper")
     known = {c["id"] for c in load_claims(Path(cfg.paths.paper_results), paper)} if paper else set()
     for claim_id, entry in (OmegaConf.to_container(spec.claims, resolve=True) or {}).items():
-        require(claim_id.split("@", 1)[0] in known, f"report.claims.{claim_id} is not a claim of paper_results/{paper}/claims.yaml; "
-                                   f"use one of: {', '.join(sorted(known))}.")
-        require(isinstance(entry, dict) and "check" in entry,
-                f"report.claims.{claim_id} needs a `check:` naming one of: {', '.join(sorted(CHECKS))}.")
+        require(
+            claim_id.split("@", 1)[0] in known,
+            f"report.claims.{claim_id} is not a claim of paper_results/{paper}/claims.yaml; "
+            f"use one of: {', '.join(sorted(known))}.",
+        )
+        require(
+            isinstance(entry, dict) and "check" in entry,
+            f"report.claims.{claim_id} needs a `check:` naming one of: {', '.join(sorted(CHECKS))}.",
+        )
         args = dict(entry)
         name = args.pop("check")
-        require(name in CHECKS, f"report.claims.{claim_id}.check={name!r} is unknown; use one of: {', '.join(sorted(CHECKS))}.")
-        params = {k: p for k, p in inspect.signature(CHECKS[name].fn).parameters.items() if p.kind == p.KEYWORD_ONLY}
+        require(
+            name in CHECKS,
+            f"report.claims.{claim_id}.check={name!r} is unknown; use one of: {', '.join(sorted(CHECKS))}.",
+        )
+        params = {
+            k: p for k, p in inspect.signature(CHECKS[name].fn).parameters.items() if p.kind == p.KEYWORD_ONLY
+        }
         unknown = sorted(set(args) - set(params))
-        require(not unknown, f"report.claims.{claim_id} passes {', '.join(unknown)} to check {name}, which takes only: "
-                             f"{', '.join(params)}.")
+        require(
+            not unknown,
+            f"report.claims.{claim_id} passes {', '.join(unknown)} to check {name}, which takes only: "
+            f"{', '.join(params)}.",
+        )
         missing = sorted(k for k, p in params.items() if p.default is p.empty and k not in args)
-        require(not missing, f"report.claims.{claim_id} (check {name}) is missing {', '.join(missing)}; add it.")
+        require(
+            not missing, f"report.claims.{claim_id} (check {name}) is missing {', '.join(missing)}; add it."
+        )

@@ -4,6 +4,7 @@ Every method of an experiment runs on the same random instances per seed (common
 so a comparison is a paired one: a two-sided paired t-test (scipy.stats.ttest_rel) on the per-seed
 values, with n - 1 degrees of freedom. Fewer than two common seeds cannot be tested.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,10 +19,10 @@ ALPHA = 0.05
 class Paired:
     """The outcome of one paired comparison of `ours` against `base` (higher is better)."""
 
-    n: int             # common seeds
-    diff: float        # mean of ours - base
-    p: float           # two-sided p-value (nan when untestable)
-    sign: int          # +1 significantly better, -1 significantly worse, 0 indistinguishable
+    n: int  # common seeds
+    diff: float  # mean of ours - base
+    p: float  # two-sided p-value (nan when untestable)
+    sign: int  # +1 significantly better, -1 significantly worse, 0 indistinguishable
 
     @property
     def testable(self) -> bool:

@@ -1,4 +1,5 @@
 """Aggregate cell rows over seeds, join the paper's printed values, write CSV and Markdown."""
+
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +22,9 @@ def with_points(rows: pd.DataFrame, x: str | None, panel: str | list[str] | None
     return frame
 
 
-def aggregate(rows: pd.DataFrame, x: str | None, panel: str | list[str] | None, metrics: list[str]) -> pd.DataFrame:
+def aggregate(
+    rows: pd.DataFrame, x: str | None, panel: str | list[str] | None, metrics: list[str]
+) -> pd.DataFrame:
     """Long table: panel, x, method, metric, mean, std, n_seeds, total (one grouped pass, vectorised)."""
     columns = ["panel", "x", SERIES, "metric", "mean", "std", "n_seeds", "total"]
     if rows.empty:
@@ -32,19 +35,24 @@ def aggregate(rows: pd.DataFrame, x: str | None, panel: str | list[str] | None, 
     frame["_xk"] = frame["x"].map(lambda v: tuple(v) if isinstance(v, list) else v)
     values = frame[present].apply(pd.to_numeric, errors="coerce")
     grouped = pd.concat([frame[["panel", "_xk", SERIES, "x", "seed"]], values], axis=1).groupby(
-        ["panel", "_xk", SERIES], sort=False, dropna=False)
+        ["panel", "_xk", SERIES], sort=False, dropna=False
+    )
     first = grouped[["x"]].first().reset_index()
     seeds = grouped["seed"].nunique().to_numpy()
     stats = {k: getattr(grouped[present], k)().to_numpy() for k in ("mean", "sum")}
     stats["std"] = grouped[present].std(ddof=1).to_numpy()
-    out = pd.DataFrame({
-        "panel": first["panel"].repeat(len(present)).to_numpy(),
-        "x": first["x"].repeat(len(present)).to_numpy(),
-        SERIES: first[SERIES].repeat(len(present)).to_numpy(),
-        "metric": present * len(first),
-        "mean": stats["mean"].ravel(), "std": stats["std"].ravel(),
-        "n_seeds": seeds.repeat(len(present)).astype(int), "total": stats["sum"].ravel(),
-    })
+    out = pd.DataFrame(
+        {
+            "panel": first["panel"].repeat(len(present)).to_numpy(),
+            "x": first["x"].repeat(len(present)).to_numpy(),
+            SERIES: first[SERIES].repeat(len(present)).to_numpy(),
+            "metric": present * len(first),
+            "mean": stats["mean"].ravel(),
+            "std": stats["std"].ravel(),
+            "n_seeds": seeds.repeat(len(present)).astype(int),
+            "total": stats["sum"].ravel(),
+        }
+    )
     with contextlib.suppress(TypeError):  # mixed-type x (e.g. lists rendered as text): keep sweep order
         out = out.sort_values(["panel", "x"], kind="stable")
     return out.reset_index(drop=True)
@@ -71,10 +79,16 @@ def join_paper(agg: pd.DataFrame, paper_table: pd.DataFrame | None) -> pd.DataFr
     # Keys are compared as text so that 16 and "16" match.
     left = agg.drop(columns=["paper_value", "provenance"])
     right = paper_table[keys + ["value", "provenance"]].rename(columns={"value": "paper_value"})
-    left_k = left.assign(**{f"_{k}": (left[k].astype(str).map(paper_series) if k == SERIES else left[k].astype(str))
-                            for k in keys})
+    left_k = left.assign(
+        **{
+            f"_{k}": (left[k].astype(str).map(paper_series) if k == SERIES else left[k].astype(str))
+            for k in keys
+        }
+    )
     right_k = right.assign(**{f"_{k}": right[k].astype(str) for k in keys}).drop(columns=keys)
-    merged = left_k.merge(right_k, how="left", on=[f"_{k}" for k in keys]).drop(columns=[f"_{k}" for k in keys])
+    merged = left_k.merge(right_k, how="left", on=[f"_{k}" for k in keys]).drop(
+        columns=[f"_{k}" for k in keys]
+    )
     merged["provenance"] = merged["provenance"].fillna("not printed")
     return merged
 
@@ -116,35 +130,71 @@ def metric_table(agg: pd.DataFrame, metric: str, x_label: str, show_total: bool,
             if show_total:
                 text += f" (total {r['total']:g})"
             if not math.isnan(r.get("paper_value", math.nan)):
-                share = f", ours/paper {r['mean'] / r['paper_value']:.2f}" if r["paper_value"] and ratio else ""
+                share = (
+                    f", ours/paper {r['mean'] / r['paper_value']:.2f}" if r["paper_value"] and ratio else ""
+                )
                 text += f" [paper {r['paper_value']:g}{share}]"
             cells.append(text)
         rows.append(([str(p)] if has_panel else []) + ([str(xv)] if has_x else []) + cells)
     return markdown_table(header, rows)
 
 
-def render_markdown(title: str, command: str, agg: pd.DataFrame, spec, gathered: Gathered,
-                    claims: list[dict], figures: list[str], paper_note: str) -> str:
+def render_markdown(
+    title: str,
+    command: str,
+    agg: pd.DataFrame,
+    spec,
+    gathered: Gathered,
+    claims: list[dict],
+    figures: list[str],
+    paper_note: str,
+) -> str:
     """table.md: command, scale, one table per metric, failed cells, claim verdicts, figures."""
     seeds = int(agg["n_seeds"].max()) if not agg.empty else 0
     scale = ", ".join(sorted(gathered.scales)) or "n/a"
-    parts = [f"# {title}", "", f"Command: `{command}`", "",
-             f"Scale: **{scale}**. Cells: {gathered.total} ({len(gathered.failed)} failed, "
-             f"{len(gathered.missing)} missing). Each entry is mean ± std over {seeds} seeds; "
-             "— marks a method not run at that point (failed cells are listed below).", "",
-             paper_note, ""]
+    parts = [
+        f"# {title}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Scale: **{scale}**. Cells: {gathered.total} ({len(gathered.failed)} failed, "
+        f"{len(gathered.missing)} missing). Each entry is mean ± std over {seeds} seeds; "
+        "— marks a method not run at that point (failed cells are listed below).",
+        "",
+        paper_note,
+        "",
+    ]
     parts += [line for note in spec.get("notes") or [] for line in (note, "")]
     for metric in spec["metrics"]:
         if (agg["metric"] == metric).any():
-            parts += [f"## {metric}", "", metric_table(agg, metric, spec.get("x_label") or "x",
-                                                        bool(spec.get("show_total")), ratio=scale == "paper"), ""]
+            parts += [
+                f"## {metric}",
+                "",
+                metric_table(
+                    agg,
+                    metric,
+                    spec.get("x_label") or "x",
+                    bool(spec.get("show_total")),
+                    ratio=scale == "paper",
+                ),
+                "",
+            ]
     if gathered.failed or gathered.missing:
         parts += ["## Failed or missing cells", ""]
-        parts += [f"- `{c['cell_id']}` {' '.join(c['overrides'])}: {c.get('error') or 'missing'}"
-                  for c in gathered.failed + gathered.missing]
+        parts += [
+            f"- `{c['cell_id']}` {' '.join(c['overrides'])}: {c.get('error') or 'missing'}"
+            for c in gathered.failed + gathered.missing
+        ]
         parts.append("")
-    parts += ["## Claims", "", markdown_table(["claim", "verdict", "evidence"],
-                                              [[c["claim"], f"**{c['verdict']}**", c["evidence"]] for c in claims]), ""]
+    parts += [
+        "## Claims",
+        "",
+        markdown_table(
+            ["claim", "verdict", "evidence"],
+            [[c["claim"], f"**{c['verdict']}**", c["evidence"]] for c in claims],
+        ),
+        "",
+    ]
     for fig in figures:
         parts += [f"![{fig}]({fig})", ""]
     return "\n".join(parts)

@@ -9,6 +9,7 @@ It also writes `manifest.json` in the sweep folder: the list of every cell of th
 report callback reads to build the table (cached cells included). Launching stays with Hydra's
 launchers (basic, joblib, submitit).
 """
+
 from __future__ import annotations
 
 import logging
@@ -75,7 +76,13 @@ class CachingSweeper(BasicSweeper):
                         continue  # already applied to the sweep's config
                     return self._full(job)  # another option of a group: only Hydra can compose it
                 current = OmegaConf.select(cfg, key, default=None)
-                if o.is_delete() or o.is_add() or o.is_force_add() or isinstance(current, DictConfig) or o.package:
+                if (
+                    o.is_delete()
+                    or o.is_add()
+                    or o.is_force_add()
+                    or isinstance(current, DictConfig)
+                    or o.package
+                ):
                     return self._full(job)  # a group choice or structural change: only Hydra can compose it
                 OmegaConf.update(cfg, key, o.value(), merge=False)
             return cfg
@@ -84,10 +91,14 @@ class CachingSweeper(BasicSweeper):
             probe = fast(jobs[0])
             reference = self._full(jobs[0])
             same = OmegaConf.to_container(probe, resolve=True) == OmegaConf.to_container(
-                OmegaConf.masked_copy(reference, [k for k in reference if k != "hydra"]), resolve=True)
+                OmegaConf.masked_copy(reference, [k for k in reference if k != "hydra"]), resolve=True
+            )
         except Exception:
             same = False
-        log.info("composing cells %s", "by setting swept values (checked on the first cell)" if same else "with Hydra")
+        log.info(
+            "composing cells %s",
+            "by setting swept values (checked on the first cell)" if same else "with Hydra",
+        )
         return fast if same else self._full
 
     def sweep(self, arguments: list[str]) -> Any:
@@ -128,8 +139,14 @@ class CachingSweeper(BasicSweeper):
             task, section, coords, force, store = seen[rest]
             cid = cell_id_of(task, section, seed)
             status = store.status(cid)
-            cells.append({"cell_id": cid, "overrides": list(job), "coords": {**coords, **({"seed": seed} if "seed" in coords else {})},
-                          "status_at_start": status})
+            cells.append(
+                {
+                    "cell_id": cid,
+                    "overrides": list(job),
+                    "coords": {**coords, **({"seed": seed} if "seed" in coords else {})},
+                    "status_at_start": status,
+                }
+            )
             if (status != "done" or force) and cid not in queued:
                 queued.add(cid)  # two grid points with one identity are one computation
                 todo.append(list(job))
@@ -137,12 +154,15 @@ class CachingSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        atomic_write_json(sweep_dir / "manifest.json", {
-            "experiment": self.config.experiment_name,
-            "arguments": list(arguments),
-            "swept_keys": report_keys,
-            "cells": cells,
-        })
+        atomic_write_json(
+            sweep_dir / "manifest.json",
+            {
+                "experiment": self.config.experiment_name,
+                "arguments": list(arguments),
+                "swept_keys": report_keys,
+                "cells": cells,
+            },
+        )
         log.info("%d cells: %d to run, the rest already done", len(cells), len(todo))
         return self._launch(todo, cached=len(cells) - len(todo))
 
@@ -159,24 +179,33 @@ class CachingSweeper(BasicSweeper):
         workers = launcher_workers(self.config)
         size = self.max_batch_size or (1 if workers == 1 else 4 * workers)
         counts = {"done": 0, "cached": cached, "failed": 0}
-        bar = progress_bar(len(todo), cached, enabled=bool(OmegaConf.select(self.config, "progress", default=True)))
+        bar = progress_bar(
+            len(todo), cached, enabled=bool(OmegaConf.select(self.config, "progress", default=True))
+        )
         started, returns = time.perf_counter(), []
         try:
             for start in range(0, len(todo), size):
                 # Failures are recorded per cell by the runner; they do not stop the other cells.
-                batch = self.launcher.launch(todo[start:start + size], initial_job_idx=start)
+                batch = self.launcher.launch(todo[start : start + size], initial_job_idx=start)
                 returns.append(batch)
                 for ret in batch:
                     status = _status(ret)
                     counts[status if status in counts else "failed"] += 1
                 if bar is not None:
                     bar.update(len(batch))
-                    bar.set_postfix_str(f"done {counts['done']}, cached {counts['cached']}, failed {counts['failed']}")
+                    bar.set_postfix_str(
+                        f"done {counts['done']}, cached {counts['cached']}, failed {counts['failed']}"
+                    )
         finally:
             if bar is not None:
                 bar.close()
-        log.info("%d cells computed, %d cached, %d failed in %.1f s", counts["done"], counts["cached"], counts["failed"],
-                 time.perf_counter() - started)
+        log.info(
+            "%d cells computed, %d cached, %d failed in %.1f s",
+            counts["done"],
+            counts["cached"],
+            counts["failed"],
+            time.perf_counter() - started,
+        )
         return returns
 
 
@@ -188,8 +217,11 @@ def _status(ret: Any) -> str:
     return value.get("status", "failed") if isinstance(value, dict) else "failed"
 
 
-LAUNCHER_LOGGERS = ("hydra._internal.core_plugins.basic_launcher", "hydra_plugins.hydra_joblib_launcher._core",
-                    "hydra_plugins.hydra_submitit_launcher.submitit_launcher")
+LAUNCHER_LOGGERS = (
+    "hydra._internal.core_plugins.basic_launcher",
+    "hydra_plugins.hydra_joblib_launcher._core",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher",
+)
 
 
 def quiet_launchers(quiet: bool) -> None:
@@ -213,8 +245,10 @@ def check_launcher(config: DictConfig) -> None:
     """Settings the launcher would reject with a traceback, refused in one sentence first."""
     n = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
     if n is not None and (not isinstance(n, int) or n == 0):
-        raise SystemExit(f"error: hydra.launcher.n_jobs={n!r} is not a number of parallel cells; use a positive number "
-                         "(2 runs two cells at a time) or -1 for one per core.")
+        raise SystemExit(
+            f"error: hydra.launcher.n_jobs={n!r} is not a number of parallel cells; use a positive number "
+            "(2 runs two cells at a time) or -1 for one per core."
+        )
 
 
 def progress_bar(todo: int, cached: int, enabled: bool):
@@ -223,5 +257,10 @@ def progress_bar(todo: int, cached: int, enabled: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=todo, desc="cells", unit="cell", dynamic_ncols=True,
-                postfix=f"done 0, cached {cached}, failed 0")
+    return tqdm(
+        total=todo,
+        desc="cells",
+        unit="cell",
+        dynamic_ncols=True,
+        postfix=f"done 0, cached {cached}, failed 0",
+    )

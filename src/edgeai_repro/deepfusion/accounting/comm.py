@@ -12,6 +12,7 @@ scale per 256 blocks and one offset). bitsandbytes quantises only the weight mat
 `quantize: linear` embeddings, the output head, norms and biases travel in `rest_format`, with
 `quantize: all` every tensor is in the quantised format (an assumption, not what bitsandbytes does).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,7 @@ from edgeai_repro.deepfusion.config import CommConf, FedJetsConf
 from edgeai_repro.deepfusion.models import catalog
 from edgeai_repro.deepfusion.models.moe import with_experts
 
-GB = 1e9   # the paper's figures are in decimal GB
+GB = 1e9  # the paper's figures are in decimal GB
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 QUANTIZED = ("int8", "nf4")
@@ -41,8 +42,8 @@ class Wire:
     """How a model travels: its format and, for int8/nf4, what is quantised and how."""
 
     fmt: str = "bf16"
-    quantize: str = "linear"     # linear (weight matrices only, as bitsandbytes) | all
-    rest_format: str = "bf16"    # the tensors bitsandbytes leaves unquantised
+    quantize: str = "linear"  # linear (weight matrices only, as bitsandbytes) | all
+    rest_format: str = "bf16"  # the tensors bitsandbytes leaves unquantised
     nf4_block: int = 64
     double_quant: bool = True
 
@@ -80,8 +81,10 @@ def model_bytes(model: nn.Module, wire: str | Wire) -> int:
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is not None:
         skip.add(id(head.weight))
-    return sum(wire.tensor_bytes(tuple(p.shape), p.dim() >= 2 and id(p) not in skip)
-               for _, p in catalog.unique_parameters(model))
+    return sum(
+        wire.tensor_bytes(tuple(p.shape), p.dim() >= 2 and id(p) not in skip)
+        for _, p in catalog.unique_parameters(model)
+    )
 
 
 def upload_tensors(model: nn.Module, fmt: str) -> dict[str, torch.Tensor]:
@@ -94,9 +97,11 @@ def payload_bytes(tensors: dict[str, torch.Tensor]) -> int:
     """Measured tensor bytes of a safetensors serialisation (the blob minus its JSON header)."""
     blob = safetensors_save(tensors)
     (header_len,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + header_len])
+    header = json.loads(blob[8 : 8 + header_len])
     payload = len(blob) - 8 - header_len
-    offsets = sum(end - start for k, v in header.items() if k != "__metadata__" for start, end in [v["data_offsets"]])
+    offsets = sum(
+        end - start for k, v in header.items() if k != "__metadata__" for start, end in [v["data_offsets"]]
+    )
     assert offsets == payload, "safetensors layout changed"
     return payload
 
@@ -105,36 +110,56 @@ def pruned_moe_config(full: PretrainedConfig, local_experts: int | None) -> Pret
     """The global MoE's config with only `local_experts` routed experts per layer."""
     keep = full.num_experts_per_tok if local_experts is None else int(local_experts)
     if not 1 <= keep <= full.num_experts:
-        raise ConfigError(f"deepfusion.fedjets.local_experts={local_experts} must be between 1 and the "
-                          f"global MoE's {full.num_experts} experts.")
+        raise ConfigError(
+            f"deepfusion.fedjets.local_experts={local_experts} must be between 1 and the "
+            f"global MoE's {full.num_experts} experts."
+        )
     return with_experts(full, keep)
 
 
-def fedjets_bytes(n_devices: int, moe_config: PretrainedConfig, protocol: FedJetsConf, upload: str | Wire,
-                  download: str | Wire | None = None, count_download: bool = True) -> dict:
+def fedjets_bytes(
+    n_devices: int,
+    moe_config: PretrainedConfig,
+    protocol: FedJetsConf,
+    upload: str | Wire,
+    download: str | Wire | None = None,
+    count_download: bool = True,
+) -> dict:
     """Each round every participating device downloads the pruned local MoE (counted unless
     `count_download` is off) and uploads it back."""
     local = catalog.meta_model(pruned_moe_config(moe_config, protocol.local_experts))
     per_round = model_bytes(local, upload) + (model_bytes(local, download or upload) if count_download else 0)
     active = max(1, round(protocol.participation * n_devices))
     total = protocol.rounds * active * per_round
-    return {"total_bytes": total, "local_moe_params": catalog.parameter_count(local),
-            "per_device_bytes": total / n_devices}
+    return {
+        "total_bytes": total,
+        "local_moe_params": catalog.parameter_count(local),
+        "per_device_bytes": total / n_devices,
+    }
 
 
-def deepfusion_bytes(device_types: list[str], fmt: str | Wire | Callable[[str], str | Wire], embedding_bytes: int,
-                     config_of: Callable[[str], PretrainedConfig]) -> dict:
+def deepfusion_bytes(
+    device_types: list[str],
+    fmt: str | Wire | Callable[[str], str | Wire],
+    embedding_bytes: int,
+    config_of: Callable[[str], PretrainedConfig],
+) -> dict:
     """One upload per device (its trained model and its data embedding); nothing is downloaded.
     `fmt` may be a function of the model type (per-family formats)."""
     wire_of = fmt if callable(fmt) else (lambda t: fmt)
     sizes = {t: model_bytes(catalog.meta_model(config_of(t)), wire_of(t)) for t in sorted(set(device_types))}
     models = sum(sizes[t] for t in device_types)
     total = models + embedding_bytes * len(device_types)
-    return {"total_bytes": total, "model_bytes": models, "per_type_bytes": sizes,
-            "per_device_bytes": total / len(device_types)}
+    return {
+        "total_bytes": total,
+        "model_bytes": models,
+        "per_type_bytes": sizes,
+        "per_device_bytes": total / len(device_types),
+    }
 
 
 # ---------------------------------------------------------------- a cell's accounting settings (CommConf)
+
 
 def embedding_bytes(conf: CommConf) -> int:
     return conf.embedding_dim * bytes_per_element(conf.embedding_format)
@@ -142,8 +167,13 @@ def embedding_bytes(conf: CommConf) -> int:
 
 def wire(conf: CommConf, fmt: str | None = None) -> Wire:
     """The transfer format `fmt` (default: the upload format) with these quantisation settings."""
-    return Wire(str(fmt or conf.upload_format), str(conf.quantize), str(conf.rest_format), int(conf.nf4_block),
-                bool(conf.double_quant))
+    return Wire(
+        str(fmt or conf.upload_format),
+        str(conf.quantize),
+        str(conf.rest_format),
+        int(conf.nf4_block),
+        bool(conf.double_quant),
+    )
 
 
 def wire_for(conf: CommConf, model: str) -> Wire:

@@ -29,6 +29,7 @@ Options (MemoryConf) say which code path is modelled:
                dtype and their output back);
   overhead_gb - a fixed term (CUDA context, allocator slack): 0 by default, fitted in a preset.
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,8 +42,8 @@ from edgeai_repro.deepfusion.data.encoding import IGNORE
 from edgeai_repro.deepfusion.models import catalog
 from edgeai_repro.deepfusion.models.moe import is_expert
 
-ADAMW_STATE_BYTES = 8       # two fp32 moments per trainable parameter
-LORA_PARAM_BYTES = 4        # peft keeps adapters in fp32
+ADAMW_STATE_BYTES = 8  # two fp32 moments per trainable parameter
+LORA_PARAM_BYTES = 4  # peft keeps adapters in fp32
 # NF4 with double quantisation (QLoRA): 4 bits + an 8-bit absmax per 64 weights + an fp32 constant
 # per 256 absmax values = 4.127 bits per weight.
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
@@ -52,7 +53,9 @@ def lora_wrap(model: nn.Module, r: int) -> nn.Module:
     """Adapters on every linear layer of the blocks (peft's "all-linear"), base weights frozen."""
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", lora_dropout=0.0))
+    return get_peft_model(
+        model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", lora_dropout=0.0)
+    )
 
 
 def _block_linears(model: nn.Module) -> list[nn.Module]:
@@ -85,14 +88,24 @@ def kbit_code_path(model: nn.Module, compute: torch.dtype) -> nn.Module:
         m.weight.data = m.weight.data.to(compute)
         if getattr(m, "bias", None) is not None:
             m.bias.data = m.bias.data.to(compute)
-        m.register_forward_pre_hook(lambda mod, args: (mod.__dict__.__setitem__("_in", args[0].dtype),
-                                                       (args[0].to(compute), *args[1:]))[1])
+        m.register_forward_pre_hook(
+            lambda mod, args: (
+                mod.__dict__.__setitem__("_in", args[0].dtype),
+                (args[0].to(compute), *args[1:]),
+            )[1]
+        )
         m.register_forward_hook(lambda mod, args, out: out.to(mod.__dict__.pop("_in")))
     return model
 
 
-def training_loss(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, path: str = "full",
-                  chunk: int = 1024, answer_len: int = 64) -> torch.Tensor:
+def training_loss(
+    model: nn.Module,
+    ids: torch.Tensor,
+    labels: torch.Tensor,
+    path: str = "full",
+    chunk: int = 1024,
+    answer_len: int = 64,
+) -> torch.Tensor:
     """Mean next-token cross-entropy over the labelled positions, by one of three code paths
     (module doc); all three give the same value, they differ in what they keep in memory.
     answer_only reads the answer as the last `answer_len` positions of each row (answer_labels), a
@@ -108,14 +121,19 @@ def training_loss(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, pat
         h, y = hidden[:, -answer_len:], target[:, -answer_len:]
         return nn.functional.cross_entropy(head(h).float().transpose(1, 2), y, ignore_index=IGNORE)
     if path != "chunked":
-        raise ConfigError(f"deepfusion.memory.loss={path!r} is unknown; use one of: {', '.join(LossPath.values())}.")
+        raise ConfigError(
+            f"deepfusion.memory.loss={path!r} is unknown; use one of: {', '.join(LossPath.values())}."
+        )
     from torch.utils.checkpoint import checkpoint
 
     def part(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(head(h).float(), y, ignore_index=IGNORE, reduction="sum")
 
     h, y = hidden.reshape(-1, hidden.shape[-1]), target.reshape(-1)
-    total = sum(checkpoint(part, h[i:i + chunk], y[i:i + chunk], use_reentrant=False) for i in range(0, len(y), chunk))
+    total = sum(
+        checkpoint(part, h[i : i + chunk], y[i : i + chunk], use_reentrant=False)
+        for i in range(0, len(y), chunk)
+    )
     return total / (y != IGNORE).sum().clamp_min(1)
 
 
@@ -126,9 +144,16 @@ def answer_labels(ids: torch.Tensor, answer_len: int) -> torch.Tensor:
     return labels
 
 
-def step_peak(model: nn.Module, batch: int, seq_len: int, attention: str = "eager",
-              bf16_as: torch.dtype = torch.bfloat16, loss: str = "full", chunk: int = 1024,
-              answer_len: int = 64) -> dict[str, int]:
+def step_peak(
+    model: nn.Module,
+    batch: int,
+    seq_len: int,
+    attention: str = "eager",
+    bf16_as: torch.dtype = torch.bfloat16,
+    loss: str = "full",
+    chunk: int = 1024,
+    answer_len: int = 64,
+) -> dict[str, int]:
     """Peak bytes one AdamW training step (forward, loss, backward, optimizer step) allocates after
     a warm-up step, and the bytes still live when the forward pass ends (saved activations and the
     loss), on the model's device: the meta device for the model."""
@@ -152,11 +177,11 @@ def step_peak(model: nn.Module, batch: int, seq_len: int, attention: str = "eage
         value = training_loss(model, ids, labels, loss, chunk, answer_len)
         forward = tracker.live if tracker else 0
         value.backward()
-        opt.step()   # its temporaries count (full fine-tuning: the size of the parameters)
+        opt.step()  # its temporaries count (full fine-tuning: the size of the parameters)
         opt.zero_grad(set_to_none=True)
         return forward
 
-    step()   # a warm-up step creates the optimizer states, which are counted apart (resident)
+    step()  # a warm-up step creates the optimizer states, which are counted apart (resident)
     weights, optim = _state_bytes(model, opt)
     tracker = _PeakTracker(size)
     with tracker.mode:
@@ -191,7 +216,7 @@ def _prepared(config, setup: MemoryConf, dtype: torch.dtype, meta: bool) -> nn.M
         model = catalog.meta_model(config, dtype=torch.bfloat16 if moe else dtype)
     else:
         model = catalog.real_model(config, dtype)
-    if upcast and not moe:   # an MoE's grouped kernel runs only in bf16 on meta: its activations stay bf16
+    if upcast and not moe:  # an MoE's grouped kernel runs only in bf16 on meta: its activations stay bf16
         kbit_code_path(model, dtype)
     model.train()
     if setup.mode != "full":
@@ -200,7 +225,7 @@ def _prepared(config, setup: MemoryConf, dtype: torch.dtype, meta: bool) -> nn.M
         model = lora_wrap(model, setup.lora_r)
     if ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
-        model.enable_input_require_grads()   # what peft does for a re-entrant checkpoint over frozen embeddings
+        model.enable_input_require_grads()  # what peft does for a re-entrant checkpoint over frozen embeddings
     return model
 
 
@@ -227,16 +252,33 @@ def estimate(config, setup: MemoryConf) -> dict[str, float]:
         weights += trainable * LORA_PARAM_BYTES
         optim = trainable * ADAMW_STATE_BYTES
     attention = attention_kernel(config, setup.attention)
-    step = step_peak(_prepared(config, setup, dtype, meta=True), setup.batch, setup.seq_len, attention, bf16_as=dtype, loss=setup.loss,
-                     chunk=setup.loss_chunk, answer_len=setup.answer_len)
+    step = step_peak(
+        _prepared(config, setup, dtype, meta=True),
+        setup.batch,
+        setup.seq_len,
+        attention,
+        bf16_as=dtype,
+        loss=setup.loss,
+        chunk=setup.loss_chunk,
+        answer_len=setup.answer_len,
+    )
     # NF4 layers compute from a bf16 copy of their weight, made per call and dropped after it.
     dequant = biggest * 2 if setup.mode == "qlora" else 0
     overhead = setup.overhead_gb * GB
     total = weights + optim + step["peak"] + dequant + overhead
-    return {"weights": weights, "optimizer": optim, "activations": step["forward"],
-            "backward": step["peak"] - step["forward"] + dequant, "overhead": overhead, "total": total,
-            "params": params, "trainable": trainable, "attention": attention, "gradient_checkpointing": ckpt,
-            "kbit_upcast": upcast}
+    return {
+        "weights": weights,
+        "optimizer": optim,
+        "activations": step["forward"],
+        "backward": step["peak"] - step["forward"] + dequant,
+        "overhead": overhead,
+        "total": total,
+        "params": params,
+        "trainable": trainable,
+        "attention": attention,
+        "gradient_checkpointing": ckpt,
+        "kbit_upcast": upcast,
+    }
 
 
 class _PeakTracker:
@@ -286,8 +328,12 @@ class _PeakTracker:
 
 def _state_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, int]:
     weights = {p.untyped_storage()._cdata: p.untyped_storage().nbytes() for p in model.parameters()}
-    states = {t.untyped_storage()._cdata: t.untyped_storage().nbytes()
-              for s in opt.state.values() for t in s.values() if isinstance(t, torch.Tensor) and t.dim() > 0}
+    states = {
+        t.untyped_storage()._cdata: t.untyped_storage().nbytes()
+        for s in opt.state.values()
+        for t in s.values()
+        if isinstance(t, torch.Tensor) and t.dim() > 0
+    }
     return sum(weights.values()), sum(states.values())
 
 
@@ -298,7 +344,18 @@ def measure_peak(config, setup: MemoryConf, seed: int = 0) -> dict[str, float]:
     allocates, seen storage by storage -- the same tracker as the model's, over real tensors."""
     torch.manual_seed(seed)
     model = _prepared(config, setup, dtype_of(setup.dtype, "deepfusion.memory.dtype"), meta=False)
-    step = step_peak(model, setup.batch, setup.seq_len, "eager", loss=setup.loss, chunk=setup.loss_chunk,
-                     answer_len=setup.answer_len)
-    return {"weights": step["weights"], "optimizer": step["optimizer"], "step_peak": step["peak"],
-            "total": step["weights"] + step["optimizer"] + step["peak"]}
+    step = step_peak(
+        model,
+        setup.batch,
+        setup.seq_len,
+        "eager",
+        loss=setup.loss,
+        chunk=setup.loss_chunk,
+        answer_len=setup.answer_len,
+    )
+    return {
+        "weights": step["weights"],
+        "optimizer": step["optimizer"],
+        "step_peak": step["peak"],
+        "total": step["weights"] + step["optimizer"] + step["peak"],
+    }

@@ -1,5 +1,6 @@
 """A cell's data: the devices' pooled training records, the test set and the server's public data,
 disjoint and fixed by the data seed, from the configured source."""
+
 from __future__ import annotations
 
 import logging
@@ -44,31 +45,42 @@ def load_corpus(c: DeepFusionConf, seed: int) -> Corpus:
     d, domain = c.data, c.this_case.domain
     sizes = (d.train_samples, d.test_samples, d.public_samples)
     hidden = d.public_answers == "hidden"
-    drawn = d.source == "synthetic" and hidden   # public records generated apart, with no fact in them
+    drawn = d.source == "synthetic" and hidden  # public records generated apart, with no fact in them
     need = sum(sizes) - (sizes[2] if drawn else 0)
-    pools = (Pools(synthetic(domain, need, d.subdomains, seed=seed)) if d.source == "synthetic"
-             else load_pools(c))
+    pools = (
+        Pools(synthetic(domain, need, d.subdomains, seed=seed)) if d.source == "synthetic" else load_pools(c)
+    )
     if pools.skipped:
         log.info("%d %s records are not single-answer questions and were skipped", pools.skipped, domain)
-    shuffle = lambda records, tag: [records[i] for i in torch.randperm(
-        len(records), generator=torch.Generator().manual_seed(derive_seed(*tag, seed) % 2**62)).tolist()]
+    shuffle = lambda records, tag: [
+        records[i]
+        for i in torch.randperm(
+            len(records), generator=torch.Generator().manual_seed(derive_seed(*tag, seed) % 2**62)
+        ).tolist()
+    ]
     if pools.test is not None:
         if len(pools.train) < sizes[0] + sizes[2] or len(pools.test) < sizes[1]:
-            raise ConfigError(f"the {d.source} data holds {len(pools.train)} train and {len(pools.test)} test records but "
-                              f"the scale asks for {sizes[0]} + {sizes[2]} (devices + public) and {sizes[1]}; lower "
-                              "deepfusion.data.train_samples/public_samples/test_samples.")
+            raise ConfigError(
+                f"the {d.source} data holds {len(pools.train)} train and {len(pools.test)} test records but "
+                f"the scale asks for {sizes[0]} + {sizes[2]} (devices + public) and {sizes[1]}; lower "
+                "deepfusion.data.train_samples/public_samples/test_samples."
+            )
         train, test = shuffle(pools.train, ("split",)), shuffle(pools.test, ("split", "test"))
-        public = train[sizes[0]:sizes[0] + sizes[2]]
-        return Corpus(train[:sizes[0]], test[:sizes[1]], hide_answers(public, seed) if hidden else public)
+        public = train[sizes[0] : sizes[0] + sizes[2]]
+        return Corpus(train[: sizes[0]], test[: sizes[1]], hide_answers(public, seed) if hidden else public)
     pool = pools.train
     if len(pool) < need:
-        raise ConfigError(f"the {d.source} data holds {len(pool)} records but train, test and public samples need "
-                          f"{need}; lower deepfusion.data.train_samples/test_samples/public_samples.")
+        raise ConfigError(
+            f"the {d.source} data holds {len(pool)} records but train, test and public samples need "
+            f"{need}; lower deepfusion.data.train_samples/test_samples/public_samples."
+        )
     pool = shuffle(pool, ("split",))
     a, b = sizes[0], sizes[0] + sizes[1]
     if drawn:
-        public = synthetic(domain, sizes[2], d.subdomains, seed=derive_seed("public", seed), random_answers=True)
+        public = synthetic(
+            domain, sizes[2], d.subdomains, seed=derive_seed("public", seed), random_answers=True
+        )
     else:
-        public = pool[b:b + sizes[2]]
+        public = pool[b : b + sizes[2]]
         public = hide_answers(public, seed) if hidden else public
     return Corpus(pool[:a], pool[a:b], public)

@@ -1,5 +1,6 @@
 """Records as token ids: prompt + answer + end-of-text, labels only on the answer, truncation that
 never cuts the question or the answer, padded batches and loaders."""
+
 from __future__ import annotations
 
 import torch
@@ -10,8 +11,9 @@ from edgeai_repro.deepfusion.data.records import Prompt, Record, prompt_of
 IGNORE = -100
 
 
-def encode(tokenizer, prompt: str | Prompt, answer: str | None = None,
-           max_len: int = 512) -> tuple[list[int], list[int], list[int]]:
+def encode(
+    tokenizer, prompt: str | Prompt, answer: str | None = None, max_len: int = 512
+) -> tuple[list[int], list[int], list[int]]:
     """Token ids of prompt + answer + end-of-text, the labels (-100 on the prompt) and each token's
     end character (for cross-tokenizer alignment).
 
@@ -73,5 +75,6 @@ def pad_batch(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str
 
 def loader(ds: QADataset, batch_size: int, seed: int, shuffle: bool) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g if shuffle else None,
-                      collate_fn=ds.collate)
+    return DataLoader(
+        ds, batch_size=batch_size, shuffle=shuffle, generator=g if shuffle else None, collate_fn=ds.collate
+    )

@@ -1,4 +1,5 @@
 """How the pooled training records are dealt to the N devices."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,16 +9,25 @@ from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.deepfusion.data.records import Record
 
 
-def partition(records: list[Record], n_devices: int, scheme: str, seed: int, size_sigma: float = 1.0,
-              alpha: float = 0.1, min_size: int = 8) -> list[list[int]]:
+def partition(
+    records: list[Record],
+    n_devices: int,
+    scheme: str,
+    seed: int,
+    size_sigma: float = 1.0,
+    alpha: float = 0.1,
+    min_size: int = 8,
+) -> list[list[int]]:
     """Indices of each device's records. random_uneven: shuffled records cut into log-normal
     sizes (the paper's "randomly and unevenly"). dirichlet: each device draws sub-domain
     proportions from Dirichlet(alpha) and its records follow them (topic skew)."""
     rng = np.random.default_rng(derive_seed("partition", scheme, n_devices, seed))
     n = len(records)
     if n < n_devices * min_size:
-        raise ConfigError(f"{n} records cannot give {n_devices} devices {min_size} each; raise "
-                          "deepfusion.data.train_samples or lower deepfusion.data.min_device_samples.")
+        raise ConfigError(
+            f"{n} records cannot give {n_devices} devices {min_size} each; raise "
+            "deepfusion.data.train_samples or lower deepfusion.data.min_device_samples."
+        )
     raw = rng.lognormal(0.0, size_sigma, n_devices)
     spare = n - n_devices * min_size
     sizes = min_size + np.floor(raw / raw.sum() * spare).astype(int)

@@ -4,6 +4,7 @@ Schemas follow the real datasets: MMedBench (question, options A-E, answer_idx, 
 FinGPT fiqa_qa (instruction, input, output). `subdomain` is the hidden topic of a synthetic record
 (the real datasets have none; MMedBench's language can play its part).
 """
+
 from __future__ import annotations
 
 import re
@@ -37,6 +38,7 @@ SCHEMAS: dict[str, type] = {"medical": MedicalQA, "finance": FinanceQA}
 
 # ---------------------------------------------------------------- prompts: what is scored is the answer
 
+
 @dataclass(frozen=True)
 class Prompt:
     """A record as the model reads it: the prompt, the answer it must produce, and the span of the
@@ -46,7 +48,7 @@ class Prompt:
     text: str
     answer: str
     context: tuple[int, int] = (0, 0)
-    cut_from: str = "left"       # left: keep the context's end; right: keep its start
+    cut_from: str = "left"  # left: keep the context's end; right: keep its start
 
 
 _SENTENCE = re.compile(r"(?<=[.?!])\s+")
@@ -75,7 +77,9 @@ def prompt_of(record: Record) -> Prompt:
     first = _SENTENCE.split(record.input.strip(), maxsplit=1)[0]
     start = len(head) + len("\nContext: ") + record.input.index(first) + len(first)
     text = f"{head}\nContext: {record.input}\nAnswer:"
-    return Prompt(text, f" {record.output}", (start, len(head) + len("\nContext: ") + len(record.input)), "right")
+    return Prompt(
+        text, f" {record.output}", (start, len(head) + len("\nContext: ") + len(record.input)), "right"
+    )
 
 
 def prompt_and_answer(record: Record) -> tuple[str, str]:
@@ -96,10 +100,21 @@ def record_from(domain: str, raw: dict, where: str) -> Record:
             options = raw["options"]
             if not isinstance(options, dict) or raw["answer_idx"] not in options:
                 raise ValueError("options must map letters to text and contain answer_idx")
-            return MedicalQA(str(raw["question"]), {str(k): str(v) for k, v in options.items()}, str(raw["answer_idx"]),
-                             str(raw.get("rationale") or ""), str(raw.get("subdomain") or raw.get("language") or ""))
-        return FinanceQA(str(raw["instruction"]), str(raw.get("input") or ""), str(raw["output"]),
-                         str(raw.get("subdomain") or ""))
+            return MedicalQA(
+                str(raw["question"]),
+                {str(k): str(v) for k, v in options.items()},
+                str(raw["answer_idx"]),
+                str(raw.get("rationale") or ""),
+                str(raw.get("subdomain") or raw.get("language") or ""),
+            )
+        return FinanceQA(
+            str(raw["instruction"]),
+            str(raw.get("input") or ""),
+            str(raw["output"]),
+            str(raw.get("subdomain") or ""),
+        )
     except (KeyError, TypeError, ValueError) as exc:
         fields = ", ".join(f.name for f in cls.__dataclass_fields__.values())
-        raise ConfigError(f"{where} is not a {domain} record ({exc}); each record needs the fields {fields}.") from None
+        raise ConfigError(
+            f"{where} is not a {domain} record ({exc}); each record needs the fields {fields}."
+        ) from None

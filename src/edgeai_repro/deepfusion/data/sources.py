@@ -1,5 +1,6 @@
 """Where records come from: the user's JSON/JSONL files and the paper's hub datasets (MMedBench's
 archive with its official split, FiQA's rows)."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ class Pools:
 
     train: list[Record]
     test: list[Record] | None = None
-    skipped: int = 0              # rows that are not a record of the case (e.g. multi-answer questions)
+    skipped: int = 0  # rows that are not a record of the case (e.g. multi-answer questions)
 
 
 def _rows(path: Path) -> list:
@@ -28,10 +29,14 @@ def _rows(path: Path) -> list:
         else:
             rows = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid JSON{'L' if path.suffix == '.jsonl' else ''} ({exc}); "
-                          "fix the file or regenerate it.") from None
+        raise ConfigError(
+            f"{path} is not valid JSON{'L' if path.suffix == '.jsonl' else ''} ({exc}); "
+            "fix the file or regenerate it."
+        ) from None
     if not isinstance(rows, list) or not rows:
-        raise ConfigError(f"{path} holds no records; it needs a non-empty JSON list or one JSON object per line.")
+        raise ConfigError(
+            f"{path} holds no records; it needs a non-empty JSON list or one JSON object per line."
+        )
     return rows
 
 
@@ -47,12 +52,21 @@ def load_local(path: str | Path, domain: str, key: str = "deepfusion.data.path")
     if path.is_dir():
         train, test = _split_file(path, "train"), _split_file(path, "test")
         if train is None or test is None:
-            raise ConfigError(f"{key}={str(path)!r} is a folder without train.jsonl and test.jsonl; put the two "
-                              "splits there or point the key at one .jsonl file.")
-        return Pools(*[[record_from(domain, r, f"{f} record {i}") for i, r in enumerate(_rows(f))] for f in (train, test)])
+            raise ConfigError(
+                f"{key}={str(path)!r} is a folder without train.jsonl and test.jsonl; put the two "
+                "splits there or point the key at one .jsonl file."
+            )
+        return Pools(
+            *[
+                [record_from(domain, r, f"{f} record {i}") for i, r in enumerate(_rows(f))]
+                for f in (train, test)
+            ]
+        )
     if not path.is_file():
-        raise ConfigError(f"{key}={str(path)!r} does not exist; point it at a .json or .jsonl file (or a folder "
-                          "with train.jsonl and test.jsonl).")
+        raise ConfigError(
+            f"{key}={str(path)!r} does not exist; point it at a .json or .jsonl file (or a folder "
+            "with train.jsonl and test.jsonl)."
+        )
     return Pools([record_from(domain, r, f"{path} record {i}") for i, r in enumerate(_rows(path))])
 
 
@@ -69,8 +83,10 @@ def mmedbench_records(archive: str | Path, languages: list[str]) -> Pools:
 
     unknown = [lang for lang in languages if lang not in MMEDBENCH_LANGUAGES]
     if unknown or not languages:
-        raise ConfigError(f"deepfusion.cases.<case>.languages={list(languages)} names no MMedBench language or an "
-                          f"unknown one ({', '.join(unknown)}); use some of: {', '.join(MMEDBENCH_LANGUAGES)}.")
+        raise ConfigError(
+            f"deepfusion.cases.<case>.languages={list(languages)} names no MMedBench language or an "
+            f"unknown one ({', '.join(unknown)}); use some of: {', '.join(MMEDBENCH_LANGUAGES)}."
+        )
     archive = Path(archive)
     if archive.is_dir():
         names = [str(p.relative_to(archive)) for p in archive.rglob("*.jsonl")]
@@ -85,8 +101,10 @@ def mmedbench_records(archive: str | Path, languages: list[str]) -> Pools:
         for lang in languages:
             name = next((n for n in names if n.endswith(f"{split}/{lang}.jsonl")), None)
             if name is None:
-                raise ConfigError(f"{archive} has no {split}/{lang}.jsonl; it must be MMedBench's archive "
-                                  "(MMedBench.zip) or that archive unpacked.")
+                raise ConfigError(
+                    f"{archive} has no {split}/{lang}.jsonl; it must be MMedBench's archive "
+                    "(MMedBench.zip) or that archive unpacked."
+                )
             for line in read(name).splitlines():
                 if not line.strip():
                     continue
@@ -105,25 +123,33 @@ def fiqa_records(rows) -> Pools:
     return Pools([record_from("finance", dict(r), f"fiqa_qa row {i}") for i, r in enumerate(rows)])
 
 
-def load_hub(repo: str, domain: str, languages: list[str] | None = None) -> Pools:  # pragma: no cover - network
+def load_hub(
+    repo: str, domain: str, languages: list[str] | None = None
+) -> Pools:  # pragma: no cover - network
     """The case's hub dataset: MMedBench's archive (its official split, `languages`) or FiQA's
     rows (one pool). Offline: a pre-filled HF cache works; otherwise one sentence."""
     try:
         if domain == "medical":
             import huggingface_hub
 
-            return mmedbench_records(huggingface_hub.hf_hub_download(repo, "MMedBench.zip", repo_type="dataset"),
-                                     list(languages or ["English"]))
+            return mmedbench_records(
+                huggingface_hub.hf_hub_download(repo, "MMedBench.zip", repo_type="dataset"),
+                list(languages or ["English"]),
+            )
         import datasets
 
         return fiqa_records(datasets.load_dataset(repo, split="train"))
     except ImportError:
-        raise ConfigError("deepfusion.data.source=hub needs the `datasets` package; pip install -e '.[paper]'.") from None
+        raise ConfigError(
+            "deepfusion.data.source=hub needs the `datasets` package; pip install -e '.[paper]'."
+        ) from None
     except ConfigError:
         raise
     except Exception as exc:
-        raise ConfigError(f"could not load {repo!r} from the hub ({type(exc).__name__}); with no network use "
-                          "deepfusion.data.source=synthetic or your own files (source=local).") from None
+        raise ConfigError(
+            f"could not load {repo!r} from the hub ({type(exc).__name__}); with no network use "
+            "deepfusion.data.source=synthetic or your own files (source=local)."
+        ) from None
 
 
 def save_jsonl(records: list[Record], path: str | Path) -> None:

@@ -5,6 +5,7 @@ with the `tokenizers` library on the run's own text: byte-level BPE for the GPT-
 Qwen and DeepSeek families and a SentencePiece-style (metaspace) BPE for Llama, each with its own
 vocabulary size and special tokens, as the real families differ.
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,12 +51,15 @@ def train_tokenizer(family: str, texts: list[str], vocab_size: int) -> Tokenizer
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
         tok.decoder = decoders.Metaspace()
         alphabet = []
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet,
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet, show_progress=False
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     if tok.get_vocab_size() > vocab_size:
-        raise ConfigError(f"the {family} tokenizer needs more than vocab_size={vocab_size} entries for its base "
-                          f"alphabet; raise the tiny vocab_size in its conf/deepfusion/student (or teacher) YAML.")
+        raise ConfigError(
+            f"the {family} tokenizer needs more than vocab_size={vocab_size} entries for its base "
+            f"alphabet; raise the tiny vocab_size in its conf/deepfusion/student (or teacher) YAML."
+        )
     return tok
 
 
@@ -84,9 +88,11 @@ def hub_tokenizer(source: str) -> PreTrainedTokenizerFast:
     try:
         tok = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"could not load the tokenizer of {source!r} ({exc.__class__.__name__}); paper scale needs "
-                          "the hub, a pre-filled HF cache or a checkpoint folder with its tokenizer files "
-                          "(paths.checkpoints.<model>).") from None
+        raise ConfigError(
+            f"could not load the tokenizer of {source!r} ({exc.__class__.__name__}); paper scale needs "
+            "the hub, a pre-filled HF cache or a checkpoint folder with its tokenizer files "
+            "(paths.checkpoints.<model>)."
+        ) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"

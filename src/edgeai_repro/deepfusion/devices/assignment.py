@@ -1,4 +1,5 @@
 """Who the devices are: which on-device LLM type each of the N devices runs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +14,9 @@ def assign_models(n_devices: int, types: list[str], seed: int, mode: str = "bala
     `balanced` (our default) shuffles a round-robin list, so every type has at least N // #types
     devices and per-type clustering never finds a type with too few devices by bad luck."""
     if mode not in Assignment.values():
-        raise ConfigError(f"deepfusion.assignment={mode!r} is unknown; use one of: {', '.join(Assignment.values())}.")
+        raise ConfigError(
+            f"deepfusion.assignment={mode!r} is unknown; use one of: {', '.join(Assignment.values())}."
+        )
     if not types:
         raise ConfigError("deepfusion.device_models is empty; name at least one on-device model type.")
     rng = np.random.default_rng(derive_seed("assign", n_devices, tuple(types), seed))

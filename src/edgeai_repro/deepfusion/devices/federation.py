@@ -1,6 +1,7 @@
 """The device side: each of the N devices trains its own LLM on its private data and uploads it
 once, with its measured bytes and its semantic embedding. A trained device is an entry of the cache
 "deepfusion/devices" (core/cache.py), shared by every cell and method that needs it."""
+
 from __future__ import annotations
 
 import hashlib
@@ -48,7 +49,7 @@ def base_model(s: Setup, model_type: str) -> torch.nn.Module:
     model = catalog.real_model(s.model_config(model_type))
     if not qlora:
         return model
-    with tempfile.TemporaryDirectory() as folder:   # quantised as a checkpoint is: saved, then loaded in NF4
+    with tempfile.TemporaryDirectory() as folder:  # quantised as a checkpoint is: saved, then loaded in NF4
         model.save_pretrained(folder)
         return pretrained(arch, folder, torch.bfloat16, **kwargs)
 
@@ -73,13 +74,24 @@ def device_inputs(s: Setup, index: int, model_type: str, indices: list[int]) -> 
     """Everything a trained device depends on: its model, data, training settings and seed."""
     c = s.conf
     arch = s.family(model_type)
-    blob = {"type": model_type, "models": c.models, "arch": arch.tiny if c.models == "tiny" else arch.hub_id,
-            "data": asdict(c.data), "case": c.this_case.domain,
-            "indices": hashlib.sha256(json.dumps(indices).encode()).hexdigest(), "index": index,
-            "device": asdict(c.device), "mode": s.training_mode(model_type),
-            "upload": c.comm.upload_format, "embedder": asdict(c.embedder),
-            "embedding": c.comm.embedding_format, "seed": s.seed}
-    if c.data.source != "synthetic":   # where the records came from (absent for synthetic data: same keys as before)
+    blob = {
+        "type": model_type,
+        "models": c.models,
+        "arch": arch.tiny if c.models == "tiny" else arch.hub_id,
+        "data": asdict(c.data),
+        "case": c.this_case.domain,
+        "indices": hashlib.sha256(json.dumps(indices).encode()).hexdigest(),
+        "index": index,
+        "device": asdict(c.device),
+        "mode": s.training_mode(model_type),
+        "upload": c.comm.upload_format,
+        "embedder": asdict(c.embedder),
+        "embedding": c.comm.embedding_format,
+        "seed": s.seed,
+    }
+    if (
+        c.data.source != "synthetic"
+    ):  # where the records came from (absent for synthetic data: same keys as before)
         cs = c.this_case
         blob["source"] = {"path": c.data_path()[0], "hub": cs.hub_dataset, "languages": list(cs.languages)}
     return blob
@@ -89,8 +101,13 @@ def train_device(s: Setup, dev: Device, tokenizer, trainers: Trainers) -> None:
     """Train one device and store its upload atomically (folder renamed into place when complete)."""
     c, corpus = s.conf, s.corpus
     steps = max(1, math.ceil(c.device.epochs * len(dev.indices) / c.device.batch_size))
-    conf = FinetuneConf(mode=s.training_mode(dev.model_type), lr=c.device.lr, steps=steps,
-                        lora_r=c.device.lora_r, lora_alpha=c.device.lora_alpha)
+    conf = FinetuneConf(
+        mode=s.training_mode(dev.model_type),
+        lr=c.device.lr,
+        steps=steps,
+        lora_r=c.device.lora_r,
+        lora_alpha=c.device.lora_alpha,
+    )
     local = [corpus.train[i] for i in dev.indices]
     ds = QADataset(local, tokenizer, c.data.max_len)
     torch.manual_seed(derive_seed("device", dev.index, s.seed) % 2**62)
@@ -102,28 +119,42 @@ def train_device(s: Setup, dev: Device, tokenizer, trainers: Trainers) -> None:
             losses.append(float(outputs["loss"]))
 
     started = time.perf_counter()
-    trainers.fit(module, loader(ds, c.device.batch_size, derive_seed("batches", dev.index, s.seed) % 2**62, True),
-                 conf.steps, [Record()])
+    trainers.fit(
+        module,
+        loader(ds, c.device.batch_size, derive_seed("batches", dev.index, s.seed) % 2**62, True),
+        conf.steps,
+        [Record()],
+    )
     model = merged(module.model).cpu()
     # Each device is scored on a fixed slice of the test set: enough to compare devices and proxies.
-    test = loader(QADataset(corpus.test[:c.device.eval_samples], tokenizer, c.data.max_len), 32, 0, False)
+    test = loader(QADataset(corpus.test[: c.device.eval_samples], tokenizer, c.data.max_len), 32, 0, False)
     metrics = evaluate(model, test)
     tensors = comm.upload_tensors(model, c.comm.upload_format)
     emb_dtype = comm.dtype_of(c.comm.embedding_format, "deepfusion.comm.embedding_format")
     encoder = embedder(c.embedder.name, c.embedder.batch_size)
     encoder.sentences([text_of(r) for r in corpus.train])  # once per process (see Embedder)
     embedding = encoder.device_embedding([text_of(r) for r in local]).to(emb_dtype)
-    meta = {"index": dev.index, "model_type": dev.model_type, "samples": len(dev.indices), "dominant": dev.dominant,
-            "mode": conf.mode, "train_s": time.perf_counter() - started, "losses": losses,
-            "payload_bytes": comm.payload_bytes(tensors), "embedding_bytes": comm.payload_bytes({"e": embedding}),
-            "test": metrics}
+    meta = {
+        "index": dev.index,
+        "model_type": dev.model_type,
+        "samples": len(dev.indices),
+        "dominant": dev.dominant,
+        "mode": conf.mode,
+        "train_s": time.perf_counter() - started,
+        "losses": losses,
+        "payload_bytes": comm.payload_bytes(tensors),
+        "embedding_bytes": comm.payload_bytes({"e": embedding}),
+        "test": metrics,
+    }
 
     def fill(staging: Path) -> None:
         save_file(tensors, str(staging / "upload.safetensors"))
         save_file({"embedding": embedding}, str(staging / "embedding.safetensors"))
         atomic_write_json(staging / "meta.json", meta)
 
-    DEVICES.write_folder(dev.folder, fill)   # a concurrent cell that finished the same device first keeps theirs
+    DEVICES.write_folder(
+        dev.folder, fill
+    )  # a concurrent cell that finished the same device first keeps theirs
     dev.meta = json.loads((dev.folder / "meta.json").read_text())
 
 
@@ -138,12 +169,25 @@ def federation(s: Setup, trainers: Trainers) -> list[Device]:
     """The N devices with trained uploads: loaded from the device store, or trained one after
     another (one model in memory at a time)."""
     c, corpus = s.conf, s.corpus
-    parts = partition(corpus.train, c.devices, c.data.partition, s.seed, c.data.size_sigma,
-                      c.data.dirichlet_alpha, c.data.min_device_samples)
+    parts = partition(
+        corpus.train,
+        c.devices,
+        c.data.partition,
+        s.seed,
+        c.data.size_sigma,
+        c.data.dirichlet_alpha,
+        c.data.min_device_samples,
+    )
     devices = []
     for i, (t, idx) in enumerate(zip(s.types, parts)):
-        dev = Device(i, t, idx, dominant_subdomain(corpus.train, idx), DEVICES.path(s.store, device_inputs(s, i, t, idx)))
-        meta = DEVICES.read(dev.folder, _stored_meta)   # damaged or half-written: set aside, retrained
+        dev = Device(
+            i,
+            t,
+            idx,
+            dominant_subdomain(corpus.train, idx),
+            DEVICES.path(s.store, device_inputs(s, i, t, idx)),
+        )
+        meta = DEVICES.read(dev.folder, _stored_meta)  # damaged or half-written: set aside, retrained
         if meta is None:
             log.info("training device %d/%d (%s, %d samples)", i + 1, c.devices, t, len(idx))
             train_device(s, dev, s.tokenizer(t), trainers)

@@ -4,6 +4,7 @@ Full fine-tuning, LoRA or QLoRA (peft; QLoRA needs bitsandbytes) is chosen per m
 Loss and metrics cover the answer tokens only: prompt positions carry the label -100
 (data/encoding.py).
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,7 +20,7 @@ from edgeai_repro.core.errors import ConfigError
 
 @dataclass(frozen=True)
 class FinetuneConf:
-    mode: str = "full"      # full | lora | qlora
+    mode: str = "full"  # full | lora | qlora
     lr: float = 3e-3
     steps: int = 60
     lora_r: int = 8
@@ -36,8 +37,16 @@ def with_adapters(model: nn.Module, conf: FinetuneConf) -> nn.Module:
         model = prepare_model_for_kbit_training(model)
     elif conf.mode != "lora":
         raise ConfigError(f"device training mode {conf.mode!r} is unknown; use full, lora or qlora.")
-    return get_peft_model(model, LoraConfig(r=conf.lora_r, lora_alpha=conf.lora_alpha, lora_dropout=0.0,
-                                            target_modules="all-linear", task_type="CAUSAL_LM"))
+    return get_peft_model(
+        model,
+        LoraConfig(
+            r=conf.lora_r,
+            lora_alpha=conf.lora_alpha,
+            lora_dropout=0.0,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        ),
+    )
 
 
 def is_4bit(module: nn.Module) -> bool:
@@ -53,7 +62,9 @@ def qlora_runs() -> bool:
         import bitsandbytes.functional as bnbf
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        packed, state = bnbf.quantize_4bit(torch.ones(64, 64, device=device, dtype=torch.bfloat16), quant_type="nf4")
+        packed, state = bnbf.quantize_4bit(
+            torch.ones(64, 64, device=device, dtype=torch.bfloat16), quant_type="nf4"
+        )
         return bool(bnbf.dequantize_4bit(packed, state).float().sub(1).abs().max() < 0.1)
     except Exception:
         return False
@@ -63,8 +74,12 @@ def nf4_config():
     """QLoRA's base-weight quantisation: NF4 with double quantisation, bf16 compute (bitsandbytes)."""
     import transformers
 
-    return transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                           bnb_4bit_compute_dtype=torch.bfloat16)
+    return transformers.BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
 
 
 def _bf16_merged(lora) -> nn.Module:
@@ -133,7 +148,9 @@ class DeviceLLM(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.model(**batch).loss
-        self.log("device/train_loss", loss, prog_bar=False, on_step=True, batch_size=batch["input_ids"].shape[0])
+        self.log(
+            "device/train_loss", loss, prog_bar=False, on_step=True, batch_size=batch["input_ids"].shape[0]
+        )
         return loss
 
     def configure_optimizers(self):
@@ -147,5 +164,10 @@ class DeviceLLM(L.LightningModule):
             progress = (step - warmup) / max(1, self.conf.steps - warmup)
             return 0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
-                                                   "interval": "step"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {
+                "scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
+                "interval": "step",
+            },
+        }

@@ -7,6 +7,7 @@ SQuAD-style overlap score. It is a deviation, documented in docs/deepfusion.md; 
 when a key and network are available. A judge carries its own generation budget (how many test
 answers, how many new tokens, how many per batch), so a new judge is one YAML plus one class.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,14 +21,16 @@ import torch
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.deepfusion.data.records import prompt_and_answer
 
-PROMPT = ("You are grading an answer to a finance question. Question: {question}\nReference answer: {reference}\n"
-          "Candidate answer: {answer}\nHow well does the candidate address the question, from 0 to 100? "
-          "Reply with the number only.")
+PROMPT = (
+    "You are grading an answer to a finance question. Question: {question}\nReference answer: {reference}\n"
+    "Candidate answer: {answer}\nHow well does the candidate address the question, from 0 to 100? "
+    "Reply with the number only."
+)
 
 
 class Judge(Protocol):
     name: str
-    samples: int          # test answers generated and judged (0: none)
+    samples: int  # test answers generated and judged (0: none)
     max_new_tokens: int
     batch_size: int
 
@@ -66,17 +69,22 @@ class GeminiJudge:  # pragma: no cover - needs an API key and network
 
     def __post_init__(self) -> None:
         if not os.environ.get("GEMINI_API_KEY"):
-            raise ConfigError("deepfusion/judge=gemini needs GEMINI_API_KEY and network access; use "
-                              "deepfusion/judge=lexical offline.")
+            raise ConfigError(
+                "deepfusion/judge=gemini needs GEMINI_API_KEY and network access; use "
+                "deepfusion/judge=lexical offline."
+            )
         try:
             from google import genai
         except ImportError:
-            raise ConfigError("deepfusion/judge=gemini needs the google-genai package; pip install google-genai.") from None
+            raise ConfigError(
+                "deepfusion/judge=gemini needs the google-genai package; pip install google-genai."
+            ) from None
         self.client = genai.Client()
 
     def score(self, question: str, reference: str, answer: str) -> float:
         reply = self.client.models.generate_content(
-            model=self.model, contents=PROMPT.format(question=question, reference=reference, answer=answer))
+            model=self.model, contents=PROMPT.format(question=question, reference=reference, answer=answer)
+        )
         match = re.search(r"\d+(\.\d+)?", reply.text or "")
         return min(100.0, float(match.group())) if match else 0.0
 
@@ -90,12 +98,21 @@ def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     answers = []
     for start in range(0, len(prompts), max(batch_size, 1)):
-        encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[start:start + max(batch_size, 1)]]
+        encoded = [
+            tokenizer(p, add_special_tokens=False)["input_ids"]
+            for p in prompts[start : start + max(batch_size, 1)]
+        ]
         width = max(len(e) for e in encoded)
         ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)
         mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         answers += [tokenizer.decode(row, skip_special_tokens=True) for row in out[:, width:]]
     return answers
 
@@ -103,7 +120,8 @@ def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, 
 def judge_answers(model, tokenizer, records, judge: Judge, max_new_tokens: int | None = None) -> float:
     """Mean judge score of the model's greedy answers to `records`."""
     pairs = [prompt_and_answer(r) for r in records]
-    answers = generate_answers(model, tokenizer, [p for p, _ in pairs], max_new_tokens or judge.max_new_tokens,
-                               judge.batch_size)
+    answers = generate_answers(
+        model, tokenizer, [p for p, _ in pairs], max_new_tokens or judge.max_new_tokens, judge.batch_size
+    )
     scores = [judge.score(prompt, reference, answer) for (prompt, reference), answer in zip(pairs, answers)]
     return sum(scores) / max(len(scores), 1)

@@ -1,4 +1,5 @@
 """What a model is scored on: answer-token log-perplexity and token accuracy (Tables I-II)."""
+
 from __future__ import annotations
 
 import torch
@@ -8,7 +9,9 @@ from torch.utils.data import DataLoader
 from edgeai_repro.deepfusion.data.encoding import IGNORE
 
 
-def token_stats(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def token_stats(
+    logits: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sum of NLL, number of correct argmax tokens, number of scored tokens) over answer positions."""
     labels = labels[:, 1:]
     mask = labels != IGNORE

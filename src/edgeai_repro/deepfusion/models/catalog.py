@@ -10,6 +10,7 @@ expressed with transformers' Qwen2-MoE class (dense first layer via `mlp_only_la
 shared experts as one shared expert of twice the width, no qkv bias). The only architectural
 difference is Qwen2-MoE's scalar shared-expert gate: 2048 parameters per MoE layer (README).
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,8 +23,12 @@ from torch import nn
 from edgeai_repro.deepfusion.models.families import Arch
 
 
-def build_config(arch: Arch, overrides: dict[str, Any] | None = None, vocab_size: int | None = None,
-                 attn_implementation: str = "eager") -> transformers.PretrainedConfig:
+def build_config(
+    arch: Arch,
+    overrides: dict[str, Any] | None = None,
+    vocab_size: int | None = None,
+    attn_implementation: str = "eager",
+) -> transformers.PretrainedConfig:
     """The arch's config with tiny-scale overrides; eager attention so saved activations are the real ones."""
     extra = dict(overrides or {})
     if vocab_size is not None:

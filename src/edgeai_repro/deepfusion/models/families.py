@@ -8,6 +8,7 @@ loads the model stack; catalog.py builds models from these. A cell builds its fa
 Adding a model family is one YAML in either folder (plus its name in a case's `device_models` or
 `moe`): the transformers class is named by `config_class`, so no Python changes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,8 +26,8 @@ class Arch:
     """One architecture: its transformers config class, the real checkpoint and its config values."""
 
     name: str
-    config_class: str      # transformers config class
-    hub_id: str            # the checkpoint at paper scale
+    config_class: str  # transformers config class
+    hub_id: str  # the checkpoint at paper scale
     paper: dict[str, Any]  # published config.json values (what the hub would return)
     tokenizer_family: str  # models of one family share a tokenizer (GPT-2 and GPT-2 Medium do)
     moe: bool = False
@@ -46,7 +47,9 @@ def build(node: DictConfig | dict, key: str) -> Arch:
     try:
         arch = instantiate(node, _convert_="all")
     except Exception as exc:
-        raise ConfigError(f"{key} cannot be built ({exc}); see conf/deepfusion/student/gpt2.yaml for the fields.") from None
+        raise ConfigError(
+            f"{key} cannot be built ({exc}); see conf/deepfusion/student/gpt2.yaml for the fields."
+        ) from None
     if not isinstance(arch, Arch):
         raise ConfigError(f"{key}._target_ must be edgeai_repro.deepfusion.models.families.Arch.")
     return arch

@@ -8,6 +8,7 @@ shape-exact: expert i of block l is M_i's expert of block l; everything else (em
 norms, shared experts, the dense first layer, the output layer) is the element-wise mean over the
 K base models. Routers start fresh and are learnt in Phase III.
 """
+
 from __future__ import annotations
 
 import copy
@@ -49,9 +50,9 @@ def merge(bases: list[nn.Module], moe_config: PretrainedConfig, seed: int = 0) -
     states = [b.state_dict() for b in bases]
     merged = {}
     for name, value in moe.state_dict().items():
-        if is_expert(name):      # (experts, ...) fused tensors: expert i <- base i's only expert
+        if is_expert(name):  # (experts, ...) fused tensors: expert i <- base i's only expert
             merged[name] = torch.cat([s[name] for s in states], dim=0).to(value.dtype)
-        elif is_router(name):    # K rows, learnt in Phase III
+        elif is_router(name):  # K rows, learnt in Phase III
             merged[name] = value
         else:
             merged[name] = torch.stack([s[name].float() for s in states]).mean(0).to(value.dtype)

@@ -6,6 +6,7 @@ mode "med", to the student token at minimum edit distance (FedMKT's MinED), foun
 student read the same text, so a student position and a teacher position are aligned when their
 tokens end at the same character: both then predict what follows that character.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,6 @@ from edgeai_repro.deepfusion.config import AlignMode
 
 MODES = AlignMode.values()
 VOCAB_MAPS = cache.get("deepfusion/vocab_maps")
-
 
 
 def surface(tokenizer, token_id: int) -> str:
@@ -44,7 +44,7 @@ def nearest(queries: list[str], pool: list[str]) -> list[str]:
 
     by_len: dict[int, list[str]] = {}
     for t in sorted(set(pool)):
-        by_len.setdefault(len(t), []).append(t)   # each bucket sorted: argmin takes the smallest string
+        by_len.setdefault(len(t), []).append(t)  # each bucket sorted: argmin takes the smallest string
     longest = max(by_len)
     best: dict[str, tuple[int, int, str]] = {}
     grouped: dict[int, list[str]] = {}
@@ -86,7 +86,9 @@ def med_map(teacher: list[str], student: list[str]) -> list[int]:
             todo.setdefault(t[:1], []).append(t)
     found: dict[str, int] = {}
     for head, queries in todo.items():
-        found.update((q, first[s]) for q, s in zip(queries, nearest(queries, groups.get(head) or list(first))))
+        found.update(
+            (q, first[s]) for q, s in zip(queries, nearest(queries, groups.get(head) or list(first)))
+        )
     return [first.get(t, found.get(t, -1)) for t in teacher]
 
 
@@ -106,7 +108,11 @@ def vocab_map(teacher_tok, student_tok, mode: str = "med", store: Path | None = 
     key = (fingerprint(teacher_tok), fingerprint(student_tok), str(mode))
     if key in _MAPS:
         return _MAPS[key]
-    path = VOCAB_MAPS.path(store, {"teacher": key[0], "student": key[1], "mode": key[2]}, ".pt") if store else None
+    path = (
+        VOCAB_MAPS.path(store, {"teacher": key[0], "student": key[1], "mode": key[2]}, ".pt")
+        if store
+        else None
+    )
     stored = VOCAB_MAPS.read(path, lambda p: torch.load(p)) if path is not None else None
     if stored is not None:
         _MAPS[key] = stored
@@ -127,14 +133,16 @@ def _vocab_map(teacher_tok, student_tok, mode: str) -> torch.Tensor:
         exact.setdefault(text, sid)
     if mode == "med":
         out = torch.tensor(med_map(teacher, student), dtype=torch.long)
-        for tid, text in enumerate(teacher):   # a bare word-boundary marker: the student's space, if any
+        for tid, text in enumerate(teacher):  # a bare word-boundary marker: the student's space, if any
             if not text.strip() and text not in exact:
                 out[tid] = exact.get(" ", -1)
     else:
         out = torch.tensor([exact.get(t, -1) for t in teacher], dtype=torch.long)
     # end of text means end of text, whatever each family spells it
-    specials = ((teacher_tok.eos_token_id, student_tok.eos_token_id),
-                (teacher_tok.pad_token_id, student_tok.pad_token_id))
+    specials = (
+        (teacher_tok.eos_token_id, student_tok.eos_token_id),
+        (teacher_tok.pad_token_id, student_tok.pad_token_id),
+    )
     for t, s in specials:
         if t is not None:
             out[t] = s
@@ -147,7 +155,9 @@ def aligned_positions(teacher_ends: list[int], student_ends: list[int]) -> list[
     return [(i, at[e]) for i, e in enumerate(student_ends) if e in at]
 
 
-def project_topk(probs: torch.Tensor, ids: torch.Tensor, mapping: torch.Tensor, student_vocab: int) -> torch.Tensor:
+def project_topk(
+    probs: torch.Tensor, ids: torch.Tensor, mapping: torch.Tensor, student_vocab: int
+) -> torch.Tensor:
     """Teacher top-k probabilities (.., k) over teacher ids -> a distribution over the student vocab."""
     target = mapping[ids]
     keep = target >= 0

@@ -1,6 +1,7 @@
 """Phase I on the server: the devices' embeddings clustered into knowledge domains of one model
 type (KMeans on the rows of the similarity matrix, Eq. 6), and each domain's proxy model by
 averaging its members' uploads (Fig. 4)."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -28,8 +29,9 @@ def kmeans(features: np.ndarray, k: int, seed: int, n_init: int = 10) -> np.ndar
     return KMeans(n_clusters=k, n_init=n_init, random_state=seed % (2**31)).fit_predict(features)
 
 
-def domains_per_type(sim: np.ndarray, types: list[str], k_of: dict[str, int], seed: int,
-                     n_init: int = 10) -> list[int]:
+def domains_per_type(
+    sim: np.ndarray, types: list[str], k_of: dict[str, int], seed: int, n_init: int = 10
+) -> list[int]:
     """Knowledge domain of each device: KMeans on the rows of Pi, run within each model type (the
     paper's domains hold models of one type, which weight averaging needs). Domain ids are global."""
     labels = [-1] * len(types)
@@ -38,8 +40,10 @@ def domains_per_type(sim: np.ndarray, types: list[str], k_of: dict[str, int], se
         members = [i for i, x in enumerate(types) if x == t]
         k = k_of[t]
         if k > len(members):
-            raise ConfigError(f"deepfusion.cluster asks for {k} domains of {t} but only {len(members)} devices run "
-                              f"{t}; lower deepfusion.cluster.k_per_type (or k_types.{t}) or raise deepfusion.devices.")
+            raise ConfigError(
+                f"deepfusion.cluster asks for {k} domains of {t} but only {len(members)} devices run "
+                f"{t}; lower deepfusion.cluster.k_per_type (or k_types.{t}) or raise deepfusion.devices."
+            )
         found = kmeans(sim[members], k, seed, n_init) if k > 1 else np.zeros(len(members), dtype=int)
         for i, lab in zip(members, found):
             labels[i] = next_id + int(lab)
@@ -84,8 +88,10 @@ def cluster(conf: ClusterConf, embedding_dim: int, seed: int, devices: list[Devi
     similarity matrix), and score the clusters against the devices' dominant sub-domains."""
     embeddings = [d.embedding() for d in devices]
     if embeddings[0].numel() != embedding_dim:
-        raise ConfigError(f"deepfusion.comm.embedding_dim={embedding_dim} but the embedder gives "
-                          f"{embeddings[0].numel()} dimensions; set it to {embeddings[0].numel()}.")
+        raise ConfigError(
+            f"deepfusion.comm.embedding_dim={embedding_dim} but the embedder gives "
+            f"{embeddings[0].numel()} dimensions; set it to {embeddings[0].numel()}."
+        )
     types = [d.model_type for d in devices]
     sim = similarity(torch.stack(embeddings))
     k_of = {t: conf.k_of(t) for t in types}
@@ -109,7 +115,11 @@ def proxy(config, model_type: str, uploads: list[dict]) -> torch.nn.Module:
     holds, in upload precision)."""
     model = catalog.real_model(config)
     missing, unexpected = model.load_state_dict(average_state_dicts(uploads), strict=False)
-    tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in catalog.unique_parameters(model)}
+    tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {
+        n for n, _ in catalog.unique_parameters(model)
+    }
     if unexpected or set(missing) - tied - {n for n, _ in model.named_buffers()}:
-        raise RuntimeError(f"proxy weights do not fit {model_type}: missing {missing}, unexpected {unexpected}")
+        raise RuntimeError(
+            f"proxy weights do not fit {model_type}: missing {missing}, unexpected {unexpected}"
+        )
     return model

@@ -22,6 +22,7 @@ Losses: L = L_CE + alpha * L_FM + beta * L_KL. `kd` picks the feature path:
            exponent eps > 1 enhances the ground-truth token (eps = 1 is plain KD);
   none   - logits only (FedMKT-style).
 """
+
 from __future__ import annotations
 
 import math
@@ -46,10 +47,10 @@ def stage_layers(n_layers: int, stages: int) -> list[int]:
 
 def masked_pool(h: torch.Tensor, mask: torch.Tensor, queries: int) -> torch.Tensor:
     """(B, L, H) -> (B, queries, H): adaptive average pooling over each sample's real tokens only."""
-    lengths = mask.sum(1).clamp_min(1).float()                      # (B,)
-    pos = torch.arange(h.shape[1], device=h.device).float()         # (L,)
+    lengths = mask.sum(1).clamp_min(1).float()  # (B,)
+    pos = torch.arange(h.shape[1], device=h.device).float()  # (L,)
     q = torch.arange(queries, device=h.device).float()
-    start = torch.floor(q[None, :] * lengths[:, None] / queries)    # (B, Q)
+    start = torch.floor(q[None, :] * lengths[:, None] / queries)  # (B, Q)
     end = torch.ceil((q[None, :] + 1) * lengths[:, None] / queries)
     w = ((pos[None, None, :] >= start[..., None]) & (pos[None, None, :] < end[..., None])).float()
     w = w * mask[:, None, :].float()
@@ -59,14 +60,25 @@ def masked_pool(h: torch.Tensor, mask: torch.Tensor, queries: int) -> torch.Tens
 class VAA(nn.Module):
     """View-Aligned Attention (Fig. 5, Eqs. 7-9); `variant` paper (as written) or pooled (module doc)."""
 
-    def __init__(self, student_dims: list[int], teacher_dims: list[int], queries: int, d: int, heads: int,
-                 attention: bool = True, variant: str = "pooled", patch_len: int = 4) -> None:
+    def __init__(
+        self,
+        student_dims: list[int],
+        teacher_dims: list[int],
+        queries: int,
+        d: int,
+        heads: int,
+        attention: bool = True,
+        variant: str = "pooled",
+        patch_len: int = 4,
+    ) -> None:
         super().__init__()
         self.per_stage = max(1, queries // len(student_dims))
         self.attention, self.variant, self.patch_len = attention, variant, patch_len
         if attention:
             kernel = patch_len if variant == "paper" else 1
-            self.proj_in = nn.ModuleList(nn.Conv1d(h, d, kernel_size=kernel, stride=kernel) for h in student_dims)
+            self.proj_in = nn.ModuleList(
+                nn.Conv1d(h, d, kernel_size=kernel, stride=kernel) for h in student_dims
+            )
             self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
             self.norm = nn.LayerNorm(d) if variant == "pooled" else nn.Identity()
             self.proj_out = nn.ModuleList(nn.Linear(d, h) for h in teacher_dims)
@@ -79,14 +91,20 @@ class VAA(nn.Module):
         # Eq. 7: C_j turns each stage into P_q/J patches of d channels (the paper variant's Conv1d
         # strides over patch_len resampled positions per patch; the pooled one averages first).
         width = self.per_stage * (self.patch_len if self.variant == "paper" else 1)
-        x = torch.cat([c(masked_pool(f, mask, width).transpose(1, 2)).transpose(1, 2)
-                       for c, f in zip(self.proj_in, feats)], dim=1)            # (B, P_q, d)
-        attended = self.attn(x, x, x, need_weights=False)[0]                     # Eq. 8
+        x = torch.cat(
+            [
+                c(masked_pool(f, mask, width).transpose(1, 2)).transpose(1, 2)
+                for c, f in zip(self.proj_in, feats)
+            ],
+            dim=1,
+        )  # (B, P_q, d)
+        attended = self.attn(x, x, x, need_weights=False)[0]  # Eq. 8
         x = attended if self.variant == "paper" else self.norm(x + attended)
-        return [p(chunk) for p, chunk in zip(self.proj_out, x.split(self.per_stage, dim=1))]   # Eq. 9
+        return [p(chunk) for p, chunk in zip(self.proj_out, x.split(self.per_stage, dim=1))]  # Eq. 9
 
 
 # ------------------------------------------------------------------ teacher targets, computed once
+
 
 class KDDataset(Dataset):
     """Public records in the student's tokenisation, with the teacher's cached targets."""
@@ -110,18 +128,30 @@ class KDDataset(Dataset):
         targets = [b["targets"][teacher if teacher is not None else b.get("pick", 0)] for b in batch]
         if targets and targets[0] is not None:
             topk = targets[0]["ids"].shape[-1]
-            out["kd_pos"] = torch.cat([torch.stack([torch.full_like(t["pos"], row), t["pos"]], 1)
-                                       for row, t in enumerate(targets)])
+            out["kd_pos"] = torch.cat(
+                [torch.stack([torch.full_like(t["pos"], row), t["pos"]], 1) for row, t in enumerate(targets)]
+            )
             out["kd_ids"] = torch.cat([t["ids"] for t in targets]).reshape(-1, topk)
             out["kd_probs"] = torch.cat([t["probs"] for t in targets]).reshape(-1, topk)
             if targets[0].get("feats") is not None:
-                out["t_feats"] = [torch.stack([t["feats"][j] for t in targets]) for j in range(len(targets[0]["feats"]))]
+                out["t_feats"] = [
+                    torch.stack([t["feats"][j] for t in targets]) for j in range(len(targets[0]["feats"]))
+                ]
         return out
 
 
 @torch.no_grad()
-def add_teacher(ds: KDDataset, records: list[Record], teacher: nn.Module, teacher_tok, student_tok,
-                conf: KDConf, mapping: torch.Tensor, with_features: bool, device: str = "cpu") -> None:
+def add_teacher(
+    ds: KDDataset,
+    records: list[Record],
+    teacher: nn.Module,
+    teacher_tok,
+    student_tok,
+    conf: KDConf,
+    mapping: torch.Tensor,
+    with_features: bool,
+    device: str = "cpu",
+) -> None:
     """Run the teacher once over the public data, batched on `device`, and append its targets
     (on the CPU) to every item."""
     teacher.eval()
@@ -129,16 +159,24 @@ def add_teacher(ds: KDDataset, records: list[Record], teacher: nn.Module, teache
     layers = stage_layers(teacher.config.num_hidden_layers, conf.stages)
     per_stage = max(1, conf.queries // conf.stages)
     for start in range(0, len(records), conf.batch_size):
-        chunk = records[start:start + conf.batch_size]
+        chunk = records[start : start + conf.batch_size]
         enc = [encode(teacher_tok, prompt_of(r), max_len=conf.max_len) for r in chunk]
         padded = pad_batch([(e[0], e[1]) for e in enc], teacher_tok.pad_token_id)
         ids, mask = padded["input_ids"].to(device), padded["attention_mask"].to(device)
         out = teacher(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         probs = F.softmax(out.logits.float() / conf.temperature, -1)
         top_p, top_i = (t.cpu() for t in probs.topk(min(conf.topk, probs.shape[-1]), -1))
-        nll = -F.log_softmax(out.logits.float(), -1)   # read at the answer positions only, where it lies
-        feats = ([F.layer_norm(masked_pool(out.hidden_states[j], mask, per_stage), (out.hidden_states[j].shape[-1],)).cpu()
-                  for j in layers] if with_features else None)
+        nll = -F.log_softmax(out.logits.float(), -1)  # read at the answer positions only, where it lies
+        feats = (
+            [
+                F.layer_norm(
+                    masked_pool(out.hidden_states[j], mask, per_stage), (out.hidden_states[j].shape[-1],)
+                ).cpu()
+                for j in layers
+            ]
+            if with_features
+            else None
+        )
         for row, (t_ids, t_labels, t_ends) in enumerate(enc):
             item = ds.items[start + row]
             pairs = align.aligned_positions(t_ends, item["ends"])
@@ -149,8 +187,15 @@ def add_teacher(ds: KDDataset, records: list[Record], teacher: nn.Module, teache
             p, i = dist.topk(top_p.shape[-1], -1)
             answer = [k for k, y in enumerate(t_labels[1:]) if y != IGNORE]
             ce = float(nll[row, answer, [t_labels[k + 1] for k in answer]].mean()) if answer else math.inf
-            item["targets"].append({"pos": s_pos, "ids": i, "probs": p, "ce": ce,
-                                    "feats": [f[row] for f in feats] if feats is not None else None})
+            item["targets"].append(
+                {
+                    "pos": s_pos,
+                    "ids": i,
+                    "probs": p,
+                    "ce": ce,
+                    "feats": [f[row] for f in feats] if feats is not None else None,
+                }
+            )
 
 
 def ofa_to_targets(logits: torch.Tensor, batch: dict, temperature: float, eps: float) -> torch.Tensor:
@@ -191,22 +236,45 @@ def kl_to_targets(logits: torch.Tensor, batch: dict, temperature: float) -> torc
 
 # ------------------------------------------------------------------ the distillation module
 
+
 class Distiller(L.LightningModule):
     """Trains the student (and the VAA / projection heads) against cached teacher targets; logs
     L_CE, L_FM and L_KL separately."""
 
-    def __init__(self, student: nn.Module, conf: KDConf, teacher_dims: list[int] | None = None,
-                 heldout: DataLoader | None = None, eval_every: int = 0) -> None:
+    def __init__(
+        self,
+        student: nn.Module,
+        conf: KDConf,
+        teacher_dims: list[int] | None = None,
+        heldout: DataLoader | None = None,
+        eval_every: int = 0,
+    ) -> None:
         super().__init__()
         self.student = student
         self.conf = conf
         self.layers = stage_layers(student.config.num_hidden_layers, conf.stages)
         dims = [student.config.hidden_size] * conf.stages
-        self.vaa = (VAA(dims, teacher_dims, conf.queries, conf.d, conf.heads, attention=conf.kd == "vaa",
-                        variant=conf.vaa_variant, patch_len=conf.patch_len)
-                    if conf.kd in {"vaa", "direct"} and teacher_dims else None)
-        self.ofa_heads = (nn.ModuleList(OFABranch(student.config.hidden_size, student.config.vocab_size)
-                                        for _ in range(conf.stages)) if conf.kd == "ofa" else None)
+        self.vaa = (
+            VAA(
+                dims,
+                teacher_dims,
+                conf.queries,
+                conf.d,
+                conf.heads,
+                attention=conf.kd == "vaa",
+                variant=conf.vaa_variant,
+                patch_len=conf.patch_len,
+            )
+            if conf.kd in {"vaa", "direct"} and teacher_dims
+            else None
+        )
+        self.ofa_heads = (
+            nn.ModuleList(
+                OFABranch(student.config.hidden_size, student.config.vocab_size) for _ in range(conf.stages)
+            )
+            if conf.kd == "ofa"
+            else None
+        )
         self.history: list[dict[str, float]] = []
         self.heldout, self.eval_every = heldout, eval_every
         self.heldout_curve: list[tuple[int, float]] = []
@@ -221,12 +289,15 @@ class Distiller(L.LightningModule):
 
     def _eval(self, step: int) -> None:
         if self.heldout is not None and (not self.heldout_curve or self.heldout_curve[-1][0] != step):
-
             self.heldout_curve.append((step, evaluate(self.student, self.heldout)["log_ppl"]))
 
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
-        out = self.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           labels=batch["labels"], output_hidden_states=self.conf.kd != "none")
+        out = self.student(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+            output_hidden_states=self.conf.kd != "none",
+        )
         if self.ofa_heads is not None:  # OFA: its loss on the output and on every branch
             match = lambda logits: ofa_to_targets(logits, batch, self.conf.temperature, self.conf.ofa_eps)
         else:
@@ -254,7 +325,8 @@ class Distiller(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.conf.lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: 0.1 + 0.45 * (1 + math.cos(math.pi * min(s / max(1, self.conf.steps), 1.0))))
+            opt, lambda s: 0.1 + 0.45 * (1 + math.cos(math.pi * min(s / max(1, self.conf.steps), 1.0)))
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

@@ -6,6 +6,7 @@ fedjets.py, server_only.py, centralized.py), named by the `_target_` of its YAML
 conf/deepfusion/method/. Every method starts from the same global MoE initialisation (the stand-in
 for the pretrained checkpoint) and ends with the same architecture: K routed experts.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,9 +51,9 @@ class Server:
     setup: Setup
     devices: list[Device]
     trainers: Trainers
-    moe_config: object            # K experts
+    moe_config: object  # K experts
     moe_tok: object
-    budget_steps: int | None = None   # the method's own server steps (None: DeepFusion's budget)
+    budget_steps: int | None = None  # the method's own server steps (None: DeepFusion's budget)
 
     @property
     def conf(self):
@@ -90,16 +91,31 @@ class Server:
         steps = int(c.pretrain.steps)
         if not steps:
             return model
-        inputs = {"config": self.moe_config.to_dict(), "public": [text_of(r) for r in self.corpus.public],
-                  "pretrain": {"steps": c.pretrain.steps, "lr": c.pretrain.lr}, "tune": c.tune.aux_loss,
-                  "batch": self.kd.batch_size, "max_len": c.data.max_len, "init_seed": c.device.init_seed,
-                  "seed": self.seed}
+        inputs = {
+            "config": self.moe_config.to_dict(),
+            "public": [text_of(r) for r in self.corpus.public],
+            "pretrain": {"steps": c.pretrain.steps, "lr": c.pretrain.lr},
+            "tune": c.tune.aux_loss,
+            "batch": self.kd.batch_size,
+            "max_len": c.data.max_len,
+            "init_seed": c.device.init_seed,
+            "seed": self.seed,
+        }
         path = INITS.path(self.setup.store, inputs, ".safetensors")
         state = INITS.read(path, lambda p: load_file(str(p)))
         if state is not None:
             model.load_state_dict(state)
             return model
-        tune(self, model, steps, self.corpus.public, freeze=False, label="pretrain", lr=c.pretrain.lr, out=Fused())
+        tune(
+            self,
+            model,
+            steps,
+            self.corpus.public,
+            freeze=False,
+            label="pretrain",
+            lr=c.pretrain.lr,
+            out=Fused(),
+        )
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         INITS.write(path, lambda tmp: save_file(state, str(tmp)))
         return model
@@ -110,7 +126,9 @@ class Server:
         source, state = init.state_dict(), {}
         for name, value in base.state_dict().items():
             src = source[name]
-            state[name] = src[expert:expert + 1] if moe.is_expert(name) else (value if moe.is_router(name) else src)
+            state[name] = (
+                src[expert : expert + 1] if moe.is_expert(name) else (value if moe.is_router(name) else src)
+            )
         base.load_state_dict(state)
         return base
 
@@ -121,7 +139,7 @@ class Server:
         full = checkpoints.pretrained(self.setup.family(name), self.setup.folders.get(name)).to(self.device)
         ds = QADataset(self.corpus.public[:64], self.moe_tok, self.conf.data.max_len)
         usage = checkpoints.expert_usage(full, list(loader(ds, 16, 0, False)))
-        return checkpoints.keep_experts(full, self.moe_config, usage).cpu()   # Lightning moves what trains
+        return checkpoints.keep_experts(full, self.moe_config, usage).cpu()  # Lightning moves what trains
 
     @property
     def budget(self) -> int:
@@ -144,12 +162,18 @@ class Server:
         same devices read the same file, and a cache hit builds no teacher."""
         t = members[0].model_type
         teacher_tok = self.setup.tokenizer(t)
-        inputs = {"teacher": sorted(m.folder.name for m in members), "type": t,
-                  "public": content_key([text_of(r) for r in self.corpus.public]),
-                  "student_tok": align.fingerprint(self.moe_tok), "teacher_tok": align.fingerprint(teacher_tok),
-                  "kd": {k: getattr(kd, k) for k in ("topk", "temperature", "stages", "queries", "tok_align", "max_len",
-                                                     "batch_size")},
-                  "features": with_features}
+        inputs = {
+            "teacher": sorted(m.folder.name for m in members),
+            "type": t,
+            "public": content_key([text_of(r) for r in self.corpus.public]),
+            "student_tok": align.fingerprint(self.moe_tok),
+            "teacher_tok": align.fingerprint(teacher_tok),
+            "kd": {
+                k: getattr(kd, k)
+                for k in ("topk", "temperature", "stages", "queries", "tok_align", "max_len", "batch_size")
+            },
+            "features": with_features,
+        }
         path = TARGETS.path(self.setup.store, inputs, ".pt")
         stored = TARGETS.read(path, lambda p: torch.load(p, weights_only=True))
         if stored is not None and len(stored) == len(ds.items):
@@ -158,7 +182,17 @@ class Server:
             return
         teacher = proxy(self.setup.model_config(t), t, [m.upload() for m in members])
         mapping = align.vocab_map(teacher_tok, self.moe_tok, kd.tok_align, store=self.setup.store)
-        add_teacher(ds, self.corpus.public, teacher, teacher_tok, self.moe_tok, kd, mapping, with_features, self.device)
+        add_teacher(
+            ds,
+            self.corpus.public,
+            teacher,
+            teacher_tok,
+            self.moe_tok,
+            kd,
+            mapping,
+            with_features,
+            self.device,
+        )
         targets = [item["targets"][-1] for item in ds.items]
         TARGETS.write(path, lambda tmp: torch.save(targets, tmp))
 
@@ -167,8 +201,9 @@ def epochs_to_steps(epochs: float, samples: int, batch: int) -> int:
     return max(1, math.ceil(epochs * samples / batch))
 
 
-def tune(s: Server, model: nn.Module, steps: int, records, freeze: bool, label: str, lr: float,
-         out: Fused) -> nn.Module:
+def tune(
+    s: Server, model: nn.Module, steps: int, records, freeze: bool, label: str, lr: float, out: Fused
+) -> nn.Module:
     """Phase III (experts frozen) or plain training of the MoE on `records` with the router's
     load-balancing loss."""
     if freeze:
@@ -181,8 +216,10 @@ def tune(s: Server, model: nn.Module, steps: int, records, freeze: bool, label: 
     conf = replace(s.kd, kd="none", alpha=0.0, beta=0.0, lr=lr, steps=steps)
     module = Distiller(model, conf)
     s.fit(module, kd_loader(ds, conf.batch_size, derive_seed("tune", label, s.seed) % 2**62), steps)
-    out.curves += [{"method": label, "curve": "tuning loss", "step": i, "value": h["ce"]}
-                   for i, h in enumerate(module.history)]
+    out.curves += [
+        {"method": label, "curve": "tuning loss", "step": i, "value": h["ce"]}
+        for i, h in enumerate(module.history)
+    ]
     model.config.output_router_logits = False
     return model
 
@@ -194,9 +231,15 @@ class Method:
     one YAML and one subclass implementing `__call__`."""
 
     name: str = "method"
-    needs_devices: bool = True   # False: the method never sees the devices (centralised bound, server-only floor)
-    traffic: str = "uploads"     # uploads (models + embeddings) | models (no embedding) | fedjets | logits | none
-    steps: int | None = None  # learning baselines: server optimizer steps; None = DeepFusion's (Server.budget)
+    needs_devices: bool = (
+        True  # False: the method never sees the devices (centralised bound, server-only floor)
+    )
+    traffic: str = (
+        "uploads"  # uploads (models + embeddings) | models (no embedding) | fedjets | logits | none
+    )
+    steps: int | None = (
+        None  # learning baselines: server optimizer steps; None = DeepFusion's (Server.budget)
+    )
 
     def __call__(self, s: Server) -> Fused:
         raise NotImplementedError(f"{type(self).__name__} does not implement __call__")
@@ -208,5 +251,7 @@ def build(node) -> Method:
 
     method = instantiate(node) if not isinstance(node, Method) else node
     if not isinstance(method, Method):
-        raise TypeError(f"deepfusion.method builds a {type(method).__name__}, not a server.methods.base.Method")
+        raise TypeError(
+            f"deepfusion.method builds a {type(method).__name__}, not a server.methods.base.Method"
+        )
     return method

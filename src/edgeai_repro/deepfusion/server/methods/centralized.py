@@ -1,4 +1,5 @@
 """The upper bound: the MoE trained on the pooled device data (DeepSpeed-MoE in the paper's Fig. 9)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ class Centralized(Method):
         c = s.conf
         out = Fused()
         steps = epochs_to_steps(c.device.epochs, len(s.corpus.train), c.device.batch_size)
-        out.model = tune(s, s.init_moe(), steps, s.corpus.train, freeze=False, label="centralized", lr=c.device.lr,
-                         out=out)
+        out.model = tune(
+            s, s.init_moe(), steps, s.corpus.train, freeze=False, label="centralized", lr=c.device.lr, out=out
+        )
         return out

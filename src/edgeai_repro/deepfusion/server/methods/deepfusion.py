@@ -1,5 +1,6 @@
 """DeepFusion (the paper): Phase I clustering and proxies, Phase II VAA distillation into K base
 models, Phase III merge (Eqs. 12-13) and tuning with the experts frozen."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,7 +26,9 @@ def distill_domains(s: Server, kd: KDConf, label: str, out: Fused) -> list[nn.Mo
     for i, members in enumerate(doms.members(s.devices)):
         ds = KDDataset(s.corpus.public, s.moe_tok, kd.max_len)
         s.add_targets(ds, members, kd, with_features=True)
-        stages = [int(f.shape[-1]) for f in ds.items[0]["targets"][-1]["feats"]]   # the teacher's width per stage
+        stages = [
+            int(f.shape[-1]) for f in ds.items[0]["targets"][-1]["feats"]
+        ]  # the teacher's width per stage
         # The student's and VAA's random parts from their own seed: a cell's result must not depend on
         # whether the teacher was built (a targets-cache miss) or read back (a hit).
         torch.manual_seed(derive_seed("distill", i, s.seed) % 2**62)
@@ -33,10 +36,14 @@ def distill_domains(s: Server, kd: KDConf, label: str, out: Fused) -> list[nn.Mo
         module = Distiller(student, kd, stages, heldout=s.heldout(), eval_every=max(1, kd.steps // 5))
         s.fit(module, kd_loader(ds, kd.batch_size, derive_seed("kd", i, s.seed) % 2**62), kd.steps)
         for step, h in enumerate(module.history):
-            out.curves += [{"method": label, "curve": f"L_{k} (domain {i})", "step": step, "value": h[k]}
-                           for k in ("ce", "fm", "kl")]
-        out.curves += [{"method": label, "curve": f"student held-out log-ppl (domain {i})", "step": st, "value": v}
-                       for st, v in module.heldout_curve]
+            out.curves += [
+                {"method": label, "curve": f"L_{k} (domain {i})", "step": step, "value": h[k]}
+                for k in ("ce", "fm", "kl")
+            ]
+        out.curves += [
+            {"method": label, "curve": f"student held-out log-ppl (domain {i})", "step": st, "value": v}
+            for st, v in module.heldout_curve
+        ]
         per_domain["student_ppl_before"].append(module.heldout_curve[0][1])
         per_domain["student_ppl_after"].append(module.heldout_curve[-1][1])
         fm = [h["fm"] for h in module.history]
@@ -53,8 +60,9 @@ def fuse(s: Server, label: str, kd: KDConf) -> Fused:
     out = Fused()
     bases = distill_domains(s, kd, label, out)
     merged = moe.merge(bases, s.moe_config, seed=derive_seed("router", s.seed) % 2**62)
-    out.model = tune(s, merged, s.conf.tune.steps, s.corpus.public, freeze=True, label=label, lr=s.conf.tune.lr,
-                     out=out)
+    out.model = tune(
+        s, merged, s.conf.tune.steps, s.corpus.public, freeze=True, label=label, lr=s.conf.tune.lr, out=out
+    )
     return out
 
 

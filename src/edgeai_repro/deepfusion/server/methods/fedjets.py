@@ -1,5 +1,6 @@
 """FedJETS (Dun et al. 2023) as we read it: rounds of local MoEs pruned to a few experts, averaged
 per expert on the server."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,8 +35,14 @@ class FedJETS(Method):
         keep = comm.pruned_moe_config(s.moe_config, f.local_experts).num_experts
         per_round = max(1, round(f.participation * len(s.devices)))
         test = s.heldout()
-        curve = [{"method": "fedjets", "curve": "held-out log-ppl by round", "step": 0,
-                  "value": evaluate(global_model, test)["log_ppl"]}]
+        curve = [
+            {
+                "method": "fedjets",
+                "curve": "held-out log-ppl by round",
+                "step": 0,
+                "value": evaluate(global_model, test)["log_ppl"],
+            }
+        ]
         for rnd in range(f.rounds):
             rng = torch.Generator().manual_seed(derive_seed("fedjets-sample", rnd, s.seed) % 2**62)
             picked = sorted(torch.randperm(len(s.devices), generator=rng)[:per_round].tolist())
@@ -49,19 +56,37 @@ class FedJETS(Method):
                 local = _prune(global_model, s.moe_config, chosen)
                 steps = epochs_to_steps(f.local_epochs, len(records), s.conf.device.batch_size)
                 module = DeviceLLM(local, FinetuneConf(mode="full", lr=s.conf.device.lr, steps=steps))
-                s.fit(module, loader(ds, s.conf.device.batch_size, derive_seed("fedjets", rnd, d.index, s.seed) % 2**62, True),
-                      steps)
+                s.fit(
+                    module,
+                    loader(
+                        ds,
+                        s.conf.device.batch_size,
+                        derive_seed("fedjets", rnd, d.index, s.seed) % 2**62,
+                        True,
+                    ),
+                    steps,
+                )
                 _accumulate(sums, weights, local, chosen, s.moe_config.num_experts, float(len(records)))
             state = global_model.state_dict()
             for name, total in sums.items():
                 w = weights[name]
-                upd = total / w.clamp_min(1e-12).reshape(-1, *([1] * (total.dim() - 1))) if w.dim() else total / w
+                upd = (
+                    total / w.clamp_min(1e-12).reshape(-1, *([1] * (total.dim() - 1)))
+                    if w.dim()
+                    else total / w
+                )
                 if w.dim():  # experts nobody trained keep their weights
                     upd = torch.where((w > 0).reshape(-1, *([1] * (total.dim() - 1))), upd, state[name])
                 state[name] = upd.to(state[name].dtype)
             global_model.load_state_dict(state)
-            curve.append({"method": "fedjets", "curve": "held-out log-ppl by round", "step": rnd + 1,
-                          "value": evaluate(global_model, test)["log_ppl"]})
+            curve.append(
+                {
+                    "method": "fedjets",
+                    "curve": "held-out log-ppl by round",
+                    "step": rnd + 1,
+                    "value": evaluate(global_model, test)["log_ppl"],
+                }
+            )
         return Fused(global_model, metrics={"rounds": float(f.rounds)}, curves=curve)
 
 
@@ -69,7 +94,9 @@ class FedJETS(Method):
 def _top_experts(model: nn.Module, ds: QADataset, keep: int) -> list[int]:
     usage = torch.zeros(model.config.num_experts)
     batch = ds.collate([ds[i] for i in range(min(len(ds), 32))])
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_router_logits=True)
+    out = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_router_logits=True
+    )
     for logits in out.router_logits or []:
         usage += torch.softmax(logits.float(), -1).sum(0)
     return sorted(usage.topk(keep).indices.tolist())
@@ -84,7 +111,9 @@ def _prune(model: nn.Module, config, chosen: list[int]) -> nn.Module:
     return local
 
 
-def _accumulate(sums: dict, weights: dict, local: nn.Module, chosen: list[int], n_global: int, w: float) -> None:
+def _accumulate(
+    sums: dict, weights: dict, local: nn.Module, chosen: list[int], n_global: int, w: float
+) -> None:
     """Add a device's local MoE, weighted by its data size: experts and router rows into their
     global slots, everything else into one running sum."""
     idx = torch.tensor(chosen)

@@ -1,5 +1,6 @@
 """FedMKT (the paper's "FedKMT"): the global MoE distils the devices' final logits on the public
 data, token-aligned, picking per sample the device with the lowest answer loss."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -33,6 +34,12 @@ class FedMKT(Method):
         model = s.init_moe()
         module = Distiller(model, kd)
         s.fit(module, kd_loader(ds, kd.batch_size, derive_seed("fedmkt", s.seed) % 2**62), kd.steps)
-        return Fused(model, metrics={"comm_gb": sent / comm.GB, "server_steps": float(kd.steps)},
-                     curves=[{"method": "fedmkt", "curve": f"L_{k}", "step": i, "value": h[k]}
-                             for i, h in enumerate(module.history) for k in ("ce", "kl")])
+        return Fused(
+            model,
+            metrics={"comm_gb": sent / comm.GB, "server_steps": float(kd.steps)},
+            curves=[
+                {"method": "fedmkt", "curve": f"L_{k}", "step": i, "value": h[k]}
+                for i, h in enumerate(module.history)
+                for k in ("ce", "kl")
+            ],
+        )

@@ -1,5 +1,6 @@
 """OFA-KD (Hao et al. 2023) as a baseline: DeepFusion's pipeline with OFA-KD's feature-to-logit
 distillation instead of VAA, so it has DeepFusion's server budget by construction."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace

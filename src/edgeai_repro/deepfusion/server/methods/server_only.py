@@ -1,4 +1,5 @@
 """The floor: the global MoE trained on the server's public data alone, no devices."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,6 +18,14 @@ class ServerOnly(Method):
 
     def __call__(self, s: Server) -> Fused:
         out = Fused(metrics={"server_steps": float(s.budget)})
-        out.model = tune(s, s.init_moe(), s.budget, s.corpus.public, freeze=False, label="server_only",
-                         lr=s.conf.kd.lr, out=out)
+        out.model = tune(
+            s,
+            s.init_moe(),
+            s.budget,
+            s.corpus.public,
+            freeze=False,
+            label="server_only",
+            lr=s.conf.kd.lr,
+            out=out,
+        )
         return out
