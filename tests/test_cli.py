@@ -20,7 +20,7 @@ EXPERIMENTS = sorted(
     f"{p.parent.name}/{p.stem}"
     for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*/*.yaml")
 )
-VERDICTS = {"held", "not_held", "not_testable"}
+VERDICTS = {"held", "not_held", "inconclusive", "not_testable"}
 
 
 def _cells(workdir: Path) -> dict[str, float]:
@@ -48,8 +48,15 @@ def test_every_experiment_runs_at_smoke_scale(workdir: Path, name: str) -> None:
     assert list(out.glob("*.png")), "every experiment draws its figure"
     claims = json.loads((out / "claims.json").read_text())
     assert claims and all(
-        set(c) == {"claim", "verdict", "evidence"} and c["verdict"] in VERDICTS for c in claims
+        {"claim", "id", "kind", "verdict", "evidence", "n", "setting"} <= set(c) and c["verdict"] in VERDICTS
+        for c in claims
     )
+    for c in claims:   # the typed schema of item 3: an interval with every comparative verdict, seeds when open
+        if c["kind"] in {"superiority", "non_inferiority", "equivalence"} and c["verdict"] != "not_testable":
+            assert len(c["ci"]) == 2, c
+        if c["verdict"] == "inconclusive":
+            assert "seeds_needed" in c, c
+    assert (out / "run.json").exists()
     assert "Scale: **smoke**" in (out / "table.md").read_text()
     if short == "properties":
         import pandas as pd

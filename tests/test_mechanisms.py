@@ -71,13 +71,13 @@ def test_no_profitable_misreport_on_any_integer_profile(name: str) -> None:
     rule = M.Posted() if name == "posted" else RULES[name]
     gen = torch.Generator().manual_seed(0)
     for n in range(2, 6):  # every profile in {0..4}^n, ties everywhere; several draws of the coins
-        bad, checked = integer_profile_violations(rule, n, gen, draws=2)
+        bad, checked, _ = integer_profile_violations(rule, n, gen, draws=2)
         assert checked == 2 * n * 5**n and bad == 0, (name, n, bad)
 
 
 def test_the_integer_check_catches_a_non_truthful_rule() -> None:
-    bad, _ = integer_profile_violations(M.OptimalF(), 3, torch.Generator().manual_seed(0), draws=1)
-    assert bad > 0
+    bad, _, first = integer_profile_violations(M.OptimalF(), 3, torch.Generator().manual_seed(0), draws=1)
+    assert bad > 0 and first.startswith("profile [") and "gains" in first  # the first misreport, described
 
 
 def test_the_oracle_is_not_truthful() -> None:

@@ -32,10 +32,13 @@ def test_readme_quick_start_and_ci_use_the_same_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     assert f"{SETUP} && .venv/bin/edgeai-repro experiment=aeria/revenue_vs_users" in readme
     assert TEST_COMMAND in readme
-    assert TEST_COMMAND in (ROOT / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert SETUP in ci and ".venv/bin/python -m pytest" in ci   # the same setup and test command ...
+    assert ".venv/bin/ruff check" in ci and ".venv/bin/ruff format --check" in ci   # ... after lint and format
 
 
-def test_every_experiment_has_a_readme_section() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_readme_fits_on_a_screen_and_every_experiment_has_a_manual_section() -> None:
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 300
     for path in (ROOT / "conf" / "experiment").glob("*/*.yaml"):
-        assert f"experiment={path.parent.name}/{path.stem}" in readme, path
+        manual = (ROOT / "docs" / f"{path.parent.name}.md").read_text()
+        assert f"experiment={path.parent.name}/{path.stem}" in manual, path

@@ -74,7 +74,9 @@ Launchers: hydra/launcher=basic (default) | joblib [hydra.launcher.n_jobs=N] | s
 Other:    seed=range(0,5) replaces the seed sweep; force=true recomputes cached cells; verbose=true logs every job;
           paths.outputs=<dir> moves the cell store and run folders; --cfg job prints the composed config.
 
-Results land in results/<paper>/<name>/ (table.csv, table.md, figures, claims.json); a re-run skips finished cells.
+Results land in results/<paper>/<name>/ (table.csv, table.md, figures, claims.json, run.json); a re-run skips
+finished cells. Each claim of the paper gets a verdict from an estimate and its 95% interval over seeds:
+held | not_held | inconclusive (with the seeds that would decide it) | not_testable.
 
 Example:
   edgeai-repro experiment=aeria/revenue_vs_users

@@ -50,9 +50,10 @@ def truthfulness_violations(
     users: torch.Tensor,
     grid: torch.Tensor,
     prior: torch.Tensor | None,
-) -> int:
-    """Count checked users with a strictly profitable misreport. `users`: (K, 3) indices (b, m, i)."""
-    count, g = 0, len(grid)
+) -> tuple[int, str | None]:
+    """Checked users with a strictly profitable misreport, and the first one described.
+    `users`: (K, 3) indices (b, m, i)."""
+    count, g, first = 0, len(grid), None
     for b, m, i in users.tolist():
         bids = truthful.value[b : b + 1].expand(g, -1, -1).clone()
         bids[:, m, i] = grid * truthful.value[b, m, i]
@@ -65,9 +66,17 @@ def truthfulness_violations(
             bids=bids,
             prior=None if prior is None else prior[b : b + 1].expand(g, *prior.shape[1:]),
         )
-        if float(out.utility()[:, m, i].max()) > float(truthful.utility()[b, m, i]) + _tol(truthful.value):
+        gained = out.utility()[:, m, i]
+        if float(gained.max()) > float(truthful.utility()[b, m, i]) + _tol(truthful.value):
             count += 1
-    return count
+            if first is None:
+                best = int(gained.argmax())
+                first = (
+                    f"market {b}, provider {m}, user {i}: value {float(truthful.value[b, m, i]):.4g}, bidding "
+                    f"{float(grid[best]):g} x value raises its utility from {float(truthful.utility()[b, m, i]):.4g} "
+                    f"to {float(gained[best]):.4g}"
+                )
+    return count, first
 
 
 def consensus(out: Outcome, noise: Noise, c: float, estimate: str = "f") -> torch.Tensor:
@@ -89,12 +98,12 @@ def check_market(ap: Approach, market: Market, noise: Noise, cfg, gen: torch.Gen
     pick = candidates[torch.randperm(len(candidates), generator=gen, device=candidates.device)[:k]]
     grid = torch.tensor(list(cfg.misreport_grid), dtype=market.value.dtype, device=market.value.device)
     envy = envious(truthful)
+    lies, first_lie = truthfulness_violations(ap.rule, market, noise, cfg, truthful, pick, grid, prior)
     result = {
-        "truthfulness_violations": float(
-            truthfulness_violations(ap.rule, market, noise, cfg, truthful, pick, grid, prior)
-        ),
+        "truthfulness_violations": float(lies),
         "users_checked": float(k),
         "envy_violations": float(envy.sum()),
+        "envy_users_checked": float(truthful.service.admitted.sum()),
         "ir_violations": float(ir_violations(truthful)),
         "winners": float(truthful.wins.sum()),
         "consensus_rate": float("nan"),
@@ -104,7 +113,14 @@ def check_market(ap: Approach, market: Market, noise: Noise, cfg, gen: torch.Gen
         agreed = consensus(truthful, noise, ap.rule.c, getattr(ap.rule, "estimate", "f"))
         result["consensus_rate"] = float(agreed.double().mean())
         result["envy_in_consensus_auctions"] = float(envy[agreed].sum())
-    return result
+    first = {"truthfulness_violations": first_lie}
+    if float(envy.sum()):
+        b, m = (int(v) for v in envy.nonzero()[0])
+        first["envy_violations"] = (
+            f"market {b}, provider {m}: {int(envy[b, m])} admitted users would rather pay "
+            "a winner's premium than take their own outcome"
+        )
+    return result, {k: v for k, v in first.items() if v}
 
 
 def integer_profiles(n: int, top: int = 4) -> torch.Tensor:
@@ -114,8 +130,8 @@ def integer_profiles(n: int, top: int = 4) -> torch.Tensor:
 
 def integer_profile_violations(
     rule: PricingRule, n: int, gen: torch.Generator, top: int = 4, draws: int = 4
-) -> tuple[int, int]:
-    """(profitable misreports, (profile, bidder, draw) triples checked) over all profiles in
+) -> tuple[int, int, str | None]:
+    """(profitable misreports, (profile, bidder, draw) triples checked, the first misreport found) over all profiles in
     {0..top}^n: bidder i with true net value v_i re-bids every value in {0..top} and half-integers,
     everyone else and the coins fixed. Digital goods (no capacity limit), zero serving cost, and
     prior samples for posted pricing equal to the profile itself (a prior that knows the profile
@@ -133,7 +149,7 @@ def integer_profile_violations(
     reps = bids.shape[0] // p
     valid = bids > 0
     owner = torch.arange(n).repeat_interleave(len(lies) * p)  # whose lie each lied row is
-    bad = 0
+    bad, first = 0, None
     for _ in range(draws):
         u = torch.rand((p, 1), generator=gen, dtype=torch.float64)
         coin = torch.rand((p, n), generator=gen) < 0.5
@@ -156,5 +172,13 @@ def integer_profile_violations(
             utility[p:].gather(1, owner.view(-1, 1)).view(n, len(lies), p)
         )  # bidder i's utility when i lies
         best = lied_u.amax(1).T  # (p, n)
-        bad += int((best > honest + 1e-9).sum())
-    return bad, draws * n * p
+        found = best > honest + 1e-9
+        bad += int(found.sum())
+        if first is None and bool(found.any()):
+            row, bidder = (int(v) for v in found.nonzero()[0])
+            lie = float(lies[lied_u[bidder, :, row].argmax()])
+            first = (
+                f"profile {profiles[row].tolist()}: bidder {bidder} (value {float(profiles[row, bidder]):g}) "
+                f"bids {lie:g} and gains {float(best[row, bidder] - honest[row, bidder]):.3g}"
+            )
+    return bad, draws * n * p, first

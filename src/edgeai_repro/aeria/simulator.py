@@ -39,7 +39,10 @@ METRICS = (
     "served",
     "utilisation",
     "f2",
+    "benchmark_f2",
     "revenue_over_f2",
+    "pricing_efficiency",
+    "f2_zero",
     "runtime_ms",
 )
 
@@ -98,29 +101,40 @@ def run_rule(
     return Outcome(service, value, bid, s, wins, premium)
 
 
-def market_metrics(out: Outcome, market: Market, cfg) -> dict[str, torch.Tensor]:
-    """Per-market metrics, shape (B,). F2 is over the true net values of the admitted users."""
+def service_f2(market: Market, service: Service, cfg) -> torch.Tensor:
+    """F2 per market (B,): the optimal single-price revenue with at least two winners, summed over
+    the providers' auctions, of the true net values of the users a service model admits."""
+    value = user_values(market, service, cfg)
+    true_net = torch.where(service.admitted, (value - service.cost).clamp_min(0), torch.zeros_like(value))
+    return pricing.optimal_revenue(true_net, min_winners=2).sum(dim=1)
+
+
+def market_metrics(out: Outcome, market: Market, cfg, benchmark: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-market metrics, shape (B,). `revenue_over_f2` is the approach's net revenue over one
+    benchmark per market, the same for every approach: the F2 of the best service model in that
+    market (so ratios compare systems like for like); `pricing_efficiency` is over the F2 of the
+    approach's own service model (how much of what its service offers its pricing extracts).
+    Markets whose benchmark is 0 have no ratio; `f2_zero` counts them (never dropped silently)."""
     m = cfg.market
     premium = out.premium.sum(dim=(1, 2))
     lease = torch.where(out.wins, out.service.cost, torch.zeros_like(out.premium)).sum(dim=(1, 2))
     revenue = premium if cfg.revenue == "net" else premium + lease
-    true_net = torch.where(
-        out.service.admitted, (out.value - out.service.cost).clamp_min(0), torch.zeros_like(out.value)
-    )
-    f2 = pricing.optimal_revenue(true_net, min_winners=2).sum(dim=1)
+    own = service_f2(market, out.service, cfg)
     welfare = torch.where(out.wins, out.value - out.service.cost, torch.zeros_like(out.value)).sum(dim=(1, 2))
     users = m.providers * m.users_per_provider
     used = torch.where(out.wins, out.service.edge_flops_s, torch.zeros_like(out.value)).sum(dim=(1, 2))
+    nan = torch.full_like(own, float("nan"))
     return {
         "revenue": revenue,
         "eip_revenue": lease,
         "welfare": welfare,
         "served": out.wins.sum(dim=(1, 2)).to(revenue.dtype) / users,
         "utilisation": used / market.capacity_flops,
-        "f2": f2,
-        "revenue_over_f2": torch.where(
-            f2 > 0, premium / f2.clamp_min(1e-300), torch.full_like(f2, float("nan"))
-        ),
+        "f2": own,
+        "benchmark_f2": benchmark,
+        "revenue_over_f2": torch.where(benchmark > 0, premium / benchmark.clamp_min(1e-300), nan),
+        "pricing_efficiency": torch.where(own > 0, premium / own.clamp_min(1e-300), nan),
+        "f2_zero": (benchmark <= 0).to(revenue.dtype),
     }
 
 
@@ -148,12 +162,15 @@ class AuctionSimulator(L.LightningModule):
             market = repeat_markets(market, draws)
         noise = draw_noise(market.shape, self.cfg.consensus_scope, gen, self.device)
         options = service_options(market, self.cfg)  # computed once, masked per service model
-        services: dict[str, Service] = {}
+        services: dict[str, Service] = {
+            name: choose_service(market, self.cfg, name, options)
+            for name in dict.fromkeys(a.service for a in self.approaches)
+        }
+        # One benchmark per market for every approach: the F2 of the best service model there.
+        benchmark = torch.stack([service_f2(market, s, self.cfg) for s in services.values()]).amax(0)
         priors: dict[str, torch.Tensor] = {}
         for ap in self.approaches:
             start = time.perf_counter()
-            if ap.service not in services:
-                services[ap.service] = choose_service(market, self.cfg, ap.service, options)
             if ap.rule.needs_prior and ap.service not in priors:
                 prior_gen = generator(
                     derive_seed("aeria-prior", self.seed, batch_idx, ap.service), self.device
@@ -166,7 +183,8 @@ class AuctionSimulator(L.LightningModule):
                 torch.cuda.synchronize()
             elapsed_ms = (time.perf_counter() - start) * 1e3 / len(idx)
             metrics = {
-                k: v.view(len(idx), draws).mean(1) for k, v in market_metrics(out, market, self.cfg).items()
+                k: v.view(len(idx), draws).mean(1)
+                for k, v in market_metrics(out, market, self.cfg, benchmark).items()
             }
             for b in range(len(idx)):
                 self.rows.append(

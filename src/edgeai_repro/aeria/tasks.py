@@ -41,7 +41,8 @@ def _by_method(
 
 
 def _ratio_tails(rows: list[dict], records: list[dict]) -> None:
-    """Add the 5th percentile and the minimum of revenue / F2 over the cell's markets to each record."""
+    """Add the 5th percentile and the minimum of revenue / F2 over the cell's markets to each record
+    (over the markets whose benchmark F2 is positive; `f2_zero`, their share, is in the record)."""
     for rec in records:
         vals = torch.tensor(
             [r["revenue_over_f2"] for r in rows if r["method"] == rec["method"]], dtype=torch.float64
@@ -55,6 +56,8 @@ def run_revenue(cfg: DictConfig, ctx: CellContext) -> dict:
     sim = AuctionSimulator(settings(cfg), int(cfg.seed))
     ctx.trainers().test(sim, dataloaders=sim.dataloader(), verbose=False)
     records = _by_method(sim.rows, METRICS, count="markets")
+    for rec in records:
+        rec["f2_zero_markets"] = sum(r["f2_zero"] for r in sim.rows if r["method"] == rec["method"])
     _ratio_tails(sim.rows, records)
     return {"records": records}
 
@@ -66,6 +69,7 @@ class PropertyChecker(L.LightningModule):
         "truthfulness_violations",
         "users_checked",
         "envy_violations",
+        "envy_users_checked",
         "ir_violations",
         "winners",
         "consensus_rate",
@@ -76,6 +80,7 @@ class PropertyChecker(L.LightningModule):
         super().__init__()
         self.cfg, self.seed, self.rows = cfg, seed, []
         self.approaches = approaches(self.cfg)
+        self.counterexamples: dict[str, dict[str, str]] = {}  # approach -> metric -> the first found
 
     def test_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
         (idx,) = batch
@@ -83,7 +88,9 @@ class PropertyChecker(L.LightningModule):
         market = sample_markets(self.cfg, len(idx), gen, self.device)
         noise = draw_noise(market.shape, self.cfg.consensus_scope, gen, self.device)
         for ap in self.approaches:
-            res = check_market(ap, market, noise, self.cfg, gen)
+            res, first = check_market(ap, market, noise, self.cfg, gen)
+            for metric, text in first.items():
+                self.counterexamples.setdefault(ap.name, {}).setdefault(metric, f"seed {self.seed}, {text}")
             self.rows.append({"method": ap.name, **res})
             self.log_dict(
                 {f"{ap.name}/{k}": float(v) for k, v in res.items() if not math.isnan(v)},
@@ -102,7 +109,7 @@ def run_properties(cfg: DictConfig, ctx: CellContext) -> dict:
     records = _by_method(checker.rows, PropertyChecker.CHECKS, summed=summed)
     # Exhaustive integer profiles with ties: once per pricing rule, reported on each approach using it;
     # one draw of the coins per seed (the seeds of the sweep are the draws).
-    exhaustive: dict[str, tuple[int, int]] = {}
+    exhaustive: dict[str, tuple[int, int, str | None]] = {}
     for ap in checker.approaches:
         if ap.pricing not in exhaustive:
             gen = generator(derive_seed("aeria-integer-profiles", int(cfg.seed), ap.pricing))
@@ -110,12 +117,15 @@ def run_properties(cfg: DictConfig, ctx: CellContext) -> dict:
                 integer_profile_violations(ap.rule, n, gen, draws=1)
                 for n in range(2, int(a.integer_profiles_n) + 1)
             ]
-            exhaustive[ap.pricing] = (sum(b for b, _ in found), sum(c for _, c in found))
+            first = next((f for _, _, f in found if f), None)
+            exhaustive[ap.pricing] = (sum(b for b, _, _ in found), sum(c for _, c, _ in found), first)
+    examples = checker.counterexamples
     for rec, ap in zip(records, checker.approaches):
-        rec["integer_profile_violations"], rec["integer_profiles_checked"] = map(
-            float, exhaustive[ap.pricing]
-        )
-    return {"records": records}
+        bad, checked, first = exhaustive[ap.pricing]
+        rec["integer_profile_violations"], rec["integer_profiles_checked"] = float(bad), float(checked)
+        if first:
+            examples.setdefault(ap.name, {})["integer_profile_violations"] = f"seed {int(cfg.seed)}, {first}"
+    return {"records": records, "counterexamples": examples}
 
 
 def time_rule(rule: PricingRule, n: int, seed: int, repeats: int) -> float:

@@ -103,18 +103,23 @@ def _cache(name: str, version: int, fills: Iterable[str], fingerprint: str, key_
 CACHES: dict[str, Cache] = {
     c.name: c
     for c in (
-        # aeria v3: approaches = service model x pricing rule, the EIP's demand split, profiles, c by argument
-        _cache("cells/aeria_revenue", 3, ["edgeai_repro.aeria.tasks:run_revenue"], "3c0f726df5a5"),
-        _cache("cells/aeria_properties", 3, ["edgeai_repro.aeria.tasks:run_properties"], "84d797d79d32"),
+        # aeria v3: approaches = service model x pricing rule, the EIP's demand split, profiles, c by argument;
+        # revenue v4: revenue / F2 over one benchmark per market (the best service model's F2), f2_zero_markets
+        _cache("cells/aeria_revenue", 4, ["edgeai_repro.aeria.tasks:run_revenue"], "6a37b38e6bb9"),
+        # properties v4: envy_users_checked and the first counterexample of each property
+        _cache("cells/aeria_properties", 4, ["edgeai_repro.aeria.tasks:run_properties"], "4ce8bccbc1d7"),
         _cache("cells/aeria_runtime", 3, ["edgeai_repro.aeria.tasks:run_runtime"], "2924adac8049"),
         _cache("cells/aeria_worst_case", 3, ["edgeai_repro.aeria.tasks:run_worst_case"], "1f7d53256851"),
-        _cache("cells/deepfusion_comm", 1, ["edgeai_repro.deepfusion.tasks:run_comm"], "e0783a58c042"),
+        # comm v2, memory v4, fusion v4: each result says what it was computed from (`inputs`: the paper's
+        # models and data or not), which decides whether the paper's numbers are printed beside it
+        _cache("cells/deepfusion_comm", 2, ["edgeai_repro.deepfusion.tasks:run_comm"], "62c30f2e7bb3"),
         # memory v3: the training step simulated on the meta device; loss path, checkpointing, attention, upcasts
-        _cache("cells/deepfusion_memory", 3, ["edgeai_repro.deepfusion.tasks:run_memory"], "37fffa81c3d7"),
-        _cache("cells/deepfusion_phase1", 1, ["edgeai_repro.deepfusion.tasks:run_phase1"], "a9d170b937e8"),
+        _cache("cells/deepfusion_memory", 4, ["edgeai_repro.deepfusion.tasks:run_memory"], "913532515aa7"),
+        # phase1 v2: the per-type domains' chance purity and the best purity the partition allows
+        _cache("cells/deepfusion_phase1", 2, ["edgeai_repro.deepfusion.tasks:run_phase1"], "814925ab656c"),
         # fusion v2: fair baselines (FedJETS rounds, FedMKT's budget and traffic, OFA-KD's projector);
         # v3: each domain's student and VAA seeded apart (results independent of the teacher-targets cache)
-        _cache("cells/deepfusion_fusion", 3, ["edgeai_repro.deepfusion.tasks:run_fusion"], "4356e83ede8c"),
+        _cache("cells/deepfusion_fusion", 4, ["edgeai_repro.deepfusion.tasks:run_fusion"], "71840e78d6de"),
         # incentive v2: references on the evaluation episodes' own workers; v3: best response stops when a
         # sweep gains < tol/100, MADDPG logs its losses once per logging interval
         _cache("cells/incentive_asosa", 3, ["edgeai_repro.incentive.asosa:run"], "717a445ede99"),

@@ -112,6 +112,19 @@ class Setup:
             return Mode.lora
         return mode
 
+    def inputs(self, reads_data: bool) -> str:
+        """What a result was computed from, for the report (whether the paper's numbers go beside it):
+        `paper` when the models (and, for a task that reads data, the datasets) are the paper's."""
+        models = "paper" if self.conf.models == "paper" else f"{self.conf.models} models"
+        if not reads_data:
+            return models
+        data = "paper" if self.conf.data.source == "hub" else f"{self.conf.data.source} data"
+        return (
+            "paper"
+            if models == data == "paper"
+            else ", ".join(x for x in (models, data) if x != "paper") or "paper"
+        )
+
     @property
     def kd(self) -> KDConf:
         """Phase II's settings with the cell's sequence length."""

@@ -51,6 +51,7 @@ def run_comm(cfg: DictConfig, ctx: CellContext) -> dict:
             },
         ],
         "device_types": {t: s.types.count(t) for t in cs.device_models},
+        "inputs": s.inputs(reads_data=False),
     }
 
 
@@ -86,7 +87,7 @@ def run_memory(cfg: DictConfig, ctx: CellContext) -> dict:
         record["model_over_measured"] = (same["total"] - same["overhead"] - drop * same["weights"]) / (
             measured["total"] - drop * measured["weights"]
         )
-    return {"records": [record]}
+    return {"records": [record], "inputs": s.inputs(reads_data=False)}
 
 
 def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
@@ -148,6 +149,8 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
         "purity_domains": doms.purity_domains,
         "purity_embedding": doms.purity_embedding,
         "purity_chance": doms.purity_chance,
+        "purity_domains_chance": doms.purity_domains_chance,
+        "purity_domains_max": doms.purity_domains_max,
         "measured_mb": measured / 1e6,
         "accounted_mb": accounted / 1e6,
         "bytes_equal": float(measured == accounted),
@@ -161,6 +164,7 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
         "records": [record],
         "curves": curves,
         "proxies": proxy_metrics,
+        "inputs": s.inputs(reads_data=True),
         "devices": [
             {
                 "index": d.index,
@@ -246,7 +250,7 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     if ctx.run_dir and c.save_model:
         model.save_pretrained(ctx.run_dir / "moe")
     ctx.trainers.log({f"test/{k}": v for k, v in record.items() if isinstance(v, float)})
-    return {"records": [record], "curves": fused.curves}
+    return {"records": [record], "curves": fused.curves, "inputs": s.inputs(reads_data=True)}
 
 
 __all__ = ["run_comm", "run_fusion", "run_memory", "run_phase1", "settings"]

@@ -1,12 +1,14 @@
-"""Build results/<paper>/<name>/ from a sweep: table.csv, table.md, figures, claims.json."""
+"""Build results/<paper>/<name>/ from a sweep: table.csv, table.md, figures, claims.json, run.json."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import platform
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -15,9 +17,15 @@ from omegaconf import DictConfig, OmegaConf
 from edgeai_repro.core.store import CellStore
 from edgeai_repro.report import claims as claim_checks
 from edgeai_repro.report.gather import Gathered, gather
-from edgeai_repro.report.paper import load_claims, load_table
+from edgeai_repro.report.paper import load_claims, load_table, setting_of
 from edgeai_repro.report.plots import bar_figure, curve_figure, line_figure, paper_bar_figure
-from edgeai_repro.report.table import aggregate, join_paper, render_markdown, with_points
+from edgeai_repro.report.table import (
+    aggregate,
+    join_paper,
+    paper_beside_markdown,
+    render_markdown,
+    with_points,
+)
 
 
 def _publish(staging: Path, final: Path) -> None:
@@ -32,7 +40,7 @@ def improvement_table(
     agg: pd.DataFrame, metric: str, ours: str, exp: bool = True, paper: bool = True
 ) -> pd.DataFrame:
     """Per panel, x and baseline: ours' improvement in % (in perplexity space when `exp`: the
-    metric is a log), from our means and, where printed, from the paper's values."""
+    metric is a log), from our means and, where printed and comparable, from the paper's values."""
 
     def gain(a: float, b: float) -> float:
         return 100 * (1 - math.exp(a) / math.exp(b)) if exp else 100 * (1 - a / b)
@@ -60,17 +68,33 @@ def improvement_markdown(gains: pd.DataFrame, spec: dict) -> str:
     if gains.empty:
         return ""
     what = "perplexity (exp of the log values)" if spec.get("exp", True) else spec["metric"]
+    paper = "paper_pct" in gains and gains["paper_pct"].notna().any()
     lines = [
         "",
         f"## Improvement of {spec['ours']} in {what}, % (positive: {spec['ours']} is better)",
         "",
-        "| panel | x | vs | ours | paper |",
-        "|---|---|---|---|---|",
+        "| panel | x | vs | ours |" + (" paper |" if paper else ""),
+        "|---|---|---|---|" + ("---|" if paper else ""),
     ]
     for _, r in gains.iterrows():
-        paper = "n/a" if pd.isna(r.get("paper_pct", math.nan)) else f"{r['paper_pct']:+.2f}"
-        lines.append(f"| {r['panel']} | {r['x']} | {r['baseline']} | {r['ours_pct']:+.2f} | {paper} |")
+        cells = [str(r["panel"]), str(r["x"]), str(r["baseline"]), f"{r['ours_pct']:+.2f}"]
+        if paper:
+            cells.append("n/a" if pd.isna(r.get("paper_pct", math.nan)) else f"{r['paper_pct']:+.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def evidence_of(g: Gathered, agg: pd.DataFrame, spec: dict) -> claim_checks.Evidence:
+    """What the claim checks read, from the gathered cells."""
+    rows = with_points(g.rows, spec.get("x"), spec.get("panel")) if not g.rows.empty else None
+    if rows is not None:
+        rows = rows.assign(_point=claim_checks.point_labels(rows))
+    scale = ", ".join(sorted(g.scales)) or "paper"
+    seeds = len(g.seed_wall_s)
+    setting = {"scale": scale, "inputs": ", ".join(sorted(g.sources)) or "none"}
+    return claim_checks.Evidence(
+        agg, rows, scale, setting, sum(g.seed_wall_s.values()) / seeds if seeds else None, g.counterexamples
+    )
 
 
 def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: str) -> tuple[Path, Gathered]:
@@ -80,22 +104,83 @@ def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: st
     metrics = list(spec["metrics"])
     agg = aggregate(g.rows, spec.get("x"), spec.get("panel"), metrics)
     paper_root = Path(config.paths.paper_results)
-    agg = join_paper(agg, load_table(paper_root, paper, name))
-    paper_claims = load_claims(paper_root, paper)
-    per_seed = with_points(g.rows, spec.get("x"), spec.get("panel")) if not g.rows.empty else None
-    scale = ", ".join(sorted(g.scales))
-    verdicts = claim_checks.evaluate(
-        paper_claims, spec.get("claims") or {}, agg, per_seed, scale=scale or "paper"
-    )
+    printed_table = load_table(paper_root, paper, name)
+    # The paper's numbers go beside ours only when our cells ran in the paper's setting (its scale and
+    # its data); otherwise its table is shown apart, labelled with its setting.
+    agg = join_paper(agg, printed_table if g.paper_setting else None)
+    ev = evidence_of(g, agg, spec)
+    verdicts = claim_checks.evaluate(load_claims(paper_root, paper), spec.get("claims") or {}, ev)
+    entries = [v.as_json() for v in verdicts]
+    for entry in entries:
+        claim_checks.check_entry(entry)
 
     final = Path(config.paths.results) / paper / name
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{name}."))
+    scale = ev.scale
+    figures = _figures(spec, agg, g, staging, spec.get("title") or config.experiment_name, scale)
+    if not g.curves.empty:
+        g.curves.to_csv(staging / "curves.csv", index=False)
+    agg.to_csv(staging / "table.csv", index=False)
+    beside = ""
+    if printed_table is not None and not g.paper_setting:
+        beside = paper_beside_markdown(
+            agg, printed_table, setting_of(paper_root, paper), ev.setting, spec.get("lower_is_better") or []
+        )
+        note = (
+            f"These cells ran at {scale} scale on {ev.setting['inputs']}, not in the paper's setting, so no "
+            "paper value is printed beside ours; the paper's table follows ours, labelled with its setting."
+        )
+    elif "printed" in set(agg["provenance"]) or "read-off-from-chart" in set(agg["provenance"]):
+        note = "Paper values are shown in [brackets] (this is the paper's setting), with their provenance in table.csv."
+    else:
+        note = (
+            f"The paper prints no numbers for this experiment: only its claims (paper_results/{paper}/claims.yaml) "
+            "are compared, below."
+        )
+    command = "edgeai-repro " + " ".join(manifest.get("arguments", []))
+    text = render_markdown(
+        spec.get("title") or config.experiment_name, command, agg, spec, g, entries, figures, note
+    )
+    text += beside
+    if spec.get("improvement"):
+        gains = improvement_table(agg, **spec["improvement"], paper=g.paper_setting)
+        gains.to_csv(staging / "improvement.csv", index=False)
+        text += improvement_markdown(gains, spec["improvement"])
+    (staging / "table.md").write_text(text)
+    (staging / "claims.json").write_text(json.dumps(entries, indent=2) + "\n")
+    (staging / "run.json").write_text(json.dumps(run_record(manifest, g, command), indent=2) + "\n")
+    _publish(staging, final)
+    return final, g
+
+
+def run_record(manifest: dict, g: Gathered, command: str) -> dict:
+    """When, where and how long: the sweep's wall time (from the sweeper's start to this report),
+    how many cells it computed and reused, the compute time of every cell, and the machine."""
+    started = manifest.get("started")
+    return {
+        "command": command,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "sweep_wall_s": round(time.time() - started, 1) if started else None,
+        "cells": g.total,
+        "computed": manifest.get("to_run"),
+        "cached": (g.total - manifest["to_run"]) if manifest.get("to_run") is not None else None,
+        "failed": len(g.failed),
+        "missing": len(g.missing),
+        "cells_compute_s": round(sum(g.seed_wall_s.values()), 1),
+        "scale": ", ".join(sorted(g.scales)),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(terse=True)},
+    }
+
+
+def _figures(spec: dict, agg: pd.DataFrame, g: Gathered, staging: Path, title: str, scale: str) -> list[str]:
     figures = []
-    title = spec.get("title") or config.experiment_name
+    if agg.empty:  # no cell finished: the table says why; there is nothing to draw
+        return figures
     for fig in spec.get("figures") or ([spec["figure"]] if spec.get("figure") else []):
         file = fig.get("file", f"{fig['metric'] if fig.get('kind', 'line') == 'line' else 'properties'}.png")
-        if fig.get("kind") == "bar_x":
+        kind = fig.get("kind", "line")
+        if kind == "bar_x":
             paper_bar_figure(
                 agg,
                 fig["metric"],
@@ -105,14 +190,14 @@ def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: st
                 title,
                 scale,
             )
-        elif fig.get("kind", "line") in {"bar", "bar_mean"}:
+        elif kind in {"bar", "bar_mean"}:
             bar_figure(
                 agg,
                 fig["metrics"],
                 staging / file,
                 title,
                 scale,
-                stat="mean" if fig["kind"] == "bar_mean" else "total",
+                stat="mean" if kind == "bar_mean" else "total",
             )
         else:
             line_figure(
@@ -128,6 +213,8 @@ def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: st
             )
         figures.append(file)
     for fig in spec.get("curve_figures") or []:
+        if g.curves.empty:
+            continue
         curve_figure(
             g.curves,
             fig["curves"],
@@ -138,29 +225,4 @@ def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: st
             scale,
         )
         figures.append(fig["file"])
-    if not g.curves.empty:
-        g.curves.to_csv(staging / "curves.csv", index=False)
-    agg.to_csv(staging / "table.csv", index=False)
-    printed = "printed" in set(agg["provenance"]) or "read-off-from-chart" in set(agg["provenance"])
-    note = (
-        "Paper values are shown in [brackets] with their provenance in table.csv."
-        if printed
-        else f"The paper prints no numbers for this experiment: only its claims (claim-only provenance, "
-        f"paper_results/{paper}/claims.yaml) are compared, below."
-    )
-    command = "edgeai-repro " + " ".join(manifest.get("arguments", []))
-    text = render_markdown(title, command, agg, spec, g, verdicts, figures, note)
-    if spec.get("improvement"):
-        gains = improvement_table(agg, **spec["improvement"])
-        gains.to_csv(staging / "improvement.csv", index=False)
-        text += improvement_markdown(gains, spec["improvement"])
-    (staging / "table.md").write_text(text)
-    (staging / "claims.json").write_text(
-        json.dumps(
-            [{"claim": v["claim"], "verdict": v["verdict"], "evidence": v["evidence"]} for v in verdicts],
-            indent=2,
-        )
-        + "\n"
-    )
-    _publish(staging, final)
-    return final, g
+    return figures

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -53,12 +54,22 @@ def _log_to_wandb(config: DictConfig, folder: Path) -> None:
         config={"experiment": config.experiment_name},
         **settings,
     )
+    claims = json.loads((folder / "claims.json").read_text())
     run.log(
         {
             "table": wandb.Table(dataframe=pd.read_csv(folder / "table.csv")),
+            "claims": wandb.Table(
+                dataframe=pd.DataFrame(
+                    [
+                        {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in c.items()}
+                        for c in claims
+                    ]
+                )
+            ),
             **{f"figure/{p.stem}": wandb.Image(str(p)) for p in folder.glob("*.png")},
         }
     )
+    run.summary.update({f"claim/{c['id']}": c["verdict"] for c in claims})
     run.finish()
 
 

@@ -1,8 +1,27 @@
-"""Claim checks: each turns the aggregated table into a verdict with its evidence.
+"""Verdicts on a paper's claims: each claim's evidence is an estimate and its 95% interval, read
+against the boundary the claim's kind sets (report/stats.py; paper_results/<paper>/claims.yaml
+declares the kind, margins, figures and levels before any run).
 
-A claim comes from paper_results/<paper>/claims.yaml (what the paper states); an experiment says
-which claims it tests and with which check. Every claim of the paper gets a verdict in every
-table: those the experiment does not test are `not_testable` here, with a pointer.
+  superiority      per comparison better when the interval of the paired difference (positive:
+                   ours better) lies above 0, worse when below, undecided otherwise; the claim is
+                   held when every required comparison is better, not_held when any is worse,
+                   inconclusive otherwise;
+  non_inferiority  held when every interval's lower bound is above -margin, not_held when any
+                   interval lies wholly below -margin, inconclusive otherwise;
+  equivalence      held when every interval lies within +-margin, not_held when any lies wholly
+                   outside, inconclusive otherwise;
+  magnitude        the estimate and its interval beside the paper's figure (a target with a
+                   tolerance, a range, a bound or a normalised level), judged only at the scale the
+                   claim needs; otherwise not_testable;
+  property         any counterexample: not_held, the first one printed; none in N trials: held, with
+                   N and the 95% upper bound on the violation rate;
+  rate             the proportion of successes with its Clopper-Pearson interval against a level.
+
+Fewer than two seeds is not_testable for every estimated kind. An inconclusive verdict carries the
+seeds that would decide it (from the observed spread and distance to the boundary) and what they
+would cost in wall time at the scale run. An experiment's `report.claims` names, per claim, the
+check that gathers its evidence (metric, ours, baselines, ...); the check must serve the claim's
+declared kind.
 """
 
 from __future__ import annotations
@@ -10,478 +29,122 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from edgeai_repro.report.stats import ALPHA, Paired, paired
+from edgeai_repro.report.paper import ClaimSpec
+from edgeai_repro.report.stats import (
+    MAX_SEEDS,
+    Estimate,
+    clopper_pearson,
+    estimate,
+    paired,
+    rate_seeds_needed,
+    seeds_needed,
+    violation_bound,
+)
 
-Verdict = tuple[str, str]
+VERDICTS = ("held", "not_held", "inconclusive", "not_testable")
+COMPARATIVE = ("superiority", "non_inferiority", "equivalence")
+
+
+@dataclass
+class Evidence:
+    """What the checks read: the aggregated table, the per-seed rows (with `_point` labels), the
+    scale and setting the cells ran at, the wall time per seed, and counterexamples found."""
+
+    agg: pd.DataFrame
+    rows: pd.DataFrame | None = None
+    scale: str = "paper"
+    setting: dict = field(default_factory=dict)
+    seed_wall_s: float | None = None
+    counterexamples: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def series(self, metric: str, method: str, point: str) -> pd.Series:
+        return self._lookup(metric).get((point, method), pd.Series(dtype=float))
+
+    def _lookup(self, metric: str) -> dict[tuple[str, str], pd.Series]:
+        cache = self.__dict__.setdefault("_lookups", {})
+        if metric not in cache:
+            rows = self.rows
+            if rows is None or rows.empty or metric not in rows:
+                cache[metric] = {}
+            else:
+                cache[metric] = {
+                    (str(p), str(m)): g.set_index("seed")[metric]
+                    for (p, m), g in rows.groupby(["_point", "method"], sort=False)
+                }
+        return cache[metric]
+
+    def points(self, metric: str, method: str, only: str | None = None) -> list[str]:
+        sel = self.agg[(self.agg["metric"] == metric) & (self.agg["method"] == method)]
+        labels = point_labels(sel)
+        return [p for p in labels if only is None or only in p]
+
+    def mean(self, metric: str, method: str, point: str) -> float:
+        s = self.series(metric, method, point)
+        return float(pd.to_numeric(s, errors="coerce").mean()) if len(s) else math.nan
+
+
+@dataclass
+class Verdict:
+    """One entry of claims.json (typed: `check_entry` validates it when the report is built)."""
+
+    claim: str
+    id: str
+    kind: str
+    verdict: str
+    evidence: str
+    n: int
+    setting: dict
+    estimate: float | None = None
+    ci: list[float] | None = None
+    margin: str | None = None
+    seeds_needed: int | None = None
+    wall_needed_s: float | None = None
+
+    def as_json(self) -> dict:
+        out = asdict(self)
+        for key in ("estimate", "wall_needed_s"):
+            if out[key] is not None and math.isnan(out[key]):
+                out[key] = None
+        if out["ci"] is not None:
+            out["ci"] = [None if math.isnan(v) else float(v) for v in out["ci"]]
+        return out
+
+
+@dataclass
+class Outcome:
+    """What a check returns; `evaluate` adds the claim's text, kind and setting."""
+
+    verdict: str
+    evidence: str
+    n: int = 0
+    estimate: float | None = None
+    ci: list[float] | None = None
+    margin: str | None = None
+    seeds_needed: int | None = None
 
 
 @dataclass(frozen=True)
 class Check:
-    fn: Callable[..., Verdict]
-    magnitude: bool  # judges a size (a ratio, a percentage): only meaningful at paper scale
+    fn: Callable[..., Outcome]
+    kinds: tuple[str, ...]
 
 
 CHECKS: dict[str, Check] = {}
-TINY_REASON = "{scale} scale cannot test a magnitude: it is judged at scale=paper only"
 
 
-def check(fn: Callable[..., Verdict] | None = None, *, magnitude: bool = False):
-    """Register a claim check. Its keyword-only parameters are the schema of a `report.claims` entry."""
+def check(*kinds: str):
+    """Register a check serving claims of `kinds`. Its keyword-only parameters are the schema of a
+    `report.claims` entry (report/schema.py validates them)."""
 
-    def register(f: Callable[..., Verdict]) -> Callable[..., Verdict]:
-        CHECKS[f.__name__] = Check(f, magnitude)
+    def register(f: Callable[..., Outcome]) -> Callable[..., Outcome]:
+        CHECKS[f.__name__] = Check(f, kinds)
         return f
 
-    return register(fn) if fn is not None else register
-
-
-def _points(agg: pd.DataFrame, metric: str, method: str) -> pd.DataFrame:
-    """mean, std, n_seeds of `metric` for `method`, indexed by a readable point label ("vgg16, 10")."""
-    sel = agg[(agg["metric"] == metric) & (agg["method"] == method)]
-    labels = point_labels(sel)
-    return pd.DataFrame(
-        {
-            "mean": sel["mean"].to_numpy(),
-            "std": sel["std"].fillna(0).to_numpy(),
-            "n": sel["n_seeds"].to_numpy(),
-        },
-        index=labels,
-    )
-
-
-Lookup = dict[tuple[str, str], pd.Series]
-
-
-def _lookup(rows: pd.DataFrame | None, metric: str) -> Lookup:
-    """Per-seed values of `metric` for every (point, method), indexed by seed: built once per check,
-    so that hundreds of paired comparisons do not each filter the whole table."""
-    if rows is None or rows.empty or metric not in rows:
-        return {}
-    return {
-        (str(p), str(m)): g.set_index("seed")[metric]
-        for (p, m), g in rows.groupby(["_point", "method"], sort=False)
-    }
-
-
-def _compare(lookup: Lookup, ours: str, base: str, key: str, alpha: float) -> Paired:
-    """Paired t-test of ours against base at one point, over their common seeds."""
-    empty = pd.Series(dtype=float)
-    return paired(lookup.get((key, ours), empty), lookup.get((key, base), empty), alpha)
-
-
-def _oriented(
-    agg: pd.DataFrame, rows: pd.DataFrame | None, metric: str, lower_is_better: bool, only: str | None
-) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """The table (and per-seed rows) restricted to points whose label contains `only`, with the
-    metric negated when lower is better, so that "higher" always means "better"."""
-    if only is not None:
-        labels = pd.Series(point_labels(agg), index=agg.index)
-        agg = agg[labels.str.contains(only, regex=False)]
-        if rows is not None and "_point" in rows:
-            rows = rows[rows["_point"].str.contains(only, regex=False)]
-    if lower_is_better:
-        agg = agg.assign(mean=agg["mean"].where(agg["metric"] != metric, -agg["mean"]))
-        if rows is not None and metric in rows:
-            rows = rows.assign(**{metric: -pd.to_numeric(rows[metric], errors="coerce")})
-    return agg, rows
-
-
-def expand_methods(patterns: list[str], agg: pd.DataFrame, exclude: str = "") -> list[str]:
-    """Baseline names, with shell-style patterns ("edge_only+*") expanded over the methods present
-    (a pattern never matches `exclude`, the method being judged)."""
-    present = list(dict.fromkeys(agg["method"]))
-    out = []
-    for pat in patterns:
-        if any(ch in pat for ch in "*?["):
-            hits = [m for m in present if fnmatch.fnmatchcase(str(m), pat) and m != exclude]
-        else:
-            hits = [pat]
-        out += [m for m in hits if m not in out]
-    return out
-
-
-def _test_note(alpha: float) -> str:
-    return f"two-sided paired t-test over seeds, df = n - 1, alpha = {alpha:g}"
-
-
-@check
-def beats_baselines(
-    agg: pd.DataFrame,
-    rows: pd.DataFrame | None,
-    *,
-    metric: str,
-    ours: str,
-    baselines: list[str],
-    ties_allowed: bool = False,
-    lower_is_better: bool = False,
-    only: str | None = None,
-    alpha: float = ALPHA,
-) -> Verdict:
-    """Held when `ours` is significantly better (paired t-test over seeds) than every baseline at
-    every point (every point whose label contains `only`). Requiring every comparison to be
-    significant at alpha is an intersection-union test, so no multiplicity correction is needed.
-
-    With ties_allowed (for ablations that `ours` generalises, which can tie), held when `ours` is
-    never significantly worse and is significantly better somewhere against each baseline.
-    Points with fewer than two common seeds are untestable; if none is testable, so is the claim.
-    """
-    agg, rows = _oriented(agg, rows, metric, lower_is_better, only)
-    sign = -1 if lower_is_better else 1
-    mine = _points(agg, metric, ours)
-    if mine.empty:
-        return "not_testable", f"no {metric} results for {ours}"
-    baselines = expand_methods(baselines, agg, exclude=ours)
-    lookup = _lookup(rows, metric)
-    better = worse = compared = untestable = 0
-    lost, never_ahead, margins, worst_p, ns = [], [], [], 0.0, set()
-    for base in baselines:
-        theirs = _points(agg, metric, base)
-        ahead = seen = 0
-        for key in mine.index:
-            if key not in theirs.index:
-                continue
-            a, b = mine.loc[key], theirs.loc[key]
-            test = _compare(lookup, ours, base, key, alpha)
-            if not test.testable:
-                untestable += 1
-                continue
-            ns.add(test.n)
-            compared, seen = compared + 1, seen + 1
-            better, worse, ahead = better + (test.sign > 0), worse + (test.sign < 0), ahead + (test.sign > 0)
-            if test.sign > 0:
-                worst_p = max(worst_p, test.p)
-            if b["mean"]:
-                margins.append((a["mean"] - b["mean"]) / abs(b["mean"]))
-            if test.sign < 0 or (test.sign == 0 and not ties_allowed):
-                lost.append(
-                    f"{base} at {key}: {sign * b['mean']:.4g} vs {sign * a['mean']:.4g} ({test.describe()})"
-                )
-        if seen and ties_allowed and not ahead:
-            never_ahead.append(base)
-    if compared == 0:
-        if untestable:
-            return "not_testable", (
-                f"fewer than 2 common seeds at every point ({untestable} comparisons); "
-                "a paired test needs at least 2 seeds (run more seeds)"
-            )
-        return "not_testable", f"none of {baselines} ran in this experiment"
-    seeds = "/".join(str(n) for n in sorted(ns))
-    names = (
-        ", ".join(baselines)
-        if len(baselines) <= 6
-        else f"{len(baselines)} approaches ({', '.join(baselines[:3])}, ...)"
-    )
-    summary = (
-        f"{ours} {metric} vs {names}{f' ({only})' if only else ''}: significantly better in "
-        f"{better}, worse in {worse}, indistinguishable in {compared - better - worse} of {compared} "
-        f"comparisons (n = {seeds} seeds; {_test_note(alpha)})"
-    )
-    if untestable:
-        summary += f"; {untestable} comparisons with fewer than 2 common seeds not tested"
-    if margins:
-        summary += f"; median margin {100 * pd.Series(margins).median():+.1f}%"
-    if lost:
-        return "not_held", summary + "; not ahead: " + "; ".join(lost[:4]) + (" ..." if len(lost) > 4 else "")
-    if never_ahead:
-        return "not_held", summary + f"; never ahead of {', '.join(never_ahead)}"
-    return "held", summary + f"; largest p among the wins {worst_p:.2g}"
-
-
-@check
-def zero_violations(
-    agg: pd.DataFrame, rows: pd.DataFrame | None, *, ours: str, metrics: list[str], context: list[str] = ()
-) -> Verdict:
-    """Held when the total of each violation count over all seeds is zero for `ours`.
-
-    `context` metrics are reported in the evidence without deciding the verdict.
-    """
-    parts, bad = [], False
-    for metric in metrics:
-        sel = agg[(agg["metric"] == metric) & (agg["method"] == ours)]
-        if sel.empty:
-            return "not_testable", f"no {metric} results for {ours}"
-        total = float(sel["total"].sum())
-        bad |= total > 0
-        parts.append(f"{metric}={total:g}")
-    for metric in context:
-        sel = agg[(agg["metric"] == metric) & (agg["method"] == ours)]
-        if not sel.empty:
-            parts.append(f"{metric}={float(sel['total'].sum()):g}")
-    checked = agg[(agg["metric"] == "users_checked") & (agg["method"] == ours)]["total"].sum()
-    text = f"{ours}: " + ", ".join(parts) + f" ({checked:g} users checked for misreports on random markets)"
-    consensus = agg[(agg["metric"] == "consensus_rate") & (agg["method"] == ours)]["mean"]
-    if len(consensus):
-        text += f"; consensus reached in {100 * float(consensus.mean()):.1f}% of auctions"
-    return ("not_held" if bad else "held"), text
-
-
-@check(magnitude=True)
-def competitive_ratio(
-    agg: pd.DataFrame,
-    rows: pd.DataFrame | None,
-    *,
-    ours: str,
-    bound: float,
-    source: str,
-    metric: str = "revenue_over_f2_min",
-) -> Verdict:
-    """Held when the worst expected revenue / F2 of `ours` over every profile of every point and
-    seed is at least 1/bound. `metric` must be a per-profile worst case (the expectation over the
-    mechanism's coins on each fixed profile, minimised over profiles): a competitive ratio is a
-    worst-case guarantee, which a mean over i.i.d. markets cannot test."""
-    if rows is None or rows.empty or metric not in rows:
-        return "not_testable", f"no per-seed {metric} results for {ours}"
-    mine = rows[rows["method"] == ours]
-    values = pd.to_numeric(mine[metric], errors="coerce").dropna()
-    if values.empty:
-        return "not_testable", f"no {metric} results for {ours}"
-    where = mine.loc[values.idxmin(), "_point"]
-    worst = float(values.min())
-    text = (
-        f"worst expected revenue/F2 of {ours} over {len(values)} (point, seed) sets of profiles: {worst:.3f} "
-        f"(at {where}); the bound 1/{bound:g} = {1 / bound:.3f} ({source})"
-    )
-    return ("held" if worst >= 1 / bound else "not_held"), text
-
-
-def _threshold(
-    agg: pd.DataFrame, metric: str, ours: str, threshold: float, only: str | None, at_least: bool
-) -> Verdict:
-    points = _points(agg, metric, ours)
-    if only is not None:
-        points = points[[only in str(k) for k in points.index]]
-    if points.empty:
-        return "not_testable", f"no {metric} results for {ours}"
-    bad = points[points["mean"] < threshold] if at_least else points[points["mean"] > threshold]
-    worst = points["mean"].min() if at_least else points["mean"].max()
-    best = points["mean"].max() if at_least else points["mean"].min()
-    text = (
-        f"{ours} {metric}: mean {worst:.4g} (worst point) to {best:.4g} over {len(points)} points and "
-        f"{int(points['n'].max())} seeds; needed {'>=' if at_least else '<='} {threshold:g}"
-    )
-    if len(bad):
-        return "not_held", text + f"; {'below' if at_least else 'above'} at " + ", ".join(bad.index[:5])
-    return "held", text
-
-
-@check
-def all_at_least(
-    agg: pd.DataFrame,
-    rows: pd.DataFrame | None,
-    *,
-    metric: str,
-    ours: str,
-    threshold: float,
-    only: str | None = None,
-) -> Verdict:
-    """Held when the mean of `metric` for `ours` is at least `threshold` at every point (or at every
-    point whose label contains `only`, for claims about one setting)."""
-    return _threshold(agg, metric, ours, threshold, only, at_least=True)
-
-
-@check
-def all_at_most(
-    agg: pd.DataFrame,
-    rows: pd.DataFrame | None,
-    *,
-    metric: str,
-    ours: str,
-    threshold: float,
-    only: str | None = None,
-) -> Verdict:
-    """Held when the mean of `metric` for `ours` is at most `threshold` at every point (a gap within
-    a tolerance fixed before running)."""
-    return _threshold(agg, metric, ours, threshold, only, at_least=False)
-
-
-@check(magnitude=True)
-def near(
-    agg: pd.DataFrame,
-    rows: pd.DataFrame | None,
-    *,
-    metric: str,
-    method: str,
-    target: float,
-    tol: float,
-    reduce: str = "max",
-    unit: str = "",
-) -> Verdict:
-    """Held when the max (or min, or mean) over points of `method`'s mean `metric` lies within an
-    absolute `tol` of the paper's number (for claims such as "up to 71%")."""
-    points = _points(agg, metric, method)["mean"].dropna()
-    if points.empty:
-        return "not_testable", f"no {metric} results for {method}"
-    value = float(getattr(points, reduce)())
-    where = (
-        f" (at {points.idxmax() if reduce == 'max' else points.idxmin()})" if reduce in {"max", "min"} else ""
-    )
-    text = (
-        f"{method} {metric}: {reduce} over {len(points)} points {value:.4g}{unit}{where}, range "
-        f"{points.min():.4g}{unit} to {points.max():.4g}{unit}; the paper's {target:g}{unit} ± {tol:g} needed"
-    )
-    return ("held" if abs(value - target) <= tol else "not_held"), text
-
-
-@check(magnitude=True)
-def ratio_range(
-    agg: pd.DataFrame,
-    rows: pd.DataFrame | None,
-    *,
-    metric: str,
-    numerator: str,
-    low: float,
-    high: float,
-    tol: float,
-    methods: list[str] | None = None,
-) -> Verdict:
-    """Held when `numerator`'s value over each other point's spans the paper's [low, high] range,
-    each end within a relative `tol` (for claims such as "3.3x to 9.3x more memory"). `methods`
-    keeps only those rows (one setting of several in the table)."""
-    sel = agg[agg["metric"] == metric]
-    if methods:
-        sel = sel[sel["method"].isin(methods)]
-    by_x = sel.groupby(sel["x"].astype(str))["mean"].mean()
-    if numerator not in by_x.index or len(by_x) < 2:
-        return "not_testable", f"no {metric} for {numerator} and at least one other point"
-    others = by_x.drop(index=[x for x in by_x.index if x.split("_")[0] == numerator.split("_")[0]])
-    if others.empty:
-        return "not_testable", f"no point to compare {numerator} with"
-    ratios = by_x[numerator] / others
-    lo, hi = float(ratios.min()), float(ratios.max())
-    text = (
-        f"{numerator} {metric} over the others: {lo:.2f}x ({ratios.idxmin()}) to {hi:.2f}x ({ratios.idxmax()}); "
-        f"the paper: {low:g}x to {high:g}x, each end within {100 * tol:.0f}% needed"
-    )
-    ok = abs(lo - low) <= tol * low and abs(hi - high) <= tol * high
-    return ("held" if ok else "not_held"), text
-
-
-@check
-def never_worse(
-    agg: pd.DataFrame,
-    rows: pd.DataFrame | None,
-    *,
-    metrics: dict[str, bool],
-    ours: str,
-    baselines: list[str],
-    alpha: float = ALPHA,
-) -> Verdict:
-    """Held when `ours` is not significantly worse than any baseline at any point, on every metric
-    (`metrics` maps a metric to lower_is_better), each metric reported separately."""
-    parts, bad, tested = [], [], 0
-    baselines = expand_methods(baselines, agg, exclude=ours)
-    for metric, lower in metrics.items():
-        a_agg, a_rows = _oriented(agg, rows, metric, lower, None)
-        mine = _points(a_agg, metric, ours)
-        lookup = _lookup(a_rows, metric)
-        tests = []
-        for base in baselines:
-            theirs = _points(a_agg, metric, base)
-            tests += [
-                (f"{base} at {k}", _compare(lookup, ours, base, k, alpha))
-                for k in mine.index
-                if k in theirs.index
-            ]
-        tests = [(k, t) for k, t in tests if t.testable]
-        if not tests:
-            continue
-        tested += len(tests)
-        worse = [(k, t) for k, t in tests if t.sign < 0]
-        bad += [f"{metric} vs {k} ({t.describe()})" for k, t in worse]
-        parts.append(
-            f"{metric}: better in {sum(t.sign > 0 for _, t in tests)}, worse in {len(worse)}, "
-            f"indistinguishable in {sum(t.sign == 0 for _, t in tests)} of {len(tests)}"
-        )
-    if not tested:
-        return "not_testable", (
-            f"no metric of {ours} and {', '.join(baselines)} has 2 common seeds at a common point; "
-            "a paired test needs at least 2 seeds"
-        )
-    text = f"{ours} vs {', '.join(baselines)} ({_test_note(alpha)}): " + "; ".join(parts)
-    return (
-        ("not_held", text + "; worse: " + "; ".join(bad[:4]) + (" ..." if len(bad) > 4 else ""))
-        if bad
-        else ("held", text)
-    )
-
-
-@check(magnitude=True)
-def gap_within(
-    agg: pd.DataFrame,
-    rows: pd.DataFrame | None,
-    *,
-    metrics: dict[str, str],
-    ours: str,
-    reference: str,
-    max_gap: float,
-) -> Verdict:
-    """Held when `reference` (an upper bound) leads `ours` by at most `max_gap` at every point;
-    `metrics` maps a panel to the metric judged there (e.g. token accuracy for one case, a judge
-    score for the other)."""
-    gaps = []
-    for panel, metric in metrics.items():
-        a, b = _points(agg, metric, ours), _points(agg, metric, reference)
-        gaps += [
-            (k, float(b.loc[k, "mean"] - a.loc[k, "mean"]), metric)
-            for k in a.index
-            if k in b.index and panel in k
-        ]
-    if not gaps:
-        return "not_testable", f"no results for both {ours} and {reference}"
-    worst = max(gaps, key=lambda g: g[1])
-    text = (
-        f"{reference} leads {ours} by {min(g[1] for g in gaps):.3g} to {worst[1]:.3g} points "
-        f"(largest: {worst[2]} at {worst[0]}); 'close' taken as at most {max_gap:g} points"
-    )
-    return ("held" if worst[1] <= max_gap else "not_held"), text
-
-
-@check(magnitude=True)
-def ppl_improvement(
-    agg: pd.DataFrame,
-    rows: pd.DataFrame | None,
-    *,
-    ours: str,
-    baselines: list[str],
-    target: float,
-    tol: float,
-    only: str | None = None,
-    metric: str = "log_ppl",
-) -> Verdict:
-    """Our largest improvement in perplexity space, 100 (1 - exp(ours) / exp(baseline)), over the
-    baselines and points (with `only` in the label), against the paper's "up to `target`%"."""
-    sel = (
-        agg
-        if only is None
-        else agg[pd.Series(point_labels(agg), index=agg.index).str.contains(only, regex=False)]
-    )
-    mine = _points(sel, metric, ours)
-    gains = []
-    for base in baselines:
-        theirs = _points(sel, metric, base)
-        gains += [
-            (100 * (1 - math.exp(mine.loc[k, "mean"]) / math.exp(theirs.loc[k, "mean"])), base, k)
-            for k in mine.index
-            if k in theirs.index
-        ]
-    if not gains:
-        return "not_testable", f"no {metric} results for {ours} and the baselines"
-    best = max(gains)
-    text = (
-        f"largest perplexity improvement of {ours}: {best[0]:+.2f}% (vs {best[1]} at {best[2]}); range "
-        f"{min(gains)[0]:+.2f}% to {best[0]:+.2f}%; the paper: up to {target:g}% (± {tol:g} needed)"
-    )
-    return ("held" if abs(best[0] - target) <= tol else "not_held"), text
-
-
-@check
-def vague(agg: pd.DataFrame, rows: pd.DataFrame | None, *, reason: str) -> Verdict:
-    """For claims too vague to test: says why."""
-    return "not_testable", reason
+    return register
 
 
 def point_labels(frame: pd.DataFrame) -> list[str]:
@@ -490,39 +153,509 @@ def point_labels(frame: pd.DataFrame) -> list[str]:
     ]
 
 
-def evaluate(
-    claims: list[dict],
-    tested: dict[str, dict],
-    agg: pd.DataFrame,
-    rows: pd.DataFrame | None = None,
-    scale: str = "paper",
-) -> list[dict]:
-    """One {claim, verdict, evidence} per paper claim. `rows`: per-seed values with panel and x.
-    Magnitude checks are judged only at scale=paper; direction checks at every scale. A claim may
-    also be judged under a named setting: an entry `<id>@<setting>` gives a second verdict, whose
-    claim text says which setting it was judged under (e.g. Fig. 8's preset fitted to the paper)."""
-    if rows is not None and not rows.empty:
-        rows = rows.assign(_point=point_labels(rows))
+def expand_methods(patterns: list[str], agg: pd.DataFrame, exclude: str = "") -> list[str]:
+    """Baseline names, with shell-style patterns ("edge_only+*") expanded over the methods present
+    (a pattern never matches `exclude`, the method being judged)."""
+    present = list(dict.fromkeys(agg["method"]))
+    out: list[str] = []
+    for pat in patterns:
+        hits = (
+            [m for m in present if fnmatch.fnmatchcase(str(m), pat) and m != exclude]
+            if any(ch in pat for ch in "*?[")
+            else [pat]
+        )
+        out += [m for m in hits if m not in out]
+    return out
+
+
+# ---------------------------------------------------------------- deciding from intervals
+
+
+@dataclass
+class Judged:
+    """One comparison or one point: its estimate, which side of the boundary its interval lies on
+    (ok | bad | undecided | untestable), and how far the estimate is from the deciding boundary."""
+
+    label: str
+    est: Estimate
+    side: str
+    distance: float = math.nan
+
+
+def _side(est: Estimate, ok: bool, bad: bool) -> str:
+    if not est.testable:
+        return "untestable"
+    return "ok" if ok else ("bad" if bad else "undecided")
+
+
+def _conclude(
+    judged: list[Judged], words: tuple[str, str], what: str, ev: Evidence, margin: str | None = None
+) -> Outcome:
+    """held when every judged item is ok, not_held when any is bad, inconclusive otherwise;
+    not_testable when nothing could be judged. The evidence names the deciding item."""
+    testable = [j for j in judged if j.side != "untestable"]
+    seeds = sorted({j.est.n for j in testable})
+    if not testable:
+        if judged:
+            return Outcome(
+                "not_testable",
+                f"{what}: fewer than 2 seeds at every point ({len(judged)} items); an "
+                "interval over seeds needs at least 2 (run more seeds)",
+                n=max(j.est.n for j in judged),
+            )
+        return Outcome("not_testable", f"{what}: no results to judge")
+    ok = [j for j in judged if j.side == "ok"]
+    bad = [j for j in judged if j.side == "bad"]
+    open_ = [j for j in judged if j.side in ("undecided", "untestable")]
+    counts = (
+        f"{len(ok)} {words[0]}, {len(bad)} {words[1]}, {len(open_)} undecided of {len(judged)} "
+        f"(n = {'/'.join(map(str, seeds))} seeds; 95% intervals)"
+    )
+    if bad:
+        deciding, verdict, needed = max(bad, key=lambda j: j.distance), "not_held", None
+    elif not open_:
+        deciding, verdict, needed = min(ok, key=lambda j: j.distance), "held", None
+    else:
+        verdict = "inconclusive"
+        needs = [(seeds_needed(j.est.sd, j.distance, j.est.n) if j.est.testable else None, j) for j in open_]
+        known = [n for n, _ in needs if n is not None]
+        needed = max(known) if known and len(known) == len(needs) else None
+        deciding = max(needs, key=lambda nj: math.inf if nj[0] is None else nj[0])[1]
+    text = (
+        f"{what}: {counts}; {'deciding' if verdict != 'inconclusive' else 'least decided'}: "
+        f"{deciding.label} {deciding.est.describe()}"
+    )
+    return Outcome(
+        verdict,
+        text,
+        n=max(seeds),
+        estimate=deciding.est.mean,
+        ci=[deciding.est.low, deciding.est.high],
+        margin=margin,
+        seeds_needed=needed,
+    )
+
+
+# ---------------------------------------------------------------- comparative claims
+
+
+def _metric_specs(
+    metric: str | None,
+    metrics: dict[str, bool] | None,
+    lower_is_better: bool,
+    panel_metrics: dict[str, str] | None,
+) -> list[tuple[str, bool, str | None]]:
+    """(metric, lower_is_better, panel filter) triples a comparison runs over."""
+    if panel_metrics:
+        return [(m, False, panel) for panel, m in panel_metrics.items()]
+    if metrics:
+        return [(m, bool(lower), None) for m, lower in metrics.items()]
+    return [(metric, lower_is_better, None)] if metric else []
+
+
+@check(*COMPARATIVE)
+def compare(
+    ev: Evidence,
+    claim: ClaimSpec,
+    *,
+    ours: str,
+    baselines: list[str],
+    metric: str | None = None,
+    metrics: dict[str, bool] | None = None,
+    lower_is_better: bool = False,
+    panel_metrics: dict[str, str] | None = None,
+    only: str | None = None,
+    pooled: bool = False,
+) -> Outcome:
+    """Paired comparisons of `ours` with each baseline on each metric, at every point (or, with
+    `pooled`, on the per-seed mean over the points they share: one comparison per baseline),
+    judged by the claim's kind. `panel_metrics` judges one metric per panel (e.g. token accuracy
+    for one case, a judge score for the other); `only` keeps the points whose label contains it."""
+    names = expand_methods(baselines, ev.agg, exclude=ours)
+    judged: list[Judged] = []
+    margin = claim.margin
+    for m, lower, panel in _metric_specs(metric, metrics, lower_is_better, panel_metrics):
+        mine = set(ev.points(m, ours, only))
+        if panel:
+            mine = {p for p in mine if panel in p}
+        for base in names:
+            shared = [p for p in ev.points(m, base, only) if p in mine]
+            if not shared:
+                continue
+            items = [
+                (p, paired(ev.series(m, ours, p), ev.series(m, base, p), lower), ev.mean(m, base, p))
+                for p in shared
+            ]
+            if pooled:
+                per_seed = pd.concat([_oriented_diff(ev, m, ours, base, p, lower) for p in shared], axis=1)
+                items = [
+                    (
+                        f"mean over {len(shared)} points",
+                        estimate(per_seed.mean(axis=1, skipna=False).tolist()),
+                        sum(ev.mean(m, base, p) for p in shared) / len(shared),
+                    )
+                ]
+            for point, est, ref in items:
+                label = f"{base} at {point}" + (
+                    f" ({m})"
+                    if len(_metric_specs(metric, metrics, lower_is_better, panel_metrics)) > 1
+                    else ""
+                )
+                judged.append(_judge_difference(claim.kind, label, est, margin.units(ref) if margin else 0.0))
+    described = ", ".join(
+        f"{m} ({'lower' if lower else 'higher'} is better{f', {panel}' if panel else ''})"
+        for m, lower, panel in _metric_specs(metric, metrics, lower_is_better, panel_metrics)
+    )
+    what = (
+        f"{ours} vs {_names(names)}{f' ({only})' if only else ''} on {described}: paired difference per seed, "
+        f"positive = {ours} better{', pooled over the points' if pooled else ''}"
+        f"{f'; margin {margin.describe()} ({margin.why})' if margin else ''}"
+    )
+    words = {
+        "superiority": ("better", "worse"),
+        "non_inferiority": ("within the margin", "worse beyond it"),
+        "equivalence": ("within +-margin", "outside it"),
+    }[claim.kind]
+    return _conclude(judged, words, what, ev, margin.describe() if margin else None)
+
+
+def _oriented_diff(ev: Evidence, metric: str, ours: str, base: str, point: str, lower: bool) -> pd.Series:
+    a = pd.to_numeric(ev.series(metric, ours, point), errors="coerce")
+    b = pd.to_numeric(ev.series(metric, base, point), errors="coerce")
+    common = a.index.intersection(b.index)
+    return (b[common] - a[common]) if lower else (a[common] - b[common])
+
+
+def _judge_difference(kind: str, label: str, est: Estimate, m: float) -> Judged:
+    if kind == "superiority":
+        return Judged(label, est, _side(est, est.low > 0, est.high < 0), abs(est.mean))
+    if kind == "non_inferiority":
+        return Judged(label, est, _side(est, est.low > -m, est.high < -m), abs(est.mean + m))
+    return Judged(
+        label,
+        est,
+        _side(est, est.low > -m and est.high < m, est.low > m or est.high < -m),
+        abs(m - abs(est.mean)),
+    )
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names) if len(names) <= 6 else f"{len(names)} approaches ({', '.join(names[:3])}, ...)"
+
+
+# ---------------------------------------------------------------- magnitudes
+
+
+def _per_point(
+    ev: Evidence,
+    metric: str,
+    method: str,
+    only: str | None,
+    exact: bool,
+    normalise: dict[str, str] | None = None,
+) -> list[tuple[str, Estimate]]:
+    out = []
+    for p in ev.points(metric, method, only):
+        s = pd.to_numeric(ev.series(metric, method, p), errors="coerce")
+        if normalise:  # (value - chance) / (best - chance): 0 at chance, 1 at the achievable maximum
+            lo = pd.to_numeric(ev.series(normalise["chance"], method, p), errors="coerce")
+            hi = pd.to_numeric(ev.series(normalise["best"], method, p), errors="coerce")
+            s = (s - lo) / (hi - lo).where((hi - lo).abs() > 1e-12)
+        out.append((p, estimate(s.tolist(), exact=exact)))
+    return out
+
+
+@check("magnitude")
+def threshold(
+    ev: Evidence,
+    claim: ClaimSpec,
+    *,
+    metric: str,
+    ours: str,
+    only: str | None = None,
+    exact: bool = False,
+    normalise: dict[str, str] | None = None,
+) -> Outcome:
+    """At every point, `ours`' metric against the claim's bound: at_least (or a normalised `level`:
+    with `normalise` = {chance: <metric>, best: <metric>} the value is rescaled so that chance is 0
+    and the achievable maximum is 1) or at_most. `exact`: the metric is computed, not sampled."""
+    bound = (
+        claim.level
+        if claim.level is not None
+        else (claim.at_least if claim.at_least is not None else claim.at_most)
+    )
+    above = claim.at_most is None
+    judged = []
+    for p, est in _per_point(ev, metric, ours, only, exact, normalise):
+        ok = est.low >= bound if above else est.high <= bound
+        bad = est.high < bound if above else est.low > bound
+        judged.append(Judged(p, est, _side(est, ok, bad), abs(est.mean - bound)))
+    scaled = " normalised to (value - chance) / (best - chance)" if normalise else ""
+    what = (
+        f"{ours} {metric}{scaled}{f' ({only})' if only else ''}, needed {'>=' if above else '<='} {bound:g} "
+        f"at every point ({claim.why})"
+    )
+    return _conclude(judged, ("clear", "miss"), what, ev)
+
+
+def _target_judged(label: str, est: Estimate, target: float, tol: float) -> Judged:
+    lo, hi = target - tol, target + tol
+    return Judged(
+        label,
+        est,
+        _side(est, est.low >= lo and est.high <= hi, est.high < lo or est.low > hi),
+        abs(tol - abs(est.mean - target)),
+    )
+
+
+@check("magnitude")
+def target(
+    ev: Evidence,
+    claim: ClaimSpec,
+    *,
+    metric: str,
+    method: str,
+    reduce: str = "max",
+    exact: bool = False,
+    unit: str = "",
+) -> Outcome:
+    """The `reduce` (max, min or mean) over points of `method`'s metric, per seed, against the
+    paper's figure +- the claim's margin (for claims such as "up to 71%")."""
+    rows = [pd.to_numeric(ev.series(metric, method, p), errors="coerce") for p in ev.points(metric, method)]
+    if not rows:
+        return Outcome("not_testable", f"no {metric} results for {method}")
+    frame = pd.concat(rows, axis=1)
+    per_seed = getattr(frame, reduce)(axis=1)
+    est = estimate(per_seed.tolist(), exact=exact)
+    tol = claim.margin.units(claim.target)
+    judged = [_target_judged(f"{reduce} over {frame.shape[1]} points", est, claim.target, tol)]
+    what = (
+        f"{method} {metric}: {reduce} over points {est.describe()}{unit}; the paper's {claim.target:g}{unit} "
+        f"+- {tol:g} ({claim.margin.why})"
+    )
+    return _conclude(judged, ("within the tolerance", "outside it"), what, ev, claim.margin.describe())
+
+
+@check("magnitude")
+def gain_target(
+    ev: Evidence,
+    claim: ClaimSpec,
+    *,
+    ours: str,
+    baselines: list[str],
+    only: str | None = None,
+    metric: str = "log_ppl",
+) -> Outcome:
+    """The largest improvement in perplexity space, 100 (1 - exp(ours) / exp(baseline)) over the
+    baselines and points (with `only` in the label), per seed, against the paper's "up to X%"."""
+    cols = []
+    for base in baselines:
+        for p in ev.points(metric, ours, only):
+            a = pd.to_numeric(ev.series(metric, ours, p), errors="coerce")
+            b = pd.to_numeric(ev.series(metric, base, p), errors="coerce")
+            if len(b):
+                cols.append(100 * (1 - a.map(math.exp) / b.map(math.exp)))
+    if not cols:
+        return Outcome("not_testable", f"no {metric} results for {ours} and the baselines")
+    est = estimate(pd.concat(cols, axis=1).max(axis=1).tolist())
+    tol = claim.margin.units(claim.target)
+    judged = [_target_judged("largest gain over the baselines and points", est, claim.target, tol)]
+    what = (
+        f"largest perplexity improvement of {ours} over {', '.join(baselines)}{f' ({only})' if only else ''}: "
+        f"{est.describe()}%; the paper: up to {claim.target:g}% +- {tol:g} ({claim.margin.why})"
+    )
+    return _conclude(judged, ("within the tolerance", "outside it"), what, ev, claim.margin.describe())
+
+
+@check("magnitude")
+def ratio_range(
+    ev: Evidence,
+    claim: ClaimSpec,
+    *,
+    metric: str,
+    numerator: str,
+    methods: list[str] | None = None,
+    exact: bool = True,
+) -> Outcome:
+    """`numerator`'s value over each other point's spans the paper's [low, high] range, each end
+    within the claim's (relative) margin (for claims such as "3.3x to 9.3x more memory"). `methods`
+    keeps only those rows (one setting of several in the table)."""
+    sel = ev.agg[ev.agg["metric"] == metric]
+    if methods:
+        sel = sel[sel["method"].isin(methods)]
+    labels = [str(x) for x in sel["x"]]
+    others = [x for x in dict.fromkeys(labels) if x.split("_")[0] != numerator.split("_")[0]]
+    if numerator not in labels or not others:
+        return Outcome("not_testable", f"no {metric} for {numerator} and at least one other point")
+    method_of = dict(zip(labels, sel["method"]))
+    num = pd.to_numeric(ev.series(metric, method_of[numerator], numerator), errors="coerce")
+    ratios = pd.concat(
+        [num / pd.to_numeric(ev.series(metric, method_of[x], x), errors="coerce") for x in others], axis=1
+    )
+    ratios.columns = others
+    lo, hi = estimate(ratios.min(axis=1).tolist(), exact), estimate(ratios.max(axis=1).tolist(), exact)
+    low, high = claim.range
+    judged = [
+        _target_judged(f"smallest ratio ({ratios.mean().idxmin()})", lo, low, claim.margin.units(low)),
+        _target_judged(f"largest ratio ({ratios.mean().idxmax()})", hi, high, claim.margin.units(high)),
+    ]
+    what = (
+        f"{numerator} {metric} over the others: {lo.mean:.2f}x to {hi.mean:.2f}x; the paper: {low:g}x to "
+        f"{high:g}x, each end within {claim.margin.describe()} ({claim.margin.why})"
+    )
+    return _conclude(judged, ("within the tolerance", "outside it"), what, ev, claim.margin.describe())
+
+
+# ---------------------------------------------------------------- properties and rates
+
+
+@check("property")
+def violations(ev: Evidence, claim: ClaimSpec, *, ours: str, parts: dict[str, list[str]]) -> Outcome:
+    """Counterexamples of a property, reported apart per part of its evidence (`parts`: name ->
+    [violations metric, trials metric]); held only when every part has none. Each part reports its
+    trials and the 95% upper bound on its violation rate; a violation prints the first one found."""
+    texts, held, trials_all, missing = [], True, 0, []
+    for name, (bad_metric, trials_metric) in parts.items():
+        sel = ev.agg[ev.agg["method"] == ours]
+        bad = sel[sel["metric"] == bad_metric]["total"]
+        trials = sel[sel["metric"] == trials_metric]["total"]
+        if bad.empty or trials.empty or float(trials.sum()) == 0:
+            missing.append(name)
+            continue
+        b, n = int(bad.sum()), int(trials.sum())
+        trials_all += n
+        if b:
+            held = False
+            first = ev.counterexamples.get(ours, {}).get(bad_metric)
+            texts.append(f"{name}: {b} violations in {n} trials" + (f" (first: {first})" if first else ""))
+        else:
+            texts.append(f"{name}: none in {n} trials (violation rate <= {violation_bound(n):.2g}, 95%)")
+    what = f"{ours}: " + "; ".join(texts) + (f"; not run: {', '.join(missing)}" if missing else "")
+    if not held:
+        verdict = "not_held"
+    elif missing:
+        verdict = "not_testable"  # held needs every part of the evidence
+    else:
+        verdict = "held"
+    return Outcome(verdict, what, n=trials_all)
+
+
+@check("rate")
+def success_rate(
+    ev: Evidence, claim: ClaimSpec, *, metric: str, ours: str, only: str | None = None
+) -> Outcome:
+    """The share of (point, seed) runs where `metric` is 1, with its Clopper-Pearson interval, against
+    the claim's level."""
+    values = []
+    for p in ev.points(metric, ours, only):
+        values += [float(v) for v in pd.to_numeric(ev.series(metric, ours, p), errors="coerce").dropna()]
+    n, k = len(values), int(sum(v >= 0.5 for v in values))
+    if n < 2:
+        return Outcome("not_testable", f"{ours} {metric}: {n} runs; a rate needs at least 2", n=n)
+    low, high = clopper_pearson(k, n)
+    level = claim.level
+    verdict = "held" if low >= level else ("not_held" if high < level else "inconclusive")
+    needed = rate_seeds_needed(k, n, level) if verdict == "inconclusive" else None
+    what = (
+        f"{ours} {metric}: {k} of {n} runs ({100 * k / n:.0f}%, 95% interval {100 * low:.0f}-{100 * high:.0f}%), "
+        f"needed {100 * level:g}% ({claim.why})"
+    )
+    return Outcome(verdict, what, n=n, estimate=k / n, ci=[low, high], seeds_needed=needed)
+
+
+@check("vague")
+def vague(ev: Evidence, claim: ClaimSpec, *, reason: str) -> Outcome:
+    """For claims too vague to test: says why."""
+    return Outcome("not_testable", reason)
+
+
+# ---------------------------------------------------------------- every claim of the paper
+
+
+def evaluate(claims: list[ClaimSpec], tested: dict[str, dict], ev: Evidence) -> list[Verdict]:
+    """One verdict per paper claim (and per named setting `<id>@<setting>` an experiment judges a
+    claim under). Claims the experiment does not test are not_testable here, with a pointer."""
     out = []
     for claim in claims:
-        keys = [k for k in tested if k == claim["id"] or k.startswith(claim["id"] + "@")] or [claim["id"]]
+        keys = [k for k in tested if k == claim.id or k.startswith(claim.id + "@")] or [claim.id]
         for key in keys:
             spec = dict(tested.get(key) or {})
-            text = claim["text"] + (f" [judged under {key.split('@', 1)[1]}]" if "@" in key else "")
+            text = claim.text + (f" [judged under {key.split('@', 1)[1]}]" if "@" in key else "")
+            setting = {**ev.setting, **({"preset": key.split("@", 1)[1]} if "@" in key else {})}
             if not spec:
-                out.append(
-                    {
-                        "claim": text,
-                        "id": key,
-                        "verdict": "not_testable",
-                        "evidence": f"not tested by this experiment; see {claim.get('tested_by', 'the README')}",
-                    }
+                result = Outcome(
+                    "not_testable", f"not tested by this experiment; see {claim.tested_by or 'the docs'}"
                 )
-                continue
-            chk = CHECKS[spec.pop("check")]
-            if chk.magnitude and scale != "paper":
-                verdict, evidence = "not_testable", TINY_REASON.format(scale=scale)
+            elif claim.judged_at == "paper" and ev.scale != "paper":
+                result = Outcome(
+                    "not_testable",
+                    f"{ev.scale} scale cannot test this claim: it is judged at "
+                    "scale=paper only (its figures are the paper's)",
+                )
             else:
-                verdict, evidence = chk.fn(agg, rows, **spec)
-            out.append({"claim": text, "id": key, "verdict": verdict, "evidence": evidence})
+                chk = CHECKS[spec.pop("check")]
+                result = chk.fn(ev, claim, **spec)
+            wall = None
+            if result.seeds_needed is not None and ev.seed_wall_s and result.seeds_needed <= MAX_SEEDS:
+                wall = max(0, result.seeds_needed - result.n) * ev.seed_wall_s
+            evidence = result.evidence
+            if result.verdict == "inconclusive":
+                evidence += "; " + (
+                    f"about {result.seeds_needed} seeds would decide it"
+                    + (f" ({_duration(wall)} more at this scale on this machine)" if wall else "")
+                    if result.seeds_needed
+                    else "no number of seeds decides it at the observed effect (it sits on the boundary)"
+                )
+            out.append(
+                Verdict(
+                    text,
+                    key,
+                    claim.kind,
+                    result.verdict,
+                    evidence,
+                    int(result.n),
+                    setting,
+                    result.estimate,
+                    result.ci,
+                    result.margin,
+                    result.seeds_needed,
+                    wall,
+                )
+            )
     return out
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def check_entry(entry: dict) -> None:
+    """The typed schema of a claims.json entry, checked when the report is built."""
+    required = {
+        "claim": str,
+        "id": str,
+        "kind": str,
+        "verdict": str,
+        "evidence": str,
+        "n": int,
+        "setting": dict,
+    }
+    for key, typ in required.items():
+        if not isinstance(entry.get(key), typ):
+            raise ValueError(f"claims.json entry {entry.get('id')!r}: {key} must be a {typ.__name__}")
+    if entry["verdict"] not in VERDICTS:
+        raise ValueError(
+            f"claims.json entry {entry['id']!r}: verdict {entry['verdict']!r} is not one of {VERDICTS}"
+        )
+    if entry["kind"] in COMPARATIVE and entry["verdict"] in {"held", "not_held", "inconclusive"}:
+        ci = entry.get("ci")
+        if not (isinstance(ci, list) and len(ci) == 2):
+            raise ValueError(
+                f"claims.json entry {entry['id']!r}: a comparative verdict needs its ci [low, high]"
+            )
+    if entry["verdict"] == "inconclusive" and "seeds_needed" not in entry:
+        raise ValueError(f"claims.json entry {entry['id']!r}: inconclusive needs seeds_needed")

@@ -57,6 +57,7 @@ class ReportSpec:
     curve_figures: list[CurveFigureSpec] = field(default_factory=list)
     improvement: ImprovementSpec | None = None
     claims: dict[str, Any] = field(default_factory=dict)
+    lower_is_better: list[str] = field(default_factory=list)  # metrics ranked low-first (orderings, figures)
     notes: list[str] = field(
         default_factory=list
     )  # printed under the command in table.md (what the data holds, ...)
@@ -66,7 +67,9 @@ FIGURE_KINDS = ("line", "bar", "bar_mean", "bar_x")
 
 
 def validate_report(cfg: DictConfig) -> None:
-    """Raise ConfigError with one sentence for an unknown key, figure kind, claim id, check or check argument."""
+    """Raise ConfigError with one sentence for an unknown key, figure kind, claim id, check or check
+    argument, a check that cannot judge its claim's kind, or a claims.yaml entry without the kind,
+    margin, figure or level its kind needs (paper.load_claims)."""
     from edgeai_repro.report.claims import CHECKS
     from edgeai_repro.report.paper import load_claims
 
@@ -88,7 +91,8 @@ def validate_report(cfg: DictConfig) -> None:
             f"report figure kind {fig.kind!r} is unknown; use one of {', '.join(FIGURE_KINDS)}.",
         )
     paper = OmegaConf.select(cfg, "task.paper")
-    known = {c["id"] for c in load_claims(Path(cfg.paths.paper_results), paper)} if paper else set()
+    declared = {c.id: c for c in load_claims(Path(cfg.paths.paper_results), paper)} if paper else {}
+    known = set(declared)
     for claim_id, entry in (OmegaConf.to_container(spec.claims, resolve=True) or {}).items():
         require(
             claim_id.split("@", 1)[0] in known,
@@ -104,6 +108,13 @@ def validate_report(cfg: DictConfig) -> None:
         require(
             name in CHECKS,
             f"report.claims.{claim_id}.check={name!r} is unknown; use one of: {', '.join(sorted(CHECKS))}.",
+        )
+        kind = declared[claim_id.split("@", 1)[0]].kind
+        fits = sorted(n for n, c in CHECKS.items() if kind in c.kinds)
+        require(
+            kind in CHECKS[name].kinds,
+            f"report.claims.{claim_id}.check={name} cannot judge a {kind} claim (paper_results/{paper}/claims.yaml "
+            f"declares its kind); use one of: {', '.join(fits)}.",
         )
         params = {
             k: p for k, p in inspect.signature(CHECKS[name].fn).parameters.items() if p.kind == p.KEYWORD_ONLY

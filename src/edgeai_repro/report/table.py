@@ -189,12 +189,86 @@ def render_markdown(
     parts += [
         "## Claims",
         "",
+        "Each verdict follows from an estimate and its 95% interval over seeds (paper_results' claims.yaml "
+        "declares each claim's kind and margin); inconclusive ones say how many seeds would decide them.",
+        "",
         markdown_table(
-            ["claim", "verdict", "evidence"],
-            [[c["claim"], f"**{c['verdict']}**", c["evidence"]] for c in claims],
+            ["claim", "kind", "verdict", "estimate [95% CI]", "evidence"],
+            [[c["claim"], c["kind"], f"**{c['verdict']}**", estimate_text(c), c["evidence"]] for c in claims],
         ),
         "",
     ]
     for fig in figures:
         parts += [f"![{fig}]({fig})", ""]
     return "\n".join(parts)
+
+
+def estimate_text(entry: dict) -> str:
+    """A claims.json entry's estimate and interval, or a dash."""
+    est, ci = entry.get("estimate"), entry.get("ci")
+    if est is None or (isinstance(est, float) and math.isnan(est)):
+        return "—"
+    if ci and all(v is not None for v in ci):
+        return f"{est:.4g} [{ci[0]:.4g}, {ci[1]:.4g}]"
+    return f"{est:.4g}"
+
+
+def _order(values: dict[str, float], lower_is_better: bool) -> list[str]:
+    return sorted(values, key=lambda m: values[m] if lower_is_better else -values[m])
+
+
+def paper_beside_markdown(
+    agg: pd.DataFrame, printed: pd.DataFrame, paper_setting: str, ours: dict, lower_is_better: list[str]
+) -> str:
+    """The paper's table shown beside ours when our cells ran in another setting (other data or
+    scale): its values, labelled with its setting, and the ordering of the methods compared in
+    words (which method is best at each point, and the rank agreement), never value by value."""
+    from scipy import stats
+
+    printed = printed.assign(**{k: printed[k] if k in printed else "" for k in ("panel", "x")})
+    parts = [
+        "",
+        f"## The paper's values, in its own setting ({paper_setting})",
+        "",
+        f"Our cells ran at {ours.get('scale')} scale on {ours.get('inputs')}: the values below are not "
+        "comparable with ours; the orderings are.",
+        "",
+    ]
+    for metric, table in printed.groupby("metric", sort=False):
+        lower = metric in lower_is_better
+        methods = list(dict.fromkeys(table["method"]))
+        rows, best_same, taus, points = [], 0, [], 0
+        for (panel, x), grp in table.groupby(["panel", "x"], sort=False):
+            theirs = dict(zip(grp["method"], grp["value"]))
+            rows.append([str(panel), str(x)] + [f"{theirs[m]:g}" if m in theirs else "—" for m in methods])
+            mine_sel = agg[
+                (agg["metric"] == metric)
+                & (agg["panel"].astype(str) == str(panel))
+                & (agg["x"].astype(str) == str(x))
+            ]
+            mine = {m: float(v) for m, v in zip(mine_sel["method"], mine_sel["mean"]) if m in theirs}
+            common = [m for m in theirs if m in mine]
+            if len(common) >= 2:
+                points += 1
+                best_same += (
+                    _order({m: mine[m] for m in common}, lower)[0]
+                    == _order({m: theirs[m] for m in common}, lower)[0]
+                )
+                tau = stats.kendalltau([theirs[m] for m in common], [mine[m] for m in common]).statistic
+                if not math.isnan(tau):
+                    taus.append(tau)
+        parts += [
+            f"### {metric} ({'lower' if lower else 'higher'} is better)",
+            "",
+            markdown_table(["panel", "x", *methods], rows),
+            "",
+        ]
+        if points:
+            mean_tau = sum(taus) / len(taus) if taus else math.nan
+            parts += [
+                f"Ordering: our best method is the paper's at {best_same} of {points} points; the rank "
+                f"correlation of the methods (Kendall's tau, ours vs the paper's, mean over points) is "
+                f"{mean_tau:+.2f} (1: the same order, -1: reversed).",
+                "",
+            ]
+    return "\n".join(parts) + "\n"

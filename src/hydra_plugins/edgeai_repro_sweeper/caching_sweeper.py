@@ -103,6 +103,7 @@ class CachingSweeper(BasicSweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
+        started = time.time()
         params = self._parse_config() + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         jobs = self.split_arguments(parser.parse_overrides(params), None)[0]
@@ -160,6 +161,8 @@ class CachingSweeper(BasicSweeper):
                 "experiment": self.config.experiment_name,
                 "arguments": list(arguments),
                 "swept_keys": report_keys,
+                "started": started,
+                "to_run": len(todo),
                 "cells": cells,
             },
         )

@@ -78,6 +78,8 @@ class Domains:
     purity_domains: float
     purity_embedding: float
     purity_chance: float
+    purity_domains_chance: float  # the same domain sizes, members shuffled within each type
+    purity_domains_max: float  # the best purity K domains per type allow on this partition
 
     def members(self, devices: list[Device]) -> list[list[Device]]:
         return [[d for d, x in zip(devices, self.labels) if x == dom] for dom in sorted(set(self.labels))]
@@ -107,7 +109,41 @@ def cluster(conf: ClusterConf, embedding_dim: int, seed: int, devices: list[Devi
     free = list(kmeans(sim, n_true, seed, conf.n_init)) if n_true > 1 else [0] * len(devices)
     rng = np.random.default_rng(seed)
     chance = float(np.mean([purity(list(rng.permutation(free)), truth) for _ in range(200)]))
-    return Domains(labels, embeddings, purity(labels, truth), purity(free, truth), chance)
+    return Domains(
+        labels,
+        embeddings,
+        purity(labels, truth),
+        purity(free, truth),
+        chance,
+        shuffled_within_types(labels, types, truth, seed),
+        best_purity(types, truth, k_of),
+    )
+
+
+def shuffled_within_types(
+    labels: list[int], types: list[str], truth: list[str], seed: int, draws: int = 200
+) -> float:
+    """Chance purity of per-type domains: the same domain sizes, members drawn at random within each type."""
+    rng = np.random.default_rng(derive_seed("purity-chance", seed))
+    total = 0.0
+    for _ in range(draws):
+        shuffled = list(labels)
+        for t in dict.fromkeys(types):
+            idx = [i for i, x in enumerate(types) if x == t]
+            for i, lab in zip(idx, rng.permutation([labels[i] for i in idx])):
+                shuffled[i] = int(lab)
+        total += purity(shuffled, truth)
+    return total / draws
+
+
+def best_purity(types: list[str], truth: list[str], k_of: dict[str, int]) -> float:
+    """The largest purity any clustering with k_of[t] domains per type can reach: each domain counts
+    at most its majority sub-domain, so a type's best is the sum of its k largest sub-domain counts."""
+    best = 0
+    for t in dict.fromkeys(types):
+        counts = sorted(Counter(x for x, y in zip(truth, types) if y == t).values(), reverse=True)
+        best += sum(counts[: k_of[t]])
+    return best / len(truth)
 
 
 def proxy(config, model_type: str, uploads: list[dict]) -> torch.nn.Module:
