@@ -51,7 +51,8 @@ def test_every_experiment_runs_at_smoke_scale(workdir: Path, name: str) -> None:
         {"claim", "id", "kind", "verdict", "evidence", "n", "setting"} <= set(c) and c["verdict"] in VERDICTS
         for c in claims
     )
-    for c in claims:   # the typed schema of item 3: an interval with every comparative verdict, seeds when open
+    # the typed schema of item 3: an interval with every comparative verdict, seeds when open
+    for c in claims:
         if c["kind"] in {"superiority", "non_inferiority", "equivalence"} and c["verdict"] != "not_testable":
             assert len(c["ci"]) == 2, c
         if c["verdict"] == "inconclusive":

@@ -33,8 +33,8 @@ def test_readme_quick_start_and_ci_use_the_same_commands() -> None:
     assert f"{SETUP} && .venv/bin/edgeai-repro experiment=aeria/revenue_vs_users" in readme
     assert TEST_COMMAND in readme
     ci = (ROOT / ".ci" / "run").read_text()
-    assert SETUP in ci and ".venv/bin/python -m pytest" in ci   # the same setup and test command ...
-    assert ".venv/bin/ruff check" in ci and ".venv/bin/ruff format --check" in ci   # ... after lint and format
+    assert SETUP in ci and ".venv/bin/python -m pytest" in ci  # the same setup and test command ...
+    assert ".venv/bin/ruff check" in ci and ".venv/bin/ruff format --check" in ci  # ... after lint and format
 
 
 def test_readme_fits_on_a_screen_and_every_experiment_has_a_manual_section() -> None:

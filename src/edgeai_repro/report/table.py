@@ -225,7 +225,7 @@ def paper_beside_markdown(
     words (which method is best at each point, and the rank agreement), never value by value."""
     from scipy import stats
 
-    printed = printed.assign(**{k: printed[k] if k in printed else "" for k in ("panel", "x")})
+    printed = printed.assign(**{k: printed.get(k, "") for k in ("panel", "x")})
     parts = [
         "",
         f"## The paper's values, in its own setting ({paper_setting})",
