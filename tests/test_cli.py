@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import launch
+from conftest import launch, seeded_from
 
 EXPERIMENTS = sorted(
     f"{p.parent.name}/{p.stem}"
@@ -35,8 +35,23 @@ def _to_run(stderr_and_out: str) -> int:
     return int(re.search(r"(\d+) cells: (\d+) to run", stderr_and_out).group(2))
 
 
+# DeepFusion's training experiments start from Tables I-II's prepared store (its devices and cells).
+FROM_TABLES = {
+    "deepfusion/transfer",
+    "deepfusion/fig9_centralized",
+    "deepfusion/ablations",
+    "deepfusion/phase1",
+}
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_runs_at_smoke_scale(workdir: Path, name: str) -> None:
+def test_every_experiment_runs_at_smoke_scale(request, workdir: Path, name: str) -> None:
+    if (
+        name == "deepfusion/table1_2"
+    ):  # the prepared store is this run; rebuilding it here re-checks the report
+        workdir = request.getfixturevalue("deepfusion_store")
+    elif name in FROM_TABLES:
+        seeded_from(request.getfixturevalue("deepfusion_store"), workdir)
     # launch() runs cells one after another; two experiments keep their parallel launcher (joblib),
     # which tests that path end to end for a Lightning paper and a simulation one.
     launcher = ["hydra/launcher=joblib"] if name in {"incentive/convergence", "aeria/properties"} else []
@@ -67,16 +82,6 @@ def test_every_experiment_runs_at_smoke_scale(workdir: Path, name: str) -> None:
         assert aeria["truthfulness_violations"] == 0 and aeria["ir_violations"] == 0
         assert aeria["envy_in_consensus_auctions"] == 0  # envy only where the estimates disagree
         assert aeria["users_checked"] > 0
-
-
-def test_rerun_does_no_new_work(workdir: Path) -> None:
-    first = launch(["experiment=aeria/consensus_base", "scale=smoke"], workdir)
-    assert first.returncode == 0, first.stderr[-2000:]
-    before = _cells(workdir)
-    again = launch(["experiment=aeria/consensus_base", "scale=smoke"], workdir)
-    assert again.returncode == 0
-    assert _to_run(again.stderr + again.stdout) == 0
-    assert _cells(workdir) == before  # nothing recomputed or rewritten
 
 
 def test_killed_sweep_resumes_without_losing_or_repeating_cells(workdir: Path) -> None:
@@ -122,6 +127,9 @@ def finished_properties(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("aeria.services=[auto,cloud]", "aeria.services"),
         ("aeria.market.users_per_provider=-5", "aeria.market.users_per_provider"),
         ("aeria.pricing.core.c=1", "aeria.pricing.core.c"),
+        ("paths.outputs=/proc/x", "paths.outputs"),
+        ("paths.results=/proc/x", "paths.results"),
+        *([] if __import__("torch").cuda.is_available() else [("trainer=gpu", "trainer.accelerator")]),
     ],
 )
 def test_bad_override_stops_with_one_sentence_and_keeps_results(
@@ -148,9 +156,26 @@ def test_corrupt_cell_file_is_set_aside_and_recomputed(workdir: Path) -> None:
     assert list(victim.parent.glob("result.json.corrupt-*")), "the bad bytes are kept for inspection"
 
 
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
 def test_failed_cells_leave_records_and_a_nonzero_exit(workdir: Path) -> None:
-    run = launch(["experiment=aeria/properties", "scale=smoke", "trainer=gpu"], workdir)
+    """A pricing rule that raises inside every cell (added from outside src/): the cells fail one by
+    one, each leaving its record, and the sweep ends with a non-zero exit and the gap in the table."""
+    extra = workdir / "extra"
+    (extra / "conf" / "aeria" / "pricing").mkdir(parents=True)
+    (extra / "boom_rules.py").write_text(
+        "from edgeai_repro.aeria.mechanisms import PricingRule\n\n\nclass Boom(PricingRule):\n"
+        "    def price(self, a):\n        raise RuntimeError('boom')\n"
+    )
+    (extra / "conf" / "aeria" / "pricing" / "boom.yaml").write_text("boom:\n  _target_: boom_rules.Boom\n")
+    run = launch(
+        [
+            "experiment=aeria/properties",
+            "scale=smoke",
+            "aeria/pricing=[core,boom]",
+            f"hydra.searchpath=[file://{extra / 'conf'}]",
+        ],
+        workdir,
+        env={"PYTHONPATH": f"{extra}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+    )
     assert run.returncode != 0
     assert "cells failed" in run.stderr.strip().splitlines()[-1]
     failures = list((workdir / "outputs" / "cells").glob("*/*/failure.json"))
@@ -206,6 +231,25 @@ def test_wandb_publishes_cached_cells_once(workdir: Path) -> None:
     )
     assert third.returncode == 0
     assert len(_wandb_runs(workdir)) == 4  # only the new report run: no cell is published twice
+
+
+def test_rerun_does_no_new_work_and_publishes_to_wandb_quietly(workdir: Path) -> None:
+    """W&B's per-run console output (banner, sync hints, run summary: about 20 lines a run) is
+    silenced; the sweep prints its own summary, with where the runs are and the command that syncs
+    them: fewer lines than cells, and one W&B run per cell."""
+    first = launch(["experiment=aeria/consensus_base", "scale=smoke"], workdir)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = _cells(workdir)
+    run = launch(["experiment=aeria/consensus_base", "scale=smoke", "logger=wandb"], workdir)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert _to_run(run.stderr + run.stdout) == 0 and _cells(workdir) == before  # a re-run does no new work
+    cells = [r for r in _wandb_runs(workdir) if r["job_type"] != "report"]
+    printed = [line for line in (run.stdout + run.stderr).splitlines() if line.strip()]
+    assert len(cells) == 12 and len(printed) < len(cells), printed
+    assert any(
+        line.startswith("W&B: 0 computed and 12 cached cell runs") and "wandb sync" in line
+        for line in printed
+    )
 
 
 def test_a_swept_config_group_is_composed_by_hydra(workdir: Path) -> None:

@@ -111,3 +111,25 @@ def test_leave_one_out_f2_matches_definition() -> None:
             got = pricing.leave_one_out_revenue(torch.tensor(s)[None], min_winners=2).numpy()[0]
             want = [reference.optimal_revenue(np.delete(s, i), min_winners=2) for i in range(n)]
             np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("estimate", ["f", "f2"])
+def test_cores_fast_path_equals_its_per_bidder_composition(estimate: str) -> None:
+    """core_prices (one sort, scans, a search per distinct target) gives exactly the prices of the
+    composition it replaces: each bidder's rounded leave-one-out estimate, extracted by cost sharing,
+    on random and tie-heavy bids, several auctions at once."""
+    from edgeai_repro.aeria.mechanisms import ESTIMATES, consensus_targets
+
+    gen = torch.Generator().manual_seed(3)
+    for s in (
+        torch.rand((3, 2, 257), generator=gen, dtype=torch.float64),  # many auctions: one batched search
+        torch.randint(0, 5, (2, 3, 64), generator=gen).to(torch.float64),
+        torch.rand((1, 1, 5000), generator=gen, dtype=torch.float64),  # one long auction: a search
+        torch.randint(0, 9, (1, 1, 5000), generator=gen).to(torch.float64),
+    ):  # per distinct target
+        u = torch.rand((*s.shape[:-1], 1), generator=gen, dtype=torch.float64)
+        targets = consensus_targets(s, u, 2.5, estimate)
+        wins, price = pricing.cost_share_winners(s, targets)
+        fast = pricing.core_prices(s, u, 2.5, ESTIMATES[estimate])
+        fast_wins = (s >= fast) & (fast > 0)
+        assert torch.equal(fast_wins, wins) and torch.equal(torch.where(fast_wins, fast, 0.0), price)

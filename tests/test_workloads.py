@@ -49,3 +49,10 @@ def test_networks_run_for_real_with_one_output_per_exit() -> None:
 def test_unknown_workload_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="aeria workload 'lenet' is unknown"):
         profile("lenet")
+
+
+def test_the_schemas_exit_counts_are_the_networks() -> None:
+    from edgeai_repro.aeria.config import EXITS, WORKLOADS
+    from edgeai_repro.aeria.workloads import n_exits
+
+    assert set(EXITS) == set(WORKLOADS) and all(EXITS[w] == n_exits(w) for w in WORKLOADS)

@@ -34,6 +34,9 @@ class Workload(Option):
 
 
 WORKLOADS = tuple(w.value for w in Workload if w is not Workload.mixed)
+# Exits per workload (3 side branches and the final exit), stated here so that validating a config
+# never imports torch to build the networks; tests/test_workloads.py checks it against them.
+EXITS = {"alexnet": 4, "vgg16": 4, "resnet50": 4, "mobilenetv2": 4}
 
 
 class Service(Option):
@@ -248,14 +251,10 @@ class AeriaConf:
                     f"{key}.pricing.{name}.fraction={node['fraction']} must lie in (0, 1].",
                 )
         require(self.posted_samples >= 1, f"{key}.posted_samples={self.posted_samples} must be at least 1.")
-        from edgeai_repro.aeria.workloads import (
-            n_exits,  # builds each network on the meta device (no weights)
-        )
-
         for w in WORKLOADS:
             acc = self.exit_accuracy.get(w)
             require(acc is not None, f"{key}.exit_accuracy.{w} is missing; give one accuracy per exit.")
-            exits = n_exits(w)
+            exits = EXITS[w]
             require(
                 len(acc) == exits,
                 f"{key}.exit_accuracy.{w} lists {len(acc)} accuracies but {w} has {exits} exits; give {exits}.",

@@ -103,9 +103,9 @@ class Core(PricingRule):
     consensus_base: ClassVar[bool] = True
 
     def price(self, a: Auction) -> tuple[torch.Tensor, torch.Tensor]:
-        sd, order = pricing.sort_desc(a.s)  # one sort serves the estimates and the extraction
-        targets = consensus_targets(a.s, a.noise.u, self.c, self.estimate, (sd, order))
-        return _finish(a, *pricing.cost_share_winners(a.s, targets, sd))
+        price = pricing.core_prices(a.s, a.noise.u, self.c, ESTIMATES[self.estimate])
+        wins = (a.s >= price) & (price > 0)  # a target of 0 (no other bid) sells nothing
+        return _finish(a, wins, price)
 
 
 @dataclass

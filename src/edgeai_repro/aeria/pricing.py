@@ -148,3 +148,50 @@ def cost_share_winners(
     price = torch.where(k_star > 0, target / k_star_f.clamp_min(1), torch.full_like(target, float("inf")))
     wins = (s >= price) & (target > 0)
     return wins, torch.where(wins, price, torch.zeros_like(price))
+
+
+def leave_one_out_revenue_sorted(sd: torch.Tensor, min_winners: int = 1) -> torch.Tensor:
+    """F (or F2) of all sorted bids but position r, for each r, in sorted order: the values of
+    `_leave_one_out_sorted` without its prices (two scans, no search). Non-decreasing in r: removing a
+    higher bid leaves pointwise lower bids."""
+    n = sd.shape[-1]
+    k = _k(n, sd)
+    a = k * sd
+    b = torch.zeros_like(sd)
+    b[..., :-1] = k[:-1] * sd[..., 1:]
+    if min_winners == 2:
+        a[..., 0] = 0.0
+        b[..., 0] = 0.0
+    prefix = torch.zeros_like(sd)
+    prefix[..., 1:] = torch.cummax(a, dim=-1).values[..., :-1]
+    suffix = torch.cummax(b.flip(-1), dim=-1).values.flip(-1)
+    return torch.maximum(prefix, suffix)
+
+
+def cost_share_prices_sorted(sd: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Equal-share extraction in sorted coordinates: for the bidder at sorted position r with target
+    t_r (bid-independent), the price t_r / K(t_r), K(t) the largest k with k s_(k) >= t (+inf when
+    none; 0 for a target of 0). The same numbers as `cost_share_winners`, with the binary search run
+    once per distinct target: targets rounded to the grid are few, and non-decreasing in r."""
+    n = sd.shape[-1]
+    a = _k(n, sd) * sd
+    ascending = torch.cummax(a.flip(-1), dim=-1).values.contiguous()  # suffix maxima, read from the end
+    if targets[..., 0].numel() == 1:  # one long auction: one search per distinct target
+        values, counts = torch.unique_consecutive(targets.reshape(-1), return_counts=True)
+        k_row = n - torch.searchsorted(ascending.reshape(-1), values, right=False)
+        k_star = torch.repeat_interleave(k_row, counts).view_as(targets)
+    else:  # many short auctions (markets x providers): one batched search
+        k_star = n - torch.searchsorted(ascending, targets.contiguous(), right=False)
+    return torch.where(
+        k_star > 0, targets / k_star.to(sd.dtype).clamp_min(1), torch.full_like(targets, float("inf"))
+    )
+
+
+def core_prices(s: torch.Tensor, u: torch.Tensor, c: float, min_winners: int = 1) -> torch.Tensor:
+    """CORE's offer to every bidder, in the bidders' order: F (or F2) of the others' bids rounded down
+    to the random grid, extracted by equal cost sharing. One sort, two scans, one search per distinct
+    target, one scatter (the per-bidder composition of consensus_targets and cost_share_winners,
+    which tests keep as its reference)."""
+    sd, order = sort_desc(s)
+    targets = consensus_round(leave_one_out_revenue_sorted(sd, min_winners), u, c)
+    return _unsort(cost_share_prices_sorted(sd, targets), order)

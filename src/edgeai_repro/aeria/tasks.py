@@ -92,12 +92,16 @@ class PropertyChecker(L.LightningModule):
             for metric, text in first.items():
                 self.counterexamples.setdefault(ap.name, {}).setdefault(metric, f"seed {self.seed}, {text}")
             self.rows.append({"method": ap.name, **res})
-            self.log_dict(
-                {f"{ap.name}/{k}": float(v) for k, v in res.items() if not math.isnan(v)},
-                batch_size=len(idx),
-                reduce_fx="sum",
-                on_epoch=True,
-            )
+
+    def on_test_epoch_end(self) -> None:
+        """Every approach's totals, logged once to the cell's loggers (not per step through Lightning)."""
+        totals: dict[str, float] = {}
+        for row in self.rows:
+            for k, v in row.items():
+                if k != "method" and not math.isnan(v):
+                    totals[f"{row['method']}/{k}"] = totals.get(f"{row['method']}/{k}", 0.0) + float(v)
+        for logger in self.loggers:
+            logger.log_metrics(totals, step=0)
 
 
 def run_properties(cfg: DictConfig, ctx: CellContext) -> dict:

@@ -40,6 +40,9 @@ def wandb_settings(cfg: DictConfig) -> dict[str, Any] | None:
     wb = OmegaConf.select(cfg, "logger.wandb")
     if wb is None or not wb.get("enabled", False):
         return None
+    # W&B's own console lines (banner, "You can sync this run", the run summary) would be about 20
+    # per cell; the sweep prints one summary of its own instead (report/callback.py).
+    os.environ.setdefault("WANDB_SILENT", "true")
     return {
         "project": wb.project,
         "entity": wb.get("entity"),

@@ -40,8 +40,23 @@ def validate(cfg: DictConfig) -> tasks.Task:
         raise ConfigError(f"seed={seed!r} must be a non-negative integer, for example seed=0.")
     if cfg.scale.name not in {"paper", "tiny", "smoke"}:
         raise ConfigError(f"scale={cfg.scale.name!r} is unknown; use scale=paper, scale=tiny or scale=smoke.")
+    check_accelerator(cfg)
     task.validate(cfg)
     return task
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """An accelerator the machine does not have is refused before any cell runs (not inside Lightning,
+    once per cell). torch is imported only when a GPU is asked for."""
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator") or "cpu")
+    if accelerator in {"gpu", "cuda"}:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.accelerator={accelerator} but this machine has no CUDA GPU (torch sees none); "
+                "use trainer=cpu here, or run on a GPU node."
+            )
 
 
 def job_type_of(task: tasks.Task, cfg: DictConfig) -> str:

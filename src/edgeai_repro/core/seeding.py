@@ -1,12 +1,16 @@
-"""Seeding: every random draw of a cell flows from its swept seed."""
+"""Seeding: every random draw of a cell flows from its swept seed.
+
+numpy and torch are imported where they are used, not here: the launcher imports this module on
+every launch, and a sweep whose cells are all cached never needs either."""
 
 from __future__ import annotations
 
 import hashlib
 import random
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def derive_seed(*parts: object) -> int:
@@ -17,6 +21,9 @@ def derive_seed(*parts: object) -> int:
 
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch global generators (for code we do not control)."""
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
     torch.manual_seed(seed)
@@ -24,6 +31,8 @@ def seed_everything(seed: int) -> None:
 
 def generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     """A torch generator on `device`, seeded deterministically."""
+    import torch
+
     g = torch.Generator(device=device)
     g.manual_seed(seed)
     return g

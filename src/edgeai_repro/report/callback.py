@@ -73,9 +73,25 @@ def _log_to_wandb(config: DictConfig, folder: Path) -> None:
     run.finish()
 
 
+def _wandb_summary(config: DictConfig, manifest: dict, published: int) -> str | None:
+    """One line for the sweep's W&B runs: how many, where, and the one command that syncs them."""
+    settings = wandb_settings(config)
+    if settings is None:
+        return None
+    sweep = Path(config.hydra.sweep.dir)
+    computed = manifest.get("to_run") or 0
+    where = f"project {settings['project']}"
+    if settings["mode"] == "offline":
+        return (
+            f"W&B: {computed} computed and {published} cached cell runs and 1 report run, offline in {sweep}; "
+            f"sync them with: wandb sync {sweep}/*/wandb/offline-run-* {sweep}/wandb/offline-run-*"
+        )
+    return f"W&B: {computed} computed and {published} cached cell runs and 1 report run in {where} ({settings['mode']})"
+
+
 class ReportCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        broken = None
+        broken, wandb_line = None, None
         try:
             manifest = read_manifest(Path(config.hydra.sweep.dir))
             paper = tasks.get(config.task.name).paper
@@ -86,8 +102,9 @@ class ReportCallback(Callback):
             else:
                 try:
                     folder, g = build_report(config, manifest, store, paper)
-                    publish_cells(config, manifest, store)
+                    published = publish_cells(config, manifest, store)
                     _log_to_wandb(config, folder)
+                    wandb_line = _wandb_summary(config, manifest, published)
                 except ConfigError:
                     raise
                 except Exception as exc:
@@ -101,6 +118,8 @@ class ReportCallback(Callback):
             + (f"; table in {folder}/table.md" if folder else ""),
             flush=True,
         )
+        if config.report is not None and broken is None and wandb_line:
+            print(wandb_line, flush=True)
         if broken is not None and not (g.failed or g.missing):
             raise SystemExit(
                 f"error: every cell finished but the report failed ({type(broken).__name__}: {broken}); "

@@ -22,9 +22,9 @@ MAX_SEEDS = 10_000  # seeds_needed beyond this is reported as "more than"
 
 def t_quantile(df: int) -> float:
     """The two-sided 95% quantile of Student's t with `df` degrees of freedom."""
-    from scipy import stats  # here, not at import: scipy.stats costs every launch 0.6 s, even a cached one
+    from scipy.special import stdtrit  # scipy.special, not scipy.stats: a tenth of the import time
 
-    return float(stats.t.ppf(0.5 + LEVEL / 2, df))
+    return float(stdtrit(df, 0.5 + LEVEL / 2))
 
 
 @dataclass(frozen=True)
@@ -101,11 +101,11 @@ def seeds_needed(sd: float, distance: float, have: int) -> int | None:
 
 def clopper_pearson(successes: int, n: int) -> tuple[float, float]:
     """The exact two-sided 95% interval of a proportion."""
-    from scipy import stats
+    from scipy.special import betaincinv
 
     alpha = 1 - LEVEL
-    low = 0.0 if successes == 0 else float(stats.beta.ppf(alpha / 2, successes, n - successes + 1))
-    high = 1.0 if successes == n else float(stats.beta.ppf(1 - alpha / 2, successes + 1, n - successes))
+    low = 0.0 if successes == 0 else float(betaincinv(successes, n - successes + 1, alpha / 2))
+    high = 1.0 if successes == n else float(betaincinv(successes + 1, n - successes, 1 - alpha / 2))
     return low, high
 
 

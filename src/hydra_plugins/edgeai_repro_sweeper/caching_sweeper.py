@@ -104,6 +104,10 @@ class CachingSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         started = time.time()
+        try:
+            check_folders(self.config)
+        except ConfigError as exc:
+            raise SystemExit(f"error: {exc}") from None
         params = self._parse_config() + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         jobs = self.split_arguments(parser.parse_overrides(params), None)[0]
@@ -210,6 +214,23 @@ class CachingSweeper(BasicSweeper):
             time.perf_counter() - started,
         )
         return returns
+
+
+def check_folders(config: DictConfig) -> None:
+    """The folders a sweep writes (run folders, the cell store, the results) must be creatable and
+    writable: refused here, in one sentence, before any cell is composed or run."""
+    for key in ("paths.outputs", "paths.cache", "paths.results"):
+        folder = Path(str(OmegaConf.select(config, key)))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".write-test-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(
+                f"{key}={str(folder)!r} cannot be created or written ({exc.strerror or exc}); point "
+                f"{key} at a writable folder."
+            ) from None
 
 
 def _status(ret: Any) -> str:

@@ -1,0 +1,65 @@
+"""Every benchmark section runs (small) in the suite, so a benchmark that breaks fails CI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench_module():
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+EXPECTED = {
+    "aeria": {
+        "aeria_auction_1e4_over_numpy_sort",
+        "aeria_growth_exponent_vs_nlogn",
+        "aeria_markets_per_s",
+        "aeria_speedup_vs_naive_1e2",
+    },
+    "incentive": {"incentive_env_steps_per_s", "maddpg_agent_updates_per_s"},
+    "deepfusion": {
+        "deepfusion_device_tokens_per_s",
+        "deepfusion_lightning_overhead",
+        "deepfusion_distill_tokens_per_s",
+    },
+    "vocab_map": {"deepfusion_vocab_map_s"},
+    "memory": {
+        "deepfusion_memory_model_vs_measured_tinyllama",
+        "deepfusion_memory_model_vs_measured_gpt2_medium",
+    },
+}
+
+
+@pytest.mark.parametrize("section", sorted(EXPECTED))
+def test_every_benchmark_section_runs_and_prints_its_lines(section: str) -> None:
+    bench = bench_module()
+    assert set(bench.BENCHES) == set(EXPECTED), "a new section needs its expected lines here"
+    lines = list(bench.run([section], small=True))
+    names = {line["name"] for line in lines}
+    assert EXPECTED[section] <= names, names
+    for line in lines:
+        assert math.isfinite(line["value"]) and line["value"] > 0, line
+        assert " " not in line["unit"] and line["unit"]  # one token: s, x, ratio or 1/s
+        assert (bench.BENCHES[section].__doc__ or "").strip(), "each section states its goals"
+
+
+def test_the_command_line_prints_lines_or_json() -> None:
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--only", "incentive", "--small"]
+    text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert all(
+        len(line.split(": ")) == 2 and len(line.split(": ")[1].split()) == 2 for line in text.splitlines()
+    )
+    data = json.loads(subprocess.run([*cmd, "--json"], capture_output=True, text=True, check=True).stdout)
+    assert {d["name"] for d in data} == EXPECTED["incentive"]
