@@ -1,17 +1,30 @@
 #!/usr/bin/env python
-"""Print the README block of a finished experiment from its results (never runs anything):
+"""The results sections of the manuals (docs/<paper>.md), generated from finished experiments.
 
-    .venv/bin/python scripts/readme_section.py aeria/revenue_vs_users --metric revenue \
-        --methods auto+core auto+rsop edge_only+rsop --wall "3 min 10 s" [--copy-figures]
+    .venv/bin/python scripts/readme_section.py update aeria/revenue_vs_users [...]   # after running them
+    .venv/bin/python scripts/readme_section.py render                               # rewrite every section
+    .venv/bin/python scripts/readme_section.py check                                # exit 1 if one is stale
 
-The table is the aggregated `table.csv` (mean ± std over seeds) restricted to --methods when given;
-the claims are `claims.json`; --copy-figures copies the figures to docs/figures/<paper>/<name>/.
+`update` copies what an experiment left in results/<paper>/<name>/ (table.csv, claims.json, run.json
+and its figures) to docs/results/<paper>/<name>/, the snapshot the manuals show, then re-renders
+every section. A section is the text between a marker and its end in a manual:
+
+    <!-- section: aeria/revenue_vs_users metric=revenue methods=auto+core,auto+rsop -->
+    ... generated ...
+    <!-- /section -->
+
+with options `metric` (comma-separated: one table each), `methods` (the columns; default all) and
+`figures` (comma-separated file names; default all). Nothing else of a manual is touched. The test
+suite renders every section from the committed snapshot and fails when one differs
+(tests/test_docs.py), so a table in the docs cannot drift from the results it claims to show.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -19,61 +32,163 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+SNAPSHOT = DOCS / "results"
+MARKER = re.compile(r"<!-- section: (?P<name>\S+)(?P<opts>[^>]*)-->\n(?P<body>.*?)<!-- /section -->", re.S)
+
+
+def _options(text: str) -> dict[str, list[str]]:
+    return {k: v.split(",") for k, v in re.findall(r"(\w+)=(\S+)", text)}
+
+
+def _fmt(mean: float, std: float) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    text = f"{mean:.4g}"
+    return text + (f" ± {std:.2g}" if std is not None and not math.isnan(std) else "")
+
+
+def _about(paper: str, name: str) -> tuple[str, str]:
+    lines = (ROOT / "conf" / "experiment" / paper / f"{name}.yaml").read_text().splitlines()
+    command = lines[1].lstrip("# ").strip()
+    about = " ".join(ln.lstrip("# ").strip() for ln in lines[2:8] if ln.startswith("#"))
+    return command, about
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def metric_table(table: pd.DataFrame, metric: str, methods: list[str] | None, x_label: str) -> str:
+    sel = table[table["metric"] == metric]
+    methods = methods or list(dict.fromkeys(sel["method"]))
+    sel = sel[sel["method"].isin(methods)]
+    has_panel = sel["panel"].notna().any() and (sel["panel"].astype(str) != "").any()
+    has_x = sel["x"].notna().any() and (sel["x"].astype(str) != "nan").any()
+    paper = "paper_value" in sel and sel["paper_value"].notna().any()
+    head = (["panel"] if has_panel else []) + ([x_label] if has_x else []) + methods
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (p, x), grp in sel.groupby(["panel", "x"], sort=False, dropna=False):
+        by = grp.set_index("method")
+        cells = []
+        for m in methods:
+            if m not in by.index:
+                cells.append("—")
+                continue
+            text = _fmt(by.loc[m, "mean"], by.loc[m, "std"])
+            if paper and not pd.isna(by.loc[m, "paper_value"]):
+                text += f" [paper {by.loc[m, 'paper_value']:g}]"
+            cells.append(text)
+        lines.append(
+            "| " + " | ".join(([str(p)] if has_panel else []) + ([str(x)] if has_x else []) + cells) + " |"
+        )
+    return "\n".join(lines)
+
+
+def render(name: str, opts: dict[str, list[str]], snapshot: Path = SNAPSHOT) -> str:
+    """The generated text of one section, from the snapshot of its experiment's results."""
+    from omegaconf import OmegaConf
+
+    paper, short = name.split("/")
+    folder = snapshot / paper / short
+    table = pd.read_csv(folder / "table.csv")
+    claims = json.loads((folder / "claims.json").read_text())
+    run = json.loads((folder / "run.json").read_text())
+    command, about = _about(paper, short)
+    spec = OmegaConf.load(ROOT / "conf" / "experiment" / paper / f"{short}.yaml")
+    x_label = OmegaConf.select(spec, "report.x_label") or "x"
+    seeds = int(table["n_seeds"].max()) if len(table) else 0
+    parts = [
+        f"#### `{name}`",
+        "",
+        about,
+        "",
+        "```bash",
+        f".venv/bin/{command}",
+        "```",
+        "",
+        f"Run {run['finished'][:10]} on {run['machine']['cpus']} CPU cores at scale {run['scale']}: "
+        f"{run['cells']} cells ({run['computed'] if run.get('computed') is not None else 'n/a'} computed, the rest "
+        f"reused from the cell store) in {_duration(run.get('sweep_wall_s'))}; {_duration(run['cells_compute_s'])} "
+        "of cell compute time.",
+        "",
+    ]
+    for metric in opts.get("metric") or list(dict.fromkeys(table["metric"]))[:1]:
+        parts += [
+            f"`{metric}` (mean ± std over {seeds} seeds; every metric and method in "
+            f"`results/{name}/table.md`):",
+            "",
+            metric_table(table, metric, opts.get("methods"), x_label),
+            "",
+        ]
+    tested = [c for c in claims if not c["evidence"].startswith("not tested by this experiment")]
+    if tested:
+        parts += ["| claim | kind | verdict | estimate [95% CI] | evidence |", "|---|---|---|---|---|"]
+        for c in tested:
+            est = c.get("estimate")
+            ci = c.get("ci")
+            shown = (
+                "—"
+                if est is None
+                else (f"{est:.4g}" + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci and None not in ci else ""))
+            )
+            parts.append(f"| {c['claim']} | {c['kind']} | **{c['verdict']}** | {shown} | {c['evidence']} |")
+        parts.append("")
+    figures = opts.get("figures") or sorted(p.name for p in folder.glob("*.png"))
+    parts += [f"![{name}: {f}](results/{name}/{f})\n" for f in figures]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def sections(text: str) -> list[tuple[str, dict[str, list[str]], str]]:
+    return [(m["name"], _options(m["opts"]), m["body"]) for m in MARKER.finditer(text)]
+
+
+def rendered(text: str, snapshot: Path = SNAPSHOT) -> str:
+    def replace(m: re.Match) -> str:
+        return f"<!-- section: {m['name']}{m['opts']}-->\n{render(m['name'], _options(m['opts']), snapshot)}<!-- /section -->"
+
+    return MARKER.sub(replace, text)
+
+
+def update(names: list[str], results: Path) -> None:
+    for name in names:
+        source, target = results / name, SNAPSHOT / name
+        if not (source / "claims.json").exists():
+            sys.exit(
+                f"error: {source} holds no finished experiment; run `edgeai-repro experiment={name}` first."
+            )
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        for f in ["table.csv", "claims.json", "run.json", *[p.name for p in source.glob("*.png")]]:
+            shutil.copyfile(source / f, target / f)
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("experiment")
-    ap.add_argument("--metric", required=True)
-    ap.add_argument("--methods", nargs="*")
-    ap.add_argument("--wall", default=None)
+    ap.add_argument("action", choices=["update", "render", "check"])
+    ap.add_argument("experiments", nargs="*")
     ap.add_argument("--results", default=str(ROOT / "results"))
-    ap.add_argument("--copy-figures", action="store_true")
     args = ap.parse_args(argv)
-    paper, name = args.experiment.split("/")
-    folder = Path(args.results) / paper / name
-    conf = (ROOT / "conf" / "experiment" / paper / f"{name}.yaml").read_text().splitlines()
-    command = conf[1].lstrip("# ").strip()
-    about = " ".join(ln.lstrip("# ").strip() for ln in conf[2:6] if ln.startswith("#"))
-    table = pd.read_csv(folder / "table.csv")
-    sel = table[table["metric"] == args.metric]
-    if args.methods:
-        sel = sel[sel["method"].isin(args.methods)]
-    methods = args.methods or list(dict.fromkeys(sel["method"]))
-    has_panel = sel["panel"].notna().any() and (sel["panel"].astype(str) != "").any()
-    has_x = sel["x"].notna().any() and (sel["x"].astype(str) != "nan").any()
-    from omegaconf import OmegaConf
-
-    x_label = OmegaConf.select(
-        OmegaConf.load(ROOT / "conf" / "experiment" / paper / f"{name}.yaml"), "report.x_label"
-    )
-    head = (["panel"] if has_panel else []) + ([x_label or "x"] if has_x else []) + methods
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (p, x), grp in sel.groupby(["panel", "x"], sort=False, dropna=False):
-        by = grp.set_index("method")
-        cells = [
-            f"{by.loc[m, 'mean']:.4g} ± {by.loc[m, 'std']:.2g}" if m in by.index else "—" for m in methods
-        ]
-        lines.append(
-            "| " + " | ".join(([str(p)] if has_panel else []) + ([str(x)] if has_x else []) + cells) + " |"
+    if args.action == "update":
+        update(args.experiments, Path(args.results))
+    stale = []
+    for manual in sorted(DOCS.glob("*.md")):
+        text = manual.read_text()
+        new = rendered(text)
+        if new != text:
+            if args.action == "check":
+                stale.append(manual.name)
+            else:
+                manual.write_text(new)
+    if stale:
+        print(
+            f"stale generated sections in {', '.join(stale)}; run scripts/readme_section.py render",
+            file=sys.stderr,
         )
-    print(f"#### `{paper}/{name}`\n\n{about}\n\n```bash\n.venv/bin/{command}\n```\n")
-    if args.wall:
-        print(f"Wall time on 2 CPU cores: {args.wall}.\n")
-    print(
-        f"`{args.metric}` (mean ± std over seeds; every metric and approach in `results/{paper}/{name}/table.md`):\n"
-    )
-    print("\n".join(lines) + "\n")
-    for c in json.loads((folder / "claims.json").read_text()):
-        if not c["evidence"].startswith("not tested by this experiment"):
-            print(f"- **{c['verdict']}**: {c['claim']} *{c['evidence']}*")
-    print()
-    for fig in sorted(folder.glob("*.png")):
-        target = ROOT / "docs" / "figures" / paper / name / fig.name
-        if args.copy_figures:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(fig, target)
-        print(f"![{paper}/{name}: {fig.name}](docs/figures/{paper}/{name}/{fig.name})\n")
+        return 1
     return 0
 
 

@@ -42,6 +42,23 @@ def _app(cfg: DictConfig) -> dict:
     from edgeai_repro.core.runner import run_cell
 
     load_papers()  # again: launchers may run this job in a fresh worker process
+    seeds = cfg.get("cell_seeds")
+    if seeds:  # a group of cells that differ only by their seed (caching sweeper): composed once
+        from pathlib import Path
+
+        from omegaconf import open_dict
+
+        root = Path(HydraConfig.get().runtime.output_dir)
+        outcomes = []
+        with open_dict(cfg):
+            cfg.cell_seeds = None
+            for seed in list(seeds):
+                cfg.seed = int(seed)
+                try:
+                    outcomes.append(run_cell(cfg, run_dir=root / f"seed{seed}"))
+                except ConfigError as exc:
+                    raise SystemExit(f"error: {exc}") from None
+        return outcomes
     try:
         outcome = run_cell(cfg)
     except ConfigError as exc:

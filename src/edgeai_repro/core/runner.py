@@ -88,12 +88,13 @@ def _run_dir() -> Path:
     return Path.cwd()
 
 
-def run_cell(cfg: DictConfig) -> dict:
+def run_cell(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     """Run the cell described by cfg unless its result already exists. Returns its status."""
     task = validate(cfg)
     cid = cell_id(cfg)
     store = store_for(cfg)
-    run_dir = _run_dir()
+    run_dir = run_dir or _run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
     pointer = {"cell_id": cid, "task": task.name, "seed": int(cfg.seed), "store": str(store.folder(cid))}
     if store.status(cid) == "done" and not cfg.force:
         log.info("cell %s already done; skipping (force=true recomputes it)", cid)

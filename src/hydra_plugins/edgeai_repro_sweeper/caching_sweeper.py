@@ -12,6 +12,7 @@ launchers (basic, joblib, submitit).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -173,6 +174,31 @@ class CachingSweeper(BasicSweeper):
         log.info("%d cells: %d to run, the rest already done", len(cells), len(todo))
         return self._launch(todo, cached=len(cells) - len(todo))
 
+    def _jobs(self, todo: list[list[str]], workers: int) -> list[tuple[list[str], int]]:
+        """The launcher's jobs and how many cells each runs. On a local launcher (basic, joblib) the
+        cells that differ only by their seed run in one job, one after another, on the config
+        composed once (`cell_seeds`): Hydra composes every job afresh, which cost more than a
+        simulation cell itself. A group is split so that every worker stays busy. On a cluster
+        (submitit) every cell stays one job."""
+        if workers > 64:
+            return [(job, 1) for job in todo]
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for job in todo:
+            rest = tuple(o for o in job if o.split("=", 1)[0] != "seed")
+            seed = next((o.split("=", 1)[1] for o in job if o.split("=", 1)[0] == "seed"), None)
+            groups.setdefault(rest, []).append(seed)
+        chunk = max(1, -(-len(todo) // (4 * workers))) if workers > 1 else len(todo)
+        jobs = []
+        for rest, seeds in groups.items():
+            if None in seeds:
+                jobs += [(list(rest), 1)]
+                continue
+            for start in range(0, len(seeds), chunk):
+                part = seeds[start : start + chunk]
+                extra = [f"cell_seeds=[{','.join(part)}]"] if len(part) > 1 else []
+                jobs.append(([*rest, f"seed={part[0]}", *extra], len(part)))
+        return jobs
+
     def _launch(self, todo: list[list[str]], cached: int) -> list[Any]:
         """Launch the cells to run through Hydra's launcher, a few at a time, under one progress bar
         (done / cached / failed / to run, with an ETA) instead of one log line per job.
@@ -184,6 +210,7 @@ class CachingSweeper(BasicSweeper):
         verbose = bool(OmegaConf.select(self.config, "verbose", default=False))
         quiet_launchers(not verbose)
         workers = launcher_workers(self.config)
+        jobs = self._jobs(todo, workers)
         size = self.max_batch_size or (1 if workers == 1 else 4 * workers)
         counts = {"done": 0, "cached": cached, "failed": 0}
         bar = progress_bar(
@@ -191,15 +218,16 @@ class CachingSweeper(BasicSweeper):
         )
         started, returns = time.perf_counter(), []
         try:
-            for start in range(0, len(todo), size):
+            for start in range(0, len(jobs), size):
                 # Failures are recorded per cell by the runner; they do not stop the other cells.
-                batch = self.launcher.launch(todo[start : start + size], initial_job_idx=start)
+                part = jobs[start : start + size]
+                batch = self.launcher.launch([job for job, _ in part], initial_job_idx=start)
                 returns.append(batch)
-                for ret in batch:
-                    status = _status(ret)
-                    counts[status if status in counts else "failed"] += 1
+                for ret, (_, n_cells) in zip(batch, part):
+                    for status in _statuses(ret, n_cells):
+                        counts[status if status in counts else "failed"] += 1
                 if bar is not None:
-                    bar.update(len(batch))
+                    bar.update(sum(n for _, n in part))
                     bar.set_postfix_str(
                         f"done {counts['done']}, cached {counts['cached']}, failed {counts['failed']}"
                     )
@@ -218,9 +246,11 @@ class CachingSweeper(BasicSweeper):
 
 def check_folders(config: DictConfig) -> None:
     """The folders a sweep writes (run folders, the cell store, the results) must be creatable and
-    writable: refused here, in one sentence, before any cell is composed or run."""
+    writable: refused here, in one sentence, before any cell is composed or run, and without
+    creating anything (a refused sweep leaves no trace)."""
     for key in ("paths.outputs", "paths.cache", "paths.results"):
-        folder = Path(str(OmegaConf.select(config, key)))
+        folder = Path(str(OmegaConf.select(config, key))).absolute()
+        created = [p for p in (folder, *folder.parents) if not p.exists()]
         try:
             folder.mkdir(parents=True, exist_ok=True)
             probe = folder / f".write-test-{os.getpid()}"
@@ -231,14 +261,20 @@ def check_folders(config: DictConfig) -> None:
                 f"{key}={str(folder)!r} cannot be created or written ({exc.strerror or exc}); point "
                 f"{key} at a writable folder."
             ) from None
+        finally:
+            for p in created:  # leave no trace: the folders are made again when something is written
+                with contextlib.suppress(OSError):
+                    p.rmdir()
 
 
-def _status(ret: Any) -> str:
+def _statuses(ret: Any, n_cells: int) -> list[str]:
+    """The status of each cell a job ran (a job runs one cell, or a group: a list of outcomes)."""
     try:
         value = ret.return_value  # raises when the job itself raised
     except Exception:
-        return "failed"
-    return value.get("status", "failed") if isinstance(value, dict) else "failed"
+        return ["failed"] * n_cells
+    values = value if isinstance(value, list) else [value]
+    return [v.get("status", "failed") if isinstance(v, dict) else "failed" for v in values]
 
 
 LAUNCHER_LOGGERS = (

@@ -1,0 +1,40 @@
+"""The manuals' generated sections are the results they claim to show, and every experiment has one."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def section_script():
+    spec = importlib.util.spec_from_file_location("readme_section", ROOT / "scripts" / "readme_section.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MANUALS = sorted((ROOT / "docs").glob("*.md"))
+
+
+@pytest.mark.parametrize("manual", MANUALS, ids=[m.name for m in MANUALS])
+def test_every_generated_section_is_current(manual: Path) -> None:
+    """Re-rendered from the committed snapshot (docs/results/), each section is what the manual
+    says; when this fails, run `scripts/readme_section.py render` (or `update` after a re-run)."""
+    script = section_script()
+    text = manual.read_text()
+    for name, opts, body in script.sections(text):
+        assert body == script.render(name, opts), f"{manual.name}: the section of {name} is stale"
+
+
+def test_every_experiment_has_a_generated_section_with_its_figures() -> None:
+    script = section_script()
+    shown = {name for manual in MANUALS for name, _, _ in script.sections(manual.read_text())}
+    experiments = {f"{p.parent.name}/{p.stem}" for p in (ROOT / "conf" / "experiment").glob("*/*.yaml")}
+    assert experiments <= shown, f"no generated section for {sorted(experiments - shown)}"
+    for name in shown:
+        folder = ROOT / "docs" / "results" / name
+        assert {"table.csv", "claims.json", "run.json"} <= {p.name for p in folder.iterdir()}, name
