@@ -18,7 +18,6 @@ from edgeai_repro.core.store import CellStore
 from edgeai_repro.report import claims as claim_checks
 from edgeai_repro.report.gather import Gathered, gather
 from edgeai_repro.report.paper import load_claims, load_table, setting_of
-from edgeai_repro.report.plots import bar_figure, curve_figure, line_figure, paper_bar_figure
 from edgeai_repro.report.table import (
     aggregate,
     join_paper,
@@ -97,9 +96,58 @@ def evidence_of(g: Gathered, agg: pd.DataFrame, spec: dict) -> claim_checks.Evid
     )
 
 
-def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: str) -> tuple[Path, Gathered]:
-    spec = OmegaConf.to_container(config.report, resolve=True)
+def inputs_digest(config: DictConfig, manifest: dict, store: CellStore, paper: str) -> str | None:
+    """Everything a table is built from: each cell's stored result (by id, size and time), the
+    report block, the paper's files and the report code. None when a cell is not finished."""
+    from edgeai_repro.core.files import content_key
+
+    cells = []
+    for cid in dict.fromkeys(c["cell_id"] for c in manifest["cells"]):
+        path = store.folder(cid) / "result.json"
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        cells.append((cid, stat.st_size, stat.st_mtime_ns))
     name = config.experiment_name.split("/", 1)[-1]
+    paper_files = sorted((Path(config.paths.paper_results) / paper).glob("*"))
+    code = sorted(Path(__file__).parent.glob("*.py"))
+    return content_key(
+        {
+            "cells": cells,
+            "report": OmegaConf.to_container(config.report, resolve=True),
+            "name": name,
+            "paper": [(p.name, content_key(p.read_text())) for p in paper_files if p.is_file()],
+            "code": [(p.name, content_key(p.read_text())) for p in code],
+            "arguments": manifest.get("arguments", []),
+        }
+    )
+
+
+def unchanged(folder: Path, digest: str | None) -> bool:
+    """Whether `folder` already holds the report of exactly these inputs."""
+    try:
+        previous = json.loads((folder / "run.json").read_text()).get("inputs")
+    except (OSError, ValueError):
+        return False
+    return (
+        digest is not None
+        and previous == digest
+        and all((folder / f).exists() for f in ("table.csv", "table.md", "claims.json"))
+    )
+
+
+def build_report(
+    config: DictConfig, manifest: dict, store: CellStore, paper: str
+) -> tuple[Path, Gathered | None]:
+    """Build the experiment's results folder; (folder, None) when it already holds the report of
+    the same inputs (a finished table re-run: nothing to rebuild)."""
+    name = config.experiment_name.split("/", 1)[-1]
+    final = Path(config.paths.results) / paper / name
+    digest = inputs_digest(config, manifest, store, paper)
+    if unchanged(final, digest):
+        return final, None
+    spec = OmegaConf.to_container(config.report, resolve=True)
     g = gather(manifest, store)
     metrics = list(spec["metrics"])
     agg = aggregate(g.rows, spec.get("x"), spec.get("panel"), metrics)
@@ -114,7 +162,6 @@ def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: st
     for entry in entries:
         claim_checks.check_entry(entry)
 
-    final = Path(config.paths.results) / paper / name
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{name}."))
     scale = ev.scale
@@ -149,7 +196,9 @@ def build_report(config: DictConfig, manifest: dict, store: CellStore, paper: st
         text += improvement_markdown(gains, spec["improvement"])
     (staging / "table.md").write_text(text)
     (staging / "claims.json").write_text(json.dumps(entries, indent=2) + "\n")
-    (staging / "run.json").write_text(json.dumps(run_record(manifest, g, command), indent=2) + "\n")
+    (staging / "run.json").write_text(
+        json.dumps({**run_record(manifest, g, command), "inputs": digest}, indent=2) + "\n"
+    )
     _publish(staging, final)
     return final, g
 
@@ -177,6 +226,9 @@ def _figures(spec: dict, agg: pd.DataFrame, g: Gathered, staging: Path, title: s
     figures = []
     if agg.empty:  # no cell finished: the table says why; there is nothing to draw
         return figures
+    # matplotlib costs ~1 s to import; a cached re-run that draws nothing should not pay it
+    from edgeai_repro.report.plots import bar_figure, curve_figure, line_figure, paper_bar_figure
+
     for fig in spec.get("figures") or ([spec["figure"]] if spec.get("figure") else []):
         file = fig.get("file", f"{fig['metric'] if fig.get('kind', 'line') == 'line' else 'properties'}.png")
         kind = fig.get("kind", "line")

@@ -27,6 +27,7 @@ declared kind.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -39,13 +40,20 @@ from edgeai_repro.report.stats import (
     Estimate,
     clopper_pearson,
     estimate,
-    paired,
     rate_seeds_needed,
     seeds_needed,
+    t_quantile,
     violation_bound,
 )
 
 VERDICTS = ("held", "not_held", "inconclusive", "not_testable")
+
+
+@functools.lru_cache(maxsize=256)
+def _t(df: int) -> float:
+    return t_quantile(df)
+
+
 COMPARATIVE = ("superiority", "non_inferiority", "equivalence")
 
 
@@ -75,6 +83,55 @@ class Evidence:
                     (str(p), str(m)): g.set_index("seed")[metric]
                     for (p, m), g in rows.groupby(["_point", "method"], sort=False)
                 }
+        return cache[metric]
+
+    def paired_points(
+        self, metric: str, ours: str, base: str, points: list[str], lower: bool
+    ) -> list[tuple[str, Estimate, float]]:
+        """(point, estimate of the oriented paired difference, the baseline's mean) at every point,
+        in one pass over the rows (the same numbers as `stats.paired` point by point)."""
+        wide = self._wide(metric)
+        if ours not in wide or base not in wide:
+            return []
+        a, b = wide[ours], wide[base]
+        d = (b - a) if lower else (a - b)
+        frame = pd.DataFrame({"d": d, "base": b, "scale": pd.concat([a.abs(), b.abs()], axis=1).max(axis=1)})
+        frame = frame[d.notna()]
+        grouped = frame.groupby(level=0, sort=False)
+        n, mean, sd = grouped["d"].count(), grouped["d"].mean(), grouped["d"].std(ddof=1)
+        scale, base_mean = grouped["scale"].max().clip(lower=1.0), grouped["base"].mean()
+        out = []
+        for p in points:
+            if p not in n.index:
+                out.append((p, estimate([]), self.mean(metric, base, p)))
+                continue
+            k, mu = int(n[p]), float(mean[p])
+            if k < 2:
+                est = Estimate(k, mu, math.nan, math.nan, math.nan)
+            elif float(sd[p]) <= 1e-12 * float(scale[p]):
+                est = Estimate(k, mu, 0.0, mu, mu)
+            else:
+                half = _t(k - 1) * float(sd[p]) / math.sqrt(k)
+                est = Estimate(k, mu, float(sd[p]), mu - half, mu + half)
+            out.append((p, est, float(base_mean[p])))
+        return out
+
+    def _wide(self, metric: str) -> pd.DataFrame:
+        cache = self.__dict__.setdefault("_wides", {})
+        if metric not in cache:
+            rows = self.rows
+            if rows is None or rows.empty or metric not in rows:
+                cache[metric] = pd.DataFrame()
+            else:
+                values = rows.assign(_v=pd.to_numeric(rows[metric], errors="coerce"))
+                cache[metric] = values.pivot_table(
+                    index=["_point", "seed"],
+                    columns="method",
+                    values="_v",
+                    aggfunc="first",
+                    sort=False,
+                    dropna=False,
+                )
         return cache[metric]
 
     def points(self, metric: str, method: str, only: str | None = None) -> list[str]:
@@ -282,11 +339,7 @@ def compare(
             shared = [p for p in ev.points(m, base, only) if p in mine]
             if not shared:
                 continue
-            items = [
-                (p, paired(ev.series(m, ours, p), ev.series(m, base, p), lower), ev.mean(m, base, p))
-                for p in shared
-            ]
-            if pooled:
+            if pooled:  # one comparison: the per-seed mean over the shared points
                 per_seed = pd.concat([_oriented_diff(ev, m, ours, base, p, lower) for p in shared], axis=1)
                 items = [
                     (
@@ -295,6 +348,8 @@ def compare(
                         sum(ev.mean(m, base, p) for p in shared) / len(shared),
                     )
                 ]
+            else:
+                items = ev.paired_points(m, ours, base, shared, lower)
             for point, est, ref in items:
                 label = f"{base} at {point}" + (
                     f" ({m})"
