@@ -118,7 +118,7 @@ def test_equilibrium_solver_on_an_instance_with_a_known_equilibrium() -> None:
         env = IncentiveEnv(
             conf, eq.zeta, eq.rewards, World.from_equilibrium(conf, eq.zeta, eq.rewards), batch=4, seed=1
         )
-        workers = game.Workers.of(env)
+        workers = game.Stage.of(env)
         ne = game.nash(env, workers)
         assert ne.converged and ne.exploitability <= 1e-4
         for m in range(3):
@@ -139,10 +139,10 @@ def test_welfare_optimum_is_at_least_the_equilibrium_welfare() -> None:
     env = IncentiveEnv(
         conf, eq.zeta, eq.rewards, World.from_equilibrium(conf, eq.zeta, eq.rewards), batch=4, seed=2
     )
-    workers = game.Workers.of(env)
+    workers = game.Stage.of(env)
     ne = game.nash(env, workers)
-    _, best = game.welfare_optimum(env, workers, 10, 2, 1, [ne.actions])
-    assert best >= float(game.episode_welfare(env, workers, ne.actions.unsqueeze(0), 10, 2, 1)[0]) - 1e-9
+    _, best = game.stationary_welfare_optimum(env, workers, 10, 2, 1, [ne.actions])
+    assert best >= float(game.stationary_welfare(env, workers, ne.actions.unsqueeze(0), 10, 2, 1)[0]) - 1e-9
 
 
 def _batch(n: int, agents: int) -> dict[str, torch.Tensor]:
@@ -215,7 +215,7 @@ def test_the_references_use_the_evaluation_episodes_workers() -> None:
     make = lambda: IncentiveEnv(
         conf, eq.zeta, eq.rewards, World.from_equilibrium(conf, eq.zeta, eq.rewards), batch=4, seed=3
     )
-    workers = game.Workers.of(make())
+    workers = game.Stage.of(make())
     evaluated = make()
     evaluated.reset_batch()
     assert torch.equal(workers.cost, evaluated.cost)
@@ -232,20 +232,36 @@ def test_the_references_use_the_evaluation_episodes_workers() -> None:
 def test_references_are_computed_once_per_game_and_shared(tmp_path, monkeypatch) -> None:
     """Every method of a seed plays the same game: its references are stored once and read back
     exactly (floats round-trip through JSON), without solving the game again."""
-    from edgeai_repro.incentive import asosa, game
+    from edgeai_repro.incentive import game, references
     from edgeai_repro.incentive.config import IncentiveConf
 
     c = IncentiveConf()
-    c.asosa.nash_iters, c.asosa.eval_episodes = 5, 2
+    c.asosa.nash_iters, c.asosa.eval_episodes, c.env.horizon = 5, 2, 3
     eq = solve(np.array([0.8, 1.0, 1.2]), np.zeros(3), c.lam, c.alpha, c.beta)
     world = World.from_equilibrium(c.env, eq.zeta, eq.rewards)
-    make = lambda: IncentiveEnv(c.env, eq.zeta, eq.rewards, world, batch=2, seed=7)
-    first = asosa.references(make(), c, np.zeros(3), eq, tmp_path, env_seed=7)
+    make = lambda seed: IncentiveEnv(c.env, eq.zeta, eq.rewards, world, batch=2, seed=seed)
+    first = references.references(make(7), c, np.zeros(3), eq, world, tmp_path)
     monkeypatch.setattr(game, "nash", lambda *a, **k: (_ for _ in ()).throw(AssertionError("solved twice")))
-    again = asosa.references(make(), c, np.zeros(3), eq, tmp_path, env_seed=7)
-    assert np.array_equal(first["lmo_ne"], again["lmo_ne"]) and torch.equal(
-        first["actions"], again["actions"]
-    )
+    again = references.references(make(7), c, np.zeros(3), eq, world, tmp_path)
+    assert np.array_equal(first["lmo_ne"], again["lmo_ne"]) and torch.equal(first["path"], again["path"])
     assert first["welfare_opt"] == again["welfare_opt"] and first["exploitability"] == again["exploitability"]
-    with pytest.raises(AssertionError, match="solved twice"):  # another game (workers) is solved afresh
-        asosa.references(make(), c, np.zeros(3), eq, tmp_path, env_seed=8)
+    with pytest.raises(AssertionError, match="solved twice"):  # another game (episodes) is solved afresh
+        references.references(make(8), c, np.zeros(3), eq, world, tmp_path)
+
+
+def test_a_fit_of_n_batches_makes_n_updates_whatever_the_optimizers() -> None:
+    """Lightning counts optimizer steps (two per MADDPG update, 1.5 for TD3 with its delayed actor):
+    `updates` in the config are updates, for every algorithm alike."""
+    from edgeai_repro.core.trainer import Trainers
+
+    eq = solve(np.array([0.8, 1.0, 1.2]), np.zeros(3), 10, 2, 1)
+    conf = EnvConf()
+    env = IncentiveEnv(conf, eq.zeta, eq.rewards, World.from_equilibrium(conf, eq.zeta, eq.rewards), batch=4)
+    for algorithm in ("maddpg", "td3"):
+        pconf = PolicyConf(algorithm=algorithm, batch_size=8, buffer_size=64)
+        module = MADDPG(3, pconf)
+        gen = torch.Generator().manual_seed(0)
+        module.attach(env, ReplayBuffer(64, 3, 8, gen), gen)
+        module.collect(4, noise=None)
+        Trainers().fit(module, batches=7)
+        assert module.updates == 7, algorithm

@@ -429,3 +429,25 @@ def test_claims_json_round_trips_the_typed_fields(tmp_path: Path) -> None:
     entry = json.loads(json.dumps(out.as_json()))
     claims.check_entry(entry)
     assert entry["verdict"] == "inconclusive" and "seeds_needed" in entry and len(entry["ci"]) == 2
+
+
+def test_a_threshold_on_several_metrics_holds_only_when_each_clears_the_bound() -> None:
+    """ "DRL finds the optimal strategy" is judged on the worst LMO's gap and on the exploitability:
+    one of them above the bound is enough to fail the claim."""
+    claim = ClaimSpec("c", "C.", "claim-only", "magnitude", at_most=5.0, why="w", judged_at="any")
+    spec = {"c": {"check": "threshold", "metric": ["gap", "exploit"], "ours": "ours"}}
+
+    def rows(gap: list[float], exploit: list[float]) -> pd.DataFrame:
+        return pd.DataFrame(
+            [
+                {"n": 1, "seed": s, "method": "ours", "gap": g, "exploit": e}
+                for s, (g, e) in enumerate(zip(gap, exploit, strict=True))
+            ]
+        )
+
+    def verdict(r: pd.DataFrame) -> claims.Verdict:
+        return claims.evaluate([claim], spec, evidence(r, ["gap", "exploit"]))[0]
+
+    assert verdict(rows([1.0, 1.1, 0.9], [0.5, 0.6, 0.4])).verdict == "held"
+    failed = verdict(rows([1.0, 1.1, 0.9], [9.0, 9.5, 9.2]))
+    assert failed.verdict == "not_held" and "exploit" in failed.evidence

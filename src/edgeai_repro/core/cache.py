@@ -122,7 +122,13 @@ CACHES: dict[str, Cache] = {
         _cache("cells/deepfusion_fusion", 4, ["edgeai_repro.deepfusion.tasks:run_fusion"], "71840e78d6de"),
         # incentive v2: references on the evaluation episodes' own workers; v3: best response stops when a
         # sweep gains < tol/100, MADDPG logs its losses once per logging interval
-        _cache("cells/incentive_asosa", 3, ["edgeai_repro.incentive.asosa:run"], "717a445ede99"),
+        # v4: judged on the game of the last iteration, per-LMO gaps, exploitability, exact update counts
+        _cache(
+            "cells/incentive_asosa",
+            4,
+            ["edgeai_repro.incentive.asosa:run", "edgeai_repro.incentive.asosa:judged"],
+            "441ca6fadc59",
+        ),
         # devices v6: context-first truncation (the question and answer are never cut)
         _cache(
             "deepfusion/devices",
@@ -167,16 +173,20 @@ CACHES: dict[str, Cache] = {
             ["edgeai_repro.deepfusion.data.tokenizers:train_tokenizer"],
             "6b76433eca3b",
         ),
-        # references v2: iterated best response's stopping rule
+        # references v2: iterated best response's stopping rule; v3: the game played (per-round Nash
+        # path on the realised episodes, open-loop best responses when workers remember, welfare over paths)
         _cache(
             "incentive/references",
-            2,
+            3,
             [
-                "edgeai_repro.incentive.asosa:references",
+                "edgeai_repro.incentive.references:compute",
+                "edgeai_repro.incentive.references:stage_nash_path",
+                "edgeai_repro.incentive.references:welfare_optimum",
+                "edgeai_repro.incentive.references:best_responses",
                 "edgeai_repro.incentive.game:nash",
-                "edgeai_repro.incentive.game:welfare_optimum",
+                "edgeai_repro.incentive.game:best_response",
             ],
-            "ac9d479b3d9e",
+            "c427e5376551",
             20,
         ),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -40,8 +41,8 @@ def validate(cfg: DictConfig) -> tasks.Task:
         raise ConfigError(f"seed={seed!r} must be a non-negative integer, for example seed=0.")
     if cfg.scale.name not in {"paper", "tiny", "smoke"}:
         raise ConfigError(f"scale={cfg.scale.name!r} is unknown; use scale=paper, scale=tiny or scale=smoke.")
+    task.validate(cfg)  # what the task needs first (its data, checkpoints), then the machine
     check_accelerator(cfg)
-    task.validate(cfg)
     return task
 
 
@@ -116,10 +117,13 @@ def run_cell(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     started = time.perf_counter()
     try:
         result = task.run(cfg, ctx)
+        ctx.trainers.close()  # the last logged rows reach the CSV and W&B before the run closes
         finish_cell_run(result, store.folder(cid), cfg)
     except (ConfigError, KeyboardInterrupt):
         raise
     except Exception as exc:
+        with contextlib.suppress(Exception):  # what was logged before the failure is kept
+            ctx.trainers.close("failed")
         failure = {
             **pointer,
             "status": "failed",

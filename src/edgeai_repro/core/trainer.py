@@ -100,6 +100,13 @@ class Trainers:
         }
         return instantiate(self.conf, **settings, _convert_="all")
 
+    def close(self, status: str = "success") -> None:
+        """Write out what the loggers still hold (the CSV logger buffers rows until it is saved, so
+        values logged after the last Trainer, like ASOSA's last iteration, would be lost)."""
+        for lg in self.loggers:
+            lg.save()
+            lg.finalize(status)
+
     def log(self, metrics: dict[str, float]) -> None:
         """Log values outside a Trainer (per-iteration or final results) at the cell's current step."""
         for lg in self.loggers:
@@ -107,16 +114,26 @@ class Trainers:
         self.offset += 1
 
     def fit(
-        self, module, data=None, steps: int = -1, callbacks: list | None = None, **overrides: Any
+        self,
+        module,
+        data=None,
+        steps: int = -1,
+        callbacks: list | None = None,
+        batches: int | None = None,
+        **overrides: Any,
     ) -> None:
-        """Train `module` for `steps` optimizer steps (epochs repeat as needed); later modules of the
-        same cell log after these steps."""
+        """Train `module` for `steps` optimizer steps (epochs repeat as needed), or for exactly
+        `batches` training steps whatever the number of optimizers a step uses (Lightning counts
+        optimizer steps: a manual-optimisation step with two optimizers counts two); later modules
+        of the same cell log after these steps."""
+        if batches is not None:
+            overrides = {"limit_train_batches": batches, "max_epochs": 1, **overrides}
         if data is not None and "log_every_n_steps" not in overrides:
             # Lightning warns (once per fit, on every device of a sweep) when an epoch has fewer
             # batches than the logging interval; log at least once per epoch instead. A loader
             # over an iterable dataset has no length (len raises TypeError): keep the default.
             with contextlib.suppress(TypeError):
                 overrides["log_every_n_steps"] = max(1, min(50, len(data)))
-        trainer = self(max_steps=steps, max_epochs=-1, callbacks=callbacks or [], **overrides)
+        trainer = self(**{"max_steps": steps, "max_epochs": -1, "callbacks": callbacks or [], **overrides})
         trainer.fit(module, data) if data is not None else trainer.fit(module)
         self.offset += int(trainer.global_step)

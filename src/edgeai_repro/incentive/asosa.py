@@ -5,64 +5,30 @@ stage-2 method; evaluate it on fixed evaluation episodes; measure the unit cost 
 paid its workers, P_hat = paid / collected. The fixed-point residual max_m |P_hat_m - P_m| / P_m
 says how far P is from being consistent with stage 2; ASOSA has converged when it is below `tol`
 (not when the damped step is small, which the decaying step size would force by itself). Until
-then P moves toward P_hat with a decaying step eta_k = damping / (1 + decay k). At the end the
-method is compared with the exact references of the last iteration's game (incentive/game.py):
-each LMO's Nash-equilibrium utility and the welfare optimum, on the same evaluation workers.
-The steps, the damping and the stopping rule are our reconstruction (README).
+then P moves toward P_hat with a decaying step eta_k = damping / (1 + decay k). The method is
+judged on the game of its last iteration (the one ASOSA's loop delivers): its utilities, each
+LMO's gap to the references of that game (references.py) and the joint policy's exploitability,
+on that game's evaluation episodes; the per-iteration curves keep the path to it. The steps, the
+damping and the stopping rule are our reconstruction (docs/incentive.md).
 """
 
 from __future__ import annotations
 
-import json
+import copy
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from edgeai_repro.core import cache
-from edgeai_repro.core.files import atomic_write_json
 from edgeai_repro.core.seeding import derive_seed, generator
 from edgeai_repro.core.trainer import Trainers
-from edgeai_repro.incentive import game, policies
+from edgeai_repro.incentive import policies, references
 from edgeai_repro.incentive.config import IncentiveConf
 from edgeai_repro.incentive.env import IncentiveEnv, World
-from edgeai_repro.incentive.stackelberg import Equilibrium, solve, tp_utility
-
-Behaviour = policies.Behaviour
-
-
-@dataclass
-class Outcome:
-    """Realised utilities of one evaluation (means over the evaluation episodes)."""
-
-    tp: float
-    lmo: np.ndarray  # (M,) each LMO's utility (stage-2 income - payments - E_m)
-    workers: float  # all workers together
-    data: float
-    unit_cost: np.ndarray  # (M,) paid / collected, NaN where nothing was collected
-
-    @property
-    def total(self) -> float:
-        return self.tp + float(self.lmo.sum()) + self.workers
-
-
-def evaluate(
-    env: IncentiveEnv, behaviour: Behaviour, eq: Equilibrium, E: np.ndarray, c: IncentiveConf
-) -> Outcome:
-    obs = env.reset_batch()
-    for _ in range(env.conf.horizon):
-        obs, _, _done, _ = env.step_batch(behaviour(env, obs))
-    tot = {k: v.numpy() for k, v in env.episode_totals().items()}
-    credited = tot["credited"].sum(-1)  # per episode
-    tp = np.mean(
-        [tp_utility(paid, z, c.lam, c.alpha, c.beta) for paid, z in zip(tot["income"].sum(-1), credited)]
-    )
-    lmo = (tot["lmo_utility"] - np.where(eq.active, E, 0.0)).mean(0)
-    collected = tot["collected"].sum(0)
-    unit = np.where(collected > 0, tot["paid"].sum(0) / np.maximum(collected, 1e-300), np.nan)
-    return Outcome(float(tp), lmo, float(tot["worker_welfare"].sum(-1).mean()), float(credited.mean()), unit)
+from edgeai_repro.incentive.episodes import Behaviour, Outcome, evaluate, path_behaviour
+from edgeai_repro.incentive.stackelberg import Equilibrium, solve
 
 
 @dataclass
@@ -74,10 +40,11 @@ class Learner:
     seed: int
     trainers: Trainers
     module: object = None
+    average: object = None  # the averaged policy (asosa.average_policy)
     returns: list[float] = field(default_factory=list)
 
     def train(self, env: IncentiveEnv, updates: int, iteration: int) -> Behaviour:
-        from edgeai_repro.incentive.maddpg import MADDPG, ReplayBuffer
+        from edgeai_repro.incentive.maddpg import MADDPG, ReplayBuffer, actions_of
 
         pconf = type(self.c.policy)(
             **{**vars(self.c.policy), "algorithm": self.method.algorithm, "critic": self.method.critic}
@@ -98,79 +65,29 @@ class Learner:
             max(1, pconf.warmup // env.batch), noise=None if iteration == 0 else pconf.explore_std
         )
         start = len(self.module.episode_returns)
-        self.trainers.fit(self.module, steps=updates, log_every_n_steps=25)
+        self.trainers.fit(self.module, batches=updates, log_every_n_steps=min(25, updates))
         self.returns.extend(self.module.episode_returns[start:])
-        module = self.module
-        return lambda env, obs: module.act(obs, 0.0)
+        actor = self.module.actor
+        if self.c.asosa.average_policy:
+            # Iterate averaging: the policy played is the running mean of the actors' weights after
+            # each outer iteration (the trained module keeps learning from its own weights).
+            if self.average is None:
+                self.average = copy.deepcopy(actor).requires_grad_(False)
+            else:
+                with torch.no_grad():
+                    for avg, now in zip(self.average.parameters(), actor.parameters(), strict=True):
+                        avg.lerp_(now, 1.0 / (iteration + 1))
+            actor = self.average
+        # The behaviour keeps gradients (evaluation turns them off): an LMO's best response is
+        # found through the other LMOs' reactions to it.
+        return lambda env, obs: actions_of(actor, obs)
 
 
-REFERENCES = cache.get("incentive/references")
-
-
-def references(
-    env: IncentiveEnv,
-    c: IncentiveConf,
-    E: np.ndarray,
-    eq: Equilibrium,
-    store: Path | None = None,
-    env_seed: int | None = None,
-) -> dict:
-    """A game's exact references, as episode utilities, on the workers of `env`'s first reset: pass a
-    fresh evaluation environment, so that they are the workers the evaluation episodes meet.
-
-    They depend on the game (stage-1 solution, environment settings, evaluation workers), not on
-    the method, so every method of a seed shares them: with `store` (the cell store's root) they are
-    stored once in the cache "incentive/references", keyed by everything they depend on, and read
-    back by the other cells (a tenth of the cost of incentive/baselines)."""
-    path = None
-    if store is not None and env_seed is not None:
-        key = {
-            "env": asdict(c.env),
-            "env_seed": env_seed,
-            "lam": c.lam,
-            "alpha": c.alpha,
-            "beta": c.beta,
-            "nash_iters": c.asosa.nash_iters,
-            "episodes": c.asosa.eval_episodes,
-            "zeta": eq.zeta.tolist(),
-            "rewards": eq.rewards.tolist(),
-            "E": E.tolist(),
-        }
-        path = REFERENCES.path(store, key, ".json")
-        r = REFERENCES.read(path, lambda p: json.loads(p.read_text()))
-        if r is not None and {"lmo_ne", "actions"} <= set(r):
-            return {
-                **r,
-                "lmo_ne": np.asarray(r["lmo_ne"]),
-                "actions": torch.tensor(r["actions"], dtype=torch.float64),
-            }
-    workers = game.Workers.of(env)
-    ne = game.nash(env, workers, max_iters=c.asosa.nash_iters)
-    h, active = env.conf.horizon, eq.active
-    lmo_ne = h * ne.utility - np.where(active, E, 0.0)
-    starts = [ne.actions, torch.full_like(ne.actions, 0.5), torch.zeros_like(ne.actions)]
-    _, welfare = game.welfare_optimum(env, workers, c.lam, c.alpha, c.beta, starts)
-    welfare -= float(np.where(active, E, 0.0).sum())
-    out = {
-        "lmo_ne": lmo_ne,
-        "exploitability": ne.exploitability,
-        "ne_converged": ne.converged,
-        "ne_iterations": ne.iterations,
-        "welfare_opt": welfare,
-        "actions": ne.actions,
-    }
-    if path is not None:
-        atomic_write_json(
-            path,
-            {
-                **out,
-                "lmo_ne": lmo_ne.tolist(),
-                "actions": ne.actions.tolist(),
-                "ne_converged": bool(ne.converged),
-                "key": {**key, "version": REFERENCES.version},
-            },
-        )
-    return out
+def _gaps(mine: np.ndarray, reference: np.ndarray, rewards: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """Each LMO's shortfall from its reference utility, in % of its stage-1 reward B_m (its utility
+    near equilibrium can be ~0, a meaningless denominator): the share of its reward it leaves on the
+    table. NaN for LMOs that dropped out in stage 1."""
+    return np.where(active, 100 * (reference - mine) / np.maximum(rewards, 1e-12), np.nan)
 
 
 def run(
@@ -192,40 +109,35 @@ def run(
     learner = Learner(c, method, seed, trainers) if method.learned else None
     ctx = policies.Context(P, seed, generator(derive_seed("incentive-random", seed)))
     iters = c.asosa.max_iters if method.outer_loop else 1
-    curves, converged, outcome, residual, eval_env = [], False, None, float("nan"), None
-    common = None  # (outcome, references, stage-1 solution) on the first game, which every method shares
+    eval_seed = derive_seed("incentive-env", seed, "eval")
+    curves, converged, residual = [], False, float("nan")
+    first: Outcome | None = None
     for k in range(iters):
         eq = solve(P, E, c.lam, c.alpha, c.beta, c.allow_dropout)
-        make = lambda batch, tag, eq=eq: IncentiveEnv(
-            c.env, eq.zeta, eq.rewards, world, batch=batch, seed=derive_seed("incentive-env", seed, tag)
+        eval_env = IncentiveEnv(
+            c.env, eq.zeta, eq.rewards, world, batch=c.asosa.eval_episodes, seed=eval_seed
         )
-        eval_env = make(c.asosa.eval_episodes, "eval")
-        playing_nash = isinstance(method, policies.Equilibrium)
-        ref = (
-            references(
-                make(c.asosa.eval_episodes, "eval"),
-                c,
-                E,
-                eq,
-                store,
-                derive_seed("incentive-env", seed, "eval"),
-            )
-            if k == 0 or playing_nash
-            else None
-        )
+        ref = None
         if learner is not None:
             updates = c.asosa.updates_first if k == 0 else c.asosa.updates_warm
-            behaviour = learner.train(make(c.policy.envs, k), updates, k)
-        elif playing_nash:
-            behaviour = lambda env, obs, a=ref["actions"]: (
-                a.float().unsqueeze(0).expand(obs.shape[0], -1, -1).clone()
+            train_env = IncentiveEnv(
+                c.env,
+                eq.zeta,
+                eq.rewards,
+                world,
+                batch=c.policy.envs,
+                seed=derive_seed("incentive-env", seed, k),
             )
+            behaviour = learner.train(train_env, updates, k)
+        elif isinstance(method, policies.Equilibrium):
+            # The reference itself: the LMOs play the per-round Nash offers of the game on these episodes.
+            ref = references.references(eval_env, c, E, eq, world, store)
+            behaviour = path_behaviour(ref["path"])
         else:
             ctx.P = P
             behaviour = method.behaviour(ctx)
-        outcome = evaluate(eval_env, behaviour, eq, E, c)
-        if k == 0:
-            common = (outcome, ref, eq, eval_env.n_workers)
+        outcome = evaluate(eval_env, behaviour, E, c)
+        first = first or outcome
         measured = np.where(eq.active & np.isfinite(outcome.unit_cost), outcome.unit_cost, P)
         residual = float(np.max(np.abs(measured - P) / P))  # how far P is from what stage 2 really costs
         curves += [
@@ -248,14 +160,24 @@ def run(
             break
         eta = c.asosa.damping / (1 + c.asosa.decay * k)
         P = np.maximum(P + eta * (measured - P), 1e-6)
-    assert outcome is not None and common is not None
-    # Every party's utility and the gaps to the references are measured on the first stage-1 game
-    # and the same evaluation episodes for every method (the seed fixes both); ASOSA's later games
-    # differ by method, so only the convergence figures come from the last iteration.
-    first, ref, eq0, n_workers = common
-    active = eq0.active
-    lmo_ne = ref["lmo_ne"][active]
-    mine = first.lmo[active]
+    assert first is not None
+    # The method is judged on the game of its last iteration, the game its loop delivers (for a
+    # method without ASOSA's loop, the first and only one), on that game's evaluation episodes.
+    ref = ref or references.references(eval_env, c, E, eq, world, store)
+    record = {"method": method.name, **judged(c, eq, outcome, ref, eval_env.n_workers)}
+    if c.asosa.exploitability and method.exploitable:
+        if learner is not None:
+            learner.module.requires_grad_(False)  # gradients flow through the policies, not into them
+        gains = references.exploitability(eval_env, behaviour, c, E, eq.rewards)
+        record["exploitability_pct"] = float(np.nanmax(gains))
+        record.update({f"exploit_lmo{i + 1}_pct": float(g) for i, g in enumerate(gains)})
+    record.update(
+        iterations=k + 1,
+        converged=float(converged or iters == 1),
+        fixed_point_residual=residual,
+        first_game_tp_utility=first.tp,
+        first_game_total_utility=first.total,
+    )
     if learner is not None:
         curves += [
             {"curve": "episode_return", "step": i + 1, "value": r} for i, r in enumerate(learner.returns)
@@ -263,28 +185,41 @@ def run(
         if checkpoint_dir is not None:
             checkpoint_dir.mkdir(parents=True, exist_ok=True)
             torch.save(learner.module.state_dict(), checkpoint_dir / "policy.pt")
-    record = {
-        "method": method.name,
-        "tp_utility": first.tp,
-        "lmo_utility": float(mine.mean()),
-        "worker_utility": first.workers / n_workers,
-        "total_utility": first.total,
-        "data": first.data,
-        "lmo_utility_ne": float(lmo_ne.mean()),
-        # Gaps in % of the LMOs' stage-1 rewards B_m (their utilities near equilibrium can be ~0, a
-        # meaningless denominator): the share of its reward an LMO leaves on the table.
-        "nash_gap_pct": float(100 * (lmo_ne - mine).sum() / eq0.rewards[active].sum()),
-        "nash_gap_worst_lmo_pct": float(100 * np.max((lmo_ne - mine) / eq0.rewards[active])),
+    return {
+        "records": [record],
+        "curves": [{"method": method.name, **r} for r in curves],
+        "notes": [references.note(c)],
+    }
+
+
+def judged(c: IncentiveConf, eq: Equilibrium, outcome: Outcome, ref: dict, n_workers: int) -> dict:
+    """The method's utilities on a game and its gaps to that game's references (per LMO and together)."""
+    active = eq.active
+    rewards = eq.rewards
+    gaps = _gaps(outcome.lmo, ref["lmo_ne"], rewards, active)
+    out = {
+        "tp_utility": outcome.tp,
+        "lmo_utility": float(outcome.lmo[active].mean()),
+        "worker_utility": outcome.workers / n_workers,
+        "total_utility": outcome.total,
+        "data": outcome.data,
+        "lmo_utility_ne": float(ref["lmo_ne"][active].mean()),
+        "nash_gap_pct": float(100 * (ref["lmo_ne"] - outcome.lmo)[active].sum() / rewards[active].sum()),
+        "nash_gap_worst_lmo_pct": float(np.nanmax(gaps)),
+        **{f"gap_lmo{i + 1}_pct": float(g) for i, g in enumerate(gaps)},
         "welfare_opt": ref["welfare_opt"],
         "welfare_gap_pct": float(
-            100 * (ref["welfare_opt"] - first.total) / max(abs(ref["welfare_opt"]), 1e-12)
+            100 * (ref["welfare_opt"] - outcome.total) / max(abs(ref["welfare_opt"]), 1e-12)
         ),
-        "ne_exploitability": ref["exploitability"],
+        "ne_exploitability": float(ref["exploitability"]),
         "ne_converged": float(ref["ne_converged"]),
-        "iterations": k + 1,
-        "converged": float(converged or iters == 1),
-        "fixed_point_residual": residual,
-        "final_tp_utility": outcome.tp,
-        "final_total_utility": outcome.total,
     }
-    return {"records": [record], "curves": [{"method": method.name, **r} for r in curves]}
+    if "lmo_olbr" in ref:
+        ol = _gaps(outcome.lmo, ref["lmo_olbr"], rewards, active)
+        out.update(
+            lmo_utility_olbr=float(ref["lmo_olbr"][active].mean()),
+            olbr_gap_pct=float(100 * (ref["lmo_olbr"] - outcome.lmo)[active].sum() / rewards[active].sum()),
+            olbr_gap_worst_lmo_pct=float(np.nanmax(ol)),
+            ref_exploitability_pct=float(ref["ref_exploitability_pct"]),
+        )
+    return out

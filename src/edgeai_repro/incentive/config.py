@@ -41,7 +41,11 @@ def _range(key: str, value, strict: bool = False) -> None:
 
 @dataclass
 class EnvConf:
-    workers: int = 10  # workers per LMO: the shared pool holds workers x LMOs
+    workers: int = 10  # workers per LMO when pool_size is null (the pool then grows with the LMOs)
+    pool_size: int | None = None  # total workers, shared by the LMOs; null: `workers` x lmos
+    # coupling=private only: how many of the pool's workers each LMO has to itself (the rest serve no
+    # one); null: the pool split evenly. A shared pool has no quotas: every worker may serve every LMO.
+    quotas: list[int] | None = None
     horizon: int = 10
     theta: float = 1.0  # base reward scale, in units of the LMO's round budget per worker
     worker_cost: list[float] = field(default_factory=lambda: [0.5, 2.0])  # kappa_w (see env.World)
@@ -59,6 +63,22 @@ class EnvConf:
     adapt_rate: float = 0.5
     welfare_weight: float = 0.0
 
+    def pool(self, lmos: int) -> int:
+        """The number of workers in the pool."""
+        return int(self.pool_size) if self.pool_size is not None else self.workers * lmos
+
+    def homes(self, lmos: int) -> list[int]:
+        """How many workers each LMO has to itself under coupling=private (quotas, else an even split)."""
+        if self.quotas is not None:
+            return [int(q) for q in self.quotas]
+        n = self.pool(lmos)
+        return [n // lmos + (1 if m < n % lmos else 0) for m in range(lmos)]
+
+    def remembers(self) -> bool:
+        """Whether this round's offers move later rounds' choices (the per-round game is then not the
+        whole game): switching costs, inertia or learning workers."""
+        return self.switching_cost > 0 or self.worker_model != WorkerModel.quantal
+
     def check(self, key: str) -> None:
         require(self.workers >= 1 and self.horizon >= 1, f"{key}.workers and {key}.horizon must be positive.")
         require(self.theta >= 0, f"{key}.theta={self.theta} must not be negative.")
@@ -69,7 +89,37 @@ class EnvConf:
             f"{key} needs choice_temperature > 0 and switching_cost >= 0.",
         )
         require(
-            self.cost_drift >= 0 and self.max_price > 0, f"{key}.cost_drift must be >= 0 and max_price > 0."
+            self.cost_drift >= 0,
+            f"{key}.cost_drift={self.cost_drift} is the standard deviation of the log-normal drift of the "
+            "workers' costs (which keeps them positive) and cannot be negative; set it >= 0 (0: no drift).",
+        )
+        require(self.max_price > 0, f"{key}.max_price={self.max_price} must be positive.")
+        require(0 < self.adapt_rate <= 1, f"{key}.adapt_rate={self.adapt_rate} must be in (0, 1].")
+
+    def check_pool(self, key: str, lmos: int) -> None:
+        """The pool against the number of LMOs (needs both, so IncentiveConf calls it)."""
+        pool = self.pool(lmos)
+        require(
+            self.pool_size is None or pool >= lmos,
+            f"{key}.pool_size={pool} is smaller than incentive.lmos={lmos}: give every LMO a worker to bid "
+            f"for, {key}.pool_size >= {lmos}.",
+        )
+        if self.quotas is None:
+            return
+        q = [int(v) for v in self.quotas]
+        require(
+            self.coupling == Coupling.private,
+            f"{key}.quotas apply to coupling=private (each LMO's own workers); drop them or set "
+            f"{key}.coupling=private.",
+        )
+        require(
+            len(q) == lmos and min(q) >= 1,
+            f"{key}.quotas={q} must give each of the {lmos} LMOs at least one worker (one positive entry per LMO).",
+        )
+        require(
+            sum(q) <= pool,
+            f"{key}.quotas={q} sum to {sum(q)}, above the pool of {pool} workers; lower the quotas or raise "
+            f"{key}.pool_size.",
         )
 
 
@@ -116,15 +166,30 @@ class AsosaConf:
     damping: float = 0.5  # eta_k = damping / (1 + decay k)
     decay: float = 0.5
     tol: float = 0.05  # fixed-point residual max_m |P_hat - P| / P below which ASOSA has converged
-    updates_first: int = MISSING  # policy updates in the first outer iteration (set by the scale)
+    updates_first: int = (
+        MISSING  # policy updates (one critic + one actor step each) in the first outer iteration
+    )
     updates_warm: int = MISSING  # ... and in each later one (warm start)
     eval_episodes: int = MISSING  # set by the scale
     nash_iters: int = MISSING  # rounds of iterated best response for the Nash reference (set by the scale)
+    # The Nash solver stops when no LMO can gain more than this share of its utility by deviating.
+    nash_tol: float = 1e-4
+    # Exploitability of the played joint policy: each LMO's best response over offer paths, the others'
+    # policies fixed (docs/incentive.md, "References"). false skips it (sweeps that judge convergence only).
+    exploitability: bool = True
+    # ASOSA's stage-2 policy as the running average of its actors' weights over the outer iterations
+    # (iterate averaging); false: the last policy. The convergence test is the same either way.
+    average_policy: bool = False
 
     def check(self, key: str) -> None:
         require(
             self.max_iters >= 1 and self.tol > 0 and 0 < self.damping <= 1,
             f"{key} needs max_iters >= 1, tol > 0 and damping in (0, 1].",
+        )
+        require(
+            self.nash_tol > 0,
+            f"{key}.nash_tol={self.nash_tol} must be positive: it is the exploitability below which the Nash "
+            "solver stops (1e-4 by default).",
         )
 
 
@@ -156,6 +221,7 @@ class IncentiveConf:
             self.lmos >= 2,
             f"{key}.lmos={self.lmos} must be at least 2 (zero or one LMO has no Stackelberg game).",
         )
+        self.env.check_pool(f"{key}.env", self.lmos)
         require(
             min(self.lam, self.alpha, self.beta) > 0,
             f"{key}.lam, {key}.alpha and {key}.beta must be positive.",

@@ -5,13 +5,13 @@ Our reconstruction (README, "stage 2"), in which the LMOs really interact:
   rho_m of its round budget paid as the base participation reward of Eq. 6,
   R_base = theta (1 - B~_m / B_m) = theta rho_m (per worker, in units of its round budget per
   worker), and a unit data price p_m = x_m * max_price * v0_m.
-- Workers: one shared pool (`workers` per LMO). Worker w has a private quadratic cost c_w d^2 / 2
+- Workers: one shared pool of `pool_size` workers (default `workers` per LMO). Worker w has a private quadratic cost c_w d^2 / 2
   and a participation cost e_w. Serving LMO m it supplies its best response d = p_m / c_w and earns
   S_wm = R_base,m + p_m^2 / (2 c_w) - e_w (+ a switching bonus for staying with last round's LMO).
   It chooses among all LMOs' offers and staying out by a quantal (logit) response with temperature
   tau: P(w -> m) = exp(S_wm / tau) / (1 + sum_k exp(S_wk / tau)), so every offer moves every
-  LMO's expected data, payments and rewards. (`coupling: private` gives each LMO its own pool:
-  the uncoupled reading, kept for comparison.) `worker_model: adaptive` moves the choice
+  LMO's expected data, payments and rewards. (`coupling: private` gives each LMO its own workers,
+  `quotas` of them or an even split of the pool: the uncoupled reading, kept for comparison.) `worker_model: adaptive` moves the choice
   probabilities part of the way to the new logit response each round (inertia). `worker_model:
   learning` makes the workers learning agents: each keeps an attraction Q_wm per LMO (its estimate
   of the surplus of serving m, 0 before any experience), chooses by the logit of its attractions
@@ -63,15 +63,21 @@ class World:
     @classmethod
     def from_equilibrium(cls, conf: EnvConf, targets: np.ndarray, rewards: np.ndarray) -> World:
         active = targets > 0
+        per_lmo = conf.pool(len(targets)) / len(targets)  # W: an LMO's share of the pool
         fallback = rewards.sum() / max(targets.sum(), 1e-12)
         unit = np.where(active, rewards / np.where(active, targets, 1.0), fallback)
-        scale = float(np.mean((unit * conf.horizon * conf.workers / np.where(active, targets, 1.0))[active]))
-        budget = float(np.mean(rewards[active])) / conf.horizon / conf.workers
+        scale = float(np.mean((unit * conf.horizon * per_lmo / np.where(active, targets, 1.0))[active]))
+        budget = float(np.mean(rewards[active])) / conf.horizon / per_lmo
         return cls(price_unit=unit, cost_scale=scale, budget_unit=budget)
 
 
 class IncentiveEnv:
-    """Batched over `batch` independent copies (vectorised rollouts), PettingZoo-style API."""
+    """Batched over `batch` independent copies (vectorised rollouts), PettingZoo-style API.
+
+    `restart()` replays the same episodes (workers and cost drift) from the seed: the references and
+    the exploitability are computed on exactly the episodes a method is evaluated on. `tile(r)`
+    repeats the current copies r times (the same workers and the same drift in every repeat), so that
+    r deviations from one joint policy are played side by side in one batched rollout."""
 
     metadata: ClassVar[dict] = {"name": "hierarchical_incentive_v1", "render_modes": []}
 
@@ -90,7 +96,8 @@ class IncentiveEnv:
         self.targets = torch.as_tensor(targets, **f64)  # (M,)
         self.rewards = torch.as_tensor(rewards, **f64)  # (M,) B_m
         self.n_agents = m = len(targets)
-        self.n_workers = conf.workers * m
+        self.n_workers = conf.pool(m)
+        self.seed, self.replicas = seed, 1
         self.possible_agents = [f"lmo_{i}" for i in range(m)]
         self.agents: list[str] = []
         self.gen = torch.Generator(device=self.device)
@@ -99,12 +106,15 @@ class IncentiveEnv:
         safe = torch.where(self.active, self.targets, torch.ones_like(self.targets))
         self.unit_value = torch.where(self.active, self.rewards / safe, torch.zeros_like(self.targets))  # v_m
         self.quota = self.targets / conf.horizon  # data paid for per round
-        self.round_budget = self.rewards / conf.horizon / conf.workers  # per worker
+        self.round_budget = self.rewards / conf.horizon / (self.n_workers / m)  # per worker of its share
         self.price_unit = torch.as_tensor(world.price_unit, **f64)
         self.cost_scale, self.budget_unit = float(world.cost_scale), float(world.budget_unit)
-        # Which LMOs each worker may serve: all active ones (shared pool) or only its own (private pools).
-        owner = torch.arange(self.n_workers, device=self.device) // conf.workers
-        own = torch.nn.functional.one_hot(owner, m).bool()
+        # Which LMOs each worker may serve: all active ones (shared pool) or only its own (private
+        # coupling: LMO m's `homes[m]` workers; workers beyond the quotas serve no one).
+        homes = torch.tensor(conf.homes(m), device=self.device)
+        owner = torch.full((self.n_workers,), m, device=self.device)
+        owner[: int(homes.sum())] = torch.repeat_interleave(torch.arange(m, device=self.device), homes)
+        own = torch.nn.functional.one_hot(owner, m + 1)[:, :m].bool()
         self.reach = (own if conf.coupling == "private" else torch.ones_like(own)) & self.active.view(1, -1)
 
     # -- spaces (gymnasium when available, so other algorithms can plug in) --
@@ -121,6 +131,32 @@ class IncentiveEnv:
     def _uniform(self, lo_hi, shape: tuple[int, ...]) -> torch.Tensor:
         lo, hi = lo_hi
         return lo + (hi - lo) * torch.rand(shape, generator=self.gen, device=self.device, dtype=torch.float64)
+
+    def restart(self) -> torch.Tensor:
+        """Reset to the first episodes of the seed (the ones a fresh environment's first reset draws)."""
+        self.gen.manual_seed(self.seed)
+        self.batch //= self.replicas
+        self.replicas = 1
+        return self.reset_batch()
+
+    def tile(self, r: int) -> torch.Tensor:
+        """Repeat the current copies r times (state and future drift alike); returns the observations."""
+        self.replicas *= r
+        self.batch *= r
+        for name in (
+            "cost",
+            "entry",
+            "choice",
+            "attraction",
+            "collected",
+            "paid",
+            "credited",
+            "worker_welfare",
+            "last",
+        ):
+            value = getattr(self, name)
+            setattr(self, name, value.repeat(r, *([1] * (value.dim() - 1))))
+        return self._obs()
 
     def reset_batch(self) -> torch.Tensor:
         b, m, w = self.batch, self.n_agents, self.n_workers
@@ -246,7 +282,11 @@ class IncentiveEnv:
             dim=-1,
         )
         if conf.cost_drift > 0:
-            noise = torch.randn(self.cost.shape, generator=self.gen, device=self.device, dtype=torch.float64)
+            # One draw per distinct copy, repeated over tiled replicas (they replay the same episodes).
+            b, w = self.cost.shape
+            noise = torch.randn(
+                (b // self.replicas, w), generator=self.gen, device=self.device, dtype=torch.float64
+            ).repeat(self.replicas, 1)
             self.cost = self.cost * torch.exp(conf.cost_drift * noise)
         self.t += 1
         done = self.t >= conf.horizon

@@ -1,17 +1,21 @@
-"""Exact references for stage 2: the static game of one round, on given workers.
+"""Exact references for stage 2: the game of one round (a stage game), in a given state.
 
-With no switching cost and no drift, every round of an episode is the same game (the TP pays per
-round quota), so a stationary joint offer a = (a_1..a_M) earns each LMO H u_m(a), where u_m is its
-expected one-round reward over the evaluation episodes' workers. On that game:
+A round's stage game is fixed by the state its workers are in (`Stage`: costs, and with memory
+their last choices and attractions); each LMO's payoff u_m(a) is its expected one-round reward over
+the evaluation episodes. With no drift and quantal workers every round is the same game, so a
+stationary joint offer earns each LMO H u_m(a); references.py plays these games round by round on
+the realised episodes. On one stage game:
 - `best_response`: LMO m's exact best offer to the others' (an 11 x 11 grid, then L-BFGS-B from
-  the best grid point on the smooth logit payoff, with the exact gradient by autograd);
+  the best grid point on the smooth logit payoff, with the exact gradient by autograd, and a grid
+  that zooms in where the payoff's kink at the paid quota stops L-BFGS-B);
 - `nash`: iterated best response (Gauss-Seidel over LMOs) until a sweep leaves the offers in place
-  or no LMO gained more than tol/100 of the mean utility by its best response in the last sweep (a
+  or no LMO gained more than tol/10 of the mean utility by its best response in the last sweep (a
   payoff-flat direction can keep L-BFGS-B's answer moving by 1e-6 for ever); converged when no LMO
   can gain more than `tol` of its utility by deviating (the exploitability, reported: that is the
   convergence check);
-- `welfare_optimum`: the joint offer maximising TP + LMOs + workers over an episode,
-  lambda g(H sum_m credited_m) - H sum_m pay_m + H sum_m surplus_m (payments to LMOs cancel).
+- `stationary_welfare_optimum`: the stationary joint offer maximising TP + LMOs + workers over an
+  episode, lambda g(H sum_m credited_m) - H sum_m pay_m + H sum_m surplus_m (payments to LMOs
+  cancel): the start of references.welfare_optimum, which optimises the whole offer path.
 """
 
 from __future__ import annotations
@@ -28,23 +32,46 @@ GRID = torch.linspace(0, 1, 11, dtype=torch.float64)
 
 
 @dataclass(frozen=True)
-class Workers:
-    """The workers of the evaluation episodes: costs and participation costs, (E, W) each."""
+class Stage:
+    """The state one round's game is played in, per evaluation episode: the workers' costs and
+    participation costs (E, W) and, when they remember, last round's choice probabilities and
+    learning workers' attractions (E, W, M). A round's stage game is fixed by it."""
 
     cost: torch.Tensor
     entry: torch.Tensor
+    previous: torch.Tensor | None = None
+    attraction: torch.Tensor | None = None
 
     @classmethod
-    def of(cls, env: IncentiveEnv) -> Workers:
-        env.reset_batch()
-        return cls(env.cost.clone(), env.entry.clone())
+    def now(cls, env: IncentiveEnv) -> Stage:
+        """The game of the round the environment's copies are in now."""
+        learning = env.conf.worker_model == "learning"
+        return cls(
+            env.cost.detach().clone(),
+            env.entry.detach().clone(),
+            env.choice.detach().clone() if env.t > 0 else None,
+            env.attraction.detach().clone() if learning else None,
+        )
+
+    @classmethod
+    def of(cls, env: IncentiveEnv) -> Stage:
+        """The first round of the seed's episodes (the evaluation's workers when `env` is the
+        evaluation environment)."""
+        env.restart()
+        return cls.now(env)
 
 
-def round_outcome(env: IncentiveEnv, workers: Workers, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+def round_outcome(env: IncentiveEnv, stage: Stage, actions: torch.Tensor) -> dict[str, torch.Tensor]:
     """Expected one-round outcome of K joint offers (K, M, 2), averaged over the episodes: (K, M) each."""
-    k, e = actions.shape[0], workers.cost.shape[0]
+    k, e = actions.shape[0], stage.cost.shape[0]
     act = actions.repeat_interleave(e, dim=0)
-    out = env.outcome(act, workers.cost.repeat(k, 1), workers.entry.repeat(k, 1))
+
+    def tiled(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.repeat(k, *([1] * (x.dim() - 1)))
+
+    out = env.outcome(
+        act, tiled(stage.cost), tiled(stage.entry), tiled(stage.previous), tiled(stage.attraction)
+    )
     return {
         key: v.view(k, e, -1).mean(1)
         for key, v in out.items()
@@ -52,38 +79,65 @@ def round_outcome(env: IncentiveEnv, workers: Workers, actions: torch.Tensor) ->
     }
 
 
-def utilities(env: IncentiveEnv, workers: Workers, actions: torch.Tensor) -> torch.Tensor:
+def utilities(env: IncentiveEnv, stage: Stage, actions: torch.Tensor) -> torch.Tensor:
     """(K, M) one-round expected rewards of K joint offers."""
-    return round_outcome(env, workers, actions)["reward"]
+    return round_outcome(env, stage, actions)["reward"]
 
 
-def best_response(
-    env: IncentiveEnv, workers: Workers, joint: torch.Tensor, m: int
-) -> tuple[torch.Tensor, float]:
-    """LMO m's best offer against the others' offers in `joint` (M, 2), and its one-round utility."""
+def best_response(env: IncentiveEnv, stage: Stage, joint: torch.Tensor, m: int) -> tuple[torch.Tensor, float]:
+    """LMO m's best offer against the others' offers in `joint` (M, 2), and its one-round utility.
+
+    The best of an 11 x 11 grid and m's current offer (so a best response never does worse than
+    staying put) starts L-BFGS-B on the smooth logit payoff, with the exact gradient by autograd.
+    The payoff has a kink where the data bought reaches the paid quota, which is often where the
+    optimum lies and where L-BFGS-B's line search fails: then a grid zooms in around its answer
+    (11 x 11 over the cells around the best offer so far, five times finer each step, to 1e-6).
+    """
     g = torch.cartesian_prod(GRID, GRID)  # (G, 2)
-    cand = joint.unsqueeze(0).repeat(len(g), 1, 1)
-    cand[:, m] = g
-    u = utilities(env, workers, cand)[:, m]
-    start = g[int(u.argmax())].numpy()
+    cand = torch.cat([g, joint[m].unsqueeze(0)])
+    best, value = _best_of(env, stage, joint, m, cand)
 
     def negative(x: np.ndarray) -> tuple[float, np.ndarray]:
         mine = torch.as_tensor(x, dtype=torch.float64).requires_grad_(True)
         a = torch.cat([joint[:m], mine.unsqueeze(0), joint[m + 1 :]]).unsqueeze(0)
-        value = -utilities(env, workers, a)[0, m]
-        value.backward()
-        return float(value.detach()), mine.grad.numpy().copy()
+        out = -utilities(env, stage, a)[0, m]
+        out.backward()
+        return float(out.detach()), mine.grad.numpy().copy()
 
     res = minimize(
         negative,
-        start,
+        best.numpy(),
         jac=True,
         method="L-BFGS-B",
         bounds=[(0, 1)] * ACT_DIM,
-        options={"ftol": 1e-12, "gtol": 1e-9},
+        options={"ftol": 1e-12, "gtol": 1e-9, "maxfun": 30},
     )
-    best = torch.as_tensor(res.x if -res.fun >= float(u.max()) else start, dtype=torch.float64)
-    return best, max(-float(res.fun), float(u.max()))
+    if -float(res.fun) > value:
+        best, value = torch.as_tensor(res.x, dtype=torch.float64), -float(res.fun)
+    if not res.success:  # a kink: refine by a grid that zooms in
+        step = torch.full((ACT_DIM,), 0.02, dtype=torch.float64)
+        for _ in range(6):
+            lo, hi = (best - step).clamp(0, 1), (best + step).clamp(0, 1)
+            axes = [
+                torch.linspace(float(lo[d]), float(hi[d]), len(GRID), dtype=torch.float64)
+                for d in range(ACT_DIM)
+            ]
+            found, found_value = _best_of(env, stage, joint, m, torch.cartesian_prod(*axes))
+            if found_value > value:
+                best, value = found, found_value
+            step = (hi - lo) / (len(GRID) - 1)
+    return best.clone(), value
+
+
+def _best_of(
+    env: IncentiveEnv, stage: Stage, joint: torch.Tensor, m: int, cand: torch.Tensor
+) -> tuple[torch.Tensor, float]:
+    """The best of candidate offers (K, 2) for LMO m, the others' offers fixed: one batched evaluation."""
+    trial = joint.unsqueeze(0).repeat(len(cand), 1, 1)
+    trial[:, m] = cand
+    u = utilities(env, stage, trial)[:, m]
+    i = int(u.argmax())
+    return cand[i].clone(), float(u[i])
 
 
 @dataclass(frozen=True)
@@ -97,7 +151,7 @@ class Equilibrium:
 
 def nash(
     env: IncentiveEnv,
-    workers: Workers,
+    stage: Stage,
     start: torch.Tensor | None = None,
     tol: float = 1e-4,
     max_iters: int = 200,
@@ -111,41 +165,42 @@ def nash(
     it = 0
     for it in range(1, max_iters + 1):  # noqa: B007 - `it` is read after the loop: the rounds it took
         moved, gained = 0.0, 0.0
-        scale = max(float(utilities(env, workers, joint.unsqueeze(0))[0, active].abs().mean()), 1e-12)
+        scale = max(float(utilities(env, stage, joint.unsqueeze(0))[0, active].abs().mean()), 1e-12)
         for i in active:
-            before = float(utilities(env, workers, joint.unsqueeze(0))[0, i])
-            best, value = best_response(env, workers, joint, i)
+            before = float(utilities(env, stage, joint.unsqueeze(0))[0, i])
+            best, value = best_response(env, stage, joint, i)
             moved = max(moved, float((best - joint[i]).abs().max()))
             gained = max(gained, (value - before) / scale)
             joint[i] = best
-        if moved < 1e-7 or gained < tol / 100:
+        if moved < 1e-7 or gained < tol / 10:
             break
-    u = utilities(env, workers, joint.unsqueeze(0))[0].numpy()
-    gains = [best_response(env, workers, joint, i)[1] - u[i] for i in active]
+    u = utilities(env, stage, joint.unsqueeze(0))[0].numpy()
+    gains = [best_response(env, stage, joint, i)[1] - u[i] for i in active]
     scale = max(float(np.mean(np.abs(u[active]))), 1e-12) if active else 1.0
     exploit = max(gains, default=0.0) / scale
     return Equilibrium(joint, u, exploit, it, exploit <= tol)
 
 
-def episode_welfare(
-    env: IncentiveEnv, workers: Workers, actions: torch.Tensor, lam: float, alpha: float, beta: float
+def stationary_welfare(
+    env: IncentiveEnv, stage: Stage, actions: torch.Tensor, lam: float, alpha: float, beta: float
 ) -> torch.Tensor:
-    """(K,) TP + LMOs + workers over an episode of H rounds of each stationary joint offer."""
-    out = round_outcome(env, workers, actions)
+    """(K,) TP + LMOs + workers over an episode of H rounds of each stationary joint offer (the TP's
+    value of the episodes' mean data: a start for references.welfare_optimum, which scores each episode)."""
+    out = round_outcome(env, stage, actions)
     h = env.conf.horizon
     tp_value = lam * alpha * torch.log1p(beta * h * out["credited"].sum(-1))
     return tp_value - h * out["pay"].sum(-1) + h * out["welfare"].sum(-1)
 
 
-def welfare_optimum(
-    env: IncentiveEnv, workers: Workers, lam: float, alpha: float, beta: float, starts: list[torch.Tensor]
+def stationary_welfare_optimum(
+    env: IncentiveEnv, stage: Stage, lam: float, alpha: float, beta: float, starts: list[torch.Tensor]
 ) -> tuple[torch.Tensor, float]:
-    """The stationary joint offer maximising episode welfare (multi-start L-BFGS-B over all 2M numbers)."""
+    """The stationary joint offer maximising stationary_welfare (multi-start L-BFGS-B over all 2M numbers)."""
     m = env.n_agents
 
     def negative(x: np.ndarray) -> tuple[float, np.ndarray]:
         a = torch.as_tensor(x, dtype=torch.float64).requires_grad_(True)
-        value = -episode_welfare(env, workers, a.view(1, m, ACT_DIM), lam, alpha, beta)[0]
+        value = -stationary_welfare(env, stage, a.view(1, m, ACT_DIM), lam, alpha, beta)[0]
         value.backward()
         return float(value.detach()), a.grad.numpy().copy()
 

@@ -43,6 +43,11 @@ def ensemble_mlp(n: int, fin: int, hidden: int, fout: int) -> nn.Sequential:
     )
 
 
+def actions_of(actor: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+    """An ensemble actor's offers in [0, 1]: obs (B, A, OBS) -> (B, A, ACT)."""
+    return torch.sigmoid(actor(obs.transpose(0, 1)).transpose(0, 1))
+
+
 class ReplayBuffer(IterableDataset):
     """A ring buffer of joint transitions; iterating it yields random mini-batches forever."""
 
@@ -230,7 +235,7 @@ class MADDPG(L.LightningModule):
         for k, v in stats.items():
             self._window.setdefault(k, []).append(v)
         every = max(int(getattr(self.trainer, "log_every_n_steps", 1) or 1), 1)
-        if (batch_idx + 1) % every == 0 or batch_idx + 1 == self.trainer.max_steps:
+        if (batch_idx + 1) % every == 0 or batch_idx + 1 == self.trainer.num_training_batches:
             means = {f"train/{k}": sum(v) / len(v) for k, v in self._window.items()}
             if self.episode_returns:
                 means["train/episode_return"] = self.episode_returns[-1]

@@ -8,15 +8,13 @@ environment and the observations to the LMOs' offers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from edgeai_repro.incentive.env import ACT_DIM, IncentiveEnv
-
-Behaviour = Callable[[IncentiveEnv, torch.Tensor], torch.Tensor]
+from edgeai_repro.incentive.episodes import Behaviour
 
 
 @dataclass
@@ -41,6 +39,10 @@ class Method:
     # ASOSA's outer loop (stage 1 <-> stage 2): only the mechanism itself (asosa.yaml) runs it. Every
     # method is compared on the first stage-1 game, so for a baseline the loop would only cost time.
     outer_loop: bool = False
+    # Whether its exploitability is measured: for the learned policies and the fixed offers; not for
+    # random offers (they differ on every replay of the episodes) nor for myopic best-response
+    # dynamics (its grid search in every deviation's replica would take minutes per cell).
+    exploitable: bool = True
 
     def behaviour(self, ctx: Context) -> Behaviour:
         raise NotImplementedError
@@ -57,6 +59,8 @@ class Learned(Method):
 
 @dataclass
 class Random(Method):
+    exploitable: bool = False
+
     def behaviour(self, ctx: Context) -> Behaviour:
         return lambda env, obs: torch.rand(obs.shape[0], env.n_agents, ACT_DIM, generator=ctx.gen)
 
@@ -94,6 +98,7 @@ class Myopic(Method):
 
     private_costs: bool = True
     grid: int = 9
+    exploitable: bool = False
 
     def behaviour(self, ctx: Context) -> Behaviour:
         last: dict[str, torch.Tensor] = {}
@@ -133,8 +138,8 @@ class Myopic(Method):
 
 @dataclass
 class Equilibrium(Method):
-    """The LMOs play the one-round game's Nash equilibrium offers, computed on the evaluation
-    workers (a reference, not a deployable policy: it uses every LMO's utility)."""
+    """The LMOs play the per-round Nash equilibrium offers of the game on the evaluation episodes
+    (references.py; a reference, not a deployable policy: it uses every LMO's utility)."""
 
 
 def build(node) -> Method:

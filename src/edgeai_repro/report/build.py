@@ -185,6 +185,7 @@ def build_report(
             f"The paper prints no numbers for this experiment: only its claims (paper_results/{paper}/claims.yaml) "
             "are compared, below."
         )
+    note = " ".join([note, *g.notes])
     command = "edgeai-repro " + " ".join(manifest.get("arguments", []))
     text = render_markdown(
         spec.get("title") or config.experiment_name, command, agg, spec, g, entries, figures, note

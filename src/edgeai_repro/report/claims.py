@@ -425,15 +425,17 @@ def threshold(
     ev: Evidence,
     claim: ClaimSpec,
     *,
-    metric: str,
+    metric: str | list[str],
     ours: str,
     only: str | None = None,
     exact: bool = False,
     normalise: dict[str, str] | None = None,
 ) -> Outcome:
-    """At every point, `ours`' metric against the claim's bound: at_least (or a normalised `level`:
-    with `normalise` = {chance: <metric>, best: <metric>} the value is rescaled so that chance is 0
-    and the achievable maximum is 1) or at_most. `exact`: the metric is computed, not sampled."""
+    """At every point, `ours`' metric (or each of several, all against the same bound) against the
+    claim's bound: at_least (or a normalised `level`: with `normalise` = {chance: <metric>, best:
+    <metric>} the value is rescaled so that chance is 0 and the achievable maximum is 1) or at_most.
+    `exact`: the metric is computed, not sampled."""
+    metrics = [metric] if isinstance(metric, str) else list(metric)
     bound = (
         claim.level
         if claim.level is not None
@@ -441,14 +443,16 @@ def threshold(
     )
     above = claim.at_most is None
     judged = []
-    for p, est in _per_point(ev, metric, ours, only, exact, normalise):
-        ok = est.low >= bound if above else est.high <= bound
-        bad = est.high < bound if above else est.low > bound
-        judged.append(Judged(p, est, _side(est, ok, bad), abs(est.mean - bound)))
+    for name in metrics:
+        for p, est in _per_point(ev, name, ours, only, exact, normalise):
+            ok = est.low >= bound if above else est.high <= bound
+            bad = est.high < bound if above else est.low > bound
+            label = f"{name} at {p}" if len(metrics) > 1 and p else (name if len(metrics) > 1 else p)
+            judged.append(Judged(label, est, _side(est, ok, bad), abs(est.mean - bound)))
     scaled = " normalised to (value - chance) / (best - chance)" if normalise else ""
     what = (
-        f"{ours} {metric}{scaled}{f' ({only})' if only else ''}, needed {'>=' if above else '<='} {bound:g} "
-        f"at every point ({claim.why})"
+        f"{ours} {' and '.join(metrics)}{scaled}{f' ({only})' if only else ''}, needed "
+        f"{'>=' if above else '<='} {bound:g} at every point ({claim.why})"
     )
     return _conclude(judged, ("clear", "miss"), what, ev)
 

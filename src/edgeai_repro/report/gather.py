@@ -23,6 +23,7 @@ class Gathered:
     sources: set[str] = field(default_factory=set)  # where each cell's data came from (setting_of)
     seed_wall_s: dict[int, float] = field(default_factory=dict)  # compute seconds of each seed's cells
     counterexamples: dict[str, dict[str, str]] = field(default_factory=dict)  # method -> metric -> the first
+    notes: list[str] = field(default_factory=list)  # what the cells say their figures are (each once)
 
     @property
     def paper_setting(self) -> bool:
@@ -63,6 +64,7 @@ def gather(manifest: dict, store: CellStore) -> Gathered:
     rows, curves, failed, missing, scales, sources = [], [], [], [], set(), set()
     walls: dict[int, float] = {}
     examples: dict[str, dict[str, str]] = {}
+    notes: list[str] = []
     for cell in manifest["cells"]:
         cid = cell["cell_id"]
         result = store.load(cid)
@@ -73,6 +75,7 @@ def gather(manifest: dict, store: CellStore) -> Gathered:
         scales.add(result.get("scale", "?"))
         sources.add(setting_of(result))
         walls[int(result["seed"])] = walls.get(int(result["seed"]), 0.0) + float(result.get("wall_s") or 0.0)
+        notes.extend(n for n in result.get("notes") or [] if n not in notes)
         for method, found in (result.get("counterexamples") or {}).items():
             for metric, text in found.items():
                 examples.setdefault(method, {}).setdefault(metric, text)
@@ -92,4 +95,5 @@ def gather(manifest: dict, store: CellStore) -> Gathered:
         sources,
         walls,
         examples,
+        notes,
     )
