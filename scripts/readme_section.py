@@ -82,9 +82,9 @@ def metric_table(table: pd.DataFrame, metric: str, methods: list[str] | None, x_
             if paper and not pd.isna(by.loc[m, "paper_value"]):
                 text += f" [paper {by.loc[m, 'paper_value']:g}]"
             cells.append(text)
-        lines.append(
-            "| " + " | ".join(([str(p)] if has_panel else []) + ([str(x)] if has_x else []) + cells) + " |"
-        )
+        keys = ([str(p)] if has_panel else []) + ([str(x)] if has_x else [])
+        # a panel may combine keys with " | ", which would split the Markdown cell
+        lines.append("| " + " | ".join([k.replace("|", "\\|") for k in keys] + cells) + " |")
     return "\n".join(lines)
 
 
@@ -102,7 +102,7 @@ def render(name: str, opts: dict[str, list[str]], snapshot: Path = SNAPSHOT) -> 
     x_label = OmegaConf.select(spec, "report.x_label") or "x"
     seeds = int(table["n_seeds"].max()) if len(table) else 0
     parts = [
-        f"#### `{name}`",
+        f"### `{name}`",
         "",
         about,
         "",
