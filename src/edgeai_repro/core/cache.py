@@ -125,7 +125,7 @@ CACHES: dict[str, Cache] = {
         # v4: judged on the game of the last iteration, per-LMO gaps, exploitability, exact update counts
         _cache(
             "cells/incentive_asosa",
-            4,
+            5,
             ["edgeai_repro.incentive.asosa:run", "edgeai_repro.incentive.asosa:judged"],
             "441ca6fadc59",
         ),
@@ -174,10 +174,11 @@ CACHES: dict[str, Cache] = {
             "6b76433eca3b",
         ),
         # references v2: iterated best response's stopping rule; v3: the game played (per-round Nash
-        # path on the realised episodes, open-loop best responses when workers remember, welfare over paths)
+        # path on the realised episodes, open-loop best responses when workers remember, welfare over paths);
+        # v4 (and cells/incentive_asosa v5): best responses descend from each LMO's best start only
         _cache(
             "incentive/references",
-            3,
+            4,
             [
                 "edgeai_repro.incentive.references:compute",
                 "edgeai_repro.incentive.references:stage_nash_path",
@@ -186,7 +187,7 @@ CACHES: dict[str, Cache] = {
                 "edgeai_repro.incentive.game:nash",
                 "edgeai_repro.incentive.game:best_response",
             ],
-            "c427e5376551",
+            "2c856c97d10d",
             20,
         ),
     )
