@@ -82,23 +82,36 @@ def df_setup(compose, tmp_path: Path):
     return make
 
 
-@pytest.fixture(scope="session")
-def deepfusion_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One finished smoke run of deepfusion/table1_2 (its trained devices, the global MoE's init, the
-    teacher targets and every method's cell), prepared once for the whole session, across xdist
-    workers (a file lock in their shared temp folder): the other DeepFusion experiments start from a
-    copy of its cell store, as a user's later experiments start from Tables I-II's."""
+def _prepared_store(experiment: str, factory: pytest.TempPathFactory) -> Path:
+    """One finished smoke run of `experiment`, prepared once for the whole session across xdist
+    workers (a file lock in their shared temp folder)."""
     from filelock import FileLock
 
-    shared = tmp_path_factory.getbasetemp().parent / "deepfusion-store"
+    shared = factory.getbasetemp().parent / f"{experiment.replace('/', '-')}-store"
     with FileLock(str(shared) + ".lock"):
         done = shared / "done"
         if not done.exists():
             shared.mkdir(exist_ok=True)
-            run = launch(["experiment=deepfusion/table1_2", "scale=smoke"], shared)
+            run = launch([f"experiment={experiment}", "scale=smoke"], shared)
             assert run.returncode == 0, run.stderr[-3000:]
             done.write_text(run.stdout + run.stderr)
     return shared
+
+
+@pytest.fixture(scope="session")
+def deepfusion_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """deepfusion/table1_2 at smoke scale (its trained devices, the global MoE's init, the teacher
+    targets and every method's cell): the other DeepFusion experiments start from a copy of its cell
+    store, as a user's later experiments start from Tables I-II's."""
+    return _prepared_store("deepfusion/table1_2", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def incentive_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """incentive/baselines at smoke scale: its ASOSA cells are the default point of every other
+    incentive experiment (convergence, the sweeps, the stabilisers), which start from a copy of its
+    cell store, as a user's do after the baselines."""
+    return _prepared_store("incentive/baselines", tmp_path_factory)
 
 
 def seeded_from(store: Path, workdir: Path) -> Path:

@@ -659,12 +659,19 @@ def evaluate(claims: list[ClaimSpec], tested: dict[str, dict], ev: Evidence) -> 
                 wall = max(0, result.seeds_needed - result.n) * ev.seed_wall_s
             evidence = result.evidence
             if result.verdict == "inconclusive":
-                evidence += "; " + (
-                    f"about {result.seeds_needed} seeds would decide it"
-                    + (f" ({_duration(wall)} more at this scale on this machine)" if wall else "")
-                    if result.seeds_needed
-                    else "no number of seeds decides it at the observed effect (it sits on the boundary)"
-                )
+                if not result.seeds_needed:
+                    evidence += (
+                        "; no number of seeds decides it at the observed effect (it sits on the boundary)"
+                    )
+                elif result.seeds_needed > MAX_SEEDS:
+                    evidence += (
+                        f"; more than {MAX_SEEDS:,} seeds would be needed to decide it at the observed "
+                        "spread (the estimate is all but on the boundary)"
+                    )
+                else:
+                    evidence += f"; about {result.seeds_needed} seeds would decide it" + (
+                        f" ({_duration(wall)} more at this scale on this machine)" if wall else ""
+                    )
             out.append(
                 Verdict(
                     text,
