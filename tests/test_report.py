@@ -197,6 +197,7 @@ def test_estimates_match_the_t_interval_and_exact_values_have_zero_width() -> No
     assert est.low == pytest.approx(sum(xs) / 4 - half) and est.high == pytest.approx(sum(xs) / 4 + half)
     assert estimate([1.0, 1.0, 1.0]).ci() == [1.0, 1.0]  # computed, not sampled: no spread
     assert not estimate([1.0]).testable and estimate([1.0], exact=True).ci() == [1.0, 1.0]
+    assert estimate([1.0], exact=True).testable  # a computed value is judged from one run
     assert paired(pd.Series([1.0, 2.0]), pd.Series([0.0, 1.0])).mean == 1.0
     assert paired(pd.Series([1.0, 2.0]), pd.Series([2.0, 3.0]), lower_is_better=True).mean == 1.0
 
@@ -451,3 +452,29 @@ def test_a_threshold_on_several_metrics_holds_only_when_each_clears_the_bound() 
     assert verdict(rows([1.0, 1.1, 0.9], [0.5, 0.6, 0.4])).verdict == "held"
     failed = verdict(rows([1.0, 1.1, 0.9], [9.0, 9.5, 9.2]))
     assert failed.verdict == "not_held" and "exploit" in failed.evidence
+
+
+@pytest.mark.parametrize(("small", "large", "verdict"), [(3.0, 1.1, "held"), (1.0, 0.5, "not_held")])
+def test_a_ratio_range_of_computed_values_is_judged_from_one_run(
+    small: float, large: float, verdict: str
+) -> None:
+    """Fig. 7's memory model has no seed: its one value per model is the quantity, so "3.3x to 9.3x"
+    is judged on it (it was not_testable, 'run more seeds', which would print the same numbers)."""
+    rows = pd.DataFrame(
+        [
+            {"n": "fedjets_qwen_moe", "seed": 0, "method": "fedjets", "peak": 10.0},
+            {"n": "gpt2", "seed": 0, "method": "deepfusion", "peak": small},
+            {"n": "bloom", "seed": 0, "method": "deepfusion", "peak": large},
+        ]
+    )
+    claim = ClaimSpec(
+        id="c",
+        text="C.",
+        provenance="claim-only",
+        kind="magnitude",
+        range=(3.3, 9.3),
+        margin=Margin(0.25, relative=True, why="w"),
+    )
+    params = {"check": "ratio_range", "metric": "peak", "numerator": "fedjets_qwen_moe"}
+    out = claims.evaluate([claim], {"c": params}, evidence(rows, ["peak"]))[0]
+    assert out.verdict == verdict, out.evidence

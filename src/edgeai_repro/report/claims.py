@@ -264,9 +264,10 @@ def _conclude(
     ok = [j for j in judged if j.side == "ok"]
     bad = [j for j in judged if j.side == "bad"]
     open_ = [j for j in judged if j.side in ("undecided", "untestable")]
-    counts = (
-        f"{len(ok)} {words[0]}, {len(bad)} {words[1]}, {len(open_)} undecided of {len(judged)} "
-        f"(n = {'/'.join(map(str, seeds))} seeds; 95% intervals)"
+    counts = f"{len(ok)} {words[0]}, {len(bad)} {words[1]}, {len(open_)} undecided of {len(judged)} " + (
+        "(one computed value per point: exact, no interval)"
+        if seeds == [1]
+        else f"(n = {'/'.join(map(str, seeds))} seeds; 95% intervals)"
     )
     if bad:
         deciding, verdict, needed = max(bad, key=lambda j: j.distance), "not_held", None

@@ -30,8 +30,8 @@ def t_quantile(df: int) -> float:
 @dataclass(frozen=True)
 class Estimate:
     """A mean over n seeds (of per-seed values or of paired differences) with its 95% interval.
-    One seed: no interval (low = high = nan). Zero spread over several seeds: the interval is the
-    point (an exact quantity, such as a byte count, does not vary)."""
+    One sampled seed: no interval (low = high = nan). Zero spread over several seeds, or one computed
+    value: the interval is the point (an exact quantity, such as a byte count, does not vary)."""
 
     n: int
     mean: float
@@ -41,7 +41,9 @@ class Estimate:
 
     @property
     def testable(self) -> bool:
-        return self.n >= 2 and not math.isnan(self.low)
+        # one computed value (estimate(..., exact=True): sd 0) is the quantity itself; one sampled
+        # value has no interval
+        return (self.n >= 2 or (self.n == 1 and self.sd == 0.0)) and not math.isnan(self.low)
 
     def ci(self) -> list[float]:
         return [self.low, self.high]
