@@ -478,3 +478,23 @@ def test_a_ratio_range_of_computed_values_is_judged_from_one_run(
     params = {"check": "ratio_range", "metric": "peak", "numerator": "fedjets_qwen_moe"}
     out = claims.evaluate([claim], {"c": params}, evidence(rows, ["peak"]))[0]
     assert out.verdict == verdict, out.evidence
+
+
+def test_a_swept_key_the_report_does_not_show_splits_the_table_instead_of_being_averaged() -> None:
+    """Two settings of one method at one point are not two seeds: a key the sweep varies but the
+    report neither panels nor puts on x becomes a panel (the build adds it and says so)."""
+    from edgeai_repro.report.table import unshown_keys
+
+    rows = pd.DataFrame(
+        [
+            {"n": 1, "seed": s, "method": "ours", "avg": a, "other": "same", "m": float(a)}
+            for s in (0, 1)
+            for a in (False, True)
+        ]
+    )
+    assert unshown_keys(rows, ["n", "seed", "avg", "other"], "n", None) == ["avg"]
+    assert unshown_keys(rows, ["n", "seed", "avg"], "n", "avg") == []
+    one = rows[rows["avg"]]
+    assert unshown_keys(one, ["n", "seed", "avg"], "n", None) == []
+    by_method = rows.assign(method=rows["avg"].map({False: "a", True: "b"}))  # a method group swept
+    assert unshown_keys(by_method, ["n", "seed", "avg"], "n", None) == []

@@ -23,6 +23,7 @@ from edgeai_repro.report.table import (
     join_paper,
     paper_beside_markdown,
     render_markdown,
+    unshown_keys,
     with_points,
 )
 
@@ -149,6 +150,16 @@ def build_report(
         return final, None
     spec = OmegaConf.to_container(config.report, resolve=True)
     g = gather(manifest, store)
+    swept = list(dict.fromkeys(k for cell in manifest["cells"] for k in cell["coords"]))
+    extra = unshown_keys(g.rows, swept, spec.get("x"), spec.get("panel"))
+    if extra:
+        panel = spec.get("panel")
+        spec["panel"] = [*([panel] if isinstance(panel, str) else list(panel or [])), *extra]
+        g.notes.append(
+            f"The sweep varies {', '.join(extra)}, which neither report.x nor report.panel names: "
+            "the table panels by it instead of averaging its settings as if they were seeds "
+            "(set report.panel or report.x to choose)."
+        )
     metrics = list(spec["metrics"])
     agg = aggregate(g.rows, spec.get("x"), spec.get("panel"), metrics)
     paper_root = Path(config.paths.paper_results)

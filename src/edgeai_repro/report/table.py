@@ -22,6 +22,25 @@ def with_points(rows: pd.DataFrame, x: str | None, panel: str | list[str] | None
     return frame
 
 
+def unshown_keys(
+    rows: pd.DataFrame, swept: list[str], x: str | None, panel: str | list[str] | None
+) -> list[str]:
+    """Swept keys that neither the x axis nor the panel names but which split the cells of one
+    (panel, x, method, seed): averaging over them would mix settings as if they were seeds."""
+    if rows.empty:
+        return []
+    shown = {x, "seed", *([panel] if isinstance(panel, str) else list(panel or []))}
+    group = [k for k in shown if k and k in rows] + [SERIES]
+    extra = []
+    for key in swept:
+        if key in shown or key not in rows:
+            continue
+        frame = rows[group].astype(str).assign(_v=rows[key].astype(str))
+        if frame.groupby(group, sort=False)["_v"].nunique().max() > 1:
+            extra.append(key)
+    return extra
+
+
 def aggregate(
     rows: pd.DataFrame, x: str | None, panel: str | list[str] | None, metrics: list[str]
 ) -> pd.DataFrame:
