@@ -36,6 +36,13 @@ def launch(
         a.startswith("experiment=") for a in args
     ):
         args = [*args, "hydra/launcher=basic"]
+    if env is None and "hydra/launcher=basic" in args and not os.environ.get("EDGEAI_TESTS_FRESH"):
+        # a fork of a server that imported the heavy libraries once (tests/_forklaunch.py); the
+        # process-pool launchers (joblib, submitit) and changed environments start a fresh
+        # interpreter, as does every launch with EDGEAI_TESTS_FRESH=1
+        import _forklaunch
+
+        return _forklaunch.run(args, cwd, timeout)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "edgeai_repro", *args],

@@ -60,7 +60,7 @@ def test_every_experiment_runs_at_smoke_scale(request, workdir: Path, name: str)
         seeded_from(request.getfixturevalue(FROM_STORE[name]), workdir)
     # launch() runs cells one after another; two experiments keep their parallel launcher (joblib),
     # which tests that path end to end for a Lightning paper and a simulation one.
-    launcher = ["hydra/launcher=joblib"] if name in {"incentive/vs_lmos", "aeria/properties"} else []
+    launcher = ["hydra/launcher=joblib"] if name in {"incentive/vs_theta", "aeria/properties"} else []
     run = launch([f"experiment={name}", "scale=smoke", *launcher], workdir)
     assert run.returncode == 0, run.stderr[-3000:]
     paper, short = name.split("/")
