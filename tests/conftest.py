@@ -26,6 +26,16 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def load_script(name: str):
+    """scripts/<name>.py imported as a module (the scripts folder is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def launch(
     args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None
 ) -> subprocess.CompletedProcess:

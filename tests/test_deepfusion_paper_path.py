@@ -14,6 +14,7 @@ import pytest
 import torch
 import transformers
 
+from conftest import load_script
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.deepfusion import data
 from edgeai_repro.deepfusion.data import tokenizers as tokenization
@@ -220,13 +221,7 @@ def test_paper_scale_on_a_cpu_stops_at_validation_naming_what_is_missing(compose
 
 def test_the_gpu_check_script_runs_its_steps_at_tiny_size(tmp_path: Path) -> None:
     """scripts/gpu_check.py (run on a GPU at paper size) kept working: the same steps on tiny configs."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "gpu_check", Path(__file__).parents[1] / "scripts" / "gpu_check.py"
-    )
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
+    gpu_check = load_script("gpu_check")
     rows = gpu_check.main(["--tiny", "--models", "gpt2,bloom", "--out", str(tmp_path)])
     assert [r["check"] for r in rows] == ["qlora_train", "qlora_train", "vaa_step", "merge_phase3"]
     assert all(r["model_gb"] > 0 for r in rows[:2]) and all(0 < r["loss"] < 20 for r in rows if "loss" in r)

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, load_script
 
 
 def section_script():
-    spec = importlib.util.spec_from_file_location("readme_section", ROOT / "scripts" / "readme_section.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("readme_section")
 
 
 MANUALS = sorted((ROOT / "docs").glob("*.md"))
