@@ -64,6 +64,7 @@ def _child(args: list[str], cwd: str, out: str, err: str) -> None:
 
 def run(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
     """`python -m edgeai_repro *args` in `cwd`, as subprocess.run(capture_output=True, text=True)."""
+    command = [sys.executable, "-m", "edgeai_repro", *args]
     with tempfile.TemporaryDirectory() as tmp:
         out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
         proc = _server().Process(target=_child, args=(list(args), str(cwd), out, err))
@@ -72,8 +73,6 @@ def run(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProce
         if proc.is_alive():
             proc.kill()
             proc.join()
-            raise subprocess.TimeoutExpired([sys.executable, "-m", "edgeai_repro", *args], timeout)
+            raise subprocess.TimeoutExpired(command, timeout)
         read = [Path(p).read_text() if Path(p).exists() else "" for p in (out, err)]
-        return subprocess.CompletedProcess(
-            [sys.executable, "-m", "edgeai_repro", *args], proc.exitcode, read[0], read[1]
-        )
+        return subprocess.CompletedProcess(command, proc.exitcode, read[0], read[1])

@@ -187,7 +187,7 @@ CACHES: dict[str, Cache] = {
                 "edgeai_repro.incentive.game:nash",
                 "edgeai_repro.incentive.game:best_response",
             ],
-            "2c856c97d10d",
+            "3d31071439c0",
             20,
         ),
     )

@@ -130,8 +130,7 @@ def best_responses(
     candidates = torch.stack([start[:, index].permute(1, 0, 2) for start in starts])  # (S, n, H, 2)
     with torch.no_grad():
         scores = torch.stack([payoffs(x) for x in candidates])  # (S, n)
-    pick = scores.argmax(0)
-    x0 = candidates[pick, torch.arange(n)]  # (n, H, 2)
+    x0 = candidates[scores.argmax(0), torch.arange(n)]  # (n, H, 2): each deviator's best start
     x = torch.as_tensor(
         _lbfgsb(lambda v: -payoffs(v.view(n, h, ACT_DIM)).sum(), x0.reshape(-1).numpy(), maxfun),
         dtype=torch.float64,
@@ -139,11 +138,12 @@ def best_responses(
     with torch.no_grad():
         values = payoffs(x)
     # L-BFGS-B minimises the sum, so one deviator may end below its start: keep the better of the two
-    better = values >= scores.max(0).values
+    start_values = scores.max(0).values
+    better = values >= start_values
     chosen = torch.where(better.view(n, 1, 1), x, x0)
     best = np.full(m, np.nan)
     paths = torch.zeros(m, h, ACT_DIM, dtype=torch.float64)
-    best[lmos] = torch.where(better, values, scores.max(0).values).numpy()
+    best[lmos] = torch.where(better, values, start_values).numpy()
     paths[index] = chosen
     return best, paths
 

@@ -21,6 +21,7 @@ from edgeai_repro.report.paper import load_claims, load_table, setting_of
 from edgeai_repro.report.table import (
     aggregate,
     join_paper,
+    panel_keys,
     paper_beside_markdown,
     render_markdown,
     unshown_keys,
@@ -153,8 +154,7 @@ def build_report(
     swept = list(dict.fromkeys(k for cell in manifest["cells"] for k in cell["coords"]))
     extra = unshown_keys(g.rows, swept, spec.get("x"), spec.get("panel"))
     if extra:
-        panel = spec.get("panel")
-        spec["panel"] = [*([panel] if isinstance(panel, str) else list(panel or [])), *extra]
+        spec["panel"] = [*panel_keys(spec.get("panel")), *extra]
         g.notes.append(
             f"The sweep varies {', '.join(extra)}, which neither report.x nor report.panel names: "
             "the table panels by it instead of averaging its settings as if they were seeds "

@@ -13,10 +13,15 @@ from edgeai_repro.report.gather import Gathered
 SERIES = "method"
 
 
+def panel_keys(panel: str | list[str] | None) -> list[str]:
+    """The keys a report's `panel` names (one key, several, or none)."""
+    return [panel] if isinstance(panel, str) else list(panel or [])
+
+
 def with_points(rows: pd.DataFrame, x: str | None, panel: str | list[str] | None) -> pd.DataFrame:
     """The per-seed rows with the table's `panel` and `x` columns added (a panel may combine keys)."""
     frame = rows.copy()
-    keys = [panel] if isinstance(panel, str) else list(panel or [])
+    keys = panel_keys(panel)
     frame["panel"] = frame[keys].astype(str).agg(" | ".join, axis=1) if keys else ""
     frame["x"] = frame[x] if x else ""
     return frame
@@ -29,7 +34,7 @@ def unshown_keys(
     (panel, x, method, seed): averaging over them would mix settings as if they were seeds."""
     if rows.empty:
         return []
-    shown = {x, "seed", *([panel] if isinstance(panel, str) else list(panel or []))}
+    shown = {x, "seed", *panel_keys(panel)}
     group = [k for k in shown if k and k in rows] + [SERIES]
     extra = []
     for key in swept:
