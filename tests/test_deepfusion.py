@@ -399,10 +399,20 @@ def test_a_split_source_keeps_its_test_records_and_each_case_reads_its_own_files
 
 def test_paper_scale_sample_counts_are_the_papers_per_case(compose) -> None:
     med = compose(
-        ["experiment=deepfusion/table1_2", "scale=paper", "deepfusion.case=medical"]
+        [
+            "experiment=deepfusion/table1_2",
+            "scale=paper",
+            "deepfusion.case=medical",
+            "deepfusion.data.source=hub",
+        ]
     ).deepfusion.data
     fin = compose(
-        ["experiment=deepfusion/table1_2", "scale=paper", "deepfusion.case=finance"]
+        [
+            "experiment=deepfusion/table1_2",
+            "scale=paper",
+            "deepfusion.case=finance",
+            "deepfusion.data.source=hub",
+        ]
     ).deepfusion.data
     assert (med.train_samples, med.test_samples, fin.train_samples, fin.test_samples) == (
         30429,
@@ -665,8 +675,36 @@ def test_trained_devices_are_cached_and_shared(df_setup, tmp_path: Path) -> None
     assert list(tmp_path.glob("deepfusion/devices/*.corrupt-*")) and (first[0].folder / "meta.json").exists()
 
 
-def test_paper_scale_training_needs_a_gpu_trainer(compose) -> None:
+def test_paper_scale_training_needs_real_data_and_a_gpu_trainer(compose) -> None:
     from edgeai_repro.core.runner import validate
 
-    with pytest.raises(ConfigError, match="trainer=gpu"):
+    with pytest.raises(ConfigError, match=r"^deepfusion\.data\.source=synthetic at scale=paper") as err:
         validate(compose(["experiment=deepfusion/table1_2", "scale=paper"]))
+    assert "deepfusion.data.source=hub" in str(err.value) and str(err.value).count(". ") == 0
+    with pytest.raises(ConfigError, match="trainer=gpu"):
+        validate(compose(["experiment=deepfusion/table1_2", "scale=paper", "deepfusion.data.source=hub"]))
+    # Local files are the user's real data: no refusal of the source (the missing path is named).
+    with pytest.raises(
+        ConfigError, match=r"deepfusion\.data\.source=local needs deepfusion\.cases\.medical\.path"
+    ):
+        validate(compose(["experiment=deepfusion/table1_2", "scale=paper", "deepfusion.data.source=local"]))
+
+
+@pytest.mark.parametrize("name", ["qwen_moe", "deepseek_moe"])
+def test_the_global_moe_is_sparse_and_fedjets_downloads_a_true_subset(name: str) -> None:
+    """top-k = min(published top-k, K // 2) at every scale and K >= 2: no token uses every expert, and
+    FedJETS' local MoE (the global top-k experts) is never the whole global MoE."""
+    from edgeai_repro.deepfusion.accounting.comm import pruned_moe_config
+    from edgeai_repro.deepfusion.models import catalog
+    from edgeai_repro.deepfusion.models import families as archs
+    from edgeai_repro.deepfusion.models.moe import global_config
+
+    arch = archs.packaged(name)
+    for config in (arch.config(), catalog.build_config(arch, arch.tiny)):
+        for k in range(2, 13):
+            g = global_config(config, k)
+            local = pruned_moe_config(g, None)
+            assert g.num_experts == k and 1 <= g.num_experts_per_tok <= k // 2
+            assert local.num_experts == g.num_experts_per_tok < k
+    assert global_config(arch.config(), 6).num_experts_per_tok == 3  # DeepSeek 6 / Qwen 4 of 6 published
+    assert global_config(catalog.build_config(arch, arch.tiny), 6).num_experts_per_tok == 2  # tiny unchanged

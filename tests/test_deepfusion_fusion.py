@@ -107,8 +107,25 @@ def test_vocab_mapping_and_sequence_alignment(toks: dict) -> None:
     assert align.aligned_positions([3, 5, 9], [2, 5, 9, 11]) == [(1, 1), (2, 2)]
     probs = torch.tensor([[0.5, 0.3, 0.2]])
     ids = torch.tensor([[0, 1, 2]])
-    out = align.project_topk(probs, ids, torch.tensor([4, 4, 1]), 6)
-    assert torch.allclose(out, torch.tensor([[0, 0.2, 0, 0, 0.8, 0]]))
+    p, i = align.project_topk(probs, ids, torch.tensor([4, 4, 1]))
+    assert torch.allclose(p, torch.tensor([[0.8, 0.2, 0.0]])) and i[0, :2].tolist() == [4, 1]
+
+
+def test_the_sparse_vocabulary_projection_equals_the_dense_one() -> None:
+    """project_topk (k x k per position) gives the distribution the dense scatter over the student's
+    whole vocabulary gives, with duplicate and unmapped teacher tokens, at Qwen's vocabulary size."""
+    g = torch.Generator().manual_seed(0)
+    vocab, k = 151_936, 8
+    mapping = torch.randint(0, 40, (5_000,), generator=g)  # a small student range: many collisions
+    mapping[torch.randint(0, 5_000, (500,), generator=g)] = -1
+    probs = torch.rand(64, k, generator=g).softmax(-1)
+    ids = torch.randint(0, 5_000, (64, k), generator=g)
+    target = mapping[ids]
+    dense = torch.zeros(64, vocab).scatter_add_(-1, target.clamp_min(0), probs * (target >= 0))
+    dense = dense / dense.sum(-1, keepdim=True).clamp_min(1e-12)
+    p, i = align.project_topk(probs, ids, mapping)
+    sparse = torch.zeros(64, vocab).scatter_add_(-1, i, p)
+    assert torch.allclose(sparse, dense, atol=1e-6) and (p[:, :-1] >= p[:, 1:]).all()
 
 
 def qwen_surfaces() -> list[str]:

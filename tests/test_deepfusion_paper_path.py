@@ -201,11 +201,18 @@ def test_paper_scale_on_a_cpu_stops_at_validation_naming_what_is_missing(compose
         match=r"needs the checkpoints of .*HF_HUB_OFFLINE.* and a GPU for .*qwen_moe "
         r"\(14\.3B parameters\)",
     ) as err:
-        validate(compose(["experiment=deepfusion/table1_2", "scale=paper"]))
+        validate(compose(["experiment=deepfusion/table1_2", "scale=paper", "deepfusion.data.source=hub"]))
     assert str(err.value).count(". ") == 0 and "scale=tiny" in str(err.value)
     with pytest.raises(ConfigError, match=r"paths\.checkpoints\.gpt2=.*holds no config\.json"):
         validate(
-            compose(["experiment=deepfusion/table1_2", "scale=paper", "+paths.checkpoints.gpt2=/nowhere"])
+            compose(
+                [
+                    "experiment=deepfusion/table1_2",
+                    "scale=paper",
+                    "deepfusion.data.source=hub",
+                    "+paths.checkpoints.gpt2=/nowhere",
+                ]
+            )
         )
     # Local small checkpoints: the same command passes validation on a CPU.
     validate(
@@ -213,6 +220,7 @@ def test_paper_scale_on_a_cpu_stops_at_validation_naming_what_is_missing(compose
             [
                 "experiment=deepfusion/table1_2",
                 "scale=paper",
+                "deepfusion.data.source=hub",
                 *[f"+paths.checkpoints.{k}={v}" for k, v in checkpoints.items()],
             ]
         )

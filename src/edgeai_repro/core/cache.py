@@ -119,7 +119,7 @@ CACHES: dict[str, Cache] = {
         _cache("cells/deepfusion_phase1", 2, ["edgeai_repro.deepfusion.tasks:run_phase1"], "814925ab656c"),
         # fusion v2: fair baselines (FedJETS rounds, FedMKT's budget and traffic, OFA-KD's projector);
         # v3: each domain's student and VAA seeded apart (results independent of the teacher-targets cache)
-        _cache("cells/deepfusion_fusion", 4, ["edgeai_repro.deepfusion.tasks:run_fusion"], "71840e78d6de"),
+        _cache("cells/deepfusion_fusion", 4, ["edgeai_repro.deepfusion.tasks:run_fusion"], "cff9d633db65"),
         # incentive v2: references on the evaluation episodes' own workers; v3: best response stops when a
         # sweep gains < tol/100, MADDPG logs its losses once per logging interval
         # v4: judged on the game of the last iteration, per-LMO gaps, exploitability, exact update counts
@@ -156,7 +156,7 @@ CACHES: dict[str, Cache] = {
                 "edgeai_repro.deepfusion.server.distill:add_teacher",
                 "edgeai_repro.deepfusion.server.clustering:proxy",
             ],
-            "ae2ef8ed756c",
+            "eeea14066ae2",
         ),
         _cache(
             "deepfusion/vocab_maps",

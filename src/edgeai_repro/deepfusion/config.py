@@ -478,6 +478,17 @@ def validate_memory(cfg: DictConfig) -> None:
 def validate_pipeline(cfg: DictConfig, c: DeepFusionConf | None = None) -> None:
     c = c or settings(cfg)
     built = _check_models(c)
+    require(
+        cfg.scale.name != "paper" or c.data.source != "synthetic",
+        "deepfusion.data.source=synthetic at scale=paper would train the published models on our generator's "
+        "made-up facts; set deepfusion.data.source=hub (the paper's MMedBench and FiQA) or "
+        "deepfusion.data.source=local with deepfusion.data.path=<your JSONL file or folder>.",
+    )
+    require(
+        c.data.source != "local" or c.data_path()[0],
+        f"deepfusion.data.source=local needs deepfusion.cases.{c.case}.path (or deepfusion.data.path for every "
+        "case) =<file.jsonl or a folder with train.jsonl and test.jsonl>.",
+    )
     t = cfg.trainer
     require(
         t.devices in (1, "1") and t.strategy == "auto",
@@ -503,11 +514,6 @@ def validate_pipeline(cfg: DictConfig, c: DeepFusionConf | None = None) -> None:
             "are for the accounting of deepfusion/fig8_comm.",
         )
     d = c.data
-    require(
-        d.source != "local" or c.data_path()[0],
-        f"deepfusion.data.source=local needs deepfusion.cases.{c.case}.path (or deepfusion.data.path for every "
-        "case) =<file.jsonl or a folder with train.jsonl and test.jsonl>.",
-    )
     require(
         d.train_samples >= c.devices * d.min_device_samples,
         f"deepfusion.data.train_samples={d.train_samples} cannot give {c.devices} devices "

@@ -227,7 +227,7 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     method = build(c.method)
     devices = federation(s, ctx.trainers) if method.needs_devices else []
     k_total = sum(c.cluster.k_of(t) for t in dict.fromkeys(s.types))
-    moe_config = moe.with_experts(s.model_config(cs.moe), k_total)
+    moe_config = moe.global_config(s.model_config(cs.moe), k_total)
     server = Server(s, devices, ctx.trainers, moe_config, s.tokenizer(cs.moe), method.steps)
     fused = method(server)
     model = fused.model

@@ -29,6 +29,16 @@ def with_experts(config: PretrainedConfig, n_experts: int, top_k: int | None = N
     return cfg
 
 
+def global_config(config: PretrainedConfig, n_experts: int) -> PretrainedConfig:
+    """The global MoE with K = `n_experts` routed experts (one per domain), kept sparse: each token
+    uses top-k = min(the published top-k, K // 2) of them (at least one). The published top-k
+    (Qwen 4 of 60, DeepSeek 6 of 64) over only K experts would route most or all of a token through
+    every expert (DeepSeek's top-6 of K = 6 is a dense model, and FedJETS' local MoE of the top-k
+    experts would be the whole of it); at most half of them keeps routing a choice and FedJETS'
+    local model a true subset. Tiny presets publish top-2, so K = 6 keeps top-2 there."""
+    return with_experts(config, n_experts, max(1, min(config.num_experts_per_tok, n_experts // 2)))
+
+
 def base_config(moe_config: PretrainedConfig) -> PretrainedConfig:
     """M_i: the MoE architecture with one routed expert (a dense model)."""
     return with_experts(moe_config, 1, 1)

@@ -156,11 +156,20 @@ def aligned_positions(teacher_ends: list[int], student_ends: list[int]) -> list[
 
 
 def project_topk(
-    probs: torch.Tensor, ids: torch.Tensor, mapping: torch.Tensor, student_vocab: int
-) -> torch.Tensor:
-    """Teacher top-k probabilities (.., k) over teacher ids -> a distribution over the student vocab."""
-    target = mapping[ids]
-    keep = target >= 0
-    out = torch.zeros(*probs.shape[:-1], student_vocab, dtype=probs.dtype, device=probs.device)
-    out.scatter_add_(-1, target.clamp_min(0), probs * keep)
-    return out / out.sum(-1, keepdim=True).clamp_min(1e-12)
+    probs: torch.Tensor, ids: torch.Tensor, mapping: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher top-k probabilities (.., k) over teacher ids -> the same distribution over student ids,
+    as (probs, ids) of the same shape, sorted by probability: teacher tokens that map to one student
+    token are summed into its first entry (the others get probability 0), unmapped tokens (-1) drop
+    out, and the rest is renormalised. Sparse and batched on the tensors' device: a (k x k) comparison
+    per position, never a row of the student's vocabulary (151,936 floats per position for Qwen)."""
+    target = mapping.to(ids.device)[ids]
+    p = probs * (target >= 0)
+    t = target.clamp_min(0)
+    same = t.unsqueeze(-1) == t.unsqueeze(-2)  # (.., k, k)
+    merged = (same * p.unsqueeze(-2)).sum(-1)
+    earlier = torch.ones(t.shape[-1], t.shape[-1], dtype=torch.bool, device=t.device).tril(-1)
+    merged = merged * ~(same & earlier).any(-1)  # one entry per student token: its first
+    merged = merged / merged.sum(-1, keepdim=True).clamp_min(1e-12)
+    out, order = merged.sort(dim=-1, descending=True, stable=True)
+    return out, t.gather(-1, order)

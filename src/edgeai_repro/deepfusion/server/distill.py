@@ -183,8 +183,7 @@ def add_teacher(
             pairs = [(s, t) for s, t in pairs if s < len(item["ids"]) - 1 and t < len(t_ids) - 1]
             s_pos = torch.tensor([s for s, _ in pairs], dtype=torch.long)
             t_pos = torch.tensor([t for _, t in pairs], dtype=torch.long)
-            dist = align.project_topk(top_p[row, t_pos], top_i[row, t_pos], mapping, ds.vocab)
-            p, i = dist.topk(top_p.shape[-1], -1)
+            p, i = align.project_topk(top_p[row, t_pos], top_i[row, t_pos], mapping)
             answer = [k for k, y in enumerate(t_labels[1:]) if y != IGNORE]
             ce = float(nll[row, answer, [t_labels[k + 1] for k in answer]].mean()) if answer else math.inf
             item["targets"].append(
