@@ -34,15 +34,9 @@ def _timed(fn: Callable[[], object]) -> float:
 
 def _compose(overrides: list[str]):
     """A config composed as the launcher composes it (every mandatory value set by the scale)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from edgeai_repro.cli import compose_config
 
-    from edgeai_repro.cli import conf_dir, load_papers
-
-    load_papers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        return compose("config", overrides)
+    return compose_config(overrides)
 
 
 def aeria_benchmarks(small: bool = False) -> Iterator[Line]:

@@ -413,7 +413,7 @@ def test_batched_left_padded_answers_equal_one_at_a_time(toks: dict, family: str
     assert generate_answers(model, tok, prompts, 6, 8) == generate_answers(model, tok, prompts, 6, 1)
 
 
-def deepseek_checkpoint(folder: Path) -> dict:
+def deepseek_checkpoint(folder: Path, vocab: int = 120) -> dict:
     """A tiny checkpoint in DeepSeek-MoE's own layout (config.json keys and tensor names of
     deepseek-ai/deepseek-moe-16b-base): 1 dense layer, then MoE layers of 4 routed experts, top-2,
     2 shared experts."""
@@ -435,7 +435,7 @@ def deepseek_checkpoint(folder: Path) -> dict:
         "num_hidden_layers": 3,
         "num_attention_heads": 4,
         "num_key_value_heads": 4,
-        "vocab_size": 120,
+        "vocab_size": vocab,
         "max_position_embeddings": 128,
         "rms_norm_eps": 1e-6,
         "rope_theta": 10000.0,
@@ -446,9 +446,9 @@ def deepseek_checkpoint(folder: Path) -> dict:
     r = lambda *shape: torch.randn(*shape, generator=g) * 0.1
     h, inter, moe_inter = 32, 64, 8
     state = {
-        "model.embed_tokens.weight": r(120, h),
+        "model.embed_tokens.weight": r(vocab, h),
         "model.norm.weight": 1 + r(h),
-        "lm_head.weight": r(120, h),
+        "lm_head.weight": r(vocab, h),
     }
     for i in range(3):
         p = f"model.layers.{i}."

@@ -16,6 +16,7 @@ import transformers
 
 from conftest import load_script
 from edgeai_repro.core.errors import ConfigError
+from edgeai_repro.core.trainer import Trainers
 from edgeai_repro.deepfusion import data
 from edgeai_repro.deepfusion.data import tokenizers as tokenization
 from edgeai_repro.deepfusion.models import families as archs
@@ -110,18 +111,25 @@ def paper_overrides(checkpoints: dict[str, str], cache: Path) -> list[str]:
     ]
 
 
-def test_the_paper_path_runs_end_to_end_on_real_classes(compose, checkpoints, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def paper_store(tmp_path_factory) -> Path:
+    """One cell store for the methods below: the three devices train once and every method reads them."""
+    return tmp_path_factory.mktemp("paper-cells")
+
+
+def test_the_paper_path_runs_end_to_end_on_real_classes(
+    compose, checkpoints, paper_store: Path, tmp_path: Path
+) -> None:
     """Devices load their checkpoints (NF4 where bitsandbytes runs here), fine-tune, merge into
     bf16 and upload, embed and cluster; the server distils, merges into the published MoE's
     experts and tunes; the result saves, reloads and generates."""
     from edgeai_repro.core.runner import validate
     from edgeai_repro.core.tasks import CellContext
-    from edgeai_repro.core.trainer import Trainers
     from edgeai_repro.deepfusion import tasks
     from edgeai_repro.deepfusion.devices.federation import Device
     from edgeai_repro.deepfusion.devices.training import qlora_runs
 
-    cfg = compose([*paper_overrides(checkpoints, tmp_path / "cells"), "deepfusion.save_model=true"])
+    cfg = compose([*paper_overrides(checkpoints, paper_store), "deepfusion.save_model=true"])
     validate(cfg)
     result = tasks.run_fusion(
         cfg, CellContext(tmp_path / "run", "paper-path", trainers=Trainers(cfg.trainer))
@@ -133,7 +141,7 @@ def test_the_paper_path_runs_end_to_end_on_real_classes(compose, checkpoints, tm
         and 0 < record["log_ppl"] < 20
         and 0 <= record["judge_score"] <= 100
     )
-    devices = sorted((tmp_path / "cells" / "deepfusion" / "devices").glob("*/meta.json"))
+    devices = sorted((paper_store / "deepfusion" / "devices").glob("*/meta.json"))
     assert len(devices) == 3
     metas = [json.loads(p.read_text()) for p in devices]
     assert {m["mode"] for m in metas} == {"qlora" if qlora_runs() else "lora"}
@@ -151,6 +159,58 @@ def test_the_paper_path_runs_end_to_end_on_real_classes(compose, checkpoints, tm
     ids = tok("Question: which drug treats malaria?\nAnswer:", return_tensors="pt")["input_ids"]
     out = model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out.shape[1] == ids.shape[1] + 3
+
+
+@pytest.mark.parametrize("method", ["fedjets", "fedmkt", "ofa_kd", "server_only"])
+def test_every_baseline_runs_the_paper_path(
+    compose, checkpoints, paper_store: Path, tmp_path: Path, method: str
+) -> None:
+    """Each baseline on the published checkpoints' classes, a few steps, scored on the trainer's device."""
+    from edgeai_repro.core.runner import validate
+    from edgeai_repro.core.tasks import CellContext
+    from edgeai_repro.deepfusion import tasks
+
+    cfg = compose(
+        [
+            *paper_overrides(checkpoints, paper_store),
+            f"deepfusion/method={method}",
+            "deepfusion.judge.samples=0",
+            "deepfusion.fedjets.rounds=1",
+            "deepfusion.kd.steps=1",
+            "deepfusion.tune.steps=1",
+            "deepfusion.kd.stages=2",  # OFA-KD's branches each end in a 151,936-token head
+        ]
+    )
+    validate(cfg)
+    result = tasks.run_fusion(cfg, CellContext(tmp_path, method, trainers=Trainers(cfg.trainer)))
+    record = result["records"][0]
+    assert record["method"] == method and 0 < record["log_ppl"] < 20 and record["experts"] == 3
+    assert result["scoring_device"] == "cpu"  # the trainer's accelerator (trainer=cpu here)
+
+
+def test_a_deepseek_layout_moe_runs_the_paper_path(
+    compose, checkpoints, paper_store: Path, tmp_path: Path
+) -> None:
+    """DeepFusion into a checkpoint in DeepSeek-MoE's own layout (dense first layer, shared experts,
+    remote-code tensor names): loaded onto Qwen2-MoE, its K experts kept, merged, tuned and scored."""
+    from edgeai_repro.core.tasks import CellContext
+    from edgeai_repro.deepfusion import tasks
+    from test_deepfusion_fusion import deepseek_checkpoint
+
+    folder = tmp_path / "deepseek"
+    deepseek_checkpoint(folder, vocab=151936)
+    qwen_tokenizer().save_pretrained(folder)
+    cfg = compose(
+        [
+            *[o for o in paper_overrides(checkpoints, paper_store) if "qwen_moe" not in o],
+            "deepfusion.cases.medical.moe=deepseek_moe",
+            f"+paths.checkpoints.deepseek_moe={folder}",
+            "deepfusion.judge.samples=0",
+        ]
+    )
+    result = tasks.run_fusion(cfg, CellContext(tmp_path / "run", "deepseek", trainers=Trainers(cfg.trainer)))
+    record = result["records"][0]
+    assert record["experts"] == 3 and 0 < record["log_ppl"] < 20 and result["scoring_device"] == "cpu"
 
 
 def test_a_qlora_upload_is_the_bf16_base_plus_the_adapter(checkpoints) -> None:
@@ -227,11 +287,21 @@ def test_paper_scale_on_a_cpu_stops_at_validation_naming_what_is_missing(compose
     )
 
 
-def test_the_gpu_check_script_runs_its_steps_at_tiny_size(tmp_path: Path) -> None:
-    """scripts/gpu_check.py (run on a GPU at paper size) kept working: the same steps on tiny configs."""
+def test_the_gpu_check_script_measures_the_planned_phases_at_tiny_size(tmp_path: Path) -> None:
+    """scripts/gpu_check.py (run on a GPU at paper size) kept working: every planned phase of every
+    method measured at its planned micro-batch, on tiny configs (its third section, one table1_2 cell
+    per method through the launcher, is the smoke run test_cli makes)."""
     gpu_check = load_script("gpu_check")
-    rows = gpu_check.main(["--tiny", "--models", "gpt2,bloom", "--out", str(tmp_path)])
-    assert [r["check"] for r in rows] == ["qlora_train", "qlora_train", "vaa_step", "merge_phase3"]
-    assert all(r["model_gb"] > 0 for r in rows[:2]) and all(0 < r["loss"] < 20 for r in rows if "loss" in r)
-    assert all(r[f"L_{k}"] >= 0 for k in ("ce", "fm", "kl") for r in rows[2:3])
-    assert json.loads((tmp_path / "gpu_check.json").read_text())["rows"][-1]["check"] == "merge_phase3"
+    result = gpu_check.main(["--tiny", "--cases", "finance", "--no-cells", "--out", str(tmp_path)])
+    phases = result["phases"]
+    assert {r["method"] for r in phases} == {
+        "(devices)",
+        "deepfusion",
+        "fedjets",
+        "fedmkt",
+        "ofa_kd",
+        "server_only",
+    }
+    assert all(r["micro"] * r["accum"] == 16 and 0 < r["loss"] < 20 and r["step_s"] > 0 for r in phases)
+    assert result["cells"] == []
+    assert json.loads((tmp_path / "gpu_check.json").read_text())["phases"][0]["case"] == "finance"

@@ -29,9 +29,28 @@ def load_papers() -> None:
 
     # ${repo:paper_results} points into the checkout whatever the working directory is.
     OmegaConf.register_new_resolver("repo", lambda rel: str(conf_dir().parent / rel), replace=True)
+    # ${cells_at_once:<accelerator>,<cells per GPU>}: the joblib launcher's n_jobs (core/gpus.py).
+    OmegaConf.register_new_resolver("cells_at_once", _cells_at_once, replace=True)
 
     for module in PAPER_PACKAGES:
         importlib.import_module(module)
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """A cell's config composed as the launcher composes it, for scripts (bench, GPU check)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    load_papers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return compose("config", overrides)
+
+
+def _cells_at_once(accelerator: str, cells_per_gpu: int = 1) -> int:
+    from edgeai_repro.core.gpus import cells_at_once
+
+    return cells_at_once(accelerator, cells_per_gpu)
 
 
 def _app(cfg: DictConfig) -> dict:

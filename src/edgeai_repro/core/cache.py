@@ -116,10 +116,10 @@ CACHES: dict[str, Cache] = {
         # memory v3: the training step simulated on the meta device; loss path, checkpointing, attention, upcasts
         _cache("cells/deepfusion_memory", 4, ["edgeai_repro.deepfusion.tasks:run_memory"], "913532515aa7"),
         # phase1 v2: the per-type domains' chance purity and the best purity the partition allows
-        _cache("cells/deepfusion_phase1", 2, ["edgeai_repro.deepfusion.tasks:run_phase1"], "814925ab656c"),
+        _cache("cells/deepfusion_phase1", 2, ["edgeai_repro.deepfusion.tasks:run_phase1"], "d61ed8bead59"),
         # fusion v2: fair baselines (FedJETS rounds, FedMKT's budget and traffic, OFA-KD's projector);
         # v3: each domain's student and VAA seeded apart (results independent of the teacher-targets cache)
-        _cache("cells/deepfusion_fusion", 4, ["edgeai_repro.deepfusion.tasks:run_fusion"], "cff9d633db65"),
+        _cache("cells/deepfusion_fusion", 4, ["edgeai_repro.deepfusion.tasks:run_fusion"], "fbf6a1df7e7f"),
         # incentive v2: references on the evaluation episodes' own workers; v3: best response stops when a
         # sweep gains < tol/100, MADDPG logs its losses once per logging interval
         # v4: judged on the game of the last iteration, per-LMO gaps, exploitability, exact update counts
@@ -137,7 +137,7 @@ CACHES: dict[str, Cache] = {
                 "edgeai_repro.deepfusion.devices.federation:train_device",
                 "edgeai_repro.deepfusion.devices.federation:base_model",
             ],
-            "4cd737cf80cf",
+            "94b48a9ca988",
         ),
         # inits v2: context-first truncation
         _cache(
@@ -147,7 +147,7 @@ CACHES: dict[str, Cache] = {
                 "edgeai_repro.deepfusion.server.methods.base:Server.init_moe",
                 "edgeai_repro.deepfusion.server.methods.base:tune",
             ],
-            "f1b0d0bf8c43",
+            "735dd58e1f9a",
         ),
         _cache(
             "deepfusion/targets",

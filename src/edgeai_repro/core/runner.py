@@ -42,7 +42,8 @@ def validate(cfg: DictConfig) -> tasks.Task:
     if cfg.scale.name not in {"paper", "tiny", "smoke"}:
         raise ConfigError(f"scale={cfg.scale.name!r} is unknown; use scale=paper, scale=tiny or scale=smoke.")
     task.validate(cfg)  # what the task needs first (its data, checkpoints), then the machine
-    check_accelerator(cfg)
+    if not OmegaConf.select(cfg, "dry_run", default=False):  # a dry run plans for another machine
+        check_accelerator(cfg)
     return task
 
 
@@ -66,19 +67,18 @@ def job_type_of(task: tasks.Task, cfg: DictConfig) -> str:
     return str(method) if method is not None else task.name
 
 
-def share_cores() -> None:
+def share_cores(cfg: DictConfig | None = None) -> None:
     """Under a parallel launcher (joblib), split the cores between the cells running side by side,
     so that torch's threads do not oversubscribe them."""
     import os
 
     import torch
-    from hydra.core.hydra_config import HydraConfig
 
-    jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs") if HydraConfig.initialized() else None
-    if jobs:
-        cores = os.cpu_count() or 1
-        jobs = jobs if jobs > 0 else max(1, cores + 1 + jobs)  # joblib: -1 means every core
-        torch.set_num_threads(max(1, cores // jobs))
+    from edgeai_repro.core.gpus import parallel_cells
+
+    jobs = parallel_cells(cfg)
+    if jobs > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
 
 
 def _run_dir() -> Path:
@@ -103,16 +103,21 @@ def run_cell(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         return {**pointer, "status": "cached"}
 
     seed_everything(int(cfg.seed))
-    share_cores()
+    share_cores(cfg)
     job_type = job_type_of(task, cfg)
     loggers = build_loggers(cfg, run_dir, cid, job_type)
     progress = bool(cfg.progress) and sys.stderr.isatty()
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if str(trainer.get("accelerator")) in ("gpu", "cuda"):  # one cell per GPU (core/gpus.py)
+        from edgeai_repro.core.gpus import claim
+
+        trainer["devices"] = [claim(int(trainer.get("cells_per_gpu") or 1))]
     ctx = tasks.CellContext(
         run_dir=run_dir,
         cell_id=cid,
         loggers=loggers,
         progress=progress,
-        trainers=Trainers(OmegaConf.to_container(cfg.trainer, resolve=True), loggers, progress, run_dir),
+        trainers=Trainers(trainer, loggers, progress, run_dir),
     )
     started = time.perf_counter()
     try:

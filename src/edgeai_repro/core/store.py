@@ -23,7 +23,17 @@ def section_of(cfg: DictConfig) -> tuple[tasks.Task, dict | None]:
     """The cell's task and its result-relevant config section, resolved to plain values."""
     task = tasks.get(OmegaConf.select(cfg, "task.name"))
     section = OmegaConf.select(cfg, task.section)
-    return task, (OmegaConf.to_container(section, resolve=True) if section is not None else None)
+    if section is None:
+        return task, None
+    plain = OmegaConf.to_container(section, resolve=True)
+    for dotted, value in task.neutral:  # (core/tasks.py: Task.neutral)
+        *parents, leaf = dotted.split(".")
+        node = plain
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node and node[leaf] == value:
+            del node[leaf]
+    return task, plain
 
 
 def cell_id_of(task: tasks.Task, section: dict | None, seed: int) -> str:

@@ -57,6 +57,12 @@ class Task:
     validate_target: str | ValidateFn
     method_key: str | None = None  # config key naming the cell's method, for W&B job_type
     reads: tuple[str, ...] = ()  # the caches (core/cache.py) its cells read: their versions join the cell id
+    # Settings added after cells were stored, each with the value that does what the code did before
+    # the setting existed: at that value the key is left out of the cell id, so adding a setting does
+    # not recompute (or orphan) stored cells; any other value is part of the identity as usual.
+    neutral: tuple[tuple[str, Any], ...] = ()
+    # "module:function" giving a dry run's plan of the task's cells (`dry_run=true`); None: no plan.
+    plan_target: str | None = None
 
     @property
     def version(self) -> int:
@@ -70,6 +76,10 @@ class Task:
 
     def validate(self, cfg: DictConfig) -> None:
         resolve(self.validate_target)(cfg)
+
+    def plan(self, cells: list[tuple[DictConfig, int]], machine: dict) -> tuple[str, dict]:
+        """The run plan of (config, seeds) cells: markdown and data (see plan_target)."""
+        return resolve(self.plan_target)(cells, machine)
 
 
 _TASKS: dict[str, Task] = {}

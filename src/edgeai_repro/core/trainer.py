@@ -24,6 +24,8 @@ DEFAULT = {
     "precision": "32-true",
 }
 
+PLANNING = ("gpu_memory_gb", "cells_per_gpu")
+
 
 def _offset_logger(inner: Any, trainers: Trainers) -> Any:
     """A Lightning logger that shifts every step by the cell's steps so far, then delegates."""
@@ -71,7 +73,10 @@ class Trainers:
         progress: bool = False,
         root: Path | str = ".",
     ) -> None:
-        self.conf = {**DEFAULT, **dict(conf or {})}
+        conf = dict(conf or {})
+        # Planning keys of conf/trainer/gpu.yaml (core/gpus.py, deepfusion/plan.py), not Lightning's.
+        self.plan = {k: conf.pop(k) for k in PLANNING if k in conf}
+        self.conf = {**DEFAULT, **conf}
         self.loggers = list(loggers)
         self.progress = progress
         self.root = Path(root)

@@ -229,7 +229,12 @@ class KDConf:
     ofa_eps: float = 1.5  # kd=ofa: OFA-KD's target-enhancement exponent (its ImageNet setting; 1 = plain KD)
     topk: int = 8  # teacher probabilities kept per aligned position
     tok_align: AlignMode = AlignMode.med
-    lr: float = 3e-3
+    lr: float = (
+        3e-3  # every server training (Phase II, Phase III, FedMKT, server_only): the scale's server_lr
+    )
+    warmup: float = (
+        0.0  # fraction of the steps with a linear warm-up before the cosine (every server training)
+    )
     steps: int = MISSING  # set by the scale
     batch_size: int = 16
     max_len: int = 96  # the cell's data.max_len (Setup.kd sets it)
@@ -247,6 +252,7 @@ class KDConf:
             f"heads={self.heads}).",
         )
         require(self.steps >= 1 and self.topk >= 1, f"{key}.steps and {key}.topk must be positive.")
+        require(self.lr > 0 and 0 <= self.warmup < 1, f"{key} needs lr > 0 and warmup in [0, 1).")
 
 
 @dataclass
@@ -282,7 +288,9 @@ class DeviceConf:
         MISSING  # passes over the device's own data (set by the scale): steps = epochs x samples / batch
     )
     batch_size: int = 16
-    lr: float = 3e-3
+    lr: float = 3e-3  # the devices' mode (adapters at paper scale: the scale's device_lr)
+    full_lr: float | None = None  # full fine-tuning of pretrained weights on device data (FedJETS' local MoE,
+    # centralised training); None: lr (tiny: every model is fully trained at one rate)
     init_seed: int = 0  # every device of a type starts from the same weights
     eval_samples: int = 64  # test records each trained device (and proxy) is scored on
 
@@ -291,6 +299,7 @@ class DeviceConf:
             self.epochs > 0 and self.batch_size >= 1 and self.lr > 0,
             f"{key} needs epochs > 0, batch_size >= 1 and lr > 0.",
         )
+        require(self.full_lr is None or self.full_lr > 0, f"{key}.full_lr must be positive (or null: lr).")
 
 
 @dataclass
@@ -375,6 +384,9 @@ class DeepFusionConf:
     kd: KDConf = field(default_factory=KDConf)
     tune: TuneConf = field(default_factory=TuneConf)
     pretrain: PretrainConf = field(default_factory=PretrainConf)
+    # dtype of every method's trainable copy (devices' full fine-tuning, Phase II students, the merged and
+    # the published MoE, FedJETS' local MoE): one policy for all methods; bf16 at paper scale
+    precision: Format = Format.fp32
     save_model: bool = False  # a fusion cell saves its global MoE (save_pretrained) under its run folder
 
     @property
@@ -482,7 +494,8 @@ def validate_pipeline(cfg: DictConfig, c: DeepFusionConf | None = None) -> None:
         cfg.scale.name != "paper" or c.data.source != "synthetic",
         "deepfusion.data.source=synthetic at scale=paper would train the published models on our generator's "
         "made-up facts; set deepfusion.data.source=hub (the paper's MMedBench and FiQA) or "
-        "deepfusion.data.source=local with deepfusion.data.path=<your JSONL file or folder>.",
+        "deepfusion.data.source=local with deepfusion.data.path=<your JSONL file or folder> (or scale=tiny for the "
+        "synthetic benchmark on a CPU).",
     )
     require(
         c.data.source != "local" or c.data_path()[0],
@@ -496,14 +509,15 @@ def validate_pipeline(cfg: DictConfig, c: DeepFusionConf | None = None) -> None:
         "one device (several GPUs per cell are not supported yet); use trainer=cpu or trainer=gpu, and run cells "
         "side by side with hydra/launcher=joblib or submitit.",
     )
-    if (
-        c.models == "paper"
-    ):  # loads torch and reads checkpoint configs: only where the paper's models are asked for
+    # The checkpoints and the machine: a dry run plans for a machine elsewhere (plan.py says what a
+    # real run there still needs); torch and the checkpoint configs load only for the paper's models.
+    if c.models == "paper" and not cfg.get("dry_run"):
         from edgeai_repro.deepfusion.models.checkpoints import check_paper_sources
 
         check_paper_sources(
             c, built, dict(cfg.paths.get("checkpoints") or {}), str(t.accelerator), cfg.get("experiment_name")
         )
+
     cs = c.this_case
     for model in {*cs.device_models, cs.moe}:
         fmt = c.comm.formats.get(model, c.comm.upload_format)

@@ -3,6 +3,8 @@
 from edgeai_repro.core.tasks import Task, register
 from edgeai_repro.deepfusion import config  # noqa: F401  (its schema must be in Hydra's ConfigStore before composing)
 
+# Settings the paper-scale presets set and whose tiny values do what the code did before they existed.
+NEUTRAL = (("precision", "fp32"), ("kd.warmup", 0.0), ("device.full_lr", None))
 _TRAINED = ("deepfusion/devices", "deepfusion/tokenizers")
 for _name, _validate, _method, _reads in (
     ("comm", "validate_common", None, ()),
@@ -21,8 +23,13 @@ for _name, _validate, _method, _reads in (
             paper="deepfusion",
             section="deepfusion",
             run_target=f"edgeai_repro.deepfusion.tasks:run_{_name}",
-            validate_target=f"edgeai_repro.deepfusion.config:{_validate}",
+            # a training cell's launch is checked too (plan.py: host RAM of the cells a GPU launch runs at once)
+            validate_target=f"edgeai_repro.deepfusion.{'planning.plan' if _name in ('phase1', 'fusion') else 'config'}:{_validate}",
             method_key=_method,
             reads=_reads,
+            neutral=NEUTRAL,
+            plan_target="edgeai_repro.deepfusion.planning.plan:plan_cells"
+            if _name in ("phase1", "fusion")
+            else None,
         )
     )

@@ -33,6 +33,10 @@ class Setup:
     ]  # local checkpoint folders by model name (paths.checkpoints; not part of a cell's identity)
     accelerator: str = "cpu"  # the cell's trainer accelerator (cpu | gpu)
     families: dict[str, Arch] = field(default_factory=dict)
+    gpu_memory_gb: float | None = (
+        None  # what plan.py plans for: the GPU's (or trainer.gpu_memory_gb); None on a CPU
+    )
+    planner: Any = None  # plan.planner(setup, method) on a GPU: phase key, batch -> (micro, accumulation)
     _tokenizers: dict[str, Any] = field(default_factory=dict, repr=False)
     _configs: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -47,6 +51,7 @@ class Setup:
             dict(cfg.paths.get("checkpoints") or {}),
             str(cfg.trainer.accelerator),
             families(conf),
+            gpu_memory_gb=gpu_memory_gb(cfg),
         )
 
     @property
@@ -125,6 +130,19 @@ class Setup:
             else ", ".join(x for x in (models, data) if x != "paper") or "paper"
         )
 
+    def batching(self, key: str, batch: int) -> tuple[int, int]:
+        """(micro-batch, gradient accumulation) of the training phase `key`: the run plan's for the
+        cell's GPU (plan.planner, set by the task when the cell has a GPU to plan for); the batch
+        itself otherwise."""
+        return self.planner(key, batch) if self.planner is not None else (batch, 1)
+
+    @property
+    def train_dtype(self):
+        """The dtype of every trainable copy a method makes (`deepfusion.precision`)."""
+        from edgeai_repro.deepfusion.accounting.comm import dtype_of
+
+        return dtype_of(self.conf.precision, "deepfusion.precision")
+
     @property
     def kd(self) -> KDConf:
         """Phase II's settings with the cell's sequence length."""
@@ -135,4 +153,25 @@ class Setup:
         """Where forward-only passes run (teacher targets, scoring): the cell's accelerator."""
         import torch
 
-        return "cuda" if self.accelerator == "gpu" and torch.cuda.is_available() else "cpu"
+        if self.accelerator in ("gpu", "cuda") and torch.cuda.is_available():
+            from edgeai_repro.core.gpus import current
+
+            return f"cuda:{current()}"  # the GPU this cell's process claimed (its trainer's)
+        return "cpu"
+
+
+def gpu_memory_gb(cfg: DictConfig) -> float | None:
+    """The GPU memory a cell plans for: `trainer.gpu_memory_gb` when set (planning on a CPU for a GPU
+    elsewhere), else the cell's own GPU's; None when the cell runs on a CPU."""
+    if str(cfg.trainer.accelerator) not in ("gpu", "cuda"):
+        return None
+    stated = cfg.trainer.get("gpu_memory_gb")
+    if stated:
+        return float(stated)
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    from edgeai_repro.core.gpus import current
+
+    return torch.cuda.get_device_properties(current()).total_memory / 1e9

@@ -96,9 +96,11 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
     from edgeai_repro.deepfusion.devices.federation import federation
     from edgeai_repro.deepfusion.evaluation.scores import evaluate
     from edgeai_repro.deepfusion.server.clustering import cluster, proxy
+    from edgeai_repro.deepfusion.server.methods.base import build
 
     s = Setup.of(cfg)
     c, corpus = s.conf, s.corpus
+    plan_for_gpu(s, build(c.method))
     devices = federation(s, ctx.trainers)
     types = [d.model_type for d in devices]
     for d in devices:
@@ -115,7 +117,7 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
     for dom in sorted(set(domains)):
         members = [d for d, x in zip(devices, domains) if x == dom]
         t = members[0].model_type
-        model = proxy(s.model_config(t), t, [m.upload() for m in members])
+        model = proxy(s.model_config(t), t, [m.upload() for m in members]).to(s.device)
         test = loader(
             QADataset(corpus.test[: c.device.eval_samples], s.tokenizer(t), c.data.max_len), 32, 0, False
         )
@@ -180,6 +182,14 @@ def run_phase1(cfg: DictConfig, ctx: CellContext) -> dict:
     }
 
 
+def plan_for_gpu(s: Setup, method) -> None:
+    """On a GPU, the cell trains with the run plan's micro-batches (plan.py), as the dry run printed."""
+    if s.gpu_memory_gb is not None:
+        from edgeai_repro.deepfusion.planning.plan import planner
+
+        s.planner = planner(s, method)
+
+
 def variant_label(c: DeepFusionConf, name: str) -> str:
     """The row name of a cell: the method, plus what an ablation changed."""
     if name != "deepfusion":
@@ -225,6 +235,7 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     s = Setup.of(cfg)
     c, cs = s.conf, s.case
     method = build(c.method)
+    plan_for_gpu(s, method)
     devices = federation(s, ctx.trainers) if method.needs_devices else []
     k_total = sum(c.cluster.k_of(t) for t in dict.fromkeys(s.types))
     moe_config = moe.global_config(s.model_config(cs.moe), k_total)
@@ -232,7 +243,7 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     fused = method(server)
     model = fused.model
     test = loader(QADataset(s.corpus.test, server.moe_tok, c.data.max_len), 32, 0, False)
-    scores = evaluate(model, test)
+    scores = evaluate(model, test, s.device)  # on the cell's accelerator, where the judge then generates
     record = {
         "method": variant_label(c, method.name),
         "log_ppl": scores["log_ppl"],
@@ -250,7 +261,13 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     if ctx.run_dir and c.save_model:
         model.save_pretrained(ctx.run_dir / "moe")
     ctx.trainers.log({f"test/{k}": v for k, v in record.items() if isinstance(v, float)})
-    return {"records": [record], "curves": fused.curves, "inputs": s.inputs(reads_data=True)}
+    return {
+        "records": [record],
+        "curves": fused.curves,
+        "inputs": s.inputs(reads_data=True),
+        # where the global MoE was scored and judged: the trainer's accelerator (Setup.device)
+        "scoring_device": str(next(model.parameters()).device),
+    }
 
 
 __all__ = ["run_comm", "run_fusion", "run_memory", "run_phase1", "settings"]

@@ -95,6 +95,8 @@ class ReportCallback(Callback):
         broken, wandb_line = None, None
         try:
             manifest = read_manifest(Path(config.hydra.sweep.dir))
+            if manifest.get("dry_run"):  # the plan is printed; no cell ran and no result is touched
+                return
             paper = tasks.get(config.task.name).paper
             store = CellStore(config.paths.cache, paper)
             if config.report is None:

@@ -121,6 +121,7 @@ class CachingSweeper(BasicSweeper):
         # validated once, and each seed's cell id follows from the shared section (the seed is a
         # key of its own in the hash). A 400-cell table of 20 seeds composes 20 configs.
         seen: dict[tuple[str, ...], tuple] = {}
+        planned: dict[tuple[str, ...], list] = {}  # a config per cell without its seed, and its seeds
         for i, job in enumerate(jobs):
             rest = tuple(o for o in job if o.split("=", 1)[0] != "seed")
             seeds = [o.split("=", 1)[1] for o in job if o.split("=", 1)[0] == "seed"]
@@ -132,6 +133,7 @@ class CachingSweeper(BasicSweeper):
                     validate(cfg)
                     task, section = section_of(cfg)
                     seen[rest] = (task, section, _coords(cfg, report_keys), bool(cfg.force), store_for(cfg))
+                    planned[rest] = [cfg, 0]
                     seed = int(cfg.seed)
                 else:
                     seed = check_seed(seeds[-1])
@@ -143,6 +145,7 @@ class CachingSweeper(BasicSweeper):
                     raise
                 raise SystemExit(f"error: {message}") from None
             task, section, coords, force, store = seen[rest]
+            planned[rest][1] += 1
             cid = cell_id_of(task, section, seed)
             status = store.status(cid)
             cells.append(
@@ -157,6 +160,7 @@ class CachingSweeper(BasicSweeper):
                 queued.add(cid)  # two grid points with one identity are one computation
                 todo.append(list(job))
 
+        dry_run = bool(OmegaConf.select(self.config, "dry_run", default=False))
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -169,8 +173,12 @@ class CachingSweeper(BasicSweeper):
                 "started": started,
                 "to_run": len(todo),
                 "cells": cells,
+                **({"dry_run": True} if dry_run else {}),
             },
         )
+        if dry_run:
+            print_plan(self.config, [tuple(v) for v in planned.values()], len(cells), len(todo), sweep_dir)
+            return []
         log.info("%d cells: %d to run, the rest already done", len(cells), len(todo))
         return self._launch(todo, cached=len(cells) - len(todo))
 
@@ -302,13 +310,85 @@ def launcher_workers(config: DictConfig) -> int:
 
 
 def check_launcher(config: DictConfig) -> None:
-    """Settings the launcher would reject with a traceback, refused in one sentence first."""
+    """Settings the launcher would reject with a traceback, refused in one sentence first; and a GPU
+    launch that would put more cells on a GPU than the user asked for (core/gpus.py)."""
     n = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
     if n is not None and (not isinstance(n, int) or n == 0):
         raise SystemExit(
             f"error: hydra.launcher.n_jobs={n!r} is not a number of parallel cells; use a positive number "
             "(2 runs two cells at a time) or -1 for one per core."
         )
+    target = str(OmegaConf.select(config, "hydra.launcher._target_", default="basic")).lower()
+    if (
+        str(OmegaConf.select(config, "trainer.accelerator", default="cpu")) in ("gpu", "cuda")
+        and "submitit" not in target
+    ):
+        from edgeai_repro.core.gpus import visible
+
+        per_gpu = int(OmegaConf.select(config, "trainer.cells_per_gpu", default=1) or 1)
+        slots = max(1, visible()) * per_gpu
+        workers = launcher_workers(config)
+        if workers > slots:
+            raise SystemExit(
+                f"error: hydra.launcher.n_jobs={n} would run {workers} cells at once on {max(1, visible())} GPU(s) "
+                f"({per_gpu} per GPU); leave hydra.launcher.n_jobs unset (one cell per GPU) or ask for sharing with "
+                f"trainer.cells_per_gpu={-(-workers // max(1, visible()))}."
+            )
+
+
+def print_plan(config: DictConfig, planned: list[tuple], total: int, to_run: int, sweep_dir: Path) -> None:
+    """`dry_run=true`: the cells and where they would run, and each task's run plan (a task's `plan`
+    hook, e.g. DeepFusion's memory and GPU-hours), printed and written to plan.md and plan.json in the
+    sweep folder; no cell is computed and no result written."""
+    from edgeai_repro.core import tasks
+
+    accelerator = str(OmegaConf.select(config, "trainer.accelerator", default="cpu"))
+    workers = launcher_workers(config)
+    if accelerator in ("gpu", "cuda"):
+        from edgeai_repro.core.gpus import visible
+
+        n = visible()
+        placement = (
+            f", each pinned to its own GPU ({n} visible)"
+            if n
+            else " (no GPU visible here: planned for the GPU named by trainer.gpu_memory_gb)"
+        )
+    else:
+        placement = " on the CPU cores"
+    machine = {
+        "parallel": workers
+        if "submitit" not in str(OmegaConf.select(config, "hydra.launcher._target_", default="")).lower()
+        else "every",
+        "placement": placement,
+    }
+    head = [
+        f"dry run of {config.experiment_name} (scale={config.scale.name}): {total} cells, {to_run} to run, "
+        f"{total - to_run} already done; nothing is computed.",
+        f"Cells run on {accelerator}: {machine['parallel']} at a time{placement}.",
+        "",
+    ]
+    body, data = (
+        [],
+        {"experiment": config.experiment_name, "cells": total, "to_run": to_run, "machine": machine},
+    )
+    by_task: dict[str, list] = {}
+    for cfg, n_seeds in planned:
+        by_task.setdefault(str(cfg.task.name), []).append((cfg, n_seeds))
+    for name, cells in by_task.items():
+        task = tasks.get(name)
+        if task.plan_target is None:
+            body.append(f"{name}: no plan beyond the cells (it needs no accelerator memory planning).")
+            continue
+        try:
+            text, plan = task.plan(cells, machine)
+        except ConfigError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        body += [text, ""]
+        data[name] = plan
+    (sweep_dir / "plan.md").write_text("\n".join(head + body) + "\n")
+    atomic_write_json(sweep_dir / "plan.json", data)
+    print("\n".join(head + body), flush=True)
+    print(f"(written to {sweep_dir / 'plan.md'} and plan.json)", flush=True)
 
 
 def progress_bar(todo: int, cached: int, enabled: bool):

@@ -43,12 +43,14 @@ def base_model(s: Setup, model_type: str) -> torch.nn.Module:
     qlora = s.training_mode(model_type) == "qlora"
     kwargs = {"quantization_config": nf4_config()} if qlora else {}
     arch = s.family(model_type)
-    if s.conf.models == "paper":
-        return pretrained(arch, s.folders.get(model_type), torch.bfloat16, **kwargs)
+    if s.conf.models == "paper":  # QLoRA computes in bf16; full and LoRA train in the cell's precision
+        return pretrained(
+            arch, s.folders.get(model_type), torch.bfloat16 if qlora else s.train_dtype, **kwargs
+        )
     torch.manual_seed(derive_seed("init", model_type, s.conf.device.init_seed) % 2**62)
     model = catalog.real_model(s.model_config(model_type))
     if not qlora:
-        return model
+        return model.to(s.train_dtype)
     with tempfile.TemporaryDirectory() as folder:  # quantised as a checkpoint is: saved, then loaded in NF4
         model.save_pretrained(folder)
         return pretrained(arch, folder, torch.bfloat16, **kwargs)
@@ -82,7 +84,8 @@ def device_inputs(s: Setup, index: int, model_type: str, indices: list[int]) -> 
         "case": c.this_case.domain,
         "indices": hashlib.sha256(json.dumps(indices).encode()).hexdigest(),
         "index": index,
-        "device": asdict(c.device),
+        "device": {k: v for k, v in asdict(c.device).items() if k != "full_lr"},  # full_lr: not the devices'
+        **({"precision": c.precision} if c.precision != "fp32" else {}),  # absent at fp32: ids as before
         "mode": s.training_mode(model_type),
         "upload": c.comm.upload_format,
         "embedder": asdict(c.embedder),
@@ -119,16 +122,19 @@ def train_device(s: Setup, dev: Device, tokenizer, trainers: Trainers) -> None:
             losses.append(float(outputs["loss"]))
 
     started = time.perf_counter()
+    micro, accum = s.batching(f"device:{dev.model_type}", c.device.batch_size)  # plan.py; the batch on a CPU
     trainers.fit(
         module,
-        loader(ds, c.device.batch_size, derive_seed("batches", dev.index, s.seed) % 2**62, True),
+        loader(ds, micro, derive_seed("batches", dev.index, s.seed) % 2**62, True),
         conf.steps,
         [Record()],
+        **({"accumulate_grad_batches": accum} if accum > 1 else {}),
     )
-    model = merged(module.model).cpu()
+    model = merged(module.model)
     # Each device is scored on a fixed slice of the test set: enough to compare devices and proxies.
     test = loader(QADataset(corpus.test[: c.device.eval_samples], tokenizer, c.data.max_len), 32, 0, False)
-    metrics = evaluate(model, test)
+    metrics = evaluate(model, test, s.device)
+    model = model.cpu()  # what is uploaded is stored from host memory
     tensors = comm.upload_tensors(model, c.comm.upload_format)
     emb_dtype = comm.dtype_of(c.comm.embedding_format, "deepfusion.comm.embedding_format")
     encoder = embedder(c.embedder.name, c.embedder.batch_size)

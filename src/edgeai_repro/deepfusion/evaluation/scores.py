@@ -22,8 +22,14 @@ def token_stats(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: DataLoader) -> dict[str, float]:
-    """Answer-token log-perplexity (mean NLL over all answer tokens, natural log) and token accuracy (%)."""
+def evaluate(
+    model: nn.Module, data: DataLoader, device: str | torch.device | None = None
+) -> dict[str, float]:
+    """Answer-token log-perplexity (mean NLL over all answer tokens, natural log) and token accuracy (%).
+    With `device` (the cell's accelerator: Setup.device) the model is moved there first and stays:
+    Lightning's teardown leaves a trained module on the CPU, where scoring at paper scale takes hours."""
+    if device is not None:
+        model.to(device)
     was_training = model.training
     model.eval()
     nll = correct = count = 0.0

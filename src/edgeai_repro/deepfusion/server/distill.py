@@ -323,9 +323,14 @@ class Distiller(L.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.conf.lr, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: 0.1 + 0.45 * (1 + math.cos(math.pi * min(s / max(1, self.conf.steps), 1.0)))
-        )
+        steps, warmup = max(1, self.conf.steps), round(self.conf.warmup * self.conf.steps)
+
+        def schedule(s: int) -> float:  # linear warm-up (kd.warmup of the steps), then cosine to 10%
+            if s < warmup:
+                return (s + 1) / warmup
+            return 0.1 + 0.45 * (1 + math.cos(math.pi * min((s - warmup) / max(1, steps - warmup), 1.0)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

@@ -26,6 +26,7 @@ from edgeai_repro.deepfusion.data.encoding import QADataset, loader
 from edgeai_repro.deepfusion.data.records import text_of
 from edgeai_repro.deepfusion.devices.federation import Device
 from edgeai_repro.deepfusion.models import catalog, checkpoints, moe
+from edgeai_repro.deepfusion.planning.phases import Phase, Shape
 from edgeai_repro.deepfusion.server import align
 from edgeai_repro.deepfusion.server.clustering import proxy
 from edgeai_repro.deepfusion.server.distill import Distiller, KDDataset, add_teacher, kd_loader
@@ -85,12 +86,12 @@ class Server:
         weights (the merge) undoes them."""
         c = self.conf
         if c.models == "paper":
-            return self._published_moe()
+            return self._published_moe().to(self.setup.train_dtype)
         torch.manual_seed(derive_seed("moe-init", c.device.init_seed) % 2**62)
         model = catalog.real_model(self.moe_config)
         steps = int(c.pretrain.steps)
         if not steps:
-            return model
+            return model.to(self.setup.train_dtype)
         inputs = {
             "config": self.moe_config.to_dict(),
             "public": [text_of(r) for r in self.corpus.public],
@@ -105,7 +106,7 @@ class Server:
         state = INITS.read(path, lambda p: load_file(str(p)))
         if state is not None:
             model.load_state_dict(state)
-            return model
+            return model.to(self.setup.train_dtype)
         tune(
             self,
             model,
@@ -115,10 +116,11 @@ class Server:
             label="pretrain",
             lr=c.pretrain.lr,
             out=Fused(),
+            phase="server",
         )
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         INITS.write(path, lambda tmp: save_file(state, str(tmp)))
-        return model
+        return model.to(self.setup.train_dtype)
 
     def base_model(self, init: nn.Module, expert: int) -> nn.Module:
         """M_i initialised from the global MoE's init: its shared parts and its expert `expert`."""
@@ -130,7 +132,7 @@ class Server:
                 src[expert : expert + 1] if moe.is_expert(name) else (value if moe.is_router(name) else src)
             )
         base.load_state_dict(state)
-        return base
+        return base.to(self.setup.train_dtype)
 
     def _published_moe(self) -> nn.Module:
         """Paper scale: the published MoE (checkpoints.pretrained), keeping in every layer the K
@@ -152,8 +154,10 @@ class Server:
     def heldout(self, n: int = 64):
         return loader(QADataset(self.corpus.test[:n], self.moe_tok, self.conf.data.max_len), 32, 0, False)
 
-    def fit(self, module: L.LightningModule, data, steps: int) -> None:
-        self.trainers.fit(module, data, steps)
+    def fit(self, module: L.LightningModule, data, steps: int, accumulate: int = 1) -> None:
+        self.trainers.fit(
+            module, data, steps, **({"accumulate_grad_batches": accumulate} if accumulate > 1 else {})
+        )
 
     def add_targets(self, ds: KDDataset, members: list[Device], kd: KDConf, with_features: bool) -> None:
         """Append to every public item the targets of the teacher made of `members`' uploads (their
@@ -202,10 +206,18 @@ def epochs_to_steps(epochs: float, samples: int, batch: int) -> int:
 
 
 def tune(
-    s: Server, model: nn.Module, steps: int, records, freeze: bool, label: str, lr: float, out: Fused
+    s: Server,
+    model: nn.Module,
+    steps: int,
+    records,
+    freeze: bool,
+    label: str,
+    lr: float,
+    out: Fused,
+    phase: str = "tune",
 ) -> nn.Module:
     """Phase III (experts frozen) or plain training of the MoE on `records` with the router's
-    load-balancing loss."""
+    load-balancing loss; `phase` names its plan entry (plan.py: the micro-batch on a GPU)."""
     if freeze:
         moe.freeze_experts(model)
     model.config.output_router_logits = True
@@ -215,7 +227,8 @@ def tune(
         item["targets"].append(None)
     conf = replace(s.kd, kd="none", alpha=0.0, beta=0.0, lr=lr, steps=steps)
     module = Distiller(model, conf)
-    s.fit(module, kd_loader(ds, conf.batch_size, derive_seed("tune", label, s.seed) % 2**62), steps)
+    micro, accum = s.setup.batching(phase, conf.batch_size)
+    s.fit(module, kd_loader(ds, micro, derive_seed("tune", label, s.seed) % 2**62), steps, accum)
     out.curves += [
         {"method": label, "curve": "tuning loss", "step": i, "value": h["ce"]}
         for i, h in enumerate(module.history)
@@ -243,6 +256,11 @@ class Method:
 
     def __call__(self, s: Server) -> Fused:
         raise NotImplementedError(f"{type(self).__name__} does not implement __call__")
+
+    def phases(self, shape: Shape) -> list[Phase]:
+        """The server-side training phases this method runs (plan.py plans their memory; the
+        devices' phase is added there for every method that trains devices)."""
+        return []
 
 
 def build(node) -> Method:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgeai_repro.deepfusion.planning.phases import Phase, Shape
 from edgeai_repro.deepfusion.server.methods.base import Fused, Method, Server, epochs_to_steps, tune
 
 
@@ -18,6 +19,29 @@ class Centralized(Method):
         out = Fused()
         steps = epochs_to_steps(c.device.epochs, len(s.corpus.train), c.device.batch_size)
         out.model = tune(
-            s, s.init_moe(), steps, s.corpus.train, freeze=False, label="centralized", lr=c.device.lr, out=out
+            s,
+            s.init_moe(),
+            steps,
+            s.corpus.train,
+            freeze=False,
+            label="centralized",
+            lr=c.device.full_lr or c.device.lr,
+            out=out,
+            phase="server",
         )
         return out
+
+    def phases(self, shape: Shape) -> list[Phase]:
+        c = shape.conf
+        steps = epochs_to_steps(c.device.epochs, c.data.train_samples, c.device.batch_size)
+        return [
+            Phase(
+                "server",
+                "training on the pooled device data",
+                shape.moe_name,
+                shape.moe_config,
+                "full",
+                c.kd.batch_size,
+                steps,
+            )
+        ]

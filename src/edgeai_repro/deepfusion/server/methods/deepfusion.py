@@ -11,9 +11,38 @@ from torch import nn
 from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.deepfusion.config import KDConf
 from edgeai_repro.deepfusion.models import moe
+from edgeai_repro.deepfusion.planning.phases import Phase, Shape
 from edgeai_repro.deepfusion.server.clustering import cluster
 from edgeai_repro.deepfusion.server.distill import Distiller, KDDataset, kd_loader
 from edgeai_repro.deepfusion.server.methods.base import Fused, Method, Server, tune
+
+
+def fuse_phases(shape: Shape) -> list[Phase]:
+    """Phase II (K students: the MoE's dense base, one routed expert) and Phase III (the merged MoE,
+    experts frozen; the memory model counts every weight as trained: an upper bound)."""
+    c, g = shape.conf, shape.moe_config
+    k = g.num_experts
+    return [
+        Phase(
+            "distill",
+            f"Phase II: {k} students",
+            f"{shape.setup.case.moe} base (1 expert)",
+            moe.base_config(g),
+            "full",
+            c.kd.batch_size,
+            k * c.kd.steps,
+            runs=k,
+        ),
+        Phase(
+            "tune",
+            "Phase III (experts frozen; counted as trained)",
+            shape.moe_name,
+            g,
+            "full",
+            c.kd.batch_size,
+            c.tune.steps,
+        ),
+    ]
 
 
 def distill_domains(s: Server, kd: KDConf, label: str, out: Fused) -> list[nn.Module]:
@@ -34,7 +63,8 @@ def distill_domains(s: Server, kd: KDConf, label: str, out: Fused) -> list[nn.Mo
         torch.manual_seed(derive_seed("distill", i, s.seed) % 2**62)
         student = s.base_model(init, i % s.moe_config.num_experts)
         module = Distiller(student, kd, stages, heldout=s.heldout(), eval_every=max(1, kd.steps // 5))
-        s.fit(module, kd_loader(ds, kd.batch_size, derive_seed("kd", i, s.seed) % 2**62), kd.steps)
+        micro, accum = s.setup.batching("distill", kd.batch_size)
+        s.fit(module, kd_loader(ds, micro, derive_seed("kd", i, s.seed) % 2**62), kd.steps, accum)
         for step, h in enumerate(module.history):
             out.curves += [
                 {"method": label, "curve": f"L_{k} (domain {i})", "step": step, "value": h[k]}
@@ -59,7 +89,9 @@ def fuse(s: Server, label: str, kd: KDConf) -> Fused:
     """Phases I-III with the feature path of `kd` (VAA for DeepFusion, OFA-KD's branches for OFA-KD)."""
     out = Fused()
     bases = distill_domains(s, kd, label, out)
-    merged = moe.merge(bases, s.moe_config, seed=derive_seed("router", s.seed) % 2**62)
+    merged = moe.merge(bases, s.moe_config, seed=derive_seed("router", s.seed) % 2**62).to(
+        s.setup.train_dtype
+    )
     out.model = tune(
         s, merged, s.conf.tune.steps, s.corpus.public, freeze=True, label=label, lr=s.conf.tune.lr, out=out
     )
@@ -72,3 +104,6 @@ class DeepFusion(Method):
 
     def __call__(self, s: Server) -> Fused:
         return fuse(s, "deepfusion", s.kd)
+
+    def phases(self, shape: Shape) -> list[Phase]:
+        return fuse_phases(shape)

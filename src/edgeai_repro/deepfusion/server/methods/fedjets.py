@@ -14,6 +14,7 @@ from edgeai_repro.deepfusion.data.encoding import QADataset, loader
 from edgeai_repro.deepfusion.devices.training import DeviceLLM, FinetuneConf
 from edgeai_repro.deepfusion.evaluation.scores import evaluate
 from edgeai_repro.deepfusion.models import catalog, moe
+from edgeai_repro.deepfusion.planning.phases import Phase, Shape
 from edgeai_repro.deepfusion.server.methods.base import Fused, Method, Server, epochs_to_steps
 
 
@@ -31,7 +32,7 @@ class FedJETS(Method):
 
     def __call__(self, s: Server) -> Fused:
         f = s.conf.fedjets
-        global_model = s.init_moe()
+        global_model = s.init_moe().to(s.device)  # scored and routed on the cell's accelerator
         keep = comm.pruned_moe_config(s.moe_config, f.local_experts).num_experts
         per_round = max(1, round(f.participation * len(s.devices)))
         test = s.heldout()
@@ -40,7 +41,7 @@ class FedJETS(Method):
                 "method": "fedjets",
                 "curve": "held-out log-ppl by round",
                 "step": 0,
-                "value": evaluate(global_model, test)["log_ppl"],
+                "value": evaluate(global_model, test, s.device)["log_ppl"],
             }
         ]
         for rnd in range(f.rounds):
@@ -53,18 +54,18 @@ class FedJETS(Method):
                 records = [s.corpus.train[i] for i in d.indices]
                 ds = QADataset(records, s.moe_tok, s.conf.data.max_len)
                 chosen = _top_experts(global_model, ds, keep)
-                local = _prune(global_model, s.moe_config, chosen)
+                local = _prune(global_model, s.moe_config, chosen).to(s.setup.train_dtype)
                 steps = epochs_to_steps(f.local_epochs, len(records), s.conf.device.batch_size)
-                module = DeviceLLM(local, FinetuneConf(mode="full", lr=s.conf.device.lr, steps=steps))
+                module = DeviceLLM(
+                    local,
+                    FinetuneConf(mode="full", lr=s.conf.device.full_lr or s.conf.device.lr, steps=steps),
+                )
+                micro, accum = s.setup.batching("fedjets", s.conf.device.batch_size)
                 s.fit(
                     module,
-                    loader(
-                        ds,
-                        s.conf.device.batch_size,
-                        derive_seed("fedjets", rnd, d.index, s.seed) % 2**62,
-                        True,
-                    ),
+                    loader(ds, micro, derive_seed("fedjets", rnd, d.index, s.seed) % 2**62, True),
                     steps,
+                    accum,
                 )
                 _accumulate(sums, weights, local, chosen, s.moe_config.num_experts, float(len(records)))
             state = global_model.state_dict()
@@ -76,29 +77,52 @@ class FedJETS(Method):
                     else total / w
                 )
                 if w.dim():  # experts nobody trained keep their weights
-                    upd = torch.where((w > 0).reshape(-1, *([1] * (total.dim() - 1))), upd, state[name])
+                    upd = torch.where((w > 0).reshape(-1, *([1] * (total.dim() - 1))), upd, state[name].cpu())
                 state[name] = upd.to(state[name].dtype)
-            global_model.load_state_dict(state)
+            global_model.load_state_dict(state)  # copied onto the model's device
             curve.append(
                 {
                     "method": "fedjets",
                     "curve": "held-out log-ppl by round",
                     "step": rnd + 1,
-                    "value": evaluate(global_model, test)["log_ppl"],
+                    "value": evaluate(global_model, test, s.device)["log_ppl"],
                 }
             )
         return Fused(global_model, metrics={"rounds": float(f.rounds)}, curves=curve)
+
+    def phases(self, shape: Shape) -> list[Phase]:
+        c, f = shape.conf, shape.conf.fedjets
+        local = comm.pruned_moe_config(shape.moe_config, f.local_experts)
+        per_round = max(1, round(f.participation * c.devices))
+        runs = f.rounds * per_round
+        steps = runs * epochs_to_steps(f.local_epochs, c.data.train_samples / c.devices, c.device.batch_size)
+        return [
+            Phase(
+                "fedjets",
+                "local MoE training on devices",
+                f"{shape.setup.case.moe} local "
+                f"({local.num_experts} of {shape.moe_config.num_experts} experts)",
+                local,
+                "full",
+                c.device.batch_size,
+                steps,
+                runs=runs,
+            )
+        ]
 
 
 @torch.no_grad()
 def _top_experts(model: nn.Module, ds: QADataset, keep: int) -> list[int]:
     usage = torch.zeros(model.config.num_experts)
     batch = ds.collate([ds[i] for i in range(min(len(ds), 32))])
+    device = next(model.parameters()).device
     out = model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_router_logits=True
+        input_ids=batch["input_ids"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+        output_router_logits=True,
     )
     for logits in out.router_logits or []:
-        usage += torch.softmax(logits.float(), -1).sum(0)
+        usage += torch.softmax(logits.float(), -1).sum(0).cpu()
     return sorted(usage.topk(keep).indices.tolist())
 
 

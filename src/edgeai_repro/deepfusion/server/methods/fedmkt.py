@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.deepfusion.accounting import comm
+from edgeai_repro.deepfusion.planning.phases import Phase, Shape
 from edgeai_repro.deepfusion.server.distill import Distiller, KDDataset, kd_loader
 from edgeai_repro.deepfusion.server.methods.base import Fused, Method, Server
 
@@ -33,7 +34,8 @@ class FedMKT(Method):
             item["pick"] = min(range(len(item["targets"])), key=lambda j: item["targets"][j]["ce"])
         model = s.init_moe()
         module = Distiller(model, kd)
-        s.fit(module, kd_loader(ds, kd.batch_size, derive_seed("fedmkt", s.seed) % 2**62), kd.steps)
+        micro, accum = s.setup.batching("server", kd.batch_size)
+        s.fit(module, kd_loader(ds, micro, derive_seed("fedmkt", s.seed) % 2**62), kd.steps, accum)
         return Fused(
             model,
             metrics={"comm_gb": sent / comm.GB, "server_steps": float(kd.steps)},
@@ -43,3 +45,17 @@ class FedMKT(Method):
                 for k in ("ce", "kl")
             ],
         )
+
+    def phases(self, shape: Shape) -> list[Phase]:
+        c = shape.conf
+        return [
+            Phase(
+                "server",
+                "distillation of the devices' logits",
+                shape.moe_name,
+                shape.moe_config,
+                "full",
+                c.kd.batch_size,
+                shape.budget,
+            )
+        ]

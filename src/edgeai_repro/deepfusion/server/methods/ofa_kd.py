@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from edgeai_repro.deepfusion.planning.phases import Phase, Shape
 from edgeai_repro.deepfusion.server.methods.base import Fused, Method, Server
-from edgeai_repro.deepfusion.server.methods.deepfusion import fuse
+from edgeai_repro.deepfusion.server.methods.deepfusion import fuse, fuse_phases
 
 
 @dataclass
@@ -15,3 +16,6 @@ class OFAKD(Method):
 
     def __call__(self, s: Server) -> Fused:
         return fuse(s, "ofa_kd", replace(s.kd, kd="ofa"))
+
+    def phases(self, shape: Shape) -> list[Phase]:
+        return fuse_phases(shape)  # DeepFusion's pipeline (OFA's branches are a few linear layers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgeai_repro.deepfusion.planning.phases import Phase, Shape
 from edgeai_repro.deepfusion.server.methods.base import Fused, Method, Server, tune
 
 
@@ -27,5 +28,20 @@ class ServerOnly(Method):
             label="server_only",
             lr=s.conf.kd.lr,
             out=out,
+            phase="server",
         )
         return out
+
+    def phases(self, shape: Shape) -> list[Phase]:
+        c = shape.conf
+        return [
+            Phase(
+                "server",
+                "training on the public data",
+                shape.moe_name,
+                shape.moe_config,
+                "full",
+                c.kd.batch_size,
+                shape.budget,
+            )
+        ]

@@ -1,0 +1,46 @@
+"""What a method trains, as the run plan (plan.py) sees it: its phases, and the cell's shapes they
+depend on. Data only: every method module declares its phases with these (Method.phases) without
+importing the planner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One training phase of a method: what trains and how much."""
+
+    key: str  # what the training code asks Setup.batching for: device:<type>, distill, tune, server, ...
+    label: str
+    model: str  # the model's name as the table shows it
+    config: Any  # its transformers config at the cell's scale
+    mode: str  # full | lora | qlora
+    batch: int  # samples per optimizer step (the configured batch)
+    steps: int  # optimizer steps over the cell (every run of the phase together)
+    runs: int = 1  # models trained in the phase (devices of a type, domains, FedJETS' local trainings)
+    shared: bool = False  # trained once per (case, N, seed) and shared by every method (the devices)
+
+
+@dataclass
+class Shape:
+    """What a method's phases depend on: the cell's setup and its global MoE's config."""
+
+    setup: Any
+    moe_config: Any
+    budget_steps: int | None = None
+
+    @property
+    def conf(self):
+        return self.setup.conf
+
+    @property
+    def budget(self) -> int:
+        if self.budget_steps:
+            return int(self.budget_steps)
+        return self.moe_config.num_experts * self.conf.kd.steps + self.conf.tune.steps
+
+    @property
+    def moe_name(self) -> str:
+        return f"{self.setup.case.moe} ({self.moe_config.num_experts} experts, top-{self.moe_config.num_experts_per_tok})"
