@@ -101,6 +101,7 @@ def paper_overrides(checkpoints: dict[str, str], cache: Path) -> list[str]:
         "deepfusion.kd.steps=2",
         "deepfusion.tune.steps=2",
         "deepfusion.data.test_samples=16",
+        "deepfusion.data.public_samples=16",
         "deepfusion.device.mode=qlora",
         "deepfusion.data.max_len=64",
         "deepfusion.kd.batch_size=4",
@@ -206,6 +207,8 @@ def test_a_deepseek_layout_moe_runs_the_paper_path(
             "deepfusion.cases.medical.moe=deepseek_moe",
             f"+paths.checkpoints.deepseek_moe={folder}",
             "deepfusion.judge.samples=0",
+            "deepfusion.kd.steps=1",
+            "deepfusion.tune.steps=1",
         ]
     )
     result = tasks.run_fusion(cfg, CellContext(tmp_path / "run", "deepseek", trainers=Trainers(cfg.trainer)))

@@ -256,6 +256,10 @@ def plan_cells(cells: list[tuple[Any, int]], machine: dict) -> tuple[str, dict]:
                     "accum": f.accum,
                 }
             )
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    rows.sort(
+        key=lambda r: (cases.index(r["case"]), r["method"] != "(devices)")
+    )  # stable: methods in sweep order
     total = sum(h["devices"] + h["server"] for h in hours.values())
     text = [
         f"GPU memory planned for: {f'{limit:g} GB, {RESERVE_GB:g} GB of it kept free' if limit else 'none (CPU: every phase keeps its batch)'}; "
