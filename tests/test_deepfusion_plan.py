@@ -59,9 +59,9 @@ def test_the_dry_run_needs_the_gpu_memory_on_a_machine_without_one(compose) -> N
 
 
 def test_a_phase_takes_the_largest_micro_batch_that_fits_and_one_that_cannot_is_refused() -> None:
-    from edgeai_repro.deepfusion.planning import plan
     from edgeai_repro.deepfusion.models import catalog
     from edgeai_repro.deepfusion.models import families as archs
+    from edgeai_repro.deepfusion.planning import plan
 
     arch = archs.packaged("tinyllama")
     phase = plan.Phase(
