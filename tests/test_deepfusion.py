@@ -435,11 +435,20 @@ def test_local_files_round_trip_and_bad_files_stop_clearly(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="does not exist"):
         data.load_local(tmp_path / "missing.jsonl", "finance")
     (tmp_path / "bad.jsonl").write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n')
-    with pytest.raises(ConfigError, match="not valid JSONL"):
+    with pytest.raises(
+        ConfigError, match=r"bad\.jsonl line 2 is not valid JSON \(.* at column \d+\); fix that line\.$"
+    ):
         data.load_local(tmp_path / "bad.jsonl", "finance")
-    (tmp_path / "wrong.jsonl").write_text('{"question": "q"}\n')
-    with pytest.raises(ConfigError, match="needs the fields"):
+    (tmp_path / "wrong.jsonl").write_text('\n{"question": "q"}\n')
+    with pytest.raises(
+        ConfigError, match=r"wrong\.jsonl line 2 is not a medical record .*needs the fields question"
+    ):
         data.load_local(tmp_path / "wrong.jsonl", "medical")
+    # JSON Lines splits records at "\n" only: U+2028/U+2029 (and a form feed) inside a string are text.
+    odd = {"instruction": "a\u2028b", "input": "c\u2029d\x0ce", "output": "f"}
+    (tmp_path / "odd.jsonl").write_text(json.dumps(odd, ensure_ascii=False) + "\r\n" + json.dumps(odd) + "\n")
+    loaded = data.load_local(tmp_path / "odd.jsonl", "finance").train
+    assert len(loaded) == 2 and loaded[0].instruction == "a\u2028b" and loaded[0].input == "c\u2029d\x0ce"
     (tmp_path / "empty.json").write_text("")
     with pytest.raises(ConfigError):
         data.load_local(tmp_path / "empty.json", "medical")
@@ -499,7 +508,36 @@ def test_only_answer_tokens_are_scored(texts: list[str], tmp_path: Path) -> None
     assert batch["input_ids"].shape == batch["labels"].shape
 
 
-@pytest.mark.parametrize("domain", ["medical", "finance"])
+def test_a_local_file_is_part_of_a_cell_and_a_device_by_its_contents(compose, tmp_path: Path) -> None:
+    """Editing a local file in place (same path, same size) gives its cells and trained devices new
+    identities; an unchanged file, wherever it lies, keeps them; synthetic cells carry no file key."""
+    from edgeai_repro.core.store import cell_id
+    from edgeai_repro.deepfusion.devices.federation import device_inputs
+    from edgeai_repro.deepfusion.setup import Setup
+
+    records = data.synthetic("finance", 300, 2, seed=0)
+    path = tmp_path / "fin.jsonl"
+    data.save_jsonl(records, path)
+    args = [
+        "experiment=deepfusion/table1_2",
+        "scale=smoke",
+        "deepfusion.data.source=local",
+        f"deepfusion.data.path={path}",
+    ]
+    ids = lambda: (cell_id(cfg := compose(args)), device_inputs(Setup.of(cfg), 0, "tinyllama", [1, 2, 3]))
+    first = ids()
+    assert ids() == first  # unchanged: reused
+    text = path.read_text()
+    answer = records[0].output
+    edited = text.replace(answer, answer[::-1], 1)
+    assert edited != text and len(edited) == len(text)
+    path.write_text(edited)
+    second = ids()
+    assert second[0] != first[0] and second[1] != first[1]
+    assert "file_contents" not in str(compose(["experiment=deepfusion/table1_2", "scale=smoke"]).deepfusion)
+
+
+@pytest.mark.parametrize("domain", ["medical", "finance", "finance_instruction"])
 def test_truncation_cuts_the_context_and_keeps_question_and_answer(
     domain: str, texts: list[str], tmp_path: Path
 ) -> None:
@@ -507,6 +545,29 @@ def test_truncation_cuts_the_context_and_keeps_question_and_answer(
 
     tok = tokenization.tiny_tokenizer("gpt2", texts, 300, tmp_path)
     vignette = " ".join(f"On day {i} the patient reported mild fatigue and a low fever." for i in range(8))
+    if domain == "finance_instruction":
+        # The question in the instruction and a long context in the input, without sentence breaks:
+        # the whole input is context, cut from its end; the question stays whole.
+        long = " and ".join(f"on day {i} the fund lost a little value" for i in range(30))
+        question = "Is a bond fund safe for a retiree?"
+        p = data.prompt_of(data.FinanceQA(question, long, "It carries rate risk."))
+        short = data.prompt_of(
+            data.FinanceQA(question, "on day 0 the fund lost a little value", "It carries rate risk.")
+        )
+        budget = len(encode(tok, short, max_len=10_000)[0]) + 2
+        assert len(encode(tok, p, max_len=10_000)[0]) > budget
+        ids, labels, ends = encode(tok, p, max_len=budget)
+        text = tok.decode(ids)
+        assert len(ids) == budget and question in text and "on day 0" in text
+        assert "on day 29" not in text and p.answer.strip() in text
+        # Past the context, the rest of the prompt ("Instruction:", "Answer:") goes before the question.
+        qa, qb = p.question
+        full_ids, full_labels, full_ends = encode(tok, p, max_len=10_000)
+        asks = sum(1 for k, e in enumerate(full_ends) if full_labels[k] == IGNORE and qa < e <= qb + 1)
+        answer = sum(1 for y in full_labels if y != IGNORE)
+        tight = tok.decode(encode(tok, p, max_len=asks + answer + 1)[0])
+        assert question in tight and "Instruction" not in tight
+        return
     record = (
         data.MedicalQA(f"{vignette} Which drug treats malaria?", {"A": "artemisinin", "B": "insulin"}, "A")
         if domain == "medical"
@@ -656,7 +717,8 @@ def test_corrupt_local_data_file_stops_with_one_sentence(workdir: Path) -> None:
         ],
         workdir,
     )
-    assert out.returncode != 0 and "not valid JSONL" in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert out.returncode != 0 and "broken.jsonl line 2 is not valid JSON" in last
 
 
 def test_trained_devices_are_cached_and_shared(df_setup, tmp_path: Path) -> None:

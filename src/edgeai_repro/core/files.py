@@ -37,3 +37,24 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+_FILE_KEYS: dict[tuple, str] = {}
+
+
+def path_key(path: str | Path) -> str:
+    """The identity of a file's or a folder's contents: sha256 over its bytes (a folder: over every
+    file under it, by relative name), so a file edited in place gets a new key and an unchanged one
+    keeps its key wherever it lies. Kept per process by (path, size, mtime)."""
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    stamp = (str(root.resolve()), *((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+    if stamp not in _FILE_KEYS:
+        h = hashlib.sha256()
+        for p in files:
+            h.update(str(p.relative_to(root) if root.is_dir() else p.name).encode() + b"\0")
+            with p.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        _FILE_KEYS[stamp] = h.hexdigest()
+    return _FILE_KEYS[stamp]

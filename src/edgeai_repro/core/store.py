@@ -33,6 +33,12 @@ def section_of(cfg: DictConfig) -> tuple[tasks.Task, dict | None]:
             node = node.get(p) if isinstance(node, dict) else None
         if isinstance(node, dict) and leaf in node and node[leaf] == value:
             del node[leaf]
+    if task.files_target:
+        from edgeai_repro.core.files import path_key
+
+        files = tasks.resolve(task.files_target)(plain)
+        if files:  # absent without local files: the ids of every other cell are as before
+            plain["file_contents"] = {k: path_key(p) if Path(p).exists() else None for k, p in files.items()}
     return task, plain
 
 

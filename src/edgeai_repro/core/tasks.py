@@ -61,6 +61,9 @@ class Task:
     # the setting existed: at that value the key is left out of the cell id, so adding a setting does
     # not recompute (or orphan) stored cells; any other value is part of the identity as usual.
     neutral: tuple[tuple[str, Any], ...] = ()
+    # "module:function" naming, from a cell's plain section, the local files it reads ({name: path}):
+    # their contents' hashes join the cell id (core/files.path_key), so editing a file recomputes.
+    files_target: str | None = None
     # "module:function" giving a dry run's plan of the task's cells (`dry_run=true`); None: no plan.
     plan_target: str | None = None
 

@@ -468,6 +468,17 @@ def _check_models(c: DeepFusionConf) -> dict[str, Any]:
     return built
 
 
+def local_files(section: dict) -> dict[str, str]:
+    """The local data file (or folder) a cell reads, from its plain `deepfusion` section: its contents
+    join the cell's identity (core/tasks.py: Task.files_target)."""
+    data = section.get("data") or {}
+    if data.get("source") != "local":
+        return {}
+    own = ((section.get("cases") or {}).get(section.get("case")) or {}).get("path")
+    path = own or data.get("path")
+    return {"data": path} if path else {}
+
+
 def validate_common(cfg: DictConfig) -> None:
     _check_models(settings(cfg))
 

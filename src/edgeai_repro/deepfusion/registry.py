@@ -28,6 +28,9 @@ for _name, _validate, _method, _reads in (
             method_key=_method,
             reads=_reads,
             neutral=NEUTRAL,
+            files_target="edgeai_repro.deepfusion.config:local_files"
+            if _name in ("phase1", "fusion")
+            else None,
             plan_target="edgeai_repro.deepfusion.planning.plan:plan_cells"
             if _name in ("phase1", "fusion")
             else None,

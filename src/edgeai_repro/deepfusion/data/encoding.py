@@ -19,8 +19,8 @@ def encode(
 
     Too long for `max_len`: tokens of the prompt's context (`Prompt.context`, from its `cut_from`
     side) are dropped first, so the question and the answer stay whole; only if that is not
-    enough is the rest of the prompt cut from the left, and an answer longer than `max_len` alone
-    keeps its beginning. A plain string prompt has no context: it is cut from the left."""
+    enough is the rest of the prompt cut from the left, the question (`Prompt.question`) last, and
+    an answer longer than `max_len` alone keeps its beginning. A plain string prompt has no context: it is cut from the left."""
     p = prompt if isinstance(prompt, Prompt) else Prompt(prompt, answer or "")
     text = p.text + p.answer
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -36,9 +36,14 @@ def encode(
     drop = set(inside[:excess] if p.cut_from == "left" else inside[::-1][:excess])
     keep = [k for k in range(len(ids)) if k not in drop]
     rest = len(keep) - max_len
-    if rest > 0:  # still too long: the rest of the prompt from the left, then the answer's tail
+    if (
+        rest > 0
+    ):  # still too long: the rest of the prompt from the left, the question last, then the answer's tail
+        qa, qb = p.question
+        asks = lambda k: spans[k][0] < qb and spans[k][1] > qa
         prompt_pos = [k for k in keep if labels[k] == IGNORE]
-        cut = set(prompt_pos[:rest])
+        order = [k for k in prompt_pos if not asks(k)] + [k for k in prompt_pos if asks(k)]
+        cut = set(order[:rest])
         keep = [k for k in keep if k not in cut][:max_len]
     return [ids[k] for k in keep], [labels[k] for k in keep], [ends[k] for k in keep]
 

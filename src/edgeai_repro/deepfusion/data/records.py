@@ -49,6 +49,7 @@ class Prompt:
     answer: str
     context: tuple[int, int] = (0, 0)
     cut_from: str = "left"  # left: keep the context's end; right: keep its start
+    question: tuple[int, int] = (0, 0)  # the span that asks: cut last of the prompt, whatever field holds it
 
 
 _SENTENCE = re.compile(r"(?<=[.?!])\s+")
@@ -59,10 +60,15 @@ def prompt_of(record: Record) -> Prompt:
     answer). A multiple-choice answer is the letter and the option's text ("B. levodopa"): our
     choice, as the paper does not say; the letter alone would make a one-token answer.
 
-    The context that may be cut: a medical question's stem before its last sentence (the case
-    vignette; the last sentence asks the question), cut from its start; a finance record's input
-    after its first sentence (FiQA's input opens with the question, then the asker's details), cut
-    from its end."""
+    The question and the context that may be cut, by their role whatever field holds them:
+    - medical: the stem's last sentence asks (the question); the vignette before it is the
+      context, cut from its start;
+    - finance, question in the instruction (an instruction holding a "?"): the whole input is
+      context, cut from its end;
+    - finance, FiQA's layout (a directive instruction, the input opening with the question): the
+      input's first sentence is the question, the asker's details after it the context, cut from
+      its end.
+    Past the context, encode() cuts the rest of the prompt before the question (data/encoding.py)."""
     if isinstance(record, MedicalQA):
         options = "\n".join(f"{k}. {v}" for k, v in sorted(record.options.items()))
         answer = f" {record.answer_idx}. {record.options[record.answer_idx]}"
@@ -70,15 +76,25 @@ def prompt_of(record: Record) -> Prompt:
         sentences = _SENTENCE.split(record.question.strip())
         stem = record.question[: len(record.question) - len(sentences[-1])] if len(sentences) > 1 else ""
         text = f"{head}{record.question}\nOptions:\n{options}\nAnswer:"
-        return Prompt(text, answer, (len(head), len(head) + len(stem)), "left")
+        ask = (len(head) + len(stem), len(head) + len(record.question))
+        return Prompt(text, answer, (len(head), len(head) + len(stem)), "left", ask)
     head = f"Instruction: {record.instruction}"
+    asks_itself = "?" in record.instruction
+    instruction = (len("Instruction: "), len(head))
     if not record.input:
-        return Prompt(f"{head}\nAnswer:", f" {record.output}", (0, 0))
-    first = _SENTENCE.split(record.input.strip(), maxsplit=1)[0]
-    start = len(head) + len("\nContext: ") + record.input.index(first) + len(first)
+        return Prompt(f"{head}\nAnswer:", f" {record.output}", (0, 0), question=instruction)
+    at = len(head) + len("\nContext: ")
     text = f"{head}\nContext: {record.input}\nAnswer:"
+    if asks_itself:
+        return Prompt(text, f" {record.output}", (at, at + len(record.input)), "right", instruction)
+    first = _SENTENCE.split(record.input.strip(), maxsplit=1)[0]
+    start = at + record.input.index(first)
     return Prompt(
-        text, f" {record.output}", (start, len(head) + len("\nContext: ") + len(record.input)), "right"
+        text,
+        f" {record.output}",
+        (start + len(first), at + len(record.input)),
+        "right",
+        (start, start + len(first)),
     )
 
 

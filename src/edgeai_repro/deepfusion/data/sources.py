@@ -21,18 +21,38 @@ class Pools:
     skipped: int = 0  # rows that are not a record of the case (e.g. multi-answer questions)
 
 
-def _rows(path: Path) -> list:
-    text = path.read_text(errors="strict") if path.stat().st_size else ""
+def jsonl_rows(text: str, where: str) -> list[tuple[str, object]]:
+    """JSON Lines as its specification has it: one value per line, lines separated by "\\n" only
+    (str.splitlines() would also split at U+2028, U+2029 and other breaks a JSON string may hold);
+    blank lines skipped. Returns (where the record is: "<file> line <n>", value)."""
+    rows = []
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((f"{where} line {n}", json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{where} line {n} is not valid JSON ({exc.msg} at column {exc.colno}); fix that line."
+            ) from None
+    return rows
+
+
+def _rows(path: Path) -> list[tuple[str, object]]:
     try:
-        if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            rows = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"{path} is not valid JSON{'L' if path.suffix == '.jsonl' else ''} ({exc}); "
-            "fix the file or regenerate it."
-        ) from None
+        text = path.read_text(encoding="utf-8", errors="strict") if path.stat().st_size else ""
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
+    if path.suffix == ".jsonl":
+        rows = jsonl_rows(text, str(path))
+    else:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); fix the file."
+            ) from None
+        rows = [(f"{path} record {i}", r) for i, r in enumerate(value)] if isinstance(value, list) else value
     if not isinstance(rows, list) or not rows:
         raise ConfigError(
             f"{path} holds no records; it needs a non-empty JSON list or one JSON object per line."
@@ -56,18 +76,13 @@ def load_local(path: str | Path, domain: str, key: str = "deepfusion.data.path")
                 f"{key}={str(path)!r} is a folder without train.jsonl and test.jsonl; put the two "
                 "splits there or point the key at one .jsonl file."
             )
-        return Pools(
-            *[
-                [record_from(domain, r, f"{f} record {i}") for i, r in enumerate(_rows(f))]
-                for f in (train, test)
-            ]
-        )
+        return Pools(*[[record_from(domain, r, where) for where, r in _rows(f)] for f in (train, test)])
     if not path.is_file():
         raise ConfigError(
             f"{key}={str(path)!r} does not exist; point it at a .json or .jsonl file (or a folder "
             "with train.jsonl and test.jsonl)."
         )
-    return Pools([record_from(domain, r, f"{path} record {i}") for i, r in enumerate(_rows(path))])
+    return Pools([record_from(domain, r, where) for where, r in _rows(path)])
 
 
 # The hub datasets the paper names, as they are published.
@@ -105,14 +120,11 @@ def mmedbench_records(archive: str | Path, languages: list[str]) -> Pools:
                     f"{archive} has no {split}/{lang}.jsonl; it must be MMedBench's archive "
                     "(MMedBench.zip) or that archive unpacked."
                 )
-            for line in read(name).splitlines():
-                if not line.strip():
-                    continue
-                raw = json.loads(line)
+            for where, raw in jsonl_rows(read(name), f"{archive} {name}"):
                 if not isinstance(raw.get("options"), dict) or raw.get("answer_idx") not in raw["options"]:
                     skipped += 1
                     continue
-                out.append(record_from("medical", {**raw, "subdomain": lang}, f"{archive} {split}/{lang}"))
+                out.append(record_from("medical", {**raw, "subdomain": lang}, where))
         pools[split] = out
     return Pools(pools["Train"], pools["Test"], skipped)
 

@@ -96,7 +96,12 @@ def device_inputs(s: Setup, index: int, model_type: str, indices: list[int]) -> 
         c.data.source != "synthetic"
     ):  # where the records came from (absent for synthetic data: same keys as before)
         cs = c.this_case
-        blob["source"] = {"path": c.data_path()[0], "hub": cs.hub_dataset, "languages": list(cs.languages)}
+        path = c.data_path()[0]
+        blob["source"] = {"path": path, "hub": cs.hub_dataset, "languages": list(cs.languages)}
+        if c.data.source == "local" and path:  # a file edited in place trains new devices
+            from edgeai_repro.core.files import path_key
+
+            blob["source"]["contents"] = path_key(path)
     return blob
 
 

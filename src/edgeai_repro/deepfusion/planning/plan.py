@@ -323,11 +323,17 @@ def validate_fusion(cfg) -> None:
 
 
 def _launch_checks(cfg) -> None:
-    if (
-        cfg.deepfusion.models == "paper"
-        and str(cfg.trainer.accelerator) in ("gpu", "cuda")
-        and not cfg.get("dry_run")
-    ):
+    """A real paper-scale launch on GPUs: every phase must fit the GPU at some micro-batch (the plan
+    the cells will train with, refused here in one sentence rather than in every cell) and the
+    cells run at once must fit the host's RAM."""
+    gpu = str(cfg.trainer.accelerator) in ("gpu", "cuda")
+    if cfg.deepfusion.models == "paper" and gpu and not cfg.get("dry_run"):
+        from edgeai_repro.deepfusion.server.methods.base import build
+        from edgeai_repro.deepfusion.setup import Setup
+
+        s = Setup.of(cfg)
+        for phase in cell_phases(s, build(s.conf.method)):
+            fit(phase, s.conf.data.max_len, str(s.conf.precision), s.conf.device.lora_r, s.gpu_memory_gb)
         check_host_ram(cfg)
 
 
