@@ -556,7 +556,7 @@ def test_truncation_cuts_the_context_and_keeps_question_and_answer(
         )
         budget = len(encode(tok, short, max_len=10_000)[0]) + 2
         assert len(encode(tok, p, max_len=10_000)[0]) > budget
-        ids, labels, ends = encode(tok, p, max_len=budget)
+        ids, _, _ = encode(tok, p, max_len=budget)
         text = tok.decode(ids)
         assert len(ids) == budget and question in text and "on day 0" in text
         assert "on day 29" not in text and p.answer.strip() in text

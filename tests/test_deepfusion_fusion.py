@@ -564,3 +564,26 @@ def test_pretrained_checkpoints_load_from_local_folders_and_keep_the_most_used_e
     )
     assert torch.equal(small.model.layers[1].mlp.gate.weight, loaded.model.layers[1].mlp.gate.weight[top])
     assert small(input_ids=batch["input_ids"]).logits.shape == (4, 12, 100)
+
+
+def test_the_prior_reference_scores_the_public_answer_unigram(toks: dict) -> None:
+    """`prior`: every position predicts the public answers' unigram distribution, so its token
+    accuracy is the test answers' rate of the most frequent public answer token and its
+    log-perplexity their mean negative log-probability under it."""
+    import math
+
+    from edgeai_repro.deepfusion.data.encoding import IGNORE, QADataset, loader
+    from edgeai_repro.deepfusion.evaluation.scores import evaluate
+    from edgeai_repro.deepfusion.server.methods.references import UnigramLM, answer_unigram
+
+    tok = toks["student"]
+    public = QADataset(data.synthetic("finance", 40, 2, seed=3), tok, 96)
+    test = QADataset(data.synthetic("finance", 20, 2, seed=4), tok, 96)
+    logp = answer_unigram(public, len(tok))
+    assert math.isclose(float(logp.exp().sum()), 1.0, rel_tol=1e-5)
+    scores = evaluate(UnigramLM(logp), loader(test, 8, 0, False))
+    answers = torch.tensor([y for _, labels in test.items for y in labels[1:] if y != IGNORE])
+    assert math.isclose(scores["log_ppl"], float(-logp[answers].mean()), rel_tol=1e-5)
+    assert math.isclose(
+        scores["token_acc"], 100 * float((answers == logp.argmax()).float().mean()), rel_tol=1e-5
+    )

@@ -258,7 +258,7 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
             model, server.moe_tok, s.corpus.test[: grader.samples], grader
         )
     record.update(fused.metrics)
-    if ctx.run_dir and c.save_model:
+    if ctx.run_dir and c.save_model and hasattr(model, "save_pretrained"):
         model.save_pretrained(ctx.run_dir / "moe")
     ctx.trainers.log({f"test/{k}": v for k, v in record.items() if isinstance(v, float)})
     return {

@@ -1,0 +1,68 @@
+"""The two reference rows every DeepFusion table carries, so that a method's score reads against what
+no federated learning at all would give:
+
+- `start`: the shared initial global MoE every method starts from (the pretrained checkpoint at
+  paper scale; its tiny stand-in, pre-trained on the public data, at tiny scale), scored with no
+  further training. A method that ends above it made the model worse.
+- `prior`: no model of the text at all: every answer token predicted from the unigram distribution
+  of the public records' answer tokens (add-one smoothed over the global MoE's vocabulary), so its
+  token accuracy is the rate of the most frequent answer token and its log-perplexity the answers'
+  unigram entropy under that distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from edgeai_repro.deepfusion.data.encoding import IGNORE, QADataset
+from edgeai_repro.deepfusion.server.methods.base import Fused, Method, Server
+
+
+class UnigramLM(nn.Module):
+    """A causal-LM stand-in whose next-token distribution is the same at every position."""
+
+    def __init__(self, log_probs: torch.Tensor) -> None:
+        super().__init__()
+        self.log_probs = nn.Parameter(log_probs, requires_grad=False)  # a parameter: it moves with .to()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask=None, **_) -> SimpleNamespace:
+        b, n = input_ids.shape
+        return SimpleNamespace(logits=self.log_probs.expand(b, n, -1))  # a view: no (B, L, V) allocation
+
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 1, **_) -> torch.Tensor:
+        top = self.log_probs.argmax().repeat(input_ids.shape[0], max_new_tokens)
+        return torch.cat([input_ids, top.to(input_ids.device)], 1)
+
+
+def answer_unigram(ds: QADataset, vocab: int) -> torch.Tensor:
+    """Add-one smoothed log-probabilities of the answer tokens of `ds` (labels that are not IGNORE)."""
+    counts = torch.ones(vocab)
+    for _, labels in ds.items:
+        ids = torch.tensor([y for y in labels if y != IGNORE], dtype=torch.long)
+        counts.index_add_(0, ids, torch.ones(len(ids)))
+    return (counts / counts.sum()).log()
+
+
+@dataclass
+class Start(Method):
+    name: str = "start"
+    needs_devices: bool = False
+    traffic: str = "none"
+
+    def __call__(self, s: Server) -> Fused:
+        return Fused(s.init_moe(), metrics={"server_steps": 0.0})
+
+
+@dataclass
+class Prior(Method):
+    name: str = "prior"
+    needs_devices: bool = False
+    traffic: str = "none"
+
+    def __call__(self, s: Server) -> Fused:
+        ds = QADataset(s.corpus.public, s.moe_tok, s.conf.data.max_len)
+        return Fused(UnigramLM(answer_unigram(ds, s.moe_config.vocab_size)), metrics={"server_steps": 0.0})
