@@ -44,3 +44,16 @@ class Shape:
     @property
     def moe_name(self) -> str:
         return f"{self.setup.case.moe} ({self.moe_config.num_experts} experts, top-{self.moe_config.num_experts_per_tok})"
+
+    def server_phase(self, label: str, steps: int | None = None) -> Phase:
+        """The whole global MoE trained on the server (FedMKT, server_only, centralised), at the
+        server's batch, for `steps` (default: DeepFusion's server budget)."""
+        return Phase(
+            "server",
+            label,
+            self.moe_name,
+            self.moe_config,
+            "full",
+            self.conf.kd.batch_size,
+            self.budget if steps is None else steps,
+        )

@@ -34,14 +34,4 @@ class Centralized(Method):
     def phases(self, shape: Shape) -> list[Phase]:
         c = shape.conf
         steps = epochs_to_steps(c.device.epochs, c.data.train_samples, c.device.batch_size)
-        return [
-            Phase(
-                "server",
-                "training on the pooled device data",
-                shape.moe_name,
-                shape.moe_config,
-                "full",
-                c.kd.batch_size,
-                steps,
-            )
-        ]
+        return [shape.server_phase("training on the pooled device data", steps)]

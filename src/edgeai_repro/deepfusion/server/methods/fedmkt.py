@@ -47,15 +47,4 @@ class FedMKT(Method):
         )
 
     def phases(self, shape: Shape) -> list[Phase]:
-        c = shape.conf
-        return [
-            Phase(
-                "server",
-                "distillation of the devices' logits",
-                shape.moe_name,
-                shape.moe_config,
-                "full",
-                c.kd.batch_size,
-                shape.budget,
-            )
-        ]
+        return [shape.server_phase("distillation of the devices' logits")]

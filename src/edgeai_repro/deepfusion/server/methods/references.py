@@ -48,20 +48,24 @@ def answer_unigram(ds: QADataset, vocab: int) -> torch.Tensor:
 
 
 @dataclass
-class Start(Method):
-    name: str = "start"
+class Reference(Method):
+    """A reference row: it sees no device and moves nothing."""
+
     needs_devices: bool = False
     traffic: str = "none"
+
+
+@dataclass
+class Start(Reference):
+    name: str = "start"
 
     def __call__(self, s: Server) -> Fused:
         return Fused(s.init_moe(), metrics={"server_steps": 0.0})
 
 
 @dataclass
-class Prior(Method):
+class Prior(Reference):
     name: str = "prior"
-    needs_devices: bool = False
-    traffic: str = "none"
 
     def __call__(self, s: Server) -> Fused:
         ds = QADataset(s.corpus.public, s.moe_tok, s.conf.data.max_len)

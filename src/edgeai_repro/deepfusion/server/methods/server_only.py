@@ -33,15 +33,4 @@ class ServerOnly(Method):
         return out
 
     def phases(self, shape: Shape) -> list[Phase]:
-        c = shape.conf
-        return [
-            Phase(
-                "server",
-                "training on the public data",
-                shape.moe_name,
-                shape.moe_config,
-                "full",
-                c.kd.batch_size,
-                shape.budget,
-            )
-        ]
+        return [shape.server_phase("training on the public data")]
