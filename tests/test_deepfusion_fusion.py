@@ -574,7 +574,7 @@ def test_the_prior_reference_scores_the_public_answer_unigram(toks: dict) -> Non
 
     from edgeai_repro.deepfusion.data.encoding import IGNORE, QADataset, loader
     from edgeai_repro.deepfusion.evaluation.scores import evaluate
-    from edgeai_repro.deepfusion.server.methods.references import UnigramLM, answer_unigram
+    from edgeai_repro.deepfusion.server.methods.prior import UnigramLM, answer_unigram
 
     tok = toks["student"]
     public = QADataset(data.synthetic("finance", 40, 2, seed=3), tok, 96)

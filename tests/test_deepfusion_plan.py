@@ -34,7 +34,7 @@ def test_the_dry_run_plans_every_method_at_the_paper_shapes_and_computes_nothing
     run = launch(PAPER_DRY_RUN, workdir)
     assert run.returncode == 0, run.stderr[-2000:]
     out = run.stdout
-    assert "5 cells, 5 to run" in out and "nothing is computed" in out
+    assert "7 cells, 7 to run" in out and "nothing is computed" in out  # five methods, start and prior
     rows = [
         r for line in out.splitlines() if line.startswith("| medical |") and len(r := line.split(" | ")) == 9
     ]

@@ -263,6 +263,14 @@ class Method:
         return []
 
 
+@dataclass
+class Reference(Method):
+    """A reference row (start.py, prior.py): it sees no device and moves nothing."""
+
+    needs_devices: bool = False
+    traffic: str = "none"
+
+
 def build(node) -> Method:
     """Instantiate the configured method (`deepfusion.method` holds its `_target_`)."""
     from hydra.utils import instantiate

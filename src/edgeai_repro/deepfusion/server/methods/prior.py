@@ -1,13 +1,7 @@
-"""The two reference rows every DeepFusion table carries, so that a method's score reads against what
-no federated learning at all would give:
-
-- `start`: the shared initial global MoE every method starts from (the pretrained checkpoint at
-  paper scale; its tiny stand-in, pre-trained on the public data, at tiny scale), scored with no
-  further training. A method that ends above it made the model worse.
-- `prior`: no model of the text at all: every answer token predicted from the unigram distribution
-  of the public records' answer tokens (add-one smoothed over the global MoE's vocabulary), so its
-  token accuracy is the rate of the most frequent answer token and its log-perplexity the answers'
-  unigram entropy under that distribution.
+"""Reference row `prior`: no model of the text at all. Every answer token is predicted from the
+unigram distribution of the public records' answer tokens (add-one smoothed over the global MoE's
+vocabulary), so its token accuracy is the rate of the most frequent answer token and its
+log-perplexity the answers' cross-entropy under that distribution.
 """
 
 from __future__ import annotations
@@ -19,7 +13,7 @@ import torch
 from torch import nn
 
 from edgeai_repro.deepfusion.data.encoding import IGNORE, QADataset
-from edgeai_repro.deepfusion.server.methods.base import Fused, Method, Server
+from edgeai_repro.deepfusion.server.methods.base import Fused, Reference, Server
 
 
 class UnigramLM(nn.Module):
@@ -45,22 +39,6 @@ def answer_unigram(ds: QADataset, vocab: int) -> torch.Tensor:
         ids = torch.tensor([y for y in labels if y != IGNORE], dtype=torch.long)
         counts.index_add_(0, ids, torch.ones(len(ids)))
     return (counts / counts.sum()).log()
-
-
-@dataclass
-class Reference(Method):
-    """A reference row: it sees no device and moves nothing."""
-
-    needs_devices: bool = False
-    traffic: str = "none"
-
-
-@dataclass
-class Start(Reference):
-    name: str = "start"
-
-    def __call__(self, s: Server) -> Fused:
-        return Fused(s.init_moe(), metrics={"server_steps": 0.0})
 
 
 @dataclass
