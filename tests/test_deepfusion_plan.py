@@ -197,3 +197,29 @@ def test_settings_added_for_paper_scale_leave_the_tiny_cell_ids_alone(compose) -
         paper.tune.lr,
         paper.kd.warmup,
     ) == ("bf16", 2e-4, 2e-5, 2e-5, 2e-5, 0.03)
+
+
+def test_a_real_gpu_launch_is_refused_before_any_cell_when_a_phase_or_the_host_ram_cannot_fit(
+    compose, monkeypatch
+) -> None:
+    """At validation (before any cell), for a real paper-scale launch on GPUs: a phase that does not
+    fit the GPU at micro-batch 1, and parallel cells whose host RAM exceeds the machine's."""
+    from edgeai_repro.core import gpus
+    from edgeai_repro.deepfusion.planning import plan
+
+    paper = ["experiment=deepfusion/table1_2", "scale=paper", "deepfusion.data.source=hub", "trainer=gpu"]
+    with pytest.raises(
+        ConfigError, match=r"^devices \(gpt2_medium\) does not fit the GPU: .* above the 4 GB GPU"
+    ):
+        plan._launch_checks(compose([*paper, "trainer.gpu_memory_gb=4"]))
+    cfg = compose([*paper, "trainer.gpu_memory_gb=80", "deepfusion/method=server_only"])
+    monkeypatch.setattr(plan, "host_ram_gb", lambda s: 76.0)  # the plan's estimate (the dry run's test computes it)
+    monkeypatch.setattr(gpus, "parallel_cells", lambda cfg=None: 4)
+    monkeypatch.setattr(gpus, "host_ram_gb", lambda: 200.0)
+    with pytest.raises(
+        ConfigError,
+        match=r"hydra\.launcher\.n_jobs=4 cells at once need about \d+ GB .* lower hydra\.launcher\.n_jobs to 2",
+    ):
+        plan.check_host_ram(cfg)
+    monkeypatch.setattr(gpus, "host_ram_gb", lambda: 1000.0)
+    plan.check_host_ram(cfg)  # 4 x 76 GB fit in 1 TB
