@@ -770,3 +770,48 @@ def test_the_global_moe_is_sparse_and_fedjets_downloads_a_true_subset(name: str)
             assert local.num_experts == g.num_experts_per_tok < k
     assert global_config(arch.config(), 6).num_experts_per_tok == 3  # DeepSeek 6 / Qwen 4 of 6 published
     assert global_config(catalog.build_config(arch, arch.tiny), 6).num_experts_per_tok == 2  # tiny unchanged
+
+
+def test_public_data_from_real_files_states_no_test_fact(compose, tmp_path: Path) -> None:
+    """Real data repeats questions: a public record whose question or answer near-duplicates a test
+    record's (a copy, a changed case or punctuation) is set aside, and the public data still has its
+    size; too few records left is one sentence with the counts."""
+    from edgeai_repro.deepfusion.config import settings
+    from edgeai_repro.deepfusion.data.corpus import _facts, without_test_facts
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(5000)]
+    text = lambda n: " ".join(rng.choice(words, n))
+    record = lambda: data.FinanceQA("Share your view.", text(12) + "?", text(10))
+    test, fresh = [record() for _ in range(20)], [record() for _ in range(60)]
+    copies = [data.FinanceQA(r.instruction, r.input.upper() + "!", r.output, r.subdomain) for r in test[:10]]
+    candidates = [x for pair in zip(copies, fresh) for x in pair] + fresh[10:]
+    public, dropped = without_test_facts(candidates, test, 40)
+    assert len(public) == 40 and dropped == 10 and not any(c in public for c in copies)
+    test_facts = {_facts(r) for r in test}
+    assert not any(_facts(r) in test_facts for r in public)
+    # Through a local file: 150 records sit in the pool twice.
+    pool = [record() for _ in range(400)]
+    path = tmp_path / "fin.jsonl"
+    data.save_jsonl(pool + pool[:150], path)
+    args = [
+        "experiment=deepfusion/phase1",
+        "scale=smoke",
+        "deepfusion.case=finance",
+        "deepfusion.data.source=local",
+        f"deepfusion.data.path={path}",
+    ]
+    c = settings(compose(args))
+    c.data.public_answers, c.data.train_samples = "given", 200
+    corpus = load_corpus(c, 0)
+    test_facts = {_facts(r) for r in corpus.test}
+    assert len(corpus.public) == c.data.public_samples and not any(
+        _facts(r) in test_facts for r in corpus.public
+    )
+    c.data.public_samples = 318  # every record left after the devices and the test set
+    with pytest.raises(
+        ConfigError, match=r"records left for the server's public data once those restating a test fact"
+    ):
+        load_corpus(c, 0)

@@ -213,7 +213,9 @@ def test_a_real_gpu_launch_is_refused_before_any_cell_when_a_phase_or_the_host_r
     ):
         plan._launch_checks(compose([*paper, "trainer.gpu_memory_gb=4"]))
     cfg = compose([*paper, "trainer.gpu_memory_gb=80", "deepfusion/method=server_only"])
-    monkeypatch.setattr(plan, "host_ram_gb", lambda s: 76.0)  # the plan's estimate (the dry run's test computes it)
+    monkeypatch.setattr(
+        plan, "host_ram_gb", lambda s: 76.0
+    )  # the plan's estimate (the dry run's test computes it)
     monkeypatch.setattr(gpus, "parallel_cells", lambda cfg=None: 4)
     monkeypatch.setattr(gpus, "host_ram_gb", lambda: 200.0)
     with pytest.raises(

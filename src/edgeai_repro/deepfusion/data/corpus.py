@@ -33,6 +33,53 @@ def load_pools(c: DeepFusionConf) -> Pools:
     return load_hub(cs.hub_dataset, cs.domain, list(cs.languages))
 
 
+NEAR_DUPLICATE = 95  # rapidfuzz ratio (0-100) of normalised texts from which two records state one fact
+
+
+def _normalised(text: str) -> str:
+    return " ".join("".join(ch.lower() if ch.isalnum() else " " for ch in text).split())
+
+
+def _facts(record: Record) -> tuple[str, str]:
+    """A record's question and answer, normalised: what "the same fact" is compared on."""
+    from edgeai_repro.deepfusion.data.records import prompt_and_answer
+
+    prompt, answer = prompt_and_answer(record)
+    return _normalised(prompt), _normalised(answer)
+
+
+def without_test_facts(candidates: list[Record], test: list[Record], n: int) -> tuple[list[Record], int]:
+    """The first `n` candidates that state no test fact: neither their question nor their answer is a
+    near-duplicate (rapidfuzz ratio >= NEAR_DUPLICATE of the normalised texts) of a test record's
+    question or answer. Real datasets repeat questions (MMedBench holds reworded and translated
+    copies; FiQA the same question asked twice), so drawing public records apart from the test
+    records is not enough to keep the test facts from the server. Returns them and how many were
+    set aside."""
+    import numpy as np
+    from rapidfuzz import fuzz
+    from rapidfuzz.process import cdist
+
+    if not candidates or not test or n <= 0:
+        return candidates[:n], 0
+    test_q, test_a = zip(*(_facts(r) for r in test))
+    kept, dropped, start, chunk = [], 0, 0, max(n, 256)
+    while len(kept) < n and start < len(candidates):
+        part = candidates[start : start + chunk]
+        q, a = zip(*(_facts(r) for r in part))
+        same = (cdist(q, test_q, scorer=fuzz.ratio, dtype=np.uint8, workers=-1) >= NEAR_DUPLICATE).any(1) | (
+            cdist(a, test_a, scorer=fuzz.ratio, dtype=np.uint8, workers=-1) >= NEAR_DUPLICATE
+        ).any(1)
+        for record, dup in zip(part, same.tolist()):
+            if len(kept) == n:
+                break
+            if dup:
+                dropped += 1
+            else:
+                kept.append(record)
+        start += chunk
+    return kept, dropped
+
+
 def load_corpus(c: DeepFusionConf, seed: int) -> Corpus:
     """Device pool, test set and the server's public data: disjoint, fixed by the data seed.
     A source with its own test split (MMedBench, a local train/test folder) keeps it: the test set
@@ -65,9 +112,9 @@ def load_corpus(c: DeepFusionConf, seed: int) -> Corpus:
                 f"the scale asks for {sizes[0]} + {sizes[2]} (devices + public) and {sizes[1]}; lower "
                 "deepfusion.data.train_samples/public_samples/test_samples."
             )
-        train, test = shuffle(pools.train, ("split",)), shuffle(pools.test, ("split", "test"))
-        public = train[sizes[0] : sizes[0] + sizes[2]]
-        return Corpus(train[: sizes[0]], test[: sizes[1]], hide_answers(public, seed) if hidden else public)
+        train, test = shuffle(pools.train, ("split",)), shuffle(pools.test, ("split", "test"))[: sizes[1]]
+        public = _public(train[sizes[0] :], test, sizes[2], d.source)
+        return Corpus(train[: sizes[0]], test, hide_answers(public, seed) if hidden else public)
     pool = pools.train
     if len(pool) < need:
         raise ConfigError(
@@ -81,6 +128,23 @@ def load_corpus(c: DeepFusionConf, seed: int) -> Corpus:
             domain, sizes[2], d.subdomains, seed=derive_seed("public", seed), random_answers=True
         )
     else:
-        public = pool[b : b + sizes[2]]
+        public = _public(pool[b:], pool[a:b], sizes[2], d.source)
         public = hide_answers(public, seed) if hidden else public
     return Corpus(pool[:a], pool[a:b], public)
+
+
+def _public(candidates: list[Record], test: list[Record], n: int, source: str) -> list[Record]:
+    """The server's public records: drawn after the devices' share; from real data (local, hub) none
+    stating a test fact (without_test_facts), too few left being one sentence with the counts."""
+    if source == "synthetic":  # the generator's facts repeat by design (hidden answers carry none)
+        return candidates[:n]
+    public, dropped = without_test_facts(candidates, test, n)
+    if dropped:
+        log.info("%d public candidates restate a test fact and were set aside", dropped)
+    if len(public) < n:
+        raise ConfigError(
+            f"the {source} data has {len(public)} records left for the server's public data once those "
+            f"restating a test fact ({dropped}) are set aside, but the scale asks for {n}; lower "
+            "deepfusion.data.public_samples or deepfusion.data.train_samples."
+        )
+    return public
