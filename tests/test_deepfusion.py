@@ -776,10 +776,10 @@ def test_public_data_from_real_files_states_no_test_fact(compose, tmp_path: Path
     """Real data repeats questions: a public record whose question or answer near-duplicates a test
     record's (a copy, a changed case or punctuation) is set aside, and the public data still has its
     size; too few records left is one sentence with the counts."""
+    import numpy as np
+
     from edgeai_repro.deepfusion.config import settings
     from edgeai_repro.deepfusion.data.corpus import _facts, without_test_facts
-
-    import numpy as np
 
     rng = np.random.default_rng(0)
     words = [f"w{i}" for i in range(5000)]
