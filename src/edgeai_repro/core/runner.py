@@ -108,7 +108,8 @@ def run_cell(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     loggers = build_loggers(cfg, run_dir, cid, job_type)
     progress = bool(cfg.progress) and sys.stderr.isatty()
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
-    if str(trainer.get("accelerator")) in ("gpu", "cuda"):  # one cell per GPU (core/gpus.py)
+    if str(trainer.get("accelerator")) in ("gpu", "cuda") and str(trainer.get("devices", 1)) == "1":
+        # a one-GPU cell takes a GPU of its own (core/gpus.py); trainer=ddp_spawn spans the node's GPUs
         from edgeai_repro.core.gpus import claim
 
         trainer["devices"] = [claim(int(trainer.get("cells_per_gpu") or 1))]
