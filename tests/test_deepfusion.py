@@ -373,12 +373,14 @@ def test_a_split_source_keeps_its_test_records_and_each_case_reads_its_own_files
 
     fin, med = tmp_path / "fin", tmp_path / "med.jsonl"
     fin.mkdir()
-    data.save_jsonl(data.synthetic("finance", 300, 2, seed=1), fin / "train.jsonl")
+    # synthetic records repeat their facts across splits: enough of them to leave public records
+    # that restate no test fact (corpus.without_test_facts)
+    data.save_jsonl(data.synthetic("finance", 1000, 2, seed=1), fin / "train.jsonl")
     data.save_jsonl(
         [replace(r, subdomain="held-out") for r in data.synthetic("finance", 40, 2, seed=2)],
         fin / "test.jsonl",
     )
-    data.save_jsonl(data.synthetic("medical", 320, 2, seed=3), med)
+    data.save_jsonl(data.synthetic("medical", 1000, 2, seed=3), med)
     common = [
         "experiment=deepfusion/table1_2",
         "scale=smoke",
@@ -773,13 +775,13 @@ def test_the_global_moe_is_sparse_and_fedjets_downloads_a_true_subset(name: str)
 
 
 def test_public_data_from_real_files_states_no_test_fact(compose, tmp_path: Path) -> None:
-    """Real data repeats questions: a public record whose question or answer near-duplicates a test
-    record's (a copy, a changed case or punctuation) is set aside, and the public data still has its
+    """Real data repeats questions: a public record whose question near-duplicates a test record's (a
+    copy, a changed case or punctuation) is set aside, and the public data still has its
     size; too few records left is one sentence with the counts."""
     import numpy as np
 
     from edgeai_repro.deepfusion.config import settings
-    from edgeai_repro.deepfusion.data.corpus import _facts, without_test_facts
+    from edgeai_repro.deepfusion.data.corpus import _question, without_test_facts
 
     rng = np.random.default_rng(0)
     words = [f"w{i}" for i in range(5000)]
@@ -790,8 +792,8 @@ def test_public_data_from_real_files_states_no_test_fact(compose, tmp_path: Path
     candidates = [x for pair in zip(copies, fresh) for x in pair] + fresh[10:]
     public, dropped = without_test_facts(candidates, test, 40)
     assert len(public) == 40 and dropped == 10 and not any(c in public for c in copies)
-    test_facts = {_facts(r) for r in test}
-    assert not any(_facts(r) in test_facts for r in public)
+    test_facts = {_question(r) for r in test}
+    assert not any(_question(r) in test_facts for r in public)
     # Through a local file: 150 records sit in the pool twice.
     pool = [record() for _ in range(400)]
     path = tmp_path / "fin.jsonl"
@@ -806,9 +808,9 @@ def test_public_data_from_real_files_states_no_test_fact(compose, tmp_path: Path
     c = settings(compose(args))
     c.data.public_answers, c.data.train_samples = "given", 200
     corpus = load_corpus(c, 0)
-    test_facts = {_facts(r) for r in corpus.test}
+    test_facts = {_question(r) for r in corpus.test}
     assert len(corpus.public) == c.data.public_samples and not any(
-        _facts(r) in test_facts for r in corpus.public
+        _question(r) in test_facts for r in corpus.public
     )
     c.data.public_samples = 318  # every record left after the devices and the test set
     with pytest.raises(

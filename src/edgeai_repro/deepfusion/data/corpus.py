@@ -12,7 +12,7 @@ from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.deepfusion.config import DeepFusionConf
 from edgeai_repro.deepfusion.data.generator import hide_answers, synthetic
-from edgeai_repro.deepfusion.data.records import Record
+from edgeai_repro.deepfusion.data.records import MedicalQA, Record
 from edgeai_repro.deepfusion.data.sources import Pools, load_hub, load_local
 
 log = logging.getLogger(__name__)
@@ -40,18 +40,18 @@ def _normalised(text: str) -> str:
     return " ".join("".join(ch.lower() if ch.isalnum() else " " for ch in text).split())
 
 
-def _facts(record: Record) -> tuple[str, str]:
-    """A record's question and answer, normalised: what "the same fact" is compared on."""
-    from edgeai_repro.deepfusion.data.records import prompt_and_answer
-
-    prompt, answer = prompt_and_answer(record)
-    return _normalised(prompt), _normalised(answer)
+def _question(record: Record) -> str:
+    """What a record asks, normalised: the medical stem (not its options, which many questions share),
+    or the finance instruction and input. "The same fact" is the same question: answers alone repeat
+    across different questions ("B. aspirin") without restating one."""
+    text = record.question if isinstance(record, MedicalQA) else f"{record.instruction} {record.input}"
+    return _normalised(text)
 
 
 def without_test_facts(candidates: list[Record], test: list[Record], n: int) -> tuple[list[Record], int]:
-    """The first `n` candidates that state no test fact: neither their question nor their answer is a
-    near-duplicate (rapidfuzz ratio >= NEAR_DUPLICATE of the normalised texts) of a test record's
-    question or answer. Real datasets repeat questions (MMedBench holds reworded and translated
+    """The first `n` candidates that state no test fact: their question is not a near-duplicate
+    (rapidfuzz ratio >= NEAR_DUPLICATE of the normalised texts) of a test record's question. Real
+    datasets repeat questions (MMedBench holds reworded and translated
     copies; FiQA the same question asked twice), so drawing public records apart from the test
     records is not enough to keep the test facts from the server. Returns them and how many were
     set aside."""
@@ -61,14 +61,12 @@ def without_test_facts(candidates: list[Record], test: list[Record], n: int) -> 
 
     if not candidates or not test or n <= 0:
         return candidates[:n], 0
-    test_q, test_a = zip(*(_facts(r) for r in test))
+    test_q = [_question(r) for r in test]
     kept, dropped, start, chunk = [], 0, 0, max(n, 256)
     while len(kept) < n and start < len(candidates):
         part = candidates[start : start + chunk]
-        q, a = zip(*(_facts(r) for r in part))
-        same = (cdist(q, test_q, scorer=fuzz.ratio, dtype=np.uint8, workers=-1) >= NEAR_DUPLICATE).any(1) | (
-            cdist(a, test_a, scorer=fuzz.ratio, dtype=np.uint8, workers=-1) >= NEAR_DUPLICATE
-        ).any(1)
+        q = [_question(r) for r in part]
+        same = (cdist(q, test_q, scorer=fuzz.ratio, dtype=np.uint8, workers=-1) >= NEAR_DUPLICATE).any(1)
         for record, dup in zip(part, same.tolist()):
             if len(kept) == n:
                 break
