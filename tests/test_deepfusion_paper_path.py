@@ -180,6 +180,8 @@ def test_every_baseline_runs_the_paper_path(
             "deepfusion.kd.steps=1",
             "deepfusion.tune.steps=1",
             "deepfusion.kd.stages=1",  # OFA-KD's branches each end in a 151,936-token head
+            "deepfusion.data.public_samples=8",
+            "deepfusion.data.test_samples=8",
             "deepfusion.fedjets.local_epochs=0.1",  # one local step
         ]
     )
