@@ -59,7 +59,7 @@ def _peak_gb(dev: torch.device) -> float | None:
 def planned(tiny: bool, gpu_gb: float, cases: list[str]) -> list[dict]:
     """Section 1: every (case, method, phase) of the plan, with its fitted micro-batch."""
     from edgeai_repro.cli import compose_config
-    from edgeai_repro.deepfusion.planning.plan import cell_phases, fit
+    from edgeai_repro.deepfusion.planning.plan import cell_phases, fit_for
     from edgeai_repro.deepfusion.server.methods.base import build
     from edgeai_repro.deepfusion.setup import Setup
 
@@ -84,7 +84,7 @@ def planned(tiny: bool, gpu_gb: float, cases: list[str]) -> list[dict]:
                 if key in seen:
                     continue
                 seen.add(key)
-                f = fit(phase, s.conf.data.max_len, str(s.conf.precision), s.conf.device.lora_r, gpu_gb)
+                f = fit_for(s, phase)  # the cell's trainer.gpu_memory_gb is gpu_gb
                 out.append(
                     {
                         "case": case,

@@ -119,7 +119,7 @@ CACHES: dict[str, Cache] = {
         _cache("cells/deepfusion_phase1", 2, ["edgeai_repro.deepfusion.tasks:run_phase1"], "d61ed8bead59"),
         # fusion v2: fair baselines (FedJETS rounds, FedMKT's budget and traffic, OFA-KD's projector);
         # v3: each domain's student and VAA seeded apart (results independent of the teacher-targets cache)
-        _cache("cells/deepfusion_fusion", 4, ["edgeai_repro.deepfusion.tasks:run_fusion"], "1fb58fafb55f"),
+        _cache("cells/deepfusion_fusion", 4, ["edgeai_repro.deepfusion.tasks:run_fusion"], "a0a5fa39a8a7"),
         # incentive v2: references on the evaluation episodes' own workers; v3: best response stops when a
         # sweep gains < tol/100, MADDPG logs its losses once per logging interval
         # v4: judged on the game of the last iteration, per-LMO gaps, exploitability, exact update counts

@@ -19,6 +19,16 @@ _CLAIMED: int | None = None
 _LOCKS: list[int] = []  # open lock files: held for the life of the process
 
 
+def is_gpu(accelerator: object) -> bool:
+    """Whether a trainer accelerator setting asks for a CUDA GPU."""
+    return str(accelerator) in ("gpu", "cuda")
+
+
+def joblib_width(n_jobs: int) -> int:
+    """Cells a joblib launcher runs at once for its n_jobs (-1: every core, -2: all but one, ...)."""
+    return max(1, (os.cpu_count() or 1) + 1 + n_jobs) if n_jobs < 0 else max(1, int(n_jobs))
+
+
 def visible() -> int:
     """GPUs this process can see (0 without CUDA); NVML only, no CUDA context is created."""
     try:
@@ -32,7 +42,7 @@ def visible() -> int:
 def cells_at_once(accelerator: str, cells_per_gpu: int | str = 1) -> int:
     """The joblib launcher's n_jobs: every core (-1) on a CPU; on GPUs, the visible GPUs times
     `cells_per_gpu` (one cell per GPU by default; 1 when none is visible, e.g. planning on a CPU)."""
-    if str(accelerator) not in ("gpu", "cuda"):
+    if not is_gpu(accelerator):
         return -1
     return max(1, visible()) * max(1, int(cells_per_gpu))
 
@@ -98,8 +108,6 @@ def parallel_cells(cfg=None) -> int:
     launcher = HydraConfig.get().launcher
     n = OmegaConf.select(launcher, "n_jobs", default=None, throw_on_resolution_failure=False)
     if n is None and "cells_at_once" in str(OmegaConf.to_container(launcher).get("n_jobs", "")):
-        trainer = (cfg or {}).get("trainer", {}) if cfg is not None else {}
+        trainer = cfg.get("trainer", {}) if cfg is not None else {}
         n = cells_at_once(trainer.get("accelerator", "cpu"), trainer.get("cells_per_gpu", 1) or 1)
-    if n is None:
-        return 1
-    return max(1, (os.cpu_count() or 1) + 1 + n) if n < 0 else max(1, int(n))
+    return 1 if n is None else joblib_width(n)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from edgeai_repro.core import tasks
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.files import atomic_write_json
+from edgeai_repro.core.gpus import is_gpu
 from edgeai_repro.core.loggers import build_loggers, finish_cell_run, finish_wandb
 from edgeai_repro.core.seeding import seed_everything
 from edgeai_repro.core.store import cell_id, store_for
@@ -51,7 +52,7 @@ def check_accelerator(cfg: DictConfig) -> None:
     """An accelerator the machine does not have is refused before any cell runs (not inside Lightning,
     once per cell). torch is imported only when a GPU is asked for."""
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator") or "cpu")
-    if accelerator in {"gpu", "cuda"}:
+    if is_gpu(accelerator):
         import torch
 
         if not torch.cuda.is_available():
@@ -108,7 +109,7 @@ def run_cell(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     loggers = build_loggers(cfg, run_dir, cid, job_type)
     progress = bool(cfg.progress) and sys.stderr.isatty()
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
-    if str(trainer.get("accelerator")) in ("gpu", "cuda") and str(trainer.get("devices", 1)) == "1":
+    if is_gpu(trainer.get("accelerator")) and str(trainer.get("devices", 1)) == "1":
         # a one-GPU cell takes a GPU of its own (core/gpus.py); trainer=ddp_spawn spans the node's GPUs
         from edgeai_repro.core.gpus import claim
 

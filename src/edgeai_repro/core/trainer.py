@@ -74,8 +74,8 @@ class Trainers:
         root: Path | str = ".",
     ) -> None:
         conf = dict(conf or {})
-        # Planning keys of conf/trainer/gpu.yaml (core/gpus.py, deepfusion/plan.py), not Lightning's.
-        self.plan = {k: conf.pop(k) for k in PLANNING if k in conf}
+        for key in PLANNING:  # conf/trainer/gpu.yaml's planning keys (core/gpus.py, planning/plan.py)
+            conf.pop(key, None)
         self.conf = {**DEFAULT, **conf}
         self.loggers = list(loggers)
         self.progress = progress

@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from edgeai_repro.core.gpus import current, is_gpu
 from edgeai_repro.deepfusion.config import DeepFusionConf, KDConf, Mode, families, family, settings
 from edgeai_repro.deepfusion.devices.assignment import assign_models
 from edgeai_repro.deepfusion.models.families import Arch
@@ -82,6 +83,15 @@ class Setup:
         from edgeai_repro.deepfusion.data.corpus import load_corpus
 
         return load_corpus(self.conf, self.seed)
+
+    @cached_property
+    def moe_config(self):
+        """The global MoE's config: K = the domains of every device type (cluster.k_of) routed
+        experts, kept sparse (models.moe.global_config)."""
+        from edgeai_repro.deepfusion.models.moe import global_config
+
+        k_total = sum(self.conf.cluster.k_of(t) for t in dict.fromkeys(self.types))
+        return global_config(self.model_config(self.case.moe), k_total)
 
     def tokenizer(self, name: str):
         """Model `name`'s tokenizer: the checkpoint's own at paper scale (its local folder, else the
@@ -153,9 +163,7 @@ class Setup:
         """Where forward-only passes run (teacher targets, scoring): the cell's accelerator."""
         import torch
 
-        if self.accelerator in ("gpu", "cuda") and torch.cuda.is_available():
-            from edgeai_repro.core.gpus import current
-
+        if is_gpu(self.accelerator) and torch.cuda.is_available():
             return f"cuda:{current()}"  # the GPU this cell's process claimed (its trainer's)
         return "cpu"
 
@@ -163,7 +171,7 @@ class Setup:
 def gpu_memory_gb(cfg: DictConfig) -> float | None:
     """The GPU memory a cell plans for: `trainer.gpu_memory_gb` when set (planning on a CPU for a GPU
     elsewhere), else the cell's own GPU's; None when the cell runs on a CPU."""
-    if str(cfg.trainer.accelerator) not in ("gpu", "cuda"):
+    if not is_gpu(cfg.trainer.accelerator):
         return None
     stated = cfg.trainer.get("gpu_memory_gb")
     if stated:
@@ -172,6 +180,4 @@ def gpu_memory_gb(cfg: DictConfig) -> float | None:
 
     if not torch.cuda.is_available():
         return None
-    from edgeai_repro.core.gpus import current
-
     return torch.cuda.get_device_properties(current()).total_memory / 1e9

@@ -229,7 +229,6 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     from edgeai_repro.deepfusion.devices.federation import federation
     from edgeai_repro.deepfusion.evaluation import judge
     from edgeai_repro.deepfusion.evaluation.scores import evaluate
-    from edgeai_repro.deepfusion.models import moe
     from edgeai_repro.deepfusion.server.methods.base import Server, build
 
     s = Setup.of(cfg)
@@ -237,8 +236,7 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     method = build(c.method)
     plan_for_gpu(s, method)
     devices = federation(s, ctx.trainers) if method.needs_devices else []
-    k_total = sum(c.cluster.k_of(t) for t in dict.fromkeys(s.types))
-    moe_config = moe.global_config(s.model_config(cs.moe), k_total)
+    moe_config = s.moe_config
     server = Server(s, devices, ctx.trainers, moe_config, s.tokenizer(cs.moe), method.steps)
     fused = method(server)
     model = fused.model

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from edgeai_repro.core.errors import ConfigError, composition_message
 from edgeai_repro.core.files import atomic_write_json
+from edgeai_repro.core.gpus import is_gpu, joblib_width
 from edgeai_repro.core.runner import check_seed, validate
 from edgeai_repro.core.store import cell_id_of, section_of, store_for
 from edgeai_repro.report.schema import validate_report
@@ -140,7 +141,10 @@ class CachingSweeper(BasicSweeper):
         # validated once, and each seed's cell id follows from the shared section (the seed is a
         # key of its own in the hash). A 400-cell table of 20 seeds composes 20 configs.
         seen: dict[tuple[str, ...], tuple] = {}
-        planned: dict[tuple[str, ...], list] = {}  # a config per cell without its seed, and its seeds
+        dry_run = bool(OmegaConf.select(self.config, "dry_run", default=False))
+        planned: dict[
+            tuple[str, ...], list
+        ] = {}  # dry run: a config per cell without its seed, and its seeds
         for i, job in enumerate(jobs):
             rest = tuple(o for o in job if o.split("=", 1)[0] != "seed")
             seeds = [o.split("=", 1)[1] for o in job if o.split("=", 1)[0] == "seed"]
@@ -152,7 +156,8 @@ class CachingSweeper(BasicSweeper):
                     validate(cfg)
                     task, section = section_of(cfg)
                     seen[rest] = (task, section, _coords(cfg, report_keys), bool(cfg.force), store_for(cfg))
-                    planned[rest] = [cfg, 0]
+                    if dry_run:
+                        planned[rest] = [cfg, 0]
                     seed = int(cfg.seed)
                 else:
                     seed = check_seed(seeds[-1])
@@ -164,7 +169,8 @@ class CachingSweeper(BasicSweeper):
                     raise
                 raise SystemExit(f"error: {message}") from None
             task, section, coords, force, store = seen[rest]
-            planned[rest][1] += 1
+            if dry_run:
+                planned[rest][1] += 1
             cid = cell_id_of(task, section, seed)
             status = store.status(cid)
             cells.append(
@@ -179,7 +185,6 @@ class CachingSweeper(BasicSweeper):
                 queued.add(cid)  # two grid points with one identity are one computation
                 todo.append(list(job))
 
-        dry_run = bool(OmegaConf.select(self.config, "dry_run", default=False))
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -325,7 +330,7 @@ def launcher_workers(config: DictConfig) -> int:
     n = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
     if n is None:
         return 1 if "basic" in target else 8
-    return max(1, (os.cpu_count() or 1) + 1 + n) if n < 0 else max(1, n)
+    return joblib_width(n)
 
 
 def check_launcher(config: DictConfig) -> None:
@@ -338,20 +343,17 @@ def check_launcher(config: DictConfig) -> None:
             "(2 runs two cells at a time) or -1 for one per core."
         )
     target = str(OmegaConf.select(config, "hydra.launcher._target_", default="basic")).lower()
-    if (
-        str(OmegaConf.select(config, "trainer.accelerator", default="cpu")) in ("gpu", "cuda")
-        and "submitit" not in target
-    ):
+    if is_gpu(OmegaConf.select(config, "trainer.accelerator", default="cpu")) and "submitit" not in target:
         from edgeai_repro.core.gpus import visible
 
         per_gpu = int(OmegaConf.select(config, "trainer.cells_per_gpu", default=1) or 1)
-        slots = max(1, visible()) * per_gpu
+        gpus = max(1, visible())
         workers = launcher_workers(config)
-        if workers > slots:
+        if workers > gpus * per_gpu:
             raise SystemExit(
-                f"error: hydra.launcher.n_jobs={n} would run {workers} cells at once on {max(1, visible())} GPU(s) "
+                f"error: hydra.launcher.n_jobs={n} would run {workers} cells at once on {gpus} GPU(s) "
                 f"({per_gpu} per GPU); leave hydra.launcher.n_jobs unset (one cell per GPU) or ask for sharing with "
-                f"trainer.cells_per_gpu={-(-workers // max(1, visible()))}."
+                f"trainer.cells_per_gpu={-(-workers // gpus)}."
             )
 
 
@@ -363,7 +365,7 @@ def print_plan(config: DictConfig, planned: list[tuple], total: int, to_run: int
 
     accelerator = str(OmegaConf.select(config, "trainer.accelerator", default="cpu"))
     workers = launcher_workers(config)
-    if accelerator in ("gpu", "cuda"):
+    if is_gpu(accelerator):
         from edgeai_repro.core.gpus import visible
 
         n = visible()

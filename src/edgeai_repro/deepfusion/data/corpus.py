@@ -51,10 +51,9 @@ def _question(record: Record) -> str:
 def without_test_facts(candidates: list[Record], test: list[Record], n: int) -> tuple[list[Record], int]:
     """The first `n` candidates that state no test fact: their question is not a near-duplicate
     (rapidfuzz ratio >= NEAR_DUPLICATE of the normalised texts) of a test record's question. Real
-    datasets repeat questions (MMedBench holds reworded and translated
-    copies; FiQA the same question asked twice), so drawing public records apart from the test
-    records is not enough to keep the test facts from the server. Returns them and how many were
-    set aside."""
+    datasets repeat questions (MMedBench holds reworded and translated copies; FiQA the same
+    question asked twice), so drawing public records apart from the test records is not enough to
+    keep the test facts from the server. Returns them and how many were set aside."""
     import numpy as np
     from rapidfuzz import fuzz
     from rapidfuzz.process import cdist

@@ -23,6 +23,12 @@ class Phase:
     shared: bool = False  # trained once per (case, N, seed) and shared by every method (the devices)
 
 
+def server_budget(moe_config, conf, steps: int | None = None) -> int:
+    """Server optimizer steps of a learning baseline: its own `steps`, or DeepFusion's (K domains x
+    kd.steps of distillation + tune.steps of Phase III)."""
+    return int(steps) if steps else moe_config.num_experts * conf.kd.steps + conf.tune.steps
+
+
 @dataclass
 class Shape:
     """What a method's phases depend on: the cell's setup and its global MoE's config."""
@@ -37,9 +43,7 @@ class Shape:
 
     @property
     def budget(self) -> int:
-        if self.budget_steps:
-            return int(self.budget_steps)
-        return self.moe_config.num_experts * self.conf.kd.steps + self.conf.tune.steps
+        return server_budget(self.moe_config, self.conf, self.budget_steps)
 
     @property
     def moe_name(self) -> str:

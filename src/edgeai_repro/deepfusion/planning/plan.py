@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from edgeai_repro.core.errors import ConfigError, require
+from edgeai_repro.core.gpus import is_gpu
 from edgeai_repro.deepfusion.config import MemoryConf
 from edgeai_repro.deepfusion.planning.phases import Phase, Shape
 
@@ -101,6 +102,11 @@ def fit(phase: Phase, seq: int, precision: str, lora_r: int, limit_gb: float | N
     return Fit(1, b, one / GB)
 
 
+def fit_for(s, phase: Phase) -> Fit:
+    """`fit` with the cell's sequence length, precision, LoRA rank and GPU memory."""
+    return fit(phase, s.conf.data.max_len, str(s.conf.precision), s.conf.device.lora_r, s.gpu_memory_gb)
+
+
 def gpu_hours(phase: Phase, seq: int) -> float:
     """Estimated GPU-hours of a phase (module constants)."""
     cfg = phase.config
@@ -158,10 +164,7 @@ def device_phases(s) -> list[Phase]:
 
 def cell_phases(s, method) -> list[Phase]:
     """Every training phase of the cell: its devices (if the method trains them) and the method's own."""
-    from edgeai_repro.deepfusion.models import moe
-
-    k_total = sum(s.conf.cluster.k_of(t) for t in dict.fromkeys(s.types))
-    shape = Shape(s, moe.global_config(s.model_config(s.case.moe), k_total), method.steps)
+    shape = Shape(s, s.moe_config, method.steps)
     return [*(device_phases(s) if method.needs_devices else []), *method.phases(shape)]
 
 
@@ -169,10 +172,9 @@ def planner(s, method):
     """The cell's batching for the training code (Setup.planner): phase key and configured batch ->
     (micro-batch, accumulation) of the plan for the cell's GPU."""
     phases = {p.key: p for p in cell_phases(s, method)}
-    precision, seq, r = str(s.conf.precision), s.conf.data.max_len, s.conf.device.lora_r
 
     def batching(key: str, batch: int) -> tuple[int, int]:
-        f = fit(replace(phases[key], batch=batch), seq, precision, r, s.gpu_memory_gb)
+        f = fit_for(s, replace(phases[key], batch=batch))
         return f.micro, f.accum
 
     return batching
@@ -202,13 +204,14 @@ def host_ram_gb(s) -> float:
     if key in _RAM:  # every cell of a sweep over N, seeds and methods holds the same models
         return _RAM[key]
     elem = 2 if str(c.precision) in ("bf16", "fp16") else 4
-    k_total = sum(c.cluster.k_of(t) for t in dict.fromkeys(s.types))
-    g = moe.global_config(s.model_config(s.case.moe), k_total)
+    g = s.moe_config
     count = lambda cfg: catalog.parameter_count(catalog.meta_model(cfg))
     published = checkpoints.parameters_of(s.family(s.case.moe), c.models, s.folders.get(s.case.moe)) * 2
     devices = max(count(s.model_config(t)) for t in dict.fromkeys(s.types)) * elem
     total = (
-        published * (c.models == "paper") + count(g) * elem * 2 + k_total * count(moe.base_config(g)) * elem
+        published * (c.models == "paper")
+        + count(g) * elem * 2
+        + g.num_experts * count(moe.base_config(g)) * elem
     )
     _RAM[key] = (total + devices) / GB + 8.0
     return _RAM[key]
@@ -227,12 +230,12 @@ def plan_cells(cells: list[tuple[Any, int]], machine: dict) -> tuple[str, dict]:
     from edgeai_repro.deepfusion.server.methods.base import build
     from edgeai_repro.deepfusion.setup import Setup
 
-    rows, hours, seen, ram = [], {}, set(), 0.0
+    rows, hours, seen, listed, ram = [], {}, set(), set(), 0.0
     limit = None
     for cfg, n_seeds in cells:
         s = Setup.of(cfg)
         limit = s.gpu_memory_gb
-        if s.accelerator in ("gpu", "cuda") and limit is None:
+        if is_gpu(s.accelerator) and limit is None:
             raise ConfigError(
                 "trainer=gpu on a machine without a GPU plans for the GPU you name: set "
                 "trainer.gpu_memory_gb=<its memory in GB, e.g. 80 for an H100>."
@@ -244,7 +247,7 @@ def plan_cells(cells: list[tuple[Any, int]], machine: dict) -> tuple[str, dict]:
         h = hours.setdefault(group, {"cells": 0, "devices": 0.0, "server": 0.0})
         h["cells"] += n_seeds
         for phase in cell_phases(s, method):
-            f = fit(phase, seq, precision, s.conf.device.lora_r, limit)
+            f = fit_for(s, phase)
             est = gpu_hours(phase, seq)
             if phase.shared:  # the devices of a (case, N, seed): once, whichever method trains them first
                 if (s.conf.case, s.conf.devices, phase.key) not in seen:
@@ -253,8 +256,9 @@ def plan_cells(cells: list[tuple[Any, int]], machine: dict) -> tuple[str, dict]:
             else:
                 h["server"] += est * n_seeds
             key = (s.conf.case, method.name if not phase.shared else "(devices)", phase.key)
-            if key in {(r["case"], r["method"], r["key"]) for r in rows}:
+            if key in listed:
                 continue
+            listed.add(key)
             rows.append(
                 {
                     "case": s.conf.case,
@@ -342,24 +346,24 @@ def _launch_checks(cfg) -> None:
     """A real paper-scale launch on GPUs: every phase must fit the GPU at some micro-batch (the plan
     the cells will train with, refused here in one sentence rather than in every cell) and the
     cells run at once must fit the host's RAM."""
-    gpu = str(cfg.trainer.accelerator) in ("gpu", "cuda")
-    if cfg.deepfusion.models == "paper" and gpu and not cfg.get("dry_run"):
+    if cfg.deepfusion.models == "paper" and is_gpu(cfg.trainer.accelerator) and not cfg.get("dry_run"):
         from edgeai_repro.deepfusion.server.methods.base import build
         from edgeai_repro.deepfusion.setup import Setup
 
         s = Setup.of(cfg)
         for phase in cell_phases(s, build(s.conf.method)):
-            fit(phase, s.conf.data.max_len, str(s.conf.precision), s.conf.device.lora_r, s.gpu_memory_gb)
-        check_host_ram(cfg)
+            fit_for(s, phase)
+        check_host_ram(cfg, s)
 
 
-def check_host_ram(cfg) -> None:
-    """The cells a GPU launch runs at once must fit the host's RAM together (plan.host_ram_gb)."""
+def check_host_ram(cfg, s=None) -> None:
+    """The cells a GPU launch runs at once must fit the host's RAM together (host_ram_gb); `s`: the
+    cell's Setup, if the caller has it."""
     from edgeai_repro.core.gpus import host_ram_gb as machine_ram
     from edgeai_repro.core.gpus import parallel_cells
     from edgeai_repro.deepfusion.setup import Setup
 
-    n, need, have = parallel_cells(cfg), host_ram_gb(Setup.of(cfg)), machine_ram()
+    n, need, have = parallel_cells(cfg), host_ram_gb(s or Setup.of(cfg)), machine_ram()
     require(
         n * need <= have,
         f"hydra.launcher.n_jobs={n} cells at once need about {n * need:.0f} GB of host RAM ({need:.0f} GB each, "

@@ -26,7 +26,7 @@ from edgeai_repro.deepfusion.data.encoding import QADataset, loader
 from edgeai_repro.deepfusion.data.records import text_of
 from edgeai_repro.deepfusion.devices.federation import Device
 from edgeai_repro.deepfusion.models import catalog, checkpoints, moe
-from edgeai_repro.deepfusion.planning.phases import Phase, Shape
+from edgeai_repro.deepfusion.planning.phases import Phase, Shape, server_budget
 from edgeai_repro.deepfusion.server import align
 from edgeai_repro.deepfusion.server.clustering import proxy
 from edgeai_repro.deepfusion.server.distill import Distiller, KDDataset, add_teacher, kd_loader
@@ -145,11 +145,8 @@ class Server:
 
     @property
     def budget(self) -> int:
-        """Server optimizer steps of a learning baseline: the method's `steps`, or DeepFusion's own
-        (K domains x kd.steps of distillation + tune.steps of Phase III)."""
-        if self.budget_steps:
-            return int(self.budget_steps)
-        return self.moe_config.num_experts * self.conf.kd.steps + self.conf.tune.steps
+        """Server optimizer steps of a learning baseline (planning.phases.server_budget)."""
+        return server_budget(self.moe_config, self.conf, self.budget_steps)
 
     def heldout(self, n: int = 64):
         return loader(QADataset(self.corpus.test[:n], self.moe_tok, self.conf.data.max_len), 32, 0, False)
