@@ -80,6 +80,20 @@ def test_every_experiment_runs_at_smoke_scale(request, workdir: Path, name: str)
             assert "seeds_needed" in c, c
     assert (out / "run.json").exists()
     assert "Scale: **smoke**" in (out / "table.md").read_text()
+    if name == "deepfusion/table1_2":  # issue 21's bar: the reference rows and the knowledge-loss diagnostic
+        import pandas as pd
+
+        t = pd.read_csv(out / "table.csv")
+        assert {"start", "prior"} <= set(t["method"])
+        chain = [
+            "device_log_ppl",
+            "student_ppl_before",
+            "student_ppl_after",
+            "merged_log_ppl_before",
+            "merged_log_ppl_after",
+        ]
+        ours = t[t["method"] == "deepfusion"].set_index("metric")["mean"]
+        assert all(pd.notna(ours[m]) for m in chain) and (out / "knowledge_loss.png").exists()
     if short == "properties":
         import pandas as pd
 

@@ -264,45 +264,40 @@ def test_memory_model_follows_the_code_path() -> None:
 # ------------------------------------------------------------------ data
 
 
-def test_public_data_with_hidden_answers_holds_no_fact(compose) -> None:
-    """The benchmark where only the devices know the answers: public records ask about the same
-    entities, but their answers match the fact table no more often than chance."""
+def test_public_data_is_labelled_and_about_other_entities(compose) -> None:
+    """The paper's server: a labelled public benchmark of the same domains, about other things. Every
+    public answer is correct for its own entity, no public record mentions an entity of a device or
+    test record, and the sub-domains, attributes and answer format are the devices'."""
     from edgeai_repro.deepfusion.config import settings
 
-    def fact_rate(records) -> float:
-        facts = synthetic_data._facts(data.FINANCE_TOPICS, list(data.FINANCE_TOPICS)[:3], 0)
-        hits = [
-            facts[r.subdomain][e] in r.output
-            for r in records
-            for e in facts[r.subdomain]
-            if f"a {e}?" in r.input
-        ]
-        return sum(hits) / len(hits)
-
-    c = settings(
-        compose(
-            [
-                "experiment=deepfusion/table1_2",
-                "scale=smoke",
-                "deepfusion.case=finance",
-                "deepfusion.data.subdomains=3",
-                "deepfusion.data.public_samples=600",
-            ]
+    def entity(r) -> str:
+        text = r.question if isinstance(r, data.MedicalQA) else r.input
+        return (
+            text.split("diagnosed with ")[1].split(". ")[0]
+            if isinstance(r, data.MedicalQA)
+            else (text.split("about a ")[1].rstrip("?"))
         )
-    )
-    hidden = load_corpus(c, 0)
-    assert fact_rate(hidden.train) == fact_rate(hidden.test) == 1.0
-    assert fact_rate(hidden.public) < 0.3  # 1/6 by chance: answers drawn apart from the entity
-    assert {r.subdomain for r in hidden.public} == {r.subdomain for r in hidden.test}
-    c.data.public_answers = "given"
-    assert fact_rate(load_corpus(c, 0).public) == 1.0
-    # real data: multiple-choice letters redrawn, free-text outputs permuted among the records
-    med = data.synthetic("medical", 400, 2, seed=0)
-    hid = data.hide_answers(med, seed=0)
-    assert [r.question for r in hid] == [r.question for r in med]
-    assert 0.1 < sum(a.answer_idx == b.answer_idx for a, b in zip(hid, med)) / len(med) < 0.3
-    fin = data.synthetic("finance", 50, 2, seed=0)
-    assert sorted(r.output for r in data.hide_answers(fin, 0)) == sorted(r.output for r in fin)
+
+    def correct(records, public: bool) -> bool:
+        topics = data.MEDICAL_TOPICS if isinstance(records[0], data.MedicalQA) else data.FINANCE_TOPICS
+        facts = synthetic_data._facts(topics, list(topics), 0, public)
+        answer = lambda r: r.options[r.answer_idx] if isinstance(r, data.MedicalQA) else r.output
+        return all(facts[r.subdomain][entity(r)] in answer(r) for r in records)
+
+    for case in ("medical", "finance"):
+        c = settings(compose(["experiment=deepfusion/table1_2", "scale=smoke", f"deepfusion.case={case}"]))
+        corpus = load_corpus(c, 0)
+        private = {entity(r) for r in corpus.train + corpus.test}
+        public = {entity(r) for r in corpus.public}
+        assert private and public and not private & public  # disjoint entities: no test fact is public
+        assert public <= {e for s in data.PUBLIC_ENTITIES.values() for e in s}
+        assert correct(corpus.train + corpus.test, public=False) and correct(corpus.public, public=True)
+        assert {r.subdomain for r in corpus.public} == {r.subdomain for r in corpus.test}
+        topics = data.MEDICAL_TOPICS if case == "medical" else data.FINANCE_TOPICS
+        for s, names in data.PUBLIC_ENTITIES.items():  # no public entity is a device entity, by name
+            if s in topics:
+                assert not set(names) & set(topics[s][0])
+    assert not hasattr(synthetic_data, "hide_answers")  # nothing can train on scrambled answers
 
 
 def test_synthetic_data_is_seeded_schema_true_and_topical() -> None:
@@ -806,7 +801,7 @@ def test_public_data_from_real_files_states_no_test_fact(compose, tmp_path: Path
         f"deepfusion.data.path={path}",
     ]
     c = settings(compose(args))
-    c.data.public_answers, c.data.train_samples = "given", 200
+    c.data.train_samples = 200
     corpus = load_corpus(c, 0)
     test_facts = {_question(r) for r in corpus.test}
     assert len(corpus.public) == c.data.public_samples and not any(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -587,3 +588,38 @@ def test_the_prior_reference_scores_the_public_answer_unigram(toks: dict) -> Non
     assert math.isclose(
         scores["token_acc"], 100 * float((answers == logp.argmax()).float().mean()), rel_tol=1e-5
     )
+
+
+def test_option_accuracy_picks_the_most_likely_option_and_prior_is_the_base_rate(toks: dict) -> None:
+    """MMedBench's metric: the option whose answer the model finds most likely (sum of its tokens'
+    log-likelihood) is the model's choice. Under a uniform next-token model the option with the
+    fewest answer tokens is the most likely, so records whose correct option is the shortest score
+    100% and those whose correct option is the longest 0%; `prior`'s option accuracy is the rate of
+    the most frequent test letter."""
+    from edgeai_repro.deepfusion.evaluation.scores import class_prior_accuracy, option_accuracy
+    from edgeai_repro.deepfusion.server.methods.prior import UnigramLM
+
+    tok = toks["student"]
+    uniform = UnigramLM(torch.full((len(tok),), -math.log(len(tok))))
+    words = [
+        "bond",
+        "bond yield",
+        "bond yield curve",
+        "bond yield curve coupon",
+        "bond yield curve coupon fund",
+    ]
+
+    def records(correct: int) -> list:
+        out = []
+        for i in range(6):
+            order = [(i + j) % 5 for j in range(5)]  # the options' texts rotate over the letters
+            options = {data.LETTERS[j]: words[k] for j, k in enumerate(order)}
+            letter = data.LETTERS[order.index(correct)]
+            out.append(data.MedicalQA(f"Question {i} about a patient?", options, letter))
+        return out
+
+    assert option_accuracy(uniform, records(correct=0), tok, 96) == 100.0
+    assert option_accuracy(uniform, records(correct=4), tok, 96) == 0.0
+    assert option_accuracy(uniform, data.synthetic("finance", 4, 2, seed=0), tok, 96) is None  # free text
+    letters = [data.MedicalQA("q?", dict.fromkeys("ABCDE", "x"), k) for k in "AABCA"]
+    assert class_prior_accuracy(letters) == 60.0 and class_prior_accuracy([]) is None

@@ -119,7 +119,9 @@ CACHES: dict[str, Cache] = {
         _cache("cells/deepfusion_phase1", 2, ["edgeai_repro.deepfusion.tasks:run_phase1"], "d61ed8bead59"),
         # fusion v2: fair baselines (FedJETS rounds, FedMKT's budget and traffic, OFA-KD's projector);
         # v3: each domain's student and VAA seeded apart (results independent of the teacher-targets cache)
-        _cache("cells/deepfusion_fusion", 4, ["edgeai_repro.deepfusion.tasks:run_fusion"], "a0a5fa39a8a7"),
+        # v5: labelled public data about other entities (no hidden answers), option accuracy, the
+        # knowledge-loss diagnostic (devices, merged MoE before/after Phase III)
+        _cache("cells/deepfusion_fusion", 5, ["edgeai_repro.deepfusion.tasks:run_fusion"], "d3f1ee31cb9a"),
         # incentive v2: references on the evaluation episodes' own workers; v3: best response stops when a
         # sweep gains < tol/100, MADDPG logs its losses once per logging interval
         # v4: judged on the game of the last iteration, per-LMO gaps, exploitability, exact update counts

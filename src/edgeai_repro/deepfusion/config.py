@@ -31,11 +31,6 @@ class Partition(Option):
     dirichlet = "dirichlet"  # sub-domain mixes ~ Dirichlet(alpha): topic skew
 
 
-class PublicAnswers(Option):
-    hidden = "hidden"  # public answers carry no fact: only the devices know the test facts
-    given = "given"  # public records keep their answers (the paper's setting)
-
-
 class Domain(Option):
     medical = "medical"  # multiple-choice QA (MMedBench's schema)
     finance = "finance"  # open-ended QA (FiQA's schema)
@@ -262,8 +257,7 @@ class DataConf:
     subdomains: int = 4
     train_samples: int = MISSING  # pooled device training data (set by the scale)
     test_samples: int = MISSING
-    public_samples: int = MISSING  # the server's public data
-    public_answers: PublicAnswers = MISSING  # do the public records carry their answers (set by the scale)
+    public_samples: int = MISSING  # the server's public data: labelled, stating no test fact (data/corpus.py)
     partition: Partition = Partition.random_uneven
     size_sigma: float = 1.0  # random_uneven: log-normal spread of device sizes
     dirichlet_alpha: float = 0.1  # dirichlet: concentration over sub-domains

@@ -228,7 +228,7 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     from edgeai_repro.deepfusion.data.encoding import QADataset, loader
     from edgeai_repro.deepfusion.devices.federation import federation
     from edgeai_repro.deepfusion.evaluation import judge
-    from edgeai_repro.deepfusion.evaluation.scores import evaluate
+    from edgeai_repro.deepfusion.evaluation.scores import evaluate, option_accuracy
     from edgeai_repro.deepfusion.server.methods.base import Server, build
 
     s = Setup.of(cfg)
@@ -250,6 +250,11 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
         "comm_gb": method_comm_bytes(s, method.traffic, moe_config) / GB,
         "experts": moe_config.num_experts,
     }
+    if devices:  # the devices' own test log-ppl (each in its tokenizer's tokens): knowledge-loss diagnostic
+        record["device_log_ppl"] = float(np.mean([d.meta["test"]["log_ppl"] for d in devices]))
+    options = option_accuracy(model, s.corpus.test, server.moe_tok, c.data.max_len)
+    if options is not None:  # multiple-choice cases; a reference row may state its own (prior: the base rate)
+        record["option_acc"] = options
     if c.judge["samples"]:
         grader = instantiate(c.judge, _convert_="all")
         record["judge_score"] = judge.judge_answers(

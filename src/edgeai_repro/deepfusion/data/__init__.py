@@ -3,7 +3,7 @@
 (corpus), tokenizers (tokenizers) and token encoding with truncation (encoding). The torch-free
 parts are re-exported here."""
 
-from edgeai_repro.deepfusion.data.generator import FINANCE_TOPICS, MEDICAL_TOPICS, hide_answers, synthetic
+from edgeai_repro.deepfusion.data.generator import FINANCE_TOPICS, MEDICAL_TOPICS, PUBLIC_ENTITIES, synthetic
 from edgeai_repro.deepfusion.data.partitions import dominant_subdomain, partition
 from edgeai_repro.deepfusion.data.records import (
     LETTERS,
@@ -32,6 +32,7 @@ __all__ = [
     "LETTERS",
     "MEDICAL_TOPICS",
     "MMEDBENCH_LANGUAGES",
+    "PUBLIC_ENTITIES",
     "SCHEMAS",
     "FinanceQA",
     "MedicalQA",
@@ -40,7 +41,6 @@ __all__ = [
     "Record",
     "dominant_subdomain",
     "fiqa_records",
-    "hide_answers",
     "load_hub",
     "load_local",
     "mmedbench_records",

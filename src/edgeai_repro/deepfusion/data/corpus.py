@@ -11,7 +11,7 @@ import torch
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.deepfusion.config import DeepFusionConf
-from edgeai_repro.deepfusion.data.generator import hide_answers, synthetic
+from edgeai_repro.deepfusion.data.generator import synthetic
 from edgeai_repro.deepfusion.data.records import MedicalQA, Record
 from edgeai_repro.deepfusion.data.sources import Pools, load_hub, load_local
 
@@ -82,18 +82,16 @@ def load_corpus(c: DeepFusionConf, seed: int) -> Corpus:
     A source with its own test split (MMedBench, a local train/test folder) keeps it: the test set
     is drawn from its test records, devices and public data from its train records.
 
-    data.public_answers=hidden: the public records ask the same kinds of questions about the same
-    entities but their answers carry no fact (synthetic: drawn independently of the entity; real
-    data: data.hide_answers), so whatever the global model knows of the test facts it learnt from
-    the devices. `given`: the public records keep their answers (the paper's setting)."""
+    The public data is the paper's server's: correctly labelled records of the same domains that
+    state no test fact. Synthetic: records about entities no device or test record mentions
+    (generator.PUBLIC_ENTITIES), so only the devices know the facts the test asks about. Real data
+    (local, hub): the records drawn after the devices' share whose question is not a
+    near-duplicate of a test question (without_test_facts)."""
     d, domain = c.data, c.this_case.domain
     sizes = (d.train_samples, d.test_samples, d.public_samples)
-    hidden = d.public_answers == "hidden"
-    drawn = d.source == "synthetic" and hidden  # public records generated apart, with no fact in them
-    need = sum(sizes) - (sizes[2] if drawn else 0)
-    pools = (
-        Pools(synthetic(domain, need, d.subdomains, seed=seed)) if d.source == "synthetic" else load_pools(c)
-    )
+    synthetic_source = d.source == "synthetic"
+    need = sizes[0] + sizes[1] + (0 if synthetic_source else sizes[2])
+    pools = Pools(synthetic(domain, need, d.subdomains, seed=seed)) if synthetic_source else load_pools(c)
     if pools.skipped:
         log.info("%d %s records are not single-answer questions and were skipped", pools.skipped, domain)
     shuffle = lambda records, tag: [
@@ -110,8 +108,7 @@ def load_corpus(c: DeepFusionConf, seed: int) -> Corpus:
                 "deepfusion.data.train_samples/public_samples/test_samples."
             )
         train, test = shuffle(pools.train, ("split",)), shuffle(pools.test, ("split", "test"))[: sizes[1]]
-        public = _public(train[sizes[0] :], test, sizes[2], d.source)
-        return Corpus(train[: sizes[0]], test, hide_answers(public, seed) if hidden else public)
+        return Corpus(train[: sizes[0]], test, _public(train[sizes[0] :], test, sizes[2], d.source))
     pool = pools.train
     if len(pool) < need:
         raise ConfigError(
@@ -120,21 +117,16 @@ def load_corpus(c: DeepFusionConf, seed: int) -> Corpus:
         )
     pool = shuffle(pool, ("split",))
     a, b = sizes[0], sizes[0] + sizes[1]
-    if drawn:
-        public = synthetic(
-            domain, sizes[2], d.subdomains, seed=derive_seed("public", seed), random_answers=True
-        )
+    if synthetic_source:
+        public = synthetic(domain, sizes[2], d.subdomains, seed=derive_seed("public", seed), public=True)
     else:
         public = _public(pool[b:], pool[a:b], sizes[2], d.source)
-        public = hide_answers(public, seed) if hidden else public
     return Corpus(pool[:a], pool[a:b], public)
 
 
 def _public(candidates: list[Record], test: list[Record], n: int, source: str) -> list[Record]:
     """The server's public records: drawn after the devices' share; from real data (local, hub) none
     stating a test fact (without_test_facts), too few left being one sentence with the counts."""
-    if source == "synthetic":  # the generator's facts repeat by design (hidden answers carry none)
-        return candidates[:n]
     public, dropped = without_test_facts(candidates, test, n)
     if dropped:
         log.info("%d public candidates restate a test fact and were set aside", dropped)

@@ -1,7 +1,14 @@
 """Our synthetic data: each sub-domain has its own vocabulary and a fixed table of facts
 (condition -> treatment, instrument -> property). Facts are fixed by `kb_seed`, shared by every
 device and the test set, so a model can learn them and devices holding one sub-domain know
-something the others do not."""
+something the others do not.
+
+The server's public data is what the paper's server holds: a labelled benchmark of the same
+domains, about other things. Its records ask about PUBLIC_ENTITIES, entities of the same
+sub-domains that no device record and no test record mentions, with correct answers drawn from the
+same attributes (their own seeded table). From it a model learns the domain's language, its
+answer format and its attribute vocabulary, and none of the facts the test asks about: those only
+the devices hold."""
 
 from __future__ import annotations
 
@@ -169,12 +176,34 @@ FINANCE_TOPICS = {
 }
 
 
-def _facts(topics: dict, subdomains: list[str], kb_seed: int) -> dict[str, dict[str, str]]:
-    """A fixed, seeded pairing of each sub-domain's entities with its attributes."""
+# Entities of each sub-domain that only the server's public records mention (same attributes).
+PUBLIC_ENTITIES = {
+    "cardiology": ["endocarditis", "cardiomyopathy", "heart block", "myocarditis"],
+    "oncology": ["leukemia", "mesothelioma", "retinoblastoma", "thymoma"],
+    "infectious": ["cholera", "typhoid fever", "influenza", "scabies"],
+    "endocrine": ["graves disease", "pheochromocytoma", "prolactinoma", "hyperaldosteronism"],
+    "neurology": ["cluster headache", "bell palsy", "narcolepsy", "restless legs syndrome"],
+    "respiratory": ["pneumonia", "pleural effusion", "cystic fibrosis", "sleep apnea"],
+    "equities": ["penny stock", "preferred share", "sector etf", "value stock"],
+    "fixed_income": ["savings bond", "junk bond", "callable bond", "agency bond"],
+    "tax": ["traditional ira", "tax bracket", "standard deduction", "gift tax"],
+    "insurance": ["health plan", "auto policy", "disability cover", "policy rider"],
+    "real_estate": ["heloc", "reverse mortgage", "land trust", "property tax"],
+    "crypto": ["ethereum", "nft", "hot wallet", "airdrop"],
+}
+
+
+def _facts(
+    topics: dict, subdomains: list[str], kb_seed: int, public: bool = False
+) -> dict[str, dict[str, str]]:
+    """A fixed, seeded pairing of each sub-domain's entities (public: its PUBLIC_ENTITIES, with a
+    table of their own) with its attributes."""
     out = {}
     for s in subdomains:
         entities, attributes, _ = topics[s]
-        perm = np.random.default_rng(derive_seed("facts", s, kb_seed)).permutation(len(attributes))
+        entities = PUBLIC_ENTITIES[s] if public else entities
+        tag = ("public-facts",) if public else ("facts",)
+        perm = np.random.default_rng(derive_seed(*tag, s, kb_seed)).permutation(len(attributes))
         out[s] = {e: attributes[perm[i]] for i, e in enumerate(entities)}
     return out
 
@@ -186,27 +215,27 @@ def synthetic(
     seed: int,
     kb_seed: int = 0,
     weights: list[float] | None = None,
-    random_answers: bool = False,
+    public: bool = False,
 ) -> list[Record]:
-    """n seeded records, sub-domains drawn with `weights` (uniform by default). With
-    `random_answers` each record's answer is one of its sub-domain's attributes drawn independently
-    of the entity: the question and the format stay, the fact does not (the server's public data
-    in the benchmark where only the devices know the answers)."""
+    """n seeded records, sub-domains drawn with `weights` (uniform by default), every answer
+    correct. `public`: the server's public records, about PUBLIC_ENTITIES (none of which a device
+    or test record mentions) instead of the devices' entities."""
     topics = MEDICAL_TOPICS if domain == "medical" else FINANCE_TOPICS
     if not 1 <= subdomains <= len(topics):
         raise ConfigError(
             f"deepfusion.data.subdomains={subdomains} must be between 1 and {len(topics)} for {domain}."
         )
     names = list(topics)[:subdomains]
-    facts = _facts(topics, names, kb_seed)
+    facts = _facts(topics, names, kb_seed, public)
     rng = np.random.default_rng(derive_seed("synthetic", domain, seed))
     picks = rng.choice(len(names), size=n, p=weights)
     out: list[Record] = []
     for s_idx in picks:
         s = names[s_idx]
-        entities, attributes, context = topics[s]
+        _, attributes, context = topics[s]
+        entities = list(facts[s])
         entity = entities[rng.integers(len(entities))]
-        answer = facts[s][entity] if not random_answers else attributes[rng.integers(len(attributes))]
+        answer = facts[s][entity]
         cue = context[rng.integers(len(context))]
         if domain == "medical":
             distractors = [a for a in attributes if a != answer]
@@ -219,7 +248,7 @@ def synthetic(
                 f"A {age} year old patient presents with {cue} and is diagnosed with {entity}. "
                 f"Which management is most appropriate?"
             )
-            rationale = "" if random_answers else f"{answer} is the standard choice for {entity}."
+            rationale = f"{answer} is the standard choice for {entity}."
             out.append(MedicalQA(question, options, letter, rationale, s))
         else:
             question = f"What should {cue} know about a {entity}?"
@@ -227,20 +256,4 @@ def synthetic(
                 f"A {entity} is known for {answer}, which matters most when comparing it with other options."
             )
             out.append(FinanceQA("Answer the finance question in one sentence.", question, output, s))
-    return out
-
-
-def hide_answers(records: list[Record], seed: int) -> list[Record]:
-    """The same questions with answers that say nothing about them: a multiple-choice record gets a
-    uniformly drawn letter among its options, a free-text record the output of another record
-    (a seeded permutation). For real data (local or hub), where facts cannot be re-drawn."""
-    rng = np.random.default_rng(derive_seed("hide-answers", seed))
-    outputs = [r.output for r in records if isinstance(r, FinanceQA)]
-    shuffled = iter([outputs[i] for i in rng.permutation(len(outputs))])
-    out: list[Record] = []
-    for r in records:
-        if isinstance(r, MedicalQA):
-            out.append(MedicalQA(r.question, r.options, str(rng.choice(sorted(r.options))), "", r.subdomain))
-        else:
-            out.append(FinanceQA(r.instruction, r.input, next(shuffled), r.subdomain))
     return out

@@ -79,8 +79,8 @@ class Server:
     def init_moe(self) -> nn.Module:
         """The global MoE's starting point, shared by every method: the pretrained checkpoint's
         stand-in. At scale=tiny a seeded initialisation trained for `pretrain.steps` on the server's
-        public data (it learns the language and the answer format, and, with hidden public
-        answers, no fact), stored once per (model, public data, seed) in the cache
+        public data (it learns the language, the answer format and the public records' facts,
+        none of which the test asks about), stored once per (model, public data, seed) in the cache
         "deepfusion/inits" and loaded by every method. A random start would not stand in for a
         pretrained one: K students trained apart from it drift so far that averaging their shared
         weights (the merge) undoes them."""

@@ -10,6 +10,7 @@ from torch import nn
 
 from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.deepfusion.config import KDConf
+from edgeai_repro.deepfusion.evaluation.scores import evaluate
 from edgeai_repro.deepfusion.models import moe
 from edgeai_repro.deepfusion.planning.phases import Phase, Shape
 from edgeai_repro.deepfusion.server.clustering import cluster
@@ -92,9 +93,13 @@ def fuse(s: Server, label: str, kd: KDConf) -> Fused:
     merged = moe.merge(bases, s.moe_config, seed=derive_seed("router", s.seed) % 2**62).to(
         s.setup.train_dtype
     )
+    # Where knowledge is lost: the merged MoE's held-out log-ppl before and after Phase III, beside
+    # the students' before and after Phase II (distill_domains) and the devices' (run_fusion).
+    out.metrics["merged_log_ppl_before"] = evaluate(merged, s.heldout(), s.device)["log_ppl"]
     out.model = tune(
         s, merged, s.conf.tune.steps, s.corpus.public, freeze=True, label=label, lr=s.conf.tune.lr, out=out
     )
+    out.metrics["merged_log_ppl_after"] = evaluate(out.model, s.heldout(), s.device)["log_ppl"]
     return out
 
 

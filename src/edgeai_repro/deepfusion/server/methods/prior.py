@@ -1,7 +1,9 @@
 """Reference row `prior`: no model of the text at all. Every answer token is predicted from the
 unigram distribution of the public records' answer tokens (add-one smoothed over the global MoE's
 vocabulary), so its token accuracy is the rate of the most frequent answer token and its
-log-perplexity the answers' cross-entropy under that distribution.
+log-perplexity the answers' cross-entropy under that distribution. For multiple-choice cases its
+option accuracy is the test answers' class prior: the rate of the most frequent letter, what
+answering that letter to every question scores (the base rate a method must beat).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 
 from edgeai_repro.deepfusion.data.encoding import IGNORE, QADataset
+from edgeai_repro.deepfusion.evaluation.scores import class_prior_accuracy
 from edgeai_repro.deepfusion.server.methods.base import Fused, Reference, Server
 
 
@@ -47,4 +50,8 @@ class Prior(Reference):
 
     def __call__(self, s: Server) -> Fused:
         ds = QADataset(s.corpus.public, s.moe_tok, s.conf.data.max_len)
-        return Fused(UnigramLM(answer_unigram(ds, s.moe_config.vocab_size)), metrics={"server_steps": 0.0})
+        metrics = {"server_steps": 0.0}
+        base_rate = class_prior_accuracy(s.corpus.test)
+        if base_rate is not None:
+            metrics["option_acc"] = base_rate
+        return Fused(UnigramLM(answer_unigram(ds, s.moe_config.vocab_size)), metrics=metrics)
