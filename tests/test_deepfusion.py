@@ -288,10 +288,11 @@ def test_public_data_is_labelled_and_about_other_entities(compose) -> None:
         c = settings(compose(["experiment=deepfusion/table1_2", "scale=smoke", f"deepfusion.case={case}"]))
         corpus = load_corpus(c, 0)
         private = {entity(r) for r in corpus.train + corpus.test}
-        public = {entity(r) for r in corpus.public}
+        public = {entity(r) for r in corpus.public + corpus.val}
+        assert len(corpus.val) == c.data.val_samples and corpus.val != corpus.public[: len(corpus.val)]
         assert private and public and not private & public  # disjoint entities: no test fact is public
         assert public <= {e for s in data.PUBLIC_ENTITIES.values() for e in s}
-        assert correct(corpus.train + corpus.test, public=False) and correct(corpus.public, public=True)
+        assert correct(corpus.train + corpus.test, public=False) and correct(corpus.public + corpus.val, True)
         assert {r.subdomain for r in corpus.public} == {r.subdomain for r in corpus.test}
         topics = data.MEDICAL_TOPICS if case == "medical" else data.FINANCE_TOPICS
         for s, names in data.PUBLIC_ENTITIES.items():  # no public entity is a device entity, by name
@@ -805,9 +806,10 @@ def test_public_data_from_real_files_states_no_test_fact(compose, tmp_path: Path
     corpus = load_corpus(c, 0)
     test_facts = {_question(r) for r in corpus.test}
     assert len(corpus.public) == c.data.public_samples and not any(
-        _question(r) in test_facts for r in corpus.public
+        _question(r) in test_facts for r in corpus.public + corpus.val
     )
-    c.data.public_samples = 318  # every record left after the devices and the test set
+    assert len(corpus.val) == c.data.val_samples and not set(corpus.val) & set(corpus.public)
+    c.data.public_samples = 318 - c.data.val_samples  # with validation: every record left after devices and test
     with pytest.raises(
         ConfigError, match=r"records left for the server's public data once those restating a test fact"
     ):

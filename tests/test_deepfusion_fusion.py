@@ -623,3 +623,56 @@ def test_option_accuracy_picks_the_most_likely_option_and_prior_is_the_base_rate
     assert option_accuracy(uniform, data.synthetic("finance", 4, 2, seed=0), tok, 96) is None  # free text
     letters = [data.MedicalQA("q?", dict.fromkeys("ABCDE", "x"), k) for k in "AABCA"]
     assert class_prior_accuracy(letters) == 60.0 and class_prior_accuracy([]) is None
+
+
+def test_step_selection_ends_with_the_weights_of_the_best_validation_score(toks: dict) -> None:
+    """The selection protocol (server/selection.py): a training that first helps and then hurts the
+    validation score ends with the weights of its best step, whatever the step; the curve is scored
+    before the first step and every `every` steps."""
+    from types import SimpleNamespace
+
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from edgeai_repro.core.trainer import Trainers
+    from edgeai_repro.deepfusion.data.encoding import IGNORE, QADataset, loader
+    from edgeai_repro.deepfusion.evaluation.scores import evaluate
+    from edgeai_repro.deepfusion.server.selection import KeepBest
+
+    tok = toks["student"]
+    val = loader(QADataset(data.synthetic("finance", 16, 2, seed=5), tok, 96), 8, 0, False)
+    answers = torch.tensor([y for b in val for y in b["labels"].flatten().tolist() if y != IGNORE])
+    freq = torch.bincount(answers, minlength=len(tok)).float() / len(answers)
+    junk = int(freq.argmin())
+
+    class Unigram(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(len(tok)))
+
+        def forward(self, input_ids, attention_mask=None, **_):
+            return SimpleNamespace(logits=self.w.expand(*input_ids.shape, -1))
+
+    class Climb(L.LightningModule):  # toward the answers' distribution for 6 steps, then away
+        def __init__(self, model) -> None:
+            super().__init__()
+            self.model = model
+
+        def training_step(self, batch, i):
+            if self.global_step < 6:  # gradient descent on the validation answers' own cross-entropy
+                return -(freq * self.model.w.log_softmax(-1)).sum()
+            return -self.model.w[junk]  # raises a token no answer holds: every step hurts
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=1.0)
+
+    for every, expect in ((2, {6}), (4, {4, 8})):
+        model = Unigram()
+        keep = KeepBest(model, val, every)
+        Trainers().fit(Climb(model), DataLoader(torch.zeros(64, 1), batch_size=1), 20, callbacks=[keep])
+        steps = [s for s, _ in keep.curve]
+        assert steps[0] == 0 and steps[-1] == 20 and all(s % every == 0 for s in steps)
+        best = min(keep.curve, key=lambda p: p[1])
+        assert keep.step == best[0] and best[0] in expect
+        assert math.isclose(evaluate(model, val)["log_ppl"], best[1], rel_tol=1e-6)
+        assert best[1] < keep.curve[0][1] and best[1] < keep.curve[-1][1]  # it helped, then it hurt

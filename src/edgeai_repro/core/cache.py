@@ -149,7 +149,7 @@ CACHES: dict[str, Cache] = {
                 "edgeai_repro.deepfusion.server.methods.base:Server.init_moe",
                 "edgeai_repro.deepfusion.server.methods.base:tune",
             ],
-            "735dd58e1f9a",
+            "2eaabe3fad39",
         ),
         _cache(
             "deepfusion/targets",

@@ -258,6 +258,7 @@ class DataConf:
     train_samples: int = MISSING  # pooled device training data (set by the scale)
     test_samples: int = MISSING
     public_samples: int = MISSING  # the server's public data: labelled, stating no test fact (data/corpus.py)
+    val_samples: int = MISSING  # public validation records, held out from every training (step selection)
     partition: Partition = Partition.random_uneven
     size_sigma: float = 1.0  # random_uneven: log-normal spread of device sizes
     dirichlet_alpha: float = 0.1  # dirichlet: concentration over sub-domains
@@ -328,6 +329,17 @@ class PretrainConf:
 
 
 @dataclass
+class SelectionConf:
+    """One protocol for every method's server training steps (server/selection.py): early stopping
+    on the public validation records within the method's budget (the cap)."""
+
+    every: int = MISSING  # score every `every` optimizer steps (set by the scale); 0: the whole budget
+
+    def check(self, key: str) -> None:
+        require(self.every >= 0, f"{key}.every={self.every} must be >= 0 (0 trains for the whole budget).")
+
+
+@dataclass
 class TuneConf:
     """Phase III: experts frozen."""
 
@@ -377,6 +389,7 @@ class DeepFusionConf:
     embedder: EmbedderConf = field(default_factory=EmbedderConf)
     kd: KDConf = field(default_factory=KDConf)
     tune: TuneConf = field(default_factory=TuneConf)
+    select: SelectionConf = field(default_factory=SelectionConf)
     pretrain: PretrainConf = field(default_factory=PretrainConf)
     # dtype of every method's trainable copy (devices' full fine-tuning, Phase II students, the merged and
     # the published MoE, FedJETS' local MoE): one policy for all methods; bf16 at paper scale

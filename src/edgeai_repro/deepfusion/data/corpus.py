@@ -4,13 +4,13 @@ disjoint and fixed by the data seed, from the configured source."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.seeding import derive_seed
-from edgeai_repro.deepfusion.config import DeepFusionConf
+from edgeai_repro.deepfusion.config import DataConf, DeepFusionConf
 from edgeai_repro.deepfusion.data.generator import synthetic
 from edgeai_repro.deepfusion.data.records import MedicalQA, Record
 from edgeai_repro.deepfusion.data.sources import Pools, load_hub, load_local
@@ -23,6 +23,7 @@ class Corpus:
     train: list[Record]
     test: list[Record]
     public: list[Record]
+    val: list[Record] = field(default_factory=list)  # public validation records (server/selection.py)
 
 
 def load_pools(c: DeepFusionConf) -> Pools:
@@ -86,9 +87,10 @@ def load_corpus(c: DeepFusionConf, seed: int) -> Corpus:
     state no test fact. Synthetic: records about entities no device or test record mentions
     (generator.PUBLIC_ENTITIES), so only the devices know the facts the test asks about. Real data
     (local, hub): the records drawn after the devices' share whose question is not a
-    near-duplicate of a test question (without_test_facts)."""
+    near-duplicate of a test question (without_test_facts). The public validation records
+    (`val`) are more of the same, held out from every training: the step selection scores on them."""
     d, domain = c.data, c.this_case.domain
-    sizes = (d.train_samples, d.test_samples, d.public_samples)
+    sizes = (d.train_samples, d.test_samples, d.public_samples + d.val_samples)
     synthetic_source = d.source == "synthetic"
     need = sizes[0] + sizes[1] + (0 if synthetic_source else sizes[2])
     pools = Pools(synthetic(domain, need, d.subdomains, seed=seed)) if synthetic_source else load_pools(c)
@@ -104,24 +106,36 @@ def load_corpus(c: DeepFusionConf, seed: int) -> Corpus:
         if len(pools.train) < sizes[0] + sizes[2] or len(pools.test) < sizes[1]:
             raise ConfigError(
                 f"the {d.source} data holds {len(pools.train)} train and {len(pools.test)} test records but "
-                f"the scale asks for {sizes[0]} + {sizes[2]} (devices + public) and {sizes[1]}; lower "
-                "deepfusion.data.train_samples/public_samples/test_samples."
+                f"the scale asks for {sizes[0]} + {sizes[2]} (devices + public and its validation records) and "
+                f"{sizes[1]}; lower deepfusion.data.train_samples/public_samples/val_samples/test_samples."
             )
         train, test = shuffle(pools.train, ("split",)), shuffle(pools.test, ("split", "test"))[: sizes[1]]
-        return Corpus(train[: sizes[0]], test, _public(train[sizes[0] :], test, sizes[2], d.source))
+        return _with_val(
+            Corpus(train[: sizes[0]], test, _public(train[sizes[0] :], test, sizes[2], d.source)), d
+        )
     pool = pools.train
     if len(pool) < need:
         raise ConfigError(
-            f"the {d.source} data holds {len(pool)} records but train, test and public samples need "
-            f"{need}; lower deepfusion.data.train_samples/test_samples/public_samples."
+            f"the {d.source} data holds {len(pool)} records but train, test and public (with validation) "
+            f"samples need {need}; lower deepfusion.data.train_samples/test_samples/public_samples/val_samples."
         )
     pool = shuffle(pool, ("split",))
     a, b = sizes[0], sizes[0] + sizes[1]
     if synthetic_source:
-        public = synthetic(domain, sizes[2], d.subdomains, seed=derive_seed("public", seed), public=True)
-    else:
-        public = _public(pool[b:], pool[a:b], sizes[2], d.source)
-    return Corpus(pool[:a], pool[a:b], public)
+        public = synthetic(
+            domain, d.public_samples, d.subdomains, seed=derive_seed("public", seed), public=True
+        )
+        val = synthetic(
+            domain, d.val_samples, d.subdomains, seed=derive_seed("public-val", seed), public=True
+        )
+        return Corpus(pool[:a], pool[a:b], public, val)
+    return _with_val(Corpus(pool[:a], pool[a:b], _public(pool[b:], pool[a:b], sizes[2], d.source)), d)
+
+
+def _with_val(corpus: Corpus, d: DataConf) -> Corpus:
+    """Real data: the last `val_samples` of the public records drawn become the validation records."""
+    cut = len(corpus.public) - d.val_samples
+    return Corpus(corpus.train, corpus.test, corpus.public[:cut], corpus.public[cut:])
 
 
 def _public(candidates: list[Record], test: list[Record], n: int, source: str) -> list[Record]:
@@ -134,6 +148,6 @@ def _public(candidates: list[Record], test: list[Record], n: int, source: str) -
         raise ConfigError(
             f"the {source} data has {len(public)} records left for the server's public data once those "
             f"restating a test fact ({dropped}) are set aside, but the scale asks for {n}; lower "
-            "deepfusion.data.public_samples or deepfusion.data.train_samples."
+            "deepfusion.data.public_samples/val_samples or deepfusion.data.train_samples."
         )
     return public

@@ -186,8 +186,9 @@ _RAM: dict[tuple, float] = {}
 def host_ram_gb(s) -> float:
     """Host RAM a cell needs at its peak, estimated from parameter counts: at paper scale the published
     MoE loaded whole in bf16 before its K experts are kept, plus the global MoE, the K students of
-    Phase II and the largest device model held on the host in the cell's precision, and 8 GB for the
-    process, the data and the tokenizers (our allowance)."""
+    Phase II and the largest device model held on the host in the cell's precision, the best
+    weights the step selection keeps on the host (server/selection.py; counted as a whole global
+    MoE), and 8 GB for the process, the data and the tokenizers (our allowance)."""
     from edgeai_repro.deepfusion.models import catalog, checkpoints, moe
 
     c = s.conf
@@ -210,7 +211,7 @@ def host_ram_gb(s) -> float:
     devices = max(count(s.model_config(t)) for t in dict.fromkeys(s.types)) * elem
     total = (
         published * (c.models == "paper")
-        + count(g) * elem * 2
+        + count(g) * elem * 3
         + g.num_experts * count(moe.base_config(g)) * elem
     )
     _RAM[key] = (total + devices) / GB + 8.0

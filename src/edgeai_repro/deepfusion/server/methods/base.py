@@ -30,6 +30,7 @@ from edgeai_repro.deepfusion.planning.phases import Phase, Shape, server_budget
 from edgeai_repro.deepfusion.server import align
 from edgeai_repro.deepfusion.server.clustering import proxy
 from edgeai_repro.deepfusion.server.distill import Distiller, KDDataset, add_teacher, kd_loader
+from edgeai_repro.deepfusion.server.selection import KeepBest
 from edgeai_repro.deepfusion.setup import Setup
 
 INITS = cache.get("deepfusion/inits")
@@ -117,6 +118,7 @@ class Server:
             lr=c.pretrain.lr,
             out=Fused(),
             phase="server",
+            select=False,
         )
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         INITS.write(path, lambda tmp: save_file(state, str(tmp)))
@@ -151,10 +153,31 @@ class Server:
     def heldout(self, n: int = 64):
         return loader(QADataset(self.corpus.test[:n], self.moe_tok, self.conf.data.max_len), 32, 0, False)
 
-    def fit(self, module: L.LightningModule, data, steps: int, accumulate: int = 1) -> None:
+    def fit(
+        self,
+        module: L.LightningModule,
+        data,
+        steps: int,
+        accumulate: int = 1,
+        select: nn.Module | None = None,
+    ) -> int:
+        """Train `module` for at most `steps`; with `select` (the model being trained) and
+        `select.every` > 0, by the step-selection protocol (selection.py): returns the optimizer
+        step whose weights `select` ends with (`steps` without selection)."""
+        every = self.conf.select.every
+        keep = KeepBest(select, self.validation(), every) if select is not None and every else None
         self.trainers.fit(
-            module, data, steps, **({"accumulate_grad_batches": accumulate} if accumulate > 1 else {})
+            module,
+            data,
+            steps,
+            callbacks=[keep] if keep else None,
+            **({"accumulate_grad_batches": accumulate} if accumulate > 1 else {}),
         )
+        return keep.step if keep else steps
+
+    def validation(self):
+        """The public validation records (Corpus.val), as the step selection scores them."""
+        return loader(QADataset(self.corpus.val, self.moe_tok, self.conf.data.max_len), 32, 0, False)
 
     def add_targets(self, ds: KDDataset, members: list[Device], kd: KDConf, with_features: bool) -> None:
         """Append to every public item the targets of the teacher made of `members`' uploads (their
@@ -212,9 +235,12 @@ def tune(
     lr: float,
     out: Fused,
     phase: str = "tune",
+    select: bool = True,
 ) -> nn.Module:
     """Phase III (experts frozen) or plain training of the MoE on `records` with the router's
-    load-balancing loss; `phase` names its plan entry (plan.py: the micro-batch on a GPU)."""
+    load-balancing loss; `phase` names its plan entry (plan.py: the micro-batch on a GPU). With
+    `select` its steps are chosen by the selection protocol (selection.py), the chosen step in
+    `out.metrics["<label>_steps"]`; the shared start's pre-training is not a method's choice."""
     if freeze:
         moe.freeze_experts(model)
     model.config.output_router_logits = True
@@ -225,7 +251,15 @@ def tune(
     conf = replace(s.kd, kd="none", alpha=0.0, beta=0.0, lr=lr, steps=steps)
     module = Distiller(model, conf)
     micro, accum = s.setup.batching(phase, conf.batch_size)
-    s.fit(module, kd_loader(ds, micro, derive_seed("tune", label, s.seed) % 2**62), steps, accum)
+    chosen = s.fit(
+        module,
+        kd_loader(ds, micro, derive_seed("tune", label, s.seed) % 2**62),
+        steps,
+        accum,
+        select=model if select else None,
+    )
+    if select:
+        out.metrics[f"{phase}_steps"] = float(chosen)
     out.curves += [
         {"method": label, "curve": "tuning loss", "step": i, "value": h["ce"]}
         for i, h in enumerate(module.history)

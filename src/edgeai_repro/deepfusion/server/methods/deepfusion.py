@@ -52,7 +52,10 @@ def distill_domains(s: Server, kd: KDConf, label: str, out: Fused) -> list[nn.Mo
     doms = cluster(c.cluster, c.comm.embedding_dim, s.seed, s.devices)
     out.metrics.update(purity_domains=doms.purity_domains, purity_embedding=doms.purity_embedding)
     init = s.init_moe()
-    bases, per_domain = [], {"student_ppl_before": [], "student_ppl_after": [], "fm_first": [], "fm_last": []}
+    bases, per_domain = (
+        [],
+        {"student_ppl_before": [], "student_ppl_after": [], "fm_first": [], "fm_last": [], "kd_steps": []},
+    )
     for i, members in enumerate(doms.members(s.devices)):
         ds = KDDataset(s.corpus.public, s.moe_tok, kd.max_len)
         s.add_targets(ds, members, kd, with_features=True)
@@ -65,7 +68,14 @@ def distill_domains(s: Server, kd: KDConf, label: str, out: Fused) -> list[nn.Mo
         student = s.base_model(init, i % s.moe_config.num_experts)
         module = Distiller(student, kd, stages, heldout=s.heldout(), eval_every=max(1, kd.steps // 5))
         micro, accum = s.setup.batching("distill", kd.batch_size)
-        s.fit(module, kd_loader(ds, micro, derive_seed("kd", i, s.seed) % 2**62), kd.steps, accum)
+        chosen = s.fit(
+            module,
+            kd_loader(ds, micro, derive_seed("kd", i, s.seed) % 2**62),
+            kd.steps,
+            accum,
+            select=student,
+        )
+        per_domain["kd_steps"].append(float(chosen))
         for step, h in enumerate(module.history):
             out.curves += [
                 {"method": label, "curve": f"L_{k} (domain {i})", "step": step, "value": h[k]}
@@ -76,7 +86,8 @@ def distill_domains(s: Server, kd: KDConf, label: str, out: Fused) -> list[nn.Mo
             for st, v in module.heldout_curve
         ]
         per_domain["student_ppl_before"].append(module.heldout_curve[0][1])
-        per_domain["student_ppl_after"].append(module.heldout_curve[-1][1])
+        # after Phase II: the student as it leaves it (its selected weights), not its last step's
+        per_domain["student_ppl_after"].append(evaluate(student, s.heldout(), s.device)["log_ppl"])
         fm = [h["fm"] for h in module.history]
         q = max(1, len(fm) // 5)
         per_domain["fm_first"].append(sum(fm[:q]) / q)

@@ -35,10 +35,12 @@ class FedMKT(Method):
         model = s.init_moe()
         module = Distiller(model, kd)
         micro, accum = s.setup.batching("server", kd.batch_size)
-        s.fit(module, kd_loader(ds, micro, derive_seed("fedmkt", s.seed) % 2**62), kd.steps, accum)
+        chosen = s.fit(
+            module, kd_loader(ds, micro, derive_seed("fedmkt", s.seed) % 2**62), kd.steps, accum, select=model
+        )
         return Fused(
             model,
-            metrics={"comm_gb": sent / comm.GB, "server_steps": float(kd.steps)},
+            metrics={"comm_gb": sent / comm.GB, "server_steps": float(chosen)},
             curves=[
                 {"method": "fedmkt", "curve": f"L_{k}", "step": i, "value": h[k]}
                 for i, h in enumerate(module.history)
