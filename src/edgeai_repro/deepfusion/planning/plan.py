@@ -57,6 +57,9 @@ def peak_bytes(phase: Phase, seq: int, precision: str, lora_r: int, batch: int) 
     """The memory model's peak (bytes) of one training step of the phase at `batch`; kept per process,
     since every cell of a sweep over N and seeds trains the same shapes."""
     import copy
+    import warnings
+
+    from transformers.utils import logging as hf_logging
 
     from edgeai_repro.deepfusion.accounting import memory
 
@@ -67,7 +70,16 @@ def peak_bytes(phase: Phase, seq: int, precision: str, lora_r: int, batch: int) 
         config._attn_implementation = (
             "eager"  # the meta device runs eager code; setup.attention models the kernel
         )
-        _PEAKS[key] = float(memory.estimate(config, setup)["total"])
+        # The simulated step runs peft's and transformers' real code paths, whose deprecation and
+        # code-path notices say nothing about the plan: a dry run prints the plan, not them.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            level = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()
+            try:
+                _PEAKS[key] = float(memory.estimate(config, setup)["total"])
+            finally:
+                hf_logging.set_verbosity(level)
     return _PEAKS[key]
 
 
