@@ -809,7 +809,9 @@ def test_public_data_from_real_files_states_no_test_fact(compose, tmp_path: Path
         _question(r) in test_facts for r in corpus.public + corpus.val
     )
     assert len(corpus.val) == c.data.val_samples and not set(corpus.val) & set(corpus.public)
-    c.data.public_samples = 318 - c.data.val_samples  # with validation: every record left after devices and test
+    c.data.public_samples = (
+        318 - c.data.val_samples
+    )  # with validation: every record left after devices and test
     with pytest.raises(
         ConfigError, match=r"records left for the server's public data once those restating a test fact"
     ):

@@ -149,7 +149,7 @@ CACHES: dict[str, Cache] = {
                 "edgeai_repro.deepfusion.server.methods.base:Server.init_moe",
                 "edgeai_repro.deepfusion.server.methods.base:tune",
             ],
-            "2eaabe3fad39",
+            "75b11e3692af",
         ),
         _cache(
             "deepfusion/targets",

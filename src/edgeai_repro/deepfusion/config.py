@@ -268,6 +268,11 @@ class DataConf:
     def check(self, key: str) -> None:
         require(self.max_len >= 8, f"{key}.max_len={self.max_len} must be at least 8 tokens.")
         require(
+            1 <= self.val_samples < self.train_samples,
+            f"{key}.val_samples={self.val_samples} must be at least 1 and below train_samples "
+            "(the step selection's validation records).",
+        )
+        require(
             self.subdomains >= 1 and self.dirichlet_alpha > 0 and self.size_sigma >= 0,
             f"{key} needs subdomains >= 1, dirichlet_alpha > 0 and size_sigma >= 0.",
         )

@@ -160,12 +160,14 @@ class Server:
         steps: int,
         accumulate: int = 1,
         select: nn.Module | None = None,
+        val: list | None = None,
     ) -> int:
         """Train `module` for at most `steps`; with `select` (the model being trained) and
-        `select.every` > 0, by the step-selection protocol (selection.py): returns the optimizer
-        step whose weights `select` ends with (`steps` without selection)."""
+        `select.every` > 0, by the step-selection protocol (selection.py) on `val` (default: the
+        public validation records): returns the optimizer step whose weights `select` ends with
+        (`steps` without selection)."""
         every = self.conf.select.every
-        keep = KeepBest(select, self.validation(), every) if select is not None and every else None
+        keep = KeepBest(select, self.validation(val), every) if select is not None and every else None
         self.trainers.fit(
             module,
             data,
@@ -175,9 +177,10 @@ class Server:
         )
         return keep.step if keep else steps
 
-    def validation(self):
-        """The public validation records (Corpus.val), as the step selection scores them."""
-        return loader(QADataset(self.corpus.val, self.moe_tok, self.conf.data.max_len), 32, 0, False)
+    def validation(self, records: list | None = None):
+        """Validation records as the step selection scores them: `records`, else the public ones (Corpus.val)."""
+        records = self.corpus.val if records is None else records
+        return loader(QADataset(records, self.moe_tok, self.conf.data.max_len), 32, 0, False)
 
     def add_targets(self, ds: KDDataset, members: list[Device], kd: KDConf, with_features: bool) -> None:
         """Append to every public item the targets of the teacher made of `members`' uploads (their
@@ -236,6 +239,7 @@ def tune(
     out: Fused,
     phase: str = "tune",
     select: bool = True,
+    val: list | None = None,
 ) -> nn.Module:
     """Phase III (experts frozen) or plain training of the MoE on `records` with the router's
     load-balancing loss; `phase` names its plan entry (plan.py: the micro-batch on a GPU). With
@@ -257,6 +261,7 @@ def tune(
         steps,
         accum,
         select=model if select else None,
+        val=val,
     )
     if select:
         out.metrics[f"{phase}_steps"] = float(chosen)

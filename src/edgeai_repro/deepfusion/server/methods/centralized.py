@@ -15,23 +15,31 @@ class Centralized(Method):
     traffic: str = "none"
 
     def __call__(self, s: Server) -> Fused:
+        # A centralised trainer holds the pooled data, so it holds out part of it for its step
+        # selection (the device-side rule: validation on the devices' own records), as many records
+        # as the server's public validation set; it trains on the rest.
         c = s.conf
         out = Fused()
-        steps = epochs_to_steps(c.device.epochs, len(s.corpus.train), c.device.batch_size)
+        held = c.data.val_samples
+        train, val = s.corpus.train[:-held], s.corpus.train[-held:]
+        steps = epochs_to_steps(c.device.epochs, len(train), c.device.batch_size)
         out.model = tune(
             s,
             s.init_moe(),
             steps,
-            s.corpus.train,
+            train,
             freeze=False,
             label="centralized",
             lr=c.device.full_lr or c.device.lr,
             out=out,
             phase="server",
+            val=val,
         )
         return out
 
     def phases(self, shape: Shape) -> list[Phase]:
         c = shape.conf
-        steps = epochs_to_steps(c.device.epochs, c.data.train_samples, c.device.batch_size)
+        steps = epochs_to_steps(
+            c.device.epochs, c.data.train_samples - c.data.val_samples, c.device.batch_size
+        )
         return [shape.server_phase("training on the pooled device data", steps)]

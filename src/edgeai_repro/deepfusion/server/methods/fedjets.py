@@ -36,16 +36,6 @@ class FedJETS(Method):
         keep = comm.pruned_moe_config(s.moe_config, f.local_experts).num_experts
         per_round = max(1, round(f.participation * len(s.devices)))
         test = s.heldout()
-        # FedJETS' rounds by the step-selection protocol (selection.py): the global model after the
-        # round that scores best on the public validation records (round 0: the shared start).
-        select = s.conf.select.every > 0
-        val = s.validation() if select else None
-        score = lambda: evaluate(global_model, val, s.device)["log_ppl"]
-        best = (
-            (0, score(), {k: v.to("cpu", copy=True) for k, v in global_model.state_dict().items()})
-            if select
-            else None
-        )
         curve = [
             {
                 "method": "fedjets",
@@ -98,15 +88,7 @@ class FedJETS(Method):
                     "value": evaluate(global_model, test, s.device)["log_ppl"],
                 }
             )
-            if select and (loss := score()) < best[1]:
-                best = (
-                    rnd + 1,
-                    loss,
-                    {k: v.to("cpu", copy=True) for k, v in global_model.state_dict().items()},
-                )
-        if select:
-            global_model.load_state_dict(best[2])
-        return Fused(global_model, metrics={"rounds": float(best[0] if select else f.rounds)}, curves=curve)
+        return Fused(global_model, metrics={"rounds": float(f.rounds)}, curves=curve)
 
     def phases(self, shape: Shape) -> list[Phase]:
         c, f = shape.conf, shape.conf.fedjets
