@@ -676,3 +676,24 @@ def test_step_selection_ends_with_the_weights_of_the_best_validation_score(toks:
         assert keep.step == best[0] and best[0] in expect
         assert math.isclose(evaluate(model, val)["log_ppl"], best[1], rel_tol=1e-6)
         assert best[1] < keep.curve[0][1] and best[1] < keep.curve[-1][1]  # it helped, then it hurt
+
+
+def test_the_centralised_bound_selects_on_held_out_pooled_records(monkeypatch) -> None:
+    """The centralised bound holds the pooled device data: it holds out `val_samples` of those
+    records for its step selection and trains on the rest, never on the held-out ones."""
+    from types import SimpleNamespace
+
+    from edgeai_repro.deepfusion.server.methods import centralized
+
+    seen = {}
+    monkeypatch.setattr(
+        centralized, "tune", lambda s, model, steps, records, **kw: seen.update(kw, records=records)
+    )
+    train = data.synthetic("finance", 100, 2, seed=0)
+    conf = SimpleNamespace(
+        data=SimpleNamespace(val_samples=10),
+        device=SimpleNamespace(epochs=1, batch_size=10, full_lr=None, lr=1e-3),
+    )
+    s = SimpleNamespace(conf=conf, corpus=SimpleNamespace(train=train), init_moe=lambda: None)
+    centralized.Centralized()(s)
+    assert seen["records"] == train[:90] and seen["val"] == train[90:]
