@@ -113,6 +113,13 @@ def refusal(compose, overrides: list[str]) -> str:
     return str(err.value)
 
 
+def test_an_unknown_or_retired_key_is_one_sentence(compose) -> None:
+    retired = refusal(compose, ["experiment=deepfusion/table1_2", "deepfusion.data.public_answers=hidden"])
+    assert retired.startswith("deepfusion.data.public_answers was removed") and retired.endswith(".")
+    typo = refusal(compose, ["experiment=deepfusion/table1_2", "deepfusion.data.public_sample=3"])
+    assert typo.startswith("deepfusion.data.public_sample is not a setting") and "spelling" in typo
+
+
 def test_no_task_is_a_clear_error(compose) -> None:
     with pytest.raises(ConfigError, match=r"task\.name=None is not a known task"):
         validate(compose([]))

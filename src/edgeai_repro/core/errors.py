@@ -32,4 +32,16 @@ def composition_message(exc: BaseException) -> str | None:
         value = re.search(r"Invalid value '([^']*)'", text)
         shown = f"={value.group(1)!r}" if value else ""
         return f"{key}{shown} is not an option; use one of: {choices.group(1)}."
+    if re.search(r"Key '[^']*' not in '", text):
+        if key in RETIRED:
+            return f"{key} was removed: {RETIRED[key]}; drop the override."
+        return f"{key} is not a setting; drop it or check its spelling (`--cfg job` lists the settings)."
     return f"{key}: {text[0].lower() + text[1:]}; fix the value of {key}."
+
+
+# Settings that existed once, with what replaced them, so an old command line gets told why.
+RETIRED = {
+    "deepfusion.data.public_answers": (
+        "the server's public data is always labelled and states no test fact (docs/deepfusion.md, issue 21)"
+    ),
+}
