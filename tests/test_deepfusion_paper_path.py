@@ -102,6 +102,8 @@ def paper_overrides(checkpoints: dict[str, str], cache: Path) -> list[str]:
         "deepfusion.tune.steps=2",
         "deepfusion.data.test_samples=16",
         "deepfusion.data.public_samples=16",
+        "deepfusion.data.val_samples=4",  # the step selection scores at its first and last step
+        "deepfusion.select.every=2",
         "deepfusion.device.mode=qlora",
         "deepfusion.data.max_len=64",
         "deepfusion.kd.batch_size=4",

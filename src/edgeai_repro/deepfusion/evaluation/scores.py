@@ -8,21 +8,30 @@ from dataclasses import replace
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from transformers import PreTrainedModel
 
 from edgeai_repro.deepfusion.data.encoding import IGNORE, QADataset, loader
 from edgeai_repro.deepfusion.data.records import MedicalQA, Record
 
 
-def token_stats(
-    logits: torch.Tensor, labels: torch.Tensor
+def answer_logits(
+    model: nn.Module, batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(sum of NLL, number of correct argmax tokens, number of scored tokens) over answer positions."""
-    labels = labels[:, 1:]
+    """fp32 logits at the answer positions only (n, V), their target tokens (n,) and each one's row.
+    A transformers causal LM applies its output head to those positions' hidden states alone: at
+    a 150k vocabulary the full (B, L, V) logits of a 32 x 512 batch are 5 GB in bf16, which the
+    scoring would otherwise allocate at every batch; other models (a peft wrapper, the unigram
+    prior) give their full logits."""
+    labels = batch["labels"][:, 1:]
     mask = labels != IGNORE
-    # Only the answer positions are read: a 150k vocabulary makes the full (B, L, V) fp32 copy the cost.
-    scored, target = logits[:, :-1][mask].float(), labels[mask]
-    nll = nn.functional.cross_entropy(scored, target, reduction="sum")
-    return nll, (scored.argmax(-1) == target).sum(), mask.sum()
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    head = model.get_output_embeddings() if isinstance(model, PreTrainedModel) else None
+    if head is not None and model.base_model is not model:
+        hidden = model.base_model(**inputs).last_hidden_state[:, :-1][mask]
+        scored = head(hidden).float()
+    else:
+        scored = model(**inputs).logits[:, :-1][mask].float()
+    return scored, labels[mask], mask.nonzero()[:, 0]
 
 
 @torch.no_grad()
@@ -39,10 +48,10 @@ def evaluate(
     nll = correct = count = 0.0
     device = next(model.parameters()).device
     for batch in data:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        a, b, c = token_stats(logits, batch["labels"])
-        nll, correct, count = nll + float(a), correct + float(b), count + float(c)
+        scored, target, _ = answer_logits(model, {k: v.to(device) for k, v in batch.items()})
+        nll += float(nn.functional.cross_entropy(scored, target, reduction="sum"))
+        correct += float((scored.argmax(-1) == target).sum())
+        count += len(target)
     model.train(was_training)
     return {"log_ppl": nll / max(count, 1), "token_acc": 100 * correct / max(count, 1)}
 
@@ -68,12 +77,9 @@ def option_accuracy(
     scores = []
     for batch in loader(QADataset(candidates, tokenizer, max_len), batch_size, 0, False):
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        labels = batch["labels"][:, 1:]
-        mask = labels != IGNORE
-        rows = mask.nonzero()[:, 0]  # only the answer positions are read (a 150k vocabulary at scale)
-        nll = nn.functional.cross_entropy(logits[:, :-1][mask].float(), labels[mask], reduction="none")
-        scores += torch.zeros(len(labels), device=device).index_add_(0, rows, nll).tolist()
+        scored, target, rows = answer_logits(model, batch)
+        nll = nn.functional.cross_entropy(scored, target, reduction="none")
+        scores += torch.zeros(len(batch["labels"]), device=device).index_add_(0, rows, nll).tolist()
     model.train(was_training)
     hits, at = 0, 0
     for r, ks in zip(questions, letters):
