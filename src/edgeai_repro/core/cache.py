@@ -121,7 +121,7 @@ CACHES: dict[str, Cache] = {
         # v3: each domain's student and VAA seeded apart (results independent of the teacher-targets cache)
         # v5: labelled public data about other entities (no hidden answers), option accuracy, the
         # knowledge-loss diagnostic (devices, merged MoE before/after Phase III)
-        _cache("cells/deepfusion_fusion", 5, ["edgeai_repro.deepfusion.tasks:run_fusion"], "d3f1ee31cb9a"),
+        _cache("cells/deepfusion_fusion", 5, ["edgeai_repro.deepfusion.tasks:run_fusion"], "573a2f347723"),
         # incentive v2: references on the evaluation episodes' own workers; v3: best response stops when a
         # sweep gains < tol/100, MADDPG logs its losses once per logging interval
         # v4: judged on the game of the last iteration, per-LMO gaps, exploitability, exact update counts

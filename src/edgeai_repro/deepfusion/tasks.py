@@ -252,8 +252,13 @@ def run_fusion(cfg: DictConfig, ctx: CellContext) -> dict:
     }
     if devices:  # the devices' own test log-ppl (each in its tokenizer's tokens): knowledge-loss diagnostic
         record["device_log_ppl"] = float(np.mean([d.meta["test"]["log_ppl"] for d in devices]))
-    options = option_accuracy(model, s.corpus.test, server.moe_tok, c.data.max_len)
-    if options is not None:  # multiple-choice cases; a reference row may state its own (prior: the base rate)
+    # multiple-choice cases; a reference row may state its own (prior: the base rate), not scored again
+    options = (
+        None
+        if "option_acc" in fused.metrics
+        else option_accuracy(model, s.corpus.test, server.moe_tok, c.data.max_len)
+    )
+    if options is not None:
         record["option_acc"] = options
     if c.judge["samples"]:
         grader = instantiate(c.judge, _convert_="all")

@@ -202,8 +202,8 @@ def _facts(
     for s in subdomains:
         entities, attributes, _ = topics[s]
         entities = PUBLIC_ENTITIES[s] if public else entities
-        tag = ("public-facts",) if public else ("facts",)
-        perm = np.random.default_rng(derive_seed(*tag, s, kb_seed)).permutation(len(attributes))
+        tag = "public-facts" if public else "facts"
+        perm = np.random.default_rng(derive_seed(tag, s, kb_seed)).permutation(len(attributes))
         out[s] = {e: attributes[perm[i]] for i, e in enumerate(entities)}
     return out
 

@@ -3,6 +3,7 @@ multiple-choice cases option accuracy (MMedBench's own metric)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 
 import torch
@@ -34,6 +35,21 @@ def answer_logits(
     return scored, labels[mask], mask.nonzero()[:, 0]
 
 
+def _answer_batches(
+    model: nn.Module, data: DataLoader
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]:
+    """answer_logits of every batch of `data` and the batch's size, on the model's device, the model
+    in eval mode meanwhile (its training mode restored after, also when the caller stops or fails)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for batch in data:
+            yield *answer_logits(model, {k: v.to(device) for k, v in batch.items()}), len(batch["labels"])
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module, data: DataLoader, device: str | torch.device | None = None
@@ -43,16 +59,11 @@ def evaluate(
     Lightning's teardown leaves a trained module on the CPU, where scoring at paper scale takes hours."""
     if device is not None:
         model.to(device)
-    was_training = model.training
-    model.eval()
     nll = correct = count = 0.0
-    device = next(model.parameters()).device
-    for batch in data:
-        scored, target, _ = answer_logits(model, {k: v.to(device) for k, v in batch.items()})
+    for scored, target, _, _ in _answer_batches(model, data):
         nll += float(nn.functional.cross_entropy(scored, target, reduction="sum"))
         correct += float((scored.argmax(-1) == target).sum())
         count += len(target)
-    model.train(was_training)
     return {"log_ppl": nll / max(count, 1), "token_acc": 100 * correct / max(count, 1)}
 
 
@@ -71,16 +82,11 @@ def option_accuracy(
         return None
     letters = [sorted(r.options) for r in questions]
     candidates = [replace(r, answer_idx=k) for r, ks in zip(questions, letters) for k in ks]
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     scores = []
-    for batch in loader(QADataset(candidates, tokenizer, max_len), batch_size, 0, False):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        scored, target, rows = answer_logits(model, batch)
+    data = loader(QADataset(candidates, tokenizer, max_len), batch_size, 0, False)
+    for scored, target, rows, size in _answer_batches(model, data):
         nll = nn.functional.cross_entropy(scored, target, reduction="none")
-        scores += torch.zeros(len(batch["labels"]), device=device).index_add_(0, rows, nll).tolist()
-    model.train(was_training)
+        scores += torch.zeros(size, device=nll.device).index_add_(0, rows, nll).tolist()
     hits, at = 0, 0
     for r, ks in zip(questions, letters):
         nll = scores[at : at + len(ks)]
