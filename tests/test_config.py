@@ -120,6 +120,14 @@ def test_an_unknown_or_retired_key_is_one_sentence(compose) -> None:
     assert typo.startswith("deepfusion.data.public_sample is not a setting") and "spelling" in typo
 
 
+def test_a_held_out_share_outside_its_range_is_one_sentence(compose) -> None:
+    for bad in ("0", "0.8"):
+        message = refusal(
+            compose, ["experiment=deepfusion/table1_2", f"deepfusion.fedjets.val_fraction={bad}"]
+        )
+        assert message.startswith(f"deepfusion.fedjets.val_fraction={bad}") and "(0, 0.5]" in message
+
+
 def test_no_task_is_a_clear_error(compose) -> None:
     with pytest.raises(ConfigError, match=r"task\.name=None is not a known task"):
         validate(compose([]))

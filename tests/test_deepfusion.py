@@ -278,9 +278,9 @@ def test_public_data_is_labelled_and_about_other_entities(compose) -> None:
             else (text.split("about a ")[1].rstrip("?"))
         )
 
-    def correct(records, public: bool) -> bool:
+    def correct(records, role: str) -> bool:
         topics = data.MEDICAL_TOPICS if isinstance(records[0], data.MedicalQA) else data.FINANCE_TOPICS
-        facts = synthetic_data._facts(topics, list(topics), 0, public)
+        facts = synthetic_data._facts(topics, list(topics), 0, role)
         answer = lambda r: r.options[r.answer_idx] if isinstance(r, data.MedicalQA) else r.output
         return all(facts[r.subdomain][entity(r)] in answer(r) for r in records)
 
@@ -288,16 +288,19 @@ def test_public_data_is_labelled_and_about_other_entities(compose) -> None:
         c = settings(compose(["experiment=deepfusion/table1_2", "scale=smoke", f"deepfusion.case={case}"]))
         corpus = load_corpus(c, 0)
         private = {entity(r) for r in corpus.train + corpus.test}
-        public = {entity(r) for r in corpus.public + corpus.val}
-        assert len(corpus.val) == c.data.val_samples and corpus.val != corpus.public[: len(corpus.val)]
-        assert private and public and not private & public  # disjoint entities: no test fact is public
+        public, val = {entity(r) for r in corpus.public}, {entity(r) for r in corpus.val}
+        assert len(corpus.val) == c.data.val_samples
+        # three disjoint sets of entities: no test fact is public, no validation fact was trained on
+        assert private and public and val and not private & public and not (private | public) & val
         assert public <= {e for s in data.PUBLIC_ENTITIES.values() for e in s}
-        assert correct(corpus.train + corpus.test, public=False) and correct(corpus.public + corpus.val, True)
+        assert val <= {e for s in data.VALIDATION_ENTITIES.values() for e in s}
+        assert correct(corpus.train + corpus.test, "device") and correct(corpus.public, "public")
+        assert correct(corpus.val, "validation")
         assert {r.subdomain for r in corpus.public} == {r.subdomain for r in corpus.test}
         topics = data.MEDICAL_TOPICS if case == "medical" else data.FINANCE_TOPICS
-        for s, names in data.PUBLIC_ENTITIES.items():  # no public entity is a device entity, by name
-            if s in topics:
-                assert not set(names) & set(topics[s][0])
+        for s in topics:  # no entity has two roles, by name
+            names = [*topics[s][0], *data.PUBLIC_ENTITIES[s], *data.VALIDATION_ENTITIES[s]]
+            assert len(set(names)) == len(names)
     assert not hasattr(synthetic_data, "hide_answers")  # nothing can train on scrambled answers
 
 

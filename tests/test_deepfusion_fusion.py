@@ -331,14 +331,20 @@ def test_ofa_loss_enhances_the_ground_truth_token() -> None:
     assert torch.allclose(enhanced, -(weights * logq).sum(-1).mean())
 
 
-def test_fedjets_gets_better_with_rounds(df_setup) -> None:
+def test_fedjets_gets_better_with_rounds_and_ends_at_its_best_round_on_the_devices_held_out_records(
+    df_setup,
+) -> None:
     """FedJETS from the shared initial MoE, all devices every round: the held-out log-perplexity
-    after four rounds is below that after one, itself below the initial model's."""
+    after four rounds is below that after one, itself below the initial model's. Its rounds are
+    chosen on records the devices hold out from their local training (at least one each, none of
+    them trained on): the global model ends with the weights of the round whose pooled held-out
+    score is lowest, and says which round that was."""
     from types import SimpleNamespace
 
     from edgeai_repro.core.trainer import Trainers
+    from edgeai_repro.deepfusion.evaluation.scores import evaluate
     from edgeai_repro.deepfusion.server.methods.base import Server
-    from edgeai_repro.deepfusion.server.methods.fedjets import FedJETS
+    from edgeai_repro.deepfusion.server.methods.fedjets import FedJETS, _held_out
 
     s = df_setup(
         [
@@ -347,6 +353,7 @@ def test_fedjets_gets_better_with_rounds(df_setup) -> None:
             "deepfusion/method=fedjets",
             "deepfusion.fedjets.rounds=4",
             "deepfusion.fedjets.participation=1.0",
+            "deepfusion.fedjets.val_fraction=0.25",
         ]
     )
     parts = data.partition(s.corpus.train, s.conf.devices, "random_uneven", 0, min_size=8)
@@ -354,8 +361,20 @@ def test_fedjets_gets_better_with_rounds(df_setup) -> None:
     server = Server(
         s, devices, Trainers(), moe.with_experts(s.model_config(s.case.moe), 4), s.tokenizer(s.case.moe)
     )
-    curve = [r["value"] for r in FedJETS()(server).curves]
-    assert len(curve) == 5 and curve[4] < curve[1] < curve[0], curve
+    own, held = _held_out(server, 0.25)
+    for d in devices:  # each device's records: the first 75% train, the rest are held out
+        records = [s.corpus.train[i] for i in d.indices]
+        assert own[d.index] == records[: len(own[d.index])] and len(records) - len(own[d.index]) >= 1
+    assert len(held) == sum(len(p) for p in parts) - sum(map(len, own.values()))
+    assert _held_out(server, 0.0)[1] == []  # the fixed-budget reading: every record trains
+
+    fused = FedJETS()(server)
+    test = [r["value"] for r in fused.curves if r["curve"] == "held-out log-ppl by round"]
+    val = [r["value"] for r in fused.curves if r["curve"] == "devices' validation log-ppl by round"]
+    assert len(test) == len(val) == 5 and test[4] < test[1] < test[0], test
+    best = min(range(5), key=val.__getitem__)
+    assert fused.metrics["rounds"] == best
+    assert evaluate(fused.model, server.validation(held))["log_ppl"] == pytest.approx(val[best], rel=1e-5)
 
 
 def test_teacher_targets_are_computed_once_and_read_back(df_setup, tmp_path: Path, monkeypatch) -> None:

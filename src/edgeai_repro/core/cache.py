@@ -120,8 +120,9 @@ CACHES: dict[str, Cache] = {
         # fusion v2: fair baselines (FedJETS rounds, FedMKT's budget and traffic, OFA-KD's projector);
         # v3: each domain's student and VAA seeded apart (results independent of the teacher-targets cache)
         # v5: labelled public data about other entities (no hidden answers), option accuracy, the
-        # knowledge-loss diagnostic (devices, merged MoE before/after Phase III)
-        _cache("cells/deepfusion_fusion", 5, ["edgeai_repro.deepfusion.tasks:run_fusion"], "573a2f347723"),
+        # knowledge-loss diagnostic (devices, merged MoE before/after Phase III); v6: the server selects on
+        # validation records about entities of their own, FedJETS' rounds on records its devices hold out
+        _cache("cells/deepfusion_fusion", 6, ["edgeai_repro.deepfusion.tasks:run_fusion"], "573a2f347723"),
         # incentive v2: references on the evaluation episodes' own workers; v3: best response stops when a
         # sweep gains < tol/100, MADDPG logs its losses once per logging interval
         # v4: judged on the game of the last iteration, per-LMO gaps, exploitability, exact update counts

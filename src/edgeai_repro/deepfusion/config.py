@@ -158,7 +158,8 @@ class AccountingConf:
 
 @dataclass
 class FedJetsConf:
-    """FedJETS' protocol, as its method runs it and the accounting counts it: in each round each
+    """FedJETS' protocol, as its method runs it and the accounting counts it (`rounds` is the cap
+    the round selection chooses within; the accounting counts all of them): in each round each
     participating device downloads a local MoE pruned from the global one (every layer keeps
     `local_experts` routed experts plus everything that is not a routed expert, the shared anchor
     expert included), trains it `local_epochs` passes over its data and uploads it back.
@@ -169,11 +170,18 @@ class FedJetsConf:
     participation: float = 0.25  # fraction of devices per round (seeded sample)
     local_experts: int | None = None  # routed experts kept per layer; None = the global top-k
     local_epochs: float = 1.0  # passes over a participant's data per round (training only)
+    # each device's share held out from local training to choose the rounds (select.every > 0)
+    val_fraction: float = 0.1
 
     def check(self, key: str) -> None:
         require(
             self.rounds >= 1 and 0 < self.participation <= 1 and self.local_epochs > 0,
             f"{key} needs rounds >= 1, participation in (0, 1] and local_epochs > 0.",
+        )
+        require(
+            0 < self.val_fraction <= 0.5,
+            f"{key}.val_fraction={self.val_fraction} must be in (0, 0.5]: each device's share held out to "
+            "choose the rounds.",
         )
 
 

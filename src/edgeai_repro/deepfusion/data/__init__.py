@@ -3,7 +3,13 @@
 (corpus), tokenizers (tokenizers) and token encoding with truncation (encoding). The torch-free
 parts are re-exported here."""
 
-from edgeai_repro.deepfusion.data.generator import FINANCE_TOPICS, MEDICAL_TOPICS, PUBLIC_ENTITIES, synthetic
+from edgeai_repro.deepfusion.data.generator import (
+    FINANCE_TOPICS,
+    MEDICAL_TOPICS,
+    PUBLIC_ENTITIES,
+    VALIDATION_ENTITIES,
+    synthetic,
+)
 from edgeai_repro.deepfusion.data.partitions import dominant_subdomain, partition
 from edgeai_repro.deepfusion.data.records import (
     LETTERS,
@@ -34,6 +40,7 @@ __all__ = [
     "MMEDBENCH_LANGUAGES",
     "PUBLIC_ENTITIES",
     "SCHEMAS",
+    "VALIDATION_ENTITIES",
     "FinanceQA",
     "MedicalQA",
     "Pools",

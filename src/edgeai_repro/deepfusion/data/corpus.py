@@ -88,7 +88,9 @@ def load_corpus(c: DeepFusionConf, seed: int) -> Corpus:
     (generator.PUBLIC_ENTITIES), so only the devices know the facts the test asks about. Real data
     (local, hub): the records drawn after the devices' share whose question is not a
     near-duplicate of a test question (without_test_facts). The public validation records
-    (`val`) are more of the same, held out from every training: the step selection scores on them."""
+    (`val`), held out from every training, are what the step selection scores on: synthetic, about
+    a third set of entities (generator.VALIDATION_ENTITIES) so that, like the test for the server,
+    they state facts no training record does; real data, the last public records drawn."""
     d, domain = c.data, c.this_case.domain
     sizes = (d.train_samples, d.test_samples, d.public_samples + d.val_samples)
     synthetic_source = d.source == "synthetic"
@@ -123,10 +125,10 @@ def load_corpus(c: DeepFusionConf, seed: int) -> Corpus:
     a, b = sizes[0], sizes[0] + sizes[1]
     if synthetic_source:
         public = synthetic(
-            domain, d.public_samples, d.subdomains, seed=derive_seed("public", seed), public=True
+            domain, d.public_samples, d.subdomains, seed=derive_seed("public", seed), role="public"
         )
         val = synthetic(
-            domain, d.val_samples, d.subdomains, seed=derive_seed("public-val", seed), public=True
+            domain, d.val_samples, d.subdomains, seed=derive_seed("public-val", seed), role="validation"
         )
         return Corpus(pool[:a], pool[a:b], public, val)
     return _with_val(Corpus(pool[:a], pool[a:b], _public(pool[b:], pool[a:b], sizes[2], d.source)), d)

@@ -8,7 +8,13 @@ domains, about other things. Its records ask about PUBLIC_ENTITIES, entities of 
 sub-domains that no device record and no test record mentions, with correct answers drawn from the
 same attributes (their own seeded table). From it a model learns the domain's language, its
 answer format and its attribute vocabulary, and none of the facts the test asks about: those only
-the devices hold."""
+the devices hold.
+
+The server's validation records (the step selection's, server/selection.py) ask about
+VALIDATION_ENTITIES, a third set no training record mentions, with a table of their own. They
+stand to the public training records as the test stands to the server: facts it was never told.
+Validation about the public training entities would reward memorising the public facts, which
+says nothing about the test's."""
 
 from __future__ import annotations
 
@@ -193,16 +199,36 @@ PUBLIC_ENTITIES = {
 }
 
 
+# Entities of each sub-domain that only the server's validation records mention (same attributes).
+VALIDATION_ENTITIES = {
+    "cardiology": ["pulmonary embolism", "aortic dissection"],
+    "oncology": ["osteosarcoma", "wilms tumor"],
+    "infectious": ["dengue fever", "brucellosis"],
+    "endocrine": ["diabetes insipidus", "hypopituitarism"],
+    "neurology": ["guillain barre syndrome", "essential tremor"],
+    "respiratory": ["pulmonary hypertension", "silicosis"],
+    "equities": ["growth etf", "foreign share"],
+    "fixed_income": ["convertible bond", "covered bond"],
+    "tax": ["tax lien", "alternative minimum tax"],
+    "insurance": ["pet policy", "travel cover"],
+    "real_estate": ["bridge loan", "condo fee"],
+    "crypto": ["solana", "dao token"],
+}
+
+ROLES = {"device": None, "public": PUBLIC_ENTITIES, "validation": VALIDATION_ENTITIES}
+TAGS = {"device": "facts", "public": "public-facts", "validation": "validation-facts"}
+
+
 def _facts(
-    topics: dict, subdomains: list[str], kb_seed: int, public: bool = False
+    topics: dict, subdomains: list[str], kb_seed: int, role: str = "device"
 ) -> dict[str, dict[str, str]]:
-    """A fixed, seeded pairing of each sub-domain's entities (public: its PUBLIC_ENTITIES, with a
-    table of their own) with its attributes."""
+    """A fixed, seeded pairing of each sub-domain's entities with its attributes: the devices' own
+    (`role="device"`), or PUBLIC_ENTITIES / VALIDATION_ENTITIES, each with a table of its own."""
     out = {}
     for s in subdomains:
         entities, attributes, _ = topics[s]
-        entities = PUBLIC_ENTITIES[s] if public else entities
-        tag = "public-facts" if public else "facts"
+        entities = ROLES[role][s] if ROLES[role] else entities
+        tag = TAGS[role]
         perm = np.random.default_rng(derive_seed(tag, s, kb_seed)).permutation(len(attributes))
         out[s] = {e: attributes[perm[i]] for i, e in enumerate(entities)}
     return out
@@ -215,18 +241,19 @@ def synthetic(
     seed: int,
     kb_seed: int = 0,
     weights: list[float] | None = None,
-    public: bool = False,
+    role: str = "device",
 ) -> list[Record]:
     """n seeded records, sub-domains drawn with `weights` (uniform by default), every answer
-    correct. `public`: the server's public records, about PUBLIC_ENTITIES (none of which a device
-    or test record mentions) instead of the devices' entities."""
+    correct. `role`: whose entities they ask about: the devices' (and the test's), the server's
+    public records' (PUBLIC_ENTITIES) or its validation records' (VALIDATION_ENTITIES); no entity
+    belongs to two roles."""
     topics = MEDICAL_TOPICS if domain == "medical" else FINANCE_TOPICS
     if not 1 <= subdomains <= len(topics):
         raise ConfigError(
             f"deepfusion.data.subdomains={subdomains} must be between 1 and {len(topics)} for {domain}."
         )
     names = list(topics)[:subdomains]
-    facts = _facts(topics, names, kb_seed, public)
+    facts = _facts(topics, names, kb_seed, role)
     rng = np.random.default_rng(derive_seed("synthetic", domain, seed))
     picks = rng.choice(len(names), size=n, p=weights)
     out: list[Record] = []

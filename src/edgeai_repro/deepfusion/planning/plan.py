@@ -199,7 +199,7 @@ def host_ram_gb(s) -> float:
     """Host RAM a cell needs at its peak, estimated from parameter counts: at paper scale the published
     MoE loaded whole in bf16 before its K experts are kept, plus the global MoE, the K students of
     Phase II and the largest device model held on the host in the cell's precision, the best
-    weights the step selection keeps on the host (server/selection.py; counted as a whole global
+    weights the step selection keeps on the host (server/selection.py, FedJETS' rounds; counted as a whole global
     MoE), and 8 GB for the process, the data and the tokenizers (our allowance)."""
     from edgeai_repro.deepfusion.models import catalog, checkpoints, moe
 

@@ -25,7 +25,14 @@ class FedJETS(Method):
     MoE's shared expert: trained by every participant, so it is averaged over all of them) and
     the `local_experts` routed experts its data routes to most under the current gate, trains it
     for `local_epochs` passes over its own data, and uploads it; the server averages every
-    parameter over the devices that hold it, weighted by their data sizes (FedAvg)."""
+    parameter over the devices that hold it, weighted by their data sizes (FedAvg).
+
+    Its rounds are a device-side choice, made by the step-selection protocol on data FedJETS could
+    see in deployment (with `select.every` > 0): each device holds out `fedjets.val_fraction` of
+    its records (at least one) from its local training and reports the global model's loss on
+    them before the first round and after each (federated evaluation); the global model ends with
+    the weights of the round whose pooled held-out answer log-perplexity is lowest, within the
+    `rounds` cap. `select.every=0`: every record trains and all rounds run (the fixed budget)."""
 
     name: str = "fedjets"
     traffic: str = "fedjets"
@@ -36,14 +43,40 @@ class FedJETS(Method):
         keep = comm.pruned_moe_config(s.moe_config, f.local_experts).num_experts
         per_round = max(1, round(f.participation * len(s.devices)))
         test = s.heldout()
-        curve = [
-            {
-                "method": "fedjets",
-                "curve": "held-out log-ppl by round",
-                "step": 0,
-                "value": evaluate(global_model, test, s.device)["log_ppl"],
-            }
-        ]
+        own, held = _held_out(s, f.val_fraction if s.conf.select.every else 0.0)
+        val = s.validation(held) if held else None
+        best = (0, float("inf"), None)  # round, pooled held-out log-ppl, its state (host)
+        curve: list[dict] = []
+
+        def score(rnd: int) -> None:
+            nonlocal best
+            curve.append(
+                {
+                    "method": "fedjets",
+                    "curve": "held-out log-ppl by round",
+                    "step": rnd,
+                    "value": evaluate(global_model, test, s.device)["log_ppl"],
+                }
+            )
+            if val is None:
+                return
+            loss = evaluate(global_model, val, s.device)["log_ppl"]
+            curve.append(
+                {
+                    "method": "fedjets",
+                    "curve": "devices' validation log-ppl by round",
+                    "step": rnd,
+                    "value": loss,
+                }
+            )
+            if loss < best[1]:
+                best = (
+                    rnd,
+                    loss,
+                    {k: v.detach().to("cpu", copy=True) for k, v in global_model.state_dict().items()},
+                )
+
+        score(0)
         for rnd in range(f.rounds):
             rng = torch.Generator().manual_seed(derive_seed("fedjets-sample", rnd, s.seed) % 2**62)
             picked = sorted(torch.randperm(len(s.devices), generator=rng)[:per_round].tolist())
@@ -51,7 +84,7 @@ class FedJETS(Method):
             sums: dict[str, torch.Tensor] = {}
             weights: dict[str, torch.Tensor] = {}
             for d in chosen_devices:
-                records = [s.corpus.train[i] for i in d.indices]
+                records = own[d.index]
                 ds = QADataset(records, s.moe_tok, s.conf.data.max_len)
                 chosen = _top_experts(global_model, ds, keep)
                 local = _prune(global_model, s.moe_config, chosen).to(s.setup.train_dtype)
@@ -80,15 +113,12 @@ class FedJETS(Method):
                     upd = torch.where((w > 0).reshape(-1, *([1] * (total.dim() - 1))), upd, state[name].cpu())
                 state[name] = upd.to(state[name].dtype)
             global_model.load_state_dict(state)  # copied onto the model's device
-            curve.append(
-                {
-                    "method": "fedjets",
-                    "curve": "held-out log-ppl by round",
-                    "step": rnd + 1,
-                    "value": evaluate(global_model, test, s.device)["log_ppl"],
-                }
-            )
-        return Fused(global_model, metrics={"rounds": float(f.rounds)}, curves=curve)
+            score(rnd + 1)
+        rounds = f.rounds
+        if best[2] is not None:
+            rounds = best[0]
+            global_model.load_state_dict(best[2])
+        return Fused(global_model, metrics={"rounds": float(rounds)}, curves=curve)
 
     def phases(self, shape: Shape) -> list[Phase]:
         c, f = shape.conf, shape.conf.fedjets
@@ -109,6 +139,17 @@ class FedJETS(Method):
                 runs=runs,
             )
         ]
+
+
+def _held_out(s: Server, fraction: float) -> tuple[dict[int, list], list]:
+    """Each device's training records and, pooled, the records the devices hold out for choosing
+    the rounds: the last `fraction` of each device's records (at least one; none at 0)."""
+    own, held = {}, []
+    for d in s.devices:
+        records = [s.corpus.train[i] for i in d.indices]
+        k = max(1, round(fraction * len(records))) if fraction > 0 else 0
+        own[d.index], held = records[: len(records) - k], held + records[len(records) - k :]
+    return own, held
 
 
 @torch.no_grad()
