@@ -160,6 +160,11 @@ def deepfusion_benchmarks(small: bool = False) -> Iterator[Line]:
       same model and batches; goal <= 1.10.
     deepfusion_distill_tokens_per_s: Phase II (a tiny Qwen-MoE base model with VAA against cached
       teacher targets), tokens per second.
+    deepfusion_devices_batched_speedup: 16 tiny TinyLlama-family devices (125 records each, the
+      tiny scale's 3 epochs at batch 16) trained one at a time through DeviceLLM over the same 16
+      trained as one grouped model (devices/batched.py), wall time, on the GPU when there is one,
+      else the CPU; issue goal >= 3. On a 2-core CPU a tiny device's step is arithmetic-bound, so
+      grouping cannot pay there (measured ~0.9); on a GPU it is launch-bound.
     """
     import tempfile
 
@@ -233,6 +238,45 @@ def deepfusion_benchmarks(small: bool = False) -> Iterator[Line]:
         Distiller(student, conf, [config.hidden_size] * conf.stages), kd_data, steps, [timer]
     )
     yield "deepfusion_distill_tokens_per_s", kd_tokens / timer.t.per_step(), "1/s"
+    yield "deepfusion_devices_batched_speedup", _batched_devices_speedup(s, tok, cache, small), "x"
+
+
+def _batched_devices_speedup(s, tok, root: Path, small: bool) -> float:
+    """Wall time of 16 devices trained alone over the same 16 trained grouped (deepfusion_benchmarks)."""
+    import copy
+
+    from torch.utils.data import DataLoader
+
+    from edgeai_repro.core.trainer import Trainers
+    from edgeai_repro.deepfusion.data.encoding import QADataset, loader
+    from edgeai_repro.deepfusion.devices.batched import GroupedBatches, GroupedDevices, group
+    from edgeai_repro.deepfusion.devices.training import DeviceLLM, FinetuneConf, warmup_cosine
+    from edgeai_repro.deepfusion.models import catalog
+
+    gpu = torch.cuda.is_available()
+    trainers = Trainers({"accelerator": "gpu" if gpu else "cpu"}, root=root)
+    per, n, reps = (8, 4, 1) if small else (125, 16, 2)
+    data = [QADataset(s.corpus.train[i * per : (i + 1) * per], tok, s.conf.data.max_len) for i in range(n)]
+    steps = [max(1, math.ceil(s.conf.device.epochs * per / 16)) for _ in range(n)]
+    torch.manual_seed(0)
+    base = catalog.real_model(s.model_config("tinyllama"))
+
+    def alone() -> None:
+        for i in range(n):
+            module = DeviceLLM(copy.deepcopy(base), FinetuneConf(lr=3e-3, steps=steps[i]))
+            trainers.fit(module, loader(data[i], 16, i, True), steps[i])
+
+    def grouped() -> None:
+        model, step, _ = group(copy.deepcopy(base), n)
+        module = GroupedDevices(
+            model, step, [(lambda f: lambda t: 3e-3 * f(t))(warmup_cosine(k)) for k in steps]
+        )
+        batches = GroupedBatches(
+            [loader(d, 16, i, True) for i, d in enumerate(data)], steps, tok.pad_token_id
+        )
+        trainers.fit(module, DataLoader(batches, batch_size=None), max(steps))
+
+    return min(_timed(alone) for _ in range(reps)) / min(_timed(grouped) for _ in range(reps))
 
 
 def _bpe_surfaces(size: int, budget: int = 30_000_000) -> list[str]:

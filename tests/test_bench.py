@@ -28,6 +28,7 @@ EXPECTED = {
         "deepfusion_device_tokens_per_s",
         "deepfusion_lightning_overhead",
         "deepfusion_distill_tokens_per_s",
+        "deepfusion_devices_batched_speedup",
     },
     "vocab_map": {"deepfusion_vocab_map_s", "deepfusion_project_topk_records_per_s"},
     "memory": {

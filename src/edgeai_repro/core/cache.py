@@ -132,15 +132,18 @@ CACHES: dict[str, Cache] = {
             ["edgeai_repro.incentive.asosa:run", "edgeai_repro.incentive.asosa:judged"],
             "441ca6fadc59",
         ),
-        # devices v6: context-first truncation (the question and answer are never cut)
+        # devices v6: context-first truncation (the question and answer are never cut); the grouped
+        # training (devices/batched.py) stores the same devices up to float summation order: no bump
         _cache(
             "deepfusion/devices",
             6,
             [
                 "edgeai_repro.deepfusion.devices.federation:train_device",
+                "edgeai_repro.deepfusion.devices.federation:train_group",
+                "edgeai_repro.deepfusion.devices.federation:_store",
                 "edgeai_repro.deepfusion.devices.federation:base_model",
             ],
-            "e8ad0bddd132",
+            "6a44697ca878",
         ),
         # inits v2: context-first truncation
         _cache(

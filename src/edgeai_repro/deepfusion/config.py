@@ -301,6 +301,11 @@ class DeviceConf:
     # centralised training); None: lr (tiny: every model is fully trained at one rate)
     init_seed: int = 0  # every device of a type starts from the same weights
     eval_samples: int = 64  # test records each trained device (and proxy) is scored on
+    # train a cell's devices of one type together as one grouped model where that equals training
+    # them one at a time (devices/batched.py: tiny, full fine-tuning, fp32, no dropout). null: on a
+    # GPU, where a tiny model's step is launch-bound; not on a CPU, where it is arithmetic-bound (16
+    # grouped devices take as long as 16 alone: scripts/bench.py). Not part of a device's identity.
+    batched: bool | None = None
 
     def check(self, key: str) -> None:
         require(

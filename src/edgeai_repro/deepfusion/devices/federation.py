@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
 
 from edgeai_repro.core import cache
 from edgeai_repro.core.files import atomic_write_json
@@ -26,7 +27,13 @@ from edgeai_repro.deepfusion.data.encoding import QADataset, loader
 from edgeai_repro.deepfusion.data.partitions import dominant_subdomain, partition
 from edgeai_repro.deepfusion.data.records import text_of
 from edgeai_repro.deepfusion.devices.embedding import embedder
-from edgeai_repro.deepfusion.devices.training import DeviceLLM, FinetuneConf, merged, nf4_config
+from edgeai_repro.deepfusion.devices.training import (
+    DeviceLLM,
+    FinetuneConf,
+    merged,
+    nf4_config,
+    warmup_cosine,
+)
 from edgeai_repro.deepfusion.evaluation.scores import evaluate
 from edgeai_repro.deepfusion.models import catalog
 from edgeai_repro.deepfusion.models.checkpoints import pretrained
@@ -84,7 +91,9 @@ def device_inputs(s: Setup, index: int, model_type: str, indices: list[int]) -> 
         "case": c.this_case.domain,
         "indices": hashlib.sha256(json.dumps(indices).encode()).hexdigest(),
         "index": index,
-        "device": {k: v for k, v in asdict(c.device).items() if k != "full_lr"},  # full_lr: not the devices'
+        "device": {
+            k: v for k, v in asdict(c.device).items() if k not in ("full_lr", "batched")
+        },  # not the devices'
         **({"precision": c.precision} if c.precision != "fp32" else {}),  # absent at fp32: ids as before
         "mode": s.training_mode(model_type),
         "upload": c.comm.upload_format,
@@ -105,19 +114,28 @@ def device_inputs(s: Setup, index: int, model_type: str, indices: list[int]) -> 
     return blob
 
 
-def train_device(s: Setup, dev: Device, tokenizer, trainers: Trainers) -> None:
-    """Train one device and store its upload atomically (folder renamed into place when complete)."""
-    c, corpus = s.conf, s.corpus
-    steps = max(1, math.ceil(c.device.epochs * len(dev.indices) / c.device.batch_size))
-    conf = FinetuneConf(
+def _finetune_conf(s: Setup, dev: Device) -> FinetuneConf:
+    c = s.conf
+    return FinetuneConf(
         mode=s.training_mode(dev.model_type),
         lr=c.device.lr,
-        steps=steps,
+        steps=max(1, math.ceil(c.device.epochs * len(dev.indices) / c.device.batch_size)),
         lora_r=c.device.lora_r,
         lora_alpha=c.device.lora_alpha,
     )
-    local = [corpus.train[i] for i in dev.indices]
-    ds = QADataset(local, tokenizer, c.data.max_len)
+
+
+def _loader(s: Setup, dev: Device, tokenizer, micro: int):
+    """The device's own training batches, seeded by the device (the same alone or grouped)."""
+    local = [s.corpus.train[i] for i in dev.indices]
+    ds = QADataset(local, tokenizer, s.conf.data.max_len)
+    return loader(ds, micro, derive_seed("batches", dev.index, s.seed) % 2**62, True)
+
+
+def train_device(s: Setup, dev: Device, tokenizer, trainers: Trainers) -> None:
+    """Train one device and store its upload atomically (folder renamed into place when complete)."""
+    c = s.conf
+    conf = _finetune_conf(s, dev)
     torch.manual_seed(derive_seed("device", dev.index, s.seed) % 2**62)
     module = DeviceLLM(base_model(s, dev.model_type), conf)
     losses: list[float] = []
@@ -130,12 +148,74 @@ def train_device(s: Setup, dev: Device, tokenizer, trainers: Trainers) -> None:
     micro, accum = s.batching(f"device:{dev.model_type}", c.device.batch_size)  # plan.py; the batch on a CPU
     trainers.fit(
         module,
-        loader(ds, micro, derive_seed("batches", dev.index, s.seed) % 2**62, True),
+        _loader(s, dev, tokenizer, micro),
         conf.steps,
         [Record()],
         **({"accumulate_grad_batches": accum} if accum > 1 else {}),
     )
-    model = merged(module.model)
+    _store(s, dev, tokenizer, merged(module.model), losses, time.perf_counter() - started, conf.mode)
+
+
+def grouped(s: Setup, model_type: str) -> str | None:
+    """Why the devices of `model_type` train one at a time in this cell (None: they train grouped,
+    devices/batched.py): only tiny models fully fine-tuned in fp32 with one optimizer step per
+    batch and no dropout, and only with `device.batched` (unset: on a GPU)."""
+    from edgeai_repro.deepfusion.devices.batched import batchable
+
+    c = s.conf
+    if c.device.batched is False:
+        return "device.batched=false"
+    if c.device.batched is None and s.device == "cpu":
+        return "on a CPU (device.batched=true groups them)"
+    if c.models != "tiny" or s.training_mode(model_type) != "full" or s.train_dtype != torch.float32:
+        return "not a tiny model fully fine-tuned in fp32"
+    if s.batching(f"device:{model_type}", c.device.batch_size)[1] > 1:
+        return "gradient accumulation"
+    return batchable(catalog.meta_model(s.model_config(model_type)))
+
+
+def train_group(s: Setup, devices: list[Device], tokenizer, trainers: Trainers) -> None:
+    """Train devices of one model type together as one grouped model (devices/batched.py) and store
+    each one's upload as train_device would: the same start, data, batches, schedule and loss, equal
+    to training each alone up to floating-point summation order."""
+    from edgeai_repro.deepfusion.devices.batched import GroupedBatches, GroupedDevices, group
+
+    c = s.conf
+    t = devices[0].model_type
+    confs = {d.index: _finetune_conf(s, d) for d in devices}
+    devices = sorted(devices, key=lambda d: -confs[d.index].steps)  # the devices still training: a prefix
+    model, step, stacked = group(base_model(s, t), len(devices))
+    schedules = [
+        (lambda f, lr: lambda k: lr * f(k))(warmup_cosine(confs[d.index].steps), confs[d.index].lr)
+        for d in devices
+    ]
+    module = GroupedDevices(model, step, schedules)
+    steps = [confs[d.index].steps for d in devices]
+    data = GroupedBatches(
+        [_loader(s, d, tokenizer, c.device.batch_size) for d in devices], steps, tokenizer.pad_token_id
+    )
+    started = time.perf_counter()
+    trainers.fit(module, DataLoader(data, batch_size=None), max(steps))
+    seconds = (time.perf_counter() - started) / len(devices)
+    for i, d in enumerate(devices):
+        plain = base_model(s, t)
+        plain.load_state_dict({name: p.detach()[i] for name, p in stacked.items()}, strict=False)
+        _store(s, d, tokenizer, plain, module.losses[i], seconds, confs[d.index].mode, len(devices))
+
+
+def _store(
+    s: Setup,
+    dev: Device,
+    tokenizer,
+    model: torch.nn.Module,
+    losses: list[float],
+    seconds: float,
+    mode: str,
+    group: int = 1,
+) -> None:
+    """Score a trained device, embed its data and store its upload atomically (folder renamed into
+    place when complete). `group`: how many devices trained together (devices/batched.py)."""
+    c, corpus = s.conf, s.corpus
     # Each device is scored on a fixed slice of the test set: enough to compare devices and proxies.
     test = loader(QADataset(corpus.test[: c.device.eval_samples], tokenizer, c.data.max_len), 32, 0, False)
     metrics = evaluate(model, test, s.device)
@@ -144,18 +224,19 @@ def train_device(s: Setup, dev: Device, tokenizer, trainers: Trainers) -> None:
     emb_dtype = comm.dtype_of(c.comm.embedding_format, "deepfusion.comm.embedding_format")
     encoder = embedder(c.embedder.name, c.embedder.batch_size, s.device)
     encoder.sentences([text_of(r) for r in corpus.train])  # once per process (see Embedder)
-    embedding = encoder.device_embedding([text_of(r) for r in local]).to(emb_dtype)
+    embedding = encoder.device_embedding([text_of(corpus.train[i]) for i in dev.indices]).to(emb_dtype)
     meta = {
         "index": dev.index,
         "model_type": dev.model_type,
         "samples": len(dev.indices),
         "dominant": dev.dominant,
-        "mode": conf.mode,
-        "train_s": time.perf_counter() - started,
+        "mode": mode,
+        "train_s": seconds,  # grouped: the group's training time shared equally
         "losses": losses,
         "payload_bytes": comm.payload_bytes(tensors),
         "embedding_bytes": comm.payload_bytes({"e": embedding}),
         "test": metrics,
+        **({"trained_with": group} if group > 1 else {}),
     }
 
     def fill(staging: Path) -> None:
@@ -177,8 +258,9 @@ def _stored_meta(folder: Path) -> dict:
 
 
 def federation(s: Setup, trainers: Trainers) -> list[Device]:
-    """The N devices with trained uploads: loaded from the device store, or trained one after
-    another (one model in memory at a time)."""
+    """The N devices with trained uploads: loaded from the device store, or trained: the missing
+    devices of one type together as one grouped model where that equals training them alone
+    (`grouped`), else one after another (one model in memory at a time)."""
     c, corpus = s.conf, s.corpus
     parts = partition(
         corpus.train,
@@ -189,7 +271,7 @@ def federation(s: Setup, trainers: Trainers) -> list[Device]:
         c.data.dirichlet_alpha,
         c.data.min_device_samples,
     )
-    devices = []
+    devices, missing = [], []
     for i, (t, idx) in enumerate(zip(s.types, parts)):
         dev = Device(
             i,
@@ -200,9 +282,25 @@ def federation(s: Setup, trainers: Trainers) -> list[Device]:
         )
         meta = DEVICES.read(dev.folder, _stored_meta)  # damaged or half-written: set aside, retrained
         if meta is None:
-            log.info("training device %d/%d (%s, %d samples)", i + 1, c.devices, t, len(idx))
-            train_device(s, dev, s.tokenizer(t), trainers)
+            missing.append(dev)
         else:
             dev.meta = meta
         devices.append(dev)
+    for t in dict.fromkeys(d.model_type for d in missing):
+        todo = [d for d in missing if d.model_type == t]
+        why = grouped(s, t) if len(todo) > 1 else "one device"
+        if why is None:
+            log.info("training %d %s devices together (devices/batched.py)", len(todo), t)
+            train_group(s, todo, s.tokenizer(t), trainers)
+            continue
+        for dev in todo:
+            log.info(
+                "training device %d/%d (%s, %d samples; alone: %s)",
+                dev.index + 1,
+                c.devices,
+                t,
+                len(dev.indices),
+                why,
+            )
+            train_device(s, dev, s.tokenizer(t), trainers)
     return devices

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import lightning as L
@@ -156,18 +157,24 @@ class DeviceLLM(L.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.conf.lr, weight_decay=0.0)
-        warmup = max(1, self.conf.steps // 10)
-
-        def schedule(step: int) -> float:  # linear warm-up, then cosine to 10%
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, self.conf.steps - warmup)
-            return 0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
         return {
             "optimizer": opt,
             "lr_scheduler": {
-                "scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
+                "scheduler": torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(self.conf.steps)),
                 "interval": "step",
             },
         }
+
+
+def warmup_cosine(steps: int) -> Callable[[int], float]:
+    """The devices' learning-rate factor at optimizer step t of `steps`: linear warm-up over the
+    first tenth, then cosine down to 10%."""
+    warmup = max(1, steps // 10)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return schedule
