@@ -180,6 +180,8 @@ def test_settings_added_for_paper_scale_leave_the_tiny_cell_ids_alone(compose) -
         and cfg.deepfusion.device.full_lr is None
     )
     plain = cell_id(cfg)
+    for how in ("true", "false"):  # grouped device training: the same devices up to float summation order
+        assert cell_id(compose([*base, f"deepfusion.device.batched={how}"])) == plain
     for override in (
         "deepfusion.precision=bf16",
         "deepfusion.kd.warmup=0.03",

@@ -4,7 +4,14 @@ from edgeai_repro.core.tasks import Task, register
 from edgeai_repro.deepfusion import config  # noqa: F401  (its schema must be in Hydra's ConfigStore before composing)
 
 # Settings the paper-scale presets set and whose tiny values do what the code did before they existed.
-NEUTRAL = (("precision", "fp32"), ("kd.warmup", 0.0), ("device.full_lr", None))
+# device.batched, at any value: whether devices train grouped changes no result beyond float
+# summation order (devices/batched.py), so it is never part of a cell's identity.
+NEUTRAL = (
+    ("precision", "fp32"),
+    ("kd.warmup", 0.0),
+    ("device.full_lr", None),
+    *(("device.batched", v) for v in (None, True, False)),
+)
 _TRAINED = ("deepfusion/devices", "deepfusion/tokenizers")
 for _name, _validate, _method, _reads in (
     ("comm", "validate_common", None, ()),
