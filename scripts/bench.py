@@ -245,12 +245,10 @@ def _batched_devices_speedup(s, tok, root: Path, small: bool) -> float:
     """Wall time of 16 devices trained alone over the same 16 trained grouped (deepfusion_benchmarks)."""
     import copy
 
-    from torch.utils.data import DataLoader
-
     from edgeai_repro.core.trainer import Trainers
     from edgeai_repro.deepfusion.data.encoding import QADataset, loader
-    from edgeai_repro.deepfusion.devices.batched import GroupedBatches, GroupedDevices, group
-    from edgeai_repro.deepfusion.devices.training import DeviceLLM, FinetuneConf, warmup_cosine
+    from edgeai_repro.deepfusion.devices.batched import fit_grouped
+    from edgeai_repro.deepfusion.devices.training import DeviceLLM, FinetuneConf
     from edgeai_repro.deepfusion.models import catalog
 
     gpu = torch.cuda.is_available()
@@ -267,14 +265,8 @@ def _batched_devices_speedup(s, tok, root: Path, small: bool) -> float:
             trainers.fit(module, loader(data[i], 16, i, True), steps[i])
 
     def grouped() -> None:
-        model, step, _ = group(copy.deepcopy(base), n)
-        module = GroupedDevices(
-            model, step, [(lambda f: lambda t: 3e-3 * f(t))(warmup_cosine(k)) for k in steps]
-        )
-        batches = GroupedBatches(
-            [loader(d, 16, i, True) for i, d in enumerate(data)], steps, tok.pad_token_id
-        )
-        trainers.fit(module, DataLoader(batches, batch_size=None), max(steps))
+        loaders = [loader(d, 16, i, True) for i, d in enumerate(data)]
+        fit_grouped(copy.deepcopy(base), loaders, steps, [3e-3] * n, tok.pad_token_id, trainers)
 
     return min(_timed(alone) for _ in range(reps)) / min(_timed(grouped) for _ in range(reps))
 

@@ -752,12 +752,10 @@ def test_devices_trained_as_one_grouped_model_equal_devices_trained_alone(name: 
     per-step losses of each trained alone through DeviceLLM, up to float summation order."""
     import copy
 
-    from torch.utils.data import DataLoader
-
     from edgeai_repro.core.trainer import Trainers
     from edgeai_repro.deepfusion.data.encoding import IGNORE, loader, pad_batch
-    from edgeai_repro.deepfusion.devices.batched import GroupedBatches, GroupedDevices, batchable, group
-    from edgeai_repro.deepfusion.devices.training import DeviceLLM, FinetuneConf, warmup_cosine
+    from edgeai_repro.deepfusion.devices.batched import batchable, fit_grouped
+    from edgeai_repro.deepfusion.devices.training import DeviceLLM, FinetuneConf
 
     class Items(torch.utils.data.Dataset):
         def __init__(self, items: list) -> None:
@@ -800,18 +798,15 @@ def test_devices_trained_as_one_grouped_model_equal_devices_trained_alone(name: 
         alone.append(dict(module.model.named_parameters(remove_duplicate=False)))
         losses.append(record_losses.losses)
 
-    order = sorted(range(3), key=lambda i: -confs[i].steps)
-    model, step, stacked = group(copy.deepcopy(base), 3)
-    schedules = [(lambda f: lambda t: 3e-3 * f(t))(warmup_cosine(confs[i].steps)) for i in order]
-    module = GroupedDevices(model, step, schedules)
-    steps = [confs[i].steps for i in order]
-    data = GroupedBatches([loader(datasets[i], batch, i, True) for i in order], steps, 0)
-    Trainers(root=tmp_path).fit(module, DataLoader(data, batch_size=None), max(steps))
-    for slot, i in enumerate(order):
-        assert module.losses[slot] == pytest.approx(losses[i], rel=1e-5, abs=1e-6)
+    loaders = [loader(ds, batch, i, True) for i, ds in enumerate(datasets)]
+    params, grouped_losses = fit_grouped(
+        copy.deepcopy(base), loaders, [c.steps for c in confs], [3e-3] * 3, 0, Trainers(root=tmp_path)
+    )
+    for i in range(3):
+        assert grouped_losses[i] == pytest.approx(losses[i], rel=1e-5, abs=1e-6)
         for param, value in alone[i].items():
-            torch.testing.assert_close(stacked[param][slot], value, rtol=1e-4, atol=2e-5, msg=param)
-    assert any((stacked[p][0] - stacked[p][1]).abs().max() > 1e-3 for p in stacked)  # the devices did differ
+            torch.testing.assert_close(params[i][param], value, rtol=1e-4, atol=2e-5, msg=param)
+    assert any((params[0][p] - params[1][p]).abs().max() > 1e-3 for p in params[0])  # the devices did differ
 
 
 def test_devices_train_grouped_only_where_that_equals_training_them_alone(df_setup) -> None:

@@ -143,7 +143,7 @@ CACHES: dict[str, Cache] = {
                 "edgeai_repro.deepfusion.devices.federation:_store",
                 "edgeai_repro.deepfusion.devices.federation:base_model",
             ],
-            "6a44697ca878",
+            "75f146bbe802",
         ),
         # inits v2: context-first truncation
         _cache(

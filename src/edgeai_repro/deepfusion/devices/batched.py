@@ -30,7 +30,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
+from edgeai_repro.core.trainer import Trainers
 from edgeai_repro.deepfusion.data.encoding import IGNORE
+from edgeai_repro.deepfusion.devices.training import warmup_cosine
 
 
 @dataclass
@@ -281,3 +283,30 @@ class GroupedDevices(L.LightningModule):
         return GroupedAdamW(
             [p for p in self.model.parameters() if p.requires_grad], self.schedules, self.group_step
         )
+
+
+def fit_grouped(
+    base: nn.Module,
+    loaders: list[DataLoader],
+    steps: list[int],
+    lrs: list[float],
+    pad_id: int,
+    trainers: Trainers,
+) -> tuple[list[dict[str, torch.Tensor]], list[list[float]]]:
+    """Train one copy of `base` per loader together, device i for `steps[i]` optimizer steps at peak
+    rate `lrs[i]` (the devices' warm-up + cosine schedule): `base` is grouped in place. Returns each
+    device's trained parameters by name (tied names share a tensor) and its per-step losses, in the
+    loaders' order."""
+    n = len(loaders)
+    order = sorted(range(n), key=lambda i: -steps[i])  # the devices still training: a prefix of the stack
+    model, step, stacked = group(base, n)
+    schedules = [(lambda f, lr: lambda t: lr * f(t))(warmup_cosine(steps[i]), lrs[i]) for i in order]
+    module = GroupedDevices(model, step, schedules)
+    data = GroupedBatches([loaders[i] for i in order], [steps[i] for i in order], pad_id)
+    trainers.fit(module, DataLoader(data, batch_size=None), max(steps))
+    params: list[dict[str, torch.Tensor]] = [{} for _ in range(n)]
+    losses: list[list[float]] = [[] for _ in range(n)]
+    for slot, i in enumerate(order):
+        params[i] = {name: p.detach()[slot] for name, p in stacked.items()}
+        losses[i] = module.losses[slot]
+    return params, losses

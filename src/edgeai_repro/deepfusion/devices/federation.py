@@ -16,7 +16,6 @@ from pathlib import Path
 import lightning as L
 import torch
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader
 
 from edgeai_repro.core import cache
 from edgeai_repro.core.files import atomic_write_json
@@ -32,7 +31,6 @@ from edgeai_repro.deepfusion.devices.training import (
     FinetuneConf,
     merged,
     nf4_config,
-    warmup_cosine,
 )
 from edgeai_repro.deepfusion.evaluation.scores import evaluate
 from edgeai_repro.deepfusion.models import catalog
@@ -178,29 +176,23 @@ def train_group(s: Setup, devices: list[Device], tokenizer, trainers: Trainers) 
     """Train devices of one model type together as one grouped model (devices/batched.py) and store
     each one's upload as train_device would: the same start, data, batches, schedule and loss, equal
     to training each alone up to floating-point summation order."""
-    from edgeai_repro.deepfusion.devices.batched import GroupedBatches, GroupedDevices, group
+    from edgeai_repro.deepfusion.devices.batched import fit_grouped
 
-    c = s.conf
-    t = devices[0].model_type
-    confs = {d.index: _finetune_conf(s, d) for d in devices}
-    devices = sorted(devices, key=lambda d: -confs[d.index].steps)  # the devices still training: a prefix
-    model, step, stacked = group(base_model(s, t), len(devices))
-    schedules = [
-        (lambda f, lr: lambda k: lr * f(k))(warmup_cosine(confs[d.index].steps), confs[d.index].lr)
-        for d in devices
-    ]
-    module = GroupedDevices(model, step, schedules)
-    steps = [confs[d.index].steps for d in devices]
-    data = GroupedBatches(
-        [_loader(s, d, tokenizer, c.device.batch_size) for d in devices], steps, tokenizer.pad_token_id
-    )
+    t, confs = devices[0].model_type, [_finetune_conf(s, d) for d in devices]
     started = time.perf_counter()
-    trainers.fit(module, DataLoader(data, batch_size=None), max(steps))
+    params, losses = fit_grouped(
+        base_model(s, t),
+        [_loader(s, d, tokenizer, s.conf.device.batch_size) for d in devices],
+        [c.steps for c in confs],
+        [c.lr for c in confs],
+        tokenizer.pad_token_id,
+        trainers,
+    )
     seconds = (time.perf_counter() - started) / len(devices)
-    for i, d in enumerate(devices):
+    for d, conf, trained, curve in zip(devices, confs, params, losses):
         plain = base_model(s, t)
-        plain.load_state_dict({name: p.detach()[i] for name, p in stacked.items()}, strict=False)
-        _store(s, d, tokenizer, plain, module.losses[i], seconds, confs[d.index].mode, len(devices))
+        plain.load_state_dict(trained, strict=False)
+        _store(s, d, tokenizer, plain, curve, seconds, conf.mode, len(devices))
 
 
 def _store(
