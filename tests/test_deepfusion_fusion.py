@@ -647,7 +647,7 @@ def test_option_accuracy_picks_the_most_likely_option_and_prior_is_the_base_rate
 def test_step_selection_ends_with_the_weights_of_the_best_validation_score(toks: dict) -> None:
     """The selection protocol (server/selection.py): a training that first helps and then hurts the
     validation score ends with the weights of its best step, whatever the step; the curve is scored
-    before the first step and every `every` steps."""
+    before the first step and every `every` steps; with patience it stops early at the same choice."""
     from types import SimpleNamespace
 
     import lightning as L
@@ -695,6 +695,12 @@ def test_step_selection_ends_with_the_weights_of_the_best_validation_score(toks:
         assert keep.step == best[0] and best[0] in expect
         assert math.isclose(evaluate(model, val)["log_ppl"], best[1], rel_tol=1e-6)
         assert best[1] < keep.curve[0][1] and best[1] < keep.curve[-1][1]  # it helped, then it hurt
+    # with patience the training stops after that many scores without a new best, at the same choice
+    model = Unigram()
+    keep = KeepBest(model, val, 2, patience=3)
+    Trainers().fit(Climb(model), DataLoader(torch.zeros(64, 1), batch_size=1), 20, callbacks=[keep])
+    assert [s for s, _ in keep.curve] == [0, 2, 4, 6, 8, 10, 12] and keep.step == 6
+    assert math.isclose(evaluate(model, val)["log_ppl"], keep.best[1], rel_tol=1e-6)
 
 
 def test_the_centralised_bound_selects_on_held_out_pooled_records(monkeypatch) -> None:

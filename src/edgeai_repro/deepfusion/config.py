@@ -352,9 +352,13 @@ class SelectionConf:
     on the public validation records within the method's budget (the cap)."""
 
     every: int = MISSING  # score every `every` optimizer steps (set by the scale); 0: the whole budget
+    # stop a training once this many scores in a row have not beaten its best (0: run the whole cap,
+    # the default: the best is then over every score, at the cost of training past it)
+    patience: int = 0
 
     def check(self, key: str) -> None:
         require(self.every >= 0, f"{key}.every={self.every} must be >= 0 (0 trains for the whole budget).")
+        require(self.patience >= 0, f"{key}.patience={self.patience} must be >= 0 (0 runs the whole cap).")
 
 
 @dataclass

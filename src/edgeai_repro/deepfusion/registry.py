@@ -10,6 +10,7 @@ NEUTRAL = (
     ("precision", "fp32"),
     ("kd.warmup", 0.0),
     ("device.full_lr", None),
+    ("select.patience", 0),  # the whole cap: what the selection did before patience existed
     *(("device.batched", v) for v in (None, True, False)),
 )
 _TRAINED = ("deepfusion/devices", "deepfusion/tokenizers")

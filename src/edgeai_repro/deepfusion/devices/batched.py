@@ -215,7 +215,7 @@ class GroupedAdamW(torch.optim.Optimizer):
                 grad, m, v = p.grad[:k], st["m"][:k], st["v"][:k]
                 m.lerp_(grad, 1 - b1)
                 v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                size = (lrs / c1).to(p.dtype).reshape(k, *[1] * (p.dim() - 1))
+                size = (lrs / c1).to(device=p.device, dtype=p.dtype).reshape(k, *[1] * (p.dim() - 1))
                 p[:k].sub_(size * m / ((v.sqrt() / c2).add_(g["eps"])))
         return loss
 

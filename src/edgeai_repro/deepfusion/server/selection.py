@@ -6,7 +6,9 @@ first) by the model's answer log-perplexity on the public validation records (`C
 labelled public records held out from every training, which a deployed server has). The model
 ends with the weights of its best score, so a training that only hurts stops where it stood.
 Nothing here reads the test set. `select.every=0` trains for the whole budget (the fixed-budget
-reading, kept as an option).
+reading, kept as an option). `select.patience` > 0 stops a training once that many scores in a row
+have not beaten its best (early stopping with patience, as Lightning's EarlyStopping): cheaper, and
+the same choice unless the best comes after such a run of worse scores.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ class KeepBest(L.Callback):
     """Scores `model` on `val` every `every` optimizer steps and restores its best weights at the
     end. Only trainable tensors are kept (a frozen expert cannot change), on the host."""
 
-    def __init__(self, model: nn.Module, val: DataLoader, every: int) -> None:
-        self.model, self.val, self.every = model, val, every
+    def __init__(self, model: nn.Module, val: DataLoader, every: int, patience: int = 0) -> None:
+        self.model, self.val, self.every, self.patience = model, val, every, patience
         self.curve: list[tuple[int, float]] = []
         self.best: tuple[int, float] | None = None
         self._state: dict[str, torch.Tensor] = {}
@@ -54,6 +56,9 @@ class KeepBest(L.Callback):
         step = trainer.global_step
         if step % self.every == 0 or step >= trainer.max_steps:
             self._score(step)
+            since_best = sum(1 for s, _ in self.curve if s > self.step)
+            if self.patience and since_best >= self.patience:
+                trainer.should_stop = True
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         params = dict(self.model.named_parameters())

@@ -167,7 +167,11 @@ class Server:
         public validation records): returns the optimizer step whose weights `select` ends with
         (`steps` without selection)."""
         every = self.conf.select.every
-        keep = KeepBest(select, self.validation(val), every) if select is not None and every else None
+        keep = (
+            KeepBest(select, self.validation(val), every, self.conf.select.patience)
+            if select is not None and every
+            else None
+        )
         self.trainers.fit(
             module,
             data,

@@ -32,7 +32,7 @@ class FedJETS(Method):
     its records (at least one) from its local training and reports the global model's loss on
     them before the first round and after each (federated evaluation); the global model ends with
     the weights of the round whose pooled held-out answer log-perplexity is lowest, within the
-    `rounds` cap. `select.every=0`: every record trains and all rounds run (the fixed budget)."""
+    `rounds` cap (stopping after `select.patience` rounds without a better one, when set). `select.every=0`: every record trains and all rounds run (the fixed budget)."""
 
     name: str = "fedjets"
     traffic: str = "fedjets"
@@ -114,6 +114,9 @@ class FedJETS(Method):
                 state[name] = upd.to(state[name].dtype)
             global_model.load_state_dict(state)  # copied onto the model's device
             score(rnd + 1)
+            patience = s.conf.select.patience
+            if val is not None and patience and rnd + 1 - best[0] >= patience:
+                break  # select.patience rounds in a row without a better held-out score
         rounds = f.rounds
         if best[2] is not None:
             rounds = best[0]
