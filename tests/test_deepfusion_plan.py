@@ -186,7 +186,7 @@ def test_settings_added_for_paper_scale_leave_the_tiny_cell_ids_alone(compose) -
         "deepfusion.precision=bf16",
         "deepfusion.kd.warmup=0.03",
         "deepfusion.device.full_lr=2e-5",
-        "deepfusion.select.patience=3",
+        "deepfusion.select.patience=5",
     ):
         assert cell_id(compose([*base, override])) != plain, override
     paper = compose(
