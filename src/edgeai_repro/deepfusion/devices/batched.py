@@ -97,9 +97,8 @@ class GroupedLayerNorm(_Grouped):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.step.k
-        y = self.per_device(F.layer_norm(x, x.shape[-1:], None, None, self.eps)) * self.weight[:k].unsqueeze(
-            1
-        )
+        normed = self.per_device(F.layer_norm(x, x.shape[-1:], None, None, self.eps))
+        y = normed * self.weight[:k].unsqueeze(1)
         if self.bias is not None:
             y = y + self.bias[:k].unsqueeze(1)
         return y.reshape(x.shape)
@@ -193,7 +192,7 @@ class GroupedAdamW(torch.optim.Optimizer):
         eps: float = 1e-8,
     ) -> None:
         super().__init__(params, {"betas": betas, "eps": eps})
-        self.schedules, self.k, self.t = schedules, step, 0
+        self.schedules, self.group_step, self.t = schedules, step, 0
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -201,7 +200,7 @@ class GroupedAdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        k, self.t = self.k.k, self.t + 1
+        k, self.t = self.group_step.k, self.t + 1
         lrs = torch.tensor([f(self.t - 1) for f in self.schedules[:k]], dtype=torch.float64)
         for g in self.param_groups:
             b1, b2 = g["betas"]

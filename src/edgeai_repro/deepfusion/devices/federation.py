@@ -26,12 +26,7 @@ from edgeai_repro.deepfusion.data.encoding import QADataset, loader
 from edgeai_repro.deepfusion.data.partitions import dominant_subdomain, partition
 from edgeai_repro.deepfusion.data.records import text_of
 from edgeai_repro.deepfusion.devices.embedding import embedder
-from edgeai_repro.deepfusion.devices.training import (
-    DeviceLLM,
-    FinetuneConf,
-    merged,
-    nf4_config,
-)
+from edgeai_repro.deepfusion.devices.training import DeviceLLM, FinetuneConf, merged, nf4_config
 from edgeai_repro.deepfusion.evaluation.scores import evaluate
 from edgeai_repro.deepfusion.models import catalog
 from edgeai_repro.deepfusion.models.checkpoints import pretrained
@@ -89,9 +84,8 @@ def device_inputs(s: Setup, index: int, model_type: str, indices: list[int]) -> 
         "case": c.this_case.domain,
         "indices": hashlib.sha256(json.dumps(indices).encode()).hexdigest(),
         "index": index,
-        "device": {
-            k: v for k, v in asdict(c.device).items() if k not in ("full_lr", "batched")
-        },  # not the devices'
+        # full_lr is not the devices' setting; batched changes no device beyond float summation order
+        "device": {k: v for k, v in asdict(c.device).items() if k not in ("full_lr", "batched")},
         **({"precision": c.precision} if c.precision != "fp32" else {}),  # absent at fp32: ids as before
         "mode": s.training_mode(model_type),
         "upload": c.comm.upload_format,

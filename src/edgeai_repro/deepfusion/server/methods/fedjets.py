@@ -32,7 +32,8 @@ class FedJETS(Method):
     its records (at least one) from its local training and reports the global model's loss on
     them before the first round and after each (federated evaluation); the global model ends with
     the weights of the round whose pooled held-out answer log-perplexity is lowest, within the
-    `rounds` cap (stopping after `select.patience` rounds without a better one, when set). `select.every=0`: every record trains and all rounds run (the fixed budget)."""
+    `rounds` cap (stopping after `select.patience` rounds without a better one, when set).
+    `select.every=0`: every record trains and all rounds run (the fixed budget)."""
 
     name: str = "fedjets"
     traffic: str = "fedjets"
@@ -150,8 +151,9 @@ def _held_out(s: Server, fraction: float) -> tuple[dict[int, list], list]:
     own, held = {}, []
     for d in s.devices:
         records = [s.corpus.train[i] for i in d.indices]
-        k = max(1, round(fraction * len(records))) if fraction > 0 else 0
-        own[d.index], held = records[: len(records) - k], held + records[len(records) - k :]
+        cut = len(records) - (max(1, round(fraction * len(records))) if fraction > 0 else 0)
+        own[d.index] = records[:cut]
+        held.extend(records[cut:])
     return own, held
 
 
