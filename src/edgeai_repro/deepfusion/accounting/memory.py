@@ -32,6 +32,8 @@ Options (MemoryConf) say which code path is modelled:
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -191,9 +193,36 @@ def step_peak(
         }
     weights, optim = _state_bytes(model, opt)
     tracker = _PeakTracker(size)
-    with tracker.mode:
+    with tracker.mode, _autocast_off_on_meta(device):
         forward = step(tracker)
     return {"peak": tracker.peak, "forward": forward, "weights": weights, "optimizer": optim}
+
+
+@contextlib.contextmanager
+def _autocast_off_on_meta(device: torch.device):
+    """Let code that switches autocast *off* run on the meta device, which has no autocast state.
+
+    peft >= 0.22 folds a LoRA on MoE expert tensors into the weight inside
+    `torch.autocast(device_type=W.device.type, enabled=False)` (`_LoraFactorsProxy`); on meta,
+    torch raises "unsupported scalarType" before the context is entered. A disabled autocast
+    changes nothing on any device, so on meta it is replaced by an empty context for the duration of
+    the simulated step; an enabled one still reaches torch (and fails there, as it would)."""
+    if device.type != "meta":
+        yield
+        return
+    real = torch.autocast
+
+    def autocast(device_type: str, *args, **kwargs):
+        enabled = kwargs.get("enabled", args[1] if len(args) > 1 else True)
+        if device_type == "meta" and not enabled:
+            return contextlib.nullcontext()
+        return real(device_type, *args, **kwargs)
+
+    torch.autocast = autocast
+    try:
+        yield
+    finally:
+        torch.autocast = real
 
 
 def attention_kernel(config, attention: str) -> str:
