@@ -56,10 +56,39 @@ def is_4bit(module: nn.Module) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
+def import_bitsandbytes():
+    """bitsandbytes, imported without the hub-kernel lines it logs on a CPU with no network.
+
+    On a CPU with AVX512-BF16, importing bitsandbytes (>= 0.49) asks the hub (through `kernels`) for
+    an optional faster 4-bit matmul, and logs two warnings when it cannot have it (offline, or no
+    network): "Skipping publisher trust check ..." and "Failed to load CPU gemm_4bit_forward ...".
+    Nothing is wrong: bitsandbytes then runs its own CPU kernel, with the same results. Those two
+    loggers are held at ERROR during the import and one line of ours says what it means."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("bitsandbytes", "kernels")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        import bitsandbytes
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+    if not torch.cuda.is_available():
+        logging.getLogger(__name__).info(
+            "bitsandbytes %s on the CPU: its own 4-bit kernels (an optional hub kernel is not fetched at run time)",
+            bitsandbytes.__version__,
+        )
+    return bitsandbytes
+
+
+@functools.lru_cache(maxsize=1)
 def qlora_runs() -> bool:
     """Whether QLoRA can run here: bitsandbytes installed and able to quantise on this machine
     (on a GPU, or on a CPU since bitsandbytes 0.45's CPU backend)."""
     try:
+        import_bitsandbytes()
         import bitsandbytes.functional as bnbf
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -75,6 +104,7 @@ def nf4_config():
     """QLoRA's base-weight quantisation: NF4 with double quantisation, bf16 compute (bitsandbytes)."""
     import transformers
 
+    import_bitsandbytes()  # transformers imports it to quantise: quietly, first
     return transformers.BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
