@@ -78,7 +78,17 @@ def test_every_experiment_runs_at_smoke_scale(request, workdir: Path, name: str)
             assert len(c["ci"]) == 2, c
         if c["verdict"] == "inconclusive":
             assert "seeds_needed" in c, c
-    assert (out / "run.json").exists()
+    # issue 30: what made the table: commit, lock and versions, of the report and of its cells
+    record = json.loads((out / "run.json").read_text())
+    made = record["provenance"]
+    assert (
+        made["commit"] and len(made["lock"]) == 64 and made["versions"]["peft"] and made["versions"]["scipy"]
+    )
+    assert (
+        sum(e["cells"] for e in record["cell_environments"])
+        == record["cells"] - record["failed"] - record["missing"]
+    )
+    assert f"Commit: `{short(made)}`" in (out / "table.md").read_text()
     assert "Scale: **smoke**" in (out / "table.md").read_text()
     if name == "deepfusion/table1_2":  # issue 21's bar: the reference rows and the knowledge-loss diagnostic
         import pandas as pd

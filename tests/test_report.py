@@ -498,3 +498,22 @@ def test_a_swept_key_the_report_does_not_show_splits_the_table_instead_of_being_
     assert unshown_keys(one, ["n", "seed", "avg"], "n", None) == []
     by_method = rows.assign(method=rows["avg"].map({False: "a", True: "b"}))  # a method group swept
     assert unshown_keys(by_method, ["n", "seed", "avg"], "n", None) == []
+
+
+def test_a_table_says_when_its_cells_ran_under_different_versions() -> None:
+    """Cells stay reusable across a lock refresh (their identity has no versions), so the report
+    names the packages whose versions differ between a table's cells, and says nothing when none do."""
+    from edgeai_repro.core.provenance import differing, provenance, version_sets
+
+    now = provenance()
+    assert now["commit"] and now["versions"]["python"] and now["versions"]["torch"]
+    same = version_sets([now, now, now])
+    assert (
+        same == [{"versions": now["versions"], "lock": now["lock"], "cells": 3}] and differing(same) is None
+    )
+    older = {**now, "versions": {**now["versions"], "peft": "0.21.2"}, "lock": "0" * 64}
+    mixed = version_sets([now, older, now, None])
+    assert [e["cells"] for e in mixed] == [2, 1, 1]
+    sentence = differing(mixed)
+    assert f"peft 0.21.2, {now['versions']['peft']}" in sentence and "1 cells computed before" in sentence
+    assert "torch" not in sentence and sentence.count(". ") == 0

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from edgeai_repro.core.provenance import differing, provenance, version_sets
 from edgeai_repro.core.store import CellStore
 from edgeai_repro.report import claims as claim_checks
 from edgeai_repro.report.gather import Gathered, gather
@@ -196,7 +197,8 @@ def build_report(
             f"The paper prints no numbers for this experiment: only its claims (paper_results/{paper}/claims.yaml) "
             "are compared, below."
         )
-    note = " ".join([note, *g.notes])
+    mixed = differing(version_sets(g.provenance))
+    note = " ".join([note, *g.notes, *([mixed] if mixed else [])])
     command = "edgeai-repro " + " ".join(manifest.get("arguments", []))
     text = render_markdown(
         spec.get("title") or config.experiment_name, command, agg, spec, g, entries, figures, note
@@ -216,8 +218,10 @@ def build_report(
 
 
 def run_record(manifest: dict, g: Gathered, command: str) -> dict:
-    """When, where and how long: the sweep's wall time (from the sweeper's start to this report),
-    how many cells it computed and reused, the compute time of every cell, and the machine."""
+    """When, where, how long and with what: the sweep's wall time (from the sweeper's start to this
+    report), how many cells it computed and reused, the compute time of every cell, the machine, the
+    commit, lock and package versions of this report (`provenance`) and those the cells were
+    computed under (`cell_environments`, one entry per distinct set, with its count of cells)."""
     started = manifest.get("started")
     return {
         "command": command,
@@ -231,6 +235,8 @@ def run_record(manifest: dict, g: Gathered, command: str) -> dict:
         "cells_compute_s": round(sum(g.seed_wall_s.values()), 1),
         "scale": ", ".join(sorted(g.scales)),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(terse=True)},
+        "provenance": provenance(),
+        "cell_environments": version_sets(g.provenance),
     }
 
 

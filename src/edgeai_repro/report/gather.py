@@ -24,6 +24,7 @@ class Gathered:
     seed_wall_s: dict[int, float] = field(default_factory=dict)  # compute seconds of each seed's cells
     counterexamples: dict[str, dict[str, str]] = field(default_factory=dict)  # method -> metric -> the first
     notes: list[str] = field(default_factory=list)  # what the cells say their figures are (each once)
+    provenance: list[dict | None] = field(default_factory=list)  # each finished cell's commit and versions
 
     @property
     def paper_setting(self) -> bool:
@@ -65,6 +66,7 @@ def gather(manifest: dict, store: CellStore) -> Gathered:
     walls: dict[int, float] = {}
     examples: dict[str, dict[str, str]] = {}
     notes: list[str] = []
+    made_by: list[dict | None] = []
     for cell in manifest["cells"]:
         cid = cell["cell_id"]
         result = store.load(cid)
@@ -73,6 +75,7 @@ def gather(manifest: dict, store: CellStore) -> Gathered:
             (failed if failure else missing).append({**cell, "error": (failure or {}).get("error")})
             continue
         scales.add(result.get("scale", "?"))
+        made_by.append(result.get("provenance"))
         sources.add(setting_of(result))
         walls[int(result["seed"])] = walls.get(int(result["seed"]), 0.0) + float(result.get("wall_s") or 0.0)
         notes.extend(n for n in result.get("notes") or [] if n not in notes)
@@ -96,4 +99,5 @@ def gather(manifest: dict, store: CellStore) -> Gathered:
         walls,
         examples,
         notes,
+        made_by,
     )

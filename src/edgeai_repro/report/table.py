@@ -8,6 +8,7 @@ import re
 
 import pandas as pd
 
+from edgeai_repro.core.provenance import provenance, short
 from edgeai_repro.report.gather import Gathered
 
 SERIES = "method"
@@ -180,6 +181,8 @@ def render_markdown(
         f"# {title}",
         "",
         f"Command: `{command}`",
+        "",
+        f"Commit: `{short(provenance())}` (run.json lists the package versions of this report and of its cells).",
         "",
         f"Scale: **{scale}**. Cells: {gathered.total} ({len(gathered.failed)} failed, "
         f"{len(gathered.missing)} missing). Each entry is mean ± std over {seeds} seeds; "
