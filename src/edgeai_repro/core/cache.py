@@ -22,9 +22,12 @@ papers; only the fingerprint test imports the named functions.
 from __future__ import annotations
 
 import ast
+import contextlib
+import errno
 import hashlib
 import importlib
 import inspect
+import logging
 import os
 import shutil
 import tempfile
@@ -35,9 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edgeai_repro.core import locks
 from edgeai_repro.core.files import atomic_write, content_key
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,19 +83,59 @@ class Cache:
 
     def write_folder(self, path: Path, fill: Callable[[Path], None]) -> bool:
         """Fill a folder entry in a staging folder and rename it into place; when another process
-        finished the same entry first, keep theirs. Returns whether this call's entry was kept."""
+        finished the same entry first, keep theirs, whatever the interleaving. Returns whether this
+        call's entry was kept.
+
+        A folder cannot be renamed onto a non-empty folder: the rename fails (ENOTEMPTY or EEXIST)
+        exactly when another process published the entry between any check and the rename, so that
+        error, with the entry in place, means "theirs is kept" rather than a failure. Readers never
+        see a partial entry: it appears whole, by one rename, or not at all."""
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
         try:
             fill(staging)
-            if path.exists():
-                shutil.rmtree(staging, ignore_errors=True)
-                return False
-            os.replace(staging, path)
-            return True
+            try:
+                os.rename(staging, path)
+                return True
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR) or not path.is_dir():
+                    raise
+            shutil.rmtree(staging, ignore_errors=True)
+            return False
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+    def lock(self, *paths: Path, **kwargs) -> contextlib.AbstractContextManager:
+        """The locks of these entries (core/locks.py): hold them while computing the entries, after
+        reading them once more (another process may have finished them while this one waited)."""
+        return locks.holding(list(paths), **kwargs)
+
+    def load_or_make(
+        self,
+        path: Path,
+        load: Callable[[Path], T],
+        make: Callable[[], Any],
+        save: Callable[[Path, Any], None],
+    ) -> T:
+        """The entry at `path`, computed at most once across processes: read it; else take its lock,
+        read it again (a process that held the lock has finished it), and only then `make` it,
+        `save(path, made)` it and read it back."""
+        value = self.read(path, load)
+        if value is not None:
+            return value
+        with self.lock(path) as (held,):
+            value = self.read(path, load)
+            if value is not None:
+                log.info(
+                    "%s %s: computed by another process meanwhile (waited %.1f s)",
+                    self.name,
+                    path.name,
+                    held.waited_s,
+                )
+                return value
+            save(path, make())
+        return load(path)
 
 
 def _cache(name: str, version: int, fills: Iterable[str], fingerprint: str, key_length: int = 16) -> Cache:
@@ -145,7 +190,7 @@ CACHES: dict[str, Cache] = {
             ],
             "75f146bbe802",
         ),
-        # inits v2: context-first truncation
+        # inits v2: context-first truncation; computed under the entry's lock (load_or_make): same output, no bump
         _cache(
             "deepfusion/inits",
             2,
@@ -153,7 +198,7 @@ CACHES: dict[str, Cache] = {
                 "edgeai_repro.deepfusion.server.methods.base:Server.init_moe",
                 "edgeai_repro.deepfusion.server.methods.base:tune",
             ],
-            "75b11e3692af",
+            "c7368260ccfd",
         ),
         _cache(
             "deepfusion/targets",

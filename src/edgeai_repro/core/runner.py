@@ -15,7 +15,9 @@ from edgeai_repro.core import tasks
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.files import atomic_write_json
 from edgeai_repro.core.gpus import is_gpu
+from edgeai_repro.core.locks import check_writable
 from edgeai_repro.core.loggers import build_loggers, finish_cell_run, finish_wandb
+from edgeai_repro.core.provenance import provenance
 from edgeai_repro.core.seeding import seed_everything
 from edgeai_repro.core.store import cell_id, store_for
 from edgeai_repro.core.trainer import Trainers
@@ -43,6 +45,7 @@ def validate(cfg: DictConfig) -> tasks.Task:
     if cfg.scale.name not in {"paper", "tiny", "smoke"}:
         raise ConfigError(f"scale={cfg.scale.name!r} is unknown; use scale=paper, scale=tiny or scale=smoke.")
     task.validate(cfg)  # what the task needs first (its data, checkpoints), then the machine
+    check_writable(Path(str(cfg.paths.cache)), "paths.cache")
     if not OmegaConf.select(cfg, "dry_run", default=False):  # a dry run plans for another machine
         check_accelerator(cfg)
     return task
@@ -151,6 +154,7 @@ def run_cell(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         "wall_s": time.perf_counter() - started,
         "run_dir": str(run_dir),
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "provenance": provenance(),  # the code and versions that made it; not part of its identity
         **result,
     }
     record.pop("store", None)

@@ -70,12 +70,12 @@ def tiny_tokenizer(family: str, texts: list[str], vocab_size: int, store: Path) 
     """Train (or reuse from the cache "deepfusion/tokenizers" under `store`) the family's tokenizer on `texts`."""
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
     path = TOKENIZERS.path(store, {"family": family, "vocab_size": vocab_size, "texts": digest}, ".json")
-    tok = TOKENIZERS.read(path, lambda p: _cached(p, family))
-    if tok is None:
-        trained = train_tokenizer(family, texts, vocab_size)
-        TOKENIZERS.write(path, lambda tmp: tmp.write_text(trained.to_str()))
-        tok = _cached(path, family)
-    return tok
+    return TOKENIZERS.load_or_make(
+        path,
+        lambda p: _cached(p, family),
+        lambda: train_tokenizer(family, texts, vocab_size),
+        lambda p, trained: TOKENIZERS.write(p, lambda tmp: tmp.write_text(trained.to_str())),
+    )
 
 
 @functools.lru_cache(maxsize=32)

@@ -274,19 +274,50 @@ def federation(s: Setup, trainers: Trainers) -> list[Device]:
         devices.append(dev)
     for t in dict.fromkeys(d.model_type for d in missing):
         todo = [d for d in missing if d.model_type == t]
-        why = grouped(s, t) if len(todo) > 1 else "one device"
-        if why is None:
-            log.info("training %d %s devices together (devices/batched.py)", len(todo), t)
-            train_group(s, todo, s.tokenizer(t), trainers)
-            continue
-        for dev in todo:
-            log.info(
-                "training device %d/%d (%s, %d samples; alone: %s)",
-                dev.index + 1,
-                c.devices,
-                t,
-                len(dev.indices),
-                why,
-            )
-            train_device(s, dev, s.tokenizer(t), trainers)
+        # Cells of one (case, N, seed) running side by side need the same devices: the first to take
+        # their locks trains them, the others wait and read them (core/locks.py).
+        with DEVICES.lock(*(d.folder for d in todo)) as held:
+            todo = _not_trained_meanwhile(todo, max(h.waited_s for h in held))
+            if todo:
+                _train(s, todo, t, trainers)
     return devices
+
+
+def _not_trained_meanwhile(todo: list[Device], waited_s: float) -> list[Device]:
+    """The devices of `todo` still missing after waiting for their locks (the others' meta read)."""
+    left = []
+    for dev in todo:
+        meta = DEVICES.read(dev.folder, _stored_meta)
+        if meta is None:
+            left.append(dev)
+        else:
+            dev.meta = meta
+    if len(left) < len(todo):
+        log.info(
+            "%d of %d %s devices were trained by another process meanwhile (waited %.1f s): read, not retrained",
+            len(todo) - len(left),
+            len(todo),
+            todo[0].model_type,
+            waited_s,
+        )
+    return left
+
+
+def _train(s: Setup, todo: list[Device], t: str, trainers: Trainers) -> None:
+    """Train the missing devices of type `t`: together where that equals training them alone."""
+    c = s.conf
+    why = grouped(s, t) if len(todo) > 1 else "one device"
+    if why is None:
+        log.info("training %d %s devices together (devices/batched.py)", len(todo), t)
+        train_group(s, todo, s.tokenizer(t), trainers)
+        return
+    for dev in todo:
+        log.info(
+            "training device %d/%d (%s, %d samples; alone: %s)",
+            dev.index + 1,
+            c.devices,
+            t,
+            len(dev.indices),
+            why,
+        )
+        train_device(s, dev, s.tokenizer(t), trainers)

@@ -113,14 +113,16 @@ def vocab_map(teacher_tok, student_tok, mode: str = "med", store: Path | None = 
         if store
         else None
     )
-    stored = VOCAB_MAPS.read(path, lambda p: torch.load(p)) if path is not None else None
-    if stored is not None:
-        _MAPS[key] = stored
-        return stored
-    _MAPS[key] = mapping = _vocab_map(teacher_tok, student_tok, mode)
-    if path is not None:
-        VOCAB_MAPS.write(path, lambda tmp: torch.save(mapping, tmp))
-    return mapping
+    if path is None:
+        _MAPS[key] = _vocab_map(teacher_tok, student_tok, mode)
+    else:
+        _MAPS[key] = VOCAB_MAPS.load_or_make(
+            path,
+            lambda p: torch.load(p),
+            lambda: _vocab_map(teacher_tok, student_tok, mode),
+            lambda p, mapping: VOCAB_MAPS.write(p, lambda tmp: torch.save(mapping, tmp)),
+        )
+    return _MAPS[key]
 
 
 def _vocab_map(teacher_tok, student_tok, mode: str) -> torch.Tensor:

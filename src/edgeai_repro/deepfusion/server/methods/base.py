@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -104,24 +105,30 @@ class Server:
             "seed": self.seed,
         }
         path = INITS.path(self.setup.store, inputs, ".safetensors")
-        state = INITS.read(path, lambda p: load_file(str(p)))
-        if state is not None:
-            model.load_state_dict(state)
-            return model.to(self.setup.train_dtype)
-        tune(
-            self,
-            model,
-            steps,
-            self.corpus.public,
-            freeze=False,
-            label="pretrain",
-            lr=c.pretrain.lr,
-            out=Fused(),
-            phase="server",
-            select=False,
+
+        def pretrain() -> dict[str, torch.Tensor]:
+            tune(
+                self,
+                model,
+                steps,
+                self.corpus.public,
+                freeze=False,
+                label="pretrain",
+                lr=c.pretrain.lr,
+                out=Fused(),
+                phase="server",
+                select=False,
+            )
+            return {k: v.contiguous() for k, v in model.state_dict().items()}
+
+        # cells of one case pretrain the same start: the first computes it, the others wait and read it
+        state = INITS.load_or_make(
+            path,
+            lambda p: load_file(str(p)),
+            pretrain,
+            lambda p, st: INITS.write(p, lambda tmp: save_file(st, str(tmp))),
         )
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
-        INITS.write(path, lambda tmp: save_file(state, str(tmp)))
+        model.load_state_dict(state)
         return model.to(self.setup.train_dtype)
 
     def base_model(self, init: nn.Module, expert: int) -> nn.Module:
@@ -206,26 +213,35 @@ class Server:
             "features": with_features,
         }
         path = TARGETS.path(self.setup.store, inputs, ".pt")
-        stored = TARGETS.read(path, lambda p: torch.load(p, weights_only=True))
-        if stored is not None and len(stored) == len(ds.items):
-            for item, target in zip(ds.items, stored):
-                item["targets"].append(target)
-            return
-        teacher = proxy(self.setup.model_config(t), t, [m.upload() for m in members])
-        mapping = align.vocab_map(teacher_tok, self.moe_tok, kd.tok_align, store=self.setup.store)
-        add_teacher(
-            ds,
-            self.corpus.public,
-            teacher,
-            teacher_tok,
-            self.moe_tok,
-            kd,
-            mapping,
-            with_features,
-            self.device,
+
+        def compute() -> list:
+            teacher = proxy(self.setup.model_config(t), t, [m.upload() for m in members])
+            mapping = align.vocab_map(teacher_tok, self.moe_tok, kd.tok_align, store=self.setup.store)
+            add_teacher(
+                ds,
+                self.corpus.public,
+                teacher,
+                teacher_tok,
+                self.moe_tok,
+                kd,
+                mapping,
+                with_features,
+                self.device,
+            )
+            # taken back off: the targets are appended below, the same way whether computed or read
+            return [item["targets"].pop() for item in ds.items]
+
+        def load(p: Path) -> list:
+            stored = torch.load(p, weights_only=True)
+            if len(stored) != len(ds.items):
+                raise ValueError("targets of another public set")  # set aside and recomputed
+            return stored
+
+        targets = TARGETS.load_or_make(
+            path, load, compute, lambda p, made: TARGETS.write(p, lambda tmp: torch.save(made, tmp))
         )
-        targets = [item["targets"][-1] for item in ds.items]
-        TARGETS.write(path, lambda tmp: torch.save(targets, tmp))
+        for item, target in zip(ds.items, targets):
+            item["targets"].append(target)
 
 
 def epochs_to_steps(epochs: float, samples: int, batch: int) -> int:
