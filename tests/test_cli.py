@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import launch, seeded_from
+from edgeai_repro.core import provenance
 
 EXPERIMENTS = sorted(
     f"{p.parent.name}/{p.stem}"
@@ -88,7 +89,7 @@ def test_every_experiment_runs_at_smoke_scale(request, workdir: Path, name: str)
         sum(e["cells"] for e in record["cell_environments"])
         == record["cells"] - record["failed"] - record["missing"]
     )
-    assert f"Commit: `{short(made)}`" in (out / "table.md").read_text()
+    assert f"Commit: `{provenance.short(made)}`" in (out / "table.md").read_text()
     assert "Scale: **smoke**" in (out / "table.md").read_text()
     if name == "deepfusion/table1_2":  # issue 21's bar: the reference rows and the knowledge-loss diagnostic
         import pandas as pd
@@ -112,6 +113,30 @@ def test_every_experiment_runs_at_smoke_scale(request, workdir: Path, name: str)
         assert aeria["truthfulness_violations"] == 0 and aeria["ir_violations"] == 0
         assert aeria["envy_in_consensus_auctions"] == 0  # envy only where the estimates disagree
         assert aeria["users_checked"] > 0
+
+
+def test_parallel_cells_that_share_devices_train_each_device_once(workdir: Path) -> None:
+    """Issue 36: two DeepFusion cells of one (case, N, seed), launched side by side as two jobs on a
+    shared cell store (as SLURM array jobs, or joblib's workers), from an empty store, need the same
+    8 devices, tokenizers and pretrained start: both finish, and each device is trained by one of
+    them and read by the other (the log says so)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def job(method: str) -> subprocess.CompletedProcess:
+        args = ["experiment=deepfusion/table1_2", "scale=smoke", "deepfusion.devices=8"]
+        paths = [f"paths.cache={workdir / 'cells'}", f"paths.results={workdir / method}"]
+        return launch([*args, f"deepfusion/method={method}", *paths], workdir)
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(job, ["deepfusion", "fedmkt"]))
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
+    log = "".join(r.stdout + r.stderr for r in runs)
+    assert log.count("1/1 cells done") == 2
+    trained = re.findall(r"training device (\d+)/8", log)
+    together = sum(int(n) for n in re.findall(r"training (\d+) \w+ devices together", log))
+    read = sum(int(n) for n in re.findall(r"(\d+) of \d+ \w+ devices were trained by another process", log))
+    assert len(trained) + together == 8 and len(set(trained)) == len(trained), log[-3000:]
+    assert read == 8  # the other job read all eight
 
 
 def test_killed_sweep_resumes_without_losing_or_repeating_cells(workdir: Path) -> None:
