@@ -99,9 +99,16 @@ def df_setup(compose, tmp_path: Path):
     return make
 
 
-def _prepared_store(experiment: str, factory: pytest.TempPathFactory) -> Path:
+def _prepared_store(
+    experiment: str, factory: pytest.TempPathFactory, split: tuple[str, str] | None = None
+) -> Path:
     """One finished smoke run of `experiment`, prepared once for the whole session across xdist
-    workers (a file lock in their shared temp folder)."""
+    workers (a file lock in their shared temp folder). With `split` (a swept key and its values in
+    two groups, "a,b|c,d") the cells run first as two jobs side by side on the one cell store, as
+    SLURM array jobs or joblib's workers do, then the whole experiment (every cell cached) builds
+    the report; `done` keeps every job's log."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from filelock import FileLock
 
     shared = factory.getbasetemp().parent / f"{experiment.replace('/', '-')}-store"
@@ -109,9 +116,21 @@ def _prepared_store(experiment: str, factory: pytest.TempPathFactory) -> Path:
         done = shared / "done"
         if not done.exists():
             shared.mkdir(exist_ok=True)
-            run = launch([f"experiment={experiment}", "scale=smoke"], shared)
+            args = [f"experiment={experiment}", "scale=smoke"]
+            logs = ""
+            if split:
+                key, groups = split[0], split[1].split("|")
+                jobs = [
+                    [*args, f"{key}={g}", f"paths.results={shared / f'part{i}'}"]
+                    for i, g in enumerate(groups)
+                ]
+                with ThreadPoolExecutor(len(jobs)) as pool:
+                    for part in pool.map(lambda a: launch(a, shared), jobs):
+                        assert part.returncode == 0, part.stderr[-3000:]
+                        logs += part.stdout + part.stderr
+            run = launch(args, shared)
             assert run.returncode == 0, run.stderr[-3000:]
-            done.write_text(run.stdout + run.stderr)
+            done.write_text(logs + run.stdout + run.stderr)
     return shared
 
 
@@ -120,7 +139,12 @@ def deepfusion_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """deepfusion/table1_2 at smoke scale (its trained devices, the global MoE's init, the teacher
     targets and every method's cell): the other DeepFusion experiments start from a copy of its cell
     store, as a user's later experiments start from Tables I-II's."""
-    return _prepared_store("deepfusion/table1_2", tmp_path_factory)
+    # two jobs side by side that need the same devices (issue 36: tests/test_cli.py reads their logs)
+    return _prepared_store(
+        "deepfusion/table1_2",
+        tmp_path_factory,
+        ("deepfusion/method", "deepfusion,fedmkt,start,prior|ofa_kd,fedjets,server_only"),
+    )
 
 
 @pytest.fixture(scope="session")
