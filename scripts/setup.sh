@@ -39,7 +39,7 @@ if [ "$MODE" = locked ]; then
   "$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check >&2; exit 1; }
   "$VENV/bin/python" scripts/lockcheck.py --installed
 else
-  "${pip[@]}" "torch==${TORCH_VERSION}"
-  "${pip[@]}" --upgrade --upgrade-strategy eager -e ".[dev,paper]"
+  # torch stays pinned (named with the project, so an eager upgrade cannot move it to another build)
+  "${pip[@]}" --upgrade --upgrade-strategy eager "torch==${TORCH_VERSION}" -e ".[dev,paper]"
 fi
 echo "setup: $VENV ready ($MODE; $("$VENV/bin/python" -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)'))"
