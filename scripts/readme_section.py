@@ -13,8 +13,10 @@ every section. A section is the text between a marker and its end in a manual:
     ... generated ...
     <!-- /section -->
 
-with options `metric` (comma-separated: one table each), `methods` (the columns; default all) and
-`figures` (comma-separated file names; default all). Nothing else of a manual is touched. The test
+with options `metric` (comma-separated: one table each), `methods` (the columns; default all),
+`figures` (comma-separated file names; default all) and `worst` (a metric: the panel where each
+method is lowest, as in table.md); an experiment that chose a setting (report.choice) shows its
+rule and outcome (choice.json). Nothing else of a manual is touched. The test
 suite renders every section from the committed snapshot and fails when one differs
 (tests/test_docs.py), so a table in the docs cannot drift from the results it claims to show.
 """
@@ -124,6 +126,14 @@ def render(name: str, opts: dict[str, list[str]], snapshot: Path = SNAPSHOT) -> 
             metric_table(table, metric, opts.get("methods"), x_label),
             "",
         ]
+    if opts.get("worst"):
+        from edgeai_repro.report.table import worst_panel_table
+
+        body = worst_panel_table(table.assign(panel=table["panel"].fillna("")), opts["worst"][0], x_label)
+        parts += [line for line in body.splitlines() if not line.startswith("## ")][1:] + [""]
+    if (folder / "choice.json").exists():
+        choice = json.loads((folder / "choice.json").read_text())
+        parts += [f"Choice: {choice['rule']}. Outcome: **{choice['reason']}**.", ""]
     tested = [c for c in claims if not c["evidence"].startswith("not tested by this experiment")]
     if tested:
         parts += ["| claim | kind | verdict | estimate [95% CI] | evidence |", "|---|---|---|---|---|"]
@@ -162,7 +172,8 @@ def update(names: list[str], results: Path) -> None:
             )
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
-        for f in ["table.csv", "claims.json", "run.json", *[p.name for p in source.glob("*.png")]]:
+        extra = [f for f in ("choice.json",) if (source / f).exists()]
+        for f in ["table.csv", "claims.json", "run.json", *extra, *[p.name for p in source.glob("*.png")]]:
             shutil.copyfile(source / f, target / f)
 
 

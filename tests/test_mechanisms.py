@@ -139,3 +139,69 @@ def test_the_approach_matrix_pairs_every_service_with_every_rule(compose) -> Non
     )
     names = [a.name for a in M.approaches(cfg)]
     assert names == ["auto+core", "auto+dop", "uniform+core", "uniform+dop"] and M.AERIA in names
+
+
+# ---------------------------------------------------------------- worst cases (issue 37)
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("n", [10, 50])
+def test_a_whale_above_c_times_n_breaks_core_and_one_below_does_not(n: int) -> None:
+    """CORE (estimate F of the others) at base c: a whale worth 8n > c n (c = 5.357) leaves every
+    other bidder an estimate the whale's removal cuts to about n: revenue about 1/n of F2; a whale
+    worth 2n < c n keeps CORE near its usual share. The F2 estimate is not moved by one whale."""
+    from edgeai_repro.aeria import worst_case
+
+    core, core_f2 = M.Core(c=5.357), M.Core(c=5.357, estimate="f2")
+    above = worst_case.expected_ratio(core, worst_case.profile("whale_8n", n, _gen()), 512, _gen(1))
+    below = worst_case.expected_ratio(core, worst_case.profile("whale_2n", n, _gen()), 512, _gen(1))
+    assert above < 1.2 / n and below > 0.3
+    assert worst_case.expected_ratio(core_f2, worst_case.profile("whale_8n", n, _gen()), 512, _gen(1)) > 0.3
+
+
+def test_one_one_eps_breaks_the_f2_estimate_only() -> None:
+    from edgeai_repro.aeria import worst_case
+
+    s = worst_case.profile("one_one_eps", 20, _gen())
+    assert worst_case.expected_ratio(M.Core(estimate="f2"), s, 512, _gen(1)) < 5 * worst_case.EPS
+    assert worst_case.expected_ratio(M.Core(), s, 512, _gen(1)) > 0.15
+
+
+def test_the_search_finds_worse_profiles_than_the_fixed_ones_and_none_for_the_benchmark() -> None:
+    """Positive control: on CORE at 10 bidders the search ends at least as low as every fixed profile
+    (scored on fresh coins). Negative control: the F2 oracle earns F2 on every profile, so no search
+    can push it below 1: the search does not invent a weakness."""
+    from edgeai_repro.aeria import worst_case
+
+    core = M.Core(c=5.357)
+    fixed = min(
+        worst_case.expected_ratio(core, worst_case.profile(p, 10, _gen()), 512, _gen(1))
+        for p in worst_case.FIXED
+    )
+    found = worst_case.expected_ratio(core, worst_case.search(core, 10, _gen(2), iters=30), 512, _gen(3))
+    assert found <= fixed * 1.05 and found < 0.05
+    oracle = M.OptimalF2()
+    assert worst_case.expected_ratio(
+        oracle, worst_case.search(oracle, 10, _gen(2), iters=10), 64, _gen(3)
+    ) == pytest.approx(1.0)
+
+
+def test_the_guaranteed_share_peaks_at_5_357() -> None:
+    """(1/2 - 1/c) / ln c: the share of the estimate CORE keeps on the grid offsets where removing a
+    bidder that halves the estimate leaves the rounding unchanged (docs/aeria.md, "Choosing c"),
+    checked against a direct integration over u."""
+    from edgeai_repro.aeria.tasks import guaranteed_share
+
+    grid = np.linspace(2.01, 12, 2000)
+    values = [guaranteed_share(c) for c in grid]
+    assert grid[int(np.argmax(values))] == pytest.approx(5.357, abs=0.01) and max(values) == pytest.approx(
+        0.1867, abs=1e-3
+    )
+    assert guaranteed_share(1.5) == 0.0
+    # direct: estimate 1 (offset t = log_c of the rounded share, uniform), the halved estimate rounds alike iff c^t <= 1/2
+    c, t = 4.0, (np.arange(200_000) + 0.5) / 200_000 - 1
+    share = c**t
+    assert float(np.mean(np.where(share <= 0.5, share, 0.0))) == pytest.approx(guaranteed_share(c), rel=1e-3)

@@ -517,3 +517,37 @@ def test_a_table_says_when_its_cells_ran_under_different_versions() -> None:
     sentence = differing(mixed)
     assert f"peft 0.21.2, {now['versions']['peft']}" in sentence and "1 cells computed before" in sentence
     assert "torch" not in sentence and sentence.count(". ") == 0
+
+
+def test_the_consensus_base_protocol_picks_the_best_eligible_value() -> None:
+    """report.choice: the x maximising one metric among those whose other metric keeps at least a
+    fraction of its value at the reference x; an optimum at the end of the grid is flagged."""
+    from edgeai_repro.report.choice import ChoiceSpec, choose
+
+    rows = []
+    for x, gain, worst in [
+        (1.5, 0.9, 0.001),
+        (2.0, 0.8, 0.004),
+        (4.0, 0.6, 0.005),
+        (5.357, 0.5, 0.005),
+        (8.0, 0.4, 0.006),
+    ]:
+        rows += [
+            {"panel": "", "x": x, "method": "core", "metric": "gain", "mean": gain},
+            {"panel": "", "x": x, "method": "core", "metric": "worst", "mean": worst},
+        ]
+    agg = pd.DataFrame(rows)
+    spec = ChoiceSpec("c", "core", "gain", ["worst"], 5.357, 0.9)
+    picked = choose(agg, spec)
+    assert picked["value"] == 4.0 and picked["floors"]["worst"] == pytest.approx(0.0045)
+    assert [c["eligible"] for c in picked["candidates"]] == [False, False, True, True, True]
+    assert "end of the grid" not in picked["reason"]
+    picked = choose(agg, ChoiceSpec("c", "core", "gain", ["worst"], 5.357, 0.1))
+    assert picked["value"] == 1.5 and "end of the grid" in picked["reason"]
+    with pytest.raises(ConfigError, match=r"report.choice.fraction=1.5 must lie in \(0, 1\]"):
+        choose(agg, ChoiceSpec("c", "core", "gain", ["worst"], 5.357, 1.5))
+
+
+def test_a_reading_of_a_claim_states_its_setting_and_excludes_its_twin() -> None:
+    agg = pd.DataFrame({"method": ["auto+core", "auto+core_worstcase", "auto+rsop", "edge+core_worstcase"]})
+    assert claims.expand_methods(["*", "!*+core_worstcase"], agg, exclude="auto+core") == ["auto+rsop"]

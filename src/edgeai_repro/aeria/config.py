@@ -87,10 +87,15 @@ class WorstProfile(Option):
 
     equal_revenue = "equal_revenue"
     equal = "equal"
-    whale = "whale"
+    whale_2n = "whale_2n"  # one bidder worth m * n among bidders worth 1: m on both sides of c
+    whale_4n = "whale_4n"
+    whale_8n = "whale_8n"
+    whale_32n = "whale_32n"
+    one_one_eps = "one_one_eps"  # [1, 1, eps, ...]: the F2 estimate's weak spot
     two_class = "two_class"
     uniform = "uniform"
     pareto = "pareto"
+    searched = "searched"  # searched per rule to minimise its expected revenue / F2
 
 
 @dataclass
@@ -174,9 +179,25 @@ class WorstCaseConf:
     profile: WorstProfile = WorstProfile.equal_revenue
     users: int = 10
     coin_draws: int = 512  # draws of the coins per profile: E[revenue] is their mean
+    # profile=searched: a local search per rule (aeria/worst_case.py `search`), scored on fresh coins
+    search_iters: int = 60
+    search_batch: int = 16
+    search_draws: int = 128
+    # aeria/consensus_base's worst case per base: the minimum over every fixed profile at each of
+    # `sizes` bidders, and over a profile searched at each of `search_sizes`
+    sizes: list[int] = field(default_factory=lambda: [2, 5, 10, 50, 200])
+    search_sizes: list[int] = field(default_factory=lambda: [10])
 
     def check(self, key: str) -> None:
         require(self.users >= 2 and self.coin_draws >= 1, f"{key} needs users >= 2 and coin_draws >= 1.")
+        require(
+            all(n >= 2 for n in [*self.sizes, *self.search_sizes]),
+            f"{key}.sizes and search_sizes need at least 2 bidders each.",
+        )
+        require(
+            min(self.search_iters, self.search_batch, self.search_draws) >= 1,
+            f"{key}.search_iters, search_batch and search_draws must be at least 1.",
+        )
 
 
 # Top-1 accuracy per exit (our choice, not measured: no training here). The final exits are the

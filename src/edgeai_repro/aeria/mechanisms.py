@@ -98,7 +98,7 @@ class Core(PricingRule):
     their F2, `f2`) rounded down to the random grid c^(j+u), extracted by equal cost sharing; no
     offer reads the bidder's own bid."""
 
-    c: float = 5.921
+    c: float = 5.357  # the worst-case-optimal base; conf/aeria/pricing sets each rule's
     estimate: str = "f"
     consensus_base: ClassVar[bool] = True
 
@@ -112,7 +112,7 @@ class Core(PricingRule):
 class CoreGlobal(PricingRule):
     """Variant: one estimate r(F(s)) from all bids. Envy-free always, truthful only under consensus."""
 
-    c: float = 5.921
+    c: float = 5.357  # the worst-case-optimal base; conf/aeria/pricing sets each rule's
     truthful: ClassVar[bool] = False
     consensus_base: ClassVar[bool] = True
 

@@ -3,7 +3,7 @@
 from edgeai_repro.aeria import config  # noqa: F401  (its schema must be in Hydra's ConfigStore before composing)
 from edgeai_repro.core.tasks import Task, register
 
-for _name in ("revenue", "properties", "runtime", "worst_case"):
+for _name in ("revenue", "properties", "runtime", "worst_case", "frontier"):
     register(
         Task(
             name=f"aeria_{_name}",

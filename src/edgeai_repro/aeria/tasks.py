@@ -13,10 +13,10 @@ from omegaconf import DictConfig
 
 from edgeai_repro.aeria import reference, worst_case
 from edgeai_repro.aeria.config import AeriaConf, settings
-from edgeai_repro.aeria.market import sample_markets
+from edgeai_repro.aeria.market import choose_service, sample_markets
 from edgeai_repro.aeria.mechanisms import Auction, PricingRule, approaches, build_rules, draw_noise
-from edgeai_repro.aeria.properties import check_market, integer_profile_violations
-from edgeai_repro.aeria.simulator import METRICS, AuctionSimulator
+from edgeai_repro.aeria.properties import check_market, consensus, integer_profile_violations
+from edgeai_repro.aeria.simulator import METRICS, AuctionSimulator, run_rule
 from edgeai_repro.core.seeding import derive_seed, generator
 from edgeai_repro.core.tasks import CellContext
 
@@ -52,14 +52,73 @@ def _ratio_tails(rows: list[dict], records: list[dict]) -> None:
         rec["revenue_over_f2_min"] = float(vals.min()) if len(vals) else math.nan
 
 
-def run_revenue(cfg: DictConfig, ctx: CellContext) -> dict:
+def _revenue_records(cfg: DictConfig, ctx: CellContext) -> list[dict]:
     sim = AuctionSimulator(settings(cfg), int(cfg.seed))
     ctx.trainers().test(sim, dataloaders=sim.dataloader(), verbose=False)
     records = _by_method(sim.rows, METRICS, count="markets")
     for rec in records:
         rec["f2_zero_markets"] = sum(r["f2_zero"] for r in sim.rows if r["method"] == rec["method"])
     _ratio_tails(sim.rows, records)
-    return {"records": records}
+    return records
+
+
+def run_revenue(cfg: DictConfig, ctx: CellContext) -> dict:
+    return {"records": _revenue_records(cfg, ctx)}
+
+
+def guaranteed_share(c: float) -> float:
+    """CORE's guaranteed expected share of F2 at base c when removing one bidder can halve the
+    estimate (the two-winner case). Over the grid offset u, the rounded estimate keeps a share c^t
+    of the estimate with t uniform on (-1, 0]; the estimates with and without the bidder agree only
+    when no grid point lies between half the estimate and the estimate, i.e. when c^t <= 1/2. The
+    share and the agreement are not independent, so the guarantee is the integral of c^t over
+    t in (-1, -log_c 2]: (1/2 - 1/c) / ln c for c >= 2 (0 below: no u agrees for sure). It peaks at
+    c = 5.357 with 0.187 (a bound of 1/5.36); the product of the mean share and the probability of
+    agreement, as if independent, gave 0.285 at c = 5.921 and overstated it."""
+    return max(0.0, (0.5 - 1.0 / c) / math.log(c)) if c > 1 else 0.0
+
+
+def run_frontier(cfg: DictConfig, ctx: CellContext) -> dict:
+    """One base c: each rule's mean revenue / F2 on the markets (the revenue experiments' simulator)
+    beside its worst case (the minimum expected revenue / F2 over every fixed profile of
+    aeria/competitive_ratio at each of worst_case.sizes bidders, and a profile searched for it at
+    each of worst_case.search_sizes), and CORE's guaranteed share at this c (`core_bound`)."""
+    a = settings(cfg)
+    w = a.worst_case
+    records = [dict(r, method=r["method"].split("+", 1)[1]) for r in _revenue_records(cfg, ctx)]
+    gen = generator(derive_seed("aeria-frontier", int(cfg.seed)))
+    worst: dict[str, dict[str, str]] = {}
+    for rec in records:
+        rule = build_rules({rec["method"]: a.pricing[rec["method"]]})[rec["method"]]
+        found = []
+        for n in w.sizes:
+            for name in worst_case.FIXED:
+                s = worst_case.profile(name, int(n), gen)
+                found.append((worst_case.expected_ratio(rule, s, int(w.coin_draws), gen), f"{name} at n={n}"))
+        for n in w.search_sizes:
+            s = worst_case.search(
+                rule, int(n), gen, int(w.search_iters), int(w.search_batch), int(w.search_draws)
+            )
+            found.append((worst_case.expected_ratio(rule, s, int(w.coin_draws), gen), f"searched at n={n}"))
+        ratio, where = min((r, p) for r, p in found if not math.isnan(r))
+        rec["worst_ratio"] = ratio
+        worst[rec["method"]] = {"worst_ratio": f"seed {int(cfg.seed)}: {where}"}
+    core = a.pricing.get("core")
+    if core is not None:
+        rec = next(r for r in records if r["method"] == "core")
+        rec["consensus_rate"] = consensus_rate(a, build_rules({"core": core})["core"], int(cfg.seed))
+        records.append({"method": "core_bound", "worst_ratio": guaranteed_share(float(core["c"]))})
+    return {"records": records, "counterexamples": worst}
+
+
+def consensus_rate(a: AeriaConf, rule: PricingRule, seed: int) -> float:
+    """The share of the markets' auctions in which every bidder's rounded estimate agrees (CORE's
+    consensus: where it is envy-free as well as truthful), under truthful bids, AERIA's service model."""
+    gen = generator(derive_seed("aeria-frontier-consensus", seed))
+    market = sample_markets(a, int(a.markets), gen, "cpu")
+    noise = draw_noise(market.shape, a.consensus_scope, gen, "cpu")
+    out = run_rule(rule, market, noise, a, choose_service(market, a, "auto"))
+    return float(consensus(out, noise, float(rule.c), rule.estimate).double().mean())
 
 
 class PropertyChecker(L.LightningModule):
@@ -183,13 +242,19 @@ def run_runtime(cfg: DictConfig, ctx: CellContext) -> dict:
 
 
 def run_worst_case(cfg: DictConfig, ctx: CellContext) -> dict:
-    """E[revenue]/F2 of every pricing rule on one fixed net-bid profile (drawn from the seed when random)."""
+    """E[revenue]/F2 of every pricing rule on one net-bid profile: fixed (drawn from the seed when
+    random), or `searched` per rule (the search's profile scored on coins it never saw)."""
     a = settings(cfg)
     w = a.worst_case
     gen = generator(derive_seed("aeria-worst-case", int(cfg.seed), w.profile, w.users))
-    s = worst_case.profile(w.profile, int(w.users), gen)
-    records = []
+    n = int(w.users)
+    fixed = worst_case.profile(w.profile, n, gen) if w.profile != "searched" else None
+    records, found = [], {}
     for name, rule in build_rules(a.pricing).items():
+        s = fixed
+        if s is None:
+            s = worst_case.search(rule, n, gen, int(w.search_iters), int(w.search_batch), int(w.search_draws))
+            found[name] = {"revenue_over_f2": f"seed {int(cfg.seed)}: {worst_case.describe(s)}"}
         ratio = worst_case.expected_ratio(rule, s, int(w.coin_draws), gen)
         records.append({"method": name, "revenue_over_f2": ratio, "revenue_over_f2_min": ratio})
-    return {"records": records}
+    return {"records": records, **({"counterexamples": found} if found else {})}

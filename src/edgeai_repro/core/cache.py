@@ -150,11 +150,20 @@ CACHES: dict[str, Cache] = {
     for c in (
         # aeria v3: approaches = service model x pricing rule, the EIP's demand split, profiles, c by argument;
         # revenue v4: revenue / F2 over one benchmark per market (the best service model's F2), f2_zero_markets
-        _cache("cells/aeria_revenue", 4, ["edgeai_repro.aeria.tasks:run_revenue"], "6a37b38e6bb9"),
+        # (run_revenue re-recorded with its body moved to _revenue_records, shared with the frontier: same output)
+        _cache("cells/aeria_revenue", 4, ["edgeai_repro.aeria.tasks:run_revenue"], "222cdb39e536"),
         # properties v4: envy_users_checked and the first counterexample of each property
         _cache("cells/aeria_properties", 4, ["edgeai_repro.aeria.tasks:run_properties"], "4ce8bccbc1d7"),
         _cache("cells/aeria_runtime", 3, ["edgeai_repro.aeria.tasks:run_runtime"], "2924adac8049"),
-        _cache("cells/aeria_worst_case", 3, ["edgeai_repro.aeria.tasks:run_worst_case"], "1f7d53256851"),
+        # worst_case v4: stratified grid offsets, whale profiles across c * n, one_one_eps, searched profiles
+        _cache("cells/aeria_worst_case", 4, ["edgeai_repro.aeria.tasks:run_worst_case"], "6678c1a0238d"),
+        # frontier v1: revenue / F2 on the markets beside the worst case, per consensus base
+        _cache(
+            "cells/aeria_frontier",
+            1,
+            ["edgeai_repro.aeria.tasks:run_frontier", "edgeai_repro.aeria.worst_case:search"],
+            "cdecbee99699",
+        ),
         # comm v2, memory v4, fusion v4: each result says what it was computed from (`inputs`: the paper's
         # models and data or not), which decides whether the paper's numbers are printed beside it
         _cache("cells/deepfusion_comm", 2, ["edgeai_repro.deepfusion.tasks:run_comm"], "62c30f2e7bb3"),

@@ -208,6 +208,13 @@ def build_report(
         gains = improvement_table(agg, **spec["improvement"], paper=g.paper_setting)
         gains.to_csv(staging / "improvement.csv", index=False)
         text += improvement_markdown(gains, spec["improvement"])
+    if spec.get("choice"):
+        from edgeai_repro.report.choice import ChoiceSpec, choice_markdown, choose
+
+        rule = ChoiceSpec(**spec["choice"])
+        picked = choose(agg, rule)
+        (staging / "choice.json").write_text(json.dumps(picked, indent=2) + "\n")
+        text += choice_markdown(picked, rule)
     (staging / "table.md").write_text(text)
     (staging / "claims.json").write_text(json.dumps(entries, indent=2) + "\n")
     (staging / "run.json").write_text(

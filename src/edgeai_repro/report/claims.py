@@ -212,17 +212,19 @@ def point_labels(frame: pd.DataFrame) -> list[str]:
 
 def expand_methods(patterns: list[str], agg: pd.DataFrame, exclude: str = "") -> list[str]:
     """Baseline names, with shell-style patterns ("edge_only+*") expanded over the methods present
-    (a pattern never matches `exclude`, the method being judged)."""
+    (a pattern never matches `exclude`, the method being judged); a pattern starting with "!"
+    removes what it matches ("!*+core_worstcase": another reading of ours, not a baseline)."""
     present = list(dict.fromkeys(agg["method"]))
+    dropped = [p[1:] for p in patterns if p.startswith("!")]
     out: list[str] = []
-    for pat in patterns:
+    for pat in (p for p in patterns if not p.startswith("!")):
         hits = (
             [m for m in present if fnmatch.fnmatchcase(str(m), pat) and m != exclude]
             if any(ch in pat for ch in "*?[")
             else [pat]
         )
         out += [m for m in hits if m not in out]
-    return out
+    return [m for m in out if not any(fnmatch.fnmatchcase(str(m), d) for d in dropped)]
 
 
 # ---------------------------------------------------------------- deciding from intervals
@@ -640,8 +642,12 @@ def evaluate(claims: list[ClaimSpec], tested: dict[str, dict], ev: Evidence) -> 
         keys = [k for k in tested if k == claim.id or k.startswith(claim.id + "@")] or [claim.id]
         for key in keys:
             spec = dict(tested.get(key) or {})
-            text = claim.text + (f" [judged under {key.split('@', 1)[1]}]" if "@" in key else "")
-            setting = {**ev.setting, **({"preset": key.split("@", 1)[1]} if "@" in key else {})}
+            # `setting:` in a claim entry states what this reading fixed (e.g. AERIA's consensus base)
+            stated = dict(spec.pop("setting", None) or {})
+            label = key.split("@", 1)[1] if "@" in key else ""
+            shown = ", ".join([label, *(f"{k} = {v}" for k, v in stated.items())][0 if label else 1 :])
+            text = claim.text + (f" [judged under {shown}]" if shown else "")
+            setting = {**ev.setting, **({"preset": label} if label else {}), **stated}
             if not spec:
                 result = Outcome(
                     "not_testable", f"not tested by this experiment; see {claim.tested_by or 'the docs'}"

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from edgeai_repro.core.errors import ConfigError, require
+from edgeai_repro.report.choice import ChoiceSpec
 
 
 @dataclass
@@ -56,6 +57,8 @@ class ReportSpec:
     figures: list[FigureSpec] = field(default_factory=list)
     curve_figures: list[CurveFigureSpec] = field(default_factory=list)
     improvement: ImprovementSpec | None = None
+    worst_panel: str | None = None  # a metric: a table of the panel (profile) where each method is lowest
+    choice: ChoiceSpec | None = None  # a setting chosen by a stated rule from the cells (report/choice.py)
     claims: dict[str, Any] = field(default_factory=dict)
     lower_is_better: list[str] = field(default_factory=list)  # metrics ranked low-first (orderings, figures)
     notes: list[str] = field(
@@ -77,6 +80,8 @@ def validate_report(cfg: DictConfig) -> None:
     if block is None:
         return
     try:
+        # resolved in the whole config first: a claim's `setting` may name the run's own keys
+        block = OmegaConf.to_container(block, resolve=True)
         spec = OmegaConf.merge(OmegaConf.structured(ReportSpec), block)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "report"
@@ -85,6 +90,8 @@ def validate_report(cfg: DictConfig) -> None:
             f"allowed keys: {', '.join(ReportSpec.__dataclass_fields__)}."
         ) from None
     require(bool(spec.metrics), "report.metrics is empty; list the result metrics the table shows.")
+    if spec.choice is not None:
+        ChoiceSpec(**OmegaConf.to_container(spec.choice, resolve=True)).check()
     for fig in list(spec.figures) + ([spec.figure] if spec.figure is not None else []):
         require(
             fig.kind in FIGURE_KINDS,
@@ -105,6 +112,10 @@ def validate_report(cfg: DictConfig) -> None:
         )
         args = dict(entry)
         name = args.pop("check")
+        require(
+            isinstance(args.pop("setting", None) or {}, dict),
+            f"report.claims.{claim_id}.setting must be a mapping of what the reading fixes, e.g. {{c: 2}}.",
+        )
         require(
             name in CHECKS,
             f"report.claims.{claim_id}.check={name!r} is unknown; use one of: {', '.join(sorted(CHECKS))}.",

@@ -164,6 +164,44 @@ def metric_table(agg: pd.DataFrame, metric: str, x_label: str, show_total: bool,
     return markdown_table(header, rows)
 
 
+def worst_panel_table(agg: pd.DataFrame, metric: str, x_label: str) -> str:
+    """Per x and method, the panel (e.g. the bid profile) where the method's mean `metric` is lowest,
+    with that value: the worst case found for each method at each size."""
+    sel = agg[agg["metric"] == metric]
+    if sel.empty:
+        return ""
+    methods = list(dict.fromkeys(sel[SERIES]))
+    rows = []
+    for xv, grp in sel.groupby("x", sort=False):
+        cells = []
+        for m in methods:
+            part = grp[(grp[SERIES] == m) & grp["mean"].notna()]
+            if part.empty:
+                cells.append("—")
+                continue
+            low = part.loc[part["mean"].idxmin()]
+            cells.append(f"{low['panel']}: {_fmt(low['mean'], low['std'])}")
+        rows.append([str(xv), *cells])
+    overall = []
+    for m in methods:
+        part = sel[(sel[SERIES] == m) & sel["mean"].notna()]
+        low = part.loc[part["mean"].idxmin()] if not part.empty else None
+        overall.append(
+            f"{low['panel']} at {low['x']}: {_fmt(low['mean'], low['std'])}" if low is not None else "—"
+        )
+    rows.append(["**all**", *overall])
+    return "\n".join(
+        [
+            f"## Worst {metric} per method",
+            "",
+            f"The profile (panel) where each method's mean {metric} is lowest, at each {x_label} and over all.",
+            "",
+            markdown_table([x_label, *methods], rows),
+            "",
+        ]
+    )
+
+
 def render_markdown(
     title: str,
     command: str,
@@ -206,6 +244,8 @@ def render_markdown(
                 ),
                 "",
             ]
+    if spec.get("worst_panel"):
+        parts.append(worst_panel_table(agg, spec["worst_panel"], spec.get("x_label") or "x"))
     if gathered.failed or gathered.missing:
         parts += ["## Failed or missing cells", ""]
         parts += [
