@@ -62,12 +62,22 @@ def test_every_experiment_runs_at_smoke_scale(request, workdir: Path, name: str)
     # launch() runs cells one after another; two experiments keep their parallel launcher (joblib),
     # which tests that path end to end for a Lightning paper and a simulation one.
     launcher = ["hydra/launcher=joblib"] if name in {"incentive/vs_theta", "aeria/properties"} else []
-    run = launch([f"experiment={name}", "scale=smoke", *launcher], workdir)
+    # issue 39: the default experiment with a key a user sweeps on top of its own axes
+    swept = ["aeria.pricing.core.c=1.5,5.357"] if name == "aeria/revenue_vs_users" else []
+    run = launch([f"experiment={name}", "scale=smoke", *launcher, *swept], workdir)
     assert run.returncode == 0, run.stderr[-3000:]
     paper, short = name.split("/")
     out = workdir / "results" / paper / short
     assert {"table.csv", "table.md", "claims.json"} <= {p.name for p in out.iterdir()}
     assert list(out.glob("*.png")), "every experiment draws its figure"
+    # every Markdown row has the header's cells; no legend covers data, no two series look alike
+    table_md = (out / "table.md").read_text()
+    for block in re.findall(r"(?:^\|.*\n?)+", table_md, re.M):  # each run of table lines
+        widths = {len(re.split(r"(?<!\\)\|", ln.strip().strip("|"))) for ln in block.splitlines()}
+        assert len(widths) == 1, block
+    assert json.loads((out / "run.json").read_text())["figure_problems"] == {}
+    if swept:
+        assert "| workload | c | users per provider |" in table_md
     claims = json.loads((out / "claims.json").read_text())
     assert claims and all(
         {"claim", "id", "kind", "verdict", "evidence", "n", "setting"} <= set(c) and c["verdict"] in VERDICTS

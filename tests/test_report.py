@@ -551,3 +551,75 @@ def test_the_consensus_base_protocol_picks_the_best_eligible_value() -> None:
 def test_a_reading_of_a_claim_states_its_setting_and_excludes_its_twin() -> None:
     agg = pd.DataFrame({"method": ["auto+core", "auto+core_worstcase", "auto+rsop", "edge+core_worstcase"]})
     assert claims.expand_methods(["*", "!*+core_worstcase"], agg, exclude="auto+core") == ["auto+rsop"]
+
+
+def _cells_per_row(markdown: str) -> set[int]:
+    """The number of cells of every row of every Markdown table (escaped pipes are not separators)."""
+    import re
+
+    rows = [ln for ln in markdown.splitlines() if ln.startswith("|")]
+    return {len(re.split(r"(?<!\\)\|", ln.strip().strip("|"))) for ln in rows}
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        ["aeria.market.workload", "aeria.pricing.core.c"],  # AERIA: a workload panel and a swept base
+        ["deepfusion.case", "deepfusion.kd.temperature"],  # DeepFusion: a case panel and a swept KD setting
+        ["incentive.env.lmos", "incentive/method"],  # incentive: a value key and a config group
+    ],
+)
+def test_every_swept_key_has_its_own_named_column(keys: list[str]) -> None:
+    """Issue 39: a table panelled by several keys (the experiment's own and one a user swept) names
+    each in its own column, every row has as many cells as the header, and the figures' panel
+    titles name every key."""
+    from edgeai_repro.report.table import aggregate, key_name, metric_table, panel_columns
+
+    rows = pd.DataFrame(
+        [
+            {keys[0]: a, keys[1]: b, "x": n, "seed": s, "method": m, "revenue": 1.0 + s + n / 10}
+            for a in ("p", "q|r")  # a value holding a pipe must not split a cell
+            for b in (1.5, 2)
+            for n in (10, 50)
+            for s in range(2)
+            for m in ("auto+core", "auto+rsop")
+        ]
+    )
+    agg = aggregate(rows, "x", keys, ["revenue"])
+    assert panel_columns(agg) == keys  # the CSV keeps one column per key
+    text = metric_table(agg, "revenue", "users", False, keys=panel_columns(agg))
+    header = text.splitlines()[0]
+    assert all(f" {key_name(k, keys)} " in header for k in keys)
+    assert _cells_per_row(text) == {len(keys) + 1 + 2}
+    title = agg["panel_title"].iloc[0]
+    assert title.startswith(f"{key_name(keys[0], keys)} = ") and f"{key_name(keys[1], keys)} = " in title
+
+
+def test_figures_are_checked_for_legends_over_data_and_lookalike_series(tmp_path: Path) -> None:
+    """Positive controls for plots.layout_problems (a legend placed on a line, two series alike) and
+    a negative one: 30 series of service model x pricing rule, 4 featured, read cleanly."""
+    import matplotlib.pyplot as plt
+
+    from edgeai_repro.report import plots
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1], color="C0", label="a")
+    ax.plot([0, 1], [1, 0], color="C0", label="b")
+    ax.legend(loc="center")
+    problems = plots.layout_problems(fig)
+    plt.close(fig)
+    assert any("covers data" in p for p in problems) and any("a and b look the same" in p for p in problems)
+
+    methods = [f"{s}+{r}" for s in ("auto", "edge", "device", "partition", "uniform") for r in "abcdef"]
+    agg = pd.DataFrame(
+        [
+            {"panel": "", "x": x, "method": m, "metric": "revenue", "mean": i + x / 10, "std": 0.1}
+            for i, m in enumerate(methods)
+            for x in (10, 50)
+        ]
+    )
+    plots.line_figure(agg, "revenue", tmp_path / "r.png", "users", "revenue", "t", featured=methods[:4])
+    assert plots.PROBLEMS["r.png"] == []
+    styles = plots.series_styles(methods, methods[:4])
+    assert len({(str(s["color"]), s["linestyle"], s["marker"]) for s in styles.values()}) == len(methods)
+    assert styles[methods[0]]["lw"] > styles[methods[-1]]["lw"] and styles[methods[-1]]["alpha"] < 1

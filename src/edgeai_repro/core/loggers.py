@@ -52,6 +52,23 @@ def wandb_settings(cfg: DictConfig) -> dict[str, Any] | None:
     }
 
 
+def launched_with(cfg: DictConfig) -> dict[str, Any]:
+    """The keys this cell's job set on the command line or in the sweep, with their values (a
+    config group's choice as its name), and its seed; empty outside a Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    out: dict[str, Any] = {}
+    if HydraConfig.initialized():
+        for override in HydraConfig.get().overrides.task:
+            key, _, text = override.lstrip("+~").partition("=")
+            if key in ("cell_seeds", "seed") or key.startswith("hydra"):
+                continue
+            value = OmegaConf.select(cfg, key, default=text) if "/" not in key else text
+            out[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    out["seed"] = int(cfg.seed)
+    return out
+
+
 def run_name(job_type: str, cell_id: str, seed: int) -> str:
     return f"{job_type}-{cell_id[:8]}-seed{seed}"
 
@@ -67,6 +84,11 @@ def build_loggers(cfg: DictConfig, run_dir: Path, cell_id: str, job_type: str) -
     if settings is not None:
         config = OmegaConf.to_container(cfg, resolve=True)
         config["cell_id"] = cell_id
+        # The settings this cell was launched with, as top-level keys (`aeria.pricing.core.c`, `seed`):
+        # W&B's run table and "group by" offer them directly, among the hundreds of nested ones.
+        swept = launched_with(cfg)
+        config.update(swept)
+        config["swept"] = sorted(swept)
         loggers.append(
             WandbLogger(
                 save_dir=str(run_dir),

@@ -178,6 +178,7 @@ def build_report(
     staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{name}."))
     scale = ev.scale
     figures = _figures(spec, agg, g, staging, spec.get("title") or config.experiment_name, scale)
+    problems = figure_problems(figures)
     if not g.curves.empty:
         g.curves.to_csv(staging / "curves.csv", index=False)
     agg.to_csv(staging / "table.csv", index=False)
@@ -218,7 +219,10 @@ def build_report(
     (staging / "table.md").write_text(text)
     (staging / "claims.json").write_text(json.dumps(entries, indent=2) + "\n")
     (staging / "run.json").write_text(
-        json.dumps({**run_record(manifest, g, command), "inputs": digest}, indent=2) + "\n"
+        json.dumps(
+            {**run_record(manifest, g, command), "figure_problems": problems, "inputs": digest}, indent=2
+        )
+        + "\n"
     )
     _publish(staging, final)
     return final, g
@@ -245,6 +249,27 @@ def run_record(manifest: dict, g: Gathered, command: str) -> dict:
         "provenance": provenance(),
         "cell_environments": version_sets(g.provenance),
     }
+
+
+def figure_problems(files: list[str]) -> dict[str, list[str]]:
+    """What plots.layout_problems found in this report's figures (a legend over data, two series
+    alike), by file; empty when every figure reads cleanly. Recorded in run.json."""
+    if not files:
+        return {}
+    from edgeai_repro.report.plots import PROBLEMS
+
+    return {f: PROBLEMS[f] for f in files if PROBLEMS.get(f)}
+
+
+def featured_methods(spec: dict) -> list[str]:
+    """The methods the experiment's claims are about (each claim's `ours`, then its named
+    baselines, patterns left out): the figures draw them first and strongest."""
+    out: list[str] = []
+    for entry in (spec.get("claims") or {}).values():
+        for m in [entry.get("ours"), *(entry.get("baselines") or [])]:
+            if isinstance(m, str) and m and not any(ch in m for ch in "*?[!") and m not in out:
+                out.append(m)
+    return out
 
 
 def _figures(spec: dict, agg: pd.DataFrame, g: Gathered, staging: Path, title: str, scale: str) -> list[str]:
@@ -287,6 +312,7 @@ def _figures(spec: dict, agg: pd.DataFrame, g: Gathered, staging: Path, title: s
                 bool(fig.get("logx")),
                 bool(fig.get("logy")),
                 scale,
+                featured=featured_methods(spec),
             )
         figures.append(file)
     for fig in spec.get("curve_figures") or []:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from edgeai_repro.core import tasks
 from edgeai_repro.core.errors import ConfigError
@@ -17,6 +17,7 @@ from edgeai_repro.core.loggers import publish_cached, wandb_settings
 from edgeai_repro.core.store import CellStore
 from edgeai_repro.report.build import build_report
 from edgeai_repro.report.gather import Gathered, gather, read_manifest
+from edgeai_repro.report.table import metric_rows, panel_columns
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,23 @@ def _log_to_wandb(config: DictConfig, folder: Path) -> None:
         **settings,
     )
     claims = json.loads((folder / "claims.json").read_text())
+    agg = pd.read_csv(folder / "table.csv").fillna({"panel": "", "x": "", "panel_title": ""})
+    spec = OmegaConf.to_container(config.report, resolve=True)
+    tables = {}
+    for metric in dict.fromkeys(agg["metric"]):
+        # the same rows as table.md's table of this metric (report/table.py metric_rows)
+        header, rows = metric_rows(
+            agg,
+            metric,
+            spec.get("x_label") or "x",
+            bool(spec.get("show_total")),
+            keys=panel_columns(agg),
+        )
+        tables[f"table/{metric}"] = wandb.Table(columns=header, data=rows)
     run.log(
         {
-            "table": wandb.Table(dataframe=pd.read_csv(folder / "table.csv")),
+            "table": wandb.Table(dataframe=agg),
+            **tables,
             "claims": wandb.Table(
                 dataframe=pd.DataFrame(
                     [

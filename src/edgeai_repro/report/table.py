@@ -19,11 +19,34 @@ def panel_keys(panel: str | list[str] | None) -> list[str]:
     return [panel] if isinstance(panel, str) else list(panel or [])
 
 
+def key_name(key: str, keys: list[str]) -> str:
+    """A swept key as a reader names it: its shortest dotted suffix that no other of `keys` shares
+    (`aeria.pricing.core.c` -> `c`, `deepfusion/method` -> `method`)."""
+    parts = key.replace("/", ".").split(".")
+    for i in range(len(parts) - 1, -1, -1):
+        name = ".".join(parts[i:])
+        if not any(
+            k != key and k.replace("/", ".").split(".")[-(len(parts) - i) :] == parts[i:] for k in keys
+        ):
+            return name
+    return key
+
+
 def with_points(rows: pd.DataFrame, x: str | None, panel: str | list[str] | None) -> pd.DataFrame:
-    """The per-seed rows with the table's `panel` and `x` columns added (a panel may combine keys)."""
+    """The per-seed rows with the table's `panel` and `x` columns added. A panel of several keys is
+    labelled by its first key's value and then `name = value` for each other key ("alexnet, c = 1.5");
+    `panel_title` names every key ("workload = alexnet, c = 1.5"), for the figures' panel titles."""
     frame = rows.copy()
     keys = panel_keys(panel)
-    frame["panel"] = frame[keys].astype(str).agg(" | ".join, axis=1) if keys else ""
+    if keys:
+        names = [key_name(k, keys) for k in keys]
+        values = frame[keys].astype(str).to_numpy()
+        frame["panel"] = [
+            ", ".join([v[0], *(f"{n} = {w}" for n, w in zip(names[1:], v[1:]))]) for v in values
+        ]
+        frame["panel_title"] = [", ".join(f"{n} = {w}" for n, w in zip(names, v)) for v in values]
+    else:
+        frame["panel"] = frame["panel_title"] = ""
     frame["x"] = frame[x] if x else ""
     return frame
 
@@ -55,14 +78,16 @@ def aggregate(
     if rows.empty:
         return pd.DataFrame(columns=columns)
     frame = with_points(rows, x, panel)
+    keys = [k for k in panel_keys(panel) if k in frame]
     present = [m for m in metrics if m in frame]
     # A swept value can be a list (an uplink range): grouped by a hashable copy, shown as it was.
     frame["_xk"] = frame["x"].map(lambda v: tuple(v) if isinstance(v, list) else v)
     values = frame[present].apply(pd.to_numeric, errors="coerce")
-    grouped = pd.concat([frame[["panel", "_xk", SERIES, "x", "seed"]], values], axis=1).groupby(
+    carried = ["x", "panel_title", *keys]  # one value per group: shown, not grouped by
+    grouped = pd.concat([frame[["panel", "_xk", SERIES, "seed", *carried]], values], axis=1).groupby(
         ["panel", "_xk", SERIES], sort=False, dropna=False
     )
-    first = grouped[["x"]].first().reset_index()
+    first = grouped[carried].first().reset_index()
     seeds = grouped["seed"].nunique().to_numpy()
     stats = {k: getattr(grouped[present], k)().to_numpy() for k in ("mean", "sum")}
     stats["std"] = grouped[present].std(ddof=1).to_numpy()
@@ -76,6 +101,9 @@ def aggregate(
             "std": stats["std"].ravel(),
             "n_seeds": seeds.repeat(len(present)).astype(int),
             "total": stats["sum"].ravel(),
+            "panel_title": first["panel_title"].repeat(len(present)).to_numpy(),
+            # one column per panel key (the CSV names every swept key the table panels by)
+            **{k: first[k].repeat(len(present)).to_numpy() for k in keys},
         }
     )
     with contextlib.suppress(TypeError):  # mixed-type x (e.g. lists rendered as text): keep sweep order
@@ -128,20 +156,54 @@ def _fmt(mean: float, std: float) -> str:
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    """A Markdown table; a `|` inside a cell is escaped, so that every row has the header's cells."""
+
+    def cell(value: object) -> str:
+        return re.sub(r"(?<!\\)\|", r"\\|", str(value))
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def metric_table(agg: pd.DataFrame, metric: str, x_label: str, show_total: bool, ratio: bool = True) -> str:
-    """One row per (panel, x), one column per method; the paper's value in brackets, with our
-    ratio to it only when `ratio` (at paper scale: a tiny model's value says nothing about the size
-    of the paper's)."""
+STANDARD = {
+    "panel",
+    "panel_title",
+    "x",
+    SERIES,
+    "metric",
+    "mean",
+    "std",
+    "n_seeds",
+    "total",
+    "paper_value",
+    "provenance",
+}
+
+
+def panel_columns(agg: pd.DataFrame) -> list[str]:
+    """The aggregated table's panel-key columns (every other column is one of STANDARD)."""
+    return [c for c in agg.columns if c not in STANDARD]
+
+
+def metric_rows(
+    agg: pd.DataFrame,
+    metric: str,
+    x_label: str,
+    show_total: bool,
+    ratio: bool = True,
+    keys: list[str] | None = None,
+) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of one metric's table: one row per (panel, x), one column per method, and one
+    named column per panel key (`keys`); the paper's value in brackets, with our ratio to it only
+    when `ratio` (at paper scale: a tiny model's value says nothing about the size of the paper's)."""
     sel = agg[agg["metric"] == metric]
     methods = list(dict.fromkeys(sel[SERIES]))
+    keys = [k for k in keys or [] if k in sel]
     has_panel = (sel["panel"] != "").any()
     has_x = (sel["x"].astype(str) != "").any()
-    header = (["panel"] if has_panel else []) + ([x_label] if has_x else []) + methods
+    panel_head = [key_name(k, keys) for k in keys] if keys else (["panel"] if has_panel else [])
+    header = panel_head + ([x_label] if has_x else []) + methods
     rows = []
     for (p, xv), grp in sel.groupby(["panel", "x"], sort=False):
         by = {r[SERIES]: r for _, r in grp.iterrows()}
@@ -160,8 +222,22 @@ def metric_table(agg: pd.DataFrame, metric: str, x_label: str, show_total: bool,
                 )
                 text += f" [paper {r['paper_value']:g}{share}]"
             cells.append(text)
-        rows.append(([str(p)] if has_panel else []) + ([str(xv)] if has_x else []) + cells)
-    return markdown_table(header, rows)
+        first = grp.iloc[0]
+        shown = [str(first[k]) for k in keys] if keys else ([str(p)] if has_panel else [])
+        rows.append(shown + ([str(xv)] if has_x else []) + cells)
+    return header, rows
+
+
+def metric_table(
+    agg: pd.DataFrame,
+    metric: str,
+    x_label: str,
+    show_total: bool,
+    ratio: bool = True,
+    keys: list[str] | None = None,
+) -> str:
+    """One metric's Markdown table (metric_rows)."""
+    return markdown_table(*metric_rows(agg, metric, x_label, show_total, ratio, keys))
 
 
 def worst_panel_table(agg: pd.DataFrame, metric: str, x_label: str) -> str:
@@ -241,6 +317,7 @@ def render_markdown(
                     spec.get("x_label") or "x",
                     bool(spec.get("show_total")),
                     ratio=scale == "paper",
+                    keys=panel_columns(agg),
                 ),
                 "",
             ]
