@@ -260,6 +260,13 @@ def test_wandb_offline_logs_each_cell_and_the_table(workdir: Path) -> None:
         r["config"]["cell_id"] and r["history"] for r in cells
     )  # computed now: Lightning's metrics as history
     assert all(r["summary"]["auto+core/truthfulness_violations"] == 0 for r in cells)
+    # issue 39: the launched keys are top-level config entries (W&B's runs table groups by them)
+    assert sorted(r["config"]["seed"] for r in cells) == [0, 1], [r["config"].get("swept") for r in cells]
+    assert all("seed" in r["config"]["swept"] for r in cells)
+    report = next(r for r in runs if r["job_type"] == "report")
+    assert any("truthfulness_violations" in str(k) for k in report["summary"]), report[
+        "summary"
+    ].keys()  # each metric's table as table.md shows it
     assert list((workdir / "outputs" / "multirun").rglob("metrics.csv"))
 
 
