@@ -4,6 +4,7 @@
     .venv/bin/python scripts/readme_section.py update aeria/revenue_vs_users [...]   # after running them
     .venv/bin/python scripts/readme_section.py render                               # rewrite every section
     .venv/bin/python scripts/readme_section.py check                                # exit 1 if one is stale
+    .venv/bin/python scripts/readme_section.py refigure deepfusion/table1_2 [...]   # redraw a snapshot's figures
 
 `update` copies what an experiment left in results/<paper>/<name>/ (table.csv, claims.json, run.json
 and its figures) to docs/results/<paper>/<name>/, the snapshot the manuals show, then re-renders
@@ -177,14 +178,43 @@ def update(names: list[str], results: Path) -> None:
             shutil.copyfile(source / f, target / f)
 
 
+def refigure(names: list[str], snapshot: Path = SNAPSHOT) -> None:
+    """Redraw the figures of committed snapshots from their own table.csv with today's plotting code
+    (figures are drawn from the aggregated table only), without re-running their cells; curve
+    figures need the cells' curves and are left as they are."""
+    from omegaconf import OmegaConf
+
+    from edgeai_repro.report.build import _figures
+    from edgeai_repro.report.gather import Gathered
+    from edgeai_repro.report.plots import PROBLEMS
+    from edgeai_repro.report.table import read_table
+
+    for name in names:
+        paper, short = name.split("/")
+        folder = snapshot / paper / short
+        agg = read_table(folder / "table.csv")
+        spec = OmegaConf.to_container(
+            OmegaConf.load(ROOT / "conf" / "experiment" / paper / f"{short}.yaml").report
+        )
+        spec["curve_figures"] = []
+        run = json.loads((folder / "run.json").read_text())
+        for file in _figures(
+            spec, agg, Gathered(pd.DataFrame()), folder, spec.get("title") or name, run["scale"]
+        ):
+            for problem in PROBLEMS.get(file, []):
+                print(f"{name}/{file}: {problem}", file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["update", "render", "check"])
+    ap.add_argument("action", choices=["update", "render", "check", "refigure"])
     ap.add_argument("experiments", nargs="*")
     ap.add_argument("--results", default=str(ROOT / "results"))
     args = ap.parse_args(argv)
     if args.action == "update":
         update(args.experiments, Path(args.results))
+    if args.action == "refigure":
+        refigure(args.experiments)
     stale = []
     for manual in sorted(DOCS.glob("*.md")):
         text = manual.read_text()

@@ -17,7 +17,7 @@ from edgeai_repro.core.loggers import publish_cached, wandb_settings
 from edgeai_repro.core.store import CellStore
 from edgeai_repro.report.build import build_report
 from edgeai_repro.report.gather import Gathered, gather, read_manifest
-from edgeai_repro.report.table import metric_rows, panel_columns
+from edgeai_repro.report.table import metric_rows, panel_columns, read_table
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def _log_to_wandb(config: DictConfig, folder: Path) -> None:
         **settings,
     )
     claims = json.loads((folder / "claims.json").read_text())
-    agg = pd.read_csv(folder / "table.csv").fillna({"panel": "", "x": "", "panel_title": ""})
+    agg = read_table(folder / "table.csv")
     spec = OmegaConf.to_container(config.report, resolve=True)
     tables = {}
     for metric in dict.fromkeys(agg["metric"]):

@@ -181,6 +181,15 @@ STANDARD = {
 }
 
 
+def read_table(path) -> pd.DataFrame:
+    """A table.csv as the report wrote it: an empty panel, x or panel title is "" again, not NaN."""
+    agg = pd.read_csv(path)
+    for col in ("panel", "x", "panel_title"):
+        if col in agg and agg[col].isna().any():
+            agg[col] = agg[col].astype(object).where(agg[col].notna(), "")
+    return agg
+
+
 def panel_columns(agg: pd.DataFrame) -> list[str]:
     """The aggregated table's panel-key columns (every other column is one of STANDARD)."""
     return [c for c in agg.columns if c not in STANDARD]
