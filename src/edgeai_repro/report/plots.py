@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import matplotlib
@@ -94,7 +95,7 @@ def layout_problems(fig: plt.Figure) -> list[str]:
             xy = ax.transData.transform(line.get_xydata())
             if len(xy) == 1:
                 points.extend(xy)
-            for a, b in zip(xy[:-1], xy[1:]):  # the segments too, not only the markers
+            for a, b in itertools.pairwise(xy):  # the segments too, not only the markers
                 points.extend(a + (b - a) * t for t in np.linspace(0, 1, 25))
         patches = [p.get_window_extent(renderer) for p in ax.patches if p.get_height() != 0]
         for box in boxes:
