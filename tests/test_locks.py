@@ -187,3 +187,15 @@ def test_an_unwritable_cell_store_is_refused_in_one_sentence(tmp_path: Path) -> 
     message = str(err.value)
     assert "paths.cache=" in message and "a-file" in message and message.count(". ") == 0
     locks.check_writable(tmp_path / "new" / "cells", "paths.cache")  # a folder still to be made is fine
+
+
+def test_breaking_a_stale_lock_leaves_no_file_behind(tmp_path: Path) -> None:
+    entry = tmp_path / "entry"
+    path = locks.lock_path(entry)
+    path.parent.mkdir()
+    path.write_text(json.dumps({"host": "another-node", "pid": 1, "since": 0}))
+    old = time.time() - 600
+    os.utime(path, (old, old))
+    with locks.EntryLock(entry, timeout_s=1, stale_s=60) as lock:
+        assert lock.broke
+    assert list(path.parent.iterdir()) == []

@@ -117,10 +117,10 @@ class EntryLock:
             holder = _holder(self.path)
             if holder is not None and _stale(holder, self.stale_s):
                 # rename first: of two waiters that both judged it stale, one rename succeeds
+                aside = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex[:8]}")
                 with contextlib.suppress(FileNotFoundError):
-                    os.rename(
-                        self.path, self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex[:8]}")
-                    )
+                    os.rename(self.path, aside)
+                    aside.unlink()  # ours alone now: nothing is left behind
                     self.broke = True
                 continue
             if time.monotonic() - start > self.timeout_s:
