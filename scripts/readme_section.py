@@ -184,7 +184,7 @@ def refigure(names: list[str], snapshot: Path = SNAPSHOT) -> None:
     figures need the cells' curves and are left as they are."""
     from omegaconf import OmegaConf
 
-    from edgeai_repro.report.build import _figures
+    from edgeai_repro.report.build import draw_figures
     from edgeai_repro.report.gather import Gathered
     from edgeai_repro.report.plots import PROBLEMS
     from edgeai_repro.report.table import read_table
@@ -198,7 +198,7 @@ def refigure(names: list[str], snapshot: Path = SNAPSHOT) -> None:
         )
         spec["curve_figures"] = []
         run = json.loads((folder / "run.json").read_text())
-        for file in _figures(
+        for file in draw_figures(
             spec, agg, Gathered(pd.DataFrame()), folder, spec.get("title") or name, run["scale"]
         ):
             for problem in PROBLEMS.get(file, []):

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from edgeai_repro.aeria import reference, worst_case
-from edgeai_repro.aeria.config import AeriaConf, settings
+from edgeai_repro.aeria.config import AeriaConf, WorstCaseConf, settings
 from edgeai_repro.aeria.market import choose_service, sample_markets
 from edgeai_repro.aeria.mechanisms import Auction, PricingRule, approaches, build_rules, draw_noise
 from edgeai_repro.aeria.properties import check_market, consensus, integer_profile_violations
@@ -85,30 +85,33 @@ def run_frontier(cfg: DictConfig, ctx: CellContext) -> dict:
     each of worst_case.search_sizes), and CORE's guaranteed share at this c (`core_bound`)."""
     a = settings(cfg)
     w = a.worst_case
+    rules = build_rules(a.pricing)
     records = [dict(r, method=r["method"].split("+", 1)[1]) for r in _revenue_records(cfg, ctx)]
     gen = generator(derive_seed("aeria-frontier", int(cfg.seed)))
     worst: dict[str, dict[str, str]] = {}
     for rec in records:
-        rule = build_rules({rec["method"]: a.pricing[rec["method"]]})[rec["method"]]
+        rule = rules[rec["method"]]
         found = []
         for n in w.sizes:
             for name in worst_case.FIXED:
                 s = worst_case.profile(name, int(n), gen)
                 found.append((worst_case.expected_ratio(rule, s, int(w.coin_draws), gen), f"{name} at n={n}"))
         for n in w.search_sizes:
-            s = worst_case.search(
-                rule, int(n), gen, int(w.search_iters), int(w.search_batch), int(w.search_draws)
-            )
+            s = _searched(rule, int(n), gen, w)
             found.append((worst_case.expected_ratio(rule, s, int(w.coin_draws), gen), f"searched at n={n}"))
         ratio, where = min((r, p) for r, p in found if not math.isnan(r))
         rec["worst_ratio"] = ratio
         worst[rec["method"]] = {"worst_ratio": f"seed {int(cfg.seed)}: {where}"}
-    core = a.pricing.get("core")
-    if core is not None:
+    if "core" in rules:
         rec = next(r for r in records if r["method"] == "core")
-        rec["consensus_rate"] = consensus_rate(a, build_rules({"core": core})["core"], int(cfg.seed))
-        records.append({"method": "core_bound", "worst_ratio": guaranteed_share(float(core["c"]))})
+        rec["consensus_rate"] = consensus_rate(a, rules["core"], int(cfg.seed))
+        records.append({"method": "core_bound", "worst_ratio": guaranteed_share(float(rules["core"].c))})
     return {"records": records, "counterexamples": worst}
+
+
+def _searched(rule: PricingRule, n: int, gen: torch.Generator, w: WorstCaseConf) -> torch.Tensor:
+    """worst_case.search with the cell's search settings (aeria.worst_case.search_*)."""
+    return worst_case.search(rule, n, gen, int(w.search_iters), int(w.search_batch), int(w.search_draws))
 
 
 def consensus_rate(a: AeriaConf, rule: PricingRule, seed: int) -> float:
@@ -253,7 +256,7 @@ def run_worst_case(cfg: DictConfig, ctx: CellContext) -> dict:
     for name, rule in build_rules(a.pricing).items():
         s = fixed
         if s is None:
-            s = worst_case.search(rule, n, gen, int(w.search_iters), int(w.search_batch), int(w.search_draws))
+            s = _searched(rule, n, gen, w)
             found[name] = {"revenue_over_f2": f"seed {int(cfg.seed)}: {worst_case.describe(s)}"}
         ratio = worst_case.expected_ratio(rule, s, int(w.coin_draws), gen)
         records.append({"method": name, "revenue_over_f2": ratio, "revenue_over_f2_min": ratio})

@@ -98,7 +98,7 @@ def search(
     draws: int = 128,
 ) -> torch.Tensor:
     """A profile of n positive bids on which `rule` earns little of F2: a local search in log-bid
-    space from the worst fixed profile (and two random ones), on one set of common coins.
+    space from the worst of the fixed profiles and one random profile, on one set of common coins.
 
     Each step proposes `batch` changes of the current profile (one or two bids moved by a Gaussian
     step whose size shrinks from 2 to 0.05 in log units, or one bid made a whale of up to 64x the top)

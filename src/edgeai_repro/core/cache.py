@@ -156,13 +156,13 @@ CACHES: dict[str, Cache] = {
         _cache("cells/aeria_properties", 4, ["edgeai_repro.aeria.tasks:run_properties"], "4ce8bccbc1d7"),
         _cache("cells/aeria_runtime", 3, ["edgeai_repro.aeria.tasks:run_runtime"], "2924adac8049"),
         # worst_case v4: stratified grid offsets, whale profiles across c * n, one_one_eps, searched profiles
-        _cache("cells/aeria_worst_case", 4, ["edgeai_repro.aeria.tasks:run_worst_case"], "6678c1a0238d"),
+        _cache("cells/aeria_worst_case", 4, ["edgeai_repro.aeria.tasks:run_worst_case"], "0402368f058d"),
         # frontier v1: revenue / F2 on the markets beside the worst case, per consensus base
         _cache(
             "cells/aeria_frontier",
             1,
             ["edgeai_repro.aeria.tasks:run_frontier", "edgeai_repro.aeria.worst_case:search"],
-            "cdecbee99699",
+            "003487b15177",
         ),
         # comm v2, memory v4, fusion v4: each result says what it was computed from (`inputs`: the paper's
         # models and data or not), which decides whether the paper's numbers are printed beside it

@@ -177,7 +177,7 @@ def build_report(
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{name}."))
     scale = ev.scale
-    figures = _figures(spec, agg, g, staging, spec.get("title") or config.experiment_name, scale)
+    figures = draw_figures(spec, agg, g, staging, spec.get("title") or config.experiment_name, scale)
     problems = figure_problems(figures)
     if not g.curves.empty:
         g.curves.to_csv(staging / "curves.csv", index=False)
@@ -272,7 +272,9 @@ def featured_methods(spec: dict) -> list[str]:
     return out
 
 
-def _figures(spec: dict, agg: pd.DataFrame, g: Gathered, staging: Path, title: str, scale: str) -> list[str]:
+def draw_figures(
+    spec: dict, agg: pd.DataFrame, g: Gathered, staging: Path, title: str, scale: str
+) -> list[str]:
     figures = []
     if agg.empty:  # no cell finished: the table says why; there is nothing to draw
         return figures

@@ -256,25 +256,17 @@ def worst_panel_table(agg: pd.DataFrame, metric: str, x_label: str) -> str:
     if sel.empty:
         return ""
     methods = list(dict.fromkeys(sel[SERIES]))
-    rows = []
-    for xv, grp in sel.groupby("x", sort=False):
-        cells = []
-        for m in methods:
-            part = grp[(grp[SERIES] == m) & grp["mean"].notna()]
-            if part.empty:
-                cells.append("—")
-                continue
-            low = part.loc[part["mean"].idxmin()]
-            cells.append(f"{low['panel']}: {_fmt(low['mean'], low['std'])}")
-        rows.append([str(xv), *cells])
-    overall = []
-    for m in methods:
-        part = sel[(sel[SERIES] == m) & sel["mean"].notna()]
-        low = part.loc[part["mean"].idxmin()] if not part.empty else None
-        overall.append(
-            f"{low['panel']} at {low['x']}: {_fmt(low['mean'], low['std'])}" if low is not None else "—"
-        )
-    rows.append(["**all**", *overall])
+
+    def lowest(frame: pd.DataFrame, method: str, where: bool = False) -> str:
+        part = frame[(frame[SERIES] == method) & frame["mean"].notna()]
+        if part.empty:
+            return "—"
+        low = part.loc[part["mean"].idxmin()]
+        place = f"{low['panel']} at {low['x']}" if where else str(low["panel"])
+        return f"{place}: {_fmt(low['mean'], low['std'])}"
+
+    rows = [[str(xv), *(lowest(grp, m) for m in methods)] for xv, grp in sel.groupby("x", sort=False)]
+    rows.append(["**all**", *(lowest(sel, m, where=True) for m in methods)])
     return "\n".join(
         [
             f"## Worst {metric} per method",
