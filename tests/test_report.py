@@ -19,7 +19,7 @@ from edgeai_repro.report import claims
 from edgeai_repro.report.gather import gather
 from edgeai_repro.report.paper import ClaimSpec, Margin, load_claims, load_table
 from edgeai_repro.report.plots import bar_figure, line_figure
-from edgeai_repro.report.stats import clopper_pearson, estimate, paired, seeds_needed, violation_bound
+from edgeai_repro.report.stats import clopper_pearson, estimate, paired, violation_bound
 from edgeai_repro.report.table import aggregate, join_paper, with_points
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,9 +122,8 @@ def test_each_check_kind_can_hold_fail_and_stay_undecided(name: str) -> None:
     assert judge(check, kind, held, metrics, params, **spec).verdict == "held"
     assert judge(check, kind, failed, metrics, params, **spec).verdict == "not_held"
     undecided = judge(check, kind, noise, metrics, params, **spec)
-    assert undecided.verdict == "inconclusive" and (
-        undecided.seeds_needed is None or undecided.seeds_needed > 2
-    )
+    assert undecided.verdict == "inconclusive" and set(undecided.seeds_needed) == {"held", "not_held"}
+    assert undecided.multiplicity
     one_seed = judge(check, kind, held[held["seed"] == 0], metrics, params, **spec)
     assert one_seed.verdict == "not_testable", one_seed.evidence
 
@@ -134,16 +133,23 @@ def test_a_property_holds_with_no_counterexample_and_fails_on_one() -> None:
         return pd.DataFrame([{"n": 1, "seed": s, "method": "ours", "v": bad, "t": 100.0} for s in range(2)])
 
     params = {"ours": "ours", "parts": {"misreports": ["v", "t"]}}
-    held = judge("violations", "property", rows(0.0), ["v", "t"], params)
+    held = judge("violations", "property", rows(0.0), ["v", "t"], params, at_most=0.05, why="w")
     assert held.verdict == "held" and "none in 200 trials" in held.evidence and "0.015" in held.evidence
+    # zero violations in 200 trials bound the rate by 0.015, not by 0.01: too few to hold at 1%
+    short = judge("violations", "property", rows(0.0), ["v", "t"], params, at_most=0.01, why="w")
+    assert short.verdict == "inconclusive" and short.seeds_needed == {"held": 3, "not_held": None}
     ev = evidence(rows(1.0), ["v", "t"])
     ev.counterexamples = {"ours": {"v": "user 3 bids 2x and gains"}}
     out = claims.evaluate(
-        [ClaimSpec("c", "C.", "claim-only", "property")], {"c": {"check": "violations", **params}}, ev
+        [ClaimSpec("c", "C.", "claim-only", "property", at_most=0.05, why="w")],
+        {"c": {"check": "violations", **params}},
+        ev,
     )[0]
     assert out.verdict == "not_held" and "first: user 3 bids 2x" in out.evidence
     missing = {"ours": "ours", "parts": {"misreports": ["v", "t"], "profiles": ["w", "t"]}}
-    assert judge("violations", "property", rows(0.0), ["v", "t"], missing).verdict == "not_testable"
+    assert judge("violations", "property", rows(0.0), ["v", "t"], missing, at_most=0.05, why="w").verdict == (
+        "not_testable"
+    )
 
 
 def test_every_claim_kind_in_paper_results_has_its_proof() -> None:
@@ -176,16 +182,42 @@ def test_not_significantly_worse_is_not_held() -> None:
 
 
 def test_inconclusive_verdicts_say_what_would_decide_them() -> None:
-    ev = evidence(diffs([1.0, 3.0]), ["m"])
+    """Seeds to decide are a power statement: at the estimated effect and spread, the seeds at which
+    the test reaches each verdict 80% of the time (checked against scipy's noncentral t), for every
+    item at once; a direction the estimate cannot reach says so; never planned from 2 seeds."""
+    from scipy import stats as sps
+
+    ev = evidence(frame({"ours": [11.0, 10.0, 12.5, 10.9], "base": [10.0] * 4}), ["m"])
     ev.seed_wall_s = 60.0
     out = claims.evaluate(
         [ClaimSpec("c", "C.", "claim-only", "superiority")],
         {"c": {"check": "compare", "metric": "m", "ours": "ours", "baselines": ["base"]}},
         ev,
     )[0]
-    assert out.verdict == "inconclusive" and out.seeds_needed >= 3
-    assert f"about {out.seeds_needed} seeds would decide it" in out.evidence and out.wall_needed_s > 0
-    assert out.seeds_needed == seeds_needed(math.sqrt(2), 2.0, 2)
+    d = pd.Series([1.0, 0.0, 2.5, 0.9])
+    effect = d.mean() / d.std()
+
+    def power(n: int) -> float:
+        return sps.nct.sf(sps.t.ppf(0.975, n - 1), n - 1, effect * math.sqrt(n))
+
+    n = out.seeds_needed["held"]
+    assert out.verdict == "inconclusive" and power(n) >= 0.8 > power(n - 1), (n, out.evidence)
+    assert (
+        out.seeds_needed["not_held"] is None
+        and "not_held would need an estimate on the bad side" in out.evidence
+    )
+    assert f"about {n} seeds to reach held" in out.evidence and "noisy estimates from 4 seeds" in out.evidence
+    assert out.wall_needed_s["held"] == (n - 4) * 60.0 and out.wall_needed_s["not_held"] is None
+    # two seeds: too few to plan anything
+    two = judge(
+        "compare",
+        "superiority",
+        diffs([1.0, 3.0]),
+        ["m"],
+        {"metric": "m", "ours": "ours", "baselines": ["base"]},
+    )
+    assert two.verdict == "inconclusive" and two.seeds_needed == {"held": None, "not_held": None}
+    assert "run at least 3 seeds" in two.evidence and "boundary" not in two.evidence
 
 
 def test_estimates_match_the_t_interval_and_exact_values_have_zero_width() -> None:
@@ -195,7 +227,9 @@ def test_estimates_match_the_t_interval_and_exact_values_have_zero_width() -> No
     est = estimate(xs)
     half = sps.t.ppf(0.975, 3) * pd.Series(xs).std() / 2
     assert est.low == pytest.approx(sum(xs) / 4 - half) and est.high == pytest.approx(sum(xs) / 4 + half)
-    assert estimate([1.0, 1.0, 1.0]).ci() == [1.0, 1.0]  # computed, not sampled: no spread
+    # sampled with zero spread: no t-interval; the sign test's interval (the point) from 6 seeds on
+    assert not estimate([1.0, 1.0, 1.0]).testable and estimate([1.0] * 6).ci() == [1.0, 1.0]
+    assert estimate([1.0, 1.0, 1.0], exact=True).ci() == [1.0, 1.0]  # declared deterministic
     assert not estimate([1.0]).testable and estimate([1.0], exact=True).ci() == [1.0, 1.0]
     assert estimate([1.0], exact=True).testable  # a computed value is judged from one run
     assert paired(pd.Series([1.0, 2.0]), pd.Series([0.0, 1.0])).mean == 1.0
@@ -225,7 +259,7 @@ def test_a_claim_can_be_judged_again_under_a_named_setting() -> None:
         "a": {"check": "target", "metric": "m", "method": "ours"},
         "a@strict": {"check": "target", "metric": "m", "method": "other"},
     }
-    rows = frame({"ours": [10.0, 10.1], "other": [20.0, 20.0]})
+    rows = frame({"ours": [10.0, 10.1], "other": [20.0, 20.3]})
     out = claims.evaluate([claim], spec, evidence(rows, ["m"]))
     assert [o.id for o in out] == ["a", "a@strict"] and out[1].claim == "A. [judged under strict]"
     assert [o.verdict for o in out] == ["held", "not_held"] and out[1].setting["preset"] == "strict"
@@ -238,7 +272,7 @@ def test_a_clustering_that_recovers_what_the_partition_allows_holds() -> None:
     rows = pd.DataFrame(
         [
             {"n": 1, "seed": s, "method": "ours", "p": best, "ch": 0.5, "best": best}
-            for s, best in enumerate([0.69, 0.875])
+            for s, best in enumerate([0.69, 0.875, 0.7, 0.8, 0.75, 0.9])
         ]
     )
     spec = {
@@ -407,14 +441,22 @@ def test_figures_are_drawn_from_the_table(tmp_path: Path) -> None:
 
 
 def test_paired_seeds_detect_a_consistent_small_gain() -> None:
-    # Seeds differ a lot, but ours beats base by 0.1 on every seed (same instances: common random numbers).
-    rows = pd.DataFrame(
-        [
-            {"n": 1, "seed": s, "method": m, "m": 10.0 * s + (0.1 if m == "ours" else 0.0)}
-            for s in range(5)
-            for m in ("ours", "base")
-        ]
-    )
+    # Seeds differ a lot, but ours beats base by 0.1 on every seed (same instances: common random
+    # numbers). The difference has zero spread: sampled, not exact, so it is judged by a sign test,
+    # which needs 6 seeds all on one side (0.5^6 < 2.5%); at 5 there is no interval yet.
+    def rows_of(seeds: int) -> pd.DataFrame:
+        return pd.DataFrame(
+            [
+                {"n": 1, "seed": s, "method": m, "m": 10.0 * s + (0.1 if m == "ours" else 0.0)}
+                for s in range(seeds)
+                for m in ("ours", "base")
+            ]
+        )
+
+    params = {"metric": "m", "ours": "ours", "baselines": ["base"]}
+    five = judge("compare", "superiority", rows_of(5), ["m"], params)
+    assert five.verdict == "not_testable" and "zero spread over 5 sampled seeds" in five.evidence
+    rows = rows_of(6)
     assert (
         judge(
             "compare", "superiority", rows, ["m"], {"metric": "m", "ours": "ours", "baselines": ["base"]}
@@ -475,7 +517,7 @@ def test_a_ratio_range_of_computed_values_is_judged_from_one_run(
         range=(3.3, 9.3),
         margin=Margin(0.25, relative=True, why="w"),
     )
-    params = {"check": "ratio_range", "metric": "peak", "numerator": "fedjets_qwen_moe"}
+    params = {"check": "ratio_range", "metric": "peak", "numerator": "fedjets_qwen_moe", "exact": True}
     out = claims.evaluate([claim], {"c": params}, evidence(rows, ["peak"]))[0]
     assert out.verdict == verdict, out.evidence
 

@@ -50,7 +50,7 @@ class ClaimSpec:
     target: float | None = None  # magnitude: the paper's figure ("up to 71%")
     range: tuple[float, float] | None = None  # magnitude: the paper's range ("3.3x to 9.3x")
     at_least: float | None = None  # magnitude: a bound the estimate must clear
-    at_most: float | None = None
+    at_most: float | None = None  # magnitude: a bound; property: the violation rate it tolerates
     level: float | None = None  # rate: the share that must succeed; magnitude: a normalised level
     why: str = ""  # the reason for the target, bound or level
     judged_at: str = "any"  # the scale the claim can be judged at: any | paper
@@ -123,6 +123,13 @@ def _claim(raw: dict, path: Path) -> ClaimSpec:
     if kind == "rate" and (spec.level is None or not 0 < spec.level < 1 or not spec.why):
         raise ConfigError(
             f"{where} is a rate claim and needs level: <a share in (0, 1)> and why: <one line>."
+        )
+    if kind == "property" and (
+        spec.at_most is None or not 0 < spec.at_most < 1 or not spec.why
+    ):  # zero violations in N trials only bounds the rate: the claim says below what it must lie
+        raise ConfigError(
+            f"{where} is a property claim and needs at_most: <the violation rate it tolerates, in (0, 1)> "
+            "and why: <one line>; held needs enough trials without a violation to bound the rate below it."
         )
     if spec.judged_at not in {"any", "paper"}:
         raise ConfigError(f"{where} has judged_at={spec.judged_at!r}; use any or paper.")

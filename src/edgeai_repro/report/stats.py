@@ -1,57 +1,97 @@
-"""Estimates with intervals over seeds: what every verdict follows from.
+"""Estimates with intervals over seeds, one-sided tests, family-wise control and power: what every
+verdict follows from.
 
 Every method of an experiment runs on the same random instances per seed (common random numbers),
 so a comparison is paired: the per-seed difference, its mean and a 95% t-interval with n - 1
-degrees of freedom. A verdict reads the interval against a boundary (0, a margin, a paper's figure),
-never a p-value, so too few seeds give `inconclusive`, not a verdict in either direction. Rates use
-Clopper-Pearson intervals; a property with no counterexample in N trials reports the one-sided 95%
-upper bound on its violation rate.
+degrees of freedom. A verdict reads one-sided tests at ALPHA = 2.5% each way (the two edges of that
+95% interval) against a boundary (0, a margin, a paper's figure), so too few seeds give
+`inconclusive`, not a verdict in either direction. Over many cells the "bad" side is one family under
+Holm's step-down procedure (`holm`), so a claim with no true violation anywhere is `not_held` at most
+2.5% of the time however many cells it spans; the "good" side needs every cell good (an
+intersection-union test, valid at 2.5% with no correction). Rates use Clopper-Pearson intervals; a
+property with no counterexample in N trials reports the one-sided 95% upper bound on its violation
+rate.
+
+Sampled is not exact: zero observed spread over sampled seeds (a saturated or discrete quantity)
+gives no t-interval; the distribution-free interval of the median (order statistics, a sign test)
+is then the point itself from SIGN_TEST_SEEDS seeds on, and there is no interval below. Only a value
+declared deterministic (`exact`) is judged from one run or with zero width.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
 LEVEL = 0.95
-MAX_SEEDS = 10_000  # seeds_needed beyond this is reported as "more than"
+ALPHA = (1 - LEVEL) / 2  # one-sided error of each decision: the edge of the two-sided 95% interval
+POWER = 0.8  # "seeds to decide": the seeds at which the decision is reached 80% of the time
+MIN_PLANNING_SEEDS = 3  # a spread estimated from fewer seeds is too noisy to plan a sample size
+MAX_SEEDS = 10_000  # seeds needed beyond this is reported as "more than"
+# all n sampled values on one side: sign-test p = 0.5^n <= ALPHA from n = 6
+SIGN_TEST_SEEDS = math.ceil(math.log(ALPHA) / math.log(0.5))
 
 
-def t_quantile(df: int) -> float:
-    """The two-sided 95% quantile of Student's t with `df` degrees of freedom."""
+def t_quantile(df: int, level: float = LEVEL) -> float:
+    """The two-sided `level` quantile of Student's t with `df` degrees of freedom."""
     from scipy.special import stdtrit  # scipy.special, not scipy.stats: a tenth of the import time
 
-    return float(stdtrit(df, 0.5 + LEVEL / 2))
+    return float(stdtrit(df, 0.5 + level / 2))
 
 
 @dataclass(frozen=True)
 class Estimate:
     """A mean over n seeds (of per-seed values or of paired differences) with its 95% interval.
-    One sampled seed: no interval (low = high = nan). Zero spread over several seeds, or one computed
-    value: the interval is the point (an exact quantity, such as a byte count, does not vary)."""
+    `exact`: a computed value (declared deterministic, or one value with no seed in it): the
+    interval is the point. A sampled estimate with zero spread has an interval (the point) only from
+    SIGN_TEST_SEEDS seeds on; one sampled seed never has one (low = high = nan)."""
 
     n: int
     mean: float
     sd: float
     low: float
     high: float
+    exact: bool = False
 
     @property
     def testable(self) -> bool:
-        # one computed value (estimate(..., exact=True): sd 0) is the quantity itself; one sampled
-        # value has no interval
-        return (self.n >= 2 or (self.n == 1 and self.sd == 0.0)) and not math.isnan(self.low)
+        return self.n >= 1 and not math.isnan(self.low)
 
     def ci(self) -> list[float]:
         return [self.low, self.high]
 
     def describe(self, digits: int = 3) -> str:
         if not self.testable:
-            return f"{self.mean:.{digits}g} (n = {self.n}, no interval)"
+            why = (
+                f"zero spread over {self.n} sampled seeds: no interval below {SIGN_TEST_SEEDS}"
+                if self.n >= 2 and self.sd == 0.0
+                else "no interval"
+            )
+            return f"{self.mean:.{digits}g} (n = {self.n}, {why})"
         return f"{self.mean:+.{digits}g} [{self.low:+.{digits}g}, {self.high:+.{digits}g}]"
+
+
+def from_moments(n: int, mean: float, sd: float, scale: float = 1.0, exact: bool = False) -> Estimate:
+    """The estimate of n values with this mean and sample sd (`scale`: the values' magnitude, below
+    which a spread counts as none). `exact` holds only for values without spread: a declared
+    deterministic quantity that varies over seeds is judged as sampled."""
+    if n == 0:
+        return Estimate(0, math.nan, math.nan, math.nan, math.nan)
+    if n == 1:
+        return (
+            Estimate(1, mean, 0.0, mean, mean, True)
+            if exact
+            else Estimate(1, mean, math.nan, math.nan, math.nan)
+        )
+    if math.isnan(sd) or sd <= 1e-12 * max(scale, 1.0):
+        if exact or n >= SIGN_TEST_SEEDS:
+            return Estimate(n, mean, 0.0, mean, mean, exact)
+        return Estimate(n, mean, 0.0, math.nan, math.nan)
+    half = t_quantile(n - 1) * sd / math.sqrt(n)
+    return Estimate(n, mean, sd, mean - half, mean + half)
 
 
 def estimate(values: Sequence[float], exact: bool = False) -> Estimate:
@@ -60,18 +100,10 @@ def estimate(values: Sequence[float], exact: bool = False) -> Estimate:
     xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     n = len(xs)
     if n == 0:
-        return Estimate(0, math.nan, math.nan, math.nan, math.nan)
+        return from_moments(0, math.nan, math.nan)
     mean = sum(xs) / n
-    if n == 1:
-        return (
-            Estimate(1, mean, 0.0, mean, mean) if exact else Estimate(1, mean, math.nan, math.nan, math.nan)
-        )
-    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    scale = max(max(abs(x) for x in xs), 1.0)
-    if sd <= 1e-12 * scale:
-        return Estimate(n, mean, 0.0, mean, mean)
-    half = t_quantile(n - 1) * sd / math.sqrt(n)
-    return Estimate(n, mean, sd, mean - half, mean + half)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
+    return from_moments(n, mean, sd, max(abs(x) for x in xs), exact)
 
 
 def paired(ours: pd.Series, base: pd.Series, lower_is_better: bool = False) -> Estimate:
@@ -84,46 +116,112 @@ def paired(ours: pd.Series, base: pd.Series, lower_is_better: bool = False) -> E
     return estimate(d.tolist())
 
 
-def seeds_needed(sd: float, distance: float, have: int) -> int | None:
-    """The seeds a 95% t-interval of half-width t(n-1) sd / sqrt(n) needs to lie wholly on one side
-    of a boundary `distance` away from the estimate, the spread staying as observed. None when
-    the estimate sits on the boundary (no number of seeds decides it); more than MAX_SEEDS is
-    reported as MAX_SEEDS + 1."""
-    if not distance or math.isnan(distance) or math.isnan(sd):
-        return None
-    if sd == 0:
-        return max(2, have)
-    n = max(2, have)
-    while n <= MAX_SEEDS:
-        if t_quantile(n - 1) * sd / math.sqrt(n) < abs(distance):
-            return n
-        n = n + 1 if n < 100 else int(n * 1.1)
-    return MAX_SEEDS + 1
+# ---------------------------------------------------------------- one-sided tests
+
+
+def p_below(est: Estimate, bound: float) -> float:
+    """One-sided p-value of "the mean lies below `bound`" (small: the data say it does). 1 when the
+    estimate has no interval."""
+    if not est.testable:
+        return 1.0
+    if est.sd == 0.0:  # exact, or sampled with zero spread over >= SIGN_TEST_SEEDS seeds (a sign test)
+        if est.mean >= bound:
+            return 1.0
+        return 0.0 if est.exact else 0.5**est.n
+    from scipy.special import stdtr
+
+    return float(stdtr(est.n - 1, (est.mean - bound) / (est.sd / math.sqrt(est.n))))
+
+
+def p_above(est: Estimate, bound: float) -> float:
+    """One-sided p-value of "the mean lies above `bound`"."""
+    mirrored = Estimate(est.n, -est.mean, est.sd, -est.high, -est.low, est.exact)
+    return p_below(mirrored, -bound)
+
+
+def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> list[bool]:
+    """Holm's step-down procedure: which hypotheses are rejected with the family-wise error rate
+    at most `alpha` (the smallest p against alpha/m, the next against alpha/(m-1), ...; stop at the
+    first that fails)."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    rejected = [False] * len(pvalues)
+    m = len(pvalues)
+    for rank, i in enumerate(order):
+        if pvalues[i] > alpha / (m - rank):
+            break
+        rejected[i] = True
+    return rejected
+
+
+# ---------------------------------------------------------------- power: seeds to decide
+
+
+def power_one_sided(distance: float, sd: float, n: int, alpha: float = ALPHA) -> float:
+    """The chance that a one-sided t-test at `alpha` with n seeds finds the mean beyond a bound when
+    it truly lies `distance` beyond it (negative: on the other side) with spread sd (noncentral t)."""
+    if n < 2:
+        return 0.0
+    if sd == 0.0 or math.isnan(sd):
+        return 1.0 if distance > 0 else 0.0
+    from scipy.special import nctdtr
+
+    crit = t_quantile(n - 1, 1 - 2 * alpha)
+    return float(1.0 - nctdtr(n - 1, distance * math.sqrt(n) / sd, crit))
+
+
+def seeds_for(power_at: Callable[[int], float], have: int, target: float = POWER) -> int | None:
+    """The fewest seeds (at least `have`) at which `power_at(n)` reaches `target`; None when it
+    never does (the effect is on the other side); MAX_SEEDS + 1 beyond MAX_SEEDS. Power grows with
+    n, so a doubling search and a bisection find it in a few dozen evaluations."""
+    lo = max(2, have)
+    if power_at(lo) >= target:
+        return lo
+    hi = lo
+    while power_at(hi) < target:
+        if hi > MAX_SEEDS:
+            return None if power_at(10**7) < target else MAX_SEEDS + 1
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if power_at(mid) < target else (lo, mid)
+    return hi
 
 
 def clopper_pearson(successes: int, n: int) -> tuple[float, float]:
     """The exact two-sided 95% interval of a proportion."""
     from scipy.special import betaincinv
 
-    alpha = 1 - LEVEL
-    low = 0.0 if successes == 0 else float(betaincinv(successes, n - successes + 1, alpha / 2))
-    high = 1.0 if successes == n else float(betaincinv(successes + 1, n - successes, 1 - alpha / 2))
+    low = 0.0 if successes == 0 else float(betaincinv(successes, n - successes + 1, ALPHA))
+    high = 1.0 if successes == n else float(betaincinv(successes + 1, n - successes, 1 - ALPHA))
     return low, high
 
 
-def rate_seeds_needed(successes: int, n: int, level: float) -> int | None:
-    """Trials at the observed success rate for the Clopper-Pearson interval to exclude `level`."""
-    if n == 0:
-        return None
-    rate = successes / n
-    if rate == level:
-        return None
-    m = n
-    while m <= MAX_SEEDS:
-        low, high = clopper_pearson(round(rate * m), m)
-        if low > level or high < level:
-            return m
-        m = m + 1 if m < 100 else int(m * 1.1)
+def rate_power(rate: float, n: int, level: float, side: str) -> float:
+    """The chance that n runs at success rate `rate` give a Clopper-Pearson interval wholly above
+    `level` (side "held") or wholly below it (side "not_held")."""
+    import numpy as np
+    from scipy.special import betaincinv
+    from scipy.stats import binom
+
+    k = np.arange(n + 1)
+    if side == "held":
+        low = np.where(k == 0, 0.0, betaincinv(np.maximum(k, 1), n - k + 1, ALPHA))
+        reached = low >= level
+    else:
+        high = np.where(k == n, 1.0, betaincinv(k + 1, np.maximum(n - k, 1), 1 - ALPHA))
+        reached = high < level
+    return float(binom.pmf(k[reached], n, rate).sum())
+
+
+def runs_to_reach(level: float, side: str) -> int:
+    """The fewest runs at which a rate claim at `level` can reach `side` at all (every run a success
+    for held, none for not_held)."""
+    n = 1
+    while n <= MAX_SEEDS:
+        low, high = clopper_pearson(n if side == "held" else 0, n)
+        if (low >= level) if side == "held" else (high < level):
+            return n
+        n += 1
     return MAX_SEEDS + 1
 
 
@@ -131,3 +229,8 @@ def violation_bound(trials: int) -> float:
     """One-sided 95% upper bound on a violation rate after `trials` trials without one
     (1 - 0.05^(1/N), about 3/N: the rule of three)."""
     return 1.0 - (1.0 - LEVEL) ** (1.0 / trials) if trials > 0 else 1.0
+
+
+def trials_for(tolerance: float) -> int:
+    """The fewest trials with no violation that bound the violation rate below `tolerance`."""
+    return math.ceil(math.log(1.0 - LEVEL) / math.log(1.0 - tolerance))
