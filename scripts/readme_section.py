@@ -5,9 +5,10 @@
     .venv/bin/python scripts/readme_section.py render                               # rewrite every section
     .venv/bin/python scripts/readme_section.py check                                # exit 1 if one is stale
     .venv/bin/python scripts/readme_section.py refigure deepfusion/table1_2 [...]   # redraw a snapshot's figures
+    .venv/bin/python scripts/readme_section.py rejudge [aeria/properties ...]        # re-judge snapshots' claims
 
-`update` copies what an experiment left in results/<paper>/<name>/ (table.csv, claims.json, run.json
-and its figures) to docs/results/<paper>/<name>/, the snapshot the manuals show, then re-renders
+`update` copies what an experiment left in results/<paper>/<name>/ (table.csv, claims.json, run.json,
+seeds.csv.gz and its figures) to docs/results/<paper>/<name>/, the snapshot the manuals show, then re-renders
 every section. A section is the text between a marker and its end in a manual:
 
     <!-- section: aeria/revenue_vs_users metric=revenue methods=auto+core,auto+rsop -->
@@ -17,7 +18,10 @@ every section. A section is the text between a marker and its end in a manual:
 with options `metric` (comma-separated: one table each), `methods` (the columns; default all),
 `figures` (comma-separated file names; default all) and `worst` (a metric: the panel where each
 method is lowest, as in table.md); an experiment that chose a setting (report.choice) shows its
-rule and outcome (choice.json). Nothing else of a manual is touched. The test
+rule and outcome (choice.json). `rejudge` judges the claims of snapshots (default: every one) again
+from their own per-seed rows (seeds.csv.gz) under today's claims.yaml, report blocks and verdict
+engine, prints every verdict that changed and rewrites claims.json: no cell is recomputed. Nothing
+else of a manual is touched. The test
 suite renders every section from the committed snapshot and fails when one differs
 (tests/test_docs.py), so a table in the docs cannot drift from the results it claims to show.
 """
@@ -173,7 +177,7 @@ def update(names: list[str], results: Path) -> None:
             )
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
-        extra = [f for f in ("choice.json",) if (source / f).exists()]
+        extra = [f for f in ("choice.json", "seeds.csv.gz") if (source / f).exists()]
         for f in ["table.csv", "claims.json", "run.json", *extra, *[p.name for p in source.glob("*.png")]]:
             shutil.copyfile(source / f, target / f)
 
@@ -205,9 +209,44 @@ def refigure(names: list[str], snapshot: Path = SNAPSHOT) -> None:
                 print(f"{name}/{file}: {problem}", file=sys.stderr)
 
 
+def composed_report(name: str, scale: str) -> dict:
+    """An experiment's report block as the launcher composes it at `scale` (claims may name the
+    run's own keys, so the plain YAML is not enough)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from edgeai_repro.cli import conf_dir, load_papers
+
+    load_papers()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={name}", f"scale={scale}"])
+    return OmegaConf.to_container(cfg.report, resolve=True)
+
+
+def rejudge_snapshots(names: list[str], snapshot: Path = SNAPSHOT) -> list[str]:
+    """Re-judge the claims of the named snapshots (all when none is named) from their seeds.csv.gz;
+    rewrite claims.json; return one line per verdict that changed."""
+    from edgeai_repro.report.build import SEEDS_FILE, rejudge
+
+    folders = [snapshot / n for n in names] or sorted(p.parent for p in snapshot.glob(f"*/*/{SEEDS_FILE}"))
+    changes = []
+    for folder in folders:
+        name = f"{folder.parent.name}/{folder.name}"
+        run = json.loads((folder / "run.json").read_text())
+        old = {c["id"]: c["verdict"] for c in json.loads((folder / "claims.json").read_text())}
+        entries = rejudge(
+            folder, composed_report(name, run["scale"]), ROOT / "paper_results", folder.parent.name
+        )
+        for c in entries:
+            if old.get(c["id"]) != c["verdict"]:
+                changes.append(f"{name} {c['id']}: {old.get(c['id'])} -> {c['verdict']}")
+        (folder / "claims.json").write_text(json.dumps(entries, indent=2) + "\n")
+    return changes
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["update", "render", "check", "refigure"])
+    ap.add_argument("action", choices=["update", "render", "check", "refigure", "rejudge"])
     ap.add_argument("experiments", nargs="*")
     ap.add_argument("--results", default=str(ROOT / "results"))
     args = ap.parse_args(argv)
@@ -215,6 +254,9 @@ def main(argv: list[str]) -> int:
         update(args.experiments, Path(args.results))
     if args.action == "refigure":
         refigure(args.experiments)
+    if args.action == "rejudge":
+        for line in rejudge_snapshots(args.experiments) or ["no verdict changed"]:
+            print(line)
     stale = []
     for manual in sorted(DOCS.glob("*.md")):
         text = manual.read_text()

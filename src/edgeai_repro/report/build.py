@@ -99,6 +99,56 @@ def evidence_of(g: Gathered, agg: pd.DataFrame, spec: dict) -> claim_checks.Evid
     )
 
 
+SEEDS_FILE = "seeds.csv.gz"  # the per-seed rows every verdict reads: re-judged without the cells
+
+
+def save_evidence(ev: claim_checks.Evidence, spec: dict, folder: Path) -> dict:
+    """Write the per-seed rows the claims read (point label, method, seed and every metric the table
+    or a claim names) to `folder`/seeds.csv.gz; return the rest of the evidence (scale, setting, wall
+    time per seed, counterexamples) for run.json. `rejudge` reads both back."""
+    if ev.rows is not None and not ev.rows.empty:
+        named = set(spec["metrics"])
+        for entry in (spec.get("claims") or {}).values():
+            named |= set(claim_checks.metrics_of(entry))
+        keep = ["_point", "seed", "method", *sorted(m for m in named if m in ev.rows.columns)]
+        ev.rows[keep].to_csv(folder / SEEDS_FILE, index=False)
+    return {
+        "scale": ev.scale,
+        "setting": ev.setting,
+        "seed_wall_s": ev.seed_wall_s,
+        "counterexamples": ev.counterexamples,
+    }
+
+
+def rejudge(folder: Path, spec: dict, paper_root: Path, paper: str) -> list[dict]:
+    """The claims.json of a results folder judged again from its own files (table.csv, seeds.csv.gz,
+    run.json's evidence) under today's claims.yaml, report block and verdict engine: no cell needed."""
+    record = json.loads((folder / "run.json").read_text())
+    saved = record.get("evidence")
+    if saved is None or not (folder / SEEDS_FILE).exists():
+        raise FileNotFoundError(f"{folder} has no {SEEDS_FILE} or evidence record; rebuild it from its cells")
+    agg = pd.read_csv(
+        folder / "table.csv", keep_default_na=False, na_values={"mean": [""], "std": [""], "total": [""]}
+    )
+    agg["panel"], agg["x"] = agg["panel"].astype(str), agg["x"].astype(str)
+    rows = pd.read_csv(
+        folder / SEEDS_FILE, keep_default_na=False, na_values=[""], dtype={"_point": str, "method": str}
+    )
+    ev = claim_checks.Evidence(
+        agg,
+        rows,
+        saved["scale"],
+        saved["setting"],
+        saved.get("seed_wall_s"),
+        saved.get("counterexamples") or {},
+    )
+    verdicts = claim_checks.evaluate(load_claims(paper_root, paper), spec.get("claims") or {}, ev)
+    entries = [v.as_json() for v in verdicts]
+    for entry in entries:
+        claim_checks.check_entry(entry)
+    return entries
+
+
 def inputs_digest(config: DictConfig, manifest: dict, store: CellStore, paper: str) -> str | None:
     """Everything a table is built from: each cell's stored result (by id, size and time), the
     report block, the paper's files and the report code. None when a cell is not finished."""
@@ -182,6 +232,7 @@ def build_report(
     if not g.curves.empty:
         g.curves.to_csv(staging / "curves.csv", index=False)
     agg.to_csv(staging / "table.csv", index=False)
+    saved = save_evidence(ev, spec, staging)
     beside = ""
     if printed_table is not None and not g.paper_setting:
         beside = paper_beside_markdown(
@@ -220,7 +271,13 @@ def build_report(
     (staging / "claims.json").write_text(json.dumps(entries, indent=2) + "\n")
     (staging / "run.json").write_text(
         json.dumps(
-            {**run_record(manifest, g, command), "figure_problems": problems, "inputs": digest}, indent=2
+            {
+                **run_record(manifest, g, command),
+                "figure_problems": problems,
+                "evidence": saved,
+                "inputs": digest,
+            },
+            indent=2,
         )
         + "\n"
     )

@@ -32,6 +32,7 @@ from edgeai_repro.core.files import atomic_write_json
 from edgeai_repro.core.gpus import is_gpu, joblib_width
 from edgeai_repro.core.runner import check_seed, validate
 from edgeai_repro.core.store import cell_id_of, section_of, store_for
+from edgeai_repro.report.reach import check_reachable
 from edgeai_repro.report.schema import validate_report
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,10 @@ class CachingSweeper(BasicSweeper):
                 queued.add(cid)  # two grid points with one identity are one computation
                 todo.append(list(job))
 
+        try:  # every claim's check must be able to come out either way at these seeds (report/reach.py)
+            check_reachable(self.config, cells)
+        except ConfigError as exc:
+            raise SystemExit(f"error: {exc}") from None
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
