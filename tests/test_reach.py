@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from edgeai_repro.report.paper import load_claims
-from edgeai_repro.report.reach import SYNTHETIC, grid_of, problems
+from edgeai_repro.report.reach import SYNTHETIC, grid_of, problems, seed_key
 from edgeai_repro.report.stats import runs_to_reach, trials_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,12 +20,13 @@ EXPERIMENTS = sorted(f"{p.parent.name}/{p.stem}" for p in (ROOT / "conf" / "expe
 SCALES = ("tiny", "paper")
 
 
-def _seed_key(cfg) -> str | None:
-    import re
-
-    raw = str(OmegaConf.to_container(cfg.hydra.sweeper.params).get("seed", ""))
-    found = re.search(r"\$\{(scale\.[^}]+)\}", raw)
-    return found.group(1) if found else None
+def _problems(compose, overrides: list[str]) -> list[str]:
+    """What the sweep would refuse, for an experiment composed with `overrides`."""
+    cfg = compose(overrides, return_hydra_config=True)
+    paper = cfg.experiment_name.split("/")[0]
+    declared = {c.id: c for c in load_claims(ROOT / "paper_results", paper)}
+    spec = OmegaConf.to_container(cfg.report, resolve=True)
+    return problems(spec, declared, grid_of(cfg), seed_key(cfg), cfg.scale.name)
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -34,25 +35,19 @@ def test_every_claim_of_every_experiment_can_hold_and_fail_at_its_seeds(compose,
     where each claim is clearly true and one where it is clearly false: the check must say so."""
     checked = 0
     for name in EXPERIMENTS:
-        cfg = compose([f"experiment={name}", f"scale={scale}"], return_hydra_config=True)
+        cfg = compose([f"experiment={name}", f"scale={scale}"])
         if cfg.report is None or not cfg.report.get("claims"):
             continue
-        paper = name.split("/")[0]
-        declared = {c.id: c for c in load_claims(ROOT / "paper_results", paper)}
-        spec = OmegaConf.to_container(cfg.report, resolve=True)
-        found = problems(spec, declared, grid_of(cfg), _seed_key(cfg), scale)
+        found = _problems(compose, [f"experiment={name}", f"scale={scale}"])
         assert not found, f"{name} at scale={scale}: {found}"
-        checked += sum(1 for e in spec["claims"].values() if e["check"] in SYNTHETIC)
+        checked += sum(1 for e in cfg.report.claims.values() if e["check"] in SYNTHETIC)
     assert checked >= 40  # every comparison, threshold, target and rate entry of the three papers
 
 
 def test_a_rate_claim_that_cannot_hold_at_its_seeds_is_refused_in_one_sentence(compose) -> None:
-    cfg = compose(
-        ["experiment=incentive/convergence", "scale=paper", "scale.incentive.convergence_seeds=10"],
-        return_hydra_config=True,
+    found = _problems(
+        compose, ["experiment=incentive/convergence", "scale=paper", "scale.incentive.convergence_seeds=10"]
     )
-    declared = {c.id: c for c in load_claims(ROOT / "paper_results", "incentive")}
-    found = problems(OmegaConf.to_container(cfg.report, resolve=True), declared, grid_of(cfg), _seed_key(cfg))
     assert found == [
         "report.claims.asosa_stabilizes cannot reach held at 10 seeds x 1 points: a rate at level 0.9 needs 36 runs "
         "(36 seeds); raise scale key scale.incentive.convergence_seeds to 36 or restate the claim's level"
@@ -60,12 +55,9 @@ def test_a_rate_claim_that_cannot_hold_at_its_seeds_is_refused_in_one_sentence(c
 
 
 def test_one_sampled_seed_cannot_decide_a_comparison(compose) -> None:
-    cfg = compose(
-        ["experiment=deepfusion/transfer", "scale=tiny", "scale.deepfusion.transfer_seeds=1"],
-        return_hydra_config=True,
+    found = _problems(
+        compose, ["experiment=deepfusion/transfer", "scale=tiny", "scale.deepfusion.transfer_seeds=1"]
     )
-    declared = {c.id: c for c in load_claims(ROOT / "paper_results", "deepfusion")}
-    found = problems(OmegaConf.to_container(cfg.report, resolve=True), declared, grid_of(cfg), _seed_key(cfg))
     assert (
         len(found) == 1 and "transfers_device_knowledge cannot reach held or not_held at 1 seeds" in found[0]
     )

@@ -204,19 +204,22 @@ def check_reachable(config, cells: list[dict]) -> None:
     paper = str(config.experiment_name).split("/", 1)[0]
     declared = {c.id: c for c in load_claims(Path(config.paths.paper_results), paper)}
     spec = OmegaConf.to_container(config.report, resolve=True)
-    raw = OmegaConf.select(config, "hydra.sweeper.params.seed", default=None)
-    found = (
-        re.search(
-            r"\$\{(scale\.[^}]+)\}", str(OmegaConf.to_container(config.hydra.sweeper.params).get("seed", ""))
-        )
-        if raw is not None
-        else None
-    )
-    bad = problems(
-        spec, declared, cells, found.group(1) if found else None, str(OmegaConf.select(config, "scale.name"))
-    )
+    bad = problems(spec, declared, cells, seed_key(config), str(OmegaConf.select(config, "scale.name")))
     if bad:
-        raise ConfigError("; ".join(bad) + ".")
+        raise ConfigError("; ".join(bad) + " (report.claims={} runs the sweep without judging claims).")
+
+
+def seed_key(config) -> str | None:
+    """The scale key that sets the sweep's seeds (`seed: range(0,${scale.incentive.seeds})`), if any."""
+    from omegaconf import OmegaConf
+
+    params = (
+        OmegaConf.to_container(config.hydra.sweeper.params)
+        if OmegaConf.select(config, "hydra.sweeper.params")
+        else {}
+    )
+    found = re.search(r"\$\{(scale\.[^}]+)\}", str((params or {}).get("seed", "")))
+    return found.group(1) if found else None
 
 
 def grid_of(config) -> list[dict]:

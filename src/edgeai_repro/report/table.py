@@ -334,8 +334,10 @@ def render_markdown(
     parts += [
         "## Claims",
         "",
-        "Each verdict follows from an estimate and its 95% interval over seeds (paper_results' claims.yaml "
-        "declares each claim's kind and margin); inconclusive ones say how many seeds would decide them.",
+        "Each verdict follows from estimates and their 95% intervals over seeds (paper_results' claims.yaml "
+        "declares each claim's kind and margin): held needs every cell of the claim good, not_held needs "
+        "Holm's step-down over its cells to find one bad at family-wise 2.5%; inconclusive ones say about how "
+        "many seeds would reach each verdict with 80% power at the estimated effects.",
         "",
         markdown_table(
             ["claim", "kind", "verdict", "estimate [95% CI]", "evidence"],
