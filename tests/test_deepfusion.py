@@ -629,23 +629,30 @@ def tiny_model_names(name: str):
     return catalog.real_model(tiny_config(name, vocab=280)).named_parameters()
 
 
-def test_qlora_runs_on_a_cpu_in_nf4_or_says_it_trains_lora_on_bf16(compose, df_setup, caplog) -> None:
+def test_qlora_runs_on_a_cpu_in_nf4_and_is_never_lora_under_its_label(compose, df_setup, monkeypatch) -> None:
     """QLoRA needs bitsandbytes' 4-bit kernels: where they run (a GPU; a CPU since 0.45) the
-    device's base is NF4, elsewhere LoRA on a bf16 base, said in the log."""
+    device's base is NF4; where they do not, validation refuses the cell in one sentence naming the
+    package and the reason (it used to train LoRA on a bf16 base while the plan said QLoRA)."""
+    from edgeai_repro.core.errors import ConfigError
     from edgeai_repro.core.runner import validate
+    from edgeai_repro.deepfusion.devices import training
     from edgeai_repro.deepfusion.devices.federation import base_model
-    from edgeai_repro.deepfusion.devices.training import is_4bit, qlora_runs
 
     overrides = ["experiment=deepfusion/phase1", "scale=smoke", "deepfusion.device.mode=qlora"]
-    validate(compose(overrides))
-    s = df_setup(overrides)
-    mode = s.training_mode("olmo")
-    base = base_model(s, "olmo")
-    four_bit = [m for m in base.modules() if is_4bit(m)]
-    if qlora_runs():
-        assert mode == "qlora" and len(four_bit) >= 4 * s.family("olmo").tiny["num_hidden_layers"]
-    else:
-        assert mode == "lora" and not four_bit and "LoRA on a bf16 base" in caplog.text
+    if training.qlora_runs():
+        validate(compose(overrides))
+        s = df_setup(overrides)
+        four_bit = [m for m in base_model(s, "olmo").modules() if training.is_4bit(m)]
+        assert s.training_mode("olmo") == "qlora"
+        assert len(four_bit) >= 4 * s.family("olmo").tiny["num_hidden_layers"]
+    monkeypatch.setattr(
+        training, "qlora_problem", lambda: "ModuleNotFoundError: No module named 'bitsandbytes'"
+    )
+    with pytest.raises(ConfigError) as err:
+        validate(compose(overrides))
+    text = str(err.value)
+    assert "deepfusion.device.mode=qlora for" in text and "needs bitsandbytes" in text
+    assert "No module named 'bitsandbytes'" in text and "deepfusion.device.mode=lora" in text
 
 
 # ------------------------------------------------------------------ clustering and proxies

@@ -542,6 +542,19 @@ def validate_pipeline(cfg: DictConfig, c: DeepFusionConf | None = None) -> None:
         f"deepfusion.data.source=local needs deepfusion.cases.{c.case}.path (or deepfusion.data.path for every "
         "case) =<file.jsonl or a folder with train.jsonl and test.jsonl>.",
     )
+    quantised = [m for m in c.this_case.device_models if c.device_mode(m) == "qlora"]
+    if (
+        quantised and not cfg.get("dry_run")
+    ):  # one sentence here, not LoRA under QLoRA's label in every cell (a dry run plans for a machine elsewhere)
+        from edgeai_repro.deepfusion.devices.training import qlora_problem
+
+        problem = qlora_problem()
+        require(
+            problem is None,
+            f"deepfusion.device.mode=qlora for {', '.join(quantised)} needs bitsandbytes able to quantise on this "
+            f"machine ({problem}); install bitsandbytes >= 0.45 (a CUDA GPU, or its CPU backend) or train LoRA on a "
+            "bf16 base, labelled as such, with deepfusion.device.mode=lora (one type: +deepfusion.device.modes.<type>=lora).",
+        )
     t = cfg.trainer
     require(
         t.devices in (1, "1") and t.strategy == "auto",

@@ -112,20 +112,10 @@ class Setup:
         return self._tokenizers[name]
 
     def training_mode(self, model_type: str) -> Mode:
-        """The mode a device of this type trains in: its configured one, except QLoRA where
-        bitsandbytes cannot quantise on this machine, which runs as LoRA on a bf16 base (said once
-        in the log and recorded in each device's meta as `mode`)."""
-        from edgeai_repro.deepfusion.devices.training import qlora_runs
-
-        mode = self.conf.device_mode(model_type)
-        if mode == "qlora" and not qlora_runs():
-            log.warning(
-                "QLoRA for %s needs bitsandbytes (a CUDA GPU, or bitsandbytes >= 0.45 on a CPU): training "
-                "LoRA on a bf16 base instead",
-                model_type,
-            )
-            return Mode.lora
-        return mode
+        """The mode a device of this type trains in: its configured one. A QLoRA that cannot run
+        here is refused at validation (config.validate_pipeline), never trained as LoRA under its
+        label."""
+        return self.conf.device_mode(model_type)
 
     def inputs(self, reads_data: bool) -> str:
         """What a result was computed from, for the report (whether the paper's numbers go beside it):

@@ -84,9 +84,9 @@ def import_bitsandbytes():
 
 
 @functools.lru_cache(maxsize=1)
-def qlora_runs() -> bool:
-    """Whether QLoRA can run here: bitsandbytes installed and able to quantise on this machine
-    (on a GPU, or on a CPU since bitsandbytes 0.45's CPU backend)."""
+def qlora_problem() -> str | None:
+    """Why QLoRA cannot run here, in a few words (None: it can): bitsandbytes must be installed and
+    able to quantise on this machine (on a GPU, or on a CPU since bitsandbytes 0.45's CPU backend)."""
     try:
         import_bitsandbytes()
         import bitsandbytes.functional as bnbf
@@ -95,9 +95,16 @@ def qlora_runs() -> bool:
         packed, state = bnbf.quantize_4bit(
             torch.ones(64, 64, device=device, dtype=torch.bfloat16), quant_type="nf4"
         )
-        return bool(bnbf.dequantize_4bit(packed, state).float().sub(1).abs().max() < 0.1)
-    except Exception:
-        return False
+        if bnbf.dequantize_4bit(packed, state).float().sub(1).abs().max() >= 0.1:
+            return f"its NF4 round trip on the {device} is wrong"
+        return None
+    except Exception as exc:  # any failure to import or quantise is the answer, said to the user
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}"
+
+
+def qlora_runs() -> bool:
+    """Whether QLoRA can run here (`qlora_problem` says why not)."""
+    return qlora_problem() is None
 
 
 def nf4_config():
