@@ -34,3 +34,24 @@ def test_every_experiment_has_a_generated_section_with_its_figures() -> None:
     for name in shown:
         folder = ROOT / "docs" / "results" / name
         assert {"table.csv", "claims.json", "run.json"} <= {p.name for p in folder.iterdir()}, name
+    for name in shown:  # re-judging needs the per-seed rows (scripts/readme_section.py rejudge)
+        assert (ROOT / "docs" / "results" / name / "seeds.csv.gz").exists(), f"{name}: no seeds.csv.gz"
+
+
+def test_every_snapshot_is_judged_as_todays_engine_judges_it(tmp_path: Path) -> None:
+    """Each snapshot's claims.json is what today's claims.yaml, report block and verdict engine
+    conclude from its own per-seed rows: a change to any of them that moves a verdict (or its
+    evidence) fails here until the snapshots are re-judged (`readme_section.py rejudge`, no cells)."""
+    import json
+    import shutil
+
+    script = section_script()
+    copy = tmp_path / "results"
+    shutil.copytree(ROOT / "docs" / "results", copy)
+    script.rejudge_snapshots([], copy)
+    for path in sorted(copy.glob("*/*/claims.json")):
+        committed = ROOT / "docs" / "results" / path.relative_to(copy)
+        assert json.loads(path.read_text()) == json.loads(committed.read_text()), (
+            f"{committed.parent.relative_to(ROOT)}: claims.json differs from today's verdicts; run "
+            "scripts/readme_section.py rejudge"
+        )
