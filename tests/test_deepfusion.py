@@ -824,7 +824,67 @@ def test_public_data_from_real_files_states_no_test_fact(compose, tmp_path: Path
     c.data.public_samples = (
         318 - c.data.val_samples
     )  # with validation: every record left after devices and test
-    with pytest.raises(
-        ConfigError, match=r"records left for the server's public data once those restating a test fact"
-    ):
+    # too few left: the exact copies are grouped with their question (split by question), so the
+    # sentence gives the counts of that split
+    with pytest.raises(ConfigError, match=r"records asking 400 distinct questions; split by question"):
+        load_corpus(c, 0)
+
+
+def test_real_data_is_split_by_question_so_no_question_sits_on_two_sides(compose, tmp_path: Path) -> None:
+    """A local file in FiQA's layout (a directive instruction, the input opening with the question),
+    each question asked 1-4 times under different instruction templates with different answers, as
+    FiQA's 17,110 rows ask about 2.6 times each: devices, test and public take whole questions, so
+    no test question reaches the public data even where the near-duplicate filter could not see it
+    (other templates); too few questions is one sentence with the counts."""
+    import numpy as np
+
+    from edgeai_repro.deepfusion.config import settings
+    from edgeai_repro.deepfusion.data.corpus import _question, by_question
+
+    rng = np.random.default_rng(1)
+    words = [f"w{i}" for i in range(4000)]
+    templates = [
+        "Share your insights.",
+        "Offer your thoughts on this.",
+        "Respond to the question below.",
+        "Explain.",
+    ]
+    rows = []
+    for _ in range(300):
+        question = " ".join(rng.choice(words, 9)) + "?"
+        details = " ".join(rng.choice(words, 15)) + "."
+        for k in range(int(rng.integers(1, 5))):
+            rows.append(
+                {
+                    "instruction": templates[k],
+                    "input": f"{question} {details}",
+                    "output": " ".join(rng.choice(words, 8)),
+                }
+            )
+    path = tmp_path / "fiqa.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    args = [
+        "experiment=deepfusion/phase1",
+        "scale=smoke",
+        "deepfusion.case=finance",
+        "deepfusion.data.source=local",
+        f"deepfusion.data.path={path}",
+    ]
+    c = settings(compose(args))
+    c.data.train_samples, c.data.test_samples = 200, 60
+    corpus = load_corpus(c, 0)
+    asked = lambda records: {_question(r) for r in records}
+    assert len(corpus.train) == 200 and len(corpus.test) == 60
+    assert len(by_question(corpus.train + corpus.test)) < len(corpus.train) + len(
+        corpus.test
+    )  # repeats kept together
+    sides = [asked(corpus.train), asked(corpus.test), asked(corpus.public + corpus.val)]
+    assert not (sides[0] & sides[1]) and not (sides[1] & sides[2]) and not (sides[0] & sides[2])
+    # ten questions asked fifty times each: whole groups leave too few rows for the public data
+    firsts = list({r["input"]: r for r in rows}.values())[:10]
+    many = [{**row, "output": f"answer {i}"} for row in firsts for i in range(50)]
+    path.write_text("\n".join(json.dumps(r) for r in many) + "\n")
+    c.data.train_samples, c.data.test_samples = 230, 60
+    c.data.public_samples = 500 - 230 - 60 - c.data.val_samples
+    with pytest.raises(ConfigError, match=r"500 records asking 10 distinct questions; split by question"):
         load_corpus(c, 0)

@@ -170,13 +170,15 @@ CACHES: dict[str, Cache] = {
         # memory v3: the training step simulated on the meta device; loss path, checkpointing, attention, upcasts
         _cache("cells/deepfusion_memory", 4, ["edgeai_repro.deepfusion.tasks:run_memory"], "913532515aa7"),
         # phase1 v2: the per-type domains' chance purity and the best purity the partition allows
-        _cache("cells/deepfusion_phase1", 2, ["edgeai_repro.deepfusion.tasks:run_phase1"], "d61ed8bead59"),
+        # phase1 v3, fusion v7: real data (local, hub) split by question, so no question sits on two sides
+        # (data/corpus.py); synthetic cells compute what they did, but their ids cannot tell them apart
+        _cache("cells/deepfusion_phase1", 3, ["edgeai_repro.deepfusion.tasks:run_phase1"], "d61ed8bead59"),
         # fusion v2: fair baselines (FedJETS rounds, FedMKT's budget and traffic, OFA-KD's projector);
         # v3: each domain's student and VAA seeded apart (results independent of the teacher-targets cache)
         # v5: labelled public data about other entities (no hidden answers), option accuracy, the
         # knowledge-loss diagnostic (devices, merged MoE before/after Phase III); v6: the server selects on
         # validation records about entities of their own, FedJETS' rounds on records its devices hold out
-        _cache("cells/deepfusion_fusion", 6, ["edgeai_repro.deepfusion.tasks:run_fusion"], "573a2f347723"),
+        _cache("cells/deepfusion_fusion", 7, ["edgeai_repro.deepfusion.tasks:run_fusion"], "573a2f347723"),
         # incentive v2: references on the evaluation episodes' own workers; v3: best response stops when a
         # sweep gains < tol/100, MADDPG logs its losses once per logging interval
         # v4: judged on the game of the last iteration, per-LMO gaps, exploitability, exact update counts

@@ -12,7 +12,7 @@ from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.deepfusion.config import DataConf, DeepFusionConf
 from edgeai_repro.deepfusion.data.generator import synthetic
-from edgeai_repro.deepfusion.data.records import MedicalQA, Record
+from edgeai_repro.deepfusion.data.records import MedicalQA, Record, prompt_of
 from edgeai_repro.deepfusion.data.sources import Pools, load_hub, load_local
 
 log = logging.getLogger(__name__)
@@ -42,11 +42,35 @@ def _normalised(text: str) -> str:
 
 
 def _question(record: Record) -> str:
-    """What a record asks, normalised: the medical stem (not its options, which many questions share),
-    or the finance instruction and input. "The same fact" is the same question: answers alone repeat
-    across different questions ("B. aspirin") without restating one."""
-    text = record.question if isinstance(record, MedicalQA) else f"{record.instruction} {record.input}"
-    return _normalised(text)
+    """What a record asks, normalised: the medical stem (not its options, which many questions share);
+    for finance the span that asks, whatever field holds it (records.prompt_of: FiQA's input opens
+    with the question under one of several directive instructions, so the same question comes back
+    under another template). "The same fact" is the same question: answers alone repeat across
+    different questions ("B. aspirin") without restating one."""
+    if isinstance(record, MedicalQA):
+        return _normalised(record.question)
+    p = prompt_of(record)
+    return _normalised(p.text[p.question[0] : p.question[1]] or f"{record.instruction} {record.input}")
+
+
+def by_question(records: list[Record]) -> list[list[Record]]:
+    """The records grouped by their question (exact after normalising), in the order each question
+    first appears: real datasets ask one question several times (FiQA: about 2.6 rows per question),
+    so a split drawn row by row puts one question on both sides."""
+    groups: dict[str, list[Record]] = {}
+    for r in records:
+        groups.setdefault(_question(r), []).append(r)
+    return list(groups.values())
+
+
+def _take(groups: list[list[Record]], n: int) -> tuple[list[Record], list[list[Record]]]:
+    """Whole question groups until `n` records; the last group's surplus rows are dropped (they would
+    put its question on two sides). Returns the records and the groups left."""
+    out, used = [], 0
+    while used < len(groups) and len(out) < n:
+        out += groups[used][: n - len(out)]
+        used += 1
+    return out, groups[used:]
 
 
 def without_test_facts(candidates: list[Record], test: list[Record], n: int) -> tuple[list[Record], int]:
@@ -86,9 +110,11 @@ def load_corpus(c: DeepFusionConf, seed: int) -> Corpus:
     The public data is the paper's server's: correctly labelled records of the same domains that
     state no test fact. Synthetic: records about entities no device or test record mentions
     (generator.PUBLIC_ENTITIES), so only the devices know the facts the test asks about. Real data
-    (local, hub): the records drawn after the devices' share whose question is not a
-    near-duplicate of a test question (without_test_facts). The public validation records
-    (`val`), held out from every training, are what the step selection scores on: synthetic, about
+    (local, hub) without a test split of its own: split by question (`by_question`; FiQA asks a
+    question about 2.6 times), so no question sits on two sides, then the public records are those
+    left whose question is not a near-duplicate of a test question (without_test_facts). The
+    public validation records (`val`), held out from every training, are what the step selection
+    scores on: synthetic, about
     a third set of entities (generator.VALIDATION_ENTITIES) so that, like the test for the server,
     they state facts no training record does; real data, the last public records drawn."""
     d, domain = c.data, c.this_case.domain
@@ -122,7 +148,6 @@ def load_corpus(c: DeepFusionConf, seed: int) -> Corpus:
             f"samples need {need}; lower deepfusion.data.train_samples/test_samples/public_samples/val_samples."
         )
     pool = shuffle(pool, ("split",))
-    a, b = sizes[0], sizes[0] + sizes[1]
     if synthetic_source:
         public = synthetic(
             domain, d.public_samples, d.subdomains, seed=derive_seed("public", seed), role="public"
@@ -130,8 +155,29 @@ def load_corpus(c: DeepFusionConf, seed: int) -> Corpus:
         val = synthetic(
             domain, d.val_samples, d.subdomains, seed=derive_seed("public-val", seed), role="validation"
         )
-        return Corpus(pool[:a], pool[a:b], public, val)
-    return _with_val(Corpus(pool[:a], pool[a:b], _public(pool[b:], pool[a:b], sizes[2], d.source)), d)
+        return Corpus(pool[: sizes[0]], pool[sizes[0] : sizes[0] + sizes[1]], public, val)
+    # Real data: one question on one side only, so devices, test and public take whole groups.
+    groups = by_question(pool)
+    train, rest = _take(groups, sizes[0])
+    test, rest = _take(rest, sizes[1])
+    candidates = [r for g in rest for r in g]
+    log.info(
+        "%s data: %d records asking %d questions; devices %d, test %d, %d left for public and validation",
+        d.source,
+        len(pool),
+        len(groups),
+        len(train),
+        len(test),
+        len(candidates),
+    )
+    if len(train) < sizes[0] or len(test) < sizes[1] or len(candidates) < sizes[2]:
+        raise ConfigError(
+            f"the {d.source} data holds {len(pool)} records asking {len(groups)} distinct questions; split by "
+            f"question (no question on two sides) it gives {len(train)} device, {len(test)} test and "
+            f"{len(candidates)} public candidate records where the scale asks for {sizes[0]}, {sizes[1]} and "
+            f"{sizes[2]} (public and validation); lower deepfusion.data.train_samples/test_samples/public_samples."
+        )
+    return _with_val(Corpus(train, test, _public(candidates, test, sizes[2], d.source)), d)
 
 
 def _with_val(corpus: Corpus, d: DataConf) -> Corpus:

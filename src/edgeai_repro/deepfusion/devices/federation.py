@@ -98,7 +98,14 @@ def device_inputs(s: Setup, index: int, model_type: str, indices: list[int]) -> 
     ):  # where the records came from (absent for synthetic data: same keys as before)
         cs = c.this_case
         path = c.data_path()[0]
-        blob["source"] = {"path": path, "hub": cs.hub_dataset, "languages": list(cs.languages)}
+        # "split": devices draw their records from a corpus split by question (data/corpus.py), so the same
+        # indices name other records than before it was
+        blob["source"] = {
+            "path": path,
+            "hub": cs.hub_dataset,
+            "languages": list(cs.languages),
+            "split": "by_question",
+        }
         if c.data.source == "local" and path:  # a file edited in place trains new devices
             from edgeai_repro.core.files import path_key
 
