@@ -33,6 +33,8 @@ def test_the_dry_run_plans_every_method_at_the_paper_shapes_and_computes_nothing
     gets a micro-batch whose predicted peak fits, in bf16 (QLoRA's devices too), and no cell runs."""
     run = launch(PAPER_DRY_RUN, workdir)
     assert run.returncode == 0, run.stderr[-2000:]
+    # one seed cannot decide a claim: a real run would be refused, the dry run plans and says so
+    assert "a run of this sweep would be refused: report.claims.transfers_device_knowledge" in run.stdout
     out = run.stdout
     assert "7 cells, 7 to run" in out and "nothing is computed" in out  # five methods, start and prior
     rows = [

@@ -189,7 +189,9 @@ class CachingSweeper(BasicSweeper):
         try:  # every claim's check must be able to come out either way at these seeds (report/reach.py)
             check_reachable(self.config, cells)
         except ConfigError as exc:
-            raise SystemExit(f"error: {exc}") from None
+            if not dry_run:
+                raise SystemExit(f"error: {exc}") from None
+            log.warning("a run of this sweep would be refused: %s", exc)  # a dry run plans; it judges nothing
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
