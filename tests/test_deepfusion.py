@@ -782,13 +782,25 @@ def test_the_global_moe_is_sparse_and_fedjets_downloads_a_true_subset(name: str)
     assert global_config(catalog.build_config(arch, arch.tiny), 6).num_experts_per_tok == 2  # tiny unchanged
 
 
+def _local_finance(compose, path: Path):
+    """The typed settings of a smoke Phase I cell reading finance records from a local file."""
+    from edgeai_repro.deepfusion.config import settings
+
+    args = [
+        "experiment=deepfusion/phase1",
+        "scale=smoke",
+        "deepfusion.case=finance",
+        "deepfusion.data.source=local",
+    ]
+    return settings(compose([*args, f"deepfusion.data.path={path}"]))
+
+
 def test_public_data_from_real_files_states_no_test_fact(compose, tmp_path: Path) -> None:
     """Real data repeats questions: a public record whose question near-duplicates a test record's (a
     copy, a changed case or punctuation) is set aside, and the public data still has its
     size; too few records left is one sentence with the counts."""
     import numpy as np
 
-    from edgeai_repro.deepfusion.config import settings
     from edgeai_repro.deepfusion.data.corpus import _question, without_test_facts
 
     rng = np.random.default_rng(0)
@@ -806,14 +818,7 @@ def test_public_data_from_real_files_states_no_test_fact(compose, tmp_path: Path
     pool = [record() for _ in range(400)]
     path = tmp_path / "fin.jsonl"
     data.save_jsonl(pool + pool[:150], path)
-    args = [
-        "experiment=deepfusion/phase1",
-        "scale=smoke",
-        "deepfusion.case=finance",
-        "deepfusion.data.source=local",
-        f"deepfusion.data.path={path}",
-    ]
-    c = settings(compose(args))
+    c = _local_finance(compose, path)
     c.data.train_samples = 200
     corpus = load_corpus(c, 0)
     test_facts = {_question(r) for r in corpus.test}
@@ -838,7 +843,6 @@ def test_real_data_is_split_by_question_so_no_question_sits_on_two_sides(compose
     (other templates); too few questions is one sentence with the counts."""
     import numpy as np
 
-    from edgeai_repro.deepfusion.config import settings
     from edgeai_repro.deepfusion.data.corpus import _question, by_question
 
     rng = np.random.default_rng(1)
@@ -863,14 +867,7 @@ def test_real_data_is_split_by_question_so_no_question_sits_on_two_sides(compose
             )
     path = tmp_path / "fiqa.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    args = [
-        "experiment=deepfusion/phase1",
-        "scale=smoke",
-        "deepfusion.case=finance",
-        "deepfusion.data.source=local",
-        f"deepfusion.data.path={path}",
-    ]
-    c = settings(compose(args))
+    c = _local_finance(compose, path)
     c.data.train_samples, c.data.test_samples = 200, 60
     corpus = load_corpus(c, 0)
     asked = lambda records: {_question(r) for r in records}
