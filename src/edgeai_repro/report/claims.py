@@ -615,7 +615,7 @@ def _extreme(
                 best,
                 ok=[(beyond, reach)],
                 bad=[(inside, reach)],
-                p_ok=min(1.0, k * min(_p(e, (beyond, reach)) for _, e in testable)),
+                p_ok=min(_p(e, (beyond, reach)) for _, e in testable),  # against ALPHA / k (Bonferroni)
                 p_bad=max(_p(e, (inside, reach)) for _, e in testable),
                 share=k,
             )
