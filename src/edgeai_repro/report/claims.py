@@ -363,7 +363,7 @@ def _conclude(
     else:
         verdict = "inconclusive"
         deciding = max(open_, key=lambda j: (j.est.testable, j.p_ok))
-        needed, plan = _seeds_to_decide(testable, open_, unit[0])
+        needed, plan = _seeds_to_decide(judged, len(testable))
     text = (
         f"{what}: {counts}; {'deciding' if verdict != 'inconclusive' else 'least decided'}: "
         f"{deciding.label} {deciding.est.describe()}" + plan
@@ -380,23 +380,23 @@ def _conclude(
     )
 
 
-def _seeds_to_decide(testable: list[Judged], open_: list[Judged], unit: str) -> tuple[dict, str]:
+def _seeds_to_decide(judged: list[Judged], m: int) -> tuple[dict, str]:
     """The seeds (for every item at once) at which each verdict would be reached with 80% power if
-    the estimates and spreads were the truth, and the sentence saying so."""
-    have = min(j.est.n for j in testable)
-    if have < MIN_PLANNING_SEEDS or any(not j.est.testable and j.est.n < 2 for j in open_):
+    the estimates and spreads were the truth, and the sentence saying so; `m` is the size of the
+    claim's Holm family. Items with zero spread over too few sampled seeds plan by a sign test."""
+    have = min(j.est.n for j in judged)
+    if have < MIN_PLANNING_SEEDS:
         return {"held": None, "not_held": None}, (
             f"; run at least {MIN_PLANNING_SEEDS} seeds at every item first: a spread from {have} cannot "
             "plan how many would decide it"
         )
-    m = len(testable)
     # items whose estimate lies on the wrong side of a bound they must clear, the farthest first
     wrong = sorted(
-        (j for j in testable if any(_distance(j.est, t) <= 0 for t in j.ok)),
+        (j for j in judged if any(_distance(j.est, t) <= 0 for t in j.ok)),
         key=lambda j: min(_distance(j.est, t) for t in j.ok),
     )
-    held = None if wrong else seeds_for(lambda n: math.prod(j.power_good(n) for j in testable), have)
-    beyond = [j for j in testable if any(_distance(j.est, t) > 0 for t in j.bad)]
+    held = None if wrong else seeds_for(lambda n: math.prod(j.power_good(n) for j in judged), have)
+    beyond = [j for j in judged if any(_distance(j.est, t) > 0 for t in j.bad)]
     failed = (
         seeds_for(lambda n: 1 - math.prod(1 - j.power_bad(n, ALPHA / m) for j in beyond), have)
         if beyond
