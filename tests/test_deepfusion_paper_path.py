@@ -163,11 +163,16 @@ def test_the_paper_path_runs_end_to_end_on_real_classes(
     assert out.shape[1] == ids.shape[1] + 3
 
 
-@pytest.mark.parametrize("method", ["fedjets", "fedmkt", "ofa_kd", "server_only"])
-def test_every_baseline_runs_the_paper_path(
+@pytest.mark.parametrize(
+    "method", ["deepfusion", "fedjets", "fedmkt", "ofa_kd", "server_only", "centralized"]
+)
+def test_every_method_runs_the_paper_path_in_bf16(
     compose, checkpoints, paper_store: Path, tmp_path: Path, method: str
 ) -> None:
-    """Each baseline on the published checkpoints' classes, a few steps, scored on the trainer's device."""
+    """Each method on the published checkpoints' classes, a few steps, in bf16 (the paper scale's
+    precision: every trainable copy in bf16, devices included), scored on the trainer's device.
+    OFA-KD's vocabulary-wide branch heads were fp32 layers fed bf16 hidden states and crashed at the
+    first step (issue 33 item 2); they are now made in the student's dtype."""
     from edgeai_repro.core.runner import validate
     from edgeai_repro.core.tasks import CellContext
     from edgeai_repro.deepfusion import tasks
@@ -184,6 +189,7 @@ def test_every_baseline_runs_the_paper_path(
             "deepfusion.data.public_samples=8",
             "deepfusion.data.test_samples=8",
             "deepfusion.fedjets.local_epochs=0.1",  # one local step
+            "deepfusion.precision=bf16",
         ]
     )
     validate(cfg)

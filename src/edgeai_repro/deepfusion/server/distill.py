@@ -267,10 +267,12 @@ class Distiller(L.LightningModule):
             if conf.kd in {"vaa", "direct"} and teacher_dims
             else None
         )
+        # OFA's branches train with the student, in its dtype (bf16 at paper scale): fp32 heads fed
+        # bf16 hidden states fail at the first step, and fp32 vocabulary-wide heads double their memory
         self.ofa_heads = (
             nn.ModuleList(
                 OFABranch(student.config.hidden_size, student.config.vocab_size) for _ in range(conf.stages)
-            )
+            ).to(dtype=next(p.dtype for p in student.parameters() if p.is_floating_point()))
             if conf.kd == "ofa"
             else None
         )
