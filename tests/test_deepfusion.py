@@ -705,6 +705,40 @@ def test_bad_settings_are_one_sentence_naming_the_key(compose, override: str, ke
     assert key in message and message.count(". ") <= 1 and message.endswith(".")
 
 
+@pytest.mark.parametrize(
+    ("weights", "trainer", "agrees"),
+    [
+        ("bf16", "16-mixed", False),
+        ("fp32", "bf16-true", False),
+        ("fp16", "bf16-mixed", False),
+        ("bf16", "32-true", True),
+        ("fp32", "bf16-mixed", True),
+        ("bf16", "bf16-mixed", True),
+    ],
+)
+def test_a_trainer_precision_that_contradicts_the_weights_is_one_sentence(
+    compose, weights: str, trainer: str, agrees: bool
+) -> None:
+    """fp16 autocast over bf16 weights, a bf16-true cast of fp32 weights, ...: refused at validation
+    naming both keys; the weights' own type (32-true) and autocast over fp32 weights (mixed
+    precision) agree (issue 33, bad input)."""
+    from edgeai_repro.core.runner import validate
+    from test_config import refusal
+
+    args = [
+        "experiment=deepfusion/phase1",
+        "scale=smoke",
+        f"deepfusion.precision={weights}",
+        f"trainer.precision={trainer}",
+    ]
+    if agrees:
+        validate(compose(args))
+        return
+    message = refusal(compose, args)
+    assert f"trainer.precision={trainer} contradicts deepfusion.precision={weights}" in message
+    assert message.count(". ") <= 1 and message.endswith(".")
+
+
 def test_bad_setting_stops_the_launcher_before_any_training(workdir: Path) -> None:
     out = launch(["experiment=deepfusion/phase1", "scale=smoke", "deepfusion.cluster.k_per_type=3"], workdir)
     assert out.returncode != 0

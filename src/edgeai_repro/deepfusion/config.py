@@ -527,6 +527,29 @@ def validate_memory(cfg: DictConfig) -> None:
         family(c, built, name, "deepfusion.memory.model")
 
 
+# The trainer precisions that agree with each deepfusion.precision (the trainable copies' storage):
+# the weights' own type (32-true computes in it), autocast to a lower type over fp32 weights (mixed
+# precision keeps fp32 master weights), or that same type. Anything else makes Lightning cast or
+# autocast the weights to another type than the plan and the device keys say.
+AGREEING_PRECISIONS = {
+    "fp32": ("32-true", "32", "bf16-mixed", "16-mixed"),
+    "bf16": ("32-true", "32", "bf16-mixed", "bf16-true"),
+    "fp16": ("32-true", "32", "16-mixed", "16-true"),
+}
+
+
+def check_precisions(weights: str, trainer: str) -> None:
+    """Refuse a trainer.precision that contradicts deepfusion.precision (16-mixed over bf16 weights,
+    bf16-true casting fp32 weights, ...), in one sentence naming both keys."""
+    agreeing = AGREEING_PRECISIONS.get(weights, ())
+    require(
+        trainer in agreeing,
+        f"trainer.precision={trainer} contradicts deepfusion.precision={weights} (the trainable copies' type): "
+        f"Lightning would cast or autocast them to another type; use trainer.precision={' or '.join(agreeing[::2])}, "
+        "or change deepfusion.precision.",
+    )
+
+
 def validate_pipeline(cfg: DictConfig, c: DeepFusionConf | None = None) -> None:
     c = c or settings(cfg)
     built = _check_models(c)
@@ -556,6 +579,7 @@ def validate_pipeline(cfg: DictConfig, c: DeepFusionConf | None = None) -> None:
             "bf16 base, labelled as such, with deepfusion.device.mode=lora (one type: +deepfusion.device.modes.<type>=lora).",
         )
     t = cfg.trainer
+    check_precisions(str(c.precision), str(t.precision))
     require(
         t.devices in (1, "1") and t.strategy == "auto",
         f"trainer devices={t.devices}, strategy={t.strategy}: a DeepFusion cell trains its models one at a time on "
