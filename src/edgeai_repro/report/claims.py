@@ -823,33 +823,25 @@ def success_rate(
         f"needed {100 * level:g}% ({claim.why})"
     )
     needed = None
-    if verdict == "inconclusive":
-        per_seed = max(1, len(points))
-        rate = k / n
-        needed = {}
-        parts = []
+    if verdict == "inconclusive" and n < MIN_PLANNING_SEEDS:
+        needed = {"held": None, "not_held": None}
+        what += f"; run at least {MIN_PLANNING_SEEDS} runs first: {n} cannot plan how many would decide it"
+    elif verdict == "inconclusive":
+        per_seed, rate = max(1, len(points)), k / n
+        needed, parts = {}, []
         for side in ("not_held", "held"):
-            possible = rate < level if side == "not_held" else rate > level
-            runs = (
-                seeds_for(lambda m, s=side: rate_power(rate, m, level, s), n)
-                if possible and n >= MIN_PLANNING_SEEDS
-                else None
-            )
-            needed[side] = None if runs is None else math.ceil(runs / per_seed)
-            parts.append(
-                f"about {needed[side]} seeds to reach {side}"
-                if runs is not None
-                else (
-                    f"{side} would need the observed rate on the other side of {level:g}"
-                    if not possible
-                    else ""
+            if (rate < level) if side == "not_held" else (rate > level):
+                runs = seeds_for(lambda m, s=side: rate_power(rate, m, level, s), n)
+                needed[side] = math.ceil(runs / per_seed) if runs <= MAX_SEEDS else MAX_SEEDS + 1
+                parts.append(
+                    f"about {needed[side]} seeds to reach {side}"
+                    if runs <= MAX_SEEDS
+                    else f"more than {MAX_SEEDS:,} runs to reach {side}"
                 )
-            )
-        what += (
-            "; at the observed rate (80% power; a noisy estimate from "
-            + f"{n} runs): "
-            + "; ".join(p for p in parts if p)
-        )
+            else:
+                needed[side] = None
+                parts.append(f"{side} would need the observed rate on the other side of {level:g}")
+        what += f"; at the observed rate (80% power; a noisy estimate from {n} runs): " + "; ".join(parts)
     return Outcome(
         verdict,
         what,

@@ -169,17 +169,17 @@ def power_one_sided(distance: float, sd: float, n: int, alpha: float = ALPHA) ->
     return float(1.0 - nctdtr(n - 1, distance * math.sqrt(n) / sd, crit))
 
 
-def seeds_for(power_at: Callable[[int], float], have: int, target: float = POWER) -> int | None:
-    """The fewest seeds (at least `have`) at which `power_at(n)` reaches `target`; None when it
-    never does (the effect is on the other side); MAX_SEEDS + 1 beyond MAX_SEEDS. Power grows with
-    n, so a doubling search and a bisection find it in a few dozen evaluations."""
+def seeds_for(power_at: Callable[[int], float], have: int, target: float = POWER) -> int:
+    """The fewest seeds (at least `have`) at which `power_at(n)` reaches `target`, MAX_SEEDS + 1
+    beyond MAX_SEEDS. Callers ask only where the effect lies on the side the test looks for, so the
+    power grows to 1 with n: a doubling search and a bisection find it in a few dozen evaluations."""
     lo = max(2, have)
     if power_at(lo) >= target:
         return lo
     hi = lo
     while power_at(hi) < target:
         if hi > MAX_SEEDS:
-            return None if power_at(10**7) < target else MAX_SEEDS + 1
+            return MAX_SEEDS + 1
         lo, hi = hi, hi * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
