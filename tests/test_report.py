@@ -665,3 +665,21 @@ def test_figures_are_checked_for_legends_over_data_and_lookalike_series(tmp_path
     styles = plots.series_styles(methods, methods[:4])
     assert len({(str(s["color"]), s["linestyle"], s["marker"]) for s in styles.values()}) == len(methods)
     assert styles[methods[0]]["lw"] > styles[methods[-1]]["lw"] and styles[methods[-1]]["alpha"] < 1
+
+
+def test_an_undecided_rate_says_how_many_seeds_reach_each_verdict() -> None:
+    """7 of 10 runs against a level of 0.9: inconclusive; at the observed 70% about n runs confirm
+    not_held 80% of the time (checked against the binomial), and held is out of reach."""
+    from scipy.stats import binom
+
+    from edgeai_repro.report.stats import clopper_pearson
+
+    rows = frame({"ours": [1.0] * 7 + [0.0] * 3})
+    out = judge("success_rate", "rate", rows, ["m"], {"metric": "m", "ours": "ours"}, level=0.9, why="w")
+    n = out.seeds_needed["not_held"]
+    power = lambda m: sum(binom.pmf(k, m, 0.7) for k in range(m + 1) if clopper_pearson(k, m)[1] < 0.9)
+    assert out.verdict == "inconclusive" and power(n) >= 0.8 > power(n - 1), n
+    assert (
+        out.seeds_needed["held"] is None
+        and "held would need the observed rate on the other side" in out.evidence
+    )
