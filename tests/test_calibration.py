@@ -17,19 +17,10 @@ import pytest
 from edgeai_repro.report import claims
 from edgeai_repro.report.paper import ClaimSpec, Margin
 from edgeai_repro.report.stats import ALPHA, power_one_sided
-from edgeai_repro.report.table import aggregate, with_points
 
 SIMS = 120
 ERROR_BAR = 0.07  # the bar: null over 16 cells and 5 seeds -> not_held <= 7%
 CELLS, SEEDS = 16, 5
-
-
-def _evidence(rows: pd.DataFrame, metrics: list[str]) -> claims.Evidence:
-    agg = aggregate(rows, "n", None, metrics)
-    per_seed = with_points(rows, "n", None)
-    return claims.Evidence(
-        agg, per_seed.assign(_point=claims.point_labels(per_seed)), "paper", {"scale": "paper"}
-    )
 
 
 def _paired_rows(diff: np.ndarray, base: float = 100.0) -> pd.DataFrame:
@@ -51,7 +42,10 @@ def _rate(verdicts: list[str], verdict: str) -> float:
 
 
 def _run(claim: ClaimSpec, entry: dict, worlds, metrics: list[str]) -> list[str]:
-    return [claims.evaluate([claim], {"c": entry}, _evidence(rows, metrics))[0].verdict for rows in worlds]
+    return [
+        claims.evaluate([claim], {"c": entry}, claims.Evidence.from_rows(rows, "n", None, metrics))[0].verdict
+        for rows in worlds
+    ]
 
 
 COMPARE = {"check": "compare", "metric": "m", "ours": "ours", "baselines": ["base"]}

@@ -20,7 +20,7 @@ from edgeai_repro.report.gather import gather
 from edgeai_repro.report.paper import ClaimSpec, Margin, load_claims, load_table
 from edgeai_repro.report.plots import bar_figure, line_figure
 from edgeai_repro.report.stats import clopper_pearson, estimate, paired, violation_bound
-from edgeai_repro.report.table import aggregate, join_paper, with_points
+from edgeai_repro.report.table import aggregate, join_paper
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,11 +38,7 @@ def frame(values: dict[str, list[float]], metric: str = "m", points: tuple = (1,
 
 
 def evidence(rows: pd.DataFrame, metrics: list[str], scale: str = "paper") -> claims.Evidence:
-    agg = aggregate(rows, "n", None, metrics)
-    per_seed = with_points(rows, "n", None)
-    return claims.Evidence(
-        agg, per_seed.assign(_point=claims.point_labels(per_seed)), scale, {"scale": scale}
-    )
+    return claims.Evidence.from_rows(rows, "n", None, metrics, scale)
 
 
 def judge(

@@ -566,9 +566,8 @@ def validate_pipeline(cfg: DictConfig, c: DeepFusionConf | None = None) -> None:
         "case) =<file.jsonl or a folder with train.jsonl and test.jsonl>.",
     )
     quantised = [m for m in c.this_case.device_models if c.device_mode(m) == "qlora"]
-    if (
-        quantised and not cfg.get("dry_run")
-    ):  # one sentence here, not LoRA under QLoRA's label in every cell (a dry run plans for a machine elsewhere)
+    # one sentence here, not LoRA under QLoRA's label in every cell (a dry run plans for a machine elsewhere)
+    if quantised and not cfg.get("dry_run"):
         from edgeai_repro.deepfusion.devices.training import qlora_problem
 
         problem = qlora_problem()

@@ -26,7 +26,6 @@ from edgeai_repro.report.table import (
     paper_beside_markdown,
     render_markdown,
     unshown_keys,
-    with_points,
 )
 
 
@@ -88,9 +87,7 @@ def improvement_markdown(gains: pd.DataFrame, spec: dict) -> str:
 
 def evidence_of(g: Gathered, agg: pd.DataFrame, spec: dict) -> claim_checks.Evidence:
     """What the claim checks read, from the gathered cells."""
-    rows = with_points(g.rows, spec.get("x"), spec.get("panel")) if not g.rows.empty else None
-    if rows is not None:
-        rows = rows.assign(_point=claim_checks.point_labels(rows))
+    rows = claim_checks.point_rows(g.rows, spec.get("x"), spec.get("panel")) if not g.rows.empty else None
     scale = ", ".join(sorted(g.scales)) or "paper"
     seeds = len(g.seed_wall_s)
     setting = {"scale": scale, "inputs": ", ".join(sorted(g.sources)) or "none"}
@@ -127,6 +124,9 @@ def rejudge(folder: Path, spec: dict, paper_root: Path, paper: str) -> list[dict
     saved = record.get("evidence")
     if saved is None or not (folder / SEEDS_FILE).exists():
         raise FileNotFoundError(f"{folder} has no {SEEDS_FILE} or evidence record; rebuild it from its cells")
+    # panel and x as the text the report wrote (not table.read_table, which parses numbers for the
+    # figures: an x of 16 in a column with empty cells would come back as "16.0", not the "16" that
+    # seeds.csv.gz's point labels say)
     agg = pd.read_csv(
         folder / "table.csv", keep_default_na=False, na_values={"mean": [""], "std": [""], "total": [""]}
     )

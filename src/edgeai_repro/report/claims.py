@@ -33,6 +33,7 @@ claim's declared kind, and must be able to reach both verdicts at the sweep's se
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -57,6 +58,7 @@ from edgeai_repro.report.stats import (
     trials_for,
     violation_bound,
 )
+from edgeai_repro.report.table import aggregate, with_points
 
 VERDICTS = ("held", "not_held", "inconclusive", "not_testable")
 
@@ -75,6 +77,19 @@ class Evidence:
     setting: dict = field(default_factory=dict)
     seed_wall_s: float | None = None
     counterexamples: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_rows(
+        cls, rows: pd.DataFrame, x: str | None, panel, metrics: list[str], scale: str = "paper"
+    ) -> Evidence:
+        """Evidence from per-seed cell rows with no report around them (synthetic tables: the
+        reachability check, the tests): their aggregate and their rows labelled by point."""
+        return cls(aggregate(rows, x, panel, metrics), point_rows(rows, x, panel), scale, {"scale": scale})
+
+    @functools.cached_property
+    def seeds_run(self) -> int:
+        """How many seeds the rows hold (0 without rows)."""
+        return int(self.rows["seed"].nunique()) if self.rows is not None and "seed" in self.rows else 0
 
     def series(self, metric: str, method: str, point: str) -> pd.Series:
         return self._lookup(metric).get((point, method), pd.Series(dtype=float))
@@ -230,6 +245,12 @@ def point_labels(frame: pd.DataFrame) -> list[str]:
     ]
 
 
+def point_rows(rows: pd.DataFrame, x: str | None, panel) -> pd.DataFrame:
+    """Per-seed rows with their panel and x (table.with_points) and the point label the checks key on."""
+    labelled = with_points(rows, x, panel)
+    return labelled.assign(_point=point_labels(labelled))
+
+
 def expand_methods(patterns: list[str], agg: pd.DataFrame, exclude: str = "") -> list[str]:
     """Baseline names, with shell-style patterns ("edge_only+*") expanded over the methods present
     (a pattern never matches `exclude`, the method being judged); a pattern starting with "!"
@@ -342,7 +363,8 @@ def _conclude(
     rejected = dict(zip(map(id, testable), holm([j.p_bad for j in testable])))
     bad = [j for j in testable if rejected[id(j)]]
     ok = [j for j in testable if j.good and not rejected[id(j)]]
-    open_ = [j for j in judged if j not in ok and j not in bad]
+    decided = {id(j) for j in ok + bad}  # by identity: `in` would compare every field of every item
+    open_ = [j for j in judged if id(j) not in decided]
     multiplicity = (
         "one item: its 95% interval against the bound"
         if m == 1
@@ -752,7 +774,7 @@ def violations(ev: Evidence, claim: ClaimSpec, *, ours: str, parts: dict[str, li
     (one part without trials leaves the claim not_testable; too few, inconclusive)."""
     texts, trials_all, missing, short, found = [], 0, [], [], False
     tolerance = claim.at_most
-    seeds = ev.rows["seed"].nunique() if ev.rows is not None and "seed" in ev.rows else 1
+    seeds = max(1, ev.seeds_run)
     needed = trials_for(tolerance)
     more = 0
     for name, (bad_metric, trials_metric) in parts.items():
@@ -891,9 +913,12 @@ def evaluate(claims: list[ClaimSpec], tested: dict[str, dict], ev: Evidence) -> 
                 result = chk.fn(ev, claim, **spec)
             wall = None
             if result.seeds_needed and ev.seed_wall_s:
-                have = ev.rows["seed"].nunique() if ev.rows is not None and "seed" in ev.rows else 0
                 wall = {
-                    side: (max(0, n - have) * ev.seed_wall_s if n is not None and n <= MAX_SEEDS else None)
+                    side: (
+                        max(0, n - ev.seeds_run) * ev.seed_wall_s
+                        if n is not None and n <= MAX_SEEDS
+                        else None
+                    )
                     for side, n in result.seeds_needed.items()
                 }
                 nearer = [s for s in wall.values() if s]

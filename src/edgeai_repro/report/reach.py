@@ -23,7 +23,7 @@ import pandas as pd
 from edgeai_repro.core.errors import ConfigError
 from edgeai_repro.report import claims as claim_checks
 from edgeai_repro.report.paper import ClaimSpec
-from edgeai_repro.report.table import aggregate, panel_keys, with_points
+from edgeai_repro.report.table import panel_keys
 
 BIG = 10.0  # how far past every boundary a synthetic world puts its values, in units of the boundary
 
@@ -128,12 +128,7 @@ def reachable(
             for seed in seeds
             for method in methods
         ]
-        frame = pd.DataFrame(rows)
-        agg = aggregate(frame, x, panel, metrics)
-        per_seed = with_points(frame, x, panel)
-        ev = claim_checks.Evidence(
-            agg, per_seed.assign(_point=claim_checks.point_labels(per_seed)), "paper", {}
-        )
+        ev = claim_checks.Evidence.from_rows(pd.DataFrame(rows), x, panel, metrics)
         spec = {k: v for k, v in entry.items() if k != "setting"}
         out[side] = claim_checks.evaluate([claim], {claim.id: spec}, ev)[0].verdict
     return out
