@@ -119,6 +119,8 @@ class MADDPG(L.LightningModule):
         self.episode_returns: list[float] = []
         self._window: dict[str, list[float]] = {}
         self.updates = 0
+        self._optimizer_states: list[dict] = []
+        self.keep_optimizer_state = False
 
     # -- acting --
     def logits(self, obs: torch.Tensor, target: bool = False) -> torch.Tensor:
@@ -169,7 +171,16 @@ class MADDPG(L.LightningModule):
         return DataLoader(self.buffer, batch_size=None)
 
     def configure_optimizers(self):
-        return optimizers(self)
+        opts = optimizers(self)
+        # With keep_optimizer_state (asosa.warm_replay) a later fit, ASOSA's next outer iteration,
+        # resumes the Adam moments of the last one instead of restarting them.
+        for opt, state in zip(opts, self._optimizer_states, strict=False):
+            opt.load_state_dict(state)
+        return opts
+
+    def on_train_end(self) -> None:
+        if self.keep_optimizer_state:
+            self._optimizer_states = [opt.state_dict() for opt in self.trainer.optimizers]
 
     # -- learning --
     def update(self, batch: dict[str, torch.Tensor], actor_opt, critic_opt) -> dict[str, float]:
