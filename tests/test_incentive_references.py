@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import launch
+from conftest import launch, load_script
 from edgeai_repro.core.errors import ConfigError
-from edgeai_repro.incentive import asosa, game, references
+from edgeai_repro.core.trainer import Trainers
+from edgeai_repro.incentive import asosa, game, policies, references
 from edgeai_repro.incentive.config import IncentiveConf
 from edgeai_repro.incentive.env import IncentiveEnv, World
 from edgeai_repro.incentive.episodes import evaluate, path_behaviour, rollout
@@ -221,3 +222,77 @@ def test_the_last_asosa_iteration_reaches_the_metrics_csv(workdir: Path) -> None
     logged = metrics["asosa/fixed_point_residual"].dropna()
     assert len(logged) == record["iterations"]
     assert logged.iloc[-1] == pytest.approx(record["fixed_point_residual"])
+
+
+def exact_loop(**asosa_settings) -> dict:
+    """ASOSA's outer loop with the exact stage-2 solver (the per-round Nash offers) in place of the
+    learners, fed back by delivery, on a small 5-LMO game with the mean-target cost scale."""
+    c = IncentiveConf()
+    c.method = policies.Equilibrium(name="equilibrium", outer_loop=True)
+    c.env.horizon, c.env.cost_scale = 3, "mean_target"
+    c.asosa.feedback, c.asosa.max_step = "delivery", 0.25
+    c.asosa.max_iters, c.asosa.eval_episodes, c.asosa.nash_iters, c.asosa.exploitability = 20, 2, 40, False
+    for key, value in asosa_settings.items():
+        setattr(c.asosa, key, value)
+    return asosa.run(c, 0)
+
+
+def residuals(out: dict) -> list[float]:
+    return [r["value"] for r in out["curves"] if r["curve"] == "fixed_point_residual"]
+
+
+def test_with_the_exact_stage2_solver_the_outer_loop_reaches_its_fixed_point() -> None:
+    tol = IncentiveConf().asosa.tol
+    out = exact_loop()
+    rec, path = out["records"][0], residuals(out)
+    assert rec["converged"] == 1.0 and rec["fixed_point_residual"] < tol
+    assert path[0] > 4 * tol  # the first game is not already the fixed point
+    # Frozen at the first game, the same solver stays where it started: the loop closed the gap.
+    assert residuals(exact_loop(freeze_stage1=True, max_iters=2)) == pytest.approx([path[0]] * 2)
+
+
+def test_one_noisy_measurement_moves_a_unit_cost_by_at_most_the_cap() -> None:
+    P = np.array([1.0, 2.0])
+    assert asosa.step(P, np.array([15.0, 0.01]), eta=0.5, max_step=0.25) == pytest.approx([1.25, 2.0 / 1.25])
+    assert asosa.step(P, np.array([15.0, 0.01]), eta=0.5, max_step=None) == pytest.approx([8.0, 1.005])
+
+
+def test_the_noise_floor_is_the_spread_of_each_lmos_ratio_around_its_own_mean() -> None:
+    floor = load_script("asosa_noise_floor").floor
+    steady = pd.DataFrame(
+        [
+            {"seed": s, "step": k, "lmo": i, "value": 0.5 + i}
+            for s in (1, 2)
+            for k in (1, 2, 3)
+            for i in (0, 1)
+        ]
+    )
+    assert floor(steady)["floor"] == pytest.approx(0.0)  # far from 1, but steady: no noise
+    noisy = steady.assign(value=steady["value"] * np.where(steady["step"] == 3, 1.2, 0.8))
+    noisy.loc[noisy["step"] == 1, "value"] = 50.0  # the cold first iteration is left out
+    assert floor(noisy)["floor"] == pytest.approx(0.2)
+
+
+def test_the_mean_target_cost_scale_is_not_set_by_the_smallest_target() -> None:
+    c = IncentiveConf()
+    targets, rewards = np.array([0.01, 2.0, 4.0]), np.array([0.01, 2.0, 4.0])  # v0 = 1 for all
+    per_lmo = World.from_equilibrium(c.env, targets, rewards).cost_scale
+    c.env.cost_scale = "mean_target"
+    mean = World.from_equilibrium(c.env, targets, rewards).cost_scale
+    w = c.env.pool(3) / 3
+    assert mean == pytest.approx(c.env.horizon * w / targets.mean())
+    assert per_lmo > 30 * mean
+
+
+def test_warm_replay_keeps_one_buffer_and_the_adam_moments_across_iterations() -> None:
+    c, env, _eq, _world = small()
+    c.asosa.warm_replay = True
+    c.policy.warmup, c.policy.envs = 16, 2
+    learner = asosa.Learner(c, policies.Learned(name="asosa"), 0, Trainers())
+    learner.train(env, 5, 0)
+    buffer, moments = learner.buffer, learner.module._optimizer_states
+    size = buffer.size
+    learner.train(env, 5, 1)
+    assert learner.buffer is buffer and buffer.size > size and moments
+    step = [s["state"][0]["step"] for s in learner.module._optimizer_states]
+    assert all(int(v) == 10 for v in step)  # Adam counted on from the first fit's 5 steps

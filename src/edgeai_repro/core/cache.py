@@ -182,11 +182,12 @@ CACHES: dict[str, Cache] = {
         # incentive v2: references on the evaluation episodes' own workers; v3: best response stops when a
         # sweep gains < tol/100, MADDPG logs its losses once per logging interval
         # v4: judged on the game of the last iteration, per-LMO gaps, exploitability, exact update counts
+        # (issue 38 options: their defaults compute what v5 did, outside the cell ids: no bump)
         _cache(
             "cells/incentive_asosa",
             5,
             ["edgeai_repro.incentive.asosa:run", "edgeai_repro.incentive.asosa:judged"],
-            "441ca6fadc59",
+            "ebc52efd1a01",
         ),
         # devices v6: context-first truncation (the question and answer are never cut); the grouped
         # training (devices/batched.py) stores the same devices up to float summation order: no bump

@@ -25,7 +25,7 @@ import torch
 from edgeai_repro.core.seeding import derive_seed, generator
 from edgeai_repro.core.trainer import Trainers
 from edgeai_repro.incentive import policies, references
-from edgeai_repro.incentive.config import IncentiveConf
+from edgeai_repro.incentive.config import Feedback, IncentiveConf
 from edgeai_repro.incentive.env import IncentiveEnv, World
 from edgeai_repro.incentive.episodes import Behaviour, Outcome, evaluate, path_behaviour
 from edgeai_repro.incentive.stackelberg import Equilibrium, solve
@@ -41,6 +41,7 @@ class Learner:
     trainers: Trainers
     module: object = None
     average: object = None  # the averaged policy (asosa.average_policy)
+    buffer: object = None  # with asosa.warm_replay: one replay buffer for the whole run
     returns: list[float] = field(default_factory=list)
 
     def train(self, env: IncentiveEnv, updates: int, iteration: int) -> Behaviour:
@@ -57,13 +58,23 @@ class Learner:
             self.module = MADDPG(env.n_agents, pconf, reward_scale=scale)
         else:
             self.module.reward_scale.copy_(scale)
-        gen = generator(derive_seed("incentive-buffer", self.seed, iteration))
-        self.module.attach(env, ReplayBuffer(pconf.buffer_size, env.n_agents, pconf.batch_size, gen), gen)
-        # Fill the fresh buffer: random actions the first time; afterwards the warm-started policy
-        # (random transitions would drag a trained critic back toward a bad policy).
-        self.module.collect(
-            max(1, pconf.warmup // env.batch), noise=None if iteration == 0 else pconf.explore_std
-        )
+        if self.buffer is not None:
+            # asosa.warm_replay: the next game's transitions join the same replay buffer (a ring: the
+            # oldest games' leave first), the Adam moments carry over (MADDPG.keep_optimizer_state),
+            # and there is no second warm-up at the initial exploration noise.
+            self.module.attach(env, self.buffer, self.buffer.gen)
+        else:
+            gen = generator(derive_seed("incentive-buffer", self.seed, iteration))
+            buffer = ReplayBuffer(pconf.buffer_size, env.n_agents, pconf.batch_size, gen)
+            self.module.attach(env, buffer, gen)
+            # Fill the fresh buffer: random actions the first time; afterwards the warm-started policy
+            # (random transitions would drag a trained critic back toward a bad policy).
+            self.module.collect(
+                max(1, pconf.warmup // env.batch), noise=None if iteration == 0 else pconf.explore_std
+            )
+            if self.c.asosa.warm_replay:
+                self.buffer = buffer
+                self.module.keep_optimizer_state = True
         start = len(self.module.episode_returns)
         self.trainers.fit(self.module, batches=updates, log_every_n_steps=min(25, updates))
         self.returns.extend(self.module.episode_returns[start:])
@@ -90,6 +101,31 @@ def _gaps(mine: np.ndarray, reference: np.ndarray, rewards: np.ndarray, active: 
     return np.where(active, 100 * (reference - mine) / np.maximum(rewards, 1e-12), np.nan)
 
 
+def feedback(c: IncentiveConf, outcome: Outcome, eq: Equilibrium, P: np.ndarray) -> np.ndarray:
+    """P_hat: the unit costs that stage 2's outcome says stage 1 should use (P itself for LMOs that
+    dropped out or where nothing was measured).
+
+    unit_cost (default): the average price paid, paid / collected. Where no LMO's quota binds, the
+    per-round Nash price is v/2 whatever the workers cost, so mean P_hat / mean P = M / (2 (M - 1))
+    and P shrinks geometrically: no fixed point on the default world (issue 38). delivery:
+    P_hat = P x target / delivered: an LMO whose workers deliver less than its stage-1 target found
+    data dearer than P (more, cheaper), so P rises until stage 2 delivers what stage 1 asks for
+    (raising P lowers the targets and raises the value of data, and with it the delivery)."""
+    if c.asosa.feedback == Feedback.delivery:
+        delivered = np.maximum(outcome.collected, 1e-12 * np.maximum(eq.zeta, 1e-300))
+        measured = P * eq.zeta / delivered
+    else:
+        measured = outcome.unit_cost
+    return np.where(eq.active & np.isfinite(measured), measured, P)
+
+
+def step(P: np.ndarray, measured: np.ndarray, eta: float, max_step: float | None) -> np.ndarray:
+    """P moved eta of the way to P_hat; with max_step, each LMO by at most a factor 1 + max_step
+    either way, so that one noisy measurement (P_hat = 15 P was seen) cannot drop an LMO for good."""
+    moved = np.maximum(P + eta * (measured - P), 1e-6)
+    return moved if max_step is None else np.clip(moved, P / (1 + max_step), P * (1 + max_step))
+
+
 def run(
     c: IncentiveConf,
     seed: int,
@@ -97,8 +133,10 @@ def run(
     checkpoint_dir: Path | None = None,
     progress: Callable[[str], None] = lambda s: None,
     store: Path | None = None,
+    measure: Callable[[int, np.ndarray], None] = lambda k, ratio: None,
 ) -> dict:
-    """One ASOSA run (or a baseline) for one seed; returns the result record and the curves."""
+    """One ASOSA run (or a baseline) for one seed; returns the result record and the curves.
+    `measure(k, ratio)` sees each iteration's P_hat / P per LMO (NaN for dropped LMOs)."""
     trainers = trainers if trainers is not None else Trainers()
     method = policies.build(c.method)
     rng = np.random.default_rng(derive_seed("incentive-instance", seed))
@@ -138,8 +176,9 @@ def run(
             behaviour = method.behaviour(ctx)
         outcome = evaluate(eval_env, behaviour, E, c)
         first = first or outcome
-        measured = np.where(eq.active & np.isfinite(outcome.unit_cost), outcome.unit_cost, P)
-        residual = float(np.max(np.abs(measured - P) / P))  # how far P is from what stage 2 really costs
+        measured = feedback(c, outcome, eq, P)
+        residual = float(np.max(np.abs(measured - P) / P))  # how far P is from what stage 2 implies
+        measure(k, np.where(eq.active, measured / P, np.nan))
         curves += [
             {"curve": name, "step": k + 1, "value": float(v)}
             for name, v in (
@@ -158,8 +197,9 @@ def run(
         converged = residual < c.asosa.tol
         if converged or k == iters - 1:
             break
-        eta = c.asosa.damping / (1 + c.asosa.decay * k)
-        P = np.maximum(P + eta * (measured - P), 1e-6)
+        if not c.asosa.freeze_stage1:
+            eta = c.asosa.damping / (1 + c.asosa.decay * k)
+            P = step(P, measured, eta, c.asosa.max_step)
     assert first is not None
     # The method is judged on the game of its last iteration, the game its loop delivers (for a
     # method without ASOSA's loop, the first and only one), on that game's evaluation episodes.

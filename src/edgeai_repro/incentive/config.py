@@ -18,6 +18,20 @@ class Coupling(Option):
     private = "private"  # one pool per LMO: stage 2 splits into independent one-buyer problems
 
 
+class Feedback(Option):
+    """What stage 2 feeds back to stage 1's unit costs P (ASOSA's outer loop, docs/incentive.md)."""
+
+    unit_cost = "unit_cost"  # P_hat = paid / collected: the average price paid
+    delivery = "delivery"  # P_hat = P x target / delivered: data short of the target cost more than P
+
+
+class CostScale(Option):
+    """How the workers' cost scale is set from the first stage-1 game (env.World)."""
+
+    per_lmo = "per_lmo"  # mean over LMOs of v0 T W / target_m: an LMO near drop-out dominates
+    mean_target = "mean_target"  # v0 T W / mean target
+
+
 class WorkerModel(Option):
     quantal = "quantal"  # logit choice among this round's offers
     adaptive = "adaptive"  # choice probabilities move adapt_rate of the way each round (inertia)
@@ -60,6 +74,9 @@ class EnvConf:
     coupling: Coupling = Coupling.shared
     cost_drift: float = 0.0  # std of the log-normal drift of c_w per round
     worker_model: WorkerModel = WorkerModel.quantal
+    # The workers' cost scale from the first game (env.World). per_lmo (today's) lets an LMO near
+    # stage 1's drop-out threshold make the whole pool dear (issue 38, open: docs/incentive.md).
+    cost_scale: CostScale = CostScale.per_lmo
     adapt_rate: float = 0.5
     welfare_weight: float = 0.0
 
@@ -165,6 +182,17 @@ class AsosaConf:
     max_iters: int = MISSING  # set by the scale
     damping: float = 0.5  # eta_k = damping / (1 + decay k)
     decay: float = 0.5
+    # Stage 2's feedback to P, and the step toward it: P <- P + eta_k (P_hat - P); max_step (when
+    # set) caps each LMO's relative change so that one noisy measurement cannot drop it for good.
+    # Issue 38 (open): the defaults are today's coupling; docs/incentive.md, "ASOSA", says why.
+    feedback: Feedback = Feedback.unit_cost
+    max_step: float | None = None
+    # Stage 1 frozen at the first game: the loop runs and measures, but P never moves (the
+    # residual's noise floor, scripts/asosa_noise_floor.py).
+    freeze_stage1: bool = False
+    # Learners keep one replay buffer and their Adam moments across outer iterations (false: a fresh
+    # buffer, refilled by 512 transitions at the initial exploration noise, and a fresh Adam each time).
+    warm_replay: bool = False
     tol: float = 0.05  # fixed-point residual max_m |P_hat - P| / P below which ASOSA has converged
     updates_first: int = (
         MISSING  # policy updates (one critic + one actor step each) in the first outer iteration
@@ -183,8 +211,11 @@ class AsosaConf:
 
     def check(self, key: str) -> None:
         require(
-            self.max_iters >= 1 and self.tol > 0 and 0 < self.damping <= 1,
-            f"{key} needs max_iters >= 1, tol > 0 and damping in (0, 1].",
+            self.max_iters >= 1
+            and self.tol > 0
+            and 0 < self.damping <= 1
+            and (self.max_step is None or self.max_step > 0),
+            f"{key} needs max_iters >= 1, tol > 0, damping in (0, 1] and max_step > 0 (or null).",
         )
         require(
             self.nash_tol > 0,

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from edgeai_repro.incentive.config import EnvConf
+from edgeai_repro.incentive.config import CostScale, EnvConf
 
 OBS_DIM = 7
 ACT_DIM = 2
@@ -49,8 +49,9 @@ class World:
 
     price_unit: each LMO's first value of a data unit v0 = B_m / zeta_m* (prices are
     action x max_price x v0, in currency). cost_scale: one scale for the shared pool,
-    c_w = kappa_w x mean over active LMOs of v0 T W / zeta0*, so at price v0 a kappa = 1 worker
-    supplies about its 1/(T W) share of an LMO's first target per round. budget_unit: the mean round
+    c_w = kappa_w x mean over active LMOs of v0 T W / zeta0* (env.cost_scale=per_lmo) or
+    kappa_w x v0 T W / mean zeta0* (mean_target), so at price v0 a kappa = 1 worker supplies about
+    its 1/(T W) share of an LMO's first target per round. budget_unit: the mean round
     budget per worker, the unit of participation costs and of the choice temperature. Holding these
     fixed makes workers' costs a property of the world, not of the current prices (otherwise ASOSA
     would chase its own tail).
@@ -66,7 +67,13 @@ class World:
         per_lmo = conf.pool(len(targets)) / len(targets)  # W: an LMO's share of the pool
         fallback = rewards.sum() / max(targets.sum(), 1e-12)
         unit = np.where(active, rewards / np.where(active, targets, 1.0), fallback)
-        scale = float(np.mean((unit * conf.horizon * per_lmo / np.where(active, targets, 1.0))[active]))
+        if conf.cost_scale == CostScale.mean_target:
+            scale = float(np.mean(unit[active]) * conf.horizon * per_lmo / np.mean(targets[active]))
+        else:
+            # The mean of each LMO's v0 T W / target: an LMO near stage 1's drop-out threshold
+            # (target -> 0) makes every worker of the pool dear (seed 0 of 5 LMOs: 19x; its LMOs'
+            # workers then deliver 1-6% of the targets at the Nash offers).
+            scale = float(np.mean((unit * conf.horizon * per_lmo / np.where(active, targets, 1.0))[active]))
         budget = float(np.mean(rewards[active])) / conf.horizon / per_lmo
         return cls(price_unit=unit, cost_scale=scale, budget_unit=budget)
 

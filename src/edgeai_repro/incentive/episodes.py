@@ -29,6 +29,7 @@ class Outcome:
     workers: float  # all workers together
     data: float
     unit_cost: np.ndarray  # (M,) paid / collected, NaN where nothing was collected
+    collected: np.ndarray  # (M,) data each LMO's workers delivered in an episode (all rounds)
     payoff: (
         np.ndarray
     )  # (M,) what each LMO maximises: its reward (utility + welfare_weight x its workers' surplus)
@@ -72,6 +73,7 @@ def evaluate(env: IncentiveEnv, behaviour: Behaviour, E: np.ndarray, c: Incentiv
         workers=float(p["workers"].mean()),
         data=float(totals["credited"].sum(-1).mean()),
         unit_cost=unit,
+        collected=collected / env.batch,
         payoff=p["payoff"].mean(0).numpy(),
     )
 
