@@ -38,14 +38,15 @@ import torch
 from torch import nn
 
 from edgeai_repro.core.errors import ConfigError
+from edgeai_repro.core.optim import adamw
+from edgeai_repro.core.optim import state_bytes as optim_state_bytes
 from edgeai_repro.deepfusion.accounting.comm import GB, dtype_of
 from edgeai_repro.deepfusion.config import LossPath, MemoryConf, Mode
 from edgeai_repro.deepfusion.data.encoding import IGNORE
 from edgeai_repro.deepfusion.models import catalog
 from edgeai_repro.deepfusion.models.moe import is_expert
 
-ADAMW_STATE_BYTES = 8  # two fp32 moments per trainable parameter
-LORA_PARAM_BYTES = 4  # peft keeps adapters in fp32
+LORA_PARAM_BYTES = 4  # peft keeps adapters in fp32 (and their AdamW moments: core/optim.py)
 # NF4 with double quantisation (QLoRA): 4 bits + an 8-bit absmax per 64 weights + an fp32 constant
 # per 256 absmax values = 4.127 bits per weight.
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
@@ -173,7 +174,7 @@ def step_peak(
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 2, (batch, seq_len), generator=g).to(device)
     labels = answer_labels(ids, answer_len) if loss == "answer_only" else ids
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    opt = adamw([p for p in model.parameters() if p.requires_grad], lr=1e-4)  # the training's own
 
     def step(tracker: _PeakTracker | None = None) -> int:
         value = training_loss(model, ids, labels, loss, chunk, answer_len)
@@ -280,13 +281,13 @@ def estimate(config, setup: MemoryConf) -> dict[str, float]:
     biggest = max((m.weight.numel() for m in _block_linears(base)), default=0)
     if setup.mode == "full":
         trainable, weights = params, params * elem
-        optim = params * ADAMW_STATE_BYTES
+        optim = params * optim_state_bytes(dtype)  # moments in the weights' dtype (+ Kahan below fp32)
     else:
         rest = (params - linear) * (4 if upcast else elem)
         weights = (linear * NF4_BYTES if setup.mode == "qlora" else linear * elem) + rest
         trainable = sum(p.numel() for p in lora_wrap(base, setup.lora_r).parameters() if p.requires_grad)
         weights += trainable * LORA_PARAM_BYTES
-        optim = trainable * ADAMW_STATE_BYTES
+        optim = trainable * optim_state_bytes(torch.float32)
     attention = attention_kernel(config, setup.attention)
     step = step_peak(
         _prepared(config, setup, dtype, meta=True),

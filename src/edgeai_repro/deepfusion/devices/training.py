@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from edgeai_repro.core.errors import ConfigError
+from edgeai_repro.core.optim import adamw
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ class DeviceLLM(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.conf.lr, weight_decay=0.0)
+        opt = adamw(params, lr=self.conf.lr)  # Kahan-compensated for bf16 weights (core/optim.py)
         return {
             "optimizer": opt,
             "lr_scheduler": {

@@ -297,6 +297,7 @@ def plan_cells(cells: list[tuple[Any, int]], machine: dict) -> tuple[str, dict]:
     text = [
         f"GPU memory planned for: {f'{limit:g} GB, {RESERVE_GB:g} GB of it kept free' if limit else 'none (CPU: every phase keeps its batch)'}; "
         f"sequence {cells[0][0].deepfusion.data.max_len} tokens; peaks from the memory model (accounting/memory.py) at these shapes",
+        optimizer_line(str(cells[0][0].deepfusion.precision)),
         "",
         *_table(
             rows,
@@ -329,12 +330,31 @@ def plan_cells(cells: list[tuple[Any, int]], machine: dict) -> tuple[str, dict]:
     data = {
         "gpu_memory_gb": limit,
         "reserve_gb": RESERVE_GB,
+        "optimizer": optimizer_line(str(cells[0][0].deepfusion.precision)),
         "phases": [{k: v for k, v in r.items() if k not in ("micro x accum", "peak GB")} for r in rows],
         "host_ram_gb": ram,
         "gpu_hours_estimate": {f"{case}/N={n}": h for (case, n), h in hours.items()},
         "gpu_hours_estimate_total": total,
     }
     return "\n".join(text), data
+
+
+def optimizer_line(precision: str) -> str:
+    """The plan's statement of the optimizer the trainable copies get (core/optim.py) and its memory."""
+    import torch  # inside, as the rest of this module's torch work: `--help` stays fast
+
+    from edgeai_repro.core.optim import LOW_PRECISION, state_bytes
+    from edgeai_repro.deepfusion.accounting.comm import dtype_of
+
+    dtype = dtype_of(precision, "deepfusion.precision")
+    full = (
+        f"AdamW with Kahan-compensated updates (torch-optimi) over {precision} weights, moments and "
+        f"compensation in {precision}: {state_bytes(dtype)} B per fully trained parameter (fp32 master "
+        "weights would hold 4 more, plus fp32 gradients); a plain AdamW step of 2e-5 would round away"
+        if dtype in LOW_PRECISION
+        else f"AdamW over {precision} weights: {state_bytes(dtype)} B of moments per fully trained parameter"
+    )
+    return f"Optimizer: {full}; LoRA/QLoRA adapters are fp32 with fp32 moments ({state_bytes(torch.float32)} B each)."
 
 
 # ------------------------------------------------------------- validation of a launch (registry.py)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from edgeai_repro.core.optim import adamw
 from edgeai_repro.deepfusion.config import KDConf
 from edgeai_repro.deepfusion.data.encoding import IGNORE, encode, pad_batch
 from edgeai_repro.deepfusion.data.records import Record, prompt_of
@@ -324,7 +325,7 @@ class Distiller(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.conf.lr, weight_decay=0.0)
+        opt = adamw(params, lr=self.conf.lr)  # Kahan-compensated for bf16 weights (core/optim.py)
         steps, warmup = max(1, self.conf.steps), round(self.conf.warmup * self.conf.steps)
 
         def schedule(s: int) -> float:  # linear warm-up (kd.warmup of the steps), then cosine to 10%
