@@ -47,6 +47,11 @@ def test_the_dry_run_plans_every_method_at_the_paper_shapes_and_computes_nothing
         assert micro * accum == int(r[6]) and float(r[8].rstrip(" |")) <= 80 - 3, r
         assert r[5] == "bf16", r
     assert re.search(r"All cells: about \d+ GPU-hours \(estimate\)", out)
+    # forward-only work is its own term of the GPU-hours, and the plan states the optimizer (issue 33)
+    assert "forward-only work, its own term" in out and "| forward-only |" in out
+    hours = next(line for line in out.splitlines() if line.startswith("| medical | 16 |")).split(" | ")
+    assert float(hours[-1].rstrip(" |")) > 0
+    assert "Optimizer: AdamW with Kahan-compensated updates (torch-optimi) over bf16 weights" in out
     plan = json.loads(next((workdir / "outputs" / "multirun").rglob("plan.json")).read_text())
     assert plan["deepfusion_fusion"]["gpu_memory_gb"] == 80
     assert not (workdir / "results").exists() and not list((workdir / "outputs").rglob("result.json"))
@@ -230,3 +235,29 @@ def test_a_real_gpu_launch_is_refused_before_any_cell_when_a_phase_or_the_host_r
         plan.check_host_ram(cfg)
     monkeypatch.setattr(gpus, "host_ram_gb", lambda: 1000.0)
     plan.check_host_ram(cfg)  # 4 x 76 GB fit in 1 TB
+
+
+def test_the_forward_only_work_counts_teachers_selection_scoring_and_the_judge(compose) -> None:
+    from edgeai_repro.deepfusion.planning.plan import cell_phases, forward_hours, forward_work
+    from edgeai_repro.deepfusion.server.methods.base import build
+    from edgeai_repro.deepfusion.setup import Setup
+
+    base = [o for o in PAPER_DRY_RUN if o.startswith(("scale=", "deepfusion.data.source", "trainer"))]
+    work = {}
+    for method in ("deepfusion", "fedmkt", "server_only"):
+        s = Setup.of(compose([*base, "task=deepfusion_fusion", f"deepfusion/method={method}"]))
+        m = build(s.conf.method)
+        work[method] = forward_work(s, m, cell_phases(s, m))
+        assert forward_hours(work[method]) > 0
+    c, n, k = s.conf, len(s.types), s.moe_config.num_experts
+    teachers = {m: sum(f.tokens for f in w if f.label.startswith("teacher")) for m, w in work.items()}
+    public = c.data.public_samples * c.data.max_len
+    assert teachers == {
+        "deepfusion": pytest.approx(k * public),
+        "fedmkt": pytest.approx(n * public),
+        "server_only": 0,
+    }
+    labels = {f.label.split(" (")[0] for f in work["server_only"]}
+    assert labels == {"step selection", "test scoring", "judge"}
+    judge = next(f for f in work["server_only"] if f.label == "judge")
+    assert judge.tokens == c.judge["samples"] * (c.data.max_len + c.judge["max_new_tokens"])

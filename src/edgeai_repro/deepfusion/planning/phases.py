@@ -23,6 +23,26 @@ class Phase:
     shared: bool = False  # trained once per (case, N, seed) and shared by every method (the devices)
 
 
+@dataclass(frozen=True)
+class Forward:
+    """Forward-only work of a cell (no gradient): `tokens` tokens through `config`'s model."""
+
+    label: str
+    config: Any
+    tokens: float
+
+
+def teacher_forwards(shape: Shape, each_device: bool) -> list[Forward]:
+    """The teachers' passes over the public data that make the distillation targets: every device's
+    model (each_device: FedMKT), or K cluster teachers (DeepFusion, OFA-KD), whose model types the
+    clustering decides at run time: counted in proportion to the devices' types."""
+    s, c = shape.setup, shape.conf
+    tokens = c.data.public_samples * c.data.max_len
+    n, k = len(s.types), (1 if each_device else shape.moe_config.num_experts)
+    per_type = {t: s.types.count(t) * (1 if each_device else k / n) for t in dict.fromkeys(s.types)}
+    return [Forward(f"teacher targets ({t})", s.model_config(t), tokens * m) for t, m in per_type.items()]
+
+
 def server_budget(moe_config, conf, steps: int | None = None) -> int:
     """Server optimizer steps of a learning baseline: its own `steps`, or DeepFusion's (K domains x
     kd.steps of distillation + tune.steps of Phase III)."""

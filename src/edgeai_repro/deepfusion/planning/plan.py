@@ -22,7 +22,7 @@ from typing import Any
 from edgeai_repro.core.errors import ConfigError, require
 from edgeai_repro.core.gpus import is_gpu
 from edgeai_repro.deepfusion.config import MemoryConf
-from edgeai_repro.deepfusion.planning.phases import Phase, Shape
+from edgeai_repro.deepfusion.planning.phases import Forward, Phase, Shape
 
 GB = 1e9  # decimal, as the memory model and the paper's figures
 RESERVE_GB = (
@@ -174,6 +174,37 @@ def device_phases(s) -> list[Phase]:
     return out
 
 
+def forward_work(s, method, phases: list[Phase]) -> list[Forward]:
+    """A cell's forward-only work: its method's own (teacher targets), the step selection's scoring
+    of the validation records every `select.every` steps of each server phase (the whole cap: an
+    upper bound where patience stops early), the test set's scoring and the judge's generation."""
+    c = s.conf
+    seq = c.data.max_len
+    work = list(method.forwards(Shape(s, s.moe_config, method.steps)))
+    if c.select.every > 0:
+        work += [
+            Forward(
+                f"step selection ({p.label})",
+                p.config,
+                math.ceil(p.steps / c.select.every) * c.data.val_samples * seq,
+            )
+            for p in phases
+            if not p.shared
+        ]
+    if not method.scores_moe:
+        return work
+    work.append(Forward("test scoring", s.moe_config, c.data.test_samples * seq))
+    if c.judge["samples"]:
+        work.append(Forward("judge", s.moe_config, c.judge["samples"] * (seq + c.judge["max_new_tokens"])))
+    return work
+
+
+def forward_hours(work: list[Forward]) -> float:
+    """Estimated GPU-hours of forward-only work: 2 x active parameters x tokens, at the same MFU as
+    training (token-by-token generation runs below it: the judge's share is a lower bound)."""
+    return sum(2 * _active_parameters(f.config) * f.tokens for f in work) / (PEAK_TFLOPS * 1e12 * MFU) / 3600
+
+
 def cell_phases(s, method) -> list[Phase]:
     """Every training phase of the cell: its devices (if the method trains them) and the method's own."""
     shape = Shape(s, s.moe_config, method.steps)
@@ -257,9 +288,11 @@ def plan_cells(cells: list[tuple[Any, int]], machine: dict) -> tuple[str, dict]:
         seq, precision = s.conf.data.max_len, str(s.conf.precision)
         ram = max(ram, host_ram_gb(s))
         group = (s.conf.case, s.conf.devices)
-        h = hours.setdefault(group, {"cells": 0, "devices": 0.0, "server": 0.0})
+        h = hours.setdefault(group, {"cells": 0, "devices": 0.0, "server": 0.0, "forward": 0.0})
         h["cells"] += n_seeds
-        for phase in cell_phases(s, method):
+        phases = cell_phases(s, method)
+        h["forward"] += forward_hours(forward_work(s, method, phases)) * n_seeds
+        for phase in phases:
             f = fit_for(s, phase)
             est = gpu_hours(phase, seq)
             if phase.shared:  # the devices of a (case, N, seed): once, whichever method trains them first
@@ -293,7 +326,7 @@ def plan_cells(cells: list[tuple[Any, int]], machine: dict) -> tuple[str, dict]:
     rows.sort(
         key=lambda r: (cases.index(r["case"]), r["method"] != "(devices)")
     )  # stable: methods in sweep order
-    total = sum(h["devices"] + h["server"] for h in hours.values())
+    total = sum(h["devices"] + h["server"] + h["forward"] for h in hours.values())
     text = [
         f"GPU memory planned for: {f'{limit:g} GB, {RESERVE_GB:g} GB of it kept free' if limit else 'none (CPU: every phase keeps its batch)'}; "
         f"sequence {cells[0][0].deepfusion.data.max_len} tokens; peaks from the memory model (accounting/memory.py) at these shapes",
@@ -309,7 +342,9 @@ def plan_cells(cells: list[tuple[Any, int]], machine: dict) -> tuple[str, dict]:
         "",
         "GPU-hours (an estimate, not a measurement: 6 x active parameters x tokens per full training step, 4 x "
         f"for adapters, +1/3 with checkpointing, at {MFU:.0%} of an H100's {PEAK_TFLOPS:g} bf16 TFLOP/s; "
-        "forward passes not counted):",
+        "forward-only work, its own term, at 2 x active parameters x tokens: the teachers' targets on the public "
+        "data, the step selection's scoring (every select.every steps of the whole cap: an upper bound), the test "
+        "scoring and the judge's generation (a lower bound there: generation runs below the training MFU)):",
         "",
         *_table(
             [
@@ -319,10 +354,11 @@ def plan_cells(cells: list[tuple[Any, int]], machine: dict) -> tuple[str, dict]:
                     "cells": h["cells"],
                     "devices (shared)": f"{h['devices']:.1f}",
                     "methods": f"{h['server']:.1f}",
+                    "forward-only": f"{h['forward']:.1f}",
                 }
                 for (case, n), h in hours.items()
             ],
-            ["case", "N", "cells", "devices (shared)", "methods"],
+            ["case", "N", "cells", "devices (shared)", "methods", "forward-only"],
         ),
         "",
         f"All cells: about {total:.0f} GPU-hours (estimate).",

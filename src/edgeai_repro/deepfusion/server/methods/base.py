@@ -27,7 +27,7 @@ from edgeai_repro.deepfusion.data.encoding import QADataset, loader
 from edgeai_repro.deepfusion.data.records import text_of
 from edgeai_repro.deepfusion.devices.federation import Device
 from edgeai_repro.deepfusion.models import catalog, checkpoints, moe
-from edgeai_repro.deepfusion.planning.phases import Phase, Shape, server_budget
+from edgeai_repro.deepfusion.planning.phases import Forward, Phase, Shape, server_budget
 from edgeai_repro.deepfusion.server import align
 from edgeai_repro.deepfusion.server.clustering import proxy
 from edgeai_repro.deepfusion.server.distill import Distiller, KDDataset, add_teacher, kd_loader
@@ -309,6 +309,7 @@ class Method:
     steps: int | None = (
         None  # learning baselines: server optimizer steps; None = DeepFusion's (Server.budget)
     )
+    scores_moe: bool = True  # its test scoring and judge run a global MoE (the unigram prior's do not)
 
     def __call__(self, s: Server) -> Fused:
         raise NotImplementedError(f"{type(self).__name__} does not implement __call__")
@@ -316,6 +317,11 @@ class Method:
     def phases(self, shape: Shape) -> list[Phase]:
         """The server-side training phases this method runs (plan.py plans their memory; the
         devices' phase is added there for every method that trains devices)."""
+        return []
+
+    def forwards(self, shape: Shape) -> list[Forward]:
+        """Forward-only work of its own (teacher targets) beside what every cell runs (step
+        selection, test scoring, the judge: plan.forward_work)."""
         return []
 
 

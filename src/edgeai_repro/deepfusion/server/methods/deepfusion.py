@@ -12,7 +12,7 @@ from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.deepfusion.config import KDConf
 from edgeai_repro.deepfusion.evaluation.scores import evaluate
 from edgeai_repro.deepfusion.models import moe
-from edgeai_repro.deepfusion.planning.phases import Phase, Shape
+from edgeai_repro.deepfusion.planning.phases import Forward, Phase, Shape, teacher_forwards
 from edgeai_repro.deepfusion.server.clustering import cluster
 from edgeai_repro.deepfusion.server.distill import Distiller, KDDataset, kd_loader
 from edgeai_repro.deepfusion.server.methods.base import Fused, Method, Server, tune
@@ -123,3 +123,6 @@ class DeepFusion(Method):
 
     def phases(self, shape: Shape) -> list[Phase]:
         return fuse_phases(shape)
+
+    def forwards(self, shape: Shape) -> list[Forward]:
+        return teacher_forwards(shape, each_device=False)  # one teacher per cluster

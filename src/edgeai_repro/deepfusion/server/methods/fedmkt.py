@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from edgeai_repro.core.seeding import derive_seed
 from edgeai_repro.deepfusion.accounting import comm
-from edgeai_repro.deepfusion.planning.phases import Phase, Shape
+from edgeai_repro.deepfusion.planning.phases import Forward, Phase, Shape, teacher_forwards
 from edgeai_repro.deepfusion.server.distill import Distiller, KDDataset, kd_loader
 from edgeai_repro.deepfusion.server.methods.base import Fused, Method, Server
 
@@ -50,3 +50,6 @@ class FedMKT(Method):
 
     def phases(self, shape: Shape) -> list[Phase]:
         return [shape.server_phase("distillation of the devices' logits")]
+
+    def forwards(self, shape: Shape) -> list[Forward]:
+        return teacher_forwards(shape, each_device=True)  # every device's logits on the public data

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from edgeai_repro.deepfusion.planning.phases import Phase, Shape
+from edgeai_repro.deepfusion.planning.phases import Forward, Phase, Shape, teacher_forwards
 from edgeai_repro.deepfusion.server.methods.base import Fused, Method, Server
 from edgeai_repro.deepfusion.server.methods.deepfusion import fuse, fuse_phases
 
@@ -19,3 +19,6 @@ class OFAKD(Method):
 
     def phases(self, shape: Shape) -> list[Phase]:
         return fuse_phases(shape)  # DeepFusion's pipeline (OFA's branches are a few linear layers)
+
+    def forwards(self, shape: Shape) -> list[Forward]:
+        return teacher_forwards(shape, each_device=False)  # DeepFusion's cluster teachers

@@ -47,6 +47,7 @@ def answer_unigram(ds: QADataset, vocab: int) -> torch.Tensor:
 @dataclass
 class Prior(Reference):
     name: str = "prior"
+    scores_moe: bool = False
 
     def __call__(self, s: Server) -> Fused:
         ds = QADataset(s.corpus.public, s.moe_tok, s.conf.data.max_len)
