@@ -190,6 +190,7 @@ def test_every_method_runs_the_paper_path_in_bf16(
             "deepfusion.data.test_samples=8",
             "deepfusion.fedjets.local_epochs=0.1",  # one local step
             "deepfusion.precision=bf16",
+            "deepfusion.attention=sdpa",  # the paper scale's kernel (conf/deepfusion/scale/paper.yaml)
         ]
     )
     validate(cfg)
@@ -197,6 +198,25 @@ def test_every_method_runs_the_paper_path_in_bf16(
     record = result["records"][0]
     assert record["method"] == method and 0 < record["log_ppl"] < 20 and record["experts"] == 3
     assert result["scoring_device"] == "cpu"  # the trainer's accelerator (trainer=cpu here)
+
+
+@pytest.mark.parametrize("kernel", ["sdpa", "eager"])
+def test_every_model_runs_the_configured_attention_whatever_its_config_came_from(
+    compose, checkpoints, tmp_path: Path, kernel: str
+) -> None:
+    """A checkpoint's config.json names no kernel and the packaged configs say eager; the models a
+    paper-scale cell builds or loads run deepfusion.attention (sdpa at paper scale: what the plan
+    assumes; an eager config cost about 10 GB per phase at micro-batch 16)."""
+    from edgeai_repro.deepfusion.models import checkpoints as ckpt
+    from edgeai_repro.deepfusion.setup import Setup
+
+    s = Setup.of(compose([*paper_overrides(checkpoints, tmp_path), f"deepfusion.attention={kernel}"]))
+    for name in (*dict.fromkeys(s.types), s.case.moe):
+        assert s.model_config(name)._attn_implementation == kernel, name
+    assert s.moe_config._attn_implementation == kernel
+    loaded = ckpt.pretrained(s.family("gpt2"), checkpoints["gpt2"], attention=kernel)
+    assert loaded.config._attn_implementation == kernel
+    assert compose(["task=deepfusion_fusion", "scale=paper"]).deepfusion.attention == "sdpa"
 
 
 def test_a_deepseek_layout_moe_runs_the_paper_path(

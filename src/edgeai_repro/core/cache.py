@@ -190,7 +190,9 @@ CACHES: dict[str, Cache] = {
             "ebc52efd1a01",
         ),
         # devices v6: context-first truncation (the question and answer are never cut); the grouped
-        # training (devices/batched.py) stores the same devices up to float summation order: no bump
+        # training (devices/batched.py) stores the same devices up to float summation order: no bump;
+        # deepfusion.attention on paper-scale loads (sdpa): the same function up to float order, and
+        # tiny devices load as before: no bump
         _cache(
             "deepfusion/devices",
             6,
@@ -200,7 +202,7 @@ CACHES: dict[str, Cache] = {
                 "edgeai_repro.deepfusion.devices.federation:_store",
                 "edgeai_repro.deepfusion.devices.federation:base_model",
             ],
-            "75f146bbe802",
+            "ba6fce96e732",
         ),
         # inits v2: context-first truncation; computed under the entry's lock (load_or_make): same output, no bump
         _cache(

@@ -79,6 +79,14 @@ class Attention(Option):
     eager = "eager"
 
 
+class Kernel(Option):
+    """The attention implementation every model of a cell runs (transformers' attn_implementation)."""
+
+    eager = "eager"  # the written-out softmax: saved activations are the real ones (tiny scale)
+    sdpa = "sdpa"  # torch's fused scaled_dot_product_attention (paper scale: what the plan assumes)
+    flash_attention_2 = "flash_attention_2"  # needs the flash-attn package and a GPU
+
+
 class Assignment(Option):
     balanced = "balanced"  # a shuffled round-robin list: every type has at least N // #types devices
     random = "random"  # each device draws its type (the paper's wording)
@@ -416,6 +424,10 @@ class DeepFusionConf:
     # dtype of every method's trainable copy (devices' full fine-tuning, Phase II students, the merged and
     # the published MoE, FedJETS' local MoE): one policy for all methods; bf16 at paper scale
     precision: Format = Format.fp32
+    # Every model's attention kernel, whatever its config came from (a hub config, a local folder,
+    # the packaged values): sdpa at paper scale, where the run plan assumes a fused kernel (an eager
+    # config cost about 10 GB per phase at micro-batch 16); eager at tiny scale, as before.
+    attention: Kernel = Kernel.eager
     save_model: bool = False  # a fusion cell saves its global MoE (save_pretrained) under its run folder
 
     @property

@@ -8,6 +8,7 @@ from edgeai_repro.deepfusion import config  # noqa: F401  (its schema must be in
 # summation order (devices/batched.py), so it is never part of a cell's identity.
 NEUTRAL = (
     ("precision", "fp32"),
+    ("attention", "eager"),
     ("kd.warmup", 0.0),
     ("device.full_lr", None),
     ("select.patience", 0),  # the whole cap: what the selection did before patience existed

@@ -74,7 +74,11 @@ class Setup:
         if name not in self._configs:
             from edgeai_repro.deepfusion.models.checkpoints import model_config
 
-            self._configs[name] = model_config(self.family(name), self.conf.models, self.folders.get(name))
+            config = model_config(self.family(name), self.conf.models, self.folders.get(name))
+            # deepfusion.attention, whatever the config came from (a hub or local config.json names
+            # none, the packaged one eager): the models built from it run the kernel the plan assumes.
+            config._attn_implementation = str(self.conf.attention)
+            self._configs[name] = config
         return self._configs[name]
 
     @cached_property

@@ -45,7 +45,11 @@ def base_model(s: Setup, model_type: str) -> torch.nn.Module:
     arch = s.family(model_type)
     if s.conf.models == "paper":  # QLoRA computes in bf16; full and LoRA train in the cell's precision
         return pretrained(
-            arch, s.folders.get(model_type), torch.bfloat16 if qlora else s.train_dtype, **kwargs
+            arch,
+            s.folders.get(model_type),
+            torch.bfloat16 if qlora else s.train_dtype,
+            str(s.conf.attention),
+            **kwargs,
         )
     torch.manual_seed(derive_seed("init", model_type, s.conf.device.init_seed) % 2**62)
     model = catalog.real_model(s.model_config(model_type))

@@ -230,11 +230,16 @@ def check_paper_sources(
 
 
 def pretrained(
-    arch: families.Arch, folder: str | None = None, dtype: torch.dtype = torch.bfloat16, **kwargs
+    arch: families.Arch,
+    folder: str | None = None,
+    dtype: torch.dtype = torch.bfloat16,
+    attention: str | None = None,
+    **kwargs,
 ) -> nn.Module:
     """The published checkpoint of `arch`, from a local folder when one is given (a pre-filled
     cache, an offline mirror: `paths.checkpoints.<model>`), else from its hub id. A checkpoint in
-    DeepSeek-MoE's layout (config.json model_type "deepseek") is mapped onto Qwen2-MoE."""
+    DeepSeek-MoE's layout (config.json model_type "deepseek") is mapped onto Qwen2-MoE. `attention`
+    (deepfusion.attention) sets the attention kernel; None leaves transformers' choice."""
     import huggingface_hub
     import transformers
 
@@ -254,7 +259,12 @@ def pretrained(
     if raw.get("model_type") == "deepseek":
         if not local:  # pragma: no cover - needs the hub
             source = huggingface_hub.snapshot_download(source, allow_patterns=["*.json", "*.safetensors"])
-        return load_deepseek_moe(source, dtype)
+        model = load_deepseek_moe(source, dtype)
+        if attention is not None:
+            model.set_attn_implementation(attention)
+        return model
+    if attention is not None:
+        kwargs["attn_implementation"] = attention
     return transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
 
 

@@ -45,8 +45,17 @@ class Fit:
 def _memory_conf(phase: Phase, seq: int, precision: str, lora_r: int, batch: int) -> MemoryConf:
     # QLoRA computes in bf16 whatever the cell's precision (bitsandbytes' compute dtype).
     dtype = "bf16" if phase.mode == "qlora" else precision
+    # The kernel the cell runs (deepfusion.attention, set on every config it builds): eager keeps the
+    # (seq x seq) scores; sdpa and flash are fused where the family's class supports them ("auto").
+    eager = getattr(phase.config, "_attn_implementation", None) == "eager"
     return MemoryConf(
-        model=phase.model, mode=phase.mode, batch=batch, seq_len=seq, dtype=dtype, lora_r=lora_r
+        model=phase.model,
+        mode=phase.mode,
+        batch=batch,
+        seq_len=seq,
+        dtype=dtype,
+        lora_r=lora_r,
+        attention="eager" if eager else "auto",
     )
 
 

@@ -147,7 +147,9 @@ class Server:
         """Paper scale: the published MoE (checkpoints.pretrained), keeping in every layer the K
         experts the public data routes to most, so that DeepFusion's K domains start from them."""
         name = self.setup.case.moe
-        full = checkpoints.pretrained(self.setup.family(name), self.setup.folders.get(name)).to(self.device)
+        full = checkpoints.pretrained(
+            self.setup.family(name), self.setup.folders.get(name), attention=str(self.conf.attention)
+        ).to(self.device)
         ds = QADataset(self.corpus.public[:64], self.moe_tok, self.conf.data.max_len)
         usage = checkpoints.expert_usage(full, list(loader(ds, 16, 0, False)))
         return checkpoints.keep_experts(full, self.moe_config, usage).cpu()  # Lightning moves what trains
