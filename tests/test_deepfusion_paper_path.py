@@ -217,6 +217,10 @@ def test_every_model_runs_the_configured_attention_whatever_its_config_came_from
     loaded = ckpt.pretrained(s.family("gpt2"), checkpoints["gpt2"], attention=kernel)
     assert loaded.config._attn_implementation == kernel
     assert compose(["task=deepfusion_fusion", "scale=paper"]).deepfusion.attention == "sdpa"
+    # a family whose class has no SDPA (transformers' BLOOM refuses it) runs eager
+    from edgeai_repro.deepfusion.models import catalog
+
+    assert catalog.kernel_for(catalog.build_config(archs.packaged("bloom")), kernel) == "eager"
 
 
 def test_a_deepseek_layout_moe_runs_the_paper_path(

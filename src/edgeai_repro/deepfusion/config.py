@@ -87,6 +87,11 @@ class Kernel(Option):
     flash_attention_2 = "flash_attention_2"  # needs the flash-attn package and a GPU
 
 
+class OptimizerState(Option):
+    adamw = "adamw"  # Fig. 7's setting: torch's AdamW, counted with two fp32 moments
+    training = "training"  # our trainings' (core/optim.py): Kahan-compensated over bf16 weights
+
+
 class Assignment(Option):
     balanced = "balanced"  # a shuffled round-robin list: every type has at least N // #types devices
     random = "random"  # each device draws its type (the paper's wording)
@@ -210,6 +215,8 @@ class MemoryConf:
     gradient_checkpointing: bool | None = None  # None: as the mode's code path (on for qlora)
     kbit_upcast: bool | None = None  # None: as the mode's code path (on for qlora)
     overhead_gb: float = 0.0  # fixed framework overhead (CUDA context, allocator); fitted in a preset
+    # the optimizer counted: Fig. 7's, or what our own trainings run (the run plan's)
+    optimizer: OptimizerState = OptimizerState.adamw
 
     def check(self, key: str) -> None:
         require(

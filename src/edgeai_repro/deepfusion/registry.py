@@ -9,6 +9,7 @@ from edgeai_repro.deepfusion import config  # noqa: F401  (its schema must be in
 NEUTRAL = (
     ("precision", "fp32"),
     ("attention", "eager"),
+    ("memory.optimizer", "adamw"),
     ("kd.warmup", 0.0),
     ("device.full_lr", None),
     ("select.patience", 0),  # the whole cap: what the selection did before patience existed

@@ -72,12 +72,13 @@ class Setup:
         """The transformers config of model `name` as this cell loads it (the local checkpoint's own
         at paper scale, else the published or tiny values), built once."""
         if name not in self._configs:
+            from edgeai_repro.deepfusion.models.catalog import kernel_for
             from edgeai_repro.deepfusion.models.checkpoints import model_config
 
             config = model_config(self.family(name), self.conf.models, self.folders.get(name))
             # deepfusion.attention, whatever the config came from (a hub or local config.json names
             # none, the packaged one eager): the models built from it run the kernel the plan assumes.
-            config._attn_implementation = str(self.conf.attention)
+            config._attn_implementation = kernel_for(config, str(self.conf.attention))
             self._configs[name] = config
         return self._configs[name]
 

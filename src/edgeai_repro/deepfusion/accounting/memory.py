@@ -46,7 +46,17 @@ from edgeai_repro.deepfusion.data.encoding import IGNORE
 from edgeai_repro.deepfusion.models import catalog
 from edgeai_repro.deepfusion.models.moe import is_expert
 
-LORA_PARAM_BYTES = 4  # peft keeps adapters in fp32 (and their AdamW moments: core/optim.py)
+ADAMW_STATE_BYTES = 8  # Fig. 7's setting: two fp32 moments per trainable parameter (mixed precision)
+LORA_PARAM_BYTES = 4  # peft keeps adapters in fp32
+
+
+def state_bytes(setup: MemoryConf, dtype: torch.dtype) -> int:
+    """Optimizer bytes per trained parameter stored in `dtype`: Fig. 7's AdamW with fp32 moments, or
+    (optimizer=training, the run plan) what our trainings' AdamW keeps (core/optim.py: moments in
+    the weights' dtype, plus the Kahan compensation below fp32)."""
+    return optim_state_bytes(dtype) if setup.optimizer == "training" else ADAMW_STATE_BYTES
+
+
 # NF4 with double quantisation (QLoRA): 4 bits + an 8-bit absmax per 64 weights + an fp32 constant
 # per 256 absmax values = 4.127 bits per weight.
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
@@ -156,6 +166,7 @@ def step_peak(
     loss: str = "full",
     chunk: int = 1024,
     answer_len: int = 64,
+    optimizer: str = "adamw",
 ) -> dict[str, int]:
     """Peak bytes one AdamW training step (forward, loss, backward, optimizer step) allocates after
     its optimizer states exist (a step after the first), and the bytes still live when the forward pass ends (saved activations and the
@@ -174,7 +185,9 @@ def step_peak(
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 2, (batch, seq_len), generator=g).to(device)
     labels = answer_labels(ids, answer_len) if loss == "answer_only" else ids
-    opt = adamw([p for p in model.parameters() if p.requires_grad], lr=1e-4)  # the training's own
+    trained = [p for p in model.parameters() if p.requires_grad]
+    # Fig. 7's setting: torch's AdamW; our trainings' (the run plan): core/optim.adamw
+    opt = adamw(trained, lr=1e-4) if optimizer == "training" else torch.optim.AdamW(trained, lr=1e-4)
 
     def step(tracker: _PeakTracker | None = None) -> int:
         value = training_loss(model, ids, labels, loss, chunk, answer_len)
@@ -281,13 +294,13 @@ def estimate(config, setup: MemoryConf) -> dict[str, float]:
     biggest = max((m.weight.numel() for m in _block_linears(base)), default=0)
     if setup.mode == "full":
         trainable, weights = params, params * elem
-        optim = params * optim_state_bytes(dtype)  # moments in the weights' dtype (+ Kahan below fp32)
+        optim = params * state_bytes(setup, dtype)
     else:
         rest = (params - linear) * (4 if upcast else elem)
         weights = (linear * NF4_BYTES if setup.mode == "qlora" else linear * elem) + rest
         trainable = sum(p.numel() for p in lora_wrap(base, setup.lora_r).parameters() if p.requires_grad)
         weights += trainable * LORA_PARAM_BYTES
-        optim = trainable * optim_state_bytes(torch.float32)
+        optim = trainable * state_bytes(setup, torch.float32)  # adapters are fp32
     attention = attention_kernel(config, setup.attention)
     step = step_peak(
         _prepared(config, setup, dtype, meta=True),
@@ -298,6 +311,7 @@ def estimate(config, setup: MemoryConf) -> dict[str, float]:
         loss=setup.loss,
         chunk=setup.loss_chunk,
         answer_len=setup.answer_len,
+        optimizer=setup.optimizer,
     )
     # NF4 layers compute from a bf16 copy of their weight, made per call and dropped after it.
     dequant = biggest * 2 if setup.mode == "qlora" else 0
@@ -389,6 +403,7 @@ def measure_peak(config, setup: MemoryConf, seed: int = 0) -> dict[str, float]:
         loss=setup.loss,
         chunk=setup.loss_chunk,
         answer_len=setup.answer_len,
+        optimizer=setup.optimizer,
     )
     return {
         "weights": step["weights"],

@@ -43,6 +43,16 @@ def build_config(
     return cfg
 
 
+def kernel_for(config: transformers.PretrainedConfig, wanted: str) -> str:
+    """`wanted` (deepfusion.attention) where the family's transformers class supports it, else eager
+    (transformers' BLOOM has no SDPA and refuses it)."""
+    if wanted == "eager":
+        return wanted
+    cls = transformers.AutoModelForCausalLM._model_mapping[type(config)]
+    flag = "_supports_flash_attn" if wanted == "flash_attention_2" else "_supports_sdpa"
+    return wanted if getattr(cls, flag, False) else "eager"
+
+
 def meta_model(config: transformers.PretrainedConfig, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
     """The causal LM for `config` on the meta device: exact shapes, no memory, no download."""
     with torch.device("meta"):

@@ -261,10 +261,11 @@ def pretrained(
             source = huggingface_hub.snapshot_download(source, allow_patterns=["*.json", "*.safetensors"])
         model = load_deepseek_moe(source, dtype)
         if attention is not None:
-            model.set_attn_implementation(attention)
+            model.set_attn_implementation(catalog.kernel_for(model.config, attention))
         return model
     if attention is not None:
-        kwargs["attn_implementation"] = attention
+        config = transformers.AutoConfig.from_pretrained(source)
+        kwargs["attn_implementation"] = catalog.kernel_for(config, attention)
     return transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
 
 

@@ -56,6 +56,7 @@ def _memory_conf(phase: Phase, seq: int, precision: str, lora_r: int, batch: int
         dtype=dtype,
         lora_r=lora_r,
         attention="eager" if eager else "auto",
+        optimizer="training",
     )
 
 
