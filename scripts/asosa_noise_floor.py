@@ -37,9 +37,8 @@ def floor(ratios: pd.DataFrame, quantile: float = 0.95) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     import torch
-    from hydra import compose, initialize_config_dir
 
-    from edgeai_repro.cli import conf_dir, load_papers
+    from edgeai_repro.cli import compose_config
     from edgeai_repro.incentive import asosa
     from edgeai_repro.incentive.config import settings
 
@@ -49,19 +48,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("overrides", nargs="*", help="launcher overrides (scale=..., incentive....)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    load_papers()
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "task=incentive_asosa",
-                "incentive.asosa.freeze_stage1=true",
-                "incentive.asosa.exploitability=false",
-                f"incentive.asosa.max_iters={args.iters}",
-                "incentive.asosa.tol=1e-12",  # never stop early: every iteration is a measurement
-                *args.overrides,
-            ],
-        )
+    cfg = compose_config(
+        [
+            "task=incentive_asosa",
+            "incentive.asosa.freeze_stage1=true",
+            "incentive.asosa.exploitability=false",
+            f"incentive.asosa.max_iters={args.iters}",
+            "incentive.asosa.tol=1e-12",  # never stop early: every iteration is a measurement
+            *args.overrides,
+        ]
+    )
     c = settings(cfg)
     rows: list[dict] = []
     for seed in args.seeds:

@@ -212,14 +212,11 @@ def refigure(names: list[str], snapshot: Path = SNAPSHOT) -> None:
 def composed_report(name: str, scale: str) -> dict:
     """An experiment's report block as the launcher composes it at `scale` (claims may name the
     run's own keys, so the plain YAML is not enough)."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from edgeai_repro.cli import conf_dir, load_papers
+    from edgeai_repro.cli import compose_config
 
-    load_papers()
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=[f"experiment={name}", f"scale={scale}"])
+    cfg = compose_config([f"experiment={name}", f"scale={scale}"])
     return OmegaConf.to_container(cfg.report, resolve=True)
 
 

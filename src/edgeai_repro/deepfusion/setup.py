@@ -78,7 +78,7 @@ class Setup:
             config = model_config(self.family(name), self.conf.models, self.folders.get(name))
             # deepfusion.attention, whatever the config came from (a hub or local config.json names
             # none, the packaged one eager): the models built from it run the kernel the plan assumes.
-            config._attn_implementation = kernel_for(config, str(self.conf.attention))
+            config._attn_implementation = kernel_for(type(config), str(self.conf.attention))
             self._configs[name] = config
         return self._configs[name]
 

@@ -56,6 +56,7 @@ class Learner:
         if self.module is None:
             torch.manual_seed(derive_seed("incentive-policy", self.seed))
             self.module = MADDPG(env.n_agents, pconf, reward_scale=scale)
+            self.module.keep_optimizer_state = self.c.asosa.warm_replay
         else:
             self.module.reward_scale.copy_(scale)
         if self.buffer is not None:
@@ -74,7 +75,6 @@ class Learner:
             )
             if self.c.asosa.warm_replay:
                 self.buffer = buffer
-                self.module.keep_optimizer_state = True
         start = len(self.module.episode_returns)
         self.trainers.fit(self.module, batches=updates, log_every_n_steps=min(25, updates))
         self.returns.extend(self.module.episode_returns[start:])

@@ -243,10 +243,7 @@ def attention_kernel(config, attention: str) -> str:
     """auto: the fused kernel where the family's transformers class has SDPA, else eager."""
     if attention != "auto":
         return attention
-    import transformers
-
-    cls = transformers.AutoModelForCausalLM._model_mapping[type(config)]
-    return "flash" if getattr(cls, "_supports_sdpa", False) else "eager"
+    return "flash" if catalog.kernel_for(type(config), "sdpa") == "sdpa" else "eager"
 
 
 def code_path(setup: MemoryConf) -> tuple[bool, bool]:

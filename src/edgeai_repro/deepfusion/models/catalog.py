@@ -43,12 +43,12 @@ def build_config(
     return cfg
 
 
-def kernel_for(config: transformers.PretrainedConfig, wanted: str) -> str:
-    """`wanted` (deepfusion.attention) where the family's transformers class supports it, else eager
-    (transformers' BLOOM has no SDPA and refuses it)."""
+def kernel_for(config_class: type[transformers.PretrainedConfig], wanted: str) -> str:
+    """`wanted` (deepfusion.attention) where the causal LM class of `config_class` supports it, else
+    eager (transformers' BLOOM has no SDPA and refuses it). The memory model asks it too."""
     if wanted == "eager":
         return wanted
-    cls = transformers.AutoModelForCausalLM._model_mapping[type(config)]
+    cls = transformers.AutoModelForCausalLM._model_mapping[config_class]
     flag = "_supports_flash_attn" if wanted == "flash_attention_2" else "_supports_sdpa"
     return wanted if getattr(cls, flag, False) else "eager"
 

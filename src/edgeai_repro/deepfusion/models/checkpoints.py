@@ -261,11 +261,11 @@ def pretrained(
             source = huggingface_hub.snapshot_download(source, allow_patterns=["*.json", "*.safetensors"])
         model = load_deepseek_moe(source, dtype)
         if attention is not None:
-            model.set_attn_implementation(catalog.kernel_for(model.config, attention))
+            model.set_attn_implementation(catalog.kernel_for(type(model.config), attention))
         return model
-    if attention is not None:
-        config = transformers.AutoConfig.from_pretrained(source)
-        kwargs["attn_implementation"] = catalog.kernel_for(config, attention)
+    if attention is not None:  # the config class from the config.json read above, not a second load
+        config_class = transformers.CONFIG_MAPPING[raw["model_type"]]
+        kwargs["attn_implementation"] = catalog.kernel_for(config_class, attention)
     return transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
 
 

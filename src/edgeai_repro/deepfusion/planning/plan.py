@@ -136,7 +136,11 @@ def gpu_hours(phase: Phase, seq: int) -> float:
     factor = 6.0 if phase.mode == "full" else 4.0
     if phase.mode == "qlora":
         factor *= 4 / 3  # gradient checkpointing recomputes the forward pass
-    flops = factor * params * phase.steps * phase.batch * seq
+    return _hours(factor * params * phase.steps * phase.batch * seq)
+
+
+def _hours(flops: float) -> float:
+    """GPU-hours of `flops` at MFU of the H100's bf16 peak (module constants)."""
     return flops / (PEAK_TFLOPS * 1e12 * MFU) / 3600
 
 
@@ -212,7 +216,7 @@ def forward_work(s, method, phases: list[Phase]) -> list[Forward]:
 def forward_hours(work: list[Forward]) -> float:
     """Estimated GPU-hours of forward-only work: 2 x active parameters x tokens, at the same MFU as
     training (token-by-token generation runs below it: the judge's share is a lower bound)."""
-    return sum(2 * _active_parameters(f.config) * f.tokens for f in work) / (PEAK_TFLOPS * 1e12 * MFU) / 3600
+    return _hours(sum(2 * _active_parameters(f.config) * f.tokens for f in work))
 
 
 def cell_phases(s, method) -> list[Phase]:
@@ -337,10 +341,11 @@ def plan_cells(cells: list[tuple[Any, int]], machine: dict) -> tuple[str, dict]:
         key=lambda r: (cases.index(r["case"]), r["method"] != "(devices)")
     )  # stable: methods in sweep order
     total = sum(h["devices"] + h["server"] + h["forward"] for h in hours.values())
+    optimizer = optimizer_line(str(cells[0][0].deepfusion.precision))
     text = [
         f"GPU memory planned for: {f'{limit:g} GB, {RESERVE_GB:g} GB of it kept free' if limit else 'none (CPU: every phase keeps its batch)'}; "
         f"sequence {cells[0][0].deepfusion.data.max_len} tokens; peaks from the memory model (accounting/memory.py) at these shapes",
-        optimizer_line(str(cells[0][0].deepfusion.precision)),
+        optimizer,
         "",
         *_table(
             rows,
@@ -376,7 +381,7 @@ def plan_cells(cells: list[tuple[Any, int]], machine: dict) -> tuple[str, dict]:
     data = {
         "gpu_memory_gb": limit,
         "reserve_gb": RESERVE_GB,
-        "optimizer": optimizer_line(str(cells[0][0].deepfusion.precision)),
+        "optimizer": optimizer,
         "phases": [{k: v for k, v in r.items() if k not in ("micro x accum", "peak GB")} for r in rows],
         "host_ram_gb": ram,
         "gpu_hours_estimate": {f"{case}/N={n}": h for (case, n), h in hours.items()},
